@@ -1,0 +1,202 @@
+"""Rewrites of megatron/arguments.py: new options, a new choice, checks, the ffn default."""
+
+from __future__ import annotations
+
+import libcst as cst
+import libcst.matchers as m
+
+from porter.edits.base import Rewrite, code, contains_code, dotted, statements
+
+
+def _option_of(node: cst.CSTNode) -> str | None:
+    """'--foo' for a `*.add_argument('--foo', ...)` call statement, else None."""
+    for call in m.findall(node, m.Call(func=m.Attribute(attr=m.Name("add_argument")))):
+        if call.args and isinstance(call.args[0].value, cst.SimpleString):
+            return call.args[0].value.evaluated_value
+    return None
+
+
+class AddArguments(Rewrite):
+    """Register new command-line options in an argument-group function.
+
+    Why: the port's features are switched by arguments (as everywhere in Megatron), so
+    GPT keeps working unchanged and LLaMA is a set of defaults. The options are added to the
+    group they belong to (`_add_network_size_args` for model shape, `_add_data_args` for the
+    tokenizer), before the group function's `return parser`, written with the group variable
+    the function already uses. An option already registered in the function is skipped.
+    """
+
+    construct = "`group = parser.add_argument_group(...)` ... `return parser`"
+
+    def __init__(self, func: str, arguments: list[str]) -> None:
+        super().__init__()
+        self.func = func
+        self.arguments = arguments  # each: "{group}.add_argument('--x', ...)"
+
+    def rewrite_body(self, body):
+        group = None
+        for stmt in body:
+            for assign in m.findall(stmt, m.Assign(value=m.Call(func=m.Attribute(attr=m.Name("add_argument_group"))))):
+                group = dotted(assign.targets[0].target)
+        returns = [i for i, s in enumerate(body) if m.matches(s, m.SimpleStatementLine(body=[m.Return()]))]
+        if group is None or not returns:
+            self.missing("no `X = parser.add_argument_group(...)` or no `return` in the function")
+            return body
+        present = {_option_of(s) for s in body}
+        new = []
+        for source in self.arguments:
+            head = f"{group}.add_argument("
+            stmt = statements(source.replace("{group}.add_argument(", head).replace("{pad}", " " * len(head)))[0]
+            if _option_of(stmt) in present:
+                continue
+            new.append(stmt)
+        if not new:
+            self.already_done()
+            return body
+        self.anchored()
+        at = returns[-1]
+        return body[:at] + new + body[at:]
+
+
+class ExtendChoices(Rewrite):
+    """Add a value to the `choices=[...]` of an existing option (e.g. a tokenizer type).
+
+    Why: the tree validates `--tokenizer-type` against a fixed list; a new tokenizer class
+    needs its name there as well as a branch in `build_tokenizer` (a choice with no code
+    behind it was one of the bugs of the hand port).
+    """
+
+    construct = "`add_argument(OPTION, ..., choices=[...])`"
+
+    def __init__(self, func: str, option: str, value: str) -> None:
+        super().__init__()
+        self.func = func
+        self.option = option
+        self.value = value
+
+    def rewrite_body(self, body):
+        target = m.Call(
+            func=m.Attribute(attr=m.Name("add_argument")),
+            args=[m.Arg(value=m.SimpleString()), m.ZeroOrMore()],
+        )
+        out = []
+        for stmt in body:
+            for call in m.findall(stmt, target):
+                if call.args[0].value.evaluated_value != self.option:
+                    continue
+                choices = next((a for a in call.args if a.keyword and a.keyword.value == "choices"), None)
+                if choices is None or not isinstance(choices.value, cst.List):
+                    continue
+                values = [e.value.evaluated_value for e in choices.value.elements if isinstance(e.value, cst.SimpleString)]
+                if self.value in values:
+                    self.already_done()
+                    continue
+                self.anchored()
+                elements = list(choices.value.elements)
+                if elements and not isinstance(elements[-1].comma, cst.Comma):
+                    separator = cst.SimpleWhitespace(" ")
+                    if len(elements) > 1 and isinstance(elements[-2].comma, cst.Comma):
+                        separator = elements[-2].comma.whitespace_after
+                    elements[-1] = elements[-1].with_changes(comma=cst.Comma(whitespace_after=separator))
+                elements.append(cst.Element(value=cst.SimpleString(repr(self.value))))
+                new_choices = choices.with_changes(value=choices.value.with_changes(elements=elements))
+                stmt = stmt.deep_replace(choices, new_choices)
+            out.append(stmt)
+        if not self._hits and not self._done:
+            self.missing(f"no add_argument({self.option!r}, ..., choices=[...]) in the function")
+        return out
+
+
+class InsertChecks(Rewrite):
+    """Insert argument checks right after the `for key in defaults:` loop.
+
+    Why: Megatron validates arguments inline, after defaults are applied (`parse_args` in
+    older trees, `validate_args` in newer ones), and before the required-argument and
+    derived-value checks. The port's checks (e.g. swiglu refuses --openai-gelu; no bias turns
+    off the bias-gelu fusion; rotary needs no --max-position-embeddings) belong exactly there.
+    Statements already present (a second apply) are not inserted again.
+    """
+
+    construct = "the `for key in defaults:` loop"
+
+    def __init__(self, func: str, checks: list[str]) -> None:
+        super().__init__()
+        self.func = func
+        self.checks = checks
+
+    def rewrite_body(self, body):
+        loops = [
+            i for i, s in enumerate(body)
+            if m.matches(s, m.For(iter=m.Name("defaults")))
+        ]
+        if not loops:
+            self.missing("no `for key in defaults:` loop in the function")
+            return body
+        new = [s for source in self.checks for s in statements(source)]
+        new = [s for s in new if not contains_code(body, s)]
+        if not new:
+            self.already_done()
+            return body
+        self.anchored()
+        new[0] = new[0].with_changes(leading_lines=[cst.EmptyLine(), *new[0].leading_lines])
+        at = loops[0] + 1
+        return body[:at] + new + body[at:]
+
+
+class FfnHiddenSizeRule(Rewrite):
+    """Make the default MLP width follow LLaMA's rule when `--ffn-multiple-of` is given.
+
+    Why: Megatron sets `ffn_hidden_size = 4 * hidden_size` when it is not given. LLaMA uses
+    int(2/3 * 4h) rounded up to a multiple of 256 (11008 for h = 4096; the hand port's
+    unrounded coefficient gave 10922). The rule is applied where the 4h default is, so an
+    explicit --ffn-hidden-size always wins.
+    """
+
+    construct = "`if args.ffn_hidden_size is None: args.ffn_hidden_size = 4 * args.hidden_size`"
+
+    def __init__(self, func: str, dest: str) -> None:
+        super().__init__()
+        self.func = func
+        self.dest = dest
+
+    def rewrite_body(self, body):
+        test = m.Comparison(
+            left=m.Attribute(value=m.Name("args"), attr=m.Name("ffn_hidden_size")),
+            comparisons=[m.ComparisonTarget(operator=m.Is(), comparator=m.Name("None"))],
+        )
+        out = []
+        for stmt in body:
+            if isinstance(stmt, cst.If) and m.matches(stmt.test, test):
+                if f"args.{self.dest}" in code(stmt):
+                    self.already_done()
+                else:
+                    self.anchored()
+                    default = [s for s in stmt.body.body]
+                    rule = statements(
+                        f"""
+                        if args.{self.dest} is not None:
+                            # LLaMA: int(2/3 * 4h) rounded up to a multiple of --{self.dest.replace('_', '-')}
+                            multiple = args.{self.dest}
+                            args.ffn_hidden_size = (8 * args.hidden_size // 3 + multiple - 1) // multiple * multiple
+                        """
+                    )[0]
+                    rule = rule.with_changes(
+                        orelse=cst.Else(body=cst.IndentedBlock(body=default))
+                    )
+                    stmt = stmt.with_changes(body=stmt.body.with_changes(body=[rule]))
+            out.append(stmt)
+        if not self._hits and not self._done:
+            self.missing("no `if args.ffn_hidden_size is None:` statement in the function")
+        return out
+
+
+def argument_statement(option: str, **kwargs: str) -> str:
+    """`{group}.add_argument('--x', k=v, ...)` source for AddArguments, one keyword per line.
+
+    Keyword values are Python source. Continuation lines are aligned after the opening
+    parenthesis once `{group}` is replaced by the group variable's name.
+    """
+    lines = [repr(option)] + [f"{key}={value}" for key, value in kwargs.items()]
+    return "{group}.add_argument(" + ",\n{pad}".join(lines) + ")"
+
+

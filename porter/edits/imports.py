@@ -1,0 +1,109 @@
+"""Rewrites of a module's imports and exports (the statements at its top level)."""
+
+from __future__ import annotations
+
+import libcst as cst
+import libcst.matchers as m
+
+from porter.edits.base import ModuleRewrite, code, statements
+
+
+def _import_from(stmt: cst.BaseStatement) -> cst.ImportFrom | None:
+    if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1:
+        node = stmt.body[0]
+        if isinstance(node, cst.ImportFrom):
+            return node
+    return None
+
+
+def _module_name(node: cst.ImportFrom) -> str:
+    dots = "." * len(node.relative)
+    return dots + (code(node.module) if node.module is not None else "")
+
+
+def _imported(node: cst.ImportFrom) -> list[str]:
+    if isinstance(node.names, cst.ImportStar):
+        return ["*"]
+    return [code(alias.asname.name) if alias.asname else code(alias.name) for alias in node.names]
+
+
+def defined_names(body: list[cst.BaseStatement]) -> set[str]:
+    """Names bound at top level by imports (also inside top-level if/try), defs and classes."""
+    names: set[str] = set()
+    for stmt in body:
+        for node in m.findall(stmt, m.ImportFrom() | m.Import()):
+            if isinstance(node, cst.ImportFrom):
+                names.update(_imported(node))
+            else:
+                for alias in node.names:
+                    names.add(code(alias.asname.name) if alias.asname else code(alias.name).split(".")[0])
+        if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+            names.add(stmt.name.value)
+    return names
+
+
+class ImportNameAlongside(ModuleRewrite):
+    """Add a name to an existing `from MODULE import ...` that already imports ANCHOR.
+
+    Why: the port's new classes are reached the way the tree reaches their GPT
+    counterparts, e.g. `from megatron.model import LayerNorm` becomes
+    `from megatron.model import LayerNorm, RMSNorm`, so both norms share one import path
+    (and the circular-import order the tree already relies on).
+    """
+
+    def __init__(self, module: str, anchor: str, name: str) -> None:
+        self.module = module
+        self.anchor = anchor
+        self.name = name
+        self.construct = f"`from {module} import {anchor}` at top level"
+
+    def rewrite_module_body(self, body, path):
+        if self.name in defined_names(body):
+            return body
+        for i, stmt in enumerate(body):
+            node = _import_from(stmt)
+            if node is None or _module_name(node) != self.module or self.anchor not in _imported(node):
+                continue
+            names = list(node.names)
+            names[-1] = names[-1].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+            names.append(cst.ImportAlias(name=cst.Name(self.name)))
+            body[i] = stmt.with_changes(body=[node.with_changes(names=names)])
+            return body
+        imports = [code(s) for s in body if _import_from(s) is not None]
+        raise self.fail(path, "imports: " + ("; ".join(imports[:8]) or "none"))
+
+
+class InsertImport(ModuleRewrite):
+    """Insert an import statement at top level, after the statement that defines AFTER.
+
+    Why: `megatron/model/__init__.py` is order-sensitive. `transformer.py` imports
+    `LayerNorm` (and now `RMSNorm`) from `megatron.model` while `megatron.model` is still
+    being initialised, so RMSNorm must be exported right after LayerNorm and before
+    `gpt_model` is imported; the LLaMA model must come after `gpt_model`. With AFTER=None the
+    import goes after the last top-level import of the module.
+    """
+
+    def __init__(self, source: str, after: str | None, why: str = "") -> None:
+        self.source = source
+        self.after = after
+        self.construct = (
+            f"a top-level statement that defines {after}" if after else "top-level imports"
+        )
+
+    def rewrite_module_body(self, body, path):
+        new = statements(self.source)[0]
+        new_names = defined_names([new])
+        if new_names <= defined_names(body):
+            return body
+        at = None
+        for i, stmt in enumerate(body):
+            if self.after is None:
+                if m.matches(stmt, m.SimpleStatementLine(body=[m.Import() | m.ImportFrom()])):
+                    at = i
+            elif self.after in defined_names([stmt]):
+                at = i
+                break
+        if at is None:
+            names = sorted(defined_names(body))
+            raise self.fail(path, "top-level names: " + (", ".join(names) or "none"))
+        return body[: at + 1] + [new] + body[at + 1 :]

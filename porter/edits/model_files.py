@@ -1,0 +1,146 @@
+"""Rewrites of the smaller touch points: the GPT pipe's final norm, the optimizer's
+weight-decay groups and the tokenizer factory."""
+
+from __future__ import annotations
+
+import libcst as cst
+import libcst.matchers as m
+
+from porter.edits.base import Rewrite, code, expression, indent_continuations, replace_each, statements
+
+
+class PipeNormChoice(Rewrite):
+    """Choose the norm class of the pipeline model's final-norm `LayerSpec` by argument.
+
+    Why: the pipe model builds its last norm as `LayerSpec(LayerNorm, ...)` outside the
+    transformer; with RMSNorm chosen it must follow the same argument as every other site.
+    """
+
+    construct = "`LayerSpec(LayerNorm, ...)` in the pipe model's __init__"
+
+    def __init__(self, cls: str, test: str, norm: str = "RMSNorm", base: str = "LayerNorm") -> None:
+        super().__init__()
+        self.cls = cls
+        self.func = "__init__"
+        self.test = test
+        self.norm = norm
+        self.base = base
+
+    def rewrite_body(self, body):
+        spec = m.Call(func=m.Name("LayerSpec"), args=[m.Arg(value=m.Name(self.base)), m.ZeroOrMore()])
+        chosen = m.Call(func=m.Name("LayerSpec"), args=[m.Arg(value=m.IfExp()), m.ZeroOrMore()])
+        out = []
+        for stmt in body:
+            if m.findall(stmt, chosen):
+                self.already_done()
+            stmt, count = replace_each(
+                stmt,
+                lambda s: next(iter(m.findall(s, spec)), None),
+                lambda call: call.with_changes(
+                    args=[call.args[0].with_changes(value=expression(f"{self.norm} if {self.test} else {self.base}")), *call.args[1:]]
+                ),
+            )
+            self._hits += count
+            out.append(stmt)
+        if not self._hits and not self._done:
+            self.missing(f"no LayerSpec({self.base}, ...) in __init__")
+        return out
+
+
+class NoWeightDecayFor(Rewrite):
+    """Exempt a new norm class from weight decay, as the tree exempts LayerNorm.
+
+    Why: the optimizer puts the parameters of `LayerNorm` modules in the no-weight-decay
+    group; RMSNorm weights are norm gains too and must not decay (the hand port had to fix
+    this by hand). `isinstance(m, LayerNorm)` becomes `isinstance(m, (LayerNorm, RMSNorm))`.
+    """
+
+    construct = "`isinstance(module_, LayerNorm)` in the weight-decay grouping"
+
+    def __init__(self, func: str, norm: str = "RMSNorm", base: str = "LayerNorm") -> None:
+        super().__init__()
+        self.func = func
+        self.norm = norm
+        self.base = base
+
+    def rewrite_body(self, body):
+        plain = m.Call(func=m.Name("isinstance"), args=[m.Arg(), m.Arg(value=m.Name(self.base))])
+        done = m.Call(func=m.Name("isinstance"), args=[m.Arg(), m.Arg(value=m.Tuple())])
+        out = []
+        for stmt in body:
+            for call in m.findall(stmt, done):
+                if self.norm in code(call.args[1].value):
+                    self.already_done()
+            stmt, count = replace_each(
+                stmt,
+                lambda s: next(iter(m.findall(s, plain)), None),
+                lambda call: call.with_changes(
+                    args=[call.args[0], call.args[1].with_changes(value=expression(f"({self.base}, {self.norm})"))]
+                ),
+            )
+            self._hits += count
+            out.append(stmt)
+        if not self._hits and not self._done:
+            self.missing(f"no isinstance(..., {self.base}) in the function")
+        return out
+
+
+class TokenizerBranch(Rewrite):
+    """Give a new `--tokenizer-type` choice its branch in `build_tokenizer`.
+
+    Why: a choice with no code behind it fails at run time with NotImplementedError (the
+    hand port's tokenizer bug). A new `elif args.tokenizer_type == NAME:` branch goes before
+    the final `else:`; the tokenizer class lives in its own generated module and is imported
+    inside the branch, so the factory's module gains no import-time dependency. A
+    `assert args.vocab_file is not None` ahead of the chain is limited to the other types,
+    since a SentencePiece model is one file given by --tokenizer-model.
+    """
+
+    construct = "the `if args.tokenizer_type == ...: ... elif ...: ... else:` chain"
+
+    def __init__(self, func: str, name: str, body: str, needs_vocab_file: bool = False) -> None:
+        super().__init__()
+        self.func = func
+        self.name = name
+        self.body = body
+        self.needs_vocab_file = needs_vocab_file
+
+    def rewrite_body(self, body):
+        test_of = lambda node: code(node.test)  # noqa: E731
+        wanted = f"args.tokenizer_type == {self.name!r}"
+        chain_at = next(
+            (i for i, s in enumerate(body) if isinstance(s, cst.If) and "args.tokenizer_type ==" in test_of(s)),
+            None,
+        )
+        if chain_at is None:
+            self.missing("no `if args.tokenizer_type == ...:` chain in the function")
+            return body
+        # Walk the elif chain to its last branch.
+        branches = []
+        node = body[chain_at]
+        while isinstance(node, cst.If):
+            branches.append(node)
+            node = node.orelse if isinstance(node.orelse, cst.If) else None
+        if any(code(b.test).replace('"', "'") == wanted for b in branches):
+            self.already_done()
+            return body
+        self.anchored()
+        new_branch = statements(f"if {wanted}:\n" + "\n".join("    " + line for line in self.body.splitlines()))[0]
+
+        def insert(node: cst.If) -> cst.If:
+            if isinstance(node.orelse, cst.If):
+                return node.with_changes(orelse=insert(node.orelse))
+            return node.with_changes(orelse=new_branch.with_changes(orelse=node.orelse))
+
+        out = list(body)
+        out[chain_at] = insert(body[chain_at])
+        if not self.needs_vocab_file:
+            vocab_assert = m.SimpleStatementLine(body=[m.Assert(test=m.Comparison(left=m.Attribute(attr=m.Name("vocab_file"))))])
+            for i, stmt in enumerate(out[:chain_at]):
+                if m.matches(stmt, vocab_assert):
+                    guard = statements(f"if args.tokenizer_type != {self.name!r}:\n    pass")[0]
+                    out[i] = guard.with_changes(
+                        body=guard.body.with_changes(body=[indent_continuations(stmt.with_changes(leading_lines=[]))]),
+                        leading_lines=stmt.leading_lines,
+                    )
+        return out
