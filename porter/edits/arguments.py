@@ -138,7 +138,7 @@ class InsertChecks(Rewrite):
             self.already_done()
             return body
         self.anchored()
-        new[0] = new[0].with_changes(leading_lines=[cst.EmptyLine(), *new[0].leading_lines])
+        new[0] = new[0].with_changes(leading_lines=[cst.EmptyLine(indent=False), *new[0].leading_lines])
         at = loops[0] + 1
         return body[:at] + new + body[at:]
 

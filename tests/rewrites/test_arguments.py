@@ -1,0 +1,101 @@
+"""Before/after tests of the arguments.py rewrites, on snippets in MS-pre's style."""
+
+from functools import partial
+
+from porter.edits import arguments as A
+
+PARSE = '''
+def parse_args(extra_args_provider=None, defaults={}, ignore_unknown_args=False):
+    parser = argparse.ArgumentParser(description='Megatron-LM Arguments', allow_abbrev=False)
+    parser = _add_network_size_args(parser)
+    args = parser.parse_args()
+    for key in defaults:
+        if getattr(args, key) is None:
+            setattr(args, key, defaults[key])
+
+    required_args = ['num_layers', 'hidden_size']
+    if args.ffn_hidden_size is None:
+        args.ffn_hidden_size = 4 * args.hidden_size
+    return args
+
+
+def _add_network_size_args(parser):
+    group = parser.add_argument_group(title='network size')
+    group.add_argument('--hidden-size', type=int, default=None,
+                       help='Tansformer hidden size.')
+    return parser
+
+
+def _add_data_args(parser):
+    group = parser.add_argument_group(title='data and dataloader')
+    group.add_argument('--tokenizer-type', type=str,
+                       default=None,
+                       choices=['BertWordPieceLowerCase',
+                                'GPT2BPETokenizer'],
+                       help='What type of tokenizer to use.')
+    return parser
+'''
+
+
+def test_add_arguments_before_return_aligned_like_the_tree(check):
+    statement = A.argument_statement("--no-bias", action="'store_true'", help="'No bias.'")
+    after = PARSE.replace(
+        "                       help='Tansformer hidden size.')\n    return parser",
+        "                       help='Tansformer hidden size.')\n"
+        "    group.add_argument('--no-bias',\n"
+        "                       action='store_true',\n"
+        "                       help='No bias.')\n"
+        "    return parser",
+    )
+    check(partial(A.AddArguments, func="_add_network_size_args", arguments=[statement]), PARSE, after)
+
+
+def test_add_arguments_skips_an_option_already_there(check):
+    statement = A.argument_statement("--hidden-size", type="int")
+    check(partial(A.AddArguments, func="_add_network_size_args", arguments=[statement]), PARSE, PARSE)
+
+
+def test_extend_choices_keeps_the_list_layout(check):
+    after = PARSE.replace(
+        "                                'GPT2BPETokenizer'],",
+        "                                'GPT2BPETokenizer',\n                                'SentencePieceTokenizer'],",
+    )
+    check(
+        partial(A.ExtendChoices, func="_add_data_args", option="--tokenizer-type", value="SentencePieceTokenizer"),
+        PARSE,
+        after,
+    )
+
+
+def test_insert_checks_after_the_defaults_loop(check):
+    checks = ["if args.no_bias:\n    args.bias_gelu_fusion = False"]
+    after = PARSE.replace(
+        "            setattr(args, key, defaults[key])\n",
+        "            setattr(args, key, defaults[key])\n\n    if args.no_bias:\n        args.bias_gelu_fusion = False\n",
+    )
+    check(partial(A.InsertChecks, func="parse_args", checks=checks), PARSE, after)
+
+
+def test_ffn_rule_wraps_the_4h_default(check):
+    after = PARSE.replace(
+        "    if args.ffn_hidden_size is None:\n        args.ffn_hidden_size = 4 * args.hidden_size\n",
+        "    if args.ffn_hidden_size is None:\n"
+        "        if args.ffn_multiple_of is not None:\n"
+        "            # LLaMA: int(2/3 * 4h) rounded up to a multiple of --ffn-multiple-of\n"
+        "            multiple = args.ffn_multiple_of\n"
+        "            args.ffn_hidden_size = (8 * args.hidden_size // 3 + multiple - 1) // multiple * multiple\n"
+        "        else:\n"
+        "            args.ffn_hidden_size = 4 * args.hidden_size\n",
+    )
+    check(partial(A.FfnHiddenSizeRule, func="parse_args", dest="ffn_multiple_of"), PARSE, after)
+
+
+def test_ffn_rule_gives_llamas_11008():
+    hidden_size, multiple = 4096, 256
+    assert (8 * hidden_size // 3 + multiple - 1) // multiple * multiple == 11008
+
+
+def test_checks_need_the_defaults_loop(refuses):
+    error = refuses(partial(A.InsertChecks, func="parse_args", checks=["x = 1"]),
+                    PARSE.replace("for key in defaults:", "for key in other:"))
+    assert "for key in defaults" in error.construct
