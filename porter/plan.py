@@ -21,6 +21,7 @@ from porter.edits.imports import ImportNameAlongside, InsertImport
 from porter.errors import PorterError
 from porter.profile import (
     ARGUMENTS,
+    GLOBAL_VARS,
     GPT_MODEL,
     LANGUAGE_MODEL,
     MODEL_INIT,
@@ -278,6 +279,8 @@ class _Planner:
                   _rw(F.TokenizerBranch, func="build_tokenizer", name=SENTENCEPIECE_CHOICE,
                       body="from .sentencepiece_tokenizer import SentencePieceTokenizer\n"
                            "tokenizer = SentencePieceTokenizer(args.tokenizer_model)"))
+        self.edit(GLOBAL_VARS, "sentencepiece", "the tokenizer is built when a tokenizer model file is given",
+                  _rw(F.BuildTokenizerWhen, func="set_global_variables", option_dest="tokenizer_model"))
         self.create("megatron/tokenizer/sentencepiece_tokenizer.py", "sentencepiece",
                     "the SentencePiece tokenizer", "sentencepiece_tokenizer.py.j2")
         self.defaults["tokenizer_type"] = SENTENCEPIECE_CHOICE

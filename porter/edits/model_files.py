@@ -144,3 +144,38 @@ class TokenizerBranch(Rewrite):
                         leading_lines=stmt.leading_lines,
                     )
         return out
+
+
+class BuildTokenizerWhen(Rewrite):
+    """Build the tokenizer at start-up when a tokenizer model file is given, too.
+
+    Why: Megatron builds its tokenizer (and so `args.padded_vocab_size`) only
+    `if args.vocab_file:`. A SentencePiece tokenizer has no vocab file but a model file
+    (--tokenizer-model); without this the model is built with no vocabulary size. A tree
+    that builds its tokenizer unconditionally needs nothing.
+    """
+
+    construct = "`if args.vocab_file: _build_tokenizer(args)`"
+
+    def __init__(self, func: str, option_dest: str) -> None:
+        super().__init__()
+        self.func = func
+        self.option_dest = option_dest
+
+    def rewrite_body(self, body):
+        out = []
+        for stmt in body:
+            if isinstance(stmt, cst.If) and m.findall(stmt.body, m.Call(func=m.Name("_build_tokenizer"))):
+                test = code(stmt.test)
+                if f"args.{self.option_dest}" in test:
+                    self.already_done()
+                elif "args.vocab_file" in test:
+                    self.anchored()
+                    stmt = stmt.with_changes(test=expression(f"{test} or args.{self.option_dest}"))
+            out.append(stmt)
+        if not self._hits and not self._done:
+            if any(m.findall(s, m.Call(func=m.Name("_build_tokenizer"))) for s in body):
+                self.already_done()  # built unconditionally
+            else:
+                self.missing("no call of _build_tokenizer(args) in the function")
+        return out

@@ -20,6 +20,7 @@ GPT_MODEL = "megatron/model/gpt_model.py"
 MODEL_INIT = "megatron/model/__init__.py"
 OPTIMIZER = "megatron/optimizer/__init__.py"
 TOKENIZER = "megatron/tokenizer/tokenizer.py"
+GLOBAL_VARS = "megatron/global_vars.py"
 
 
 @dataclass

@@ -1,0 +1,72 @@
+"""A small English+code training corpus that porter makes itself, with no download.
+
+The documents are the docstrings of the Python standard library on this machine, read
+with `ast` (no module is imported, so nothing runs). The order is fixed, so the corpus is
+the same on every machine with the same Python version.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import sysconfig
+from pathlib import Path
+
+
+def stdlib_docstrings(max_bytes: int = 400_000, min_chars: int = 80):
+    """Yield docstrings of stdlib modules, classes and functions, up to about max_bytes."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    total = 0
+    for path in sorted(root.glob("*.py")) + sorted(root.glob("*/*.py")):
+        if any(part.startswith(("test", "idlelib", "turtledemo")) for part in path.relative_to(root).parts):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, OSError):
+            continue
+        nodes = [tree] + [
+            n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        ]
+        for node in nodes:
+            doc = ast.get_docstring(node)
+            if doc and len(doc) >= min_chars:
+                yield doc
+                total += len(doc.encode("utf-8"))
+                if total >= max_bytes:
+                    return
+
+
+def write_corpus(folder: Path, max_bytes: int = 400_000) -> tuple[Path, Path]:
+    """Write the corpus as plain text (for SentencePiece) and as jsonl documents.
+
+    Returns (text_path, jsonl_path).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    docs = list(stdlib_docstrings(max_bytes))
+    text = folder / "corpus.txt"
+    jsonl = folder / "corpus.jsonl"
+    text.write_text("\n".join(d.replace("\n", " ") for d in docs) + "\n", encoding="utf-8")
+    with jsonl.open("w", encoding="utf-8") as handle:
+        for doc in docs:
+            handle.write(json.dumps({"text": doc}) + "\n")
+    return text, jsonl
+
+
+def train_sentencepiece(text: Path, prefix: Path, vocab_size: int = 1000) -> Path:
+    """Train a small SentencePiece BPE model on the corpus; returns the .model path."""
+    import sentencepiece
+
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(text),
+        model_prefix=str(prefix),
+        vocab_size=vocab_size,
+        model_type="bpe",
+        character_coverage=1.0,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        num_threads=1,
+        minloglevel=2,
+    )
+    return prefix.with_suffix(".model")

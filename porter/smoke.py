@@ -1,0 +1,271 @@
+"""A short, real training run of a ported model: does its loss fall?
+
+It makes everything the run needs in a work folder — a corpus (porter.corpus), a
+SentencePiece model trained on it, the token dataset written by the tree's own
+`MMapIndexedDatasetBuilder`, a DeepSpeed config — then runs the tree's
+`pretrain_<name>.py` with a tiny config derived from the spec, on the local device
+(CPU here: gloo, DS_ACCELERATOR=cpu), in one process or two (torchrun), and reads the
+losses back from the tree's own log lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from porter.corpus import train_sentencepiece, write_corpus
+from porter.errors import PorterError
+from porter.profile import build_profile
+from porter.source import SourceTree
+from porter.spec import Spec
+
+LOSS_LINE = re.compile(r"iteration\s+(\d+)\s*/\s*\d+.*?lm loss:\s*([0-9.]+(?:[eE][-+]?\d+)?)")
+
+
+@dataclass
+class SmokeConfig:
+    steps: int = 20
+    nproc: int = 1
+    pipeline_parallel: int = 1
+    tensor_parallel: int = 1
+    pipe: bool = True  # DeepSpeed's pipeline engine; False: --no-pipeline-parallel
+    num_layers: int = 2
+    hidden_size: int = 64
+    num_attention_heads: int = 4
+    seq_length: int = 64
+    micro_batch_size: int = 4
+    global_batch_size: int = 8
+    lr: float = 1e-3
+    vocab_size: int = 1000
+    seed: int = 1234
+    extra_args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SmokeResult:
+    losses: list[float]
+    command: list[str]
+    log: str
+    seconds: float
+    returncode: int
+
+    @property
+    def first(self) -> float:
+        return sum(self.losses[:5]) / max(1, len(self.losses[:5]))
+
+    @property
+    def last(self) -> float:
+        return sum(self.losses[-5:]) / max(1, len(self.losses[-5:]))
+
+    @property
+    def passed(self) -> bool:
+        return self.returncode == 0 and len(self.losses) >= 10 and self.last < self.first
+
+    def as_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "losses": self.losses,
+            "first5_mean": self.first,
+            "last5_mean": self.last,
+            "returncode": self.returncode,
+            "seconds": round(self.seconds, 2),
+            "command": self.command,
+        }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+_BUILD_DATASET = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import sentencepiece
+    import torch
+    from megatron.data import indexed_dataset
+
+    jsonl, model, prefix = sys.argv[1:4]
+    sp = sentencepiece.SentencePieceProcessor(model_file=model)
+    builder = indexed_dataset.MMapIndexedDatasetBuilder(prefix + ".bin", dtype=np.int32)
+    with open(jsonl) as handle:
+        for line in handle:
+            ids = sp.encode(json.loads(line)["text"]) + [sp.eos_id()]
+            builder.add_item(torch.tensor(ids, dtype=torch.int32))
+            builder.end_document()
+    builder.finalize(prefix + ".idx")
+    """
+)
+
+
+def environment(tree: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    path = [str(tree)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    env.update(
+        # the tree's own build steps (e.g. `python3 -m pybind11` in megatron/data/Makefile) must find this Python
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+        PYTHONPATH=os.pathsep.join(path),
+        DS_ACCELERATOR=env.get("DS_ACCELERATOR", "cpu"),
+        CUDA_VISIBLE_DEVICES=env.get("CUDA_VISIBLE_DEVICES", ""),
+        OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
+        PYTHONUNBUFFERED="1",
+        MASTER_ADDR="127.0.0.1",
+    )
+    return env
+
+
+def prepare_data(tree: Path, workdir: Path, vocab_size: int) -> tuple[Path, Path]:
+    """Corpus, SentencePiece model and token dataset in workdir; returns (model, data prefix)."""
+    text, jsonl = write_corpus(workdir / "corpus")
+    model = workdir / "tokenizer.model"
+    if not model.exists():
+        train_sentencepiece(text, workdir / "tokenizer", vocab_size)
+    prefix = workdir / "data" / "corpus_text_document"
+    if not prefix.with_suffix(".idx").exists():
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            [sys.executable, "-c", _BUILD_DATASET, str(jsonl), str(model), str(prefix)],
+            cwd=tree, env=environment(tree), capture_output=True, text=True,
+        )
+        if done.returncode != 0:
+            raise PorterError(
+                "cannot build the token dataset with the tree's megatron.data.indexed_dataset",
+                file="megatron/data/indexed_dataset.py",
+                construct="MMapIndexedDatasetBuilder(out_file, dtype=...) with add_item / end_document / finalize",
+                found=done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}",
+                fix="check that the tree imports on this machine (python -c 'import megatron')",
+            )
+    return model, prefix
+
+
+def deepspeed_config(workdir: Path, config: SmokeConfig) -> Path:
+    path = workdir / "ds_config.json"
+    data_parallel = config.nproc // (config.pipeline_parallel * config.tensor_parallel)
+    path.write_text(
+        json.dumps(
+            {
+                "train_batch_size": config.global_batch_size,
+                "train_micro_batch_size_per_gpu": config.micro_batch_size,
+                "gradient_accumulation_steps": config.global_batch_size // (config.micro_batch_size * data_parallel),
+                "zero_optimization": {"stage": 0},
+                "fp16": {"enabled": False},
+                "bf16": {"enabled": False},
+                "steps_per_print": 10**9,
+                "wall_clock_breakdown": False,
+            },
+            indent=1,
+        )
+    )
+    return path
+
+
+def command(spec: Spec, tree: SourceTree, workdir: Path, config: SmokeConfig, model: Path, prefix: Path) -> list[str]:
+    options = build_profile(tree).arguments.options
+    args = [
+        "--num-layers", str(config.num_layers),
+        "--hidden-size", str(config.hidden_size),
+        "--num-attention-heads", str(config.num_attention_heads),
+        "--seq-length", str(config.seq_length),
+        "--micro-batch-size", str(config.micro_batch_size),
+        "--global-batch-size", str(config.global_batch_size),
+        "--train-iters", str(config.steps),
+        "--lr", str(config.lr),
+        "--min-lr", str(config.lr / 10),
+        "--lr-decay-style", "constant",
+        "--log-interval", "1",
+        "--eval-iters", "0",
+        "--eval-interval", str(10**6),
+        "--data-path", str(prefix),
+        "--split", "100,0,0",
+        "--tokenizer-type", "SentencePieceTokenizer",
+        "--tokenizer-model", str(model),
+        "--seed", str(config.seed),
+        "--tensor-model-parallel-size", str(config.tensor_parallel),
+        "--pipeline-model-parallel-size", str(config.pipeline_parallel),
+        "--deepspeed",
+        "--deepspeed_config", str(deepspeed_config(workdir, config)),
+        "--zero-stage", "0",
+    ]
+    if spec.position_embedding != "rotary":
+        args += ["--max-position-embeddings", str(config.seq_length)]
+    if "--distributed-backend" in options:
+        args += ["--distributed-backend", "gloo"]
+    for option in ("--no-masked-softmax-fusion", "--no-bias-gelu-fusion", "--no-bias-dropout-fusion"):
+        if option in options:
+            args.append(option)
+    if not config.pipe:
+        args.append("--no-pipeline-parallel")
+    args += config.extra_args
+    script = str(tree.root / spec.script)
+    if config.nproc == 1:
+        return [sys.executable, script, *args]
+    return [
+        sys.executable, "-m", "torch.distributed.run",
+        "--nproc_per_node", str(config.nproc), "--master_port", str(free_port()),
+        script, *args,
+    ]
+
+
+def run_smoke(
+    spec: Spec,
+    target: Path,
+    workdir: Path,
+    config: SmokeConfig,
+    on_loss: Callable[[int, float], None] | None = None,
+) -> SmokeResult:
+    tree = SourceTree.open(target)
+    if not tree.exists(spec.script):
+        raise PorterError(
+            f"{spec.script} is missing: the tree is not ported",
+            file=spec.script,
+            fix=f"run `porter apply {spec.name} --target {target}` first",
+        )
+    if spec.tokenizer != "sentencepiece":
+        raise PorterError(
+            f"smoke trains with a SentencePiece tokenizer; spec {spec.name} uses {spec.tokenizer}",
+            file=spec.path, construct="tokenizer.type = 'sentencepiece'",
+            fix="smoke a spec with tokenizer.type = 'sentencepiece'",
+        )
+    workdir.mkdir(parents=True, exist_ok=True)
+    model, prefix = prepare_data(tree.root, workdir, config.vocab_size)
+    cmd = command(spec, tree, workdir, config, model, prefix)
+    env = environment(tree.root)
+    # DeepSpeed's CPU accelerator counts one device per NUMA node unless LOCAL_SIZE says how
+    # many there are; trees check local rank == rank % device count.
+    env["LOCAL_SIZE"] = str(config.nproc)
+    if config.nproc == 1:
+        env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_PORT=str(free_port()))
+    start = time.monotonic()
+    losses: dict[int, float] = {}
+    lines: list[str] = []
+    with subprocess.Popen(
+        cmd, cwd=tree.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            match = LOSS_LINE.search(line)
+            if match:
+                step, loss = int(match.group(1)), float(match.group(2))
+                if step not in losses:
+                    losses[step] = loss
+                    if on_loss:
+                        on_loss(step, loss)
+        returncode = proc.wait()
+    ordered = [losses[k] for k in sorted(losses)]
+    log = "".join(lines)
+    (workdir / "train.log").write_text(" ".join(cmd) + "\n\n" + log)
+    return SmokeResult(losses=ordered, command=cmd, log=log, seconds=time.monotonic() - start,
+                       returncode=returncode)
+
