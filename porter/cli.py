@@ -114,6 +114,54 @@ def smoke(
 
 
 @app.command()
+def demo(
+    model: Annotated[str, typer.Argument(help="Spec to port.")] = "llama",
+    folder: Annotated[Path, typer.Option(help="Where to put the copy of the sample tree.")] = Path("porter-demo"),
+    steps: Annotated[int, typer.Option(help="Smoke-training steps.")] = 20,
+    debug: Debug = False,
+) -> None:
+    """Port MODEL into a copy of the bundled sample tree, show the change, train it briefly.
+
+    Example: porter demo
+    """
+    import shutil
+
+    from porter.port import prepare
+    from porter.resources import sample_tree_dir
+    from porter.smoke import SmokeConfig, run_smoke
+    from porter.writer import journal_entry, tree_lock, write_changes
+
+    tree = folder / "Megatron-DeepSpeed"
+    try:
+        if tree.exists():
+            shutil.rmtree(tree)
+        shutil.copytree(sample_tree_dir(), tree, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+        typer.echo(f"1. copied the bundled sample tree to {tree}")
+        port = prepare(model, tree)
+        with tree_lock(port.root):
+            write_changes(port.root, port.changes, journal_entry(port.spec.name, port.spec.path, port.changes))
+        typer.echo(f"2. porter apply {model} --target {tree}")
+        for change in port.changes:
+            added, removed = change.counts()
+            typer.echo(f"   {'created' if change.created else 'changed'} {change.path} (+{added} -{removed})")
+        typer.echo(f"3. porter smoke {model} --target {tree} --steps {steps}")
+        result = run_smoke(
+            port.spec, tree, folder / "smoke", SmokeConfig(steps=steps),
+            on_loss=lambda s, l: typer.echo(f"   step {s:>4}  loss {l:.4f}"),
+        )
+    except PorterError as exc:
+        _fail(exc, debug)
+    if not result.passed:
+        typer.echo(result.log[-4000:], err=True)
+    typer.echo(
+        f"{'done' if result.passed else 'FAILED'}: the {model} port of the sample tree trains; mean loss "
+        f"{result.first:.4f} (first 5 steps) -> {result.last:.4f} (last 5). Review it with "
+        f"`git diff --no-index` or `porter diff {model} --target <a fresh copy>`."
+    )
+    raise typer.Exit(0 if result.passed else 1)
+
+
+@app.command()
 def version() -> None:
     """Print porter's version."""
     typer.echo(__version__)
