@@ -8,9 +8,10 @@ context. Nothing here touches files.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 from porter.edits import arguments as A
 from porter.edits import language_model as L

@@ -18,9 +18,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from porter.corpus import train_sentencepiece, write_corpus
 from porter.errors import PorterError

@@ -83,7 +83,7 @@ class SourceTree:
         self._files: dict[str, SourceFile | None] = {}
 
     @classmethod
-    def open(cls, target: str | Path) -> "SourceTree":
+    def open(cls, target: str | Path) -> SourceTree:
         root = Path(target)
         if not root.exists():
             raise PorterError(

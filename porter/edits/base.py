@@ -10,7 +10,8 @@ recognises its own result: run on its own output it changes nothing, which is wh
 from __future__ import annotations
 
 import textwrap
-from typing import ClassVar, Sequence
+from collections.abc import Sequence
+from typing import ClassVar
 
 import libcst as cst
 import libcst.matchers as m

@@ -15,8 +15,8 @@ from porter.edits.base import (
     mentions,
     none_safe_add,
     replace_each,
-    unguarded_add,
     statements,
+    unguarded_add,
     with_comment,
 )
 

@@ -26,7 +26,7 @@ class Spelling:
     add: tuple[tuple[str, str], ...] = ()  # porter's add_argument keywords: (name, source)
     origin: str = "porter"  # "tree" once detected in a tree
 
-    def detected(self) -> "Spelling":
+    def detected(self) -> Spelling:
         return Spelling(**{**self.__dict__, "origin": "tree"})
 
 
