@@ -1,0 +1,5 @@
+"""`python -m porter ...` runs the CLI."""
+
+from porter.cli import main
+
+main()
