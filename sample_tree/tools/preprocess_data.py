@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from megatron.arguments import _add_data_args
 from megatron.tokenizer import build_tokenizer
 from megatron.data import indexed_dataset
 
@@ -75,7 +76,7 @@ class Encoder(object):
 
 
 def get_args():
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(allow_abbrev=False)
     group = parser.add_argument_group(title='input data')
     group.add_argument('--input', type=str, required=True,
                        help='JSON-lines input file.')
@@ -87,16 +88,12 @@ def get_args():
                        help='Keep newlines at sentence ends when splitting.')
 
     group = parser.add_argument_group(title='tokenizer')
-    group.add_argument('--tokenizer-type', type=str, required=True,
-                       choices=['BertWordPieceLowerCase', 'BertWordPieceCase',
-                                'GPT2BPETokenizer'],
-                       help='Tokenizer implementation.')
-    group.add_argument('--vocab-file', type=str, default=None,
-                       help='Tokenizer vocabulary file.')
-    group.add_argument('--merge-file', type=str, default=None,
-                       help='BPE merges file.')
     group.add_argument('--append-eod', action='store_true',
                        help='End every document with the end-of-document token.')
+    # --tokenizer-type, --vocab-file, --merge-file (and any tokenizer option a
+    # port adds there) are the training script's own data arguments, so
+    # build_tokenizer sees here exactly what it sees during training.
+    parser = _add_data_args(parser)
 
     group = parser.add_argument_group(title='output data')
     group.add_argument('--output-prefix', type=str, required=True,
@@ -111,12 +108,13 @@ def get_args():
                        help='Documents between progress reports.')
     args = parser.parse_args()
     args.keep_empty = False
+    if args.tokenizer_type is None:
+        parser.error('--tokenizer-type is required')
 
     # build_tokenizer reads these training arguments.
     args.rank = 0
     args.make_vocab_size_divisible_by = 128
     args.tensor_model_parallel_size = 1
-    args.vocab_extra_ids = 0
 
     return args
 

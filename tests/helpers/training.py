@@ -136,6 +136,32 @@ def gpt2_tokenizer_args(vocab: os.PathLike, merges: os.PathLike) -> list[str]:
             '--vocab-file', str(vocab), '--merge-file', str(merges)]
 
 
+def train_sentencepiece(corpus_jsonl: os.PathLike, out_dir: os.PathLike,
+                        vocab_size: int = 1000, model_type: str = 'bpe') -> Path:
+    """Train a small SentencePiece model (LLaMA-style ids: unk 0, bos 1,
+    eos 2, no pad) on the corpus; return the ``.model`` path."""
+    import sentencepiece as spm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    texts = [json.loads(line)['text']
+             for line in open(corpus_jsonl, encoding='utf-8')]
+    prefix = out_dir / 'spm'
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_prefix=str(prefix),
+        vocab_size=vocab_size, model_type=model_type,
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        byte_fallback=True, character_coverage=1.0,
+        num_threads=1, minloglevel=2)
+    return prefix.with_suffix('.model')
+
+
+def sentencepiece_tokenizer_args(model: os.PathLike,
+                                 tokenizer_type: str = 'SentencePieceTokenizer'
+                                 ) -> list[str]:
+    return ['--tokenizer-type', tokenizer_type, '--tokenizer-model', str(model)]
+
+
 def preprocess(tree: os.PathLike, input_jsonl: os.PathLike,
                output_prefix: os.PathLike, tokenizer_args: Sequence[str],
                json_key: str = 'text', extra_args: Sequence[str] = (),
