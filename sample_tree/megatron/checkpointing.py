@@ -31,10 +31,13 @@ def get_checkpoint_name(checkpoints_path, iteration, release=False):
 
 
 def _rng_state():
-    return {'random_rng_state': random.getstate(),
-            'np_rng_state': np.random.get_state(),
-            'torch_rng_state': torch.get_rng_state(),
-            'rng_tracker_states': mpu.get_cuda_rng_tracker().get_states()}
+    state = {'random_rng_state': random.getstate(),
+             'np_rng_state': np.random.get_state(),
+             'torch_rng_state': torch.get_rng_state(),
+             'rng_tracker_states': mpu.get_cuda_rng_tracker().get_states()}
+    if torch.cuda.is_available():
+        state['cuda_rng_state'] = torch.cuda.get_rng_state()
+    return state
 
 
 def _client_args(args):
@@ -125,6 +128,8 @@ def load_checkpoint(model, optimizer, lr_scheduler, load_arg='load', strict=True
         random.setstate(state_dict['random_rng_state'])
         np.random.set_state(state_dict['np_rng_state'])
         torch.set_rng_state(state_dict['torch_rng_state'])
+        if torch.cuda.is_available() and 'cuda_rng_state' in state_dict:
+            torch.cuda.set_rng_state(state_dict['cuda_rng_state'])
         if state_dict.get('rng_tracker_states'):
             mpu.get_cuda_rng_tracker().set_states(
                 state_dict['rng_tracker_states'])

@@ -4,7 +4,6 @@
 import torch
 from torch.nn.parallel import DistributedDataParallel as torchDDP
 
-from megatron import get_args
 from megatron import mpu
 from megatron.mpu.layers import param_is_not_tensor_parallel_duplicate
 

@@ -245,9 +245,9 @@ def _base_env(nproc: int) -> dict:
     # DeepSpeed JIT-builds a shared-memory comm op on CPU (~20 s, cached).
     # Single- and multi-process launches invalidate each other's build in a
     # shared cache directory, so keep one cache per process count.
-    env.setdefault('TORCH_EXTENSIONS_DIR', os.path.join(
-        os.path.expanduser('~'), '.cache', 'torch_extensions',
-        f'porter-np{nproc}'))
+    root = os.environ.get('TORCH_EXTENSIONS_DIR') or os.path.join(
+        os.path.expanduser('~'), '.cache', 'torch_extensions')
+    env['TORCH_EXTENSIONS_DIR'] = os.path.join(root, f'porter-np{nproc}')
     return env
 
 

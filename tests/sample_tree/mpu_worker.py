@@ -13,7 +13,6 @@ sys.path.insert(0, sys.argv[1])  # the sample tree
 
 import megatron.global_vars as global_vars  # noqa: E402
 from megatron import mpu  # noqa: E402
-from megatron.mpu.layers import _initialize_affine_weight_cpu  # noqa: E402
 
 TP = 2
 

@@ -7,8 +7,6 @@ callers look the same as with CUDA kernels.
 
 import torch
 
-from megatron.model.enums import AttnMaskType
-
 
 class FusedScaleMaskSoftmax(torch.nn.Module):
     """softmax(mask_func(scale * x, mask)) over the last dim of [b, np, sq, sk]."""

@@ -5,7 +5,6 @@ import math
 
 import torch
 
-from megatron import get_args
 
 
 def init_method_normal(sigma):
