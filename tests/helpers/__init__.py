@@ -1,0 +1,1 @@
+"""Shared test helpers (training runs on the bundled sample tree)."""
