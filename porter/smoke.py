@@ -28,7 +28,8 @@ from porter.profile import build_profile
 from porter.source import SourceTree
 from porter.spec import Spec
 
-LOSS_LINE = re.compile(r"iteration\s+(\d+)\s*/\s*\d+.*?lm loss:\s*([0-9.]+(?:[eE][-+]?\d+)?)")
+# "iteration 3/20 | ... | lm loss: 6.123456E+00 |", also upstream's right-aligned form; nan/inf parse too.
+LOSS_LINE = re.compile(r"iteration\s+(\d+)\s*/\s*\d+.*?lm loss:\s*([-+0-9.eEnaNif]+)")
 
 
 @dataclass
@@ -109,20 +110,82 @@ _BUILD_DATASET = textwrap.dedent(
 )
 
 
-def environment(tree: Path) -> dict[str, str]:
+def environment(tree: Path, nproc: int = 1) -> dict[str, str]:
+    """The environment of a CPU run of the tree: its folder on PYTHONPATH, DeepSpeed on CPU."""
     env = dict(os.environ)
     path = [str(tree)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    cache = env.get("TORCH_EXTENSIONS_DIR") or str(Path.home() / ".cache" / "torch_extensions")
     env.update(
         # the tree's own build steps (e.g. `python3 -m pybind11` in megatron/data/Makefile) must find this Python
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
         PYTHONPATH=os.pathsep.join(path),
         DS_ACCELERATOR=env.get("DS_ACCELERATOR", "cpu"),
         CUDA_VISIBLE_DEVICES=env.get("CUDA_VISIBLE_DEVICES", ""),
-        OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
+        OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc))),
         PYTHONUNBUFFERED="1",
         MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(free_port()),
+        # DeepSpeed's CPU accelerator counts one device per NUMA node unless LOCAL_SIZE says
+        # how many there are; trees check local rank == rank % device count.
+        LOCAL_SIZE=str(nproc),
+        # DeepSpeed JIT-builds a shared-memory op on CPU (~20 s); one- and two-process runs
+        # invalidate each other's build in a shared cache, so each process count has its own.
+        TORCH_EXTENSIONS_DIR=str(Path(cache) / f"porter-np{nproc}"),
     )
+    if nproc == 1:
+        env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
     return env
+
+
+@dataclass
+class Run:
+    """One training run: the losses rank 0 logged (by iteration), its output, how it ended."""
+
+    losses: dict[int, float]
+    command: list[str]
+    log: str
+    seconds: float
+    returncode: int
+
+
+def launch(
+    tree: Path,
+    script: str,
+    args: list[str],
+    nproc: int = 1,
+    env: dict[str, str] | None = None,
+    on_loss: Callable[[int, float], None] | None = None,
+    timeout: float | None = None,
+) -> Run:
+    """Run `script` of `tree` on CPU in `nproc` processes (torchrun when > 1), streaming its log."""
+    run_env = environment(Path(tree), nproc)
+    run_env.update(env or {})
+    if nproc == 1:
+        cmd = [sys.executable, script, *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+               "--master_addr", "127.0.0.1", "--master_port", run_env["MASTER_PORT"], script, *args]
+    start = time.monotonic()
+    losses: dict[int, float] = {}
+    lines: list[str] = []
+    with subprocess.Popen(cmd, cwd=tree, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        assert proc.stdout is not None
+        deadline = None if timeout is None else start + timeout
+        for line in proc.stdout:
+            lines.append(line)
+            match = LOSS_LINE.search(line)
+            if match:
+                step, loss = int(match.group(1)), float(match.group(2))
+                if step not in losses:
+                    losses[step] = loss
+                    if on_loss:
+                        on_loss(step, loss)
+            if deadline is not None and time.monotonic() > deadline:
+                proc.kill()
+                lines.append(f"porter: killed after {timeout} s\n")
+                break
+        returncode = proc.wait()
+    return Run(losses=losses, command=cmd, log="".join(lines), seconds=time.monotonic() - start, returncode=returncode)
 
 
 def prepare_data(tree: Path, workdir: Path, vocab_size: int) -> tuple[Path, Path]:
@@ -170,7 +233,8 @@ def deepspeed_config(workdir: Path, config: SmokeConfig) -> Path:
     return path
 
 
-def command(spec: Spec, tree: SourceTree, workdir: Path, config: SmokeConfig, model: Path, prefix: Path) -> list[str]:
+def training_arguments(spec: Spec, tree: SourceTree, workdir: Path, config: SmokeConfig, model: Path, prefix: Path) -> list[str]:
+    """The tiny-config command line of a smoke run of the ported script."""
     options = build_profile(tree).arguments.options
     args = [
         "--num-layers", str(config.num_layers),
@@ -207,14 +271,7 @@ def command(spec: Spec, tree: SourceTree, workdir: Path, config: SmokeConfig, mo
     if not config.pipe:
         args.append("--no-pipeline-parallel")
     args += config.extra_args
-    script = str(tree.root / spec.script)
-    if config.nproc == 1:
-        return [sys.executable, script, *args]
-    return [
-        sys.executable, "-m", "torch.distributed.run",
-        "--nproc_per_node", str(config.nproc), "--master_port", str(free_port()),
-        script, *args,
-    ]
+    return args
 
 
 def run_smoke(
@@ -239,33 +296,8 @@ def run_smoke(
         )
     workdir.mkdir(parents=True, exist_ok=True)
     model, prefix = prepare_data(tree.root, workdir, config.vocab_size)
-    cmd = command(spec, tree, workdir, config, model, prefix)
-    env = environment(tree.root)
-    # DeepSpeed's CPU accelerator counts one device per NUMA node unless LOCAL_SIZE says how
-    # many there are; trees check local rank == rank % device count.
-    env["LOCAL_SIZE"] = str(config.nproc)
-    if config.nproc == 1:
-        env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_PORT=str(free_port()))
-    start = time.monotonic()
-    losses: dict[int, float] = {}
-    lines: list[str] = []
-    with subprocess.Popen(
-        cmd, cwd=tree.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    ) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            match = LOSS_LINE.search(line)
-            if match:
-                step, loss = int(match.group(1)), float(match.group(2))
-                if step not in losses:
-                    losses[step] = loss
-                    if on_loss:
-                        on_loss(step, loss)
-        returncode = proc.wait()
-    ordered = [losses[k] for k in sorted(losses)]
-    log = "".join(lines)
-    (workdir / "train.log").write_text(" ".join(cmd) + "\n\n" + log)
-    return SmokeResult(losses=ordered, command=cmd, log=log, seconds=time.monotonic() - start,
-                       returncode=returncode)
-
+    args = training_arguments(spec, tree, workdir, config, model, prefix)
+    run = launch(tree.root, spec.script, args, nproc=config.nproc, on_loss=on_loss)
+    (workdir / "train.log").write_text(" ".join(run.command) + "\n\n" + run.log)
+    return SmokeResult(losses=[run.losses[k] for k in sorted(run.losses)], command=run.command, log=run.log,
+                       seconds=run.seconds, returncode=run.returncode)

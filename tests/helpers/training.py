@@ -18,42 +18,19 @@ Typical use::
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import os
-import re
-import socket
 import subprocess
 import sys
-import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
+
+from porter.corpus import stdlib_docstrings
+from porter.corpus import train_sentencepiece as porter_train_sentencepiece
+from porter.smoke import environment, free_port, launch  # noqa: F401  (free_port: re-exported for tests)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_TREE = REPO_ROOT / 'sample_tree'
-
-# "iteration 3/20 | ... | lm loss: 6.123456E+00 |" (also tolerates the
-# right-aligned "iteration        3/      20" form of upstream Megatron).
-ITERATION_RE = re.compile(
-    r'iteration\s+(\d+)\s*/\s*(\d+)\s*\|.*?lm loss:\s*([-+0-9.eEnaNif]+)')
-
-# Pure-Python stdlib modules with plenty of docstrings; imported only to
-# read their documentation.
-_CORPUS_MODULES = (
-    'argparse', 'ast', 'base64', 'bisect', 'calendar', 'collections',
-    'configparser', 'contextlib', 'copy', 'csv', 'dataclasses', 'datetime',
-    'decimal', 'difflib', 'email.message', 'enum', 'fnmatch', 'fractions',
-    'ftplib', 'functools', 'getopt', 'gettext', 'glob', 'gzip', 'heapq',
-    'hmac', 'html.parser', 'http.client', 'http.cookiejar', 'imaplib',
-    'inspect', 'ipaddress', 'json', 'logging', 'mailbox', 'mimetypes',
-    'netrc', 'numbers', 'optparse', 'os', 'pathlib', 'pickle', 'pickletools',
-    'pprint', 'queue', 'random', 're', 'sched', 'secrets', 'shlex', 'shutil',
-    'smtplib', 'socket', 'statistics', 'string', 'subprocess', 'tarfile',
-    'tempfile', 'textwrap', 'threading', 'timeit', 'tokenize', 'trace',
-    'traceback', 'typing', 'unittest.case', 'urllib.parse', 'urllib.request',
-    'uuid', 'warnings', 'wave', 'weakref', 'xml.dom.minidom', 'zipfile',
-)
 
 
 class TrainingFailed(RuntimeError):
@@ -69,47 +46,13 @@ class LossList(list):
     seconds: float = 0.0
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def make_corpus(path: os.PathLike, target_bytes: int = 200_000) -> Path:
-    """Write a JSON-lines corpus ({"text": ...} per line) made of the
-    docstrings of Python standard-library modules.  No downloads."""
+    """A JSON-lines corpus ({"text": ...} per line): porter's own standard-library docstrings."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
-    seen = set()
     with open(path, 'w', encoding='utf-8') as f:
-        for name in _CORPUS_MODULES:
-            try:
-                module = importlib.import_module(name)
-            except Exception:
-                continue
-            docs = [inspect.getdoc(module)]
-            for attr in sorted(vars(module)):
-                if attr.startswith('_'):
-                    continue
-                obj = getattr(module, attr, None)
-                if inspect.isfunction(obj) or inspect.isclass(obj):
-                    docs.append(inspect.getdoc(obj))
-                    if inspect.isclass(obj):
-                        for meth in sorted(vars(obj)):
-                            if not meth.startswith('_'):
-                                m = getattr(obj, meth, None)
-                                if inspect.isfunction(m):
-                                    docs.append(inspect.getdoc(m))
-            for doc in docs:
-                if not doc or len(doc) < 80 or doc in seen:
-                    continue
-                seen.add(doc)
-                line = json.dumps({'text': doc}) + '\n'
-                f.write(line)
-                written += len(line)
-                if written >= target_bytes:
-                    return path
+        for doc in stdlib_docstrings(target_bytes):
+            f.write(json.dumps({'text': doc}) + '\n')
     return path
 
 
@@ -137,23 +80,14 @@ def gpt2_tokenizer_args(vocab: os.PathLike, merges: os.PathLike) -> list[str]:
 
 
 def train_sentencepiece(corpus_jsonl: os.PathLike, out_dir: os.PathLike,
-                        vocab_size: int = 1000, model_type: str = 'bpe') -> Path:
-    """Train a small SentencePiece model (LLaMA-style ids: unk 0, bos 1,
-    eos 2, no pad) on the corpus; return the ``.model`` path."""
-    import sentencepiece as spm
-
+                        vocab_size: int = 1000) -> Path:
+    """A small SentencePiece model (unk 0, bos 1, eos 2, no pad) trained on the corpus."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    texts = [json.loads(line)['text']
-             for line in open(corpus_jsonl, encoding='utf-8')]
-    prefix = out_dir / 'spm'
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_prefix=str(prefix),
-        vocab_size=vocab_size, model_type=model_type,
-        unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
-        byte_fallback=True, character_coverage=1.0,
-        num_threads=1, minloglevel=2)
-    return prefix.with_suffix('.model')
+    text = out_dir / 'corpus.txt'
+    text.write_text('\n'.join(json.loads(line)['text'].replace('\n', ' ')
+                              for line in open(corpus_jsonl, encoding='utf-8')) + '\n')
+    return porter_train_sentencepiece(text, out_dir / 'spm', vocab_size)
 
 
 def sentencepiece_tokenizer_args(model: os.PathLike,
@@ -175,7 +109,7 @@ def preprocess(tree: os.PathLike, input_jsonl: os.PathLike,
            '--json-keys', json_key, '--append-eod', '--workers', '1',
            *tokenizer_args, *extra_args]
     proc = subprocess.run(cmd, cwd=tree, capture_output=True, text=True,
-                          timeout=timeout, env=_base_env(1))
+                          timeout=timeout, env=environment(Path(tree), 1))
     if proc.returncode != 0:
         raise TrainingFailed(f'preprocess failed ({proc.returncode}):\n'
                              f'{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}')
@@ -234,67 +168,24 @@ def training_args(data_prefix: str, ds_config: os.PathLike,
             '--deepspeed', '--deepspeed_config', str(ds_config)]
 
 
-def _base_env(nproc: int) -> dict:
-    env = dict(os.environ)
-    env.setdefault('DS_ACCELERATOR', 'cpu')
-    env['PYTHONUNBUFFERED'] = '1'
-    # Do not oversubscribe the cores when several ranks share a machine.
-    cores = os.cpu_count() or 1
-    env['OMP_NUM_THREADS'] = str(max(1, cores // max(1, nproc)))
-    env.pop('PYTHONPATH', None)
-    # DeepSpeed JIT-builds a shared-memory comm op on CPU (~20 s, cached).
-    # Single- and multi-process launches invalidate each other's build in a
-    # shared cache directory, so keep one cache per process count.
-    root = os.environ.get('TORCH_EXTENSIONS_DIR') or os.path.join(
-        os.path.expanduser('~'), '.cache', 'torch_extensions')
-    env['TORCH_EXTENSIONS_DIR'] = os.path.join(root, f'porter-np{nproc}')
-    return env
-
-
-def parse_losses(output: str) -> dict[int, float]:
-    losses = {}
-    for match in ITERATION_RE.finditer(output):
-        losses[int(match.group(1))] = float(match.group(3))
-    return losses
-
-
 def run_training(tree: os.PathLike, script: str, extra_args: Sequence[str],
                  nproc: int = 1, env: dict | None = None,
                  timeout: float = 600, log_path: os.PathLike | None = None
                  ) -> LossList:
-    """Run ``script`` of ``tree`` on CPU with ``nproc`` ranks; return the
-    per-iteration losses printed by rank 0.  Raises TrainingFailed (with the
-    tail of the log) if the run fails or prints no loss."""
-    tree = Path(tree)
-    port = free_port()
-    run_env = _base_env(nproc)
-    run_env.update({'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(port)})
-    if env:
-        run_env.update(env)
-    if nproc == 1:
-        run_env.update({'RANK': '0', 'WORLD_SIZE': '1', 'LOCAL_RANK': '0',
-                        'LOCAL_WORLD_SIZE': '1'})
-        cmd = [sys.executable, script, *map(str, extra_args)]
-    else:
-        cmd = [sys.executable, '-m', 'torch.distributed.run',
-               '--nproc_per_node', str(nproc), '--master_addr', '127.0.0.1',
-               '--master_port', str(port), script, *map(str, extra_args)]
-    start = time.time()
-    proc = subprocess.run(cmd, cwd=tree, env=run_env, capture_output=True,
-                          text=True, timeout=timeout)
-    seconds = time.time() - start
-    output = proc.stdout + '\n' + proc.stderr
+    """Run ``script`` of ``tree`` on CPU with ``nproc`` ranks (porter.smoke.launch); return the
+    per-iteration losses printed by rank 0.  Raises TrainingFailed (with the tail of the log) if
+    the run fails or prints no loss."""
+    run = launch(Path(tree), script, [str(a) for a in extra_args], nproc=nproc, env=env, timeout=timeout)
     if log_path is not None:
-        Path(log_path).write_text(' '.join(cmd) + '\n\n' + output)
-    losses = parse_losses(proc.stdout)
-    if proc.returncode != 0 or not losses:
+        Path(log_path).write_text(' '.join(run.command) + '\n\n' + run.log)
+    if run.returncode != 0 or not run.losses:
         raise TrainingFailed(
-            f'{" ".join(cmd)}\nexit code {proc.returncode}, '
-            f'{len(losses)} losses parsed; output tail:\n{output[-6000:]}')
-    result = LossList(losses[i] for i in sorted(losses))
-    result.log = output
-    result.cmd = cmd
-    result.seconds = seconds
+            f'{" ".join(run.command)}\nexit code {run.returncode}, '
+            f'{len(run.losses)} losses parsed; output tail:\n{run.log[-6000:]}')
+    result = LossList(run.losses[i] for i in sorted(run.losses))
+    result.log = run.log
+    result.cmd = run.command
+    result.seconds = run.seconds
     return result
 
 

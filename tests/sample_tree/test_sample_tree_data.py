@@ -4,13 +4,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers.training import SAMPLE_TREE, _base_env
+from tests.helpers.training import SAMPLE_TREE, environment
 
 
 def test_data_pipeline():
     worker = Path(__file__).with_name('data_worker.py')
     proc = subprocess.run([sys.executable, str(worker), str(SAMPLE_TREE)],
-                          cwd=SAMPLE_TREE, env=_base_env(1),
+                          cwd=SAMPLE_TREE, env=environment(SAMPLE_TREE, 1),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and 'DATA-OK' in proc.stdout, \
         (proc.stdout + proc.stderr)[-5000:]
@@ -40,7 +40,7 @@ def test_gpt2_bpe_matches_tokenizers_library(gpt2_tokenizer_args, corpus):
     proc = subprocess.run(
         [sys.executable, '-c', _BPE_CHECK, str(SAMPLE_TREE), vocab, merges,
          str(corpus)],
-        cwd=SAMPLE_TREE, env=_base_env(1), capture_output=True, text=True,
+        cwd=SAMPLE_TREE, env=environment(SAMPLE_TREE, 1), capture_output=True, text=True,
         timeout=300)
     assert proc.returncode == 0 and 'BPE-OK' in proc.stdout, \
         (proc.stdout + proc.stderr)[-5000:]

@@ -4,13 +4,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers.training import SAMPLE_TREE, _base_env, free_port
+from tests.helpers.training import SAMPLE_TREE, environment, free_port
 
 
 def test_mpu_tp2_matches_single_device():
     worker = Path(__file__).with_name('mpu_worker.py')
     port = free_port()
-    env = _base_env(2)
+    env = environment(SAMPLE_TREE, 2)
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node',
            '2', '--master_addr', '127.0.0.1', '--master_port', str(port),
            str(worker), str(SAMPLE_TREE)]
