@@ -119,7 +119,9 @@ class GuardPositionsState(Rewrite):
 
     Why: the checkpoint methods read `self.position_embeddings` unconditionally; with rotary
     it is None. The statements about it are guarded with `if self.position_embeddings is
-    not None:`.
+    not None:`. An entry of a dict literal (`d = {..., key: table.state_dict(), ...}`) is
+    moved out of the literal into a guarded `d[key] = ...`. A statement that binds a name
+    used after it cannot be guarded safely: then the rewrite refuses rather than guess.
     """
 
     construct = "statements using the position table in a checkpoint method"
@@ -134,13 +136,56 @@ class GuardPositionsState(Rewrite):
         if any(isinstance(s, cst.If) and code(s.test) == test for s in body):
             self.already_done()
             return body
-        runs = _runs(body, lambda s: mentions(s, POSITIONS) or "_position_embeddings_key" in code(s))
-        if not runs:
+        body = [moved for stmt in body for moved in _split_dict_entry(stmt, test)]
+        runs = _runs(body, lambda s: _uses_positions(s) and not (isinstance(s, cst.If) and code(s.test) == test))
+        split = any(isinstance(s, cst.If) and code(s.test) == test for s in body)
+        if not runs and not split:
             self.missing(f"no statement uses {POSITIONS}")
             return body
+        for start, end in runs:
+            bound = {n for s in body[start:end] for n in _bound_names(s)}
+            later = {n.value for s in body[end:] for n in m.findall(s, m.Name())}
+            if bound & later:
+                self.missing(
+                    f"statements using {POSITIONS} also bind {', '.join(sorted(bound & later))}, used after them"
+                )
+                return body
         self.anchored()
         out = list(body)
         for start, end in reversed(runs):
             out[start:end] = [_guard(out[start:end], test)]
         return out
 
+
+def _uses_positions(stmt: cst.CSTNode) -> bool:
+    return mentions(stmt, POSITIONS) or "_position_embeddings_key" in code(stmt)
+
+
+def _bound_names(stmt: cst.CSTNode) -> set[str]:
+    names = set()
+    for assign in m.findall(stmt, m.Assign()):
+        for target in assign.targets:
+            if isinstance(target.target, cst.Name):
+                names.add(target.target.value)
+    return names
+
+
+def _split_dict_entry(stmt: cst.BaseStatement, test: str) -> list[cst.BaseStatement]:
+    """`d = {a: x, key: <positions>}` -> `d = {a: x}` + `if test: d[key] = <positions>`."""
+    if not m.matches(stmt, m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(target=m.Name())], value=m.Dict())])):
+        return [stmt]
+    assign = stmt.body[0]
+    keep, moved = [], []
+    for element in assign.value.elements:
+        (moved if isinstance(element, cst.DictElement) and _uses_positions(element) else keep).append(element)
+    if not moved or not keep:
+        return [stmt]
+    name = assign.targets[0].target.value
+    last = assign.value.elements[-1]
+    if last is not keep[-1]:  # the literal's closing layout moves to the new last entry
+        keep[-1] = keep[-1].with_changes(comma=last.comma)
+    head = stmt.with_changes(body=[assign.with_changes(value=assign.value.with_changes(elements=keep))])
+    guarded = [
+        statements(f"{name}[{code(e.key)}] = {code(e.value)}")[0] for e in moved
+    ]
+    return [head, _guard(guarded, test)]

@@ -170,3 +170,37 @@ def test_tokenizer_choice_gets_a_branch(check):
     )
     body = "from .sentencepiece_tokenizer import SentencePieceTokenizer\ntokenizer = SentencePieceTokenizer(args.tokenizer_model)"
     check(partial(F.TokenizerBranch, func="build_tokenizer", name="SentencePieceTokenizer", body=body), TOKENIZER, after)
+
+
+def test_checkpoint_guard_splits_a_dict_literal(check):
+    source = '''
+class Embedding(MegatronModule):
+    def state_dict_for_save_checkpoint(self, destination=None, prefix='', keep_vars=False):
+        state_dict_ = {
+            self._word_embeddings_key: self.word_embeddings.state_dict(prefix=prefix),
+            self._position_embeddings_key: self.position_embeddings.state_dict(prefix=prefix),
+        }
+        return state_dict_
+'''
+    after = '''
+class Embedding(MegatronModule):
+    def state_dict_for_save_checkpoint(self, destination=None, prefix='', keep_vars=False):
+        state_dict_ = {
+            self._word_embeddings_key: self.word_embeddings.state_dict(prefix=prefix),
+        }
+        if self.position_embeddings is not None:
+            state_dict_[self._position_embeddings_key] = self.position_embeddings.state_dict(prefix=prefix)
+        return state_dict_
+'''
+    check(partial(L.GuardPositionsState, cls="Embedding", func="state_dict_for_save_checkpoint"), source, after)
+
+
+def test_checkpoint_guard_refuses_to_hide_a_binding_used_later(refuses):
+    source = '''
+class Embedding(MegatronModule):
+    def state_dict_for_save_checkpoint(self, destination=None, prefix='', keep_vars=False):
+        state_dict_ = dict(position=self.position_embeddings.state_dict(prefix=prefix))
+        return state_dict_
+'''
+    error = refuses(partial(L.GuardPositionsState, cls="Embedding", func="state_dict_for_save_checkpoint"), source)
+    assert "state_dict_" in error.found

@@ -109,12 +109,12 @@ class Embedding(MegatronModule):
 
     def state_dict_for_save_checkpoint(self, destination=None, prefix='',
                                        keep_vars=False):
-        state_dict_ = {
-            self._word_embeddings_key: self.word_embeddings.state_dict(
-                prefix=prefix, keep_vars=keep_vars),
-            self._position_embeddings_key: self.position_embeddings.state_dict(
-                prefix=prefix, keep_vars=keep_vars),
-        }
+        state_dict_ = {}
+        state_dict_[self._word_embeddings_key] = \
+            self.word_embeddings.state_dict(prefix=prefix, keep_vars=keep_vars)
+        state_dict_[self._position_embeddings_key] = \
+            self.position_embeddings.state_dict(prefix=prefix,
+                                                keep_vars=keep_vars)
         if self.num_tokentypes > 0:
             state_dict_[self._tokentype_embeddings_key] = \
                 self.tokentype_embeddings.state_dict(prefix=prefix,

@@ -1,0 +1,85 @@
+"""Runs inside a ported tree (cwd = tree, on sys.path): builds the LLaMA port with the
+tree's own argument parsing and pretrain_llama's defaults, checks one thing, prints JSON.
+
+usage: python llama_worker.py CHECK -- <megatron arguments>
+"""
+
+import json
+import os
+import sys
+
+check = sys.argv[1]
+sys.argv = [sys.argv[0]] + sys.argv[sys.argv.index("--") + 1:]
+sys.path.insert(0, os.getcwd())
+
+import torch  # noqa: E402
+
+import pretrain_llama  # noqa: E402
+from megatron import get_args  # noqa: E402
+from megatron.initialize import initialize_megatron  # noqa: E402
+
+initialize_megatron(extra_args_provider=pretrain_llama.llama_defaults)
+args = get_args()
+out = {}
+
+if check == "args":
+    out = {k: getattr(args, k) for k in ("ffn_hidden_size", "activation_func_type", "position_embedding_type",
+                                          "layernorm_type", "no_bias", "layernorm_epsilon", "tokenizer_type",
+                                          "bias_gelu_fusion", "max_position_embeddings", "rope_theta")}
+
+elif check == "biases":
+    from megatron import mpu
+
+    model = pretrain_llama.model_provider()
+    linears = {name: m for name, m in model.named_modules()
+               if isinstance(m, (mpu.ColumnParallelLinear, mpu.RowParallelLinear))}
+    out["linears"] = sorted(linears)
+    out["with_bias"] = sorted(name for name, m in linears.items() if getattr(m, "bias", None) is not None)
+    out["bias_parameters"] = sorted(n for n, _ in model.named_parameters() if n.endswith("bias"))
+    mlp = model.language_model.encoder.layers[0].mlp
+    out["gate_up_shape"] = list(mlp.dense_h_to_4h.weight.shape)
+
+elif check == "weight_decay":
+    from megatron.model import RMSNorm
+    from megatron.optimizer import _get_params_for_weight_decay_optimization
+
+    model = pretrain_llama.model_provider()
+    decay, no_decay = _get_params_for_weight_decay_optimization([model])
+    norms = [p for m in model.modules() if isinstance(m, RMSNorm) for p in m.parameters()]
+    ids = {id(p) for p in no_decay["params"]}
+    out["norm_weights"] = len(norms)
+    out["norm_weights_without_decay"] = sum(id(p) in ids for p in norms)
+    out["norm_weights_with_decay"] = sum(id(p) in {id(q) for q in decay["params"]} for p in norms)
+
+elif check == "checkpoint":
+    torch.manual_seed(0)
+    model = pretrain_llama.model_provider()
+    state = model.state_dict_for_save_checkpoint()
+    out["keys"] = sorted(state)
+    fresh = pretrain_llama.model_provider()
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.normal_()
+    fresh.load_state_dict(state)
+    tokens = torch.randint(0, args.padded_vocab_size, (2, 16))
+    position_ids = torch.arange(16).unsqueeze(0).expand(2, 16)
+    mask = torch.triu(torch.ones(1, 1, 16, 16, dtype=torch.bool), diagonal=1)
+    model.eval()
+    fresh.eval()
+    with torch.no_grad():
+        a = model(tokens, position_ids, mask)[0]
+        b = fresh(tokens, position_ids, mask)[0]
+    out["max_abs_diff_after_reload"] = (a - b).abs().max().item()
+    out["output_layer_saved"] = torch.equal(state["output_layer"]["output_layer.weight"],
+                                            model.output_layer.output_layer.weight)
+
+elif check == "tokenizer":
+    from megatron import get_tokenizer
+
+    tokenizer = get_tokenizer()
+    text = "Return the sum of two numbers."
+    ids = tokenizer.tokenize(text)
+    out = {"type": type(tokenizer).__name__, "roundtrip": tokenizer.detokenize(ids), "eod": tokenizer.eod,
+           "vocab_size": tokenizer.vocab_size, "padded_vocab_size": args.padded_vocab_size}
+
+print("RESULT " + json.dumps(out))

@@ -1,0 +1,151 @@
+"""The LLaMA port of the sample tree: idempotence, refusal, and none of the hand port's bugs.
+
+The hand port that inspired porter (Habana's 2023 LLaMA) shipped with: a gate layer that kept
+its bias under --no-bias; an untied output projection missing from the non-pipe checkpoint;
+ffn 10922 instead of 11008; a tokenizer choice with no code behind it; weight decay on
+RMSNorm weights. Each has a test here, run on the ported tree's real code.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from porter.cli import app
+from porter.smoke import environment
+from tests.port.conftest import checksums, copy_sample_tree
+
+WORKER = Path(__file__).with_name("llama_worker.py")
+TINY = ["--num-layers", "2", "--hidden-size", "64", "--num-attention-heads", "4", "--seq-length", "16",
+        "--micro-batch-size", "2", "--distributed-backend", "gloo"]
+
+
+def run_worker(tree: Path, check: str, args: list[str]) -> dict:
+    done = subprocess.run([sys.executable, str(WORKER), check, "--", *args], cwd=tree,
+                          env=environment(tree, 1), capture_output=True, text=True, timeout=300)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def test_apply_twice_changes_nothing(tmp_path):
+    tree = copy_sample_tree(tmp_path / "tree")
+    runner = CliRunner()
+    first = runner.invoke(app, ["apply", "llama", "--target", str(tree)])
+    assert first.exit_code == 0, first.output
+    assert "created megatron/model/llama_model.py" in first.output
+    before = checksums(tree)
+    second = runner.invoke(app, ["apply", "llama", "--target", str(tree)])
+    assert second.exit_code == 0, second.output
+    assert "nothing to do" in second.output
+    assert checksums(tree) == before
+    again = runner.invoke(app, ["diff", "llama", "--target", str(tree)])
+    assert again.exit_code == 0 and again.output == ""
+
+
+def test_missing_anchor_refuses_and_writes_nothing(tmp_path):
+    tree = copy_sample_tree(tmp_path / "tree")
+    transformer = tree / "megatron/model/transformer.py"
+    transformer.write_text(transformer.read_text().replace("class ParallelMLP(", "class FeedForward("))
+    before = checksums(tree)
+    result = CliRunner().invoke(app, ["apply", "llama", "--target", str(tree)])
+    assert result.exit_code == 2
+    assert "megatron/model/transformer.py" in result.output
+    assert "ParallelMLP" in result.output and "FeedForward" in result.output
+    assert "Traceback" not in result.output
+    assert checksums(tree) == before
+
+
+def test_diff_is_exactly_what_apply_writes(tmp_path, ported_tree):
+    tree = copy_sample_tree(tmp_path / "tree")
+    result = CliRunner().invoke(app, ["diff", "llama", "--target", str(tree)])
+    assert result.exit_code == 1
+    patch = tmp_path / "port.patch"
+    patch.write_text(result.output)
+    subprocess.run(["git", "apply", "--unidiff-zero", str(patch)], cwd=tree, check=True)
+    expected = {k: v for k, v in checksums(ported_tree).items() if not k.startswith((".porter", "__pycache__"))
+                and "__pycache__" not in k and not k.endswith(".so")}
+    got = {k: v for k, v in checksums(tree).items() if "__pycache__" not in k}
+    assert got == expected
+
+
+def test_ffn_is_llamas_11008_and_explicit_size_wins(ported_tree, sentencepiece_model):
+    tok = ["--tokenizer-model", str(sentencepiece_model)]
+    big = ["--num-layers", "1", "--hidden-size", "4096", "--num-attention-heads", "32", "--seq-length", "16",
+           "--micro-batch-size", "1", "--distributed-backend", "gloo", *tok]
+    assert run_worker(ported_tree, "args", big)["ffn_hidden_size"] == 11008
+    assert run_worker(ported_tree, "args", big + ["--ffn-hidden-size", "13824"])["ffn_hidden_size"] == 13824
+    defaults = run_worker(ported_tree, "args", TINY + tok)
+    assert defaults["activation_func_type"] == "swiglu"
+    assert defaults["position_embedding_type"] == "rotary"
+    assert defaults["layernorm_type"] == "rmsnorm" and defaults["layernorm_epsilon"] == 1e-6
+    assert defaults["no_bias"] is True and defaults["bias_gelu_fusion"] is False
+    assert defaults["max_position_embeddings"] == 16  # not required with rotary
+    assert defaults["rope_theta"] == 10000.0
+
+
+def test_no_linear_has_a_bias_the_gate_included(ported_tree, sentencepiece_model):
+    out = run_worker(ported_tree, "biases", TINY + ["--tokenizer-model", str(sentencepiece_model)])
+    assert any("dense_h_to_4h" in name for name in out["linears"])
+    assert out["with_bias"] == [] and out["bias_parameters"] == []
+    ffn = 256  # int(2/3 * 4 * 64) = 170, rounded up to 256
+    assert out["gate_up_shape"] == [2 * ffn, 64]
+
+
+def test_rmsnorm_weights_get_no_weight_decay(ported_tree, sentencepiece_model):
+    out = run_worker(ported_tree, "weight_decay", TINY + ["--tokenizer-model", str(sentencepiece_model)])
+    assert out["norm_weights"] == 2 * 2 + 1  # two per layer and the final norm
+    assert out["norm_weights_without_decay"] == out["norm_weights"]
+    assert out["norm_weights_with_decay"] == 0
+
+
+def test_non_pipe_checkpoint_holds_the_untied_head(ported_tree, sentencepiece_model):
+    out = run_worker(ported_tree, "checkpoint", TINY + ["--tokenizer-model", str(sentencepiece_model)])
+    assert "output_layer" in out["keys"] and out["output_layer_saved"]
+    assert out["max_abs_diff_after_reload"] == 0.0
+
+
+def test_sentencepiece_choice_has_code_behind_it(ported_tree, sentencepiece_model):
+    out = run_worker(ported_tree, "tokenizer", TINY + ["--tokenizer-model", str(sentencepiece_model)])
+    assert out["type"] == "SentencePieceTokenizer"
+    assert out["roundtrip"] == "Return the sum of two numbers."
+    assert out["eod"] == 2 and out["vocab_size"] == 500
+    assert out["padded_vocab_size"] % 128 == 0 and out["padded_vocab_size"] >= 500
+
+
+@pytest.mark.parametrize("mode", ["pipe", "pp2"])
+def test_smoke_training_loss_falls(ported_tree, smoke_workdir, mode):
+    args = ["smoke", "llama", "--target", str(ported_tree), "--workdir", str(smoke_workdir), "--steps", "20"]
+    if mode == "pp2":
+        args += ["--nproc", "2", "--pp", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "smoke passed" in result.output
+    assert result.output.count("loss ") >= 20
+
+
+def test_real_checkpoint_of_the_non_pipe_engine_holds_the_head(ported_tree, smoke_workdir, tmp_path):
+    """A real DeepSpeed run with --no-pipeline-parallel --save: the saved module has the head."""
+    import torch
+
+    from porter.smoke import SmokeConfig, launch, prepare_data, training_arguments
+    from porter.source import SourceTree
+    from porter.spec import load_spec
+
+    spec = load_spec("llama")
+    config = SmokeConfig(steps=2, pipe=False)
+    model, prefix = prepare_data(ported_tree, smoke_workdir, config.vocab_size)
+    args = training_arguments(spec, SourceTree.open(ported_tree), tmp_path, config, model, prefix)
+    save = tmp_path / "checkpoint"
+    run = launch(ported_tree, spec.script, args + ["--save", str(save), "--save-interval", "2"])
+    assert run.returncode == 0, run.log[-3000:]
+    files = list(save.rglob("mp_rank_00_model_states.pt"))
+    assert files, sorted(str(p) for p in save.rglob("*"))
+    module = torch.load(files[0], map_location="cpu", weights_only=False)["module"]
+    assert "output_layer" in module and "language_model" in module
+    assert module["output_layer"]["output_layer.weight"].shape[1] == 64
+    shutil.rmtree(save)
