@@ -281,7 +281,8 @@ def run_smoke(
     config: SmokeConfig,
     on_loss: Callable[[int, float], None] | None = None,
 ) -> SmokeResult:
-    tree = SourceTree.open(target)
+    tree = SourceTree.open(Path(target).resolve())
+    workdir = Path(workdir).resolve()  # the run's cwd is the tree: every path it gets is absolute
     if not tree.exists(spec.script):
         raise PorterError(
             f"{spec.script} is missing: the tree is not ported",
