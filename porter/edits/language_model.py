@@ -144,11 +144,9 @@ class GuardPositionsState(Rewrite):
             return body
         for start, end in runs:
             bound = {n for s in body[start:end] for n in _bound_names(s)}
-            later = {n.value for s in body[end:] for n in m.findall(s, m.Name())}
-            if bound & later:
-                self.missing(
-                    f"statements using {POSITIONS} also bind {', '.join(sorted(bound & later))}, used after them"
-                )
+            live = sorted(n for n in bound if _read_before_written(body[end:], n))
+            if live:
+                self.missing(f"statements using {POSITIONS} also bind {', '.join(live)}, read after them")
                 return body
         self.anchored()
         out = list(body)
@@ -168,6 +166,31 @@ def _bound_names(stmt: cst.CSTNode) -> set[str]:
             if isinstance(target.target, cst.Name):
                 names.add(target.target.value)
     return names
+
+
+def _read_before_written(stmts, name: str) -> bool:
+    """Could `name` be read by `stmts` before they assign it? (conservative: True when unsure)"""
+    for stmt in stmts:
+        if isinstance(stmt, cst.SimpleStatementLine):
+            stores = {
+                id(t.target) for a in m.findall(stmt, m.Assign()) for t in a.targets if isinstance(t.target, cst.Name)
+            }
+            if any(n.value == name and id(n) not in stores for n in m.findall(stmt, m.Name())):
+                return True
+            if any(n.value == name for n in m.findall(stmt, m.Name()) if id(n) in stores):
+                return False
+            continue
+        head = [getattr(stmt, attr) for attr in ("test", "iter", "items") if hasattr(stmt, attr)]
+        if any(n.value == name for node in head for n in m.findall(node, m.Name()) if isinstance(node, cst.CSTNode)):
+            return True
+        blocks = [stmt.body] + [b for b in (getattr(stmt, "orelse", None),) if b is not None]
+        for block in blocks:
+            inner = block.body.body if isinstance(block, (cst.Else,)) else getattr(block, "body", [])
+            if isinstance(block, cst.If):
+                inner = [block]
+            if _read_before_written(list(inner), name):
+                return True
+    return False
 
 
 def _split_dict_entry(stmt: cst.BaseStatement, test: str) -> list[cst.BaseStatement]:
