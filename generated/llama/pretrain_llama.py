@@ -9,7 +9,7 @@ non-None default). Values given on the command line still win.
 """
 
 import torch
-from deepspeed.accelerator import get_accelerator
+from deepspeed.accelerator.real_accelerator import get_accelerator
 
 from megatron import get_args, print_rank_0
 from megatron.model import LLaMAModel, LLaMAModelPipe
@@ -55,7 +55,7 @@ def model_provider(pre_process=True, post_process=True):
         args.attn_mask = (causal.view(1, 1, args.seq_length, args.seq_length) < 0.5).to(torch.bool)
     else:
         model = LLaMAModel(num_tokentypes=0, parallel_output=True,
-                                        pre_process=pre_process, post_process=post_process)
+                           pre_process=pre_process, post_process=post_process)
     return model
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
-from porter.edits.base import Rewrite, code, contains_code, dotted, statements
+from porter.edits.base import Rewrite, code, contains_code, dotted, statements, with_comment
 
 
 def _option_of(node: cst.CSTNode) -> str | None:
@@ -166,27 +166,73 @@ class FfnHiddenSizeRule(Rewrite):
         )
         out = []
         for stmt in body:
-            if isinstance(stmt, cst.If) and m.matches(stmt.test, test):
-                if f"args.{self.dest}" in code(stmt):
+            # The default may sit in a block of its own (`if not args.use_dataset_only:`).
+            for node in m.findall(stmt, m.If(test=test)):
+                if f"args.{self.dest}" in code(node):
                     self.already_done()
+                    continue
+                self.anchored()
+                default = list(node.body.body)
+                rule = statements(
+                    f"""
+                    if args.{self.dest} is not None:
+                        # LLaMA: int(2/3 * 4h) rounded up to a multiple of --{self.dest.replace('_', '-')}
+                        multiple = args.{self.dest}
+                        args.ffn_hidden_size = (8 * args.hidden_size // 3 + multiple - 1) // multiple * multiple
+                    """
+                )[0]
+                if len(default) == 1 and isinstance(default[0], cst.If) and not default[0].leading_lines:
+                    rule = rule.with_changes(orelse=default[0])  # the tree's own choice goes on as elif
                 else:
-                    self.anchored()
-                    default = [s for s in stmt.body.body]
-                    rule = statements(
-                        f"""
-                        if args.{self.dest} is not None:
-                            # LLaMA: int(2/3 * 4h) rounded up to a multiple of --{self.dest.replace('_', '-')}
-                            multiple = args.{self.dest}
-                            args.ffn_hidden_size = (8 * args.hidden_size // 3 + multiple - 1) // multiple * multiple
-                        """
-                    )[0]
-                    rule = rule.with_changes(
-                        orelse=cst.Else(body=cst.IndentedBlock(body=default))
-                    )
-                    stmt = stmt.with_changes(body=stmt.body.with_changes(body=[rule]))
+                    rule = rule.with_changes(orelse=cst.Else(body=cst.IndentedBlock(body=default)))
+                new = node.with_changes(body=node.body.with_changes(body=[rule]))
+                stmt = new if node is stmt else stmt.deep_replace(node, new)
             out.append(stmt)
         if not self._hits and not self._done:
             self.missing("no `if args.ffn_hidden_size is None:` statement in the function")
+        return out
+
+
+class OptionalRequiredArg(Rewrite):
+    """Stop requiring an argument when a feature is on, in the tree's `required_args` check.
+
+    Why: Habana's tree lists `max_position_embeddings` in `required_args` and, further down,
+    asserts it is None with rotary positions (rotary has no position table), so rotary
+    cannot pass both. Right after the list, the name is removed from it when the feature's
+    test is true; every other check stays as the tree wrote it.
+    """
+
+    construct = "`required_args = [..., NAME]`"
+
+    def __init__(self, func: str, name: str, test: str) -> None:
+        super().__init__()
+        self.func = func
+        self.name = name
+        self.test = test
+
+    def rewrite_body(self, body):
+        new = statements(f"if {self.test}:\n    required_args.remove({self.name!r})")[0]
+        new = with_comment(new, f"{self.name} is not required here: the checks below forbid it then")
+        target = m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(target=m.Name("required_args"))])])
+
+        def rewrite(block):
+            if contains_code(block, new):
+                self.already_done()
+                return list(block)
+            out = []
+            for stmt in block:
+                out.append(stmt)
+                if m.matches(stmt, target) and self.name in code(stmt):
+                    self.anchored()
+                    out.append(new)
+                elif isinstance(stmt, cst.If) and isinstance(stmt.body, cst.IndentedBlock):
+                    inner = rewrite(list(stmt.body.body))
+                    out[-1] = stmt.with_changes(body=stmt.body.with_changes(body=inner))
+            return out
+
+        out = rewrite(body)
+        if not self._hits and not self._done:
+            self.missing(f"no `required_args = [...]` naming {self.name!r} in the function")
         return out
 
 

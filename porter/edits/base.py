@@ -256,11 +256,15 @@ def replace_each(stmt, find, build):
 
 
 def unguarded_add(stmt: cst.CSTNode, name: str) -> cst.BinaryOperation | None:
-    """The first `x + name` in stmt not already written `x if name is None else x + name`."""
-    guarded = {
-        id(e.orelse)
-        for e in m.findall(stmt, m.IfExp(test=m.Comparison(left=m.Name(name))))
-    }
+    """The first `x + name` in stmt not already guarded by a conditional expression on name.
+
+    Both guards count: porter's `x if name is None else x + name` and the tree's own
+    `x + name if name is not None else x` (Habana's bias-dropout-add).
+    """
+    guarded = set()
+    for e in m.findall(stmt, m.IfExp(test=m.Comparison(left=m.Name(name)))):
+        guarded.add(id(e.orelse))
+        guarded.add(id(e.body))
     adds = m.findall(stmt, m.BinaryOperation(operator=m.Add(), right=m.Name(name)))
     return next((b for b in adds if id(b) not in guarded), None)
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
-from porter.edits.base import Rewrite, code, indent_continuations, mentions, statements
+from porter.edits.base import (
+    Rewrite,
+    assigned_names,
+    code,
+    indent_continuations,
+    mentions,
+    statements,
+    with_comment,
+)
 
 POSITIONS = "self.position_embeddings"
 
@@ -118,21 +126,23 @@ class GuardPositionsState(Rewrite):
     """Save and load the position table only when it exists.
 
     Why: the checkpoint methods read `self.position_embeddings` unconditionally; with rotary
-    it is None. The statements about it are guarded with `if self.position_embeddings is
-    not None:`. An entry of a dict literal (`d = {..., key: table.state_dict(), ...}`) is
+    it is None (or, in a tree that gates the table on a flag of its own, absent). The
+    statements about it are guarded with `if self.position_embeddings is not None:`, or with
+    the tree's own gate (`if self.use_position:`). An entry of a dict literal (`d = {..., key: table.state_dict(), ...}`) is
     moved out of the literal into a guarded `d[key] = ...`. A statement that binds a name
     used after it cannot be guarded safely: then the rewrite refuses rather than guess.
     """
 
     construct = "statements using the position table in a checkpoint method"
 
-    def __init__(self, cls: str, func: str) -> None:
+    def __init__(self, cls: str, func: str, test: str = f"{POSITIONS} is not None") -> None:
         super().__init__()
         self.cls = cls
         self.func = func
+        self.test = test  # true when the table exists
 
     def rewrite_body(self, body):
-        test = f"{POSITIONS} is not None"
+        test = self.test
         if any(isinstance(s, cst.If) and code(s.test) == test for s in body):
             self.already_done()
             return body
@@ -212,3 +222,44 @@ def _split_dict_entry(stmt: cst.BaseStatement, test: str) -> list[cst.BaseStatem
         statements(f"{name}[{code(e.key)}] = {code(e.value)}")[0] for e in moved
     ]
     return [head, _guard(guarded, test)]
+
+
+class NarrowPositionGate(Rewrite):
+    """Turn the Embedding's own position-table flag off when a feature (rotary) is on.
+
+    Why: Habana's Embedding already creates, adds and skips its learned position table
+    under `self.use_position` (a constructor parameter), but only its pipeline callers pass
+    it, so the non-pipe model would build a table rotary never uses. Right after both the
+    flag and `args` are set, the flag is cleared when the feature's test is true: every
+    caller gets the same answer, and the tree's own guards do the rest.
+    """
+
+    construct = "`self.<gate> = <parameter>` and `args = get_args()` in Embedding.__init__"
+
+    def __init__(self, cls: str, gate: str, test: str) -> None:
+        super().__init__()
+        self.cls = cls
+        self.func = "__init__"
+        self.gate = gate  # e.g. "self.use_position"
+        self.test = test
+
+    def rewrite_body(self, body):
+        new = statements(f"if {self.test}:\n    {self.gate} = False")[0]
+        new = with_comment(new, "rotary positions are applied in attention: no learned table")
+        if any(code(s) == code(new) for s in body):
+            self.already_done()
+            return body
+        sets_gate = [i for i, s in enumerate(body) if self.gate in assigned_names(s) and isinstance(s, cst.SimpleStatementLine)]
+        sets_args = [
+            i for i, s in enumerate(body)
+            if m.matches(s, m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(target=m.Name("args"))])]))
+        ]
+        if not sets_gate:
+            self.missing(f"no `{self.gate} = ...` statement in __init__")
+            return body
+        if not sets_args:
+            body = body[: sets_gate[0] + 1] + statements("args = get_args()") + body[sets_gate[0] + 1 :]
+            sets_args = [sets_gate[0] + 1]
+        self.anchored()
+        at = max(sets_gate[0], sets_args[0]) + 1
+        return body[:at] + [new] + body[at:]

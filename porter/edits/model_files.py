@@ -6,7 +6,7 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
-from porter.edits.base import Rewrite, code, expression, indent_continuations, replace_each, statements
+from porter.edits.base import Rewrite, code, expression, indent_continuations, mentions, replace_each, statements
 
 
 class PipeNormChoice(Rewrite):
@@ -135,9 +135,11 @@ class TokenizerBranch(Rewrite):
         out = list(body)
         out[chain_at] = insert(body[chain_at])
         if not self.needs_vocab_file:
-            vocab_assert = m.SimpleStatementLine(body=[m.Assert(test=m.Comparison(left=m.Attribute(attr=m.Name("vocab_file"))))])
+            # `assert args.vocab_file is not None` (or with an exception: bigscience's
+            # `... or args.tokenizer_type == "PretrainedFromHF"`)
+            vocab_assert = m.SimpleStatementLine(body=[m.Assert()])
             for i, stmt in enumerate(out[:chain_at]):
-                if m.matches(stmt, vocab_assert):
+                if m.matches(stmt, vocab_assert) and mentions(stmt, "args.vocab_file"):
                     guard = statements(f"if args.tokenizer_type != {self.name!r}:\n    pass")[0]
                     out[i] = guard.with_changes(
                         body=guard.body.with_changes(body=[indent_continuations(stmt.with_changes(leading_lines=[]))]),

@@ -1,16 +1,23 @@
 """The tree profile: what the target tree has, read once before planning.
 
 Each detector answers one question from the parsed files ("how is no-bias spelled
-here?", "where do argument checks live?"). The plan decides from the profile alone and
-never reads the tree again.
+here?", "where do argument checks live?", "do the linear layers return (output, bias)?").
+The plan decides from the profile alone and never reads the tree again; `porter inspect`
+prints it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import libcst as cst
+import libcst.matchers as m
+
 from porter.profile.arguments import ArgumentsProfile, read_arguments
-from porter.profile.features import SENTENCEPIECE_CHOICE, Spelling, detect_spellings
+from porter.profile.entry import EntryProfile, builds_tokenizer_when, read_entry, tokenizer_branches
+from porter.profile.enums import ENUM_FILES, EnumFact, enum_classes, find_uses
+from porter.profile.features import SENTENCEPIECE_CHOICES, Spelling, detect_spellings
+from porter.profile.model import MPU_LAYERS, ModelProfile, read_model
 from porter.render import GENERATED_MARK
 from porter.source import SourceTree
 
@@ -22,7 +29,8 @@ MODEL_INIT = "megatron/model/__init__.py"
 OPTIMIZER = "megatron/optimizer/__init__.py"
 TOKENIZER = "megatron/tokenizer/tokenizer.py"
 GLOBAL_VARS = "megatron/global_vars.py"
-
+PRETRAIN_GPT = "pretrain_gpt.py"
+TRAINING = "megatron/training.py"
 
 @dataclass
 class TreeProfile:
@@ -31,13 +39,41 @@ class TreeProfile:
     spellings: dict[str, Spelling | None]
     tokenizer_choices: tuple[str, ...]
     generated: dict[str, str] = field(default_factory=dict)  # path -> header line of porter's earlier output
+    model: ModelProfile | None = None
+    entry: EntryProfile | None = None
+    tokenizers: dict[str, str] = field(default_factory=dict)  # tokenizer type -> its build_tokenizer branch
+    tokenizer_built_when: str | None = None  # '' always; else the test in set_global_variables
+    enums: dict[str, EnumFact] = field(default_factory=dict)
 
     @property
     def root(self):
         return self.tree.root
 
+    def sentencepiece(self) -> tuple[str, str] | None:
+        """(choice, origin) of a --tokenizer-type that builds a SentencePiece tokenizer, if any.
+
+        A choice counts only with a branch in build_tokenizer behind it (a choice alone fails
+        at run time); origin is 'porter' when the branch builds porter's generated class.
+        """
+        for choice in SENTENCEPIECE_CHOICES:
+            if choice in self.tokenizer_choices and choice in self.tokenizers:
+                origin = "porter" if "sentencepiece_tokenizer" in self.tokenizers[choice] else "tree"
+                return choice, origin
+        return None
+
     def has_sentencepiece(self) -> bool:
-        return SENTENCEPIECE_CHOICE in self.tokenizer_choices
+        return self.sentencepiece() is not None
+
+
+def _parsed(tree: SourceTree, path: str) -> cst.Module | None:
+    source = tree.get(path)
+    return None if source is None else source.module
+
+
+def _identifiers(module: cst.Module) -> set[str]:
+    names = {n.value for n in m.findall(module, m.Name())}
+    names |= {a.attr.value for a in m.findall(module, m.Attribute())}
+    return names
 
 
 def build_profile(tree: SourceTree) -> TreeProfile:
@@ -50,10 +86,38 @@ def build_profile(tree: SourceTree) -> TreeProfile:
             source = tree.get(path)
             if source is not None and source.text.startswith(GENERATED_MARK):
                 generated[path] = source.text.splitlines()[0]
+
+    enums: dict[str, EnumFact] = {}
+    for path in ENUM_FILES:
+        module = _parsed(tree, path)
+        for name, members in enum_classes(module).items() if module is not None else ():
+            enums[name] = EnumFact(name, path, members, find_uses(tree.root, name, path))
+
+    identifiers: dict[str, set[str]] = {}
+
+    def identifiers_of(path: str) -> set[str]:
+        if path not in identifiers:
+            module = None if path in generated else _parsed(tree, path)
+            identifiers[path] = _identifiers(module) if module is not None else set()
+        return identifiers[path]
+
+    def members_of(name: str) -> tuple[str, ...] | None:
+        fact = enums.get(name)
+        return fact.members if fact is not None else None
+
+    model_files = {
+        path: _parsed(tree, path)
+        for path in (TRANSFORMER, LANGUAGE_MODEL, GPT_MODEL, MODEL_INIT, OPTIMIZER, *MPU_LAYERS)
+    }
     return TreeProfile(
         tree=tree,
         arguments=arguments,
-        spellings=detect_spellings(arguments),
+        spellings=detect_spellings(arguments, members_of, identifiers_of),
         tokenizer_choices=tokenizer_arg.choices if tokenizer_arg and tokenizer_arg.choices else (),
         generated=generated,
+        model=read_model(model_files),
+        entry=read_entry(_parsed(tree, PRETRAIN_GPT), _parsed(tree, TRAINING)),
+        tokenizers=tokenizer_branches(_parsed(tree, TOKENIZER)),
+        tokenizer_built_when=builds_tokenizer_when(_parsed(tree, GLOBAL_VARS)),
+        enums=enums,
     )

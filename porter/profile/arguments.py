@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import libcst as cst
 import libcst.matchers as m
@@ -26,6 +26,12 @@ class Argument:
     action: str | None
     default: str | None  # source text
     choices: tuple[str, ...] | None  # string choices, when a literal list
+    keywords: dict[str, str] = field(default_factory=dict, hash=False, compare=False)  # name -> source
+
+    @property
+    def type(self) -> str | None:
+        """Source of the `type=` keyword (e.g. 'int', 'lambda x: PositionEmbeddingType[x]')."""
+        return self.keywords.get("type")
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,9 @@ class ArgumentsProfile:
     group_functions: tuple[str, ...]
     checks_function: str | None  # the function holding `for key in defaults:`
     parse_function: str | None  # the function that builds the parser
+    required: tuple[str, ...] = ()  # the `required_args = [...]` list of the checks
+    forbids_max_positions: bool = False  # asserts `args.max_position_embeddings is None` somewhere
+    imports: dict[str, str] = field(default_factory=dict, hash=False, compare=False)  # name -> import source
 
     def by_option(self, option: str) -> Argument | None:
         return next((a for a in self.arguments if option in a.options), None)
@@ -57,6 +66,49 @@ def _dest_of(options: list[str], keywords: dict[str, cst.BaseExpression]) -> str
     longs = [o for o in options if o.startswith("--")]
     name = (longs or options)[0].lstrip("-")
     return name.replace("-", "_")
+
+
+def top_level_imports(module: cst.Module) -> dict[str, str]:
+    """name -> an import statement that binds just that name, as the module imports it.
+
+    `from megatron.utils import a, b` gives 'b' -> 'from megatron.utils import b'.
+    """
+    found: dict[str, str] = {}
+    for stmt in module.body:
+        if not m.matches(stmt, m.SimpleStatementLine(body=[m.Import() | m.ImportFrom()])):
+            continue
+        node = stmt.body[0]
+        if isinstance(node.names, cst.ImportStar):
+            continue
+        for alias in node.names:
+            imported = code(alias.name)
+            bound = code(alias.asname.name) if alias.asname is not None else imported
+            as_part = f" as {bound}" if alias.asname is not None else ""
+            if isinstance(node, cst.Import):
+                name = bound.split(".")[0]
+                source = f"import {imported}{as_part}"
+            else:
+                name = bound
+                where = "." * len(node.relative) + (code(node.module) if node.module is not None else "")
+                source = f"from {where} import {imported}{as_part}"
+            found.setdefault(name, source)
+    return found
+
+
+def _required_args(module: cst.Module) -> tuple[str, ...]:
+    for assign in m.findall(module, m.Assign(targets=[m.AssignTarget(target=m.Name("required_args"))], value=m.List())):
+        return tuple(
+            e.value.evaluated_value for e in assign.value.elements if isinstance(e.value, cst.SimpleString)
+        )
+    return ()
+
+
+def _forbids_max_positions(module: cst.Module) -> bool:
+    none_test = m.Comparison(
+        left=m.Attribute(value=m.Name("args"), attr=m.Name("max_position_embeddings")),
+        comparisons=[m.ComparisonTarget(operator=m.Is(), comparator=m.Name("None"))],
+    )
+    return bool(m.findall(module, m.Assert(test=none_test)))
 
 
 def read_arguments(path: str, module: cst.Module) -> ArgumentsProfile:
@@ -99,6 +151,7 @@ def read_arguments(path: str, module: cst.Module) -> ArgumentsProfile:
                     action=action.evaluated_value if isinstance(action, cst.SimpleString) else None,
                     default=code(keywords["default"]) if "default" in keywords else None,
                     choices=choices,
+                    keywords={key: code(value) for key, value in keywords.items()},
                 )
             )
     return ArgumentsProfile(
@@ -107,4 +160,7 @@ def read_arguments(path: str, module: cst.Module) -> ArgumentsProfile:
         group_functions=tuple(groups),
         checks_function=checks,
         parse_function=parse,
+        required=_required_args(module),
+        forbids_max_positions=_forbids_max_positions(module),
+        imports=top_level_imports(module),
     )

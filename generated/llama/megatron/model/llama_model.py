@@ -75,6 +75,7 @@ class LLaMAModel(MegatronModule):
             encoder_attn_mask_type=AttnMaskType.causal,
             init_method=init_method_normal(args.init_method_std),
             scaled_init_method=scaled_init_method_normal(args.init_method_std, args.num_layers),
+            num_experts=args.num_experts,
             pre_process=self.pre_process,
             post_process=self.post_process)
         if self.post_process:

@@ -1,0 +1,151 @@
+"""Detectors: the tree's GPT entry point (pretrain_gpt.py), its `pretrain()` and tokenizer factory.
+
+The generated pretrain_<name>.py mirrors pretrain_gpt.py's `model_provider` in the tree's
+own terms: the same pipe condition, device helper, config object and set-up statements,
+the same extra positional arguments to `pretrain()`, and the names it imports from
+pretrain_gpt.py exist there. Each answer is a plain value (source text or a flag).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import libcst as cst
+import libcst.matchers as m
+
+from porter.edits.base import code
+from porter.profile.arguments import top_level_imports
+
+# What pretrain_<name>.py takes from pretrain_gpt.py when the tree has it.
+REUSED_FROM_GPT = ("forward_step", "get_batch_pipe", "train_valid_test_datasets_provider")
+
+
+@dataclass(frozen=True)
+class EntryProfile:
+    gpt_names: tuple[str, ...]  # top-level functions of pretrain_gpt.py
+    pipe_condition: str | None  # the test that picks GPTModelPipe
+    config: str | None  # `config = <this>` when the model classes take a config object
+    device: str | None  # device expression of the precomputed causal mask; None: no precompute
+    mask_adding: bool  # the mask is additive (-10000.0) when args.mask_tensor_adding
+    pipe_setup: tuple[str, ...]  # `args.<x> = <constant>` statements before building the pipe model
+    rotary_cache: tuple[str, str] | None  # (test, call) caching rotary tables for the pipe path
+    pretrain_positional: tuple[str, ...]  # pretrain(...)'s positional arguments in pretrain_gpt.py
+    imports: dict = field(default_factory=dict, hash=False, compare=False)  # name -> import source in pretrain_gpt.py
+    pretrain_params: tuple[str, ...] = ()  # megatron.training.pretrain's parameters
+
+    def import_for(self, expression: str | None) -> list[str]:
+        """The pretrain_gpt.py imports the names of an expression need."""
+        if not expression:
+            return []
+        names = {n.value for n in m.findall(cst.parse_expression(expression), m.Name())}
+        return sorted({self.imports[n] for n in names if n in self.imports})
+
+
+def _functions(module: cst.Module) -> dict[str, cst.FunctionDef]:
+    return {s.name.value: s for s in module.body if isinstance(s, cst.FunctionDef)}
+
+
+def _pipe_branch(provider: cst.FunctionDef) -> cst.If | None:
+    for node in m.findall(provider, m.If()):
+        if m.findall(node.body, m.Call(func=m.Name("GPTModelPipe"))):
+            return node
+    return None
+
+
+def _device(branch: cst.If, provider: cst.FunctionDef) -> str | None:
+    for call in m.findall(branch.body, m.Call(func=m.Attribute(value=m.Name("torch"), attr=m.Name("ones")))):
+        device = next((a.value for a in call.args if a.keyword and a.keyword.value == "device"), None)
+        if device is None:
+            continue
+        if isinstance(device, cst.Name):  # `current_device = get_current_device()` ... device=current_device
+            for assign in m.findall(provider, m.Assign(targets=[m.AssignTarget(target=m.Name(device.value))])):
+                return code(assign.value)
+        return code(device)
+    return None
+
+
+def _pipe_setup(branch: cst.If) -> tuple[str, ...]:
+    out = []
+    for stmt in branch.body.body:
+        if m.findall(stmt, m.Call(func=m.Name("GPTModelPipe"))):
+            break
+        if m.matches(stmt, m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(target=m.Attribute(value=m.Name("args")))])])):
+            value = stmt.body[0].value
+            if isinstance(value, (cst.Name, cst.Integer, cst.Float, cst.SimpleString)):
+                out.append(code(stmt.body[0]))
+    return tuple(out)
+
+
+def _rotary_cache(branch: cst.If) -> tuple[str, str] | None:
+    for node in m.findall(branch.body, m.If()):
+        for call in m.findall(node.body, m.Call(func=m.Name())):
+            if "rotary" in call.func.value:
+                return code(node.test), code(call)
+    return None
+
+
+def _pretrain_call(module: cst.Module) -> cst.Call | None:
+    calls = m.findall(module, m.Call(func=m.Name("pretrain")))
+    return calls[-1] if calls else None
+
+
+def read_entry(pretrain_gpt: cst.Module | None, training: cst.Module | None) -> EntryProfile | None:
+    if pretrain_gpt is None:
+        return None
+    functions = _functions(pretrain_gpt)
+    provider = functions.get("model_provider")
+    branch = _pipe_branch(provider) if provider is not None else None
+    config = None
+    if provider is not None:
+        for assign in m.findall(provider, m.Assign(targets=[m.AssignTarget(target=m.Name("config"))])):
+            config = code(assign.value)
+            break
+    call = _pretrain_call(pretrain_gpt)
+    positional = tuple(code(a.value) for a in call.args if a.keyword is None and a.star == "") if call else ()
+    pretrain_params: tuple[str, ...] = ()
+    if training is not None:
+        pretrain = _functions(training).get("pretrain")
+        if pretrain is not None:
+            pretrain_params = tuple(p.name.value for p in pretrain.params.params)
+    return EntryProfile(
+        gpt_names=tuple(functions),
+        pipe_condition=code(branch.test) if branch is not None else None,
+        config=config,
+        device=_device(branch, provider) if branch is not None else None,
+        mask_adding=bool(branch is not None and m.findall(branch, m.Attribute(value=m.Name("args"), attr=m.Name("mask_tensor_adding")))),
+        pipe_setup=_pipe_setup(branch) if branch is not None else (),
+        rotary_cache=_rotary_cache(branch) if branch is not None else None,
+        pretrain_positional=positional,
+        imports=top_level_imports(pretrain_gpt),
+        pretrain_params=pretrain_params,
+    )
+
+
+def tokenizer_branches(tokenizer: cst.Module | None) -> dict[str, str]:
+    """tokenizer type -> source of its branch in build_tokenizer."""
+    if tokenizer is None:
+        return {}
+    build = _functions(tokenizer).get("build_tokenizer")
+    if build is None:
+        return {}
+    found = {}
+    test = m.Comparison(
+        left=m.Attribute(value=m.Name("args"), attr=m.Name("tokenizer_type")),
+        comparisons=[m.ComparisonTarget(operator=m.Equal(), comparator=m.SimpleString())],
+    )
+    for node in m.findall(build, m.If(test=test)):
+        found[node.test.comparisons[0].comparator.evaluated_value] = code(node.body)
+    return found
+
+
+def builds_tokenizer_when(global_vars: cst.Module | None) -> str | None:
+    """The test under which set_global_variables builds the tokenizer ('' = always, None = unknown)."""
+    if global_vars is None:
+        return None
+    setter = _functions(global_vars).get("set_global_variables")
+    if setter is None:
+        return None
+    for stmt in setter.body.body:
+        if m.findall(stmt, m.Call(func=m.Name("_build_tokenizer"))):
+            return code(stmt.test) if isinstance(stmt, cst.If) else ""
+    return None

@@ -1,0 +1,286 @@
+"""Detectors: how the tree's model code is shaped where the port touches it.
+
+One function per question, each reading the parsed file(s) it needs and answering with a
+plain value (None when the construct is not there). The plan decides from these answers;
+the templates receive them as plain values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import libcst as cst
+import libcst.matchers as m
+
+from porter.edits.base import code, dotted
+from porter.profile.arguments import top_level_imports
+
+MPU_LAYERS = ("megatron/mpu/layers.py", "megatron/core/tensor_parallel/layers.py")
+# PipelineModule keywords every GPTModelPipe passes; anything else is the tree's own.
+STANDARD_PIPE_KEYWORDS = {"layers", "loss_fn", "topology", "activation_checkpoint_interval", "partition_method"}
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    parallel_style: str  # "mpu": `from megatron import mpu`; "core": megatron.core tensor_parallel + config
+    ctor_style: str  # "init_method": (init_method, output_layer_init_method, ...); "config": (config, ...)
+    attention_attr: str | None  # the layer's self-attention attribute: "attention" or "self_attention"
+    core_attention: bool  # attention math split into a CoreAttention class
+    qk_method: str | None  # the ParallelAttention method that binds query_layer and key_layer
+    column_returns_bias: bool  # ColumnParallelLinear.forward returns (output, bias)
+    mlp_adds_bias: bool  # ParallelMLP.forward adds its first projection's bias by hand
+    expand_as_unguarded: bool  # the layer forward calls bias.expand_as(...) without a None check
+    plain_bias_helpers: tuple[str, ...]  # bias-dropout-add helpers whose bias is typed a plain Tensor
+    layernorm_imports: dict  # file -> source of the import that binds LayerNorm there
+    rmsnorm_exported: bool  # megatron.model exports an RMSNorm
+    embedding_params: tuple[str, ...]  # Embedding.__init__ parameters, self excluded
+    position_gate: str | None  # what guards the learned position table in Embedding.__init__
+    language_model_moe: bool  # get_language_model takes num_experts (the model returns MoE losses)
+    language_model_config: bool  # get_language_model takes a config object
+    enums_module: str | None  # the module gpt_model imports AttnMaskType from
+    loss_fn: str | None  # the pipe's loss function, as gpt_model defines it
+    pipe_keywords: tuple[str, ...]  # GPTModelPipe's extra PipelineModule keywords, as source
+    gpt_post_processing: bool  # gpt_model defines post_language_model_processing
+
+    @property
+    def bias_none_safe(self) -> bool:
+        return not self.expand_as_unguarded and not self.plain_bias_helpers and not self.mlp_adds_bias
+
+
+def _class(module: cst.Module | None, name: str) -> cst.ClassDef | None:
+    if module is None:
+        return None
+    return next((s for s in module.body if isinstance(s, cst.ClassDef) and s.name.value == name), None)
+
+
+def _function(scope, name: str) -> cst.FunctionDef | None:
+    if scope is None:
+        return None
+    body = scope.body.body if isinstance(scope, cst.ClassDef) else scope.body
+    return next((s for s in body if isinstance(s, cst.FunctionDef) and s.name.value == name), None)
+
+
+def _params(func: cst.FunctionDef | None) -> tuple[str, ...]:
+    if func is None:
+        return ()
+    names = [p.name.value for p in (*func.params.posonly_params, *func.params.params, *func.params.kwonly_params)]
+    return tuple(n for n in names if n != "self")
+
+
+def parallel_style(transformer: cst.Module) -> str:
+    imports = top_level_imports(transformer)
+    return "core" if "tensor_parallel" in imports else "mpu"
+
+
+def ctor_style(transformer: cst.Module) -> str:
+    params = _params(_function(_class(transformer, "ParallelMLP"), "__init__"))
+    return "config" if params[:1] == ("config",) else "init_method"
+
+
+def attention_attr(transformer: cst.Module) -> str | None:
+    init = _function(_class(transformer, "ParallelTransformerLayer"), "__init__")
+    if init is None:
+        return None
+    for assign in m.findall(init, m.Assign(value=m.Call(func=m.Name("ParallelAttention")))):
+        target = assign.targets[0].target
+        if isinstance(target, cst.Attribute) and dotted(target.value) == "self":
+            return target.attr.value
+    return None
+
+
+def qk_method(transformer: cst.Module) -> str | None:
+    """The method that projects hidden states to query and key (it calls self.query_key_value)."""
+    attention = _class(transformer, "ParallelAttention")
+    if attention is None:
+        return None
+    projects = m.Call(func=m.Attribute(value=m.Name("self"), attr=m.Name("query_key_value")))
+    for stmt in attention.body.body:
+        if not isinstance(stmt, cst.FunctionDef) or not m.findall(stmt, projects):
+            continue
+        names = set()
+        for assign in m.findall(stmt, m.Assign()):
+            for target in assign.targets:
+                names.update(n.value for n in m.findall(target.target, m.Name()))
+        if {"query_layer", "key_layer"} <= names:
+            return stmt.name.value
+    return None
+
+
+def column_returns_bias(layers: cst.Module | None) -> bool:
+    forward = _function(_class(layers, "ColumnParallelLinear"), "forward")
+    if forward is None:
+        return True  # Megatron's default convention
+    returns = m.findall(forward, m.Return())
+    return bool(returns) and isinstance(returns[-1].value, cst.Tuple)
+
+
+def mlp_adds_bias(transformer: cst.Module) -> bool:
+    forward = _function(_class(transformer, "ParallelMLP"), "forward")
+    if forward is None:
+        return False
+    unpacked = m.Assign(targets=[m.AssignTarget(target=m.Tuple())], value=m.Call(func=m.Attribute(value=m.Name("self"))))
+    for assign in m.findall(forward, unpacked):
+        elements = assign.targets[0].target.elements
+        if len(elements) == 2 and isinstance(elements[1].value, cst.Name):
+            bias = elements[1].value.value
+            if m.findall(forward, m.BinaryOperation(operator=m.Add(), right=m.Name(bias))):
+                return True
+    return False
+
+
+class _GuardedCalls(cst.CSTVisitor):
+    """Collects `<name>.expand_as(...)` calls, each with whether an enclosing test mentions name."""
+
+    def __init__(self) -> None:
+        self.tests: list[cst.BaseExpression] = []
+        self.calls: list[tuple[str, bool]] = []
+
+    def visit_If(self, node):
+        self.tests.append(node.test)
+
+    def leave_If(self, node):
+        self.tests.pop()
+
+    def visit_IfExp(self, node):
+        self.tests.append(node.test)
+
+    def leave_IfExp(self, node):
+        self.tests.pop()
+
+    def visit_Call(self, node):
+        if m.matches(node.func, m.Attribute(value=m.Name(), attr=m.Name("expand_as"))):
+            name = node.func.value.value
+            guarded = any(m.findall(test, m.Name(name)) for test in self.tests)
+            self.calls.append((name, guarded))
+
+
+def expand_as_unguarded(transformer: cst.Module) -> bool:
+    forward = _function(_class(transformer, "ParallelTransformerLayer"), "forward")
+    if forward is None:
+        return False
+    visitor = _GuardedCalls()
+    forward.visit(visitor)
+    return any(not guarded for _, guarded in visitor.calls)
+
+
+def plain_bias_helpers(transformer: cst.Module) -> tuple[str, ...]:
+    """Top-level `bias_dropout_add*` helpers with a `bias` parameter typed plain `Tensor`."""
+    found = []
+    for stmt in transformer.body:
+        if not isinstance(stmt, cst.FunctionDef) or not stmt.name.value.startswith("bias_dropout_add"):
+            continue
+        params = [p.name.value for p in stmt.params.params]
+        if "bias" not in params or not stmt.body.body:
+            continue
+        index = params.index("bias")
+        for line in stmt.body.body[0].leading_lines:
+            comment = line.comment.value if line.comment else ""
+            if comment.startswith("# type:"):
+                types = [t.strip() for t in comment.partition("(")[2].partition(")")[0].split(",")]
+                if index < len(types) and types[index] == "Tensor":
+                    found.append(stmt.name.value)
+    return tuple(found)
+
+
+def layernorm_import(module: cst.Module | None) -> str | None:
+    if module is None:
+        return None
+    return top_level_imports(module).get("LayerNorm")
+
+
+def rmsnorm_exported(model_init: cst.Module | None) -> bool:
+    if model_init is None:
+        return False
+    for node in m.findall(model_init, m.ImportAlias()):
+        bound = code(node.asname.name) if node.asname else code(node.name)
+        if bound == "RMSNorm":
+            return True
+    return False
+
+
+def embedding_params(language_model: cst.Module) -> tuple[str, ...]:
+    return _params(_function(_class(language_model, "Embedding"), "__init__"))
+
+
+def position_gate(language_model: cst.Module) -> str | None:
+    """The test of the `if` that creates `self.position_embeddings` in Embedding.__init__, if any."""
+    init = _function(_class(language_model, "Embedding"), "__init__")
+    if init is None:
+        return None
+    for stmt in init.body.body:
+        if isinstance(stmt, cst.If):
+            creates = m.findall(stmt.body, m.Assign(targets=[m.AssignTarget(target=m.Attribute(attr=m.Name("position_embeddings")))]))
+            if creates:
+                return code(stmt.test)
+    return None
+
+
+def get_language_model_params(language_model: cst.Module) -> tuple[str, ...]:
+    return _params(_function(language_model, "get_language_model"))
+
+
+def enums_module(gpt_model: cst.Module) -> str | None:
+    source = top_level_imports(gpt_model).get("AttnMaskType")
+    if source is None:
+        return None
+    node = cst.parse_statement(source).body[0]
+    module = code(node.module) if node.module is not None else ""
+    if node.relative:  # `from .enums import` inside megatron/model
+        return "megatron.model" + ("." + module if module else "")
+    return module
+
+
+def loss_fn(gpt_model: cst.Module) -> str | None:
+    names = {s.name.value for s in gpt_model.body if isinstance(s, cst.FunctionDef)}
+    if "CrossEntropy" in names:
+        return "CrossEntropy"
+    if "get_cross_entropy" in names:
+        return "get_cross_entropy(is_prefix=False)"
+    return None
+
+
+def pipe_keywords(gpt_model: cst.Module) -> tuple[str, ...]:
+    init = _function(_class(gpt_model, "GPTModelPipe"), "__init__")
+    if init is None:
+        return ()
+    calls = m.findall(init, m.Call(func=m.Attribute(value=m.Call(func=m.Name("super")), attr=m.Name("__init__"))))
+    if not calls:
+        return ()
+    return tuple(
+        f"{arg.keyword.value}={code(arg.value)}"
+        for arg in calls[-1].args
+        if arg.keyword is not None and arg.keyword.value not in STANDARD_PIPE_KEYWORDS
+    )
+
+
+def read_model(files: dict[str, cst.Module | None]) -> ModelProfile:
+    """files: path -> parsed module (None when the tree lacks it)."""
+    transformer = files["megatron/model/transformer.py"]
+    language_model = files["megatron/model/language_model.py"]
+    gpt_model = files["megatron/model/gpt_model.py"]
+    layers = next((files.get(p) for p in MPU_LAYERS if files.get(p) is not None), None)
+    lm_params = get_language_model_params(language_model)
+    return ModelProfile(
+        parallel_style=parallel_style(transformer),
+        ctor_style=ctor_style(transformer),
+        attention_attr=attention_attr(transformer),
+        core_attention=_class(transformer, "CoreAttention") is not None,
+        qk_method=qk_method(transformer),
+        column_returns_bias=column_returns_bias(layers),
+        mlp_adds_bias=mlp_adds_bias(transformer),
+        expand_as_unguarded=expand_as_unguarded(transformer),
+        plain_bias_helpers=plain_bias_helpers(transformer),
+        layernorm_imports={
+            path: layernorm_import(files.get(path))
+            for path in ("megatron/model/transformer.py", "megatron/model/gpt_model.py", "megatron/optimizer/__init__.py")
+        },
+        rmsnorm_exported=rmsnorm_exported(files.get("megatron/model/__init__.py")),
+        embedding_params=embedding_params(language_model),
+        position_gate=position_gate(language_model),
+        language_model_moe="num_experts" in lm_params,
+        language_model_config="config" in lm_params,
+        enums_module=enums_module(gpt_model),
+        loss_fn=loss_fn(gpt_model),
+        pipe_keywords=pipe_keywords(gpt_model),
+        gpt_post_processing=_function(gpt_model, "post_language_model_processing") is not None,
+    )
