@@ -25,6 +25,7 @@ from pathlib import Path
 from porter.corpus import train_sentencepiece, write_corpus
 from porter.errors import PorterError
 from porter.profile import build_profile
+from porter.profile.features import SENTENCEPIECE_CHOICE
 from porter.source import SourceTree
 from porter.spec import Spec
 
@@ -235,7 +236,9 @@ def deepspeed_config(workdir: Path, config: SmokeConfig) -> Path:
 
 def training_arguments(spec: Spec, tree: SourceTree, workdir: Path, config: SmokeConfig, model: Path, prefix: Path) -> list[str]:
     """The tiny-config command line of a smoke run of the ported script."""
-    options = build_profile(tree).arguments.options
+    profile = build_profile(tree)
+    options = profile.arguments.options
+    sentencepiece = profile.sentencepiece()
     args = [
         "--num-layers", str(config.num_layers),
         "--hidden-size", str(config.hidden_size),
@@ -252,7 +255,7 @@ def training_arguments(spec: Spec, tree: SourceTree, workdir: Path, config: Smok
         "--eval-interval", str(10**6),
         "--data-path", str(prefix),
         "--split", "100,0,0",
-        "--tokenizer-type", "SentencePieceTokenizer",
+        "--tokenizer-type", sentencepiece[0] if sentencepiece else SENTENCEPIECE_CHOICE,
         "--tokenizer-model", str(model),
         "--seed", str(config.seed),
         "--tensor-model-parallel-size", str(config.tensor_parallel),
@@ -261,13 +264,13 @@ def training_arguments(spec: Spec, tree: SourceTree, workdir: Path, config: Smok
         "--deepspeed_config", str(deepspeed_config(workdir, config)),
         "--zero-stage", "0",
     ]
-    if spec.position_embedding != "rotary":
+    # Rotary needs no position table: some trees forbid the size then, some require it anyway.
+    if spec.position_embedding != "rotary" or not profile.arguments.forbids_max_positions:
         args += ["--max-position-embeddings", str(config.seq_length)]
     if "--distributed-backend" in options:
         args += ["--distributed-backend", "gloo"]
-    for option in ("--no-masked-softmax-fusion", "--no-bias-gelu-fusion", "--no-bias-dropout-fusion"):
-        if option in options:
-            args.append(option)
+    # Every fused kernel the tree can turn off is CUDA-only (apex, jit fusers, ...).
+    args += sorted(o for o in options if o.startswith("--no-") and o.endswith("-fusion"))
     if not config.pipe:
         args.append("--no-pipeline-parallel")
     args += config.extra_args

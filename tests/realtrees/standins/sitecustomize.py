@@ -5,7 +5,9 @@ stand-in is installed only when the real module is missing:
   - deepspeed.compression.compress: deepspeed 0.19 removed it; every tree's training.py
     imports it at module level (init_compression / redundancy_clean, unused without
     compression training);
-  - torchvision: Megatron imports it only for its vision datasets;
+  - torchvision and PIL (and their submodules): Megatron imports them only for its vision
+    datasets;
+  - torch._six (removed in torch 2): bigscience's clip_grads imports `inf` from it;
 and, when PORTER_STANDINS names them (comma-separated):
   - habana: habana_frameworks.torch.core.mark_step, which Habana's training loop calls
     unconditionally (no habana_frameworks.torch.hpu, so DeepSpeed detects no HPU);
@@ -49,37 +51,44 @@ def _module(name, attributes=None, loose=False, package=False):
     return module
 
 
+# module -> factory; a package marked "*" serves every submodule too (loose modules).
 _STANDINS = {
-    "deepspeed.compression.compress": lambda: _module(
-        "deepspeed.compression.compress",
-        {"init_compression": lambda model, *a, **k: model, "redundancy_clean": lambda model, *a, **k: model},
+    "deepspeed.compression.compress": lambda name: _module(
+        name, {"init_compression": lambda model, *a, **k: model, "redundancy_clean": lambda model, *a, **k: model},
     ),
-    "torchvision": lambda: _module("torchvision", loose=True, package=True),
-    "torchvision.transforms": lambda: _module("torchvision.transforms", loose=True),
+    "torchvision*": lambda name: _module(name, loose=True, package=True),
+    "PIL*": lambda name: _module(name, loose=True, package=True),
+    "torch._six": lambda name: _module(name, {"inf": float("inf"), "string_classes": (str, bytes)}),
 }
 _OPTIONAL = {
     "habana": {
-        "habana_frameworks": lambda: _module("habana_frameworks", package=True),
-        "habana_frameworks.torch": lambda: _module("habana_frameworks.torch", package=True),
-        "habana_frameworks.torch.core": lambda: _module("habana_frameworks.torch.core", {"mark_step": lambda: None}),
+        "habana_frameworks": lambda name: _module(name, package=True),
+        "habana_frameworks.torch": lambda name: _module(name, package=True),
+        "habana_frameworks.torch.core": lambda name: _module(name, {"mark_step": lambda: None}),
     },
     "apex": {
-        "apex": lambda: _module("apex", loose=True, package=True),
-        "apex.multi_tensor_apply": lambda: _module("apex.multi_tensor_apply", loose=True),
-        "apex.optimizers": lambda: _module("apex.optimizers", loose=True),
-        "apex.normalization": lambda: _module("apex.normalization", loose=True),
-        "amp_C": lambda: _module("amp_C", loose=True),
+        "apex*": lambda name: _module(name, loose=True, package=True),
+        "amp_C": lambda name: _module(name, loose=True),
     },
 }
 for _wanted in filter(None, os.environ.get("PORTER_STANDINS", "").split(",")):
     _STANDINS.update(_OPTIONAL[_wanted.strip()])
 
 
+def _factory(name):
+    if name in _STANDINS:
+        return _STANDINS[name]
+    for key, factory in _STANDINS.items():
+        if key.endswith("*") and (name == key[:-1] or name.startswith(key[:-1] + ".")):
+            return factory
+    return None
+
+
 class _StandInFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Serves a stand-in for a listed module only when no real one can be found."""
 
     def find_spec(self, name, path=None, target=None):
-        if name not in _STANDINS:
+        if _factory(name) is None:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -89,10 +98,10 @@ class _StandInFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
                     return None
             except (ImportError, ValueError):
                 continue
-        return importlib.machinery.ModuleSpec(name, self, is_package=name in ("torchvision",) or "." not in name)
+        return importlib.machinery.ModuleSpec(name, self, is_package=True)
 
     def create_module(self, spec):
-        return _STANDINS[spec.name]()
+        return _factory(spec.name)(spec.name)
 
     def exec_module(self, module):
         pass
