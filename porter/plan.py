@@ -241,7 +241,7 @@ class _Planner:
         else:
             self._model()
         return Plan(spec=spec, profile=self.profile, edits=self.edits, reused=self.reused, style=style,
-                    defaults=dict(self.defaults))
+                    defaults=self._defaults())
 
     def _flag_style(self) -> bool:
         wanted = [f for f in MODEL_FEATURES if self.spec.wants(f)]
@@ -403,11 +403,11 @@ class _Planner:
         self.edit(TRANSFORMER, "no_bias", "attention linears follow the bias switch",
                   _rw(T.LinearBias, cls="ParallelAttention", attrs=["query_key_value", "query", "key_value", "dense"], bias_expr=bias))
         model = self.model
-        if model.mlp_adds_bias:
+        if model.mlp_bias_unguarded:
             self.edit(TRANSFORMER, "no_bias", "the MLP adds its bias only when there is one",
                       _rw(T.NoneSafeBiasAdd, cls="ParallelMLP", func="forward"))
         else:
-            self.reuse("no_bias", "the MLP's linear adds its own bias (skip_bias_add off): nothing to guard")
+            self.reuse("no_bias", "the MLP adds no bias by hand unchecked (its linear adds its own, or checks for None)")
         for func in model.plain_bias_helpers:
             self.edit(TRANSFORMER, "no_bias", f"{func} takes an Optional bias",
                       _rw(T.OptionalBiasParameter, func=func))

@@ -6,7 +6,7 @@ module registers its commands on `app`.
 
 from __future__ import annotations
 
-from porter.cli import port_commands, smoke_command  # noqa: F401  (registers the commands)
+from porter.cli import inspect_command, port_commands, smoke_command  # noqa: F401  (registers the commands)
 from porter.cli.common import app
 
 

@@ -16,7 +16,7 @@ import libcst.matchers as m
 from porter.profile.arguments import ArgumentsProfile, read_arguments
 from porter.profile.entry import EntryProfile, builds_tokenizer_when, read_entry, tokenizer_branches
 from porter.profile.enums import ENUM_FILES, EnumFact, enum_classes, find_uses
-from porter.profile.features import SENTENCEPIECE_CHOICES, Spelling, detect_spellings
+from porter.profile.features import SENTENCEPIECE_CHOICES, SPELLINGS, Spelling, detect_spellings
 from porter.profile.model import MPU_LAYERS, ModelProfile, read_model
 from porter.render import GENERATED_MARK
 from porter.source import SourceTree
@@ -87,11 +87,14 @@ def build_profile(tree: SourceTree) -> TreeProfile:
             if source is not None and source.text.startswith(GENERATED_MARK):
                 generated[path] = source.text.splitlines()[0]
 
+    # The enums a feature's option may be typed with; for each, whether anything uses it.
+    feature_enums = {s.enum for spellings in SPELLINGS.values() for s in spellings if s.enum}
     enums: dict[str, EnumFact] = {}
     for path in ENUM_FILES:
         module = _parsed(tree, path)
         for name, members in enum_classes(module).items() if module is not None else ():
-            enums[name] = EnumFact(name, path, members, find_uses(tree.root, name, path))
+            if name in feature_enums:
+                enums[name] = EnumFact(name, path, members, find_uses(tree.root, name, path))
 
     identifiers: dict[str, set[str]] = {}
 

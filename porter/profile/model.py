@@ -28,7 +28,7 @@ class ModelProfile:
     core_attention: bool  # attention math split into a CoreAttention class
     qk_method: str | None  # the ParallelAttention method that binds query_layer and key_layer
     column_returns_bias: bool  # ColumnParallelLinear.forward returns (output, bias)
-    mlp_adds_bias: bool  # ParallelMLP.forward adds its first projection's bias by hand
+    mlp_bias_unguarded: bool  # ParallelMLP.forward adds its first projection's bias by hand, unchecked
     expand_as_unguarded: bool  # the layer forward calls bias.expand_as(...) without a None check
     plain_bias_helpers: tuple[str, ...]  # bias-dropout-add helpers whose bias is typed a plain Tensor
     layernorm_imports: dict  # file -> source of the import that binds LayerNorm there
@@ -44,7 +44,7 @@ class ModelProfile:
 
     @property
     def bias_none_safe(self) -> bool:
-        return not self.expand_as_unguarded and not self.plain_bias_helpers and not self.mlp_adds_bias
+        return not self.expand_as_unguarded and not self.plain_bias_helpers and not self.mlp_bias_unguarded
 
 
 def _class(module: cst.Module | None, name: str) -> cst.ClassDef | None:
@@ -114,26 +114,18 @@ def column_returns_bias(layers: cst.Module | None) -> bool:
     return bool(returns) and isinstance(returns[-1].value, cst.Tuple)
 
 
-def mlp_adds_bias(transformer: cst.Module) -> bool:
-    forward = _function(_class(transformer, "ParallelMLP"), "forward")
-    if forward is None:
-        return False
-    unpacked = m.Assign(targets=[m.AssignTarget(target=m.Tuple())], value=m.Call(func=m.Attribute(value=m.Name("self"))))
-    for assign in m.findall(forward, unpacked):
-        elements = assign.targets[0].target.elements
-        if len(elements) == 2 and isinstance(elements[1].value, cst.Name):
-            bias = elements[1].value.value
-            if m.findall(forward, m.BinaryOperation(operator=m.Add(), right=m.Name(bias))):
-                return True
-    return False
+class _GuardedUses(cst.CSTVisitor):
+    """Uses of a bias `b` (`b.expand_as(...)`, `x + b`), each with whether an enclosing
+    `if` or conditional expression tests `b`."""
 
-
-class _GuardedCalls(cst.CSTVisitor):
-    """Collects `<name>.expand_as(...)` calls, each with whether an enclosing test mentions name."""
-
-    def __init__(self) -> None:
+    def __init__(self, names: set[str] | None = None) -> None:
+        self.names = names  # None: any name (for expand_as)
         self.tests: list[cst.BaseExpression] = []
-        self.calls: list[tuple[str, bool]] = []
+        self.expand_as: list[tuple[str, bool]] = []
+        self.adds: list[tuple[str, bool]] = []
+
+    def _guarded(self, name: str) -> bool:
+        return any(m.findall(test, m.Name(name)) for test in self.tests)
 
     def visit_If(self, node):
         self.tests.append(node.test)
@@ -150,17 +142,38 @@ class _GuardedCalls(cst.CSTVisitor):
     def visit_Call(self, node):
         if m.matches(node.func, m.Attribute(value=m.Name(), attr=m.Name("expand_as"))):
             name = node.func.value.value
-            guarded = any(m.findall(test, m.Name(name)) for test in self.tests)
-            self.calls.append((name, guarded))
+            self.expand_as.append((name, self._guarded(name)))
+
+    def visit_BinaryOperation(self, node):
+        if isinstance(node.operator, cst.Add) and isinstance(node.right, cst.Name):
+            name = node.right.value
+            if self.names is None or name in self.names:
+                self.adds.append((name, self._guarded(name)))
+
+
+def mlp_bias_unguarded(transformer: cst.Module) -> bool:
+    """ParallelMLP.forward adds its first projection's bias by hand, with no None check."""
+    forward = _function(_class(transformer, "ParallelMLP"), "forward")
+    if forward is None:
+        return False
+    unpacked = m.Assign(targets=[m.AssignTarget(target=m.Tuple())], value=m.Call(func=m.Attribute(value=m.Name("self"))))
+    biases = set()
+    for assign in m.findall(forward, unpacked):
+        elements = assign.targets[0].target.elements
+        if len(elements) == 2 and isinstance(elements[1].value, cst.Name):
+            biases.add(elements[1].value.value)
+    visitor = _GuardedUses(biases)
+    forward.visit(visitor)
+    return any(not guarded for _, guarded in visitor.adds)
 
 
 def expand_as_unguarded(transformer: cst.Module) -> bool:
     forward = _function(_class(transformer, "ParallelTransformerLayer"), "forward")
     if forward is None:
         return False
-    visitor = _GuardedCalls()
+    visitor = _GuardedUses()
     forward.visit(visitor)
-    return any(not guarded for _, guarded in visitor.calls)
+    return any(not guarded for _, guarded in visitor.expand_as)
 
 
 def plain_bias_helpers(transformer: cst.Module) -> tuple[str, ...]:
@@ -267,7 +280,7 @@ def read_model(files: dict[str, cst.Module | None]) -> ModelProfile:
         core_attention=_class(transformer, "CoreAttention") is not None,
         qk_method=qk_method(transformer),
         column_returns_bias=column_returns_bias(layers),
-        mlp_adds_bias=mlp_adds_bias(transformer),
+        mlp_bias_unguarded=mlp_bias_unguarded(transformer),
         expand_as_unguarded=expand_as_unguarded(transformer),
         plain_bias_helpers=plain_bias_helpers(transformer),
         layernorm_imports={
