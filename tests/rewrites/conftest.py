@@ -37,3 +37,21 @@ def refuses():
         return info.value
 
     return _refuses
+
+
+class _Chain:
+    """Several rewrites applied one after the other, as the plan applies a file's edits."""
+
+    def __init__(self, makers) -> None:
+        self.rewrites = [make() for make in makers]
+
+    def apply(self, module, path):
+        for rewrite in self.rewrites:
+            module = rewrite.apply(module, path)
+        return module
+
+
+@pytest.fixture
+def chain():
+    """chain(make_a, make_b) -> a factory of both rewrites in order, for check()."""
+    return lambda *makers: (lambda: _Chain(makers))
