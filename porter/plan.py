@@ -245,7 +245,10 @@ class _Planner:
 
     def _flag_style(self) -> bool:
         wanted = [f for f in MODEL_FEATURES if self.spec.wants(f)]
-        return bool(wanted) and all(self.implemented(f) for f in wanted)
+        if not all(self.implemented(f) for f in wanted):
+            return False
+        # Nothing to add: subclass the tree's GPT classes, unless porter's own template fits too.
+        return bool(wanted) or (self.model.parallel_style, self.model.ctor_style) != ("mpu", "init_method")
 
     # -- features ------------------------------------------------------------------------------
     def _swiglu(self) -> None:
