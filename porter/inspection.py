@@ -69,6 +69,7 @@ def profile_data(profile: TreeProfile) -> dict:
             "enums_module": model.enums_module,
             "pipe_loss_fn": model.loss_fn,
             "pipe_extra_keywords": list(model.pipe_keywords),
+            "post_language_model_processing": model.gpt_post_processing,
         },
         "entry": None if entry is None else {
             "gpt_functions": list(entry.gpt_names),
@@ -79,6 +80,7 @@ def profile_data(profile: TreeProfile) -> dict:
             "pipe_setup": list(entry.pipe_setup),
             "rotary_cache": list(entry.rotary_cache) if entry.rotary_cache else None,
             "pretrain_positional": list(entry.pretrain_positional),
+            "pretrain_parameters": list(entry.pretrain_params),
         },
         "tokenizer": {
             "choices": list(profile.tokenizer_choices),

@@ -487,6 +487,10 @@ class _Planner:
         if missing:
             raise _unsupported("the tree's pretrain_gpt.py lacks what the generated entry point reuses", PRETRAIN_GPT,
                                ", ".join(REUSED_FROM_GPT), "missing: " + ", ".join(missing))
+        if entry.pretrain_params and "extra_args_provider" not in entry.pretrain_params:
+            raise _unsupported("the tree's pretrain() takes no extra-args provider, which sets the defaults",
+                               "megatron/training.py", "def pretrain(..., extra_args_provider=None, ...)",
+                               "pretrain(" + ", ".join(entry.pretrain_params) + ")")
         rotary_cache = entry.rotary_cache if self.implemented("rotary") else None
         imports: list[str] = []
         for expression in (entry.device, entry.config, rotary_cache[1] if rotary_cache else None, *entry.pretrain_positional):
@@ -537,6 +541,9 @@ class _Planner:
                 raise _unsupported("the Embedding takes a positional parameter porter does not know", LANGUAGE_MODEL,
                                    "Embedding(" + ", ".join(EMBEDDING_ARGUMENTS) + ", init_method, ...)",
                                    "Embedding(" + ", ".join(model.embedding_params) + ")")
+        if not spec.wants("untied") and not model.gpt_post_processing:
+            raise _unsupported("a tied output needs gpt_model's post_language_model_processing", GPT_MODEL,
+                               "def post_language_model_processing(...)", "no such function")
         loss = model.loss_fn or "CrossEntropy"
         self.create(module, "model", f"{spec.model_class} and {spec.model_class}Pipe, in this tree's signatures", "model.py.j2",
                     norm_class=norm,

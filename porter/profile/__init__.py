@@ -61,9 +61,6 @@ class TreeProfile:
                 return choice, origin
         return None
 
-    def has_sentencepiece(self) -> bool:
-        return self.sentencepiece() is not None
-
 
 def _parsed(tree: SourceTree, path: str) -> cst.Module | None:
     source = tree.get(path)
