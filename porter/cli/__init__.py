@@ -6,7 +6,13 @@ module registers its commands on `app`.
 
 from __future__ import annotations
 
-from porter.cli import inspect_command, port_commands, smoke_command  # noqa: F401  (registers the commands)
+from porter.cli import (  # noqa: F401  (registers the commands)
+    convert_command,
+    inspect_command,
+    port_commands,
+    smoke_command,
+    verify_command,
+)
 from porter.cli.common import app
 
 
