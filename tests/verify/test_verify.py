@@ -1,0 +1,85 @@
+"""`porter verify` on the ported sample tree: HF parity at TP=1, TP=2 and PP=2, and on a
+checkpoint the tree itself trained and saved."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from porter.cli import app
+from porter.smoke import SmokeConfig, run_smoke
+from porter.spec import load_spec
+from porter.verify.parity import VerifyOptions, verify
+
+SPEC = load_spec("llama")
+
+
+@pytest.fixture(scope="module")
+def tp1(ported_tree, tmp_path_factory):
+    return verify(SPEC, ported_tree, tmp_path_factory.mktemp("tp1"))
+
+
+def test_both_generated_models_match_hf(tp1):
+    assert tp1.passed, tp1.as_dict()
+    assert [r.model_class for r in tp1.results] == ["LLaMAModel", "LLaMAModelPipe"]
+    for r in tp1.results:
+        assert r.max_logit_diff <= 1e-5 and r.argmax_equal
+        assert abs(r.loss - r.reference_loss) <= 1e-5
+        assert r.loaded_by == "the tree's megatron.checkpointing.load_checkpoint"
+        assert not r.structure
+        assert len(r.probes) == 1 + 2 * 10 + 2  # embedding, 10 per layer, final norm, head
+        assert not [p for p in r.probes if p.diverges]
+    assert tp1.results[0].max_token_loss_diff <= 1e-5
+
+
+def test_tensor_parallel_2_gives_the_logits_of_tp1(ported_tree, tmp_path, tp1):
+    tp2 = verify(SPEC, ported_tree, tmp_path, VerifyOptions(tensor_parallel=2))
+    assert tp2.passed, tp2.as_dict()
+    for one, two in zip(tp1.results, tp2.results, strict=True):
+        assert two.tensor_parallel == 2
+        assert (one.logits - two.logits).abs().max().item() <= 1e-5
+        assert torch.equal(one.logits.argmax(-1), two.logits.argmax(-1))
+
+
+def test_pipeline_parallel_2_gives_the_logits_of_tp1(ported_tree, tmp_path, tp1):
+    pp2 = verify(SPEC, ported_tree, tmp_path, VerifyOptions(pipeline_parallel=2, kinds=("pipe",)))
+    assert pp2.passed, pp2.as_dict()
+    (pipe,) = pp2.results
+    assert pipe.pipeline_parallel == 2
+    assert (pipe.logits - tp1.results[1].logits).abs().max().item() <= 1e-5
+
+
+def test_a_checkpoint_the_tree_trained_converts_to_the_same_model(ported_tree, tmp_path):
+    """megatron-to-hf on the tree's own --save output: HF gives the tree's logits."""
+    saved = tmp_path / "checkpoints"
+    trained = run_smoke(SPEC, ported_tree, tmp_path / "smoke",
+                        SmokeConfig(steps=2, global_batch_size=4, extra_args=["--save", str(saved),
+                                                                              "--save-interval", "2"]))
+    assert trained.returncode == 0, trained.log[-3000:]
+    result = verify(SPEC, ported_tree, tmp_path / "verify", VerifyOptions(checkpoint=saved))
+    assert result.passed, result.as_dict()
+    assert result.results[0].model_class == "LLaMAModelPipe"
+    assert result.results[0].max_logit_diff <= 1e-5
+
+
+def test_verify_refuses_a_tree_that_is_not_ported(tmp_path):
+    import shutil
+
+    from porter.resources import sample_tree_dir
+
+    shutil.copytree(sample_tree_dir(), tmp_path / "tree")
+    done = CliRunner().invoke(app, ["verify", "llama", "--target", str(tmp_path / "tree"), "--json"])
+    assert done.exit_code == 2
+    assert "pretrain_llama.py is missing" in done.output
+
+
+def test_verify_json_reports_figures(ported_tree, tmp_path):
+    done = CliRunner().invoke(app, ["verify", "llama", "--target", str(ported_tree), "--models", "model",
+                                    "--layers", "1", "--workdir", str(tmp_path), "--json"])
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.output)
+    assert report["passed"] is True
+    (result,) = report["results"]
+    assert result["class"] == "LLaMAModel" and result["max_abs_logit_diff"] <= 1e-5 and result["argmax_equal"]
+    assert result["first_divergence"] is None
