@@ -17,7 +17,8 @@ def verify(
     model: Model,
     target: Target = Path("."),
     tp: Annotated[int, typer.Option("--tp", help="Tensor-parallel size (processes: TP x PP).")] = 1,
-    pp: Annotated[int, typer.Option("--pp", help="Pipeline-parallel size (the pipe model only).")] = 1,
+    pp: Annotated[int | None, typer.Option("--pp", help="Pipeline-parallel size (the pipe model only); "
+                                                        "default 1, or the --load checkpoint's.")] = None,
     models: Annotated[str, typer.Option(help="Which generated classes: 'model' (LLaMAModel), 'pipe' "
                                              "(LLaMAModelPipe), or both, comma-separated.")] = "model,pipe",
     layers: Annotated[int, typer.Option(help="Layers of the tiny model.")] = 2,

@@ -547,6 +547,7 @@ def read_checkpoint(checkpoint: Path, layout: WeightLayout, vocab_size: int | No
     parts = [MegatronWeights(shape=shape, embedding=e, layers=ls, final_norm=f, output=o) for e, ls, f, o in shards]
     full = unshard(parts, layout)
     full.extra = {"hf_config": porter_meta.get("hf_config") or {}, "tensor_parallel": len(shards),
+                  "pipeline_parallel": getattr(args, "pipeline_model_parallel_size", 1) or 1,
                   "pipe": bool(layer_files)}
     return full
 

@@ -48,7 +48,7 @@ PROBE_TOLERANCE = 1e-5
 class VerifyOptions:
     tiny: TinyConfig = field(default_factory=TinyConfig)
     tensor_parallel: int = 1
-    pipeline_parallel: int = 1
+    pipeline_parallel: int | None = None  # None: 1, or the checkpoint's
     kinds: tuple[str, ...] = ("model", "pipe")
     tolerance: float = TOLERANCE
     timeout: float = 600.0
@@ -167,11 +167,22 @@ def tree_argv(profile: TreeProfile, tiny: TinyConfig, tp: int, pp: int) -> list[
                           ("--hidden-dropout", "0.0"), ("--attention-dropout", "0.0")):
         if option in options:
             argv += [option, value]
-    for flag in ("--no-masked-softmax-fusion", "--no-bias-gelu-fusion", "--no-bias-dropout-fusion",
-                 "--finetune"):
+    for flag in ("--no-masked-softmax-fusion", "--no-bias-gelu-fusion", "--no-bias-dropout-fusion"):
         if flag in options:
             argv.append(flag)
-    return argv
+    # Weights only: a converted checkpoint has no optimizer, scheduler or RNG states.
+    weights_only = ["--finetune"] if "--finetune" in options else \
+        ["--no-load-optim", "--no-load-rng", "--no-load-lr-state"]
+    return argv + [flag for flag in weights_only if flag in options]
+
+
+def tree_job(spec: Spec, tree: SourceTree, profile: TreeProfile, tiny: TinyConfig, tp: int = 1, pp: int = 1,
+             argv_extra: list[str] | None = None) -> dict:
+    """What harness.TreeJob needs to start the tree's megatron for the tiny model (a plain dict)."""
+    script, provider = entry_points(tree, spec)
+    return {"script_module": script, "extra_args_provider": provider,
+            "argv": tree_argv(profile, tiny, tp, pp) + list(argv_extra or []), "vocab_size": tiny.vocab_size,
+            "micro_batch_size": tiny.batch_size}
 
 
 def worker_env(tree: Path, nproc: int) -> dict[str, str]:
@@ -191,14 +202,16 @@ def worker_env(tree: Path, nproc: int) -> dict[str, str]:
     return env
 
 
-def run_workers(tree: Path, job_path: Path, nproc: int, log: Path, timeout: float) -> None:
+def run_workers(tree: Path, job_path: Path, nproc: int, log: Path, timeout: float,
+                module: str = "porter.verify.worker") -> None:
+    """Run `python -m module job_path` in the tree: one process, or nproc under torch.distributed.run."""
     env = worker_env(tree, nproc)
     if nproc == 1:
-        cmd = [sys.executable, "-m", "porter.verify.worker", str(job_path)]
+        cmd = [sys.executable, "-m", module, str(job_path)]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
                "--master_addr", "127.0.0.1", "--master_port", env["MASTER_PORT"],
-               "-m", "porter.verify.worker", str(job_path)]
+               "-m", module, str(job_path)]
     try:
         done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
@@ -317,19 +330,22 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
     tiny = options.tiny
     start = time.monotonic()
     tree = SourceTree.open(target)
-    script, provider = entry_points(tree, spec)
+    entry_points(tree, spec)  # refuses a tree that is not ported, before any work
     profile = build_profile(tree)
     layout = read_layout(profile, spec)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    tp, pp = options.tensor_parallel, options.pipeline_parallel
+    tp, pp = options.tensor_parallel, options.pipeline_parallel or 1
     argv_extra: list[str] = []
 
     if options.checkpoint is not None:
         reference, tiny, weights = _reference_from_checkpoint(Path(options.checkpoint), layout, tiny, workdir)
         kinds = ("pipe",) if weights.extra["pipe"] else ("model",)
         tp = weights.extra["tensor_parallel"]
-        argv_extra = ["--ffn-hidden-size", str(weights.shape.ffn_hidden_size)]
+        pp = options.pipeline_parallel or weights.extra["pipeline_parallel"]
+        # what the tree's load_checkpoint compares with the checkpoint's args
+        argv_extra = ["--ffn-hidden-size", str(weights.shape.ffn_hidden_size),
+                      "--max-position-embeddings", str(weights.shape.max_position_embeddings)]
         checkpoints = {kinds[0]: str(options.checkpoint)}
     else:
         kinds = tuple(k for k in options.kinds if k == "pipe" or pp == 1)
@@ -366,9 +382,7 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
     for stale in out.glob("*"):
         stale.unlink()
     job = {
-        "tree": {"script_module": script, "extra_args_provider": provider,
-                 "argv": tree_argv(profile, tiny, tp, pp) + argv_extra, "vocab_size": tiny.vocab_size,
-                 "micro_batch_size": tiny.batch_size},
+        "tree": tree_job(spec, tree, profile, tiny, tp, pp, argv_extra),
         "kinds": list(kinds), "checkpoints": checkpoints, "out": str(out), "layout": layout.as_dict(),
         "num_layers": tiny.num_layers, "num_heads": tiny.num_attention_heads,
         "tokens": tokens.tolist(), "labels": labels.tolist(), "weight_std": tiny.weight_std, "seed": tiny.seed,

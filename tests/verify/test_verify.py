@@ -83,3 +83,11 @@ def test_verify_json_reports_figures(ported_tree, tmp_path):
     (result,) = report["results"]
     assert result["class"] == "LLaMAModel" and result["max_abs_logit_diff"] <= 1e-5 and result["argmax_equal"]
     assert result["first_divergence"] is None
+
+
+@pytest.mark.slow
+def test_tensor_and_pipeline_parallel_together(ported_tree, tmp_path, tp1):
+    """TP=2 x PP=2: four processes (minutes on two cores: a slow sweep, outside CI)."""
+    both = verify(SPEC, ported_tree, tmp_path, VerifyOptions(tensor_parallel=2, pipeline_parallel=2, kinds=("pipe",)))
+    assert both.passed, both.as_dict()
+    assert (both.results[0].logits - tp1.results[1].logits).abs().max().item() <= 1e-5
