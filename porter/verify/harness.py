@@ -2,9 +2,9 @@
 
 This module runs in a process of its own whose sys.path starts with the target tree (the
 tree's `megatron` package keeps global state: its args, its model-parallel groups). It
-imports only torch and deepspeed at module level; the tree is imported when a session
-starts. `porter.verify.worker` drives it for verify; bench scripts can drive it to time
-the generated model:
+imports only torch at module level; the tree (and deepspeed) when a session starts.
+`porter.verify.worker` drives it for verify; bench scripts can drive it to time the
+generated model:
 
     session = TreeSession.start(job)         # the tree's initialize_megatron, its args
     engine = session.engine("pipe")          # model_provider() -> LLaMAModelPipe -> deepspeed
@@ -23,6 +23,7 @@ its model_provider, DeepSpeed's engines, its checkpoint loader, its mask helper.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -221,9 +222,6 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, torch.Tensor]:
 
 def expected_tensors(model, kind: str, folder, tp_rank: int) -> dict[str, tuple[tuple, tuple | None]]:
     """name -> (shape in the model, shape in the checkpoint or None), for this rank's model."""
-    import glob
-    import os
-
     found: dict[str, tuple[tuple, tuple | None]] = {}
     if kind == "pipe":
         for name, layer in model.named_children():
@@ -237,8 +235,9 @@ def expected_tensors(model, kind: str, folder, tp_rank: int) -> dict[str, tuple[
             for key in set(saved) - set(layer.state_dict()):
                 found[f"{name}.{key}"] = ((), tuple(saved[key].shape))
     else:
-        files = sorted(glob.glob(os.path.join(folder, f"mp_rank_{tp_rank:02d}_model_states.pt")))
-        saved = _flatten(torch.load(files[0], map_location="cpu", weights_only=False)["module"]) if files else {}
+        path = os.path.join(folder, f"mp_rank_{tp_rank:02d}_model_states.pt")
+        saved = _flatten(torch.load(path, map_location="cpu", weights_only=False)["module"]) \
+            if os.path.exists(path) else {}
         mine = _flatten(model.state_dict_for_save_checkpoint())
         for key, value in mine.items():
             theirs = saved.get(key)
@@ -269,8 +268,6 @@ def load_loosely(model, kind: str, folder, tp_rank: int, std: float, seed: int) 
     What the LLaMA weights do not fill (a bias left on, say) keeps random values, so the
     forward pass shows where it matters instead of hiding behind a zero initialisation.
     """
-    import os
-
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param in model.parameters():
