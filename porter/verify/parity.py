@@ -35,7 +35,7 @@ from porter.source import SourceTree
 from porter.spec import Spec
 from porter.verify import convert
 from porter.verify.layout import read_layout
-from porter.verify.probes import capture_hf, combine, orient, probe_plan
+from porter.verify.probes import capture_hf, combine, orient, pipe_module, probe_plan
 from porter.verify.reference import TinyConfig, random_llama, token_batch
 
 TOLERANCE = 1e-5
@@ -57,17 +57,21 @@ class VerifyOptions:
 
 @dataclass
 class ProbeResult:
-    name: str
+    name: str  # the module's path in the plain model
     what: str
     max_diff: float
     scale: float
+    pipe_name: str | None = None  # its path in the pipe model, for the pipe model's results
 
     @property
     def diverges(self) -> bool:
         return not self.max_diff <= PROBE_TOLERANCE * max(1.0, self.scale)
 
     def as_dict(self) -> dict:
-        return {"module": self.name, "what": self.what, "max_abs_diff": self.max_diff, "max_abs_reference": self.scale}
+        out = {"module": self.name, "what": self.what, "max_abs_diff": self.max_diff, "max_abs_reference": self.scale}
+        if self.pipe_name is not None:
+            out["pipe_module"] = self.pipe_name
+        return out
 
 
 @dataclass
@@ -253,6 +257,7 @@ def _assemble(records: list[dict], name: str, probe) -> torch.Tensor | None:
 def compare(kind: str, records: list[dict], probes, ref_logits, captures, labels, vocab: int,
             tolerance: float, model_class: str) -> KindResult:
     results = []
+    num_layers = 1 + max((p.layer for p in probes), default=-1)
     for probe in probes:
         mine = _assemble(records, probe.name, probe)
         if mine is None:
@@ -260,14 +265,19 @@ def compare(kind: str, records: list[dict], probes, ref_logits, captures, labels
         theirs = probe.hf(captures).float()
         if probe.site == "output":
             mine = mine[..., :vocab]
+        pipe_name = pipe_module(probe, num_layers) if kind == "pipe" else None
         if mine.shape != theirs.shape:
             results.append(ProbeResult(probe.name, f"{probe.what} (shape {tuple(mine.shape)} vs HF "
-                                                   f"{tuple(theirs.shape)})", float("inf"), 0.0))
+                                                   f"{tuple(theirs.shape)})", float("inf"), 0.0, pipe_name))
             continue
         results.append(ProbeResult(probe.name, probe.what, (mine - theirs).abs().max().item(),
-                                   theirs.abs().max().item()))
+                                   theirs.abs().max().item(), pipe_name))
     head = next(p for p in probes if p.site == "output")
     logits = _assemble(records, head.name, head)
+    if logits is None:
+        raise PorterError(f"no logits from the tree's {model_class}", construct=f"its module {head.name}",
+                          found="no output of that module was seen during the forward pass",
+                          fix="does the generated model still end with its output layer?")
     padded = logits.shape[-1]
     logits = logits[..., :vocab]
     if logits.shape != ref_logits.shape:
@@ -418,6 +428,7 @@ def describe(result: VerifyResult) -> str:
             lines.append(f"  structure: {problem['tensor']}: {problem['problem']}")
         first = r.first_divergence
         if not r.passed and first is not None:
-            lines.append(f"  first divergence: {first.name} ({first.what}): "
+            where = f" (in {r.model_class}: {first.pipe_name})" if first.pipe_name else ""
+            lines.append(f"  first divergence: {first.name}{where} ({first.what}): "
                          f"max |diff| = {first.max_diff:.3g} (values up to {first.scale:.3g})")
     return "\n".join(lines)

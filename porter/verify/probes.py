@@ -94,6 +94,15 @@ def probe_plan(layout: WeightLayout, num_layers: int, num_heads: int) -> list[Pr
     return probes
 
 
+def pipe_module(probe: Probe, num_layers: int) -> str:
+    """The probe's module path in the generated <Prefix>ModelPipe (named by layer spec index)."""
+    from porter.verify.layout import PIPE_EMBEDDING, PIPE_FIRST_LAYER
+
+    index = {"embedding": PIPE_EMBEDDING, "layer": PIPE_FIRST_LAYER + probe.layer,
+             "final_norm": PIPE_FIRST_LAYER + num_layers + 1, "output": PIPE_FIRST_LAYER + num_layers + 2}[probe.site]
+    return f"{index}.{probe.path}" if probe.path else str(index)
+
+
 def orient(probe: Probe, value: torch.Tensor) -> torch.Tensor:
     """A tree value to [b, s, ...]: inside the layer stack the tree works in [s, b, ...]."""
     if probe.site != "layer":

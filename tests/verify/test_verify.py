@@ -16,6 +16,12 @@ SPEC = load_spec("llama")
 
 
 @pytest.fixture(scope="module")
+def smoke_dir(tmp_path_factory):
+    """One work folder for the training runs here: corpus, SentencePiece model and dataset made once."""
+    return tmp_path_factory.mktemp("smoke")
+
+
+@pytest.fixture(scope="module")
 def tp1(ported_tree, tmp_path_factory):
     return verify(SPEC, ported_tree, tmp_path_factory.mktemp("tp1"))
 
@@ -50,10 +56,10 @@ def test_pipeline_parallel_2_gives_the_logits_of_tp1(ported_tree, tmp_path, tp1)
     assert (pipe.logits - tp1.results[1].logits).abs().max().item() <= 1e-5
 
 
-def test_a_checkpoint_the_tree_trained_converts_to_the_same_model(ported_tree, tmp_path):
+def test_a_checkpoint_the_tree_trained_converts_to_the_same_model(ported_tree, tmp_path, smoke_dir):
     """megatron-to-hf on the tree's own --save output: HF gives the tree's logits."""
     saved = tmp_path / "checkpoints"
-    trained = run_smoke(SPEC, ported_tree, tmp_path / "smoke",
+    trained = run_smoke(SPEC, ported_tree, smoke_dir,
                         SmokeConfig(steps=2, global_batch_size=4, extra_args=["--save", str(saved),
                                                                               "--save-interval", "2"]))
     assert trained.returncode == 0, trained.log[-3000:]
@@ -61,6 +67,35 @@ def test_a_checkpoint_the_tree_trained_converts_to_the_same_model(ported_tree, t
     assert result.passed, result.as_dict()
     assert result.results[0].model_class == "LLaMAModelPipe"
     assert result.results[0].max_logit_diff <= 1e-5
+
+
+def test_a_real_run_loads_the_converted_checkpoint(ported_tree, tmp_path, smoke_dir):
+    """HF -> porter convert -> the tree's pretrain_llama.py --load --finetune, one step at lr 0,
+    --save -> porter convert back: the very same HF tensors."""
+    from porter.verify import convert
+    from porter.verify.reference import TinyConfig, random_llama
+
+    config = SmokeConfig(steps=1, global_batch_size=4, lr=0.0)  # the smoke run's tiny model and data
+    tiny = TinyConfig(num_layers=config.num_layers, hidden_size=config.hidden_size, seq_length=config.seq_length,
+                      num_attention_heads=config.num_attention_heads, vocab_size=config.vocab_size)
+    model = random_llama(SPEC, tiny)
+    convert.write_hf(tmp_path / "hf", model.config.to_dict(), model.state_dict())
+    runner = CliRunner()
+    done = runner.invoke(app, ["convert", "hf-to-megatron", "--hf", str(tmp_path / "hf"), "--out",
+                               str(tmp_path / "converted"), "--target", str(ported_tree)])
+    assert done.exit_code == 0, done.output
+    config.extra_args = ["--load", str(tmp_path / "converted"), "--finetune",
+                         "--save", str(tmp_path / "saved"), "--save-interval", "1"]
+    run = run_smoke(SPEC, ported_tree, smoke_dir, config)
+    assert run.returncode == 0 and len(run.losses) == 1, run.log[-3000:]
+    # lr 0: the step changes nothing, so what the run saved is what it loaded, bit for bit
+    done = runner.invoke(app, ["convert", "megatron-to-hf", "--load", str(tmp_path / "saved"), "--out",
+                               str(tmp_path / "hf-again"), "--target", str(ported_tree)])
+    assert done.exit_code == 0, done.output
+    again = convert.read_hf(tmp_path / "hf-again")[1]
+    original = convert.read_hf(tmp_path / "hf")[1]
+    assert sorted(again) == sorted(original)
+    assert all(torch.equal(again[k], original[k]) for k in original)
 
 
 def test_verify_refuses_a_tree_that_is_not_ported(tmp_path):
@@ -74,14 +109,16 @@ def test_verify_refuses_a_tree_that_is_not_ported(tmp_path):
     assert "pretrain_llama.py is missing" in done.output
 
 
-def test_verify_json_reports_figures(ported_tree, tmp_path):
+def test_verify_json_reports_figures_with_a_padded_vocabulary(ported_tree, tmp_path):
+    # 250 tokens: the tree pads them to 256; its loss runs over the padding rows too
     done = CliRunner().invoke(app, ["verify", "llama", "--target", str(ported_tree), "--models", "model",
-                                    "--layers", "1", "--workdir", str(tmp_path), "--json"])
+                                    "--layers", "1", "--vocab", "250", "--workdir", str(tmp_path), "--json"])
     assert done.exit_code == 0, done.output
     report = json.loads(done.output)
-    assert report["passed"] is True
+    assert report["passed"] is True and report["config"]["vocab_size"] == 250
     (result,) = report["results"]
     assert result["class"] == "LLaMAModel" and result["max_abs_logit_diff"] <= 1e-5 and result["argmax_equal"]
+    assert result["max_abs_token_loss_diff"] <= 1e-5
     assert result["first_divergence"] is None
 
 
