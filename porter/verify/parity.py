@@ -30,7 +30,7 @@ import torch.nn.functional as F
 import porter
 from porter.errors import PorterError
 from porter.profile import TreeProfile, build_profile
-from porter.smoke import environment, free_port
+from porter.smoke import environment
 from porter.source import SourceTree
 from porter.spec import Spec
 from porter.verify import convert
@@ -190,19 +190,11 @@ def tree_job(spec: Spec, tree: SourceTree, profile: TreeProfile, tiny: TinyConfi
 
 
 def worker_env(tree: Path, nproc: int) -> dict[str, str]:
-    """The tree first on PYTHONPATH, then porter, then what the user had (e.g. CPU stand-ins)."""
-    env = environment(tree)
+    """smoke's CPU environment of the tree, with porter on PYTHONPATH after the tree."""
+    env = environment(tree, nproc)
     porter_root = str(Path(porter.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join([str(tree), porter_root] + [p for p in env["PYTHONPATH"].split(os.pathsep)
-                                                                     if p and p != str(tree)])
-    env["LOCAL_SIZE"] = str(nproc)
-    root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                                   "torch_extensions")
-    # DeepSpeed JIT-builds a shm op per process count; one cache folder per count keeps them apart.
-    env["TORCH_EXTENSIONS_DIR"] = os.path.join(root, f"porter-np{nproc}")
-    env["MASTER_PORT"] = str(free_port())
-    if nproc == 1:
-        env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
+    parts = env["PYTHONPATH"].split(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([parts[0], porter_root, *parts[1:]])
     return env
 
 

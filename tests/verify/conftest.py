@@ -1,26 +1,9 @@
-"""Fixtures of the verify/convert suite: the sample tree ported by porter itself."""
+"""Fixtures of the verify/convert suite (the ported sample tree comes from tests/conftest.py)."""
 
 import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from porter.cli import app
-from porter.resources import sample_tree_dir
-
-
-def port_copy(folder: Path) -> Path:
-    """A fresh copy of the bundled sample tree with `porter apply llama` run on it."""
-    shutil.copytree(sample_tree_dir(), folder, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
-    done = CliRunner().invoke(app, ["apply", "llama", "--target", str(folder)])
-    assert done.exit_code == 0, done.output
-    return folder
-
-
-@pytest.fixture(scope="session")
-def ported_tree(tmp_path_factory) -> Path:
-    return port_copy(tmp_path_factory.mktemp("ported") / "Megatron-DeepSpeed")
 
 
 @pytest.fixture

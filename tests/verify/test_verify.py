@@ -16,12 +16,6 @@ SPEC = load_spec("llama")
 
 
 @pytest.fixture(scope="module")
-def smoke_dir(tmp_path_factory):
-    """One work folder for the training runs here: corpus, SentencePiece model and dataset made once."""
-    return tmp_path_factory.mktemp("smoke")
-
-
-@pytest.fixture(scope="module")
 def tp1(ported_tree, tmp_path_factory):
     return verify(SPEC, ported_tree, tmp_path_factory.mktemp("tp1"))
 
@@ -56,10 +50,10 @@ def test_pipeline_parallel_2_gives_the_logits_of_tp1(ported_tree, tmp_path, tp1)
     assert (pipe.logits - tp1.results[1].logits).abs().max().item() <= 1e-5
 
 
-def test_a_checkpoint_the_tree_trained_converts_to_the_same_model(ported_tree, tmp_path, smoke_dir):
+def test_a_checkpoint_the_tree_trained_converts_to_the_same_model(ported_tree, tmp_path, smoke_workdir):
     """megatron-to-hf on the tree's own --save output: HF gives the tree's logits."""
     saved = tmp_path / "checkpoints"
-    trained = run_smoke(SPEC, ported_tree, smoke_dir,
+    trained = run_smoke(SPEC, ported_tree, smoke_workdir,
                         SmokeConfig(steps=2, global_batch_size=4, extra_args=["--save", str(saved),
                                                                               "--save-interval", "2"]))
     assert trained.returncode == 0, trained.log[-3000:]
@@ -69,7 +63,7 @@ def test_a_checkpoint_the_tree_trained_converts_to_the_same_model(ported_tree, t
     assert result.results[0].max_logit_diff <= 1e-5
 
 
-def test_a_real_run_loads_the_converted_checkpoint(ported_tree, tmp_path, smoke_dir):
+def test_a_real_run_loads_the_converted_checkpoint(ported_tree, tmp_path, smoke_workdir):
     """HF -> porter convert -> the tree's pretrain_llama.py --load --finetune, one step at lr 0,
     --save -> porter convert back: the very same HF tensors."""
     from porter.verify import convert
@@ -86,7 +80,7 @@ def test_a_real_run_loads_the_converted_checkpoint(ported_tree, tmp_path, smoke_
     assert done.exit_code == 0, done.output
     config.extra_args = ["--load", str(tmp_path / "converted"), "--finetune",
                          "--save", str(tmp_path / "saved"), "--save-interval", "1"]
-    run = run_smoke(SPEC, ported_tree, smoke_dir, config)
+    run = run_smoke(SPEC, ported_tree, smoke_workdir, config)
     assert run.returncode == 0 and len(run.losses) == 1, run.log[-3000:]
     # lr 0: the step changes nothing, so what the run saved is what it loaded, bit for bit
     done = runner.invoke(app, ["convert", "megatron-to-hf", "--load", str(tmp_path / "saved"), "--out",
