@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import re
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -351,7 +353,10 @@ def _nested_module(local: MegatronWeights, layout: WeightLayout) -> dict:
         }
     }
     if local.output is not None:
-        module[layout.output_layer_key] = {f"{layout.output_linear}.weight": local.output}
+        holder = module
+        for key in layout.head_keys[:-1]:
+            holder = holder.setdefault(key, {})
+        holder[layout.head_keys[-1]] = local.output
     return module
 
 
@@ -364,7 +369,7 @@ def _pipe_layer_files(local: MegatronWeights, layout: WeightLayout) -> dict[int,
     if local.final_norm is not None:
         files[layout.pipe_final_norm(count)] = {"weight": local.final_norm}
     if local.output is not None:
-        files[layout.pipe_output_layer(count)] = {f"{layout.output_linear}.weight": local.output}
+        files[layout.pipe_output_layer(count)] = {layout.head_pipe_key: local.output}
     return files
 
 
@@ -476,8 +481,34 @@ def _tokenizer_vocab(args) -> int | None:
         return None
 
 
+class _Opaque:
+    """Stands for an object of the tree's own classes (an enum in its args) when the tree is not importable."""
+
+    def __init__(self, *args, **kwargs):
+        self.args = args
+
+    def __setstate__(self, state):
+        self.__dict__.update(state if isinstance(state, dict) else {"state": state})
+
+    def __repr__(self):
+        return f"{type(self).__module__}.{type(self).__name__}{self.args}"
+
+
+class _TolerantUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            return type(name, (_Opaque,), {"__module__": module})
+
+
+_TOLERANT_PICKLE = types.SimpleNamespace(__name__="porter_tolerant_pickle", Unpickler=_TolerantUnpickler,
+                                         load=pickle.load, loads=pickle.loads)
+
+
 def _load(path: Path):
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """torch.load of a checkpoint file, here where the tree's classes (in its args) may not import."""
+    return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_TOLERANT_PICKLE)
 
 
 def read_checkpoint(checkpoint: Path, layout: WeightLayout, vocab_size: int | None = None) -> MegatronWeights:
@@ -507,7 +538,7 @@ def read_checkpoint(checkpoint: Path, layout: WeightLayout, vocab_size: int | No
             layers = [_load(files[PIPE_FIRST_LAYER + i]) for i in range(num_layers)]
             norm_index, out_index = layout.pipe_final_norm(num_layers), layout.pipe_output_layer(num_layers)
             final = _load(files[norm_index])["weight"] if norm_index in files else None
-            output = _load(files[out_index])[f"{layout.output_linear}.weight"] if out_index in files else None
+            output = _load(files[out_index])[layout.head_pipe_key] if out_index in files else None
             shards.append((emb, layers, final, output))
     else:
         for path in mp_files:
@@ -515,13 +546,12 @@ def read_checkpoint(checkpoint: Path, layout: WeightLayout, vocab_size: int | No
             lm = module[layout.language_model_key]
             emb = lm[layout.embedding_key][layout.word_embeddings_key]["weight"]
             encoder = _flatten(lm[layout.encoder_key])
+            output = _flatten(module).get(".".join(layout.head_keys))
             layers = []
             for i in range(num_layers):
                 prefix = f"{layout.layers}.{i}."
                 layers.append({k[len(prefix):]: v for k, v in encoder.items() if k.startswith(prefix)})
             final = encoder.get(f"{layout.final_norm}.weight")
-            head = module.get(layout.output_layer_key)
-            output = _flatten(head)[f"{layout.output_linear}.weight"] if head else None
             shards.append((emb, layers, final, output))
     known = set(names.values())
     for _, layers, _, _ in shards:
@@ -624,6 +654,38 @@ def _tree_layout(model, target):
     return spec, profile, read_layout(profile, spec)
 
 
+def stamp_tree_args(spec, profile, weights: MegatronWeights, out: Path, tp: int, pp: int,
+                    timeout: float = 300.0) -> str:
+    """Give the checkpoint the args the tree's own parser makes (porter.verify.treeargs).
+
+    Returns how the args were made; when the tree cannot run here, the checkpoint keeps
+    porter's own args (plain numbers and strings) and the reason is returned.
+    """
+    import tempfile
+
+    from porter.verify.tree_run import RunShape, entry_points, run_in_tree, tree_argv
+
+    shape = weights.shape
+    script, provider = entry_points(profile.tree, spec)
+    run_shape = RunShape(shape.num_layers, shape.hidden_size, shape.num_attention_heads,
+                         shape.max_position_embeddings)
+    with tempfile.TemporaryDirectory(prefix="porter-args-") as scratch:
+        job = Path(scratch) / "job.json"
+        job.write_text(json.dumps({
+            "script_module": script, "extra_args_provider": provider, "vocab_size": shape.vocab_size,
+            "argv": tree_argv(profile, run_shape, tp, pp) + ["--ffn-hidden-size", str(shape.ffn_hidden_size)],
+            "folder": str(Path(out).resolve() / TAG),
+        }))
+        try:
+            run_in_tree(profile.tree.root, "porter.verify.treeargs", job, 1, Path(scratch) / "treeargs.log",
+                        timeout, what="parsing the checkpoint's args with the tree's parser",
+                        env={"WORLD_SIZE": str(tp * pp)})
+        except PorterError as exc:
+            return "porter's own (the tree's parser did not run here: " + exc.message + "; " + \
+                (exc.found or "").strip().splitlines()[-1] + ")"
+    return "the tree's own parser"
+
+
 def checkpoint_from_hf(model, target, hf_dir, out, *, tp: int = 1, pp: int = 1, pipe: bool = True) -> dict:
     """HF directory -> a checkpoint of the ported tree at target. Returns a summary."""
     spec, profile, layout = _tree_layout(model, target)
@@ -637,9 +699,10 @@ def checkpoint_from_hf(model, target, hf_dir, out, *, tp: int = 1, pp: int = 1, 
         )
     files = write_checkpoint(weights, layout, Path(out), tp=tp, pp=pp, pipe=pipe,
                              feature_args=feature_args(profile, spec), hf_base=config)
+    made_by = stamp_tree_args(spec, profile, weights, Path(out), tp, pp)
     return {
         "wrote": str(out), "files": len(files), "engine": "pipeline" if pipe else "plain (--no-pipeline-parallel)",
-        "tensor_parallel": tp, "pipeline_parallel": pp,
+        "tensor_parallel": tp, "pipeline_parallel": pp, "args": made_by,
         "vocab": f"{weights.shape.vocab_size} padded to {weights.embedding.shape[0]}",
         "load_with": f"--load {out} --finetune --tensor-model-parallel-size {tp} "
                      f"--pipeline-model-parallel-size {pp}" + ("" if pipe else " --no-pipeline-parallel"),

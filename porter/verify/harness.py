@@ -47,6 +47,30 @@ class TreeJob:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
+def parallel_state():
+    """The tree's model-parallel state: megatron.mpu (2023 trees) or megatron.core's parallel_state."""
+    for name in ("megatron.mpu", "megatron.core.parallel_state"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "get_tensor_model_parallel_rank"):
+            return module
+    raise RuntimeError("the tree has neither megatron.mpu nor megatron.core.parallel_state")
+
+
+def _tensor_parallel_defaults(param) -> None:
+    """What the tree's get_model does to every parameter (mpu's or core.tensor_parallel's)."""
+    for name in ("megatron.mpu", "megatron.core.tensor_parallel"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "set_defaults_if_not_set_tensor_model_parallel_attributes"):
+            module.set_defaults_if_not_set_tensor_model_parallel_attributes(param)
+            return
+
+
 class TreeSession:
     """Megatron initialised in this process from the tree's own argument machinery."""
 
@@ -65,15 +89,22 @@ class TreeSession:
         provider = getattr(script, job.extra_args_provider) if job.extra_args_provider else None
         initialize_megatron(extra_args_provider=provider)
         args = get_args()
-        if getattr(args, "padded_vocab_size", None) is None:
-            args.padded_vocab_size = _padded_vocab(job.vocab_size, args)
+        if not hasattr(args, "model_type"):  # megatron.core trees: pretrain() sets it for the GPT family
+            try:
+                from megatron.core.enums import ModelType
+
+                args.model_type = ModelType.encoder_or_decoder
+            except ImportError:
+                pass
+        # The model's vocabulary is the job's, padded by the tree's own rule: a tokenizer the
+        # tree may have built on the way (some trees always build one) does not decide it.
+        args.padded_vocab_size = padded_vocab(job.vocab_size, args)
         return cls(job, script, args)
 
     # -- model -------------------------------------------------------------------------------
     def build(self, kind: str):
         """The tree's model_provider with its engine switch set for `kind`."""
-        from megatron import mpu
-
+        mpu = parallel_state()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}")
         self.args.deepspeed = True
@@ -83,14 +114,14 @@ class TreeSession:
         model = self.script.model_provider(pre_process=mpu.is_pipeline_first_stage(),
                                            post_process=mpu.is_pipeline_last_stage())
         for param in model.parameters():
-            mpu.set_defaults_if_not_set_tensor_model_parallel_attributes(param)
+            _tensor_parallel_defaults(param)
         return model
 
     def engine(self, kind: str, model=None):
         """A DeepSpeed engine around the model: PipelineEngine for 'pipe', else the plain one."""
         import deepspeed
-        from megatron import mpu
 
+        mpu = parallel_state()
         model = model if model is not None else self.build(kind)
         config = {
             "train_micro_batch_size_per_gpu": self.job.micro_batch_size,
@@ -119,22 +150,32 @@ class TreeSession:
 
     # -- forward -----------------------------------------------------------------------------
     def run(self, engine, tokens: torch.Tensor, labels: torch.Tensor) -> dict:
-        """One forward pass in eval mode. Returns {'per_token_loss' or 'loss': ...}."""
+        """The batch through the model in eval mode, as the tree's own steps run it.
+
+        Returns 'logits' (this rank's vocabulary slice, [b, s, vocab/p]; None on a pipeline
+        stage that is not the last) and the loss: 'per_token_loss' [b, s] from the plain
+        model, 'loss' (the pipeline's loss function, a mean) from the pipe model.
+        """
         import deepspeed
 
         mask, loss_mask, positions = self.batch(tokens)
         if isinstance(engine, deepspeed.PipelineEngine):
             batch = ((tokens, positions, mask), (labels, loss_mask))
-            loss = engine.eval_batch(iter([batch]))
-            return {"loss": None if loss is None else float(loss)}
+            loss, logits = engine.eval_batch(iter([batch]), return_logits=True)
+            return {"loss": None if loss is None else float(loss),
+                    "logits": None if logits is None else _first(logits).detach().float().clone()}
         engine.eval()
         with torch.no_grad():
-            out = engine(tokens, positions, mask, labels=labels)
-        losses = out[0] if isinstance(out, (tuple, list)) else out
-        return {"per_token_loss": losses.detach().float().clone()}
+            logits = _first(engine(tokens, positions, mask))
+            losses = _first(engine(tokens, positions, mask, labels=labels))
+        return {"logits": logits.detach().float().clone(), "per_token_loss": losses.detach().float().clone()}
 
 
-def _padded_vocab(vocab: int, args) -> int:
+def _first(value):
+    return value[0] if isinstance(value, (tuple, list)) else value
+
+
+def padded_vocab(vocab: int, args) -> int:
     """The tree's own padding function when it has one, else the usual rule."""
     try:
         from megatron.tokenizer.tokenizer import _vocab_size_with_padding
@@ -161,14 +202,11 @@ def site_modules(model, layout: dict, num_layers: int, kind: str) -> dict[tuple[
         lm = f"{layout['language_model_key']}"
         encoder = f"{lm}.{layout['encoder']}"
         names = {("embedding", -1): f"{lm}.{layout['embedding']}",
-                 ("final_norm", -1): f"{encoder}.{layout['final_norm']}",
-                 ("output", -1): layout["output_layer"]}
+                 ("final_norm", -1): f"{encoder}.{layout['final_norm']}"}
         stack = modules.get(f"{encoder}.{layout['layers']}")
         offset = 0
         if stack is not None and len(stack) and num_layers != len(stack):
-            from megatron import mpu
-
-            offset = mpu.get_pipeline_model_parallel_rank() * len(stack)
+            offset = parallel_state().get_pipeline_model_parallel_rank() * len(stack)
         names.update({("layer", offset + j): f"{encoder}.{layout['layers']}.{j}" for j in range(len(stack or []))})
     for key, name in names.items():
         if name in modules:
@@ -182,6 +220,8 @@ def attach_probes(model, probes: Iterable, layout: dict, num_layers: int, kind: 
     handles = []
     sites = site_modules(model, layout, num_layers, kind)
     for probe in probes:
+        if probe.site == "output":  # the model's returned logits: see TreeSession.run
+            continue
         owner = sites.get((probe.site, probe.layer))
         if owner is None:
             continue

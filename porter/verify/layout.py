@@ -59,10 +59,13 @@ class WeightLayout:
     embedding_key: str = "embedding"
     encoder_key: str = "encoder"
     word_embeddings_key: str = "word_embeddings"
-    # the generated model's head (templates/model.py.j2)
-    output_layer: str = "output_layer"
-    output_layer_key: str = "output_layer"
-    output_linear: str = "output_layer"
+    # the untied head: its module in the plain model, the keys down to its weight in the nested
+    # checkpoint dict, and its pipe layer's state_dict key. porter's template: LLaMAModel's
+    # `output_layer` wraps a linear `output_layer`; trees whose language model holds the head
+    # (microsoft HEAD) keep it at language_model.output_layer.
+    head_module: str = "output_layer"
+    head_keys: tuple[str, ...] = ("output_layer", "output_layer.weight")
+    head_pipe_key: str = "output_layer.weight"
     # what the spec and the port fix
     qkv_order: str = "per_head"  # [np, 3, hn]
     gate_first: bool = True
@@ -82,7 +85,11 @@ class WeightLayout:
         return PIPE_FIRST_LAYER + num_layers + 2
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> WeightLayout:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 def _class(module: cst.Module, name: str, path: str) -> cst.ClassDef:
@@ -152,8 +159,9 @@ def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
     mlp_cls = _class(transformer, "ParallelMLP", TRANSFORMER)
     stack = _class(transformer, "ParallelTransformer", TRANSFORMER)
 
-    norms = [a for a in _attrs_calling(layer, lambda c: c.endswith("Norm") or c == "norm_class")
-             if "inter" not in a]
+    # (a tree may assign one norm in several branches: LayerNorm or RMSNorm)
+    norms = list(dict.fromkeys(a for a in _attrs_calling(layer, lambda c: c.endswith("Norm") or c == "norm_class")
+                               if "inter" not in a))
     if len(norms) < 2:
         raise PorterError(
             "cannot find the two norms of ParallelTransformerLayer",
@@ -183,7 +191,11 @@ def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
             construct="ParallelTransformer.__init__: self.<final norm> = <Norm>(...)", found="none",
             fix="report the variant",
         )
-    if "3 * self.hidden_size_per_attention_head" not in code(attention_cls):
+    # Per head [np, 3, hn]; microsoft HEAD groups it as [ng, np/ng + 2, hn], the same layout
+    # when every head has its own key and value (ng = np, the LLaMA spec's multi-head attention).
+    attention_code = code(attention_cls)
+    if "3 * self.hidden_size_per_attention_head" not in attention_code and \
+            "self.num_key_value_groups + 2" not in attention_code:
         raise PorterError(
             "the fused QKV layout of this tree is not the per-head [np, 3, hn] layout porter converts",
             file=TRANSFORMER,
@@ -208,6 +220,10 @@ def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
     for assign in m.findall(lm, m.Assign(targets=[m.AssignTarget(target=m.Name("language_model_key"))])):
         if isinstance(assign.value, cst.SimpleString):
             lm_key = assign.value.evaluated_value
+    head = {}
+    if "output_layer" in _attrs_calling(lm_cls, lambda c: c == "ColumnParallelLinear") and not spec.tied_embeddings:
+        key = keys.get("_output_layer_key", "output_layer")
+        head = {"head_module": f"{lm_key}.output_layer", "head_keys": (lm_key, key, "weight")}
 
     divisible = profile.arguments.by_dest("make_vocab_size_divisible_by")
     try:
@@ -227,4 +243,5 @@ def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
         tied=spec.tied_embeddings,
         bias=spec.bias,
         make_vocab_size_divisible_by=divisible_by,
+        **head,
     )

@@ -17,9 +17,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,16 +24,22 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import porter
 from porter.errors import PorterError
-from porter.profile import TreeProfile, build_profile
-from porter.smoke import environment
+from porter.profile import build_profile
 from porter.source import SourceTree
 from porter.spec import Spec
 from porter.verify import convert
 from porter.verify.layout import read_layout
 from porter.verify.probes import capture_hf, combine, orient, pipe_module, probe_plan
 from porter.verify.reference import TinyConfig, random_llama, token_batch
+from porter.verify.tree_run import (
+    RunShape,
+    entry_points,
+    max_positions_allowed,
+    run_in_tree,
+    tokenizer_argv,
+    tree_job,
+)
 
 TOLERANCE = 1e-5
 # A probe "diverges" when its difference exceeds this, relative to max(1, its magnitude):
@@ -133,99 +136,6 @@ class VerifyResult:
                 "seconds": round(self.seconds, 2)}
 
 
-# -- the tree side ---------------------------------------------------------------------------------
-
-
-def entry_points(tree: SourceTree, spec: Spec) -> tuple[str, str | None]:
-    """(script module, its extra-args provider) from the `pretrain(...)` call of spec.script."""
-    import libcst as cst
-    import libcst.matchers as m
-
-    if not tree.exists(spec.script):
-        raise PorterError(
-            f"{spec.script} is missing: the tree is not ported",
-            file=spec.script, construct=f"the entry point the {spec.name} port writes",
-            fix=f"run `porter apply {spec.name} --target {tree.root}` first",
-        )
-    module = tree.file(spec.script).module
-    provider = None
-    for call in m.findall(module, m.Call(func=m.Name("pretrain"))):
-        for arg in call.args:
-            if arg.keyword and arg.keyword.value == "extra_args_provider" and isinstance(arg.value, cst.Name):
-                provider = arg.value.value
-    return spec.script.removesuffix(".py"), provider
-
-
-def tree_argv(profile: TreeProfile, tiny: TinyConfig, tp: int, pp: int) -> list[str]:
-    """The command line the tree's parser reads for the tiny model (options it has only)."""
-    options = profile.arguments.options
-    argv = [
-        "--num-layers", str(tiny.num_layers), "--hidden-size", str(tiny.hidden_size),
-        "--num-attention-heads", str(tiny.num_attention_heads),
-        "--seq-length", str(tiny.seq_length), "--max-position-embeddings", str(tiny.seq_length),
-        "--micro-batch-size", str(tiny.batch_size), "--global-batch-size", str(tiny.batch_size),
-        "--tensor-model-parallel-size", str(tp), "--pipeline-model-parallel-size", str(pp),
-        "--seed", str(tiny.seed), "--deepspeed",
-    ]
-    for option, value in (("--distributed-backend", "gloo"), ("--train-iters", "1"), ("--lr", "1e-4"),
-                          ("--hidden-dropout", "0.0"), ("--attention-dropout", "0.0")):
-        if option in options:
-            argv += [option, value]
-    for flag in ("--no-masked-softmax-fusion", "--no-bias-gelu-fusion", "--no-bias-dropout-fusion"):
-        if flag in options:
-            argv.append(flag)
-    # Weights only: a converted checkpoint has no optimizer, scheduler or RNG states.
-    weights_only = ["--finetune"] if "--finetune" in options else \
-        ["--no-load-optim", "--no-load-rng", "--no-load-lr-state"]
-    return argv + [flag for flag in weights_only if flag in options]
-
-
-def tree_job(spec: Spec, tree: SourceTree, profile: TreeProfile, tiny: TinyConfig, tp: int = 1, pp: int = 1,
-             argv_extra: list[str] | None = None) -> dict:
-    """What harness.TreeJob needs to start the tree's megatron for the tiny model (a plain dict)."""
-    script, provider = entry_points(tree, spec)
-    return {"script_module": script, "extra_args_provider": provider,
-            "argv": tree_argv(profile, tiny, tp, pp) + list(argv_extra or []), "vocab_size": tiny.vocab_size,
-            "micro_batch_size": tiny.batch_size}
-
-
-def worker_env(tree: Path, nproc: int) -> dict[str, str]:
-    """smoke's CPU environment of the tree, with porter on PYTHONPATH after the tree."""
-    env = environment(tree, nproc)
-    porter_root = str(Path(porter.__file__).resolve().parent.parent)
-    parts = env["PYTHONPATH"].split(os.pathsep)
-    env["PYTHONPATH"] = os.pathsep.join([parts[0], porter_root, *parts[1:]])
-    return env
-
-
-def run_workers(tree: Path, job_path: Path, nproc: int, log: Path, timeout: float,
-                module: str = "porter.verify.worker") -> None:
-    """Run `python -m module job_path` in the tree: one process, or nproc under torch.distributed.run."""
-    env = worker_env(tree, nproc)
-    if nproc == 1:
-        cmd = [sys.executable, "-m", module, str(job_path)]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-               "--master_addr", "127.0.0.1", "--master_port", env["MASTER_PORT"],
-               "-m", module, str(job_path)]
-    try:
-        done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        raise PorterError(f"the verify worker ran past {timeout:.0f} s", construct=" ".join(cmd),
-                          fix="see the log; a distributed run may be waiting on a rank that failed") from exc
-    log.write_text(" ".join(cmd) + "\n\n" + done.stdout + "\n" + done.stderr)
-    if done.returncode != 0:
-        errors = sorted(job_path.parent.glob("out/*.error"))
-        detail = errors[0].read_text().strip().splitlines() if errors else (done.stderr or done.stdout).splitlines()
-        raise PorterError(
-            "the generated model failed to build, load or run inside the tree",
-            file=str(log), construct="the worker: tree's initialize_megatron, model_provider, DeepSpeed, "
-                                     "load_checkpoint, forward",
-            found="\n    ".join(detail[-12:]),
-            fix="read the traceback above (full log in the file named); fix the port, then verify again",
-        )
-
-
 # -- the comparison -------------------------------------------------------------------------------
 
 
@@ -236,14 +146,14 @@ def _collect(out: Path, kind: str) -> list[dict]:
     return records
 
 
-def _assemble(records: list[dict], name: str, probe) -> torch.Tensor | None:
+def _assemble(records: list[dict], name: str, probe, batch_size: int) -> torch.Tensor | None:
     """One probe's value from every rank that saw it: the TP ranks of one pipeline stage."""
     holders = [r for r in records if name in r["probes"]]
     if not holders:
         return None
     stage = min(r["pp_rank"] for r in holders)
     ranks = sorted((r for r in holders if r["pp_rank"] == stage), key=lambda r: r["tp_rank"])
-    return combine(probe, [orient(probe, r["probes"][name]) for r in ranks])
+    return combine(probe, [orient(probe, r["probes"][name], batch_size) for r in ranks])
 
 
 def compare(kind: str, records: list[dict], probes, ref_logits, captures, labels, vocab: int,
@@ -251,7 +161,7 @@ def compare(kind: str, records: list[dict], probes, ref_logits, captures, labels
     results = []
     num_layers = 1 + max((p.layer for p in probes), default=-1)
     for probe in probes:
-        mine = _assemble(records, probe.name, probe)
+        mine = _assemble(records, probe.name, probe, labels.shape[0])
         if mine is None:
             continue
         theirs = probe.hf(captures).float()
@@ -265,7 +175,7 @@ def compare(kind: str, records: list[dict], probes, ref_logits, captures, labels
         results.append(ProbeResult(probe.name, probe.what, (mine - theirs).abs().max().item(),
                                    theirs.abs().max().item(), pipe_name))
     head = next(p for p in probes if p.site == "output")
-    logits = _assemble(records, head.name, head)
+    logits = _assemble(records, head.name, head, labels.shape[0])
     if logits is None:
         raise PorterError(f"no logits from the tree's {model_class}", construct=f"its module {head.name}",
                           found="no output of that module was seen during the forward pass",
@@ -346,8 +256,9 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
         tp = weights.extra["tensor_parallel"]
         pp = options.pipeline_parallel or weights.extra["pipeline_parallel"]
         # what the tree's load_checkpoint compares with the checkpoint's args
-        argv_extra = ["--ffn-hidden-size", str(weights.shape.ffn_hidden_size),
-                      "--max-position-embeddings", str(weights.shape.max_position_embeddings)]
+        argv_extra = ["--ffn-hidden-size", str(weights.shape.ffn_hidden_size)]
+        if max_positions_allowed(profile):
+            argv_extra += ["--max-position-embeddings", str(weights.shape.max_position_embeddings)]
         checkpoints = {kinds[0]: str(options.checkpoint)}
     else:
         kinds = tuple(k for k in options.kinds if k == "pipe" or pp == 1)
@@ -383,15 +294,20 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
     out.mkdir(exist_ok=True)
     for stale in out.glob("*"):
         stale.unlink()
+    shape = RunShape(tiny.num_layers, tiny.hidden_size, tiny.num_attention_heads, tiny.seq_length,
+                     tiny.batch_size, tiny.seed)
     job = {
-        "tree": tree_job(spec, tree, profile, tiny, tp, pp, argv_extra),
+        "tree": tree_job(spec, tree, profile, shape, tiny.vocab_size, tp, pp,
+                         argv_extra + tokenizer_argv(spec, profile, workdir)),
+        "stamp_args": options.checkpoint is None,
         "kinds": list(kinds), "checkpoints": checkpoints, "out": str(out), "layout": layout.as_dict(),
         "num_layers": tiny.num_layers, "num_heads": tiny.num_attention_heads,
         "tokens": tokens.tolist(), "labels": labels.tolist(), "weight_std": tiny.weight_std, "seed": tiny.seed,
     }
     job_path = workdir / "job.json"
     job_path.write_text(json.dumps(job, indent=1))
-    run_workers(tree.root, job_path, tp * pp, workdir / "worker.log", options.timeout)
+    run_in_tree(tree.root, "porter.verify.worker", job_path, tp * pp, workdir / "worker.log", options.timeout,
+                what=f"building, loading and running the generated {spec.model_class}")
 
     probes = probe_plan(layout, tiny.num_layers, tiny.num_attention_heads)
     results = []

@@ -89,7 +89,7 @@ def probe_plan(layout: WeightLayout, num_layers: int, num_heads: int) -> list[Pr
         ]
     probes.append(Probe(f"{encoder}.{layout.final_norm}", "final norm", "final_norm", -1, "", "output", "same",
                         lambda c: c["model.norm"]))
-    probes.append(Probe(layout.output_layer, "output projection: logits", "output", -1, "", "output", "cat",
+    probes.append(Probe(layout.head_module, "output projection: logits", "output", -1, "", "output", "cat",
                         lambda c: c["lm_head"]))
     return probes
 
@@ -103,13 +103,17 @@ def pipe_module(probe: Probe, num_layers: int) -> str:
     return f"{index}.{probe.path}" if probe.path else str(index)
 
 
-def orient(probe: Probe, value: torch.Tensor) -> torch.Tensor:
-    """A tree value to [b, s, ...]: inside the layer stack the tree works in [s, b, ...]."""
-    if probe.site != "layer":
-        return value
+def orient(probe: Probe, value: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """A tree value to [b, s, ...]: inside the layer stack the tree works in [s, b, ...].
+
+    Embedding, final norm and logits are [b, s, ...] in porter's port, [s, b, ...] in trees
+    that keep that order outside the stack too (microsoft HEAD): the batch dimension says which.
+    """
     if probe.take == "pair":  # [2, s, b, np, hn]
         return value.transpose(1, 2)
-    return value.transpose(0, 1)
+    if probe.site == "layer" or (value.shape[0] != batch_size and value.shape[1] == batch_size):
+        return value.transpose(0, 1)
+    return value
 
 
 def combine(probe: Probe, ranks: list[torch.Tensor]) -> torch.Tensor:

@@ -17,14 +17,13 @@ from pathlib import Path
 
 import torch
 
-from porter.verify import harness
+from porter.verify import harness, treeargs
 from porter.verify.layout import WeightLayout
 from porter.verify.probes import probe_plan
 
 
 def run_kind(session: harness.TreeSession, kind: str, job: dict, out: Path) -> None:
-    from megatron import mpu
-
+    mpu = harness.parallel_state()
     layout = job["layout"]
     tokens = torch.tensor(job["tokens"], dtype=torch.long)
     labels = torch.tensor(job["labels"], dtype=torch.long)
@@ -34,9 +33,13 @@ def run_kind(session: harness.TreeSession, kind: str, job: dict, out: Path) -> N
                     "tp": mpu.get_tensor_model_parallel_world_size(),
                     "pp": mpu.get_pipeline_model_parallel_world_size()}
 
-    engine = session.engine(kind)
     checkpoint = Path(job["checkpoints"][kind])
     folder = checkpoint / (checkpoint / "latest").read_text().strip()
+    if job.get("stamp_args") and tp_rank == 0 and pp_rank == 0:
+        # what `porter convert` does with the tree's parser: the checkpoint carries the tree's args
+        treeargs.stamp(folder, session.args)
+    torch.distributed.barrier()
+    engine = session.engine(kind)
     problems = harness.structure_problems(harness.expected_tensors(engine.module, kind, folder, tp_rank))
     record["structure"] = problems
     if problems:
@@ -47,13 +50,17 @@ def run_kind(session: harness.TreeSession, kind: str, job: dict, out: Path) -> N
         session.load(engine, strict=True)
         record["loaded_by"] = "the tree's megatron.checkpointing.load_checkpoint"
 
-    probes = probe_plan(WeightLayout(**layout), job["num_layers"], job["num_heads"])
+    probes = probe_plan(WeightLayout.from_dict(layout), job["num_layers"], job["num_heads"])
     values, handles = harness.attach_probes(engine.module, probes, layout, job["num_layers"], kind)
     try:
         record.update(session.run(engine, tokens, labels))
     finally:
         for handle in handles:
             handle.remove()
+    # The logits are what the model returns (not what a hook on its head saw).
+    logits = record.pop("logits")
+    if logits is not None:
+        values[next(p.name for p in probes if p.site == "output")] = logits
     record["probes"] = values
     torch.save(record, out / f"{kind}-rank{torch.distributed.get_rank()}.pt")
 
