@@ -118,6 +118,39 @@ def test_layout_follows_the_tree_names(ported_tree, tmp_path):
     assert layout.qkv == "query_key_value" and layout.fc1 == "dense_h_to_4h"
 
 
+def test_a_head_held_by_the_language_model(ported_tree, hf_dir, tmp_path):
+    """microsoft HEAD's shape: TransformerLanguageModel owns the untied head (`output_layer`)."""
+    tree = tmp_path / "head"
+    shutil.copytree(ported_tree, tree, ignore=shutil.ignore_patterns("__pycache__"))
+    path = tree / "megatron" / "model" / "language_model.py"
+    anchor = "        self._encoder_key = 'encoder'\n"
+    text = path.read_text()
+    assert text.count(anchor) == 1
+    path.write_text(text.replace(anchor, anchor + "        self.output_layer = mpu.ColumnParallelLinear(\n"
+                                 "            args.hidden_size, args.padded_vocab_size, bias=False)\n"
+                                 "        self._output_layer_key = 'output_layer'\n"))
+    layout = read_layout(build_profile(SourceTree.open(tree)), SPEC)
+    assert layout.head_module == "language_model.output_layer"
+    assert layout.head_keys == ("language_model", "output_layer", "weight")
+    config, state = convert.read_hf(hf_dir)
+    weights = convert.hf_to_megatron(state, config, layout, tensor_parallel=2)
+    convert.write_checkpoint(weights, layout, tmp_path / "ckpt", tp=2, pipe=False)
+    module = torch.load(tmp_path / "ckpt" / "release" / "mp_rank_01_model_states.pt", weights_only=False)["module"]
+    assert torch.equal(module["language_model"]["output_layer"]["weight"][:122], state["lm_head.weight"][128:])
+    assert "output_layer" not in module
+    _same_state(state, convert.megatron_to_hf(convert.read_checkpoint(tmp_path / "ckpt", layout), layout))
+
+
+def test_grouped_qkv_of_multi_head_attention_is_the_per_head_layout(ported_tree, tmp_path):
+    """microsoft HEAD views the fused QKV as [ng, np/ng + 2, hn]: with ng = np, [np, 3, hn]."""
+    tree = tmp_path / "grouped"
+    shutil.copytree(ported_tree, tree, ignore=shutil.ignore_patterns("__pycache__"))
+    path = tree / "megatron" / "model" / "transformer.py"
+    path.write_text(path.read_text().replace("3 * self.hidden_size_per_attention_head",
+                                             "(self.num_key_value_groups + 2) * self.hidden_size_per_attention_head"))
+    assert read_layout(build_profile(SourceTree.open(tree)), SPEC).qkv_order == "per_head"
+
+
 def test_a_qkv_layout_porter_does_not_convert_is_refused(ported_tree, tmp_path):
     tree = tmp_path / "sliced"
     shutil.copytree(ported_tree, tree, ignore=shutil.ignore_patterns("__pycache__"))
@@ -133,6 +166,11 @@ def test_convert_commands_round_trip(ported_tree, hf_dir, tmp_path):
                                "--target", str(ported_tree), "--tp", "2", "--pp", "2", "--json"])
     assert done.exit_code == 0, done.output
     assert '"tensor_parallel": 2' in done.output
+    assert '"args": "the tree\'s own parser"' in done.output
+    args = torch.load(tmp_path / "ckpt" / "release" / "mp_rank_00_model_states.pt", weights_only=False)["args"]
+    assert (args.num_layers, args.hidden_size, args.padded_vocab_size) == (2, 64, 256)
+    assert (args.tensor_model_parallel_size, args.pipeline_model_parallel_size) == (2, 2)
+    assert args.position_embedding_type == "rotary" and args.no_bias  # the spec's defaults, as the tree parsed them
     names = sorted(p.name for p in (tmp_path / "ckpt" / "release").iterdir())
     assert "layer_02-model_01-model_states.pt" in names and "mp_rank_03_model_states.pt" in names
     done = runner.invoke(app, ["convert", "megatron-to-hf", "--load", str(tmp_path / "ckpt"),
