@@ -673,7 +673,7 @@ def stamp_tree_args(spec, profile, weights: MegatronWeights, out: Path, tp: int,
         job = Path(scratch) / "job.json"
         job.write_text(json.dumps({
             "script_module": script, "extra_args_provider": provider, "vocab_size": shape.vocab_size,
-            "argv": tree_argv(profile, run_shape, tp, pp) + ["--ffn-hidden-size", str(shape.ffn_hidden_size)],
+            "argv": tree_argv(spec, profile, run_shape, tp, pp) + ["--ffn-hidden-size", str(shape.ffn_hidden_size)],
             "folder": str(Path(out).resolve() / TAG),
         }))
         try:

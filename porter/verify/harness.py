@@ -160,10 +160,20 @@ class TreeSession:
 
         mask, loss_mask, positions = self.batch(tokens)
         if isinstance(engine, deepspeed.PipelineEngine):
-            batch = ((tokens, positions, mask), (labels, loss_mask))
-            loss, logits = engine.eval_batch(iter([batch]), return_logits=True)
+            # The stage's output, copied before the loss function sees it: older trees' vocab-parallel
+            # cross entropy subtracts the max from the logits in place.
+            seen = {}
+
+            def keep(module, args, output):
+                seen["logits"] = _first(output).detach().float().clone()
+
+            handle = engine.module.register_forward_hook(keep)
+            try:
+                loss = engine.eval_batch(iter([((tokens, positions, mask), (labels, loss_mask))]))
+            finally:
+                handle.remove()
             return {"loss": None if loss is None else float(loss),
-                    "logits": None if logits is None else _first(logits).detach().float().clone()}
+                    "logits": seen.get("logits") if engine.is_last_stage() else None}
         engine.eval()
         with torch.no_grad():
             logits = _first(engine(tokens, positions, mask))

@@ -257,7 +257,7 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
         pp = options.pipeline_parallel or weights.extra["pipeline_parallel"]
         # what the tree's load_checkpoint compares with the checkpoint's args
         argv_extra = ["--ffn-hidden-size", str(weights.shape.ffn_hidden_size)]
-        if max_positions_allowed(profile):
+        if max_positions_allowed(spec, profile):
             argv_extra += ["--max-position-embeddings", str(weights.shape.max_position_embeddings)]
         checkpoints = {kinds[0]: str(options.checkpoint)}
     else:

@@ -56,15 +56,15 @@ def entry_points(tree: SourceTree, spec: Spec) -> tuple[str, str | None]:
     return spec.script.removesuffix(".py"), provider
 
 
-def max_positions_allowed(profile: TreeProfile) -> bool:
-    """Does the tree accept --max-position-embeddings with rotary positions? (Habana's refuses it.)"""
-    return not getattr(profile.arguments, "forbids_max_positions", False)
+def max_positions_allowed(spec: Spec, profile: TreeProfile) -> bool:
+    """May porter pass --max-position-embeddings? Not with rotary to a tree that refuses it (Habana's)."""
+    return spec.position_embedding != "rotary" or not profile.arguments.forbids_max_positions
 
 
-def tree_argv(profile: TreeProfile, shape: RunShape, tp: int, pp: int) -> list[str]:
+def tree_argv(spec: Spec, profile: TreeProfile, shape: RunShape, tp: int, pp: int) -> list[str]:
     """A command line the tree's parser accepts for this model (only the options it has)."""
     options = profile.arguments.options
-    positions = ["--max-position-embeddings", str(shape.seq_length)] if max_positions_allowed(profile) else []
+    positions = ["--max-position-embeddings", str(shape.seq_length)] if max_positions_allowed(spec, profile) else []
     argv = [
         "--num-layers", str(shape.num_layers), "--hidden-size", str(shape.hidden_size),
         "--num-attention-heads", str(shape.num_attention_heads),
@@ -107,7 +107,7 @@ def tree_job(spec: Spec, tree: SourceTree, profile: TreeProfile, shape: RunShape
     """What harness.TreeJob needs to start the tree's megatron for a model (a plain dict)."""
     script, provider = entry_points(tree, spec)
     return {"script_module": script, "extra_args_provider": provider,
-            "argv": tree_argv(profile, shape, tp, pp) + list(argv_extra or []), "vocab_size": vocab_size,
+            "argv": tree_argv(spec, profile, shape, tp, pp) + list(argv_extra or []), "vocab_size": vocab_size,
             "micro_batch_size": shape.batch_size}
 
 
