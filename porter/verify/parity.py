@@ -261,13 +261,13 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
             argv_extra += ["--max-position-embeddings", str(weights.shape.max_position_embeddings)]
         checkpoints = {kinds[0]: str(options.checkpoint)}
     else:
-        kinds = tuple(k for k in options.kinds if k == "pipe" or pp == 1)
+        kinds = options.kinds
         reference = random_llama(spec, tiny)
     if tiny.num_layers % pp:
         raise PorterError(f"{tiny.num_layers} layers do not split over {pp} pipeline stages",
                           construct="--layers divisible by --pp", found=f"--layers {tiny.num_layers} --pp {pp}",
                           fix="choose a layer count divisible by the pipeline-parallel size")
-    if pp > 1 and "model" in kinds:
+    if pp > 1:  # LLaMAModel runs on the plain engine: no pipeline stages
         kinds = tuple(k for k in kinds if k != "model")
     if not kinds:
         raise PorterError("LLaMAModel runs on the plain engine, which has no pipeline stages",
