@@ -1,24 +1,23 @@
 """Files rendered in memory from a plan, checked, then shown as a diff or written.
 
-Nothing is written until every edit of every file has been applied in memory and checked:
-each changed file compiles, and each remembers which edit produced each of its lines (for
-`porter explain`). Writing is all-or-nothing (see porter.writer).
+Nothing is written until every edit of every file has been applied in memory and checked
+(porter.checks): each changed file compiles, and its syntax tree is unchanged outside the
+functions (and imports) its edits are anchored on. Each file remembers which edit produced
+each of its lines (for `porter explain`). That a second apply would change nothing is
+checked over the whole port (porter.port); writing is all-or-nothing (porter.writer).
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
 from dataclasses import dataclass, field
 
+from porter.checks import check_compiles, check_scope
+from porter.edits.base import ModuleRewrite, Rewrite
 from porter.errors import PorterError
 from porter.plan import Edit, Plan
 from porter.render import GENERATED_MARK, render
 from porter.source import SourceFile, SourceTree
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass
@@ -118,8 +117,11 @@ class Workspace:
             module = before.module
             text = module.code
             tags = [None] * len(text.splitlines())
+            scopes = []
             for edit in edits:
-                module = edit.rewrite().apply(module, path)
+                rewrite = edit.rewrite()
+                scopes.append(_scope(rewrite))
+                module = rewrite.apply(module, path)
                 new_text = module.code
                 if new_text != text:
                     tags = _retag(text.splitlines(), new_text.splitlines(), tags, f"{edit.feature}: {edit.name}")
@@ -127,15 +129,25 @@ class Workspace:
         if before is not None and text == before.text:
             return None
         after = before.encode(text) if before is not None else text.encode("utf-8")
-        try:
-            compile(text, path, "exec", dont_inherit=True)
-        except SyntaxError as exc:  # a porter bug, never the user's: say so
-            raise PorterError(
-                f"internal error: porter produced code that does not compile in {path}: {exc}",
-                file=path,
-                fix="nothing was written; please report this with `porter diff --debug` output",
-            ) from exc
+        check_compiles(path, text)
+        if before is not None and not creates:
+            check_scope(path, before.text, text, scopes, ", ".join(sorted({_describe(s) for s in scopes})))
         return FileChange(path=path, before=before, text=text, after=after, provenance=tags, edits=edits)
+
+
+def _scope(rewrite) -> tuple:
+    """Where a rewrite may change code (see porter.checks)."""
+    if isinstance(rewrite, Rewrite):
+        return ("function", rewrite.cls, rewrite.func)
+    if isinstance(rewrite, ModuleRewrite):
+        return ("imports",)
+    raise TypeError(f"{type(rewrite).__name__} is neither a Rewrite nor a ModuleRewrite")
+
+
+def _describe(scope: tuple) -> str:
+    if scope[0] == "imports":
+        return "top-level imports"
+    return f"{scope[1]}.{scope[2]}" if scope[1] else f"function {scope[2]}"
 
 
 def patch(changes: list[FileChange]) -> str:

@@ -10,6 +10,7 @@ from porter.cli import (  # noqa: F401  (registers the commands)
     convert_command,
     inspect_command,
     port_commands,
+    revert_command,
     smoke_command,
     verify_command,
 )

@@ -38,18 +38,15 @@ def apply(model: Model, target: Target = Path("."), debug: Debug = False) -> Non
 
     Example: porter apply llama --target ./Megatron-DeepSpeed
     """
-    from porter.port import prepare
-    from porter.writer import journal_entry, tree_lock, write_changes
+    from porter.port import apply as apply_port
 
     try:
-        port = prepare(model, target)
-        if not port.changes:
-            typer.echo(f"nothing to do: {target} already has the {port.spec.name} port")
-            return
-        with tree_lock(port.root):
-            write_changes(port.root, port.changes, journal_entry(port.spec.name, port.spec.path, port.changes))
+        port = apply_port(model, target)
     except PorterError as exc:
         fail(exc, debug)
+    if not port.changes:
+        typer.echo(f"nothing to do: {target} already has the {port.spec.name} port")
+        return
     for change in port.changes:
         added, removed = change.counts()
         typer.echo(f"{'created' if change.created else 'changed'} {change.path} (+{added} -{removed})")
@@ -68,10 +65,9 @@ def demo(
     """
     import shutil
 
-    from porter.port import prepare
+    from porter.port import apply as apply_port
     from porter.resources import sample_tree_dir
     from porter.smoke import SmokeConfig, run_smoke
-    from porter.writer import journal_entry, tree_lock, write_changes
 
     tree = folder / "Megatron-DeepSpeed"
     try:
@@ -79,9 +75,7 @@ def demo(
             shutil.rmtree(tree)
         shutil.copytree(sample_tree_dir(), tree, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
         typer.echo(f"1. copied the bundled sample tree to {tree}")
-        port = prepare(model, tree)
-        with tree_lock(port.root):
-            write_changes(port.root, port.changes, journal_entry(port.spec.name, port.spec.path, port.changes))
+        port = apply_port(model, tree)
         typer.echo(f"2. porter apply {model} --target {tree}")
         for change in port.changes:
             added, removed = change.counts()

@@ -193,7 +193,35 @@ class Rewrite(cst.CSTTransformer):
     def where(self) -> str:
         return f"{self.cls}.{self.func}" if self.cls else f"function {self.func}"
 
+    def duplicates(self, module: cst.Module) -> str | None:
+        """Why the anchor is ambiguous (defined more than once at its level), or None."""
+
+        def named(body, kind, name):
+            return [s for s in body if isinstance(s, kind) and s.name.value == name and not _is_accessor(s)]
+
+        if self.cls is None:
+            found = named(module.body, cst.FunctionDef, self.func)
+            return f"function {self.func} is defined {len(found)} times" if len(found) > 1 else None
+        classes = named(module.body, cst.ClassDef, self.cls)
+        if len(classes) > 1:
+            return f"class {self.cls} is defined {len(classes)} times"
+        if classes and isinstance(classes[0].body, cst.IndentedBlock):
+            found = named(classes[0].body.body, cst.FunctionDef, self.func)
+            if len(found) > 1:
+                return f"{self.cls}.{self.func} is defined {len(found)} times"
+        return None
+
     def apply(self, module: cst.Module, path: str) -> cst.Module:
+        twice = self.duplicates(module)
+        if twice is not None:
+            raise AnchorError(
+                f"the {type(self).__name__} rewrite's anchor is ambiguous: {twice}",
+                file=path,
+                construct=f"{self.where()} defined once: {self.construct}",
+                found=twice,
+                fix="Python keeps only the last definition: remove the others (or rename them), "
+                "then run porter again, or port this point by hand",
+            )
         result = module.visit(self)
         if self._hits or self._done:
             return result
@@ -216,6 +244,14 @@ class Rewrite(cst.CSTTransformer):
             fix="this tree differs from the variants porter knows; run `porter inspect` and "
             "port this point by hand, or report the variant",
         )
+
+
+def _is_accessor(node: cst.CSTNode) -> bool:
+    """A property setter/deleter (`@x.setter`), which legitimately reuses a method's name."""
+    return isinstance(node, cst.FunctionDef) and any(
+        isinstance(d.decorator, cst.Attribute) and d.decorator.attr.value in ("setter", "deleter")
+        for d in node.decorators
+    )
 
 
 class ModuleRewrite(cst.CSTTransformer):
