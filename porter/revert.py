@@ -106,8 +106,10 @@ def plan_revert(root: Path, keep_edits: bool) -> tuple[list[FileWrite], RevertRe
                     file=item.path,
                     construct="the file as porter left it, or edits revert can keep",
                     found="a file porter created, edited since" if current is not None else "the file is gone",
-                    fix=f"{'move your copy of ' + item.path + ' aside' if current is not None else 'restore ' + item.path}"
-                    " (e.g. from your version control), then revert again; nothing was written",
+                    fix=(f"move {item.path} aside (revert removes what porter created), then revert again"
+                         if current is not None else
+                         f"restore {item.path} (e.g. from your version control), then revert again")
+                    + "; nothing was written",
                 )
             else:
                 state[item.path] = _merge(item.path, item.after, current, item.before)

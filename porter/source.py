@@ -108,12 +108,16 @@ class SourceTree:
             raise PorterError(
                 f"target {root} does not exist",
                 file=str(root),
+                construct="the root folder of a Megatron-DeepSpeed tree (it holds megatron/)",
+                found="nothing at that path",
                 fix="pass --target the path of your Megatron-DeepSpeed checkout",
             )
         if not root.is_dir():
             raise PorterError(
                 f"target {root} is not a directory",
                 file=str(root),
+                construct="the root folder of a Megatron-DeepSpeed tree (it holds megatron/)",
+                found="a file",
                 fix="pass --target the root folder of a Megatron-DeepSpeed checkout",
             )
         missing = [f for f in REQUIRED_FILES if not (root / f).is_file()]
@@ -143,6 +147,8 @@ class SourceTree:
                     raise PorterError(
                         f"cannot read {path}: {exc.strerror}",
                         file=path,
+                        construct="a readable source file",
+                        found=str(exc),
                         fix=f"make {path} readable, then run porter again",
                     ) from exc
                 self._files[path] = decode(path, raw)
@@ -154,6 +160,8 @@ class SourceTree:
             raise PorterError(
                 f"{path} is missing from the tree",
                 file=path,
+                construct=f"the file {path}, which the port edits",
+                found="no such file",
                 fix="this tree lacks a file the port edits; check --target",
             )
         return found

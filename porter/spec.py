@@ -184,6 +184,7 @@ def load_spec(name_or_path: str) -> Spec:
         if name_or_path not in known:
             raise PorterError(
                 f"unknown model {name_or_path!r}",
+                file=f"model_diffs/{name_or_path}.toml",
                 construct="a diff spec named model_diffs/<name>.toml",
                 found="specs: " + ", ".join(sorted(known)),
                 fix=f"use one of {', '.join(sorted(known))}, or pass the path to your own .toml spec",
@@ -191,13 +192,21 @@ def load_spec(name_or_path: str) -> Spec:
         path = known[name_or_path]
     if not path.exists():
         raise PorterError(
-            f"spec file not found: {path}", file=str(path), fix="check the path of the .toml spec"
+            f"spec file not found: {path}",
+            file=str(path),
+            construct="a diff spec (.toml), see model_diffs/llama.toml",
+            found="nothing at that path",
+            fix="check the path of the .toml spec, or give a spec name (porter list)",
         )
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PorterError(
-            f"cannot read spec file: {exc}", file=str(path), fix="make the file readable UTF-8"
+            f"cannot read spec file {path}",
+            file=str(path),
+            construct="a readable UTF-8 .toml file",
+            found=str(exc),
+            fix="make the spec a readable UTF-8 text file",
         ) from exc
     try:
         data = tomllib.loads(text)
@@ -205,7 +214,8 @@ def load_spec(name_or_path: str) -> Spec:
         raise PorterError(
             f"malformed spec: {exc}",
             file=str(path),
-            construct="TOML",
+            construct="TOML (https://toml.io)",
+            found=str(exc),
             fix="fix the TOML syntax at the position given",
         ) from exc
     return parse_spec(data, str(path))

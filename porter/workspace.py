@@ -113,7 +113,13 @@ class Workspace:
             tags: list[str | None] = [f"{edit.feature}: {edit.name}"] * len(text.splitlines())
         else:
             if before is None:
-                raise PorterError(f"{path} is missing from the tree", file=path, fix="check --target")
+                raise PorterError(
+                    f"{path} is missing from the tree",
+                    file=path,
+                    construct=f"the file {path}, which the port edits",
+                    found="no such file",
+                    fix="this tree lacks a file the port edits; check --target",
+                )
             module = before.module
             text = module.code
             tags = [None] * len(text.splitlines())

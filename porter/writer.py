@@ -86,6 +86,7 @@ def tree_lock(root: Path) -> Iterator[None]:
             construct="a writable tree root (porter keeps its lock and journal in .porter/)",
             fix=f"make it writable (chmod u+w {root}) and run porter again; nothing was written",
         )
+    existed = state.exists()
     try:
         state.mkdir(exist_ok=True)
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -98,6 +99,11 @@ def tree_lock(root: Path) -> Iterator[None]:
             fix=f"wait for the other run to finish; if none is running, delete {lock}",
         ) from None
     except OSError as exc:
+        if not existed:
+            try:
+                state.rmdir()
+            except OSError:
+                pass
         raise PorterError(
             f"cannot write to the tree: {exc.strerror}",
             file=str(state),
