@@ -96,7 +96,7 @@ def check_trees(jobs: list[dict], processes: int | None = None, timeout: float =
     shares = [jobs[i::processes] for i in range(processes)]
     running = [_launch(share, folder, f"worker{i}") for i, share in enumerate(shares) if share]
     results: dict[str, dict] = {}
-    for proc, path, log in running:
+    for proc, path, _log in running:
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
