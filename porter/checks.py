@@ -1,23 +1,23 @@
-"""Checks of a rendered file before anything is written: it compiles, and porter changed
-only what its edits are anchored on.
+"""Checks of rendered code before anything is written: it compiles, and each edit changed
+only what it is anchored on.
 
-The scope check compares syntax trees (Python's `ast`, so formatting and comments do not
-count). Every rewrite declares where it may change code: the body of one function (a
-method of a top-level class, or a top-level function), or the module's top-level imports.
-Both versions of the file are reduced the same way — the body of every function an edit
-is anchored on is replaced by `pass` — and must then be equal statement for statement,
-except that, when an edit may change imports, the new version may hold extra top-level
-import statements and may import more names in an existing `from X import ...`. So a
-rewrite that strays outside its function (another class with the same method name, a
-decorator, a signature, a default argument, a module-level statement, a removed import)
-fails the check, whatever its bug.
+The scope check runs after every single edit and compares syntax trees: the file's libcst
+tree before the edit and after it. Every rewrite declares where it may change code: the
+body of one function (a method of a top-level class, or a top-level function), or the
+module's top-level imports. Outside that, the two trees must be equal node for node —
+libcst's trees are concrete, so comments and formatting count too. For a function scope
+that is: every other top-level statement; the anchored class's name, bases, decorators and
+every other member; the function's name, parameters, decorators and return annotation. For
+the imports scope: every existing top-level statement, in order, where an edit may only
+insert import statements and add names at the end of a `from X import ...`. So an edit
+that strays (into another class or method with the same name, another edit's function, a
+signature, a decorator, a module-level statement, an import it removes) is caught, whatever
+its bug, and the port is refused with nothing written.
 """
 
 from __future__ import annotations
 
-import ast
-import difflib
-from collections.abc import Iterable
+import libcst as cst
 
 from porter.errors import PorterError
 
@@ -38,76 +38,120 @@ def check_compiles(path: str, text: str) -> None:
         ) from exc
 
 
-def _reduce(module: ast.Module, functions: set[tuple[str | None, str]]) -> list[ast.stmt]:
-    """Top-level statements with the bodies of the anchored functions replaced by `pass`."""
-    out = []
-    for stmt in module.body:
-        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and (None, stmt.name) in functions:
-            stmt.body = [ast.Pass()]
-        elif isinstance(stmt, ast.ClassDef):
-            for member in stmt.body:
-                if isinstance(member, (ast.FunctionDef, ast.AsyncFunctionDef)) and (stmt.name, member.name) in functions:
-                    member.body = [ast.Pass()]
-        out.append(stmt)
-    return out
+def _same(a: cst.CSTNode, b: cst.CSTNode) -> bool:
+    return a is b or a.deep_equals(b)
 
 
-def _is_import(stmt: ast.stmt) -> bool:
-    return isinstance(stmt, (ast.Import, ast.ImportFrom))
+def _name(node: cst.CSTNode) -> str:
+    name = getattr(node, "name", None)
+    return f"{type(node).__name__} {name.value}" if isinstance(name, cst.Name) else type(node).__name__
 
 
-def _extends(before: ast.stmt, after: ast.stmt) -> bool:
-    """`after` is `before`, or the same `from X import` with more names."""
-    if ast.dump(before) == ast.dump(after):
-        return True
-    if not (isinstance(before, ast.ImportFrom) and isinstance(after, ast.ImportFrom)):
-        return False
-    if (before.module, before.level) != (after.module, after.level):
-        return False
-    names_before = [(a.name, a.asname) for a in before.names]
-    names_after = [(a.name, a.asname) for a in after.names]
-    return names_after[: len(names_before)] == names_before
+_NO_BODY = cst.IndentedBlock(body=[])
 
 
-def _describe(stmt: ast.stmt) -> str:
-    name = getattr(stmt, "name", None)
-    kind = type(stmt).__name__
-    return f"{kind} {name}" if name else f"{kind} at line {stmt.lineno}"
+def _function_outside_body_same(a: cst.FunctionDef, b: cst.FunctionDef) -> bool:
+    return a.with_changes(body=_NO_BODY).deep_equals(b.with_changes(body=_NO_BODY))
 
 
-def scope_violations(before: str, after: str, scopes: Iterable[Scope]) -> list[str]:
-    """What changed outside the scopes; empty when nothing did."""
-    scopes = list(scopes)
-    functions = {(s[1], s[2]) for s in scopes if s[0] == "function"}
-    imports = any(s[0] == "imports" for s in scopes)
-    old = _reduce(ast.parse(before), functions)
-    new = _reduce(ast.parse(after), functions)
-    old_dumps = [ast.dump(s) for s in old]
-    new_dumps = [ast.dump(s) for s in new]
-    problems: list[str] = []
-    matcher = difflib.SequenceMatcher(a=old_dumps, b=new_dumps, autojunk=False)
-    for op, i1, i2, j1, j2 in matcher.get_opcodes():
-        if op == "equal":
+def _function_scope(old: list, new: list, cls: str | None, func: str) -> list[str]:
+    if len(old) != len(new):
+        return [f"{len(new) - len(old):+d} top-level statements"]
+    problems = []
+    for a, b in zip(old, new, strict=True):
+        if _same(a, b):
             continue
-        pending = list(old[i1:i2])
-        for stmt in new[j1:j2]:
-            if pending and (_extends(pending[0], stmt) if imports else ast.dump(pending[0]) == ast.dump(stmt)):
-                pending.pop(0)
-            elif imports and _is_import(stmt):
-                continue  # an import porter added
-            else:
-                problems.append(f"{_describe(stmt)} (line {stmt.lineno} of the new file) is new or changed")
-        problems.extend(f"{_describe(stmt)} (line {stmt.lineno}) was changed or removed" for stmt in pending)
+        if cls is None and isinstance(a, cst.FunctionDef) and a.name.value == func and isinstance(b, cst.FunctionDef):
+            if not _function_outside_body_same(a, b):
+                problems.append(f"the signature or decorators of {func}")
+            continue
+        if cls is not None and isinstance(a, cst.ClassDef) and a.name.value == cls and isinstance(b, cst.ClassDef):
+            if not a.with_changes(body=_NO_BODY).deep_equals(b.with_changes(body=_NO_BODY)):
+                problems.append(f"the class statement of {cls}")
+            members_a, members_b = list(a.body.body), list(b.body.body)
+            if len(members_a) != len(members_b):
+                problems.append(f"{len(members_b) - len(members_a):+d} members of class {cls}")
+                continue
+            for x, y in zip(members_a, members_b, strict=True):
+                if _same(x, y):
+                    continue
+                if isinstance(x, cst.FunctionDef) and x.name.value == func and isinstance(y, cst.FunctionDef):
+                    if not _function_outside_body_same(x, y):
+                        problems.append(f"the signature or decorators of {cls}.{func}")
+                    continue
+                problems.append(f"{cls}'s member {_name(x)}")
+            continue
+        problems.append(_name(a))
     return problems
 
 
-def check_scope(path: str, before: str, after: str, scopes: Iterable[Scope], edits: str) -> None:
-    problems = scope_violations(before, after, scopes)
+def _extends(a: cst.CSTNode, b: cst.CSTNode) -> bool:
+    """b is the top-level `from X import ...` a, with names added at the end."""
+    if not (isinstance(a, cst.SimpleStatementLine) and isinstance(b, cst.SimpleStatementLine)):
+        return False
+    if len(a.body) != 1 or len(b.body) != 1:
+        return False
+    x, y = a.body[0], b.body[0]
+    if not (isinstance(x, cst.ImportFrom) and isinstance(y, cst.ImportFrom)):
+        return False
+    if isinstance(x.names, cst.ImportStar) or isinstance(y.names, cst.ImportStar):
+        return False
+    if len(y.names) < len(x.names) or len(x.relative) != len(y.relative) or not _same_optional(x.module, y.module):
+        return False
+    if not (a.trailing_whitespace.deep_equals(b.trailing_whitespace)
+            and len(a.leading_lines) == len(b.leading_lines)
+            and all(p.deep_equals(q) for p, q in zip(a.leading_lines, b.leading_lines, strict=True))):
+        return False
+    return all(
+        p.name.deep_equals(q.name) and _same_optional(p.asname, q.asname) for p, q in zip(x.names, y.names, strict=False)
+    )
+
+
+def _same_optional(a, b) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and a.deep_equals(b))
+
+
+def _is_import(node: cst.CSTNode) -> bool:
+    return isinstance(node, cst.SimpleStatementLine) and all(
+        isinstance(s, (cst.Import, cst.ImportFrom)) for s in node.body
+    )
+
+
+def _imports_scope(old: list, new: list) -> list[str]:
+    problems = []
+    pending = list(old)
+    for node in new:
+        if pending and (_same(pending[0], node) or _extends(pending[0], node)):
+            pending.pop(0)
+        elif not _is_import(node):
+            problems.append(f"{_name(node)} (not an import)")
+    problems.extend(f"{_name(node)}, removed or changed" for node in pending)
+    return problems
+
+
+def scope_violations(before: cst.Module, after: cst.Module, scope: Scope) -> list[str]:
+    """What an edit changed outside its scope; empty when nothing."""
+    problems = []
+    if not before.with_changes(body=[]).deep_equals(after.with_changes(body=[])):
+        problems.append("the module's header or footer comments")
+    if scope[0] == "imports":
+        return problems + _imports_scope(list(before.body), list(after.body))
+    return problems + _function_scope(list(before.body), list(after.body), scope[1], scope[2])
+
+
+def describe(scope: Scope) -> str:
+    if scope[0] == "imports":
+        return "top-level imports"
+    return f"{scope[1]}.{scope[2]}" if scope[1] else f"function {scope[2]}"
+
+
+def check_scope(path: str, before: cst.Module, after: cst.Module, scope: Scope, edit: str) -> None:
+    problems = scope_violations(before, after, scope)
     if problems:
         raise PorterError(
-            f"internal error: porter's edits of {path} changed code outside what they are anchored on",
+            f"internal error: porter's edit {edit} of {path} changed code outside what it is anchored on",
             file=path,
-            construct=f"changes only inside: {edits}",
-            found="; ".join(problems[:5]),
+            construct=f"changes only inside {describe(scope)}",
+            found="changed: " + "; ".join(problems[:5]),
             fix="nothing was written; please report this with `porter diff --debug` output",
         )

@@ -1,8 +1,8 @@
 """Files rendered in memory from a plan, checked, then shown as a diff or written.
 
 Nothing is written until every edit of every file has been applied in memory and checked
-(porter.checks): each changed file compiles, and its syntax tree is unchanged outside the
-functions (and imports) its edits are anchored on. Each file remembers which edit produced
+(porter.checks): each changed file compiles, and each edit left the syntax tree unchanged outside
+the function (or the imports) it is anchored on. Each file remembers which edit produced
 each of its lines (for `porter explain`). That a second apply would change nothing is
 checked over the whole port (porter.port); writing is all-or-nothing (porter.writer).
 """
@@ -123,11 +123,11 @@ class Workspace:
             module = before.module
             text = module.code
             tags = [None] * len(text.splitlines())
-            scopes = []
             for edit in edits:
                 rewrite = edit.rewrite()
-                scopes.append(_scope(rewrite))
-                module = rewrite.apply(module, path)
+                edited = rewrite.apply(module, path)
+                check_scope(path, module, edited, _scope(rewrite), f"{edit.feature}: {edit.name}")
+                module = edited
                 new_text = module.code
                 if new_text != text:
                     tags = _retag(text.splitlines(), new_text.splitlines(), tags, f"{edit.feature}: {edit.name}")
@@ -136,8 +136,6 @@ class Workspace:
             return None
         after = before.encode(text) if before is not None else text.encode("utf-8")
         check_compiles(path, text)
-        if before is not None and not creates:
-            check_scope(path, before.text, text, scopes, ", ".join(sorted({_describe(s) for s in scopes})))
         return FileChange(path=path, before=before, text=text, after=after, provenance=tags, edits=edits)
 
 
@@ -148,12 +146,6 @@ def _scope(rewrite) -> tuple:
     if isinstance(rewrite, ModuleRewrite):
         return ("imports",)
     raise TypeError(f"{type(rewrite).__name__} is neither a Rewrite nor a ModuleRewrite")
-
-
-def _describe(scope: tuple) -> str:
-    if scope[0] == "imports":
-        return "top-level imports"
-    return f"{scope[1]}.{scope[2]}" if scope[1] else f"function {scope[2]}"
 
 
 def patch(changes: list[FileChange]) -> str:
