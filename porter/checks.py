@@ -17,6 +17,8 @@ its bug, and the port is refused with nothing written.
 
 from __future__ import annotations
 
+import ast
+
 import libcst as cst
 
 from porter.errors import PorterError
@@ -155,3 +157,77 @@ def check_scope(path: str, before: cst.Module, after: cst.Module, scope: Scope, 
             found="changed: " + "; ".join(problems[:5]),
             fix="nothing was written; please report this with `porter diff --debug` output",
         )
+
+
+# -- imports of the new code ---------------------------------------------------------------------
+
+
+def _module_file(tree, path: str, node: ast.ImportFrom) -> str | None:
+    """The tree file an import refers to, or None when it is not the tree's (torch, ...)."""
+    if node.level:
+        package = path.split("/")[:-1]
+        if node.level > 1:
+            package = package[: len(package) - (node.level - 1)]
+        parts = package + (node.module.split(".") if node.module else [])
+    else:
+        parts = node.module.split(".") if node.module else []
+    base = "/".join(parts)
+    for candidate in (f"{base}.py", f"{base}/__init__.py"):
+        if tree.exists(candidate):
+            return candidate
+    return None
+
+
+def _top_level_names(module: ast.Module) -> set[str] | None:
+    """Names a module binds at top level (also inside top-level if/try); None with `import *`."""
+    names: set[str] = set()
+    for stmt in module.body:
+        for node in ast.walk(stmt):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Import):
+                names.update((a.asname or a.name).split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if any(a.name == "*" for a in node.names):
+                    return None
+                names.update(a.asname or a.name for a in node.names)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+    return names
+
+
+def check_imports(tree, changes) -> None:
+    """Every name porter's new code imports from the tree is defined there.
+
+    porter's templates and rewrites import the tree's own classes and functions
+    (ParallelTransformerLayerPipe, CrossEntropy, pretrain_gpt's forward_step, ...). A tree
+    that names one differently would give a port that fails at import time; it is refused
+    here instead, naming the name and the file. `tree` holds the port (SourceTree.with_changes).
+    """
+    for change in changes:
+        new = ast.parse(change.text)
+        old = set() if change.created else {ast.dump(n) for n in ast.walk(ast.parse(change.before_text))
+                                            if isinstance(n, ast.ImportFrom)}
+        for node in ast.walk(new):
+            if not isinstance(node, ast.ImportFrom) or ast.dump(node) in old:
+                continue
+            target = _module_file(tree, change.path, node)
+            if target is None:
+                continue
+            defined = _top_level_names(ast.parse(tree.file(target).text))
+            if defined is None:
+                continue
+            package = target[: -len("/__init__.py")] if target.endswith("/__init__.py") else None
+            for alias in node.names:
+                if alias.name in defined or (package and tree.exists(f"{package}/{alias.name}.py")) or (
+                    package and tree.exists(f"{package}/{alias.name}/__init__.py")
+                ):
+                    continue
+                raise PorterError(
+                    f"the port's {change.path} imports {alias.name} from {target}, which does not define it",
+                    file=target,
+                    construct=f"{alias.name} defined at the top level of {target}",
+                    found="top-level names: " + ", ".join(sorted(n for n in defined if not n.startswith("_"))[:12]),
+                    fix=f"this tree names {alias.name} differently: port by hand, or report the variant "
+                    "(nothing was written)",
+                )

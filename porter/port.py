@@ -5,7 +5,8 @@
 whole port is checked in memory: every file compiles and changed only where its edits are
 anchored (porter.workspace, porter.checks); the tree is as porter's journal says porter left
 it (porter.journal); and planning the port again over its own result, in memory, changes
-nothing (`check_stable`), which is what makes a second apply a no-op.
+nothing (`check_stable`), which is what makes a second apply a no-op; and every name the
+new code imports from the tree is there (porter.checks.check_imports).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from porter import journal
+from porter.checks import check_imports
 from porter.errors import PorterError
 from porter.plan import Plan, make_plan
 from porter.profile import TreeProfile, build_profile
@@ -42,11 +44,9 @@ def _render(spec: Spec, tree: SourceTree) -> tuple[TreeProfile, Plan, list[FileC
     return profile, plan, Workspace(tree).render(plan)
 
 
-def check_stable(spec: Spec, tree: SourceTree, changes: list[FileChange]) -> None:
-    """Plan and render the port again over its own result, in memory: it must change nothing."""
-    if not changes:
-        return
-    ported = tree.with_changes({change.path: change.after for change in changes})
+def check_stable(spec: Spec, ported: SourceTree) -> None:
+    """Plan and render the port again over its own result (`ported`, in memory): it must
+    change nothing."""
     try:
         _, _, again = _render(spec, ported)
     except PorterError as exc:
@@ -82,7 +82,10 @@ def prepare(model: str | Spec, target: str | Path) -> Port:
     state = journal.state_problem(tree.root, profile.generated) if changes else None
     if state is not None:
         raise state
-    check_stable(spec, tree, changes)
+    if changes:
+        ported = tree.with_changes({change.path: change.after for change in changes})
+        check_imports(ported, changes)
+        check_stable(spec, ported)
     return Port(spec=spec, tree=tree, profile=profile, plan=plan, changes=changes)
 
 

@@ -145,6 +145,7 @@ class Rewrite(cst.CSTTransformer):
 
     def __init__(self) -> None:
         super().__init__()
+        self._module_names: set[str] = set()
         self._class_stack: list[str] = []
         self._hits = 0
         self._done = 0
@@ -186,7 +187,8 @@ class Rewrite(cst.CSTTransformer):
         self._functions_seen.append(updated.name.value)
         if updated.name.value != self.func or not isinstance(updated.body, cst.IndentedBlock):
             return updated
-        new_body = self.rewrite_body(list(updated.body.body))
+        old_body = list(updated.body.body)
+        new_body = bind_args(updated, old_body, self.rewrite_body(old_body), self)
         return updated.with_changes(body=updated.body.with_changes(body=new_body))
 
     # -- entry point -------------------------------------------------------------------------
@@ -222,6 +224,7 @@ class Rewrite(cst.CSTTransformer):
                 fix="Python keeps only the last definition: remove the others (or rename them), "
                 "then run porter again, or port this point by hand",
             )
+        self._module_names = top_level_names(module)
         result = module.visit(self)
         if self._hits or self._done:
             return result
@@ -244,6 +247,71 @@ class Rewrite(cst.CSTTransformer):
             fix="this tree differs from the variants porter knows; run `porter inspect` and "
             "port this point by hand, or report the variant",
         )
+
+
+def top_level_names(module: cst.Module) -> set[str]:
+    """Names a module binds at top level: imports (also inside top-level if/try), defs, classes, assignments."""
+    names: set[str] = set()
+    for stmt in module.body:
+        for node in m.findall(stmt, m.ImportFrom() | m.Import()):
+            if isinstance(node.names, cst.ImportStar):
+                continue
+            for alias in node.names:
+                target = alias.asname.name if alias.asname else alias.name
+                names.add(code(target).split(".")[0])
+        if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+            names.add(stmt.name.value)
+        for assign in m.findall(stmt, m.Assign()) if not isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) else []:
+            for target in assign.targets:
+                if isinstance(target.target, cst.Name):
+                    names.add(target.target.value)
+    return names
+
+
+def _loads(stmts: Sequence[cst.CSTNode], name: str) -> bool:
+    """Is `name` read as a plain variable (not as an attribute or keyword) in the statements?"""
+    for stmt in stmts:
+        names = m.findall(stmt, m.Name(name))
+        if not names:
+            continue
+        excluded = {id(a.attr) for a in m.findall(stmt, m.Attribute(attr=m.Name(name)))}
+        excluded |= {id(a.keyword) for a in m.findall(stmt, m.Arg(keyword=m.Name(name)))}
+        if any(id(n) not in excluded for n in names):
+            return True
+    return False
+
+
+def _binds(func: cst.FunctionDef, body: Sequence[cst.CSTNode], name: str) -> bool:
+    params = [*func.params.params, *func.params.posonly_params, *func.params.kwonly_params]
+    if any(p.name.value == name for p in params):
+        return True
+    return any(
+        isinstance(t.target, cst.Name) and t.target.value == name
+        for stmt in body for assign in m.findall(stmt, m.Assign()) for t in assign.targets
+    )
+
+
+def bind_args(func: cst.FunctionDef, old_body, new_body, rewrite) -> list:
+    """Bind `args = get_args()` first in a function where a rewrite's new code reads `args`
+    but the function does not bind it (e.g. it calls its arguments `cfg`)."""
+    if new_body is old_body or not _loads(new_body, "args") or _binds(func, new_body, "args"):
+        return new_body
+    if _loads(old_body, "args") or "args" in rewrite._module_names:
+        return new_body  # the function reads some other `args` already: leave it to that
+    if "get_args" not in rewrite._module_names:
+        rewrite.missing(f"{func.name.value} does not bind `args` and the module has no get_args to bind it with")
+        rewrite._hits = rewrite._done = 0
+        return old_body
+    at = 1 if new_body and _is_docstring(new_body[0]) else 0
+    return [*new_body[:at], *statements("args = get_args()"), *new_body[at:]]
+
+
+def _is_docstring(stmt: cst.CSTNode) -> bool:
+    return (
+        isinstance(stmt, cst.SimpleStatementLine)
+        and isinstance(stmt.body[0], cst.Expr)
+        and isinstance(stmt.body[0].value, (cst.SimpleString, cst.ConcatenatedString))
+    )
 
 
 def _is_accessor(node: cst.CSTNode) -> bool:

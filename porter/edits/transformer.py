@@ -21,16 +21,23 @@ from porter.edits.base import (
 )
 
 
-def _self_assign_calls(stmt: cst.CSTNode, attrs: set[str]) -> list[tuple[str, cst.Call]]:
-    """(attr, call) for every `self.attr = Call(...)` inside stmt, attr in attrs."""
+def _self_assign_calls(stmt: cst.CSTNode, attrs: set[str], callees: tuple[str, ...] = ()) -> list[tuple[str, cst.Call]]:
+    """(attr, call) for every `self.attr = Call(...)` inside stmt, attr in attrs or the
+    callee's name (its last dotted part) in callees."""
     found = []
     for assign in m.findall(stmt, m.Assign(value=m.Call())):
         if len(assign.targets) != 1:
             continue
         target = assign.targets[0].target
-        if isinstance(target, cst.Attribute) and dotted(target.value) == "self" and target.attr.value in attrs:
+        if not (isinstance(target, cst.Attribute) and dotted(target.value) == "self"):
+            continue
+        callee = (dotted(assign.value.func) or "").rsplit(".", 1)[-1]
+        if target.attr.value in attrs or callee in callees:
             found.append((target.attr.value, assign.value))
     return found
+
+
+PARALLEL_LINEARS = ("ColumnParallelLinear", "RowParallelLinear")
 
 
 class LinearBias(Rewrite):
@@ -38,8 +45,10 @@ class LinearBias(Rewrite):
 
     Why: LLaMA has no bias in any linear layer. Megatron's ColumnParallelLinear and
     RowParallelLinear take `bias=`; with skip_bias_add they then return `(output, None)`,
-    which the None-safe rewrites below let through. A call that already passes `bias=` is
-    the tree's (or porter's) own decision and is left alone.
+    which the None-safe rewrites below let through. Every `self.<x> = ...ParallelLinear(...)`
+    of the class's `__init__` is one, whatever the tree calls it, as well as the attributes
+    named. A call that already passes `bias=` is the tree's (or porter's) own decision and
+    is left alone.
     """
 
     construct = "`self.<linear> = ...ParallelLinear(...)` assignments"
@@ -52,12 +61,15 @@ class LinearBias(Rewrite):
         self.bias_expr = bias_expr
 
     def rewrite_body(self, body):
+        def linears(stmt):
+            return _self_assign_calls(stmt, self.attrs, PARALLEL_LINEARS)
+
         def unbiased(stmt):
-            return next((c for _, c in _self_assign_calls(stmt, self.attrs) if kwarg(c, "bias") is None), None)
+            return next((c for _, c in linears(stmt) if kwarg(c, "bias") is None), None)
 
         out = []
         for stmt in body:
-            if any(kwarg(c, "bias") is not None for _, c in _self_assign_calls(stmt, self.attrs)):
+            if any(kwarg(c, "bias") is not None for _, c in linears(stmt)):
                 self.already_done()
             stmt, count = replace_each(
                 stmt, unbiased, lambda call: add_kwarg(call, "bias", expression(self.bias_expr))
@@ -193,6 +205,9 @@ class OptionalBiasParameter(Rewrite):
     Why: the TorchScript helpers are typed `(Tensor, Tensor, Tensor, float)`; without bias
     the layer passes None. The type comment's bias becomes `Optional[Tensor]` and the body's
     `x + bias` becomes `x if bias is None else x + bias` (TorchScript refines the Optional).
+    TorchScript takes a parameter with no type at all for a Tensor, and one annotated
+    `Tensor` is one: in a module that scripts functions, a helper whose bias is typed that
+    way (or not typed) is refused rather than left to fail when it is called with None.
     """
 
     construct = "a `# type: (Tensor, Tensor, ...)` comment and a `bias` parameter"
@@ -201,6 +216,23 @@ class OptionalBiasParameter(Rewrite):
         super().__init__()
         self.func = func
         self.param = param
+
+    def apply(self, module, path):
+        self._scripted = any(
+            "jit.script" in code(d.decorator)
+            for stmt in module.body if isinstance(stmt, cst.FunctionDef) for d in stmt.decorators
+        )
+        return super().apply(module, path)
+
+    def _retype(self, comment: str, index: int) -> tuple[str | None, bool]:
+        """(the comment with the bias typed Optional, or None; whether it already was)."""
+        head, _, tail = comment.partition("(")
+        types, _, rest = tail.partition(")")
+        parts = [t.strip() for t in types.split(",")]
+        if index < len(parts) and parts[index] == "Tensor":
+            parts[index] = "Optional[Tensor]"
+            return f"{head}({', '.join(parts)}){rest}", False
+        return None, index < len(parts) and parts[index] == "Optional[Tensor]"
 
     def leave_FunctionDef(self, original, updated):
         if self._class_stack or updated.name.value != self.func:
@@ -211,20 +243,36 @@ class OptionalBiasParameter(Rewrite):
             self.missing(f"{self.func} has no parameter {self.param!r}")
             return updated
         index = params.index(self.param)
+        annotation = updated.params.params[index].annotation
+        if annotation is not None and "Optional" not in code(annotation.annotation):
+            self.missing(f"{self.param} is annotated `{code(annotation.annotation)}`: porter retypes `# type:` "
+                         "comments, not annotations")
+            return updated
         first = updated.body.body[0]
         lines = list(first.leading_lines)
-        changed = False
+        header = updated.body.header
+        typed = changed = False
         for i, line in enumerate(lines):
             if line.comment and line.comment.value.startswith("# type:"):
-                head, _, tail = line.comment.value.partition("(")
-                types, _, rest = tail.partition(")")
-                parts = [t.strip() for t in types.split(",")]
-                if index < len(parts) and parts[index] == "Tensor":
-                    parts[index] = "Optional[Tensor]"
-                    lines[i] = line.with_changes(comment=cst.Comment(f"{head}({', '.join(parts)}){rest}"))
+                typed = True
+                new, done = self._retype(line.comment.value, index)
+                if new is not None:
+                    lines[i] = line.with_changes(comment=cst.Comment(new))
                     changed = True
-                elif index < len(parts) and parts[index] == "Optional[Tensor]":
+                elif done:
                     self.already_done()
+        if header.comment and header.comment.value.startswith("# type:"):
+            typed = True
+            new, done = self._retype(header.comment.value, index)
+            if new is not None:
+                header = header.with_changes(comment=cst.Comment(new))
+                changed = True
+            elif done:
+                self.already_done()
+        if self._scripted and not typed and annotation is None:
+            self.missing(f"{self.func} gives {self.param} no type in a module that uses TorchScript, which then "
+                         "takes it for a Tensor that cannot be None")
+            return updated
         body = list(updated.body.body)
         body[0] = first.with_changes(leading_lines=lines)
         for pos, stmt in enumerate(body):
@@ -236,7 +284,7 @@ class OptionalBiasParameter(Rewrite):
         elif not self._done:
             # Nothing to change: a helper that only forwards its bias is fine as it is.
             self.already_done()
-        return updated.with_changes(body=updated.body.with_changes(body=body))
+        return updated.with_changes(body=updated.body.with_changes(body=body, header=header))
 
 
 class NoneSafeExpandAs(Rewrite):

@@ -60,6 +60,21 @@ import torch.nn.functional as F  # noqa: E402
 
 torch.set_num_threads(1)
 
+# One rank: no collective needs DeepSpeed's shared-memory op, which it JIT-builds on every
+# CPU init (~20 s when the cache is cold or another process is building it). Only the
+# communication backend skips it; the model code under test is untouched.
+import deepspeed.comm.torch as _ds_comm_torch  # noqa: E402
+
+_ds_comm_torch.build_shm_op = lambda: None
+
+
+RENAMES: dict[str, str] = {}  # attribute renames of a mutated tree (tests/mutation)
+
+
+def A(obj, name, *default):
+    """getattr, following the job's attribute renames."""
+    return getattr(obj, RENAMES.get(name, name), *default)
+
 
 class Problems(list):
     def check(self, condition: bool, message: str) -> None:
@@ -71,8 +86,8 @@ class Problems(list):
 
 
 def _norm(module, x, eps):
-    if module is None:
-        return x
+    if module is None or type(module).__name__ not in NORM_TYPES:
+        return x  # no norm at this site (absent, or an Identity)
     kind = type(module).__name__
     if kind == "RMSNorm":
         x32 = x.float()
@@ -104,17 +119,17 @@ def reference_logits(parts, tokens, features, eps, theta):
     norm (or None) and the output weight. Dropout is off.
     """
     emb = parts["embedding"]
-    x = F.embedding(tokens, emb.word_embeddings.weight)  # [b, s, h]
+    x = F.embedding(tokens, A(emb, "word_embeddings").weight)  # [b, s, h]
     if not features["rotary"]:
         positions = torch.arange(tokens.size(1))[None, :].expand_as(tokens)
-        x = x + emb.position_embeddings.weight[positions]
+        x = x + A(emb, "position_embeddings").weight[positions]
     s = tokens.size(1)
     causal = torch.ones(s, s, dtype=torch.bool).tril()
     for layer in parts["layers"]:
-        h1 = _norm(getattr(layer, "input_layernorm", None), x, eps)
-        attention = layer.attention
+        h1 = _norm(A(layer, "input_layernorm", None), x, eps)
+        attention = A(layer, "attention")
         heads = attention.num_attention_heads_per_partition
-        qkv = _linear(attention.query_key_value, h1)  # [b, s, n * 3 * hn], per head q|k|v
+        qkv = _linear(A(attention, "query_key_value"), h1)  # [b, s, n * 3 * hn], per head q|k|v
         qkv = qkv.view(qkv.size(0), s, heads, -1)
         q, k, v = qkv.chunk(3, dim=-1)  # [b, s, n, hn]
         if features["rotary"]:
@@ -122,13 +137,15 @@ def reference_logits(parts, tokens, features, eps, theta):
         scores = torch.einsum("bqnd,bknd->bnqk", q, k) / math.sqrt(q.size(-1))
         scores = scores.masked_fill(~causal, float("-inf"))
         context = torch.einsum("bnqk,bknd->bqnd", scores.softmax(-1), v).reshape(x.size(0), s, -1)
-        x = x + _linear(attention.dense, context)
-        h2 = _norm(getattr(layer, "post_attention_layernorm", None), x, eps)
+        x = x + _linear(A(attention, "dense"), context)
+        h2 = _norm(A(layer, "post_attention_layernorm", None), x, eps)
         up, down = parts["mlp_linears"](layer)
         y = _linear(up, h2)
         if features["swiglu"]:
             gate, value = y.chunk(2, dim=-1)
             y = F.silu(gate) * value
+        elif A(A(layer, "mlp"), "bias_gelu_fusion", False):
+            y = F.gelu(y, approximate="tanh")  # the tree's fused bias-gelu is the tanh approximation
         else:
             y = F.gelu(y)
         x = x + _linear(down, y)
@@ -144,7 +161,7 @@ def _type(module) -> str:
 
 
 def _mlp_linears(layer):
-    mlp = layer.mlp
+    mlp = A(layer, "mlp")
     children = [m for m in mlp.children() if _type(m) in ("ColumnParallelLinear", "RowParallelLinear")]
     up = next(m for m in children if _type(m) == "ColumnParallelLinear")
     down = next(m for m in children if _type(m) == "RowParallelLinear")
@@ -158,13 +175,13 @@ def norm_sites(root) -> dict[str, str]:
 def plain_parts(model):
     lm = model.language_model
     encoder = lm.encoder
-    final = getattr(encoder, "final_layernorm", None)
+    final = A(encoder, "final_layernorm", None)
     if final is not None and _type(final) not in NORM_TYPES:
         final = None  # Identity: no final norm
     if hasattr(model, "output_layer"):
         output = model.output_layer.weight
     else:
-        output = lm.embedding.word_embeddings.weight
+        output = A(lm.embedding, "word_embeddings").weight
     return {"embedding": lm.embedding, "layers": list(encoder.layers), "final": final,
             "output_weight": output, "mlp_linears": _mlp_linears}
 
@@ -172,12 +189,12 @@ def plain_parts(model):
 def pipe_parts(pipe):
     funcs = list(pipe.forward_funcs)
     modules = [f for f in funcs if isinstance(f, torch.nn.Module)]
-    embedding = next(m for m in modules if hasattr(m, "word_embeddings"))
-    layers = [m for m in modules if hasattr(m, "attention") and hasattr(m, "mlp")]
+    embedding = next(m for m in modules if A(m, "word_embeddings", None) is not None)
+    layers = [m for m in modules if A(m, "attention", None) is not None and A(m, "mlp", None) is not None]
     last_layer = max(i for i, f in enumerate(funcs) if any(f is layer for layer in layers))
     final = next((f for f in funcs[last_layer + 1:] if isinstance(f, torch.nn.Module) and _type(f) in NORM_TYPES), None)
     head = next((m for m in modules if _type(m).endswith("OutputLayer")), None)
-    output = head.weight if head is not None else embedding.word_embeddings.weight
+    output = head.weight if head is not None else A(embedding, "word_embeddings").weight
     return {"embedding": embedding, "layers": layers, "final": final, "output_weight": output,
             "mlp_linears": _mlp_linears}
 
@@ -257,13 +274,13 @@ def check_structure(root, parts, gpt, features, ffn, problems: Problems, label: 
         factor = 2 if features["swiglu"] else 1
         problems.check(up.weight.size(0) == factor * width,
                        f"{label}: layer {index} first MLP projection {up.weight.size(0)} wide, expected {factor} x {width}")
-        rotary = [m for m in layer.attention.modules() if "Rotary" in _type(m)]
+        rotary = [m for m in A(layer, "attention").modules() if "Rotary" in _type(m)]
         problems.check(bool(rotary) == features["rotary"],
                        f"{label}: layer {index} attention {'has' if rotary else 'lacks'} a rotary embedding; spec rotary={features['rotary']}")
-    table = getattr(parts["embedding"], "position_embeddings", None)
+    table = A(parts["embedding"], "position_embeddings", None)
     problems.check((table is None) == features["rotary"],
                    f"{label}: position table {'absent' if table is None else 'present'}; spec rotary={features['rotary']}")
-    tied = parts["output_weight"] is parts["embedding"].word_embeddings.weight
+    tied = parts["output_weight"] is A(parts["embedding"], "word_embeddings").weight
     problems.check(tied == features["tied"], f"{label}: output {'tied' if tied else 'untied'}; spec tied={features['tied']}")
 
 
@@ -296,10 +313,10 @@ def _argv(job, tree: Path) -> list[str]:
         "--micro-batch-size", str(BATCH), "--global-batch-size", str(BATCH),
         "--train-iters", "1", "--lr", "1e-3", "--seed", "1234",
         "--hidden-dropout", "0", "--attention-dropout", "0",
-        "--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", job["tokenizer_model"],
-        "--distributed-backend", "gloo",
-        "--no-masked-softmax-fusion", "--no-bias-gelu-fusion", "--no-bias-dropout-fusion",
+        "--distributed-backend", "gloo", "--no-masked-softmax-fusion",
     ]
+    if not job.get("gpt_only"):
+        args += ["--tokenizer-type", "SentencePieceTokenizer", "--tokenizer-model", job["tokenizer_model"]]
     return [str(tree / job["script"])] + args
 
 
@@ -310,7 +327,10 @@ def _initialize(job, tree: Path, extra_args_provider) -> object:
     _reset_globals()
     sys.argv = _argv(job, tree)
     initialize_megatron(extra_args_provider=extra_args_provider)
-    return get_args()
+    args = get_args()
+    if job.get("gpt_only") and getattr(args, "padded_vocab_size", None) is None:
+        args.padded_vocab_size = 1024  # no tokenizer: the un-ported tree has no SentencePiece
+    return args
 
 
 def _run_plain(model, batch, problems, label):
@@ -349,11 +369,23 @@ def check_gpt(job, tree: Path, problems: Problems) -> dict:
     )}
 
 
+def check_weight_decay(model, problems: Problems, label: str) -> None:
+    """Norm weights go to the no-weight-decay group, as LayerNorm's do."""
+    optimizer = importlib.import_module("megatron.optimizer")
+    groups = optimizer._get_params_for_weight_decay_optimization([model])
+    no_decay = {id(p) for p in groups[1]["params"]}
+    decayed = [n for n, m in model.named_modules() if _type(m) in NORM_TYPES
+               for p in m.parameters(recurse=False) if id(p) not in no_decay]
+    problems.check(not decayed, f"{label}: norm weights under weight decay: {decayed[:4]}")
+
+
 def check_port(job, tree: Path, gpt: dict, problems: Problems) -> None:
     script = importlib.import_module(Path(job["script"]).stem)
     defaults = getattr(script, f"{job['name']}_defaults")
     args = _initialize(job, tree, defaults)
     features = job["features"]
+    eps = job.get("norm_eps", args.layernorm_epsilon)
+    problems.check(args.layernorm_epsilon == eps, f"the port's default norm eps is {args.layernorm_epsilon}, the spec says {eps}")
     batch = _batch(args.padded_vocab_size)
     model_class = getattr(importlib.import_module("megatron.model"), job["model_class"])
 
@@ -388,6 +420,7 @@ def check_port(job, tree: Path, gpt: dict, problems: Problems) -> None:
         same, diff = _close(logits, reference)
         problems.check(same, f"{label}: logits differ from the reference model of the spec by {diff:.3g}")
         check_gradients(model, problems, label)
+        check_weight_decay(model, problems, label)
         if not pipe:
             saved = model.state_dict_for_save_checkpoint()
             fresh = script.model_provider()
@@ -403,10 +436,13 @@ def run_job(job) -> dict:
     start = time.monotonic()
     tree = Path(job["tree"]).resolve()
     problems = Problems()
+    RENAMES.clear()
+    RENAMES.update(job.get("renames", {}))
     try:
         _fresh_imports(tree, job["script"])
         gpt = check_gpt(job, tree, problems)
-        check_port(job, tree, gpt, problems)
+        if not job.get("gpt_only"):
+            check_port(job, tree, gpt, problems)
     except Exception:
         problems.append("exception:\n" + traceback.format_exc()[-3000:])
     return {"id": job["id"], "ok": not problems, "problems": list(problems), "seconds": round(time.monotonic() - start, 2)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,8 +44,12 @@ def features(spec: Spec) -> dict[str, bool]:
     }
 
 
-def job(job_id: str, spec: Spec, tree: Path) -> dict:
+def job(job_id: str, spec: Spec, tree: Path, renames: dict | None = None, gpt_only: bool = False) -> dict:
+    """A model_check job; `renames`: attributes a mutated tree renamed; `gpt_only`: check
+    only that the tree builds and runs GPT (for an un-ported tree)."""
     return {
+        "renames": renames or {},
+        "gpt_only": gpt_only,
         "id": job_id,
         "tree": str(tree),
         "name": spec.name,
@@ -53,6 +58,7 @@ def job(job_id: str, spec: Spec, tree: Path) -> dict:
         "features": features(spec),
         "ffn_hidden_size": spec.ffn_hidden_size(HIDDEN),
         "rope_theta": spec.rope_theta,
+        "norm_eps": spec.norm_eps,
         "tokenizer_model": tokenizer_model(),
     }
 
@@ -61,6 +67,10 @@ def _environment() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     env.update(DS_ACCELERATOR="cpu", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    # DeepSpeed JIT-builds a CPU communication op once per cache; one-process runs keep their
+    # own cache (as tests/helpers/training.py does), or other launches would rebuild it.
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "torch_extensions")
+    env["TORCH_EXTENSIONS_DIR"] = os.path.join(root, "porter-np1")
     return env
 
 
@@ -119,4 +129,5 @@ def check_trees(jobs: list[dict], processes: int | None = None, timeout: float =
             "id": job_["id"], "ok": False, "seconds": None,
             "problems": [f"the worker died (exit {proc.returncode}):\n{log.read_text()[-3000:]}"],
         }
+    shutil.rmtree(folder, ignore_errors=True)
     return results

@@ -22,7 +22,7 @@ import pytest
 
 from porter.port import apply
 from porter.resources import specs_dir
-from tests.robustness.conftest import copy_sample, diff_snapshots, snapshot
+from tests.helpers.trees import copy_sample, diff_snapshots, snapshot
 
 LLAMA = (specs_dir() / "llama.toml").read_text()
 TRANSFORMER = "megatron/model/transformer.py"
@@ -333,6 +333,9 @@ CASES: dict[str, Case] = {
         tree_then(_conflicting_option), "megatron/arguments.py", ("--layernorm-type", "already used")),
     "unknown variant: tokenizer chain written differently": Case(
         tree_then(_no_tokenizer_chain), "megatron/tokenizer/tokenizer.py", ("build_tokenizer",)),
+    "unknown variant: a name porter's new files import is missing": Case(
+        edit("megatron/model/gpt_model.py", "def CrossEntropy(output, labels):", "def cross_entropy(output, labels):"),
+        "megatron/model/gpt_model.py", ("CrossEntropy", "llama_model.py")),
     # -- porter's own earlier work
     "partially ported: one file restored by hand": Case(ported_then(_restore_one_file), "megatron/arguments.py",
                                                        ("changed since porter wrote it", "porter revert")),

@@ -12,7 +12,7 @@ from porter.checks import scope_violations
 from porter.edits.base import Rewrite, statements
 from porter.edits.transformer import SetActivation
 from porter.plan import _Planner
-from tests.robustness.conftest import diff_snapshots, snapshot
+from tests.helpers.trees import diff_snapshots, snapshot
 
 BEFORE = textwrap.dedent('''
     import torch

@@ -7,7 +7,7 @@ import libcst as cst
 
 from porter.port import apply
 from porter.revert import revert
-from tests.robustness.conftest import diff_snapshots, snapshot
+from tests.helpers.trees import diff_snapshots, snapshot
 
 EDITED = (
     "megatron/arguments.py",

@@ -7,7 +7,7 @@ import json
 from porter.port import apply
 from porter.resources import specs_dir
 from porter.revert import revert
-from tests.robustness.conftest import copy_sample, diff_snapshots, snapshot
+from tests.helpers.trees import copy_sample, diff_snapshots, snapshot
 
 TRANSFORMER = "megatron/model/transformer.py"
 

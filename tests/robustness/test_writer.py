@@ -15,7 +15,7 @@ from porter.errors import PorterError
 from porter.port import apply
 from porter.revert import revert
 from porter.writer import tree_lock
-from tests.robustness.conftest import copy_sample, diff_snapshots, snapshot
+from tests.helpers.trees import copy_sample, diff_snapshots, snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 
