@@ -163,7 +163,10 @@ def check_scope(path: str, before: cst.Module, after: cst.Module, scope: Scope, 
 
 
 def _module_file(tree, path: str, node: ast.ImportFrom) -> str | None:
-    """The tree file an import refers to, or None when it is not the tree's (torch, ...)."""
+    """The tree file an import refers to, or None when it is not the tree's (torch, ...).
+
+    Raises when the import names a module of one of the tree's own packages that is not
+    there (e.g. megatron.model.utils in a tree without it)."""
     if node.level:
         package = path.split("/")[:-1]
         if node.level > 1:
@@ -175,6 +178,14 @@ def _module_file(tree, path: str, node: ast.ImportFrom) -> str | None:
     for candidate in (f"{base}.py", f"{base}/__init__.py"):
         if tree.exists(candidate):
             return candidate
+    if parts and (node.level or tree.exists(f"{parts[0]}/__init__.py") or tree.exists(f"{parts[0]}.py")):
+        raise PorterError(
+            f"the port's {path} imports from {'.' * node.level}{node.module or ''}, which this tree does not have",
+            file=f"{base}.py",
+            construct=f"the module {base}.py (or {base}/__init__.py)",
+            found="no such file",
+            fix="this tree keeps that code elsewhere: port by hand, or report the variant (nothing was written)",
+        )
     return None
 
 

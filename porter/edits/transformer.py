@@ -331,18 +331,21 @@ class ChooseNormClass(Rewrite):
     Why: LLaMA normalises with RMSNorm where GPT uses LayerNorm: before attention, before
     the MLP, and after the last layer. A local `norm_class = RMSNorm if ... else LayerNorm`
     is set after `args = get_args()` and every `self.<x> = LayerNorm(...)` calls it instead,
-    with the same arguments (both take the hidden size and `eps=`).
+    with the same arguments (both take the hidden size and `eps=`). A site that passes a
+    keyword RMSNorm does not take (`accepts`) is refused rather than left to fail when built.
     """
 
     construct = "`args = get_args()` and `self.<x> = LayerNorm(...)` norm sites"
 
-    def __init__(self, cls: str, test: str, norm: str = "RMSNorm", base: str = "LayerNorm") -> None:
+    def __init__(self, cls: str, test: str, norm: str = "RMSNorm", base: str = "LayerNorm",
+                 accepts: tuple[str, ...] = ("hidden_size", "eps")) -> None:
         super().__init__()
         self.cls = cls
         self.func = "__init__"
         self.test = test
         self.norm = norm
         self.base = base
+        self.accepts = accepts
 
     def rewrite_body(self, body):
         choice = statements(f"norm_class = {self.norm} if {self.test} else {self.base}")[0]
@@ -352,6 +355,12 @@ class ChooseNormClass(Rewrite):
         sites = m.Assign(value=m.Call(func=m.Name(self.base)))
         if not any(m.findall(s, sites) for s in body):
             self.missing(f"no `self.<x> = {self.base}(...)` in __init__")
+            return body
+        calls = [c for s in body for c in m.findall(s, m.Call(func=m.Name(self.base)))]
+        foreign = sorted({a.keyword.value for c in calls for a in c.args
+                          if a.keyword is not None and a.keyword.value not in self.accepts})
+        if foreign:
+            self.missing(f"a {self.base}(...) site passes {', '.join(foreign)}=, which {self.norm} does not take")
             return body
         out = []
         for stmt in body:

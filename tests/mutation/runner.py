@@ -109,7 +109,7 @@ def run(mutations: list[Mutation], processes: int | None = None, keep: bool = Fa
         checked = check_trees(jobs, processes=processes)
         failed = [i for i, (o, j) in enumerate(ported) if j is not None and not checked[j["id"]]["ok"]]
         baselines = check_trees([_baseline(i) for i in failed], processes=processes) if failed else {}
-        for i, (o, j) in enumerate(ported):
+        for o, j in ported:
             if j is None:
                 continue
             result = checked[j["id"]]

@@ -166,8 +166,12 @@ def _duplicate_method(tree, tmp):
     path.write_text(text[:end] + text[start:end] + text[end:])
 
 
-def _delete_optimizer(tree, tmp):
-    (tree / "megatron/optimizer/__init__.py").unlink()
+def _delete_global_vars(tree, tmp):
+    (tree / "megatron/global_vars.py").unlink()
+
+
+def _delete_model_utils(tree, tmp):
+    (tree / "megatron/model/utils.py").unlink()
 
 
 def _no_checks_loop(tree, tmp):
@@ -325,8 +329,10 @@ CASES: dict[str, Case] = {
                                                      ("defined 2 times",)),
     "unknown variant: anchor method duplicated": Case(tree_then(_duplicate_method), TRANSFORMER,
                                                       ("ParallelAttention.forward is defined 2 times",)),
-    "unknown variant: a file porter edits is missing": Case(tree_then(_delete_optimizer),
-                                                            "megatron/optimizer/__init__.py", ("missing",)),
+    "unknown variant: a file porter edits is missing": Case(tree_then(_delete_global_vars),
+                                                            "megatron/global_vars.py", ("missing",)),
+    "unknown variant: a module porter's new files import is missing": Case(
+        tree_then(_delete_model_utils), "megatron/model/utils.py", ("does not have",)),
     "unknown variant: no argument checks loop": Case(tree_then(_no_checks_loop), "megatron/arguments.py",
                                                      ("for key in defaults",)),
     "unknown variant: option with porter's name, other meaning": Case(

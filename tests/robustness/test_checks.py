@@ -115,8 +115,8 @@ class NeverDone(Rewrite):
 def _break_the_planner(monkeypatch, rewrite):
     original = _Planner._swiglu
 
-    def swiglu(self, checks):
-        original(self, checks)
+    def swiglu(self, *args):
+        original(self, *args)
         self.edit("megatron/model/transformer.py", "swiglu", "a buggy edit", rewrite)
 
     monkeypatch.setattr(_Planner, "_swiglu", swiglu)
