@@ -12,6 +12,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
+import libcst as cst
+
 from porter.checks import check_compiles, check_scope
 from porter.edits.base import ModuleRewrite, Rewrite
 from porter.errors import PorterError
@@ -65,6 +67,35 @@ class FileChange:
             elif line.startswith("-") and not line.startswith("---"):
                 removed += 1
         return added, removed
+
+
+class Codegen:
+    """`module.code`, regenerating only the top-level statements an edit replaced.
+
+    A rewrite leaves every statement it does not descend into as the same object, so the
+    text of those is kept from the last time (keyed by identity). The result is exactly
+    `module.code` (tests/robustness/test_checks.py compares them).
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple[cst.CSTNode, str]] = {}
+
+    def _of(self, module: cst.Module, node: cst.CSTNode) -> str:
+        hit = self._cache.get(id(node))
+        if hit is not None and hit[0] is node:
+            return hit[1]
+        text = module.code_for_node(node)
+        self._cache[id(node)] = (node, text)
+        return text
+
+    def code(self, module: cst.Module) -> str:
+        parts = [module.code_for_node(h) for h in module.header]
+        parts += [self._of(module, stmt) for stmt in module.body]
+        parts += [module.code_for_node(f) for f in module.footer]
+        text = "".join(parts)
+        if module.has_trailing_newline:
+            return text or module.default_newline
+        return text[: -len(module.default_newline)] if text.endswith(module.default_newline) else text
 
 
 def _retag(old_lines: list[str], new_lines: list[str], old_tags: list[str | None], tag: str) -> list[str | None]:
@@ -121,14 +152,15 @@ class Workspace:
                     fix="this tree lacks a file the port edits; check --target",
                 )
             module = before.module
-            text = module.code
+            codegen = Codegen()
+            text = codegen.code(module)
             tags = [None] * len(text.splitlines())
             for edit in edits:
                 rewrite = edit.rewrite()
                 edited = rewrite.apply(module, path)
                 check_scope(path, module, edited, _scope(rewrite), f"{edit.feature}: {edit.name}")
                 module = edited
-                new_text = module.code
+                new_text = codegen.code(module)
                 if new_text != text:
                     tags = _retag(text.splitlines(), new_text.splitlines(), tags, f"{edit.feature}: {edit.name}")
                     text = new_text

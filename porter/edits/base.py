@@ -145,7 +145,7 @@ class Rewrite(cst.CSTTransformer):
 
     def __init__(self) -> None:
         super().__init__()
-        self._module_names: set[str] = set()
+        self._module: cst.Module | None = None
         self._class_stack: list[str] = []
         self._hits = 0
         self._done = 0
@@ -224,7 +224,7 @@ class Rewrite(cst.CSTTransformer):
                 fix="Python keeps only the last definition: remove the others (or rename them), "
                 "then run porter again, or port this point by hand",
             )
-        self._module_names = top_level_names(module)
+        self._module = module
         result = module.visit(self)
         if self._hits or self._done:
             return result
@@ -249,22 +249,38 @@ class Rewrite(cst.CSTTransformer):
         )
 
 
-def top_level_names(module: cst.Module) -> set[str]:
-    """Names a module binds at top level: imports (also inside top-level if/try), defs, classes, assignments."""
+def top_level_names(module: cst.Module | Sequence[cst.BaseStatement], assignments: bool = True) -> set[str]:
+    """Names a module (or a list of top-level statements) binds at top level: imports (also
+    inside top-level if/try; `*` for a star import), defs, classes and, unless told not to,
+    plain assignments. Looks at the top level only, never into classes or functions."""
     names: set[str] = set()
-    for stmt in module.body:
-        for node in m.findall(stmt, m.ImportFrom() | m.Import()):
-            if isinstance(node.names, cst.ImportStar):
-                continue
-            for alias in node.names:
-                target = alias.asname.name if alias.asname else alias.name
-                names.add(code(target).split(".")[0])
-        if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
-            names.add(stmt.name.value)
-        for assign in m.findall(stmt, m.Assign()) if not isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) else []:
-            for target in assign.targets:
-                if isinstance(target.target, cst.Name):
-                    names.add(target.target.value)
+
+    def walk(body) -> None:
+        for stmt in body:
+            if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+                names.add(stmt.name.value)
+            elif isinstance(stmt, cst.SimpleStatementLine):
+                for small in stmt.body:
+                    if isinstance(small, (cst.Import, cst.ImportFrom)):
+                        if isinstance(small.names, cst.ImportStar):
+                            names.add("*")
+                            continue
+                        for alias in small.names:
+                            target = alias.asname.name if alias.asname else alias.name
+                            names.add(code(target).split(".")[0])
+                    elif isinstance(small, cst.Assign) and assignments:
+                        names.update(t.target.value for t in small.targets if isinstance(t.target, cst.Name))
+            elif isinstance(stmt, (cst.If, cst.Try)):
+                walk(stmt.body.body)
+                extra = [stmt.orelse] if isinstance(stmt, cst.If) else [*stmt.handlers, stmt.orelse, stmt.finalbody]
+                for part in extra:
+                    while isinstance(part, cst.If):  # elif chains
+                        walk(part.body.body)
+                        part = part.orelse
+                    if part is not None and hasattr(part, "body"):
+                        walk(part.body.body)
+
+    walk(module.body if isinstance(module, cst.Module) else module)
     return names
 
 
@@ -283,7 +299,7 @@ def _loads(stmts: Sequence[cst.CSTNode], name: str) -> bool:
 
 def _binds(func: cst.FunctionDef, body: Sequence[cst.CSTNode], name: str) -> bool:
     params = [*func.params.params, *func.params.posonly_params, *func.params.kwonly_params]
-    if any(p.name.value == name for p in params):
+    if any(p.name.value == name for p in params) or name in top_level_names(body):
         return True
     return any(
         isinstance(t.target, cst.Name) and t.target.value == name
@@ -294,11 +310,13 @@ def _binds(func: cst.FunctionDef, body: Sequence[cst.CSTNode], name: str) -> boo
 def bind_args(func: cst.FunctionDef, old_body, new_body, rewrite) -> list:
     """Bind `args = get_args()` first in a function where a rewrite's new code reads `args`
     but the function does not bind it (e.g. it calls its arguments `cfg`)."""
-    if new_body is old_body or not _loads(new_body, "args") or _binds(func, new_body, "args"):
+    added = [s for s in new_body if not any(s is o for o in old_body)]
+    if not added or not _loads(added, "args") or _binds(func, new_body, "args"):
         return new_body
-    if _loads(old_body, "args") or "args" in rewrite._module_names:
+    names = top_level_names(rewrite._module) if rewrite._module is not None else set()
+    if _loads(old_body, "args") or "args" in names:
         return new_body  # the function reads some other `args` already: leave it to that
-    if "get_args" not in rewrite._module_names:
+    if "get_args" not in names:
         rewrite.missing(f"{func.name.value} does not bind `args` and the module has no get_args to bind it with")
         rewrite._hits = rewrite._done = 0
         return old_body

@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
-from porter.edits.base import ModuleRewrite, code, statements
+from porter.edits.base import ModuleRewrite, code, statements, top_level_names
 
 
 def _import_from(stmt: cst.BaseStatement) -> cst.ImportFrom | None:
@@ -29,17 +29,7 @@ def _imported(node: cst.ImportFrom) -> list[str]:
 
 def defined_names(body: list[cst.BaseStatement]) -> set[str]:
     """Names bound at top level by imports (also inside top-level if/try), defs and classes."""
-    names: set[str] = set()
-    for stmt in body:
-        for node in m.findall(stmt, m.ImportFrom() | m.Import()):
-            if isinstance(node, cst.ImportFrom):
-                names.update(_imported(node))
-            else:
-                for alias in node.names:
-                    names.add(code(alias.asname.name) if alias.asname else code(alias.name).split(".")[0])
-        if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
-            names.add(stmt.name.value)
-    return names
+    return top_level_names(body, assignments=False)
 
 
 class ImportNameAlongside(ModuleRewrite):
