@@ -13,22 +13,17 @@ no journal (refused: partly ported, or ported and its journal deleted).
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from porter import __version__
 from porter.errors import PorterError
-from porter.writer import STATE_DIR
+from porter.workspace import sha256
+from porter.writer import JOURNAL, STATE_DIR
 
-JOURNAL = "journal.json"
 JOURNAL_PATH = f"{STATE_DIR}/{JOURNAL}"
 FORMAT = 1
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)

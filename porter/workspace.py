@@ -10,6 +10,7 @@ checked over the whole port (porter.port); writing is all-or-nothing (porter.wri
 from __future__ import annotations
 
 import difflib
+import hashlib
 from dataclasses import dataclass, field
 
 import libcst as cst
@@ -67,6 +68,10 @@ class FileChange:
             elif line.startswith("-") and not line.startswith("---"):
                 removed += 1
         return added, removed
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 class Codegen:

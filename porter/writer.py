@@ -31,6 +31,7 @@ from porter.errors import PorterError
 
 STATE_DIR = ".porter"
 LOCK = "lock"
+JOURNAL = "journal.json"  # kept by porter.journal
 NEW_FILE_MODE = 0o644
 
 

@@ -248,33 +248,42 @@ class OptionalBiasParameter(Rewrite):
             self.missing(f"{self.param} is annotated `{code(annotation.annotation)}`: porter retypes `# type:` "
                          "comments, not annotations")
             return updated
-        first = updated.body.body[0]
-        lines = list(first.leading_lines)
+        # TorchScript reads the function's first `# type:` comment, wherever it is: on the
+        # def line, above the first statement, or after a docstring.
         header = updated.body.header
+        body = list(updated.body.body)
         typed = changed = False
-        for i, line in enumerate(lines):
-            if line.comment and line.comment.value.startswith("# type:"):
-                typed = True
-                new, done = self._retype(line.comment.value, index)
-                if new is not None:
-                    lines[i] = line.with_changes(comment=cst.Comment(new))
-                    changed = True
-                elif done:
-                    self.already_done()
-        if header.comment and header.comment.value.startswith("# type:"):
-            typed = True
-            new, done = self._retype(header.comment.value, index)
+
+        def is_type(comment) -> bool:
+            return comment is not None and comment.value.startswith("# type:") and "ignore" not in comment.value
+
+        def retype(comment):
+            nonlocal changed
+            new, done = self._retype(comment.value, index)
             if new is not None:
-                header = header.with_changes(comment=cst.Comment(new))
                 changed = True
-            elif done:
+                return cst.Comment(new)
+            if done:
                 self.already_done()
+            return comment
+
+        if is_type(header.comment):
+            typed = True
+            header = header.with_changes(comment=retype(header.comment))
+        for pos, stmt in enumerate(body):
+            if typed:
+                break
+            lines = list(stmt.leading_lines)
+            for i, line in enumerate(lines):
+                if is_type(line.comment):
+                    typed = True
+                    lines[i] = line.with_changes(comment=retype(line.comment))
+                    body[pos] = stmt.with_changes(leading_lines=lines)
+                    break
         if self._scripted and not typed and annotation is None:
             self.missing(f"{self.func} gives {self.param} no type in a module that uses TorchScript, which then "
                          "takes it for a Tensor that cannot be None")
             return updated
-        body = list(updated.body.body)
-        body[0] = first.with_changes(leading_lines=lines)
         for pos, stmt in enumerate(body):
             stmt, count = replace_each(stmt, lambda s: unguarded_add(s, self.param), none_safe_add)
             changed = changed or count > 0
@@ -377,8 +386,22 @@ class ChooseNormClass(Rewrite):
         if args_at is None:
             out = statements("args = get_args()") + out
             args_at = 0
+        # A function that imports the norm classes itself: choose after that import.
+        local = [i for i, s in enumerate(out) if {self.base, self.norm} & set(_imported_names(s))]
+        at = max([args_at, *local])
         self.anchored()
-        return out[: args_at + 1] + [choice] + out[args_at + 1 :]
+        return out[: at + 1] + [choice] + out[at + 1 :]
+
+
+def _imported_names(stmt: cst.CSTNode) -> list[str]:
+    """Names a top-level statement of a function body imports (`from x import A as B` -> B)."""
+    if not isinstance(stmt, cst.SimpleStatementLine):
+        return []
+    names = []
+    for small in stmt.body:
+        if isinstance(small, (cst.Import, cst.ImportFrom)) and not isinstance(small.names, cst.ImportStar):
+            names += [code(a.asname.name if a.asname else a.name).split(".")[0] for a in small.names]
+    return names
 
 
 class AddRotaryEmbedding(Rewrite):
