@@ -18,6 +18,9 @@ its bug, and the port is refused with nothing written.
 from __future__ import annotations
 
 import ast
+import builtins
+import re
+import symtable
 
 import libcst as cst
 
@@ -242,3 +245,53 @@ def check_imports(tree, changes) -> None:
                     fix=f"this tree names {alias.name} differently: port by hand, or report the variant "
                     "(nothing was written)",
                 )
+
+
+# -- names the new code reads -------------------------------------------------------------------
+
+_BUILTINS = set(dir(builtins)) | {"__file__", "__name__", "__doc__", "__spec__", "__package__", "__loader__",
+                                  "__builtins__", "__path__", "__annotations__", "__dict__", "__class__"}
+
+
+def unbound_names(text: str, path: str) -> set[str] | None:
+    """Names the code reads that nothing binds: not a builtin, not bound at module level,
+    not local to the function (or class) that reads them. None when the module imports `*`."""
+    table = symtable.symtable(text, path, "exec")
+    module = {s.get_name() for s in table.get_symbols()
+              if s.is_assigned() or s.is_imported() or s.is_namespace() or s.is_parameter()}
+    if "*" in module or re.search(r"^\s*from\s+\S+\s+import\s+\*", text, re.M):
+        return None
+    unbound: set[str] = set()
+    pending = [table]
+    while pending:
+        scope = pending.pop()
+        pending.extend(scope.get_children())
+        for symbol in scope.get_symbols():
+            name = symbol.get_name()
+            if not symbol.is_referenced() or name in _BUILTINS or name in module:
+                continue
+            if scope is table or symbol.is_global() or (scope.get_type() == "class" and not symbol.is_assigned()
+                                                        and not symbol.is_imported()):
+                unbound.add(name)
+    return unbound
+
+
+def check_names(path: str, before: str | None, after: str) -> None:
+    """Refuse when porter's code reads a name the file does not bind (where it was fine before)."""
+    new = unbound_names(after, path)
+    if not new:
+        return
+    old = unbound_names(before, path) if before is not None else set()
+    if old is None:
+        return
+    missing = sorted(new - old)
+    if missing:
+        raise PorterError(
+            f"the port's {path} would read {', '.join(missing)}, which nothing in it binds",
+            file=path,
+            construct=f"{', '.join(missing)} imported or defined in {path}",
+            found="no import or definition (in this tree the file may import it inside its functions, "
+            "or not at all)",
+            fix="this tree is laid out differently from the variants porter knows: port by hand, or report "
+            "the variant (nothing was written)",
+        )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from porter.checks import check_compiles, check_scope
+from porter.checks import check_compiles, check_names, check_scope
 from porter.edits.base import ModuleRewrite, Rewrite
 from porter.errors import PorterError
 from porter.plan import Edit, Plan
@@ -173,6 +173,7 @@ class Workspace:
             return None
         after = before.encode(text) if before is not None else text.encode("utf-8")
         check_compiles(path, text)
+        check_names(path, before.text if before is not None and not creates else None, text)
         return FileChange(path=path, before=before, text=text, after=after, provenance=tags, edits=edits)
 
 

@@ -86,3 +86,53 @@ class ParallelTransformerLayer(MegatronModule):
 '''
     error = refuses(partial(T.ChooseNormClass, cls="ParallelTransformerLayer", test="args.rms"), source)
     assert "normalized_shape" in error.found
+
+
+def test_a_type_comment_after_a_docstring_is_retyped(check):
+    source = 'def helper(x, bias):\n    """Add."""\n    # type: (Tensor, Tensor) -> Tensor\n    return x + bias\n'
+    after = 'def helper(x, bias):\n    """Add."""\n    # type: (Tensor, Optional[Tensor]) -> Tensor\n' \
+            "    return x if bias is None else x + bias\n"
+    check(partial(T.OptionalBiasParameter, func="helper"), source, after)
+
+
+def test_the_norm_choice_follows_a_local_import_of_the_norms(check):
+    source = '''
+class ParallelTransformer(MegatronModule):
+    def __init__(self):
+        args = get_args()
+        from megatron.model import LayerNorm, RMSNorm
+        self.final_layernorm = LayerNorm(args.hidden_size, eps=args.layernorm_epsilon)
+'''
+    after = source.replace(
+        "        from megatron.model import LayerNorm, RMSNorm\n",
+        "        from megatron.model import LayerNorm, RMSNorm\n"
+        "        norm_class = RMSNorm if args.rms else LayerNorm\n",
+    ).replace("= LayerNorm(args.hidden_size", "= norm_class(args.hidden_size")
+    check(partial(T.ChooseNormClass, cls="ParallelTransformer", test="args.rms"), source, after)
+
+
+def test_bias_helpers_not_typed_optional_are_found_however_typed():
+    import libcst as cst
+
+    from porter.profile.model import plain_bias_helpers
+
+    source = '''
+def bias_dropout_add(x, bias, residual, prob, training):
+    """Doc."""
+    # type: (Tensor, Tensor, Tensor, float, bool) -> Tensor
+    return residual + x + bias
+
+def bias_dropout_add_annotated(x: Tensor, bias: Tensor, residual: Tensor, prob: float) -> Tensor:
+    return bias_dropout_add(x, bias, residual, prob, True)
+
+def bias_dropout_add_untyped(x, bias, residual, prob):
+    return bias_dropout_add(x, bias, residual, prob, True)
+
+def bias_dropout_add_optional(x, bias, residual, prob):  # type: (Tensor, Optional[Tensor], Tensor, float) -> Tensor
+    return bias_dropout_add(x, bias, residual, prob, True)
+
+def bias_dropout_add_optional_annotation(x: Tensor, bias: Optional[Tensor], residual: Tensor, prob: float):
+    return bias_dropout_add(x, bias, residual, prob, True)
+'''
+    assert plain_bias_helpers(cst.parse_module(source)) == (
+        "bias_dropout_add", "bias_dropout_add_annotated", "bias_dropout_add_untyped")

@@ -140,3 +140,23 @@ def test_a_port_that_is_not_stable_is_refused_before_writing(tree, cli, monkeypa
     assert "a second time would change it again" in result.output
     assert "megatron/model/transformer.py" in result.output
     assert not diff_snapshots(before, snapshot(tree))
+
+
+def test_names_the_new_code_reads_must_be_bound():
+    from porter.checks import check_names, unbound_names
+    from porter.errors import PorterError
+
+    before = "from megatron.model import LayerNorm\n\n\ndef build(args):\n    return LayerNorm(args.h)\n"
+    after = before.replace("return LayerNorm(args.h)", "return (RMSNorm if args.rms else LayerNorm)(args.h)")
+    assert unbound_names(before, "x.py") == set()
+    assert unbound_names(after, "x.py") == {"RMSNorm"}
+    try:
+        check_names("x.py", before, after)
+    except PorterError as exc:
+        assert "RMSNorm" in exc.message and exc.file == "x.py"
+    else:
+        raise AssertionError("an unbound RMSNorm passed the check")
+    # a name the file already read unbound (a tree's own bug) is not porter's to refuse
+    check_names("x.py", "def f():\n    return undefined_thing\n", "def f():\n    return undefined_thing + 1\n")
+    # locals, parameters, builtins and class attributes are bound
+    assert unbound_names("class A:\n    x = 1\n    y = x + len([])\n\ndef g(a):\n    b = a\n    return b\n", "y.py") == set()
