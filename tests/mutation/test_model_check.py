@@ -6,10 +6,6 @@ combination sweeps look for, made on purpose in a correctly ported sample tree.
 
 import shutil
 
-import pytest
-
-from porter.port import apply
-from porter.resources import sample_tree_dir
 from porter.spec import load_spec
 from tests.helpers.port_check import check_trees, job
 
@@ -52,16 +48,10 @@ BREAKAGES = {
 }
 
 
-@pytest.fixture(scope="module")
-def ported(tmp_path_factory):
-    tree = tmp_path_factory.mktemp("ported") / "tree"
-    shutil.copytree(sample_tree_dir(), tree, ignore=shutil.ignore_patterns("__pycache__"))
-    apply("llama", tree)
-    return tree
-
-
-def test_model_checks_catch_broken_ports(ported, tmp_path):
+def test_model_checks_catch_broken_ports(ported_tree, tmp_path):
     spec = load_spec("llama")
+    ported = tmp_path / "ported"
+    shutil.copytree(ported_tree, ported, ignore=shutil.ignore_patterns("__pycache__"))
     jobs = [job("true port", spec, ported)]
     for name, (rel, old, new, _) in BREAKAGES.items():
         tree = tmp_path / name.replace(" ", "-")
