@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from porter.errors import PorterError
+from porter.patch import file_patch, file_stat, patch  # noqa: F401  (patch: the whole port's)
 from porter.plan import Edit, Plan
 from porter.render import GENERATED_MARK, render
 from porter.source import SourceFile, SourceTree
@@ -39,33 +40,13 @@ class FileChange:
         return "" if self.before is None else self.before.text
 
     def unified_diff(self, context: int = 3) -> str:
-        old = self.before_text.splitlines(keepends=True)
-        new = self.text.splitlines(keepends=True)
-        lines = list(
-            difflib.unified_diff(
-                old,
-                new,
-                fromfile="/dev/null" if self.created else f"a/{self.path}",
-                tofile=f"b/{self.path}",
-                n=context,
-            )
-        )
-        if not lines:
-            return ""
-        head = f"diff --git a/{self.path} b/{self.path}\n"
-        if self.created:
-            head += "new file mode 100644\n"
-        body = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
-        return head + body
+        """This file's part of the patch, byte-faithful (see porter.patch)."""
+        return file_patch(self, context)
 
     def counts(self) -> tuple[int, int]:
-        added = removed = 0
-        for line in self.unified_diff(context=0).splitlines():
-            if line.startswith("+") and not line.startswith("+++"):
-                added += 1
-            elif line.startswith("-") and not line.startswith("---"):
-                removed += 1
-        return added, removed
+        """Lines added and removed, as the patch counts them."""
+        stat = file_stat(self)
+        return stat.added, stat.removed
 
 
 def _retag(old_lines: list[str], new_lines: list[str], old_tags: list[str | None], tag: str) -> list[str | None]:
@@ -136,7 +117,3 @@ class Workspace:
                 fix="nothing was written; please report this with `porter diff --debug` output",
             ) from exc
         return FileChange(path=path, before=before, text=text, after=after, provenance=tags, edits=edits)
-
-
-def patch(changes: list[FileChange]) -> str:
-    return "".join(c.unified_diff() for c in changes)

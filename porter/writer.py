@@ -6,7 +6,8 @@ file beside it; then rename them all into place. If anything fails before the re
 the temporaries are removed and the tree is untouched; if a rename fails, the files already
 renamed are put back from the originals kept in memory. The journal (`.porter/journal.json`)
 records each file created or changed, with its hashes before and after and the original
-bytes (for revert), and the provenance of each changed line (for `porter explain`).
+bytes (for revert), and the provenance of each line it wrote, with its bytes and the edits' reasons (for
+`porter explain`).
 """
 
 from __future__ import annotations
@@ -164,7 +165,9 @@ def journal_entry(model: str, spec_path: str, changes: list[FileChange]) -> dict
                 "before_sha256": None if change.before is None else sha256(change.before.raw),
                 "after_sha256": sha256(change.after),
                 "before_b64": None if change.before is None else base64.b64encode(change.before.raw).decode(),
+                "after_b64": base64.b64encode(change.after).decode(),  # explain maps later edits back to it
                 "provenance": change.provenance,
+                "edits": [{"feature": e.feature, "name": e.name, "reason": e.reason} for e in change.edits],
             }
         )
     return {"model": model, "spec": spec_path, "porter": __version__, "files": files}
