@@ -6,7 +6,8 @@ each file it wrote, the bytes before and after, the provenance of every line it 
 reasons of the edits. The file may have changed since: its lines are matched against the
 bytes porter wrote (difflib, on whole lines), so a line that only moved keeps its origin, a
 line added or rewritten by someone else is theirs, and a line porter kept is followed back
-through earlier applies to the tree as it was before porter.
+through earlier applies to the tree as it was before porter. An apply that was undone
+(removed from the journal, or marked `"reverted": true` in it) is skipped.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ app = typer.Typer(
     "porter list\n"
     "porter diff llama --target ./Megatron-DeepSpeed --stat\n"
     "porter apply llama --target ./Megatron-DeepSpeed\n"
-    "porter explain ./Megatron-DeepSpeed/megatron/model/transformer.py:120\n"
+    "porter explain ./Megatron-DeepSpeed/megatron/model/transformer.py:318\n"
     "porter demo",
     no_args_is_help=True,
     add_completion=False,

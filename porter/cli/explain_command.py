@@ -20,7 +20,7 @@ def explain(
         str,
         typer.Argument(
             help="FILE:LINE, FILE:START-END, or FILE (every line porter wrote in it). "
-            "Example: megatron/model/transformer.py:120",
+            "Example: megatron/model/transformer.py:318",
             metavar="FILE[:LINE[-END]]",
             show_default=False,
         ),
@@ -45,8 +45,8 @@ def explain(
     Exit status: 0 explained, 2 error (no journal, no such file or line).
 
     Examples:
-    porter explain ./Megatron-DeepSpeed/megatron/model/transformer.py:120
-    porter explain megatron/model/transformer.py:115-125 --target ./Megatron-DeepSpeed
+    porter explain ./Megatron-DeepSpeed/megatron/model/transformer.py:318
+    porter explain megatron/model/transformer.py:310-330 --target ./Megatron-DeepSpeed
     porter explain megatron/model/gpt_model.py --target ./Megatron-DeepSpeed
     """
     from porter.provenance import trace
