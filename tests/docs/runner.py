@@ -18,6 +18,10 @@ the bundled sample tree as `Megatron-DeepSpeed/`, committed in a git repository 
 `porter` is this checkout's porter, run by the Python that runs the tests; `python` is that
 Python too. Commands that set up a machine (venvs, pip installs) are not run: the caller
 names them in `excluded`, exactly as they are written.
+
+When porter's output changes on purpose, `python -m tests.docs.runner --update PAGE...`
+reruns the pages and writes what each transcript now prints into it (a transcript with a
+`...` elision is left for you to edit, and listed).
 """
 
 from __future__ import annotations
@@ -210,8 +214,9 @@ class Sandbox:
         return done.returncode, done.stdout
 
 
-def run_page(page: Path, folder: Path, excluded: set[str]) -> tuple[int, list[str]]:
-    """Run a page; returns (commands run, failures as readable reports)."""
+def run_page(page: Path, folder: Path, excluded: set[str], printed: dict[int, str] | None = None) -> tuple[int, list[str]]:
+    """Run a page; returns (commands run, failures as readable reports). `printed` collects what
+    each mismatched transcript printed, by its command's line."""
     sandbox = Sandbox(folder)
     failures: list[str] = []
     ran = 0
@@ -228,6 +233,42 @@ def run_page(page: Path, folder: Path, excluded: set[str]) -> tuple[int, list[st
             if status != command.expected_status:
                 failures.append(f"{where}\nexit status {status}, the page says {command.expected_status}\n{output[-3000:]}")
             elif command.expected_output is not None and not matches(command.expected_output, output):
+                if printed is not None:
+                    printed[command.line] = output
                 failures.append(f"{where}\nprinted (paste this into the page if the change is right):\n{output}"
                                 f"\nthe page shows:\n{command.expected_output}\n")
     return ran, failures
+
+
+def update(page: Path, excluded: set[str]) -> list[str]:
+    """Rewrite the page's mismatched transcripts with what they print now; returns what is left."""
+    import tempfile
+
+    printed: dict[int, str] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        _, failures = run_page(page, Path(folder), excluded, printed)
+    lines = page.read_text(encoding="utf-8").splitlines(keepends=True)
+    left = [f for f in failures if not any(f.startswith(f"{page.name}:{n}:") for n in printed)]
+    for number in sorted(printed, reverse=True):
+        start = number  # the index of the line after the command
+        end = start
+        while end < len(lines) and not lines[end].startswith(("$ ", "```")):
+            end += 1
+        if any(line.strip() == "..." for line in lines[start:end]):
+            left.append(f"{page.name}:{number}: has a `...` elision: update it by hand")
+            continue
+        new = [line.rstrip() + "\n" for line in printed[number].rstrip("\n").splitlines()] if printed[number].strip() else []
+        lines[start:end] = new
+    page.write_text("".join(lines), encoding="utf-8")
+    return left
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from tests.docs.test_docs import CI_INSTALL, setup_commands
+
+    parser = argparse.ArgumentParser(description="Update the docs' transcripts with what the commands print now.")
+    parser.add_argument("--update", nargs="+", type=Path, required=True, metavar="PAGE")
+    for left in (item for page in parser.parse_args().update for item in update(page.resolve(), {*setup_commands(), CI_INSTALL})):
+        print(left, file=sys.stderr)
