@@ -1,26 +1,21 @@
-"""Fixtures for the CLI suite: fresh copies of the sample tree, and porter's app under CliRunner."""
+"""Fixtures for the CLI suite: porter's app under CliRunner, a fresh tree, a snapshot of a tree.
+
+`ported_tree`, `smoke_workdir` and `copy_sample_tree` are the whole suite's (tests/conftest.py).
+"""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from porter.cli import app
-from porter.resources import sample_tree_dir
-
-IGNORED = shutil.ignore_patterns("__pycache__", "*.so")
-
-
-def copy_sample_tree(dest: Path) -> Path:
-    shutil.copytree(sample_tree_dir(), dest, ignore=IGNORED)
-    return dest
+from tests.conftest import copy_sample_tree
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under root (but porter's own state and caches) -> its bytes."""
+    """Every file under root (but porter's own state, git's and caches) -> its bytes."""
     return {
         p.relative_to(root).as_posix(): p.read_bytes()
         for p in sorted(root.rglob("*"))
@@ -30,7 +25,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 @pytest.fixture
 def porter():
-    """porter(*args) -> click Result (stdout, stderr and output kept apart)."""
+    """porter(*args) -> click Result (stdout and stderr apart, and together in .output)."""
     runner = CliRunner()
 
     def run(*args: str):
@@ -44,10 +39,7 @@ def pristine(tmp_path: Path) -> Path:
     return copy_sample_tree(tmp_path / "Megatron-DeepSpeed")
 
 
-@pytest.fixture(scope="module")
-def ported(tmp_path_factory) -> Path:
-    """A sample tree with the llama port applied (read-only for the tests that share it)."""
-    tree = copy_sample_tree(tmp_path_factory.mktemp("ported") / "Megatron-DeepSpeed")
-    result = CliRunner().invoke(app, ["apply", "llama", "--target", str(tree)])
-    assert result.exit_code == 0, result.output
-    return tree
+@pytest.fixture
+def ported(ported_tree: Path) -> Path:
+    """The shared ported sample tree (read-only: copy it to change it)."""
+    return ported_tree

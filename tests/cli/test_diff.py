@@ -12,7 +12,8 @@ import pytest
 
 from porter.patch import file_stat
 from porter.port import prepare
-from tests.cli.conftest import copy_sample_tree, snapshot
+from tests.cli.conftest import snapshot
+from tests.conftest import copy_sample_tree
 
 GENERATED = Path(__file__).resolve().parents[2] / "generated"
 git = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")

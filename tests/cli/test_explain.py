@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import copy_sample_tree
+from tests.conftest import copy_sample_tree
 
 TRANSFORMER = "megatron/model/transformer.py"
 

@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
-
-import pytest
 
 
-@pytest.fixture(scope="module")
-def smoke_dir(tmp_path_factory) -> Path:
-    """One work folder for the module: corpus, tokenizer and data are made once."""
-    return tmp_path_factory.mktemp("smoke")
-
-
-def test_smoke_json_reports_the_run_and_progress_goes_to_stderr(porter, ported, smoke_dir):
-    result = porter("smoke", "llama", "--target", ported, "--steps", "10", "--workdir", smoke_dir, "--json", "-v")
+def test_smoke_json_reports_the_run_and_progress_goes_to_stderr(porter, ported, smoke_workdir):
+    result = porter("smoke", "llama", "--target", ported, "--steps", "10", "--workdir", smoke_workdir, "--json", "-v")
     assert result.exit_code == 0, result.output[-3000:]
     doc = json.loads(result.stdout)  # stdout holds the document alone
     assert doc["schema"] == "porter.smoke/1" and doc["passed"] is True
@@ -29,23 +20,23 @@ def test_smoke_json_reports_the_run_and_progress_goes_to_stderr(porter, ported, 
     assert "| " in result.stderr and "lm loss" in result.stderr  # --verbose: the training log
 
 
-def test_smoke_quiet_prints_nothing_when_it_passes(porter, ported, smoke_dir):
-    result = porter("smoke", "llama", "--target", ported, "--steps", "10", "--workdir", smoke_dir, "-q")
+def test_smoke_quiet_prints_nothing_when_it_passes(porter, ported, smoke_workdir):
+    result = porter("smoke", "llama", "--target", ported, "--steps", "10", "--workdir", smoke_workdir, "-q")
     assert (result.exit_code, result.output) == (0, "")
 
 
-def test_smoke_of_a_tree_without_the_port_is_status_2(porter, pristine, smoke_dir):
-    result = porter("smoke", "llama", "--target", pristine, "--workdir", smoke_dir)
+def test_smoke_of_a_tree_without_the_port_is_status_2(porter, pristine, smoke_workdir):
+    result = porter("smoke", "llama", "--target", pristine, "--workdir", smoke_workdir)
     assert result.exit_code == 2
     assert "pretrain_llama.py is missing: the tree is not ported" in result.stderr
     assert f"porter apply llama --target {pristine}" in result.stderr
 
 
-def test_smoke_on_a_terminal_draws_a_progress_bar(porter, ported, smoke_dir, monkeypatch):
+def test_smoke_on_a_terminal_draws_a_progress_bar(porter, ported, smoke_workdir, monkeypatch):
     import porter.cli.common as common
 
     monkeypatch.setattr(common, "stderr_is_terminal", lambda: True)
-    result = porter("smoke", "llama", "--target", ported, "--steps", "10", "--workdir", smoke_dir)
+    result = porter("smoke", "llama", "--target", ported, "--steps", "10", "--workdir", smoke_workdir)
     assert result.exit_code == 0
     assert "10/10" in result.stderr and "loss" in result.stderr  # the bar's last state
     assert not re.search(r"^step 1/10  loss", result.stdout + result.stderr, flags=re.M)  # no plain lines

@@ -16,7 +16,8 @@ the bundled sample tree as `Megatron-DeepSpeed/`, committed in a git repository 
 - `cd DIR` moves the sandbox's working folder for the commands that follow.
 
 `porter` is this checkout's porter, run by the Python that runs the tests; `python` is that
-Python too. Commands that set up a machine (venvs, pip installs) are not run: the caller
+Python too. A page that names `./llama-hf` (your HF weights) gets a tiny random HF LLaMA
+there, made by porter's own verify reference, as the stand-in for the reader's weights. Commands that set up a machine (venvs, pip installs) are not run: the caller
 names them in `excluded`, exactly as they are written.
 
 When porter's output changes on purpose, `python -m tests.docs.runner --update PAGE...`
@@ -173,12 +174,24 @@ def matches(expected: str, actual: str) -> bool:
     return re.fullmatch("".join(pattern), text) is not None
 
 
+def tiny_hf_llama(folder: Path) -> None:
+    """A small random LLaMA in HF's format, shaped by the bundled llama spec."""
+    from porter.spec import load_spec
+    from porter.verify import convert
+    from porter.verify.reference import TinyConfig, random_llama
+
+    model = random_llama(load_spec("llama"), TinyConfig())
+    convert.write_hf(folder, model.config.to_dict(), model.state_dict())
+
+
 class Sandbox:
     """A folder a reader would work in: a pristine sample tree, and porter on the PATH."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, hf_weights: bool = False) -> None:
         self.root = folder
         self.cwd = folder
+        if hf_weights:
+            tiny_hf_llama(folder / "llama-hf")
         tree = folder / "Megatron-DeepSpeed"
         shutil.copytree(REPO / "sample_tree", tree, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
         git_env = {**os.environ, "GIT_AUTHOR_NAME": "docs", "GIT_AUTHOR_EMAIL": "docs@example.com",
@@ -217,7 +230,7 @@ class Sandbox:
 def run_page(page: Path, folder: Path, excluded: set[str], printed: dict[int, str] | None = None) -> tuple[int, list[str]]:
     """Run a page; returns (commands run, failures as readable reports). `printed` collects what
     each mismatched transcript printed, by its command's line."""
-    sandbox = Sandbox(folder)
+    sandbox = Sandbox(folder, hf_weights="./llama-hf" in page.read_text(encoding="utf-8"))
     failures: list[str] = []
     ran = 0
     for block in blocks(page):
