@@ -80,18 +80,19 @@ def hunks(change: FileChange, context: int = 3) -> Iterator[Hunk]:
         yield hunk
 
 
-def file_header(change: FileChange) -> str:
+def file_header(change: FileChange, empty: bool = False) -> str:
+    """The lines before the hunks; a created empty file has no `---`/`+++` lines (as git writes it)."""
     head = f"diff --git a/{change.path} b/{change.path}\n"
     if change.created:
-        return head + f"new file mode 100644\n--- /dev/null\n+++ b/{change.path}\n"
+        return head + "new file mode 100644\n" + ("" if empty else f"--- /dev/null\n+++ b/{change.path}\n")
     return head + f"--- a/{change.path}\n+++ b/{change.path}\n"
 
 
 def file_patch(change: FileChange, context: int = 3) -> str:
-    """This file's part of the patch; empty when its bytes do not change."""
+    """This file's part of the patch; empty when its bytes do not change (a created file always has one)."""
     body = [hunk.header + "\n" + "".join(hunk.lines) for hunk in hunks(change, context)]
     if not body:
-        return ""
+        return file_header(change, empty=True) if change.created else ""
     return file_header(change) + "".join(body)
 
 

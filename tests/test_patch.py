@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from porter.patch import file_patch, file_stat, split_lines
@@ -59,10 +59,12 @@ def test_git_applies_the_patch_of_any_change_byte_for_byte(old, new, newline, ol
 
 @settings(max_examples=15, deadline=None)
 @given(new=st.lists(LINE, min_size=1, max_size=12), final=st.booleans())
+@example(new=[""], final=False)  # an empty created file: git writes no ---/+++ lines
 def test_a_created_file_is_a_new_file_diff(new, final):
     after = text(new, "\n", final)
     patch = file_patch(change(None, after, "new/dir/g.py"))
-    assert patch.startswith("diff --git a/new/dir/g.py b/new/dir/g.py\nnew file mode 100644\n--- /dev/null\n")
+    head = "diff --git a/new/dir/g.py b/new/dir/g.py\nnew file mode 100644\n"
+    assert patch == head if after == b"" else patch.startswith(head + "--- /dev/null\n")
     assert git_apply(patch, {}) == {"new/dir/g.py": after}
 
 
