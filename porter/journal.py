@@ -2,7 +2,7 @@
 
 Every apply appends one entry: the spec, the folders it created, and for every file it
 created or changed the bytes and SHA-256 before and after (base64) and which edit produced
-each line (for `porter explain`). `porter revert` reads it back, newest entry first.
+each line with the edits' reasons (for `porter explain`). `porter revert` reads it back, newest entry first.
 
 The journal is also how porter knows a tree's state before planning: a tree porter already
 ported (files as porter left them: a second apply is a no-op), a tree changed by hand since
@@ -120,6 +120,7 @@ def entry(model: str, spec_path: str, changes, created_dirs: list[str]) -> dict:
                 "before_b64": None if before is None else base64.b64encode(before).decode(),
                 "after_b64": base64.b64encode(change.after).decode(),
                 "provenance": change.provenance,
+                "edits": [{"feature": e.feature, "name": e.name, "reason": e.reason} for e in change.edits],
             }
         )
     return {"model": model, "spec": spec_path, "porter": __version__, "created_dirs": created_dirs, "files": files}

@@ -75,6 +75,22 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
 }
 
+# The spec field behind each feature a port plans (`porter explain`, `porter diff --stat`).
+# Features the planner adds on its own behalf ("checks": validating the new switches) have none.
+FEATURE_FIELDS: dict[str, str] = {
+    "swiglu": "activation.type",
+    "rotary": "position_embedding.type",
+    "rope_theta": "position_embedding.rope_theta",
+    "rmsnorm": "norm.type",
+    "no_final_norm": "norm.final_norm",
+    "untied": "embeddings.tied",
+    "ffn_rule": "mlp.ffn_hidden_size",
+    "no_bias": "linear.bias",
+    "sentencepiece": "tokenizer.type",
+    "tokenizer_model": "tokenizer.type",
+    "model": "model.name",
+}
+
 MODEL_FIELDS = {
     "name": "the spec's name, as given to `porter apply NAME`",
     "class_prefix": "prefix of the generated classes, e.g. LLaMA -> LLaMAModel",
@@ -146,6 +162,13 @@ class Spec:
                 if value != fld.base:
                     out[f"{section}.{key}"] = f"{value!r} (GPT: {fld.base!r})"
         return out
+
+    def value_of(self, dotted: str) -> tuple[Any, Any]:
+        """A field's value and GPT's, by its dotted name ("norm.type" -> ("rmsnorm", "layernorm"))."""
+        section, key = dotted.split(".", 1)
+        if section == "model":
+            return getattr(self, key), None
+        return self._raw[section][key], SCHEMA[section][key].base
 
     @property
     def _raw(self) -> dict[str, dict[str, Any]]:

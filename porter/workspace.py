@@ -18,6 +18,7 @@ import libcst as cst
 from porter.checks import check_compiles, check_names, check_scope
 from porter.edits.base import ModuleRewrite, Rewrite
 from porter.errors import PorterError
+from porter.patch import file_patch, file_stat, patch  # noqa: F401  (patch: the whole port's)
 from porter.plan import Edit, Plan
 from porter.render import GENERATED_MARK, render
 from porter.source import SourceFile, SourceTree
@@ -41,33 +42,13 @@ class FileChange:
         return "" if self.before is None else self.before.text
 
     def unified_diff(self, context: int = 3) -> str:
-        old = self.before_text.splitlines(keepends=True)
-        new = self.text.splitlines(keepends=True)
-        lines = list(
-            difflib.unified_diff(
-                old,
-                new,
-                fromfile="/dev/null" if self.created else f"a/{self.path}",
-                tofile=f"b/{self.path}",
-                n=context,
-            )
-        )
-        if not lines:
-            return ""
-        head = f"diff --git a/{self.path} b/{self.path}\n"
-        if self.created:
-            head += "new file mode 100644\n"
-        body = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
-        return head + body
+        """This file's part of the patch, byte-faithful (see porter.patch)."""
+        return file_patch(self, context)
 
     def counts(self) -> tuple[int, int]:
-        added = removed = 0
-        for line in self.unified_diff(context=0).splitlines():
-            if line.startswith("+") and not line.startswith("+++"):
-                added += 1
-            elif line.startswith("-") and not line.startswith("---"):
-                removed += 1
-        return added, removed
+        """Lines added and removed, as the patch counts them."""
+        stat = file_stat(self)
+        return stat.added, stat.removed
 
 
 def sha256(data: bytes) -> str:
@@ -185,6 +166,3 @@ def _scope(rewrite) -> tuple:
         return ("imports",)
     raise TypeError(f"{type(rewrite).__name__} is neither a Rewrite nor a ModuleRewrite")
 
-
-def patch(changes: list[FileChange]) -> str:
-    return "".join(c.unified_diff() for c in changes)

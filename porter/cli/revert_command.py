@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from porter.cli.common import Debug, Target, app, fail
+from porter.cli.common import Debug, Json, Output, Quiet, Target, app, fail
 from porter.errors import PorterError
 
 
@@ -22,6 +22,8 @@ def revert(
             "(three-way merge); refuse where they do.",
         ),
     ] = False,
+    json: Json = False,
+    quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
     """Undo `porter apply`: the tree byte for byte as before, from the journal in .porter/.
@@ -30,19 +32,29 @@ def revert(
     goes. A file changed since the apply is refused by name (nothing is written), unless
     --keep-edits is given.
 
-    Example: porter revert --target ./Megatron-DeepSpeed
+    Exit status: 0 reverted, 2 error (nothing written).
+
+    Examples:
+    porter revert --target ./Megatron-DeepSpeed
+    porter revert --target ./Megatron-DeepSpeed --keep-edits
     """
     from porter.revert import revert as revert_tree
 
+    out = Output(json=json, quiet=quiet)
     try:
         result = revert_tree(target, keep_edits=keep_edits)
     except PorterError as exc:
-        fail(exc, debug)
+        fail(exc, debug, out)
+    if json:
+        out.emit("porter.revert/1", {
+            "target": str(target), "restored": result.restored, "merged": result.merged, "removed": result.removed,
+        })
+        return
     for rel in result.restored:
-        typer.echo(f"restored {rel}")
+        out.say(f"restored {rel}")
     for rel in result.merged:
-        typer.echo(f"restored {rel} (your later edits kept)")
+        out.say(f"restored {rel} (your later edits kept)")
     for rel in result.removed:
-        typer.echo(f"removed {rel}")
-    typer.echo(f"reverted {target}: {len(result.restored) + len(result.merged)} files restored, "
+        out.say(f"removed {rel}")
+    out.say(f"reverted {target}: {len(result.restored) + len(result.merged)} files restored, "
                f"{len(result.removed)} removed")
