@@ -9,11 +9,10 @@ plain values from the frozen `Spec`.
 from __future__ import annotations
 
 import math
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from porter.errors import PorterError
 from porter.resources import specs_dir

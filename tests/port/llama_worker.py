@@ -12,9 +12,8 @@ check = sys.argv[1]
 sys.argv = [sys.argv[0]] + sys.argv[sys.argv.index("--") + 1:]
 sys.path.insert(0, os.getcwd())
 
-import torch  # noqa: E402
-
 import pretrain_llama  # noqa: E402
+import torch  # noqa: E402
 from megatron import get_args  # noqa: E402
 from megatron.initialize import initialize_megatron  # noqa: E402
 
