@@ -32,13 +32,13 @@ class PorterError(Exception):
     def __str__(self) -> str:
         lines = [self.message]
         if self.file:
-            lines.append(f"  file:      {self.file}")
+            lines.append(f"  file:       {self.file}")
         if self.construct:
             lines.append(f"  looked for: {self.construct}")
         if self.found:
-            lines.append(f"  found:     {self.found}")
+            lines.append(f"  found:      {self.found}")
         if self.fix:
-            lines.append(f"  fix:       {self.fix}")
+            lines.append(f"  fix:        {self.fix}")
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
