@@ -146,3 +146,7 @@ class SourceTree:
         return sorted(
             str(p.relative_to(self.root)).replace("\\", "/") for p in base.glob(f"*{suffix}") if p.is_file()
         )
+
+    def parsed(self) -> list[str]:
+        """The files parsed so far, in the order they were first read."""
+        return [path for path, source in self._files.items() if source is not None and source._module is not None]

@@ -11,6 +11,8 @@ import difflib
 import hashlib
 from dataclasses import dataclass, field
 
+import libcst as cst
+
 from porter.errors import PorterError
 from porter.plan import Edit, Plan
 from porter.render import GENERATED_MARK, render
@@ -80,6 +82,67 @@ def _retag(old_lines: list[str], new_lines: list[str], old_tags: list[str | None
     return tags
 
 
+@dataclass
+class _Piece:
+    """One top-level statement of a module being edited: its node, its text, its line tags."""
+
+    node: cst.CSTNode
+    text: str
+    tags: list[str | None]
+
+
+class _EditedModule:
+    """A module's text and per-line provenance, kept up to date edit by edit.
+
+    A rewrite rebuilds only the top-level statement it is anchored on and hands back every
+    other statement as the same object, so only the statements an edit replaced are
+    printed again and retagged; the rest keep their text and tags. The text is exactly
+    `module.code`: the header, each statement, the footer, less a final newline the file
+    does not have.
+    """
+
+    def __init__(self, module: cst.Module) -> None:
+        self.module = module
+        self.pieces = [self._piece(node, None) for node in (*module.header, *module.body, *module.footer)]
+
+    def _piece(self, node: cst.CSTNode, tag: str | None) -> _Piece:
+        text = self.module.code_for_node(node)
+        return _Piece(node, text, [tag] * len(text.splitlines()))
+
+    def update(self, module: cst.Module, tag: str) -> None:
+        nodes = (*module.header, *module.body, *module.footer)
+        old = self.pieces
+        matcher = difflib.SequenceMatcher(a=[id(p.node) for p in old], b=[id(n) for n in nodes], autojunk=False)
+        pieces: list[_Piece] = []
+        for op, i1, i2, j1, j2 in matcher.get_opcodes():
+            if op == "equal":
+                pieces.extend(old[i1:i2])
+                continue
+            new = [self._piece(node, tag) for node in nodes[j1:j2]]
+            if op == "replace":  # lines the edit left as they were keep their tags
+                old_lines = [line for p in old[i1:i2] for line in p.text.splitlines()]
+                old_tags = [t for p in old[i1:i2] for t in p.tags]
+                tags = _retag(old_lines, [line for p in new for line in p.text.splitlines()], old_tags, tag)
+                for piece in new:
+                    piece.tags, tags = tags[: len(piece.tags)], tags[len(piece.tags) :]
+            pieces.extend(new)
+        self.module = module
+        self.pieces = pieces
+
+    @property
+    def text(self) -> str:
+        text = "".join(p.text for p in self.pieces)
+        if not text:
+            return self.module.default_newline if self.module.has_trailing_newline else ""
+        if not self.module.has_trailing_newline and text.endswith(self.module.default_newline):
+            text = text[: -len(self.module.default_newline)]
+        return text
+
+    @property
+    def tags(self) -> list[str | None]:
+        return [t for p in self.pieces for t in p.tags]
+
+
 class Workspace:
     """The port, rendered in memory."""
 
@@ -116,14 +179,11 @@ class Workspace:
             if before is None:
                 raise PorterError(f"{path} is missing from the tree", file=path, fix="check --target")
             module = before.module
-            text = module.code
-            tags = [None] * len(text.splitlines())
+            edited = _EditedModule(module)
             for edit in edits:
                 module = edit.rewrite().apply(module, path)
-                new_text = module.code
-                if new_text != text:
-                    tags = _retag(text.splitlines(), new_text.splitlines(), tags, f"{edit.feature}: {edit.name}")
-                    text = new_text
+                edited.update(module, f"{edit.feature}: {edit.name}")
+            text, tags = edited.text, edited.tags
         if before is not None and text == before.text:
             return None
         after = before.encode(text) if before is not None else text.encode("utf-8")

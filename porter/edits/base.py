@@ -17,6 +17,7 @@ import libcst as cst
 import libcst.matchers as m
 
 from porter.errors import AnchorError
+from porter.find import findall
 
 _EMPTY = cst.Module(body=[])
 
@@ -68,9 +69,9 @@ def self_attr_target(stmt: cst.BaseStatement) -> str | None:
 def assigned_names(stmt: cst.CSTNode) -> set[str]:
     """Every plain name or self attribute assigned anywhere inside `stmt`."""
     names: set[str] = set()
-    for assign in m.findall(stmt, m.Assign()):
+    for assign in findall(stmt, m.Assign()):
         for target in assign.targets:
-            for node in m.findall(target.target, m.Name() | m.Attribute()):
+            for node in findall(target.target, m.Name() | m.Attribute()):
                 name = dotted(node)
                 if name:
                     names.add(name)
@@ -82,7 +83,7 @@ def assigned_names(stmt: cst.CSTNode) -> set[str]:
 
 def mentions(node: cst.CSTNode, name: str) -> bool:
     """Does `node` use the dotted name (e.g. 'self.position_embeddings') anywhere?"""
-    for found in m.findall(node, m.Name() | m.Attribute()):
+    for found in findall(node, m.Name() | m.Attribute()):
         if dotted(found) == name:
             return True
     return False
@@ -194,7 +195,11 @@ class Rewrite(cst.CSTTransformer):
         return f"{self.cls}.{self.func}" if self.cls else f"function {self.func}"
 
     def apply(self, module: cst.Module, path: str) -> cst.Module:
-        result = module.visit(self)
+        # Simple statements cannot hold the anchor: they are handed back untouched (the same
+        # objects), which spares their traversal and lets the workspace reprint only what
+        # changed.
+        body = [s if isinstance(s, cst.SimpleStatementLine) else s.visit(self) for s in module.body]
+        result = module.with_changes(body=body)
         if self._hits or self._done:
             return result
         if self.func not in self._functions_seen:
@@ -262,10 +267,10 @@ def unguarded_add(stmt: cst.CSTNode, name: str) -> cst.BinaryOperation | None:
     `x + name if name is not None else x` (Habana's bias-dropout-add).
     """
     guarded = set()
-    for e in m.findall(stmt, m.IfExp(test=m.Comparison(left=m.Name(name)))):
+    for e in findall(stmt, m.IfExp(test=m.Comparison(left=m.Name(name)))):
         guarded.add(id(e.orelse))
         guarded.add(id(e.body))
-    adds = m.findall(stmt, m.BinaryOperation(operator=m.Add(), right=m.Name(name)))
+    adds = findall(stmt, m.BinaryOperation(operator=m.Add(), right=m.Name(name)))
     return next((b for b in adds if id(b) not in guarded), None)
 
 
