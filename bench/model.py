@@ -33,7 +33,7 @@ from pathlib import Path
 
 import porter
 from porter.resources import sample_tree_dir
-from porter.smoke import SmokeConfig, deepspeed_config, environment
+from porter.smoke import SmokeConfig, deepspeed_config, environment, remove_shared_memory
 
 WORKER = Path(__file__).with_name("model_worker.py")
 MODELS = ["hf-sdpa", "hf-eager", "porter", "porter-pipe"]
@@ -71,8 +71,11 @@ def megatron_args(cli, folder: Path) -> list[str]:
 def run_worker(tree: Path, mode: str, config: dict, threads: int) -> dict:
     env = environment(tree)
     env["OMP_NUM_THREADS"] = str(threads)
-    done = subprocess.run([sys.executable, str(WORKER), mode, json.dumps(config)], cwd=tree, env=env,
-                          capture_output=True, text=True)
+    try:
+        done = subprocess.run([sys.executable, str(WORKER), mode, json.dumps(config)], cwd=tree, env=env,
+                              capture_output=True, text=True)
+    finally:
+        remove_shared_memory(env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         raise SystemExit(f"model_worker {mode} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
@@ -137,7 +140,7 @@ def main() -> None:
         print("\n| kernel (generated vs reference) | fwd ms | ref fwd ms | fwd ratio | fwd+bwd ms | ref fwd+bwd ms | fwd+bwd ratio | max abs diff |")
         print("|---|---|---|---|---|---|---|---|")
         for name, k in kernels["kernels"].items():
-            diff = "-" if k["max_abs_diff"] is None else f"{k['max_abs_diff']:.1e}"
+            diff = f"{k['max_abs_diff']:.1e}"
             print(f"| {name} | {k['generated_fwd_ms']:.2f} | {k['reference_fwd_ms']:.2f} | "
                   f"{k['generated_fwd_ms'] / k['reference_fwd_ms']:.2f}x | {k['generated_fwd_bwd_ms']:.2f} | "
                   f"{k['reference_fwd_bwd_ms']:.2f} | {k['generated_fwd_bwd_ms'] / k['reference_fwd_bwd_ms']:.2f}x | {diff} |")
