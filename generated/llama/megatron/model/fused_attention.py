@@ -51,11 +51,31 @@ def fused_attention_applies(query, softmax, dropout):
     return query.dtype == torch.float32 or bool(softmax.softmax_in_fp32)
 
 
+_last_mask = [None, 0, 0, False]  # the last mask looked at, sq, sk, and whether it is exactly causal
+
+
+def _exactly_causal(mask, sq, sk):
+    """Is mask[..., :sq, :sk] (True = masked out) the causal pattern in every row of the batch?
+
+    Then the kernel is told `is_causal` and skips the masked half of the scores instead of
+    reading a mask. A training run passes the same mask object to every layer (and, with the
+    pipeline engine, to every step), so it is looked at once.
+    """
+    if _last_mask[0] is mask and _last_mask[1:3] == [sq, sk]:
+        return _last_mask[3]
+    causal = torch.ones(sq, sk, dtype=torch.bool, device=mask.device).triu(1)
+    view = mask[..., :sq, :sk]
+    found = mask.dtype == torch.bool and torch.equal(view, causal.expand(view.shape))
+    _last_mask[:] = [mask, sq, sk, found]
+    return found
+
+
 def fused_attention(query, key, value, attention_mask, alpha, softmax):
     """softmax(alpha * scale * q k^T, masked) v in one kernel.
 
     query: [sq, b, np, hn]; key, value: [sk, b, np, hn]; attention_mask: bool, True = masked
-    out, broadcastable to [b, np, sq, sk] (or None: causal when the softmax is causal).
+    out, broadcastable to [b, np, sq, sk] (or None: causal when the softmax is causal). An exactly
+    causal mask becomes the kernel's `is_causal`; any other mask is passed as it is.
     Returns the context layer [sq, b, np * hn].
     """
     sq, b, heads, hn = query.shape
@@ -63,10 +83,12 @@ def fused_attention(query, key, value, attention_mask, alpha, softmax):
     scale = alpha * (softmax.scale if softmax.scale is not None else 1.0)
     # [s, b, np, hn] -> [b, np, s, hn]
     q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))
-    keep = None
-    if attention_mask is not None:
-        keep = ~attention_mask[..., :sq, :sk]  # the tree slices a longer mask the same way
-    causal = attention_mask is None and getattr(softmax.attn_mask_type, "name", "") == "causal"
+    if attention_mask is None:
+        keep, causal = None, getattr(softmax.attn_mask_type, "name", "") == "causal"
+    elif _exactly_causal(attention_mask, sq, sk):
+        keep, causal = None, True
+    else:
+        keep, causal = ~attention_mask[..., :sq, :sk], False  # the tree slices a longer mask the same way
     if _GaudiSDPA is not None and q.device.type == "hpu":
         bias = None if keep is None else torch.zeros(keep.shape, dtype=q.dtype, device=q.device).masked_fill(~keep, float("-inf"))
         context = _GaudiSDPA.apply(q, k, v, bias, 0.0, causal, scale)
