@@ -116,6 +116,18 @@ elif check == "fused_attention":
     out["logits_scale"] = logits_unfused.abs().max().item()
     out["max_rel_grad"] = max(((grads_fused[n] - g).abs().max() / g.abs().max().clamp_min(1e-12)).item()
                               for n, g in grads_unfused.items())
+    # Two documents packed in a row (reset_attention_mask): not causal, so the mask itself is passed.
+    half = args.seq_length // 2
+    packed = mask.clone()
+    packed[..., half:, :half] = True
+    model.zero_grad()
+    with torch.no_grad():
+        fused_packed = model(tokens, position_ids, packed)[0]
+        transformer.fused_attention_applies = lambda *a: False
+        unfused_packed = model(tokens, position_ids, packed)[0]
+        transformer.fused_attention_applies = applies
+    out["max_abs_logits_packed"] = (fused_packed - unfused_packed).abs().max().item()
+    out["packed_differs_from_causal"] = (fused_packed - logits_fused).abs().max().item()
     calls.clear()
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):

@@ -122,6 +122,8 @@ def test_fused_attention_matches_the_trees_unfused_attention(ported_tree, senten
     assert out["fused_calls"] == 2  # one per layer
     assert out["max_abs_logits"] <= 1e-5 * max(1.0, out["logits_scale"])
     assert out["max_rel_grad"] <= 1e-4
+    assert out["max_abs_logits_packed"] <= 1e-5 * max(1.0, out["logits_scale"])  # a non-causal mask
+    assert out["packed_differs_from_causal"] > 1e-3  # ... which is really applied
     assert out["fused_calls_with_dropout"] == 0  # training with attention dropout: the tree's code
     assert out["fused_calls_eval_with_dropout"] == 2  # eval: dropout is off
     assert out["fused_calls_with_cache"] == 0  # the key/value cache path: the tree's code
