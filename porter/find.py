@@ -2,9 +2,10 @@
 
 It answers what `libcst.matchers.findall` answers, many times faster: libcst's traversal
 rebuilds every node it passes (a visitor goes through the transformer machinery), while
-this walk reads each node's fields once, indexes the subtree by node type, and tries the
-matcher only on nodes of the matcher's own type. porter searches every statement of every
-function it rewrites, several times over, so this was most of its time after parsing.
+this walk reads each node's fields once, indexes the tree by node type (an index of a tree
+answers for every subtree in it), and tries the matcher only on nodes of the matcher's own
+type. porter searches whole modules and then every statement of every function it rewrites,
+several times over, so this was most of its time after parsing.
 
 Matches come in pre-order of the node's fields, which is not always the source order (in
 `a if b else c` the test `b` comes first); callers that need every match take them all.
@@ -12,7 +13,9 @@ Matches come in pre-order of the node's fields, which is not always the source o
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import typing
 from collections.abc import Iterator
 
 import libcst as cst
@@ -21,11 +24,33 @@ import libcst.matchers as m
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
 
+def _may_hold_nodes(annotation) -> bool:
+    """Can a field typed so hold a node? (str, bool and Literal fields cannot; unknown: yes)"""
+    if isinstance(annotation, type):
+        return issubclass(annotation, cst.CSTNode)
+    if typing.get_origin(annotation) is typing.Literal:
+        return False
+    args = typing.get_args(annotation)
+    return any(_may_hold_nodes(a) for a in args) if args else True
+
+
 def _fields(node_type: type) -> tuple[str, ...]:
+    """The fields of a node type that can hold child nodes, in declaration order."""
     names = _FIELDS.get(node_type)
     if names is None:
-        names = _FIELDS[node_type] = tuple(f.name for f in dataclasses.fields(node_type))
+        names = _FIELDS[node_type] = tuple(f.name for f in dataclasses.fields(node_type) if _may_hold_nodes(f.type))
     return names
+
+
+def _children(node: cst.CSTNode) -> list[cst.CSTNode]:
+    children: list[cst.CSTNode] = []
+    for name in _fields(type(node)):
+        value = getattr(node, name)
+        if isinstance(value, cst.CSTNode):
+            children.append(value)
+        elif isinstance(value, (list, tuple)):
+            children.extend(v for v in value if isinstance(v, cst.CSTNode))
+    return children
 
 
 def walk(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
@@ -34,14 +59,7 @@ def walk(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
     while stack:
         current = stack.pop()
         yield current
-        children: list[cst.CSTNode] = []
-        for name in _fields(type(current)):
-            value = getattr(current, name)
-            if isinstance(value, cst.CSTNode):
-                children.append(value)
-            elif isinstance(value, (list, tuple)):
-                children.extend(v for v in value if isinstance(v, cst.CSTNode))
-        stack.extend(reversed(children))
+        stack.extend(reversed(_children(current)))
 
 
 def _node_types(matcher) -> tuple[type, ...] | None:
@@ -55,41 +73,65 @@ def _node_types(matcher) -> tuple[type, ...] | None:
     return None
 
 
-# node id -> (node, {node type: [(pre-order position, node), ...]}) for the subtrees searched
-# so far. A rewrite hands back the statements it did not change as the same objects, so the
-# next rewrite's searches of them are lookups. The node is kept with its index: its id cannot
-# be reused while the entry lives. Bounded by the nodes indexed.
-_INDEX: dict[int, tuple[cst.CSTNode, dict[type, list[tuple[int, cst.CSTNode]]]]] = {}
-_INDEXED = [0]
+class _Index:
+    """One searched tree in pre-order: every node, where its subtree ends, positions by type.
+
+    A node's descendants follow it in pre-order, so one index answers searches of the tree
+    and of every subtree in it (the positions in [start, end)).
+    """
+
+    def __init__(self, root: cst.CSTNode) -> None:
+        self.nodes: list[cst.CSTNode] = []
+        self.ends: list[int] = []
+        self.by_type: dict[type, list[int]] = {}
+        stack: list[tuple[cst.CSTNode, int]] = [(root, -1)]
+        while stack:
+            node, opened = stack.pop()
+            if opened >= 0:  # every descendant of the node at `opened` has been numbered
+                self.ends[opened] = len(self.nodes)
+                continue
+            position = len(self.nodes)
+            self.nodes.append(node)
+            self.ends.append(0)
+            self.by_type.setdefault(type(node), []).append(position)
+            stack.append((node, position))
+            stack.extend((child, -1) for child in reversed(_children(node)))
+
+    def find(self, start: int, types: tuple[type, ...] | None) -> list[cst.CSTNode]:
+        end = self.ends[start]
+        if types is None:
+            return self.nodes[start:end]
+        positions: list[int] = []
+        for node_type, found in self.by_type.items():
+            if issubclass(node_type, types):
+                positions.extend(found[bisect.bisect_left(found, start) : bisect.bisect_left(found, end)])
+        positions.sort()
+        return [self.nodes[p] for p in positions]
+
+
+# node id -> (its index, its position in it), for every node of every tree searched so far.
+# A rewrite hands back what it did not change as the same objects, so later searches of them
+# (by the profile, then by each rewrite) are lookups. An index holds its nodes: their ids
+# cannot be reused while it is kept. Bounded by the nodes indexed.
+_WHERE: dict[int, tuple[_Index, int]] = {}
 _MAX_INDEXED = 2_000_000
 
 
-def _index(node: cst.CSTNode) -> dict[type, list[tuple[int, cst.CSTNode]]]:
-    entry = _INDEX.get(id(node))
-    if entry is not None and entry[0] is node:
-        return entry[1]
-    by_type: dict[type, list[tuple[int, cst.CSTNode]]] = {}
-    count = 0
-    for count, found in enumerate(walk(node), start=1):
-        by_type.setdefault(type(found), []).append((count, found))
-    if _INDEXED[0] + count > _MAX_INDEXED:
-        _INDEX.clear()
-        _INDEXED[0] = 0
-    _INDEX[id(node)] = (node, by_type)
-    _INDEXED[0] += count
-    return by_type
+def _located(node: cst.CSTNode) -> tuple[_Index, int]:
+    found = _WHERE.get(id(node))
+    if found is not None and found[0].nodes[found[1]] is node:
+        return found
+    index = _Index(node)
+    if len(_WHERE) + len(index.nodes) > _MAX_INDEXED:
+        _WHERE.clear()
+    for position, inside in enumerate(index.nodes):
+        _WHERE[id(inside)] = (index, position)
+    return index, 0
 
 
 def findall(node: cst.CSTNode | cst.MaybeSentinel | cst.RemovalSentinel, matcher) -> list[cst.CSTNode]:
     """Every node inside `node` (itself included) that `matcher` matches."""
     if not isinstance(node, cst.CSTNode):
         return []
-    types = _node_types(matcher)
-    by_type = _index(node)
-    if types is None:
-        candidates = [entry for entries in by_type.values() for entry in entries]
-    else:
-        candidates = [entry for t, entries in by_type.items() if issubclass(t, types) for entry in entries]
-    if len(by_type) > 1:
-        candidates.sort(key=lambda entry: entry[0])
-    return [found for _, found in candidates if m.matches(found, matcher)]
+    index, start = _located(node)
+    return [found for found in index.find(start, _node_types(matcher)) if m.matches(found, matcher)]

@@ -29,9 +29,13 @@ SOURCES = sorted(sample_tree_dir().rglob("*.py"))
 @pytest.mark.parametrize("path", SOURCES[::3], ids=lambda p: p.name)
 def test_findall_finds_what_libcst_finds(path):
     module = cst.parse_module(path.read_text())
-    for pattern in PATTERNS:
-        ours, theirs = findall(module, pattern), m.findall(module, pattern)
-        assert len(ours) == len(theirs) and {id(n) for n in ours} == {id(n) for n in theirs}
+    # the module first (its index then answers for every subtree), then each statement
+    for node in [module, *module.body, *(s.body for s in module.body if isinstance(s, cst.ClassDef))]:
+        for pattern in PATTERNS:
+            ours, theirs = findall(node, pattern), m.findall(node, pattern)
+            assert [id(n) for n in ours] == [id(n) for n in theirs] or (
+                len(ours) == len(theirs) and {id(n) for n in ours} == {id(n) for n in theirs}
+            )
 
 
 @pytest.mark.parametrize(

@@ -310,4 +310,6 @@ class _Indent(cst.CSTTransformer):
 
 def indent_continuations(stmt: cst.BaseStatement, extra: str = "    ") -> cst.BaseStatement:
     """A statement moved one block deeper, with its backslash continuations moved too."""
+    if not any("\\\n" in w.value for w in findall(stmt, m.SimpleWhitespace())):
+        return stmt  # nothing to move: spare the traversal
     return stmt.visit(_Indent(extra))
