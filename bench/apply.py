@@ -71,7 +71,8 @@ def parsed_files(spec: str, tree: Path) -> tuple[list[Path], str]:
 
 
 def child_env() -> dict[str, str]:
-    """The environment of the timed processes: they import the same porter as this script."""
+    """The environment of the timed processes: they import the same porter as this script
+    (they run in a scratch folder, so that `python -m porter` does not pick up the current one)."""
     env = dict(os.environ)
     root = str(Path(porter.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
@@ -79,9 +80,9 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def timed(argv: list[str], env: dict[str, str], ok: tuple[int, ...]) -> float:
+def timed(argv: list[str], env: dict[str, str], ok: tuple[int, ...], cwd: Path) -> float:
     start = time.perf_counter()
-    done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     elapsed = time.perf_counter() - start
     if done.returncode not in ok:
         raise SystemExit(f"{' '.join(argv)} exited {done.returncode}:\n{done.stderr[-2000:]}")
@@ -104,12 +105,12 @@ def bench_tree(name: str, tree: Path, spec: str, runs: int, scratch: Path) -> di
     for key, (argv, ok) in commands.items():  # warm-up: bytecode caches, page cache
         if key == "apply":
             fresh_copy(tree, copy)
-        timed(argv, env, ok)
+        timed(argv, env, ok, scratch)
     for _ in range(runs):
         for key, (argv, ok) in commands.items():
             if key == "apply":
                 fresh_copy(tree, copy)
-            times[key].append(timed(argv, env, ok))
+            times[key].append(timed(argv, env, ok, scratch))
     lines = sum(len(f.read_text(encoding="utf-8").splitlines()) for f in files)
     return {"tree": name, "outcome": outcome, "files": len(files), "lines": lines,
             **{k: statistics.median(v) for k, v in times.items()}}

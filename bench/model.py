@@ -15,7 +15,7 @@ Ratios are against HF with its default (sdpa) attention; below 1.00x is faster t
 
 Default config: 4 layers, hidden 256, 8 heads, seq 256, micro-batch 4, vocabulary 1024, fp32, CPU.
 
-usage: python bench/model.py [--steps 20] [--warmup 3] [--threads N] [--skip-memory] [--skip-kernels]
+usage: python bench/model.py [--steps 20] [--warmup 3] [--threads N] [--skip-memory] [--skip-kernels] [--ablation]
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ LABELS = {
     "hf-eager": "HF LlamaForCausalLM, eager attention",
     "porter": "porter LLaMAModel (plain loop)",
     "porter-pipe": "porter LLaMAModelPipe (DeepSpeed pipeline engine)",
+    "porter-pipe-before": "  the same, unfused attention and TorchScript bias-dropout-add (ablation)",
 }
 
 
@@ -51,7 +52,7 @@ def ported_sample_tree(folder: Path) -> Path:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(porter.__file__).resolve().parent.parent), env.get("PYTHONPATH")) if p)
     done = subprocess.run([sys.executable, "-m", "porter", "apply", "llama", "--target", str(tree)],
-                          env=env, capture_output=True, text=True)
+                          env=env, cwd=folder, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"porter apply failed:\n{done.stdout}{done.stderr}")
     return tree
@@ -108,7 +109,10 @@ def main() -> None:
     parser.add_argument("--kernel-reps", type=int, default=50)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-kernels", action="store_true")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also time the pipe without the fused attention and with the TorchScript bias-dropout-add")
     cli = parser.parse_args()
+    models = MODELS + (["porter-pipe-before"] if cli.ablation else [])
 
     print(f"# generated LLaMA vs HF LlamaForCausalLM: training step (forward + backward + optimizer), "
           f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, {cli.threads} threads; {versions()}")
@@ -120,21 +124,22 @@ def main() -> None:
         tree = ported_sample_tree(folder)
         base = {"megatron_args": megatron_args(cli, folder), "threads": cli.threads, "vocab": cli.vocab,
                 "warmup": cli.warmup, "steps": cli.steps, "kernel_reps": cli.kernel_reps}
-        times = run_worker(tree, "time", {**base, "models": MODELS}, cli.threads)
+        times = run_worker(tree, "time", {**base, "models": models}, cli.threads)
         memory = {}
         if not cli.skip_memory:
-            for name in MODELS:
+            for name in models:
                 memory[name] = run_worker(tree, "memory", {**base, "model": name}, cli.threads)
         kernels = None if cli.skip_kernels else run_worker(tree, "kernels", base, cli.threads)
 
     reference = times["hf-sdpa"]["median"]
-    print("\n| model | s/step (median) | vs HF sdpa | min..max | vs HF sdpa (min) | peak memory |")
-    print("|---|---|---|---|---|---|")
-    for name in MODELS:
+    print("\n| model | s/step (median) | vs HF sdpa | paired | min..max | vs HF sdpa (min) | peak memory |")
+    print("|---|---|---|---|---|---|---|")
+    for name in models:
         t = times[name]
         peak = f"{memory[name]['peak_bytes'] / 2**20:.0f} MiB" if name in memory else "-"
-        print(f"| {LABELS[name]} | {t['median']:.3f} | {t['median'] / reference:.2f}x | {t['min']:.3f}..{t['max']:.3f} | "
-              f"{t['min'] / times['hf-sdpa']['min']:.2f}x | {peak} |")
+        print(f"| {LABELS[name]} | {t['median']:.3f} | {t['median'] / reference:.2f}x | {t['paired_ratio']:.2f}x | "
+              f"{t['min']:.3f}..{t['max']:.3f} | {t['min'] / times['hf-sdpa']['min']:.2f}x | {peak} |")
+    print("(paired: the median over rounds of a model's step time over HF sdpa's in the same round)")
 
     if kernels:
         print("\n| kernel: generated vs reference (best of runs) | fwd ms | ref fwd ms | fwd ratio | fwd+bwd ms | ref fwd+bwd ms | fwd+bwd ratio | max abs diff |")

@@ -16,6 +16,8 @@ The models, all with the same config, batch, sequence length, dtype and threads:
   porter-pipe        the generated LLaMAModelPipe as real training runs it: the tree's
                      setup_model_and_optimizer (optimizer, LR schedule, deepspeed.initialize),
                      then DeepSpeed's PipelineEngine.train_batch
+  porter-pipe-before the same without the fused attention and with the TorchScript
+                     bias-dropout-add (--ablation)
 """
 
 import gc
@@ -108,14 +110,28 @@ def porter_step():
     return step
 
 
-def porter_pipe_step():
+def porter_pipe_step(as_before: bool = False):
+    """as_before: the port without this issue's two changes (an ablation): the tree's unfused
+    attention, and the TorchScript bias-dropout-add fusion on."""
     import deepspeed
+    import megatron.model.transformer as transformer
     from megatron.training import setup_model_and_optimizer
 
+    fusion = args.bias_dropout_fusion
+    args.bias_dropout_fusion = fusion or as_before  # read when the layers are built
     model, _, _ = setup_model_and_optimizer(pretrain_llama.model_provider)
+    args.bias_dropout_fusion = fusion
     engine = model[0]
     assert isinstance(engine, deepspeed.PipelineEngine)
     engine.set_batch_fn(split_batch)
+    if as_before:
+        # this model's attention keeps to the tree's code; the others' are unaffected
+        applies = transformer.fused_attention_applies
+        for module in engine.module.modules():
+            if hasattr(module, "scale_mask_softmax"):
+                module.scale_mask_softmax.unfused_for_bench = True
+        transformer.fused_attention_applies = lambda query, softmax, dropout: (
+            not getattr(softmax, "unfused_for_bench", False) and applies(query, softmax, dropout))
     data = batch(1)
 
     def step():
@@ -129,6 +145,7 @@ BUILDERS = {
     "hf-eager": lambda: hf_step("eager"),
     "porter": porter_step,
     "porter-pipe": porter_pipe_step,
+    "porter-pipe-before": lambda: porter_pipe_step(as_before=True),
 }
 
 
@@ -146,8 +163,14 @@ def time_models() -> dict:
             elapsed = time.perf_counter() - start
             if round_ >= config["warmup"]:
                 seconds[name].append(elapsed)
+    reference = seconds[names[0]]
     return {
-        name: {"median": statistics.median(s), "min": min(s), "max": max(s), "loss": losses[name]}
+        name: {
+            "median": statistics.median(s), "min": min(s), "max": max(s), "loss": losses[name],
+            # each step against the reference's step of the same round: load that comes and
+            # goes over a round hits both and cancels
+            "paired_ratio": statistics.median(t / r for t, r in zip(s, reference, strict=True)),
+        }
         for name, s in seconds.items()
     }
 

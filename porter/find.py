@@ -129,9 +129,22 @@ def _located(node: cst.CSTNode) -> tuple[_Index, int]:
     return index, 0
 
 
+def _by_type_only(matcher) -> bool:
+    """Does the matcher ask nothing but the node's type (m.Name(), m.Assign() | m.Call())?"""
+    if isinstance(matcher, m.OneOf):
+        return all(_by_type_only(option) for option in matcher.options)
+    return dataclasses.is_dataclass(matcher) and all(
+        getattr(matcher, f.name) is m.DoNotCare() for f in dataclasses.fields(matcher)
+    )
+
+
 def findall(node: cst.CSTNode | cst.MaybeSentinel | cst.RemovalSentinel, matcher) -> list[cst.CSTNode]:
     """Every node inside `node` (itself included) that `matcher` matches."""
     if not isinstance(node, cst.CSTNode):
         return []
     index, start = _located(node)
-    return [found for found in index.find(start, _node_types(matcher)) if m.matches(found, matcher)]
+    types = _node_types(matcher)
+    found = index.find(start, types)
+    if types is not None and _by_type_only(matcher):
+        return found
+    return [candidate for candidate in found if m.matches(candidate, matcher)]
