@@ -171,8 +171,10 @@ def launch(
     env: dict[str, str] | None = None,
     on_loss: Callable[[int, float], None] | None = None,
     timeout: float | None = None,
+    on_line: Callable[[str], None] | None = None,
 ) -> Run:
-    """Run `script` of `tree` on CPU in `nproc` processes (torchrun when > 1), streaming its log."""
+    """Run `script` of `tree` on CPU in `nproc` processes (torchrun when > 1), streaming its log:
+    `on_loss(step, loss)` hears each step rank 0 logs, `on_line` each line of output."""
     run_env = environment(Path(tree), nproc)
     run_env.update(env or {})
     if nproc == 1:
@@ -188,6 +190,8 @@ def launch(
         deadline = None if timeout is None else start + timeout
         for line in proc.stdout:
             lines.append(line)
+            if on_line:
+                on_line(line)
             match = LOSS_LINE.search(line)
             if match:
                 step, loss = int(match.group(1)), float(match.group(2))
@@ -298,7 +302,9 @@ def run_smoke(
     workdir: Path,
     config: SmokeConfig,
     on_loss: Callable[[int, float], None] | None = None,
+    on_line: Callable[[str], None] | None = None,
 ) -> SmokeResult:
+    """Train the ported model; `on_loss(step, loss)` hears each step, `on_line` each log line."""
     tree = SourceTree.open(Path(target).resolve())
     workdir = Path(workdir).resolve()  # the run's cwd is the tree: every path it gets is absolute
     if not tree.exists(spec.script):
@@ -316,7 +322,7 @@ def run_smoke(
     workdir.mkdir(parents=True, exist_ok=True)
     model, prefix = prepare_data(tree.root, workdir, config.vocab_size)
     args = training_arguments(spec, tree, workdir, config, model, prefix)
-    run = launch(tree.root, spec.script, args, nproc=config.nproc, on_loss=on_loss)
+    run = launch(tree.root, spec.script, args, nproc=config.nproc, on_loss=on_loss, on_line=on_line)
     (workdir / "train.log").write_text(" ".join(run.command) + "\n\n" + run.log)
     return SmokeResult(losses=[run.losses[k] for k in sorted(run.losses)], command=run.command, log=run.log,
                        seconds=run.seconds, returncode=run.returncode)

@@ -29,7 +29,7 @@ class SourceFile:
     path: str  # relative, with forward slashes
     raw: bytes
     text: str  # decoded, with "\n" line endings
-    newline: str  # "\n" or "\r\n"
+    newline: str  # "\n", "\r\n", or "mixed" (porter reads such a file but will not rewrite it)
     bom: bool
     _module: cst.Module | None = field(default=None, repr=False)
 
@@ -50,6 +50,14 @@ class SourceFile:
 
     def encode(self, text: str) -> bytes:
         """Text back to bytes in this file's own encoding conventions."""
+        if self.newline == "mixed":
+            raise PorterError(
+                f"{self.path} mixes line endings (CRLF and LF)",
+                file=self.path,
+                construct="one line-ending style per file (porter writes a file back in its own style)",
+                found="both \\r\\n and \\n line endings",
+                fix=f"convert {self.path} to one style (e.g. dos2unix {self.path}), then run porter again",
+            )
         if self.newline != "\n":
             text = text.replace("\n", self.newline)
         data = text.encode("utf-8")
@@ -69,9 +77,11 @@ def decode(path: str, raw: bytes) -> SourceFile:
             found=str(exc),
             fix=f"convert {path} to UTF-8, then run porter again",
         ) from exc
-    newline = "\r\n" if "\r\n" in text else "\n"
-    if newline != "\n":
-        text = text.replace("\r\n", "\n")
+    crlf = text.count("\r\n")
+    newline = "\n"
+    if crlf or "\r" in text:
+        newline = "\r\n" if crlf == text.count("\n") == text.count("\r") else "mixed"
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     return SourceFile(path=path, raw=raw, text=text, newline=newline, bom=bom)
 
 
@@ -81,6 +91,15 @@ class SourceTree:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._files: dict[str, SourceFile | None] = {}
+        self._overlay: dict[str, bytes] = {}
+
+    def with_changes(self, contents: dict[str, bytes]) -> SourceTree:
+        """The tree as it would be with these files written (in memory; nothing touches the disk)."""
+        tree = SourceTree(self.root)
+        tree._overlay = {**self._overlay, **contents}
+        tree._files = {path: found for path, found in self._files.items() if path not in contents}
+        tree._files.update({path: decode(path, raw) for path, raw in contents.items()})
+        return tree
 
     @classmethod
     def open(cls, target: str | Path) -> SourceTree:
@@ -89,12 +108,16 @@ class SourceTree:
             raise PorterError(
                 f"target {root} does not exist",
                 file=str(root),
+                construct="the root folder of a Megatron-DeepSpeed tree (it holds megatron/)",
+                found="nothing at that path",
                 fix="pass --target the path of your Megatron-DeepSpeed checkout",
             )
         if not root.is_dir():
             raise PorterError(
                 f"target {root} is not a directory",
                 file=str(root),
+                construct="the root folder of a Megatron-DeepSpeed tree (it holds megatron/)",
+                found="a file",
                 fix="pass --target the root folder of a Megatron-DeepSpeed checkout",
             )
         missing = [f for f in REQUIRED_FILES if not (root / f).is_file()]
@@ -110,7 +133,7 @@ class SourceTree:
         return cls(root)
 
     def exists(self, path: str) -> bool:
-        return (self.root / path).is_file()
+        return path in self._overlay or (self.root / path).is_file()
 
     def get(self, path: str) -> SourceFile | None:
         if path not in self._files:
@@ -124,6 +147,8 @@ class SourceTree:
                     raise PorterError(
                         f"cannot read {path}: {exc.strerror}",
                         file=path,
+                        construct="a readable source file",
+                        found=str(exc),
                         fix=f"make {path} readable, then run porter again",
                     ) from exc
                 self._files[path] = decode(path, raw)
@@ -135,17 +160,22 @@ class SourceTree:
             raise PorterError(
                 f"{path} is missing from the tree",
                 file=path,
+                construct=f"the file {path}, which the port edits",
+                found="no such file",
                 fix="this tree lacks a file the port edits; check --target",
             )
         return found
 
     def list(self, folder: str, suffix: str = ".py") -> list[str]:
         base = self.root / folder
-        if not base.is_dir():
-            return []
-        return sorted(
-            str(p.relative_to(self.root)).replace("\\", "/") for p in base.glob(f"*{suffix}") if p.is_file()
-        )
+        found = set()
+        if base.is_dir():
+            found = {str(p.relative_to(self.root)).replace("\\", "/") for p in base.glob(f"*{suffix}") if p.is_file()}
+        prefix = f"{folder}/" if folder else ""
+        found |= {
+            p for p in self._overlay if p.startswith(prefix) and "/" not in p[len(prefix):] and p.endswith(suffix)
+        }
+        return sorted(found)
 
     def parsed(self) -> list[str]:
         """The files parsed so far, in the order they were first read."""

@@ -9,11 +9,10 @@ plain values from the frozen `Spec`.
 from __future__ import annotations
 
 import math
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from porter.errors import PorterError
 from porter.resources import specs_dir
@@ -73,6 +72,22 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "tokenizer": {
         "type": Field(str, "gpt2bpe", choices=("gpt2bpe", "sentencepiece"), help="tokenizer"),
     },
+}
+
+# The spec field behind each feature a port plans (`porter explain`, `porter diff --stat`).
+# Features the planner adds on its own behalf ("checks": validating the new switches) have none.
+FEATURE_FIELDS: dict[str, str] = {
+    "swiglu": "activation.type",
+    "rotary": "position_embedding.type",
+    "rope_theta": "position_embedding.rope_theta",
+    "rmsnorm": "norm.type",
+    "no_final_norm": "norm.final_norm",
+    "untied": "embeddings.tied",
+    "ffn_rule": "mlp.ffn_hidden_size",
+    "no_bias": "linear.bias",
+    "sentencepiece": "tokenizer.type",
+    "tokenizer_model": "tokenizer.type",
+    "model": "model.name",
 }
 
 MODEL_FIELDS = {
@@ -147,6 +162,13 @@ class Spec:
                     out[f"{section}.{key}"] = f"{value!r} (GPT: {fld.base!r})"
         return out
 
+    def value_of(self, dotted: str) -> tuple[Any, Any]:
+        """A field's value and GPT's, by its dotted name ("norm.type" -> ("rmsnorm", "layernorm"))."""
+        section, key = dotted.split(".", 1)
+        if section == "model":
+            return getattr(self, key), None
+        return self._raw[section][key], SCHEMA[section][key].base
+
     @property
     def _raw(self) -> dict[str, dict[str, Any]]:
         return {
@@ -184,6 +206,7 @@ def load_spec(name_or_path: str) -> Spec:
         if name_or_path not in known:
             raise PorterError(
                 f"unknown model {name_or_path!r}",
+                file=f"model_diffs/{name_or_path}.toml",
                 construct="a diff spec named model_diffs/<name>.toml",
                 found="specs: " + ", ".join(sorted(known)),
                 fix=f"use one of {', '.join(sorted(known))}, or pass the path to your own .toml spec",
@@ -191,13 +214,21 @@ def load_spec(name_or_path: str) -> Spec:
         path = known[name_or_path]
     if not path.exists():
         raise PorterError(
-            f"spec file not found: {path}", file=str(path), fix="check the path of the .toml spec"
+            f"spec file not found: {path}",
+            file=str(path),
+            construct="a diff spec (.toml), see model_diffs/llama.toml",
+            found="nothing at that path",
+            fix="check the path of the .toml spec, or give a spec name (porter list)",
         )
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PorterError(
-            f"cannot read spec file: {exc}", file=str(path), fix="make the file readable UTF-8"
+            f"cannot read spec file {path}",
+            file=str(path),
+            construct="a readable UTF-8 .toml file",
+            found=str(exc),
+            fix="make the spec a readable UTF-8 text file",
         ) from exc
     try:
         data = tomllib.loads(text)
@@ -205,7 +236,8 @@ def load_spec(name_or_path: str) -> Spec:
         raise PorterError(
             f"malformed spec: {exc}",
             file=str(path),
-            construct="TOML",
+            construct="TOML (https://toml.io)",
+            found=str(exc),
             fix="fix the TOML syntax at the position given",
         ) from exc
     return parse_spec(data, str(path))

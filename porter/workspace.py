@@ -1,8 +1,10 @@
 """Files rendered in memory from a plan, checked, then shown as a diff or written.
 
-Nothing is written until every edit of every file has been applied in memory and checked:
-each changed file compiles, and each remembers which edit produced each of its lines (for
-`porter explain`). Writing is all-or-nothing (see porter.writer).
+Nothing is written until every edit of every file has been applied in memory and checked
+(porter.checks): each changed file compiles, and each edit left the syntax tree unchanged outside
+the function (or the imports) it is anchored on. Each file remembers which edit produced
+each of its lines (for `porter explain`). That a second apply would change nothing is
+checked over the whole port (porter.port); writing is all-or-nothing (porter.writer).
 """
 
 from __future__ import annotations
@@ -13,14 +15,13 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
+from porter.checks import check_compiles, check_names, check_scope
+from porter.edits.base import ModuleRewrite, Rewrite
 from porter.errors import PorterError
+from porter.patch import file_patch, file_stat, patch  # noqa: F401  (patch: the whole port's)
 from porter.plan import Edit, Plan
 from porter.render import GENERATED_MARK, render
 from porter.source import SourceFile, SourceTree
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass
@@ -41,33 +42,17 @@ class FileChange:
         return "" if self.before is None else self.before.text
 
     def unified_diff(self, context: int = 3) -> str:
-        old = self.before_text.splitlines(keepends=True)
-        new = self.text.splitlines(keepends=True)
-        lines = list(
-            difflib.unified_diff(
-                old,
-                new,
-                fromfile="/dev/null" if self.created else f"a/{self.path}",
-                tofile=f"b/{self.path}",
-                n=context,
-            )
-        )
-        if not lines:
-            return ""
-        head = f"diff --git a/{self.path} b/{self.path}\n"
-        if self.created:
-            head += "new file mode 100644\n"
-        body = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
-        return head + body
+        """This file's part of the patch, byte-faithful (see porter.patch)."""
+        return file_patch(self, context)
 
     def counts(self) -> tuple[int, int]:
-        added = removed = 0
-        for line in self.unified_diff(context=0).splitlines():
-            if line.startswith("+") and not line.startswith("+++"):
-                added += 1
-            elif line.startswith("-") and not line.startswith("---"):
-                removed += 1
-        return added, removed
+        """Lines added and removed, as the patch counts them."""
+        stat = file_stat(self)
+        return stat.added, stat.removed
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _retag(old_lines: list[str], new_lines: list[str], old_tags: list[str | None], tag: str) -> list[str | None]:
@@ -177,26 +162,35 @@ class Workspace:
             tags: list[str | None] = [f"{edit.feature}: {edit.name}"] * len(text.splitlines())
         else:
             if before is None:
-                raise PorterError(f"{path} is missing from the tree", file=path, fix="check --target")
+                raise PorterError(
+                    f"{path} is missing from the tree",
+                    file=path,
+                    construct=f"the file {path}, which the port edits",
+                    found="no such file",
+                    fix="this tree lacks a file the port edits; check --target",
+                )
             module = before.module
             edited = _EditedModule(module)
             for edit in edits:
-                module = edit.rewrite().apply(module, path)
+                rewrite = edit.rewrite()
+                result = rewrite.apply(module, path)
+                check_scope(path, module, result, _scope(rewrite), f"{edit.feature}: {edit.name}")
+                module = result
                 edited.update(module, f"{edit.feature}: {edit.name}")
             text, tags = edited.text, edited.tags
         if before is not None and text == before.text:
             return None
         after = before.encode(text) if before is not None else text.encode("utf-8")
-        try:
-            compile(text, path, "exec", dont_inherit=True)
-        except SyntaxError as exc:  # a porter bug, never the user's: say so
-            raise PorterError(
-                f"internal error: porter produced code that does not compile in {path}: {exc}",
-                file=path,
-                fix="nothing was written; please report this with `porter diff --debug` output",
-            ) from exc
+        check_compiles(path, text)
+        check_names(path, before.text if before is not None and not creates else None, text)
         return FileChange(path=path, before=before, text=text, after=after, provenance=tags, edits=edits)
 
 
-def patch(changes: list[FileChange]) -> str:
-    return "".join(c.unified_diff() for c in changes)
+def _scope(rewrite) -> tuple:
+    """Where a rewrite may change code (see porter.checks)."""
+    if isinstance(rewrite, Rewrite):
+        return ("function", rewrite.cls, rewrite.func)
+    if isinstance(rewrite, ModuleRewrite):
+        return ("imports",)
+    raise TypeError(f"{type(rewrite).__name__} is neither a Rewrite nor a ModuleRewrite")
+

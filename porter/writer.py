@@ -1,53 +1,115 @@
-"""Writing a port into the tree: all or nothing, with a journal for `porter revert`.
+"""Writing into the user's tree: all or nothing, under a lock.
 
-Order of work: take the tree's lock (`.porter/lock`, so two porter runs cannot interleave);
-check that no file changed since it was read; write every new file's content to a temporary
-file beside it; then rename them all into place. If anything fails before the renames,
-the temporaries are removed and the tree is untouched; if a rename fails, the files already
-renamed are put back from the originals kept in memory. The journal (`.porter/journal.json`)
-records each file created or changed, with its hashes before and after and the original
-bytes (for revert), and the provenance of each changed line (for `porter explain`).
+`Transaction` is the only code in porter that changes a file in a target tree. Given the
+bytes every file must hold now and the bytes it must hold after (None: absent), it
+
+1. refuses, before any write, when a file cannot or must not be written: a symbolic link on
+   the way, a file or folder marked read-only (porter respects the mark even when the
+   operating system would let it through, e.g. for root), a folder where a file should be;
+2. refuses when any file is not what porter read (the tree changed while porter worked);
+3. writes each new content to a temporary file beside its target (flushed to disk);
+4. renames every temporary into place, moving files to delete aside first; if anything fails
+   now, every file already replaced gets its original bytes back (kept in memory), files
+   moved aside are moved back, folders porter created are removed, and the error says the
+   tree was restored.
+
+The lock (`.porter/lock`, created with O_EXCL) is held across a whole apply or revert, from
+reading the tree to writing it, so two porter runs cannot interleave.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import os
+import stat
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from porter import __version__
 from porter.errors import PorterError
-from porter.workspace import FileChange, sha256
 
 STATE_DIR = ".porter"
-JOURNAL = "journal.json"
 LOCK = "lock"
+JOURNAL = "journal.json"  # kept by porter.journal
+NEW_FILE_MODE = 0o644
+
+
+@dataclass(frozen=True)
+class FileWrite:
+    """One file of a transaction: what it holds now and what it must hold after."""
+
+    path: str  # relative to the tree root, forward slashes
+    now: bytes | None  # None: the file must not exist now
+    after: bytes | None  # None: delete it
+
+
+# -- the lock ------------------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _lock_holder(lock: Path) -> str:
+    try:
+        text = lock.read_text().strip()
+    except OSError:
+        return "an unknown process"
+    if not text.isdigit():
+        return "an unknown process"
+    pid = int(text)
+    if _pid_alive(pid):
+        return f"process {pid}, still running"
+    return f"process {pid}, which is no longer running (a stale lock: that run was killed)"
 
 
 @contextmanager
-def tree_lock(root: Path):
-    """An exclusive lock file in the tree; refuses when another porter run holds it."""
+def tree_lock(root: Path) -> Iterator[None]:
+    """Hold `.porter/lock` in the tree; refuse when another porter run holds it.
+
+    The `.porter` folder is removed again on the way out when nothing else was kept in it,
+    so a run that writes nothing leaves the tree as it found it.
+    """
+    root = Path(root)
     state = root / STATE_DIR
     lock = state / LOCK
+    if not _marked_writable(root):
+        raise PorterError(
+            f"the tree {root} is marked read-only",
+            file=str(root),
+            construct="a writable tree root (porter keeps its lock and journal in .porter/)",
+            fix=f"make it writable (chmod u+w {root}) and run porter again; nothing was written",
+        )
+    existed = state.exists()
     try:
         state.mkdir(exist_ok=True)
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         raise PorterError(
-            "another porter run is writing this tree",
+            "another porter run is working on this tree",
             file=str(lock),
             construct="an unlocked tree",
-            found=f"the lock file {lock} (pid {_read(lock)})",
+            found=f"the lock file {lock}, held by {_lock_holder(lock)}",
             fix=f"wait for the other run to finish; if none is running, delete {lock}",
         ) from None
     except OSError as exc:
+        if not existed:
+            try:
+                state.rmdir()
+            except OSError:
+                pass
         raise PorterError(
             f"cannot write to the tree: {exc.strerror}",
             file=str(state),
-            fix="make the tree writable (porter writes nothing until it can write everything)",
+            construct="a writable tree root (porter keeps its lock and journal in .porter/)",
+            fix="make the tree writable (nothing was written)",
         ) from exc
     try:
         os.write(fd, str(os.getpid()).encode())
@@ -61,110 +123,200 @@ def tree_lock(root: Path):
             pass
 
 
-def _read(path: Path) -> str:
+# -- checks before writing ---------------------------------------------------------------------
+
+
+def _marked_writable(path: Path) -> bool:
+    """Does the file or folder's mode carry a write bit? (root ignores the mark; porter does not)"""
     try:
-        return path.read_text().strip() or "?"
+        mode = path.stat().st_mode
     except OSError:
-        return "?"
+        return False
+    return bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)) and os.access(path, os.W_OK)
 
 
-def check_writable(root: Path, changes: list[FileChange]) -> None:
-    """Refuse before writing anything when any target cannot be written."""
-    for change in changes:
-        path = root / change.path
-        folder = path.parent
-        existing = folder
-        while not existing.exists():
-            existing = existing.parent
-        if path.is_symlink():
-            raise PorterError(
-                f"{change.path} is a symbolic link",
-                file=change.path,
-                construct="a regular file to rewrite",
-                found=f"a link to {os.readlink(path)}",
-                fix="porter does not write through links; replace the link with the file it points to",
+def _refuse(rel: str, message: str, construct: str, found: str, fix: str) -> PorterError:
+    return PorterError(message, file=rel, construct=construct, found=found, fix=fix + " (nothing was written)")
+
+
+def check_writable(root: Path, rel: str, deleting: bool = False) -> None:
+    """Refuse, naming the file, when porter must not or cannot write `rel`."""
+    path = root / rel
+    parts = Path(rel).parts
+    for depth in range(1, len(parts)):  # every folder between the root and the file
+        folder = root.joinpath(*parts[:depth])
+        shown = "/".join(parts[:depth])
+        if folder.is_symlink():
+            raise _refuse(
+                rel, f"{shown} is a symbolic link", "a real folder on the way to " + rel,
+                f"a link to {os.readlink(folder)}",
+                f"porter does not write through links; replace {shown} with the folder it points to",
             )
-        if (path.exists() and not os.access(path, os.W_OK)) or not os.access(existing, os.W_OK):
-            raise PorterError(
-                f"{change.path} is not writable",
-                file=change.path,
-                construct="write access to every file the port changes",
-                fix=f"make {change.path} and its folder writable (nothing was written)",
-            )
-
-
-def write_changes(root: Path, changes: list[FileChange], journal_entry: dict) -> None:
-    """Write all changes atomically and append the journal entry."""
-    check_writable(root, changes)
-    for change in changes:  # nothing may have changed since porter read it
-        path = root / change.path
-        now = path.read_bytes() if path.exists() else None
-        then = None if change.before is None else change.before.raw
-        if now != then:
-            raise PorterError(
-                f"{change.path} changed while porter was working",
-                file=change.path,
-                fix="run porter again",
-            )
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for change in changes:
-            path = root / change.path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".porter-tmp", dir=path.parent)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(change.after)
-            if path.exists():
-                os.chmod(tmp, path.stat().st_mode & 0o7777)
-            else:
-                os.chmod(tmp, 0o644)
-            staged.append((Path(tmp), path))
-        journal = _load_journal(root)
-        journal["applies"].append(journal_entry)
-        fd, journal_tmp = tempfile.mkstemp(prefix=".journal.", dir=root / STATE_DIR)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(journal, handle, indent=1)
-        staged.append((Path(journal_tmp), root / STATE_DIR / JOURNAL))
-    except BaseException:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-        raise
-    done: list[Path] = []
-    try:
-        for tmp, path in staged:
-            os.replace(tmp, path)
-            done.append(path)
-    except BaseException:
-        originals = {root / c.path: c.before for c in changes}
-        for path in done:
-            before = originals.get(path)
-            if before is None:
-                path.unlink(missing_ok=True)
-            else:
-                path.write_bytes(before.raw)
-        for tmp, _ in staged[len(done):]:
-            tmp.unlink(missing_ok=True)
-        raise
-
-
-def _load_journal(root: Path) -> dict:
-    path = root / STATE_DIR / JOURNAL
-    if path.exists():
-        return json.loads(path.read_text())
-    return {"porter": __version__, "applies": []}
-
-
-def journal_entry(model: str, spec_path: str, changes: list[FileChange]) -> dict:
-    files = []
-    for change in changes:
-        files.append(
-            {
-                "path": change.path,
-                "created": change.created,
-                "before_sha256": None if change.before is None else sha256(change.before.raw),
-                "after_sha256": sha256(change.after),
-                "before_b64": None if change.before is None else base64.b64encode(change.before.raw).decode(),
-                "provenance": change.provenance,
-            }
+        if folder.exists() and not folder.is_dir():
+            raise _refuse(rel, f"{shown} is not a folder", f"a folder to hold {rel}", "a file",
+                          f"move {shown} aside")
+    if path.is_symlink():
+        raise _refuse(
+            rel, f"{rel} is a symbolic link", "a regular file to rewrite", f"a link to {os.readlink(path)}",
+            "porter does not write through links; replace the link with the file it points to",
         )
-    return {"model": model, "spec": spec_path, "porter": __version__, "files": files}
+    if path.exists() and not path.is_file():
+        raise _refuse(rel, f"{rel} is not a regular file", "a regular file (or no file) at this path",
+                      "a folder or special file", f"move {rel} aside")
+    if path.exists() and not deleting and not _marked_writable(path):
+        raise _refuse(
+            rel, f"{rel} is marked read-only", "write access to every file the port changes",
+            f"mode {stat.filemode(path.stat().st_mode)}",
+            f"make it writable (chmod u+w {rel}) if porter may change it",
+        )
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not _marked_writable(folder):
+        shown = str(folder.relative_to(root)) if folder != root else "the tree root"
+        raise _refuse(
+            rel, f"{shown} is marked read-only", f"a writable folder for {rel}",
+            f"mode {stat.filemode(folder.stat().st_mode)}",
+            f"make it writable (chmod u+w {folder}) if porter may change it",
+        )
+
+
+def _current(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes() if path.is_file() else None
+    except OSError as exc:
+        raise PorterError(f"cannot read {path}: {exc.strerror}", file=str(path), fix="make it readable") from exc
+
+
+# -- the transaction ----------------------------------------------------------------------------
+
+
+def _write_temp(path: Path, data: bytes, mode: int) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".porter-tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class Transaction:
+    """Write a set of files all or nothing (see the module docstring)."""
+
+    def __init__(self, root: Path, writes: list[FileWrite]) -> None:
+        self.root = Path(root)
+        self.writes = [w for w in writes if w.now != w.after]
+        self.created_dirs: list[str] = []  # folders the commit created, outermost first
+
+    def check(self) -> None:
+        for write in self.writes:
+            check_writable(self.root, write.path, deleting=write.after is None)
+        for write in self.writes:
+            if _current(self.root / write.path) != write.now:
+                raise PorterError(
+                    f"{write.path} changed while porter was working",
+                    file=write.path,
+                    construct="the file as porter read it",
+                    found="different bytes now",
+                    fix="another program is writing the tree; let it finish and run porter again (nothing was written)",
+                )
+
+    def _make_dirs(self, folder: Path) -> None:
+        missing = []
+        while not folder.exists():
+            missing.append(folder)
+            folder = folder.parent
+        for new in reversed(missing):
+            new.mkdir()
+            self.created_dirs.append(str(new.relative_to(self.root)).replace(os.sep, "/"))
+
+    def commit(self) -> None:
+        """Check, stage, rename; on any failure put everything back and raise."""
+        self.check()
+        staged: list[tuple[FileWrite, Path | None]] = []
+        done: list[tuple[FileWrite, Path | None]] = []  # with the aside path of deleted files
+        try:
+            for write in self.writes:
+                path = self.root / write.path
+                if write.after is None:
+                    staged.append((write, None))
+                    continue
+                self._make_dirs(path.parent)
+                mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else NEW_FILE_MODE
+                staged.append((write, _write_temp(path, write.after, mode)))
+            for write, tmp in staged:
+                path = self.root / write.path
+                if tmp is None:
+                    aside = path.with_name(f".{path.name}.porter-deleted")
+                    os.replace(path, aside)
+                    done.append((write, aside))
+                else:
+                    os.replace(tmp, path)
+                    done.append((write, None))
+            for folder in {(self.root / w.path).parent for w in self.writes}:
+                _fsync_dir(folder)
+        except BaseException as exc:
+            self._roll_back(done, staged)
+            if isinstance(exc, OSError):
+                raise PorterError(
+                    f"writing the tree failed: {exc.strerror or exc}",
+                    file=str(getattr(exc, "filename", None) or self.root),
+                    construct="every file of the change written, or none",
+                    found=str(exc),
+                    fix="fix the cause (disk full? permissions?) and run porter again; "
+                    "every file was put back as it was",
+                ) from exc
+            raise
+        for _, aside in done:
+            if aside is not None:
+                aside.unlink(missing_ok=True)
+
+    def _roll_back(self, done, staged) -> None:
+        for write, aside in reversed(done):
+            path = self.root / write.path
+            try:
+                if aside is not None:
+                    os.replace(aside, path)
+                elif write.now is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    restore = _write_temp(path, write.now, stat.S_IMODE(path.stat().st_mode))
+                    os.replace(restore, path)
+            except OSError:
+                pass  # best effort: keep restoring the others
+        for _, tmp in staged:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+        for rel in reversed(self.created_dirs):
+            try:
+                (self.root / rel).rmdir()
+            except OSError:
+                pass
+        self.created_dirs = []
+
+
+def remove_empty_dirs(root: Path, folders: list[str]) -> None:
+    """Remove folders (innermost first) that are empty; keep any that hold something."""
+    for rel in sorted(folders, key=lambda f: f.count("/"), reverse=True):
+        try:
+            (root / rel).rmdir()
+        except OSError:
+            pass

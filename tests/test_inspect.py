@@ -21,7 +21,7 @@ def test_inspect_json_has_a_stable_schema_and_matches_the_plan():
     result = CliRunner().invoke(app, ["inspect", "llama", "--target", str(sample_tree_dir()), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["schema"] == 1 and data["error"] is None
+    assert data["schema"] == "porter.inspect/1" and data["error"] is None
     assert set(data) >= {"target", "spec", "profile", "plan"}
     assert data["profile"]["switches"]["rotary"] is None
     assert data["profile"]["model"]["linears_return_bias"] is True

@@ -1,17 +1,29 @@
 """porter's command line (typer): thin — parse, call, print.
 
 Each command lives in a module of this package, named for what it does; importing the
-module registers its commands on `app`.
+module registers its commands on `app`. Shared options, printing (text, --json, --quiet,
+--verbose, progress) and error handling are in `porter.cli.common`, whose docstring states
+the conventions every command follows.
 """
 
 from __future__ import annotations
 
-from porter.cli import inspect_command, port_commands, smoke_command  # noqa: F401  (registers the commands)
+from porter.cli import (  # noqa: F401  (each registers its commands; HELP_ORDER orders them)
+    convert_command,
+    diff_command,
+    explain_command,
+    inspect_command,
+    list_command,
+    port_commands,
+    revert_command,
+    smoke_command,
+    verify_command,
+)
 from porter.cli.common import app
 
 
 def main() -> None:
-    app()
+    app(prog_name="porter")
 
 
 __all__ = ["app", "main"]

@@ -1,103 +1,121 @@
-"""diff, apply, demo: planning a port and writing it."""
+"""apply, demo: writing a port into a tree."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from porter.cli.common import Debug, Model, Target, app, fail
+from porter.cli.common import Debug, Json, Model, Output, Quiet, Target, Verbose, app, fail
 from porter.errors import PorterError
 
 
 @app.command()
-def diff(model: Model, target: Target = Path("."), debug: Debug = False) -> None:
-    """Show, as a unified diff, every change `porter apply` would make. Writes nothing.
+def apply(model: Model, target: Target = Path("."), json: Json = False, quiet: Quiet = False, debug: Debug = False) -> None:
+    """Write the port into the tree, all or nothing.
 
-    Exit status: 0 nothing to do, 1 changes to make, 2 error.
+    Rewrites the files MODEL changes and adds the new ones. Review the change first with `porter diff`. Applying twice changes nothing the second
+    time. A journal in DIR/.porter/ keeps what was written, for `porter explain` and
+    `porter revert`.
 
-    Example: porter diff llama --target ./Megatron-DeepSpeed
+    Exit status: 0 written (or nothing to do), 2 error (nothing written).
+
+    Examples:
+    porter apply llama --target ./Megatron-DeepSpeed
+    porter apply ./my_model.toml --target ./Megatron-DeepSpeed --json
     """
-    from porter.port import prepare
-    from porter.workspace import patch
+    from porter.patch import file_stat
+    from porter.port import apply as apply_port
 
+    out = Output(json=json, quiet=quiet)
     try:
-        port = prepare(model, target)
+        port = apply_port(model, target)
     except PorterError as exc:
-        fail(exc, debug)
-    text = patch(port.changes)
-    sys.stdout.write(text)
-    raise typer.Exit(1 if text else 0)
-
-
-@app.command()
-def apply(model: Model, target: Target = Path("."), debug: Debug = False) -> None:
-    """Port MODEL into the tree: rewrite its files and add the new ones, all or nothing.
-
-    Example: porter apply llama --target ./Megatron-DeepSpeed
-    """
-    from porter.port import prepare
-    from porter.writer import journal_entry, tree_lock, write_changes
-
-    try:
-        port = prepare(model, target)
-        if not port.changes:
-            typer.echo(f"nothing to do: {target} already has the {port.spec.name} port")
-            return
-        with tree_lock(port.root):
-            write_changes(port.root, port.changes, journal_entry(port.spec.name, port.spec.path, port.changes))
-    except PorterError as exc:
-        fail(exc, debug)
-    for change in port.changes:
-        added, removed = change.counts()
-        typer.echo(f"{'created' if change.created else 'changed'} {change.path} (+{added} -{removed})")
+        fail(exc, debug, out)
+    stats = [file_stat(change) for change in port.changes]
+    if json:
+        out.emit("porter.apply/1", {
+            "model": port.spec.name,
+            "target": str(port.root),
+            "written": bool(stats),
+            "files": [{"path": s.path, "created": s.created, "added": s.added, "removed": s.removed} for s in stats],
+        })
+        return
+    if not stats:
+        out.say(f"nothing to do: {target} already has the {port.spec.name} port")
+    for s in stats:
+        out.say(f"{'created' if s.created else 'changed'} {s.path} (+{s.added} -{s.removed})")
 
 
 @app.command()
 def demo(
-    model: Annotated[str, typer.Argument(help="Spec to port.")] = "llama",
-    folder: Annotated[Path, typer.Option(help="Where to put the copy of the sample tree.")] = Path("porter-demo"),
-    steps: Annotated[int, typer.Option(help="Smoke-training steps.")] = 20,
+    model: Annotated[str, typer.Argument(help="Spec to port. Example: llama")] = "llama",
+    folder: Annotated[
+        Path, typer.Option(help="Where to put the copy of the sample tree (replaced if it exists). Example: --folder /tmp/demo")
+    ] = Path("porter-demo"),
+    steps: Annotated[int, typer.Option(help="Smoke-training steps (10 at least). Example: --steps 30")] = 20,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
     debug: Debug = False,
 ) -> None:
-    """Port MODEL into a copy of the bundled sample tree, show the change, train it briefly.
+    """Port and train a copy of the bundled sample tree: porter in a minute.
 
-    Example: porter demo
+    Copies the sample tree (a compact GPT-only Megatron-DeepSpeed) to FOLDER/Megatron-DeepSpeed,
+    applies the port, then trains it with DeepSpeed on this machine's CPU. Takes about a minute.
+
+    Exit status: 0 the port trains (the loss falls), 1 it does not, 2 error.
+
+    Examples:
+    porter demo
+    porter demo llama --folder /tmp/porter-demo --steps 30
     """
     import shutil
 
-    from porter.port import prepare
+    from porter.patch import file_stat
+    from porter.port import apply as apply_port
     from porter.resources import sample_tree_dir
     from porter.smoke import SmokeConfig, run_smoke
-    from porter.writer import journal_entry, tree_lock, write_changes
 
+    out = Output(quiet=quiet, verbose=verbose)
     tree = folder / "Megatron-DeepSpeed"
     try:
         if tree.exists():
             shutil.rmtree(tree)
         shutil.copytree(sample_tree_dir(), tree, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
-        typer.echo(f"1. copied the bundled sample tree to {tree}")
-        port = prepare(model, tree)
-        with tree_lock(port.root):
-            write_changes(port.root, port.changes, journal_entry(port.spec.name, port.spec.path, port.changes))
-        typer.echo(f"2. porter apply {model} --target {tree}")
+        out.say(f"1. copied the bundled sample tree to {tree}")
+        port = apply_port(model, tree)
+        out.say(f"2. porter apply {model} --target {tree}")
         for change in port.changes:
-            added, removed = change.counts()
-            typer.echo(f"   {'created' if change.created else 'changed'} {change.path} (+{added} -{removed})")
-        typer.echo(f"3. porter smoke {model} --target {tree} --steps {steps}")
-        result = run_smoke(
-            port.spec, tree, folder / "smoke", SmokeConfig(steps=steps),
-            on_loss=lambda step, loss: typer.echo(f"   step {step:>4}  loss {loss:.4f}"),
-        )
+            s = file_stat(change)
+            out.say(f"   {'created' if s.created else 'changed'} {s.path} (+{s.added} -{s.removed})")
+        out.say(f"3. porter smoke {model} --target {tree} --steps {steps}")
+        with out.progress(steps, "   step") as bar:
+            result = run_smoke(
+                port.spec, tree, folder / "smoke", SmokeConfig(steps=steps),
+                on_loss=lambda step, loss: bar.update(step, f"loss {loss:.4f}"),
+                on_line=(lambda line: out.detail("   | " + line.rstrip())) if verbose else None,
+            )
     except PorterError as exc:
-        fail(exc, debug)
+        fail(exc, debug, out)
     if not result.passed:
         typer.echo(result.log[-4000:], err=True)
+    verdict = "done" if result.passed else "FAILED"
     typer.echo(
-        f"{'done' if result.passed else 'FAILED'}: the {model} port of the sample tree trains; mean loss "
-        f"{result.first:.4f} (first 5 steps) -> {result.last:.4f} (last 5). Review it with "
-        f"`git diff --no-index` or `porter diff {model} --target <a fresh copy>`."
+        f"{verdict}: the {model} port of the sample tree {'trains' if result.passed else 'does not train'}; "
+        f"mean loss {result.first:.4f} (first 5 steps) -> {result.last:.4f} (last 5)."
     )
+    example = _a_ported_line(port.changes)
+    if example:
+        out.say(f"Which spec key wrote a line? porter explain {tree}/{example}")
     raise typer.Exit(0 if result.passed else 1)
+
+
+def _a_ported_line(changes) -> str | None:
+    """FILE:LINE of the first line porter rewrote in an existing file (for the demo's hint)."""
+    for change in changes:
+        if not change.created:
+            for number, tag in enumerate(change.provenance, 1):
+                if tag:
+                    return f"{change.path}:{number}"
+    return None

@@ -146,6 +146,7 @@ class Rewrite(cst.CSTTransformer):
 
     def __init__(self) -> None:
         super().__init__()
+        self._module: cst.Module | None = None
         self._class_stack: list[str] = []
         self._hits = 0
         self._done = 0
@@ -187,14 +188,44 @@ class Rewrite(cst.CSTTransformer):
         self._functions_seen.append(updated.name.value)
         if updated.name.value != self.func or not isinstance(updated.body, cst.IndentedBlock):
             return updated
-        new_body = self.rewrite_body(list(updated.body.body))
+        old_body = list(updated.body.body)
+        new_body = bind_args(updated, old_body, self.rewrite_body(old_body), self)
         return updated.with_changes(body=updated.body.with_changes(body=new_body))
 
     # -- entry point -------------------------------------------------------------------------
     def where(self) -> str:
         return f"{self.cls}.{self.func}" if self.cls else f"function {self.func}"
 
+    def duplicates(self, module: cst.Module) -> str | None:
+        """Why the anchor is ambiguous (defined more than once at its level), or None."""
+
+        def named(body, kind, name):
+            return [s for s in body if isinstance(s, kind) and s.name.value == name and not _is_accessor(s)]
+
+        if self.cls is None:
+            found = named(module.body, cst.FunctionDef, self.func)
+            return f"function {self.func} is defined {len(found)} times" if len(found) > 1 else None
+        classes = named(module.body, cst.ClassDef, self.cls)
+        if len(classes) > 1:
+            return f"class {self.cls} is defined {len(classes)} times"
+        if classes and isinstance(classes[0].body, cst.IndentedBlock):
+            found = named(classes[0].body.body, cst.FunctionDef, self.func)
+            if len(found) > 1:
+                return f"{self.cls}.{self.func} is defined {len(found)} times"
+        return None
+
     def apply(self, module: cst.Module, path: str) -> cst.Module:
+        twice = self.duplicates(module)
+        if twice is not None:
+            raise AnchorError(
+                f"the {type(self).__name__} rewrite's anchor is ambiguous: {twice}",
+                file=path,
+                construct=f"{self.where()} defined once: {self.construct}",
+                found=twice,
+                fix="Python keeps only the last definition: remove the others (or rename them), "
+                "then run porter again, or port this point by hand",
+            )
+        self._module = module
         # Simple statements cannot hold the anchor: they are handed back untouched (the same
         # objects), which spares their traversal and lets the workspace reprint only what
         # changed.
@@ -221,6 +252,112 @@ class Rewrite(cst.CSTTransformer):
             fix="this tree differs from the variants porter knows; run `porter inspect` and "
             "port this point by hand, or report the variant",
         )
+
+
+def _suites(stmt: cst.BaseStatement):
+    """The blocks of a top-level if/elif/else, try/except/else/finally or with (not of defs and classes)."""
+    if isinstance(stmt, cst.If):
+        yield stmt.body
+        if isinstance(stmt.orelse, cst.Else):
+            yield stmt.orelse.body
+        elif stmt.orelse is not None:  # elif
+            yield from _suites(stmt.orelse)
+    elif isinstance(stmt, (cst.Try, cst.TryStar)):
+        yield stmt.body
+        yield from (handler.body for handler in stmt.handlers)
+        yield from (block.body for block in (stmt.orelse, stmt.finalbody) if block is not None)
+    elif isinstance(stmt, cst.With):
+        yield stmt.body
+
+
+def top_level_names(module: cst.Module | Sequence[cst.BaseStatement], assignments: bool = True) -> set[str]:
+    """Names a module (or a list of top-level statements) binds at top level: imports (also
+    inside top-level if/try/with; `*` for a star import), defs, classes and, unless told not to,
+    plain assignments. Looks at the top level only, never into classes or functions."""
+    names: set[str] = set()
+
+    def small(statements) -> None:
+        for node in statements:
+            if isinstance(node, (cst.Import, cst.ImportFrom)):
+                if isinstance(node.names, cst.ImportStar):
+                    names.add("*")
+                    continue
+                for alias in node.names:
+                    target = alias.asname.name if alias.asname else alias.name
+                    names.add(code(target).split(".")[0])
+            elif isinstance(node, cst.Assign) and assignments:
+                names.update(t.target.value for t in node.targets if isinstance(t.target, cst.Name))
+
+    def walk(body) -> None:
+        for stmt in body:
+            if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+                names.add(stmt.name.value)
+            elif isinstance(stmt, cst.SimpleStatementLine):
+                small(stmt.body)
+            for suite in _suites(stmt):
+                if isinstance(suite, cst.SimpleStatementSuite):  # `if x: import y`
+                    small(suite.body)
+                else:
+                    walk(suite.body)
+
+    walk(module.body if isinstance(module, cst.Module) else module)
+    return names
+
+
+def _loads(stmts: Sequence[cst.CSTNode], name: str) -> bool:
+    """Is `name` read as a plain variable (not as an attribute or keyword) in the statements?"""
+    for stmt in stmts:
+        names = findall(stmt, m.Name(name))
+        if not names:
+            continue
+        excluded = {id(a.attr) for a in findall(stmt, m.Attribute(attr=m.Name(name)))}
+        excluded |= {id(a.keyword) for a in findall(stmt, m.Arg(keyword=m.Name(name)))}
+        if any(id(n) not in excluded for n in names):
+            return True
+    return False
+
+
+def _binds(func: cst.FunctionDef, body: Sequence[cst.CSTNode], name: str) -> bool:
+    params = [*func.params.params, *func.params.posonly_params, *func.params.kwonly_params]
+    if any(p.name.value == name for p in params) or name in top_level_names(body):
+        return True
+    return any(
+        isinstance(t.target, cst.Name) and t.target.value == name
+        for stmt in body for assign in findall(stmt, m.Assign()) for t in assign.targets
+    )
+
+
+def bind_args(func: cst.FunctionDef, old_body, new_body, rewrite) -> list:
+    """Bind `args = get_args()` first in a function where a rewrite's new code reads `args`
+    but the function does not bind it (e.g. it calls its arguments `cfg`)."""
+    added = [s for s in new_body if not any(s is o for o in old_body)]
+    if not added or not _loads(added, "args") or _binds(func, new_body, "args"):
+        return new_body
+    names = top_level_names(rewrite._module) if rewrite._module is not None else set()
+    if _loads(old_body, "args") or "args" in names:
+        return new_body  # the function reads some other `args` already: leave it to that
+    if "get_args" not in names:
+        rewrite.missing(f"{func.name.value} does not bind `args` and the module has no get_args to bind it with")
+        rewrite._hits = rewrite._done = 0
+        return old_body
+    at = 1 if new_body and _is_docstring(new_body[0]) else 0
+    return [*new_body[:at], *statements("args = get_args()"), *new_body[at:]]
+
+
+def _is_docstring(stmt: cst.CSTNode) -> bool:
+    return (
+        isinstance(stmt, cst.SimpleStatementLine)
+        and isinstance(stmt.body[0], cst.Expr)
+        and isinstance(stmt.body[0].value, (cst.SimpleString, cst.ConcatenatedString))
+    )
+
+
+def _is_accessor(node: cst.CSTNode) -> bool:
+    """A property setter/deleter (`@x.setter`), which legitimately reuses a method's name."""
+    return isinstance(node, cst.FunctionDef) and any(
+        isinstance(d.decorator, cst.Attribute) and d.decorator.attr.value in ("setter", "deleter")
+        for d in node.decorators
+    )
 
 
 class ModuleRewrite(cst.CSTTransformer):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
-from porter.edits.base import ModuleRewrite, code, statements
+from porter.edits.base import ModuleRewrite, code, statements, top_level_names
 
 
 def _import_from(stmt: cst.BaseStatement) -> cst.ImportFrom | None:
@@ -27,47 +27,9 @@ def _imported(node: cst.ImportFrom) -> list[str]:
     return [code(alias.asname.name) if alias.asname else code(alias.name) for alias in node.names]
 
 
-def _suites(stmt: cst.BaseStatement):
-    """The blocks of a top-level if/try/with (not of defs and classes)."""
-    if isinstance(stmt, cst.If):
-        yield stmt.body
-        if isinstance(stmt.orelse, cst.Else):
-            yield stmt.orelse.body
-        elif stmt.orelse is not None:  # elif
-            yield from _suites(stmt.orelse)
-    elif isinstance(stmt, (cst.Try, cst.TryStar)):
-        yield stmt.body
-        yield from (handler.body for handler in stmt.handlers)
-        yield from (block.body for block in (stmt.orelse, stmt.finalbody) if block is not None)
-    elif isinstance(stmt, cst.With):
-        yield stmt.body
-
-
-def _top_level_imports(stmt: cst.BaseStatement):
-    """The import nodes of a top-level statement, looking inside if/try/with but not defs."""
-    if isinstance(stmt, cst.SimpleStatementLine):
-        yield from (node for node in stmt.body if isinstance(node, (cst.Import, cst.ImportFrom)))
-    for suite in _suites(stmt):
-        if isinstance(suite, cst.SimpleStatementSuite):
-            yield from (node for node in suite.body if isinstance(node, (cst.Import, cst.ImportFrom)))
-        else:
-            for inner in suite.body:
-                yield from _top_level_imports(inner)
-
-
 def defined_names(body: list[cst.BaseStatement]) -> set[str]:
     """Names bound at top level by imports (also inside top-level if/try), defs and classes."""
-    names: set[str] = set()
-    for stmt in body:
-        for node in _top_level_imports(stmt):
-            if isinstance(node, cst.ImportFrom):
-                names.update(_imported(node))
-            else:
-                for alias in node.names:
-                    names.add(code(alias.asname.name) if alias.asname else code(alias.name).split(".")[0])
-        if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
-            names.add(stmt.name.value)
-    return names
+    return top_level_names(body, assignments=False)
 
 
 class ImportNameAlongside(ModuleRewrite):

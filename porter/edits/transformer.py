@@ -22,16 +22,23 @@ from porter.edits.base import (
 from porter.find import findall
 
 
-def _self_assign_calls(stmt: cst.CSTNode, attrs: set[str]) -> list[tuple[str, cst.Call]]:
-    """(attr, call) for every `self.attr = Call(...)` inside stmt, attr in attrs."""
+def _self_assign_calls(stmt: cst.CSTNode, attrs: set[str], callees: tuple[str, ...] = ()) -> list[tuple[str, cst.Call]]:
+    """(attr, call) for every `self.attr = Call(...)` inside stmt, attr in attrs or the
+    callee's name (its last dotted part) in callees."""
     found = []
     for assign in findall(stmt, m.Assign(value=m.Call())):
         if len(assign.targets) != 1:
             continue
         target = assign.targets[0].target
-        if isinstance(target, cst.Attribute) and dotted(target.value) == "self" and target.attr.value in attrs:
+        if not (isinstance(target, cst.Attribute) and dotted(target.value) == "self"):
+            continue
+        callee = (dotted(assign.value.func) or "").rsplit(".", 1)[-1]
+        if target.attr.value in attrs or callee in callees:
             found.append((target.attr.value, assign.value))
     return found
+
+
+PARALLEL_LINEARS = ("ColumnParallelLinear", "RowParallelLinear")
 
 
 class LinearBias(Rewrite):
@@ -39,8 +46,10 @@ class LinearBias(Rewrite):
 
     Why: LLaMA has no bias in any linear layer. Megatron's ColumnParallelLinear and
     RowParallelLinear take `bias=`; with skip_bias_add they then return `(output, None)`,
-    which the None-safe rewrites below let through. A call that already passes `bias=` is
-    the tree's (or porter's) own decision and is left alone.
+    which the None-safe rewrites below let through. Every `self.<x> = ...ParallelLinear(...)`
+    of the class's `__init__` is one, whatever the tree calls it, as well as the attributes
+    named. A call that already passes `bias=` is the tree's (or porter's) own decision and
+    is left alone.
     """
 
     construct = "`self.<linear> = ...ParallelLinear(...)` assignments"
@@ -53,12 +62,15 @@ class LinearBias(Rewrite):
         self.bias_expr = bias_expr
 
     def rewrite_body(self, body):
+        def linears(stmt):
+            return _self_assign_calls(stmt, self.attrs, PARALLEL_LINEARS)
+
         def unbiased(stmt):
-            return next((c for _, c in _self_assign_calls(stmt, self.attrs) if kwarg(c, "bias") is None), None)
+            return next((c for _, c in linears(stmt) if kwarg(c, "bias") is None), None)
 
         out = []
         for stmt in body:
-            if any(kwarg(c, "bias") is not None for _, c in _self_assign_calls(stmt, self.attrs)):
+            if any(kwarg(c, "bias") is not None for _, c in linears(stmt)):
                 self.already_done()
             stmt, count = replace_each(
                 stmt, unbiased, lambda call: add_kwarg(call, "bias", expression(self.bias_expr))
@@ -194,6 +206,9 @@ class OptionalBiasParameter(Rewrite):
     Why: the TorchScript helpers are typed `(Tensor, Tensor, Tensor, float)`; without bias
     the layer passes None. The type comment's bias becomes `Optional[Tensor]` and the body's
     `x + bias` becomes `x if bias is None else x + bias` (TorchScript refines the Optional).
+    TorchScript takes a parameter with no type at all for a Tensor, and one annotated
+    `Tensor` is one: in a module that scripts functions, a helper whose bias is typed that
+    way (or not typed) is refused rather than left to fail when it is called with None.
     """
 
     construct = "a `# type: (Tensor, Tensor, ...)` comment and a `bias` parameter"
@@ -202,6 +217,23 @@ class OptionalBiasParameter(Rewrite):
         super().__init__()
         self.func = func
         self.param = param
+
+    def apply(self, module, path):
+        self._scripted = any(
+            "jit.script" in code(d.decorator)
+            for stmt in module.body if isinstance(stmt, cst.FunctionDef) for d in stmt.decorators
+        )
+        return super().apply(module, path)
+
+    def _retype(self, comment: str, index: int) -> tuple[str | None, bool]:
+        """(the comment with the bias typed Optional, or None; whether it already was)."""
+        head, _, tail = comment.partition("(")
+        types, _, rest = tail.partition(")")
+        parts = [t.strip() for t in types.split(",")]
+        if index < len(parts) and parts[index] == "Tensor":
+            parts[index] = "Optional[Tensor]"
+            return f"{head}({', '.join(parts)}){rest}", False
+        return None, index < len(parts) and parts[index] == "Optional[Tensor]"
 
     def leave_FunctionDef(self, original, updated):
         if self._class_stack or updated.name.value != self.func:
@@ -212,22 +244,47 @@ class OptionalBiasParameter(Rewrite):
             self.missing(f"{self.func} has no parameter {self.param!r}")
             return updated
         index = params.index(self.param)
-        first = updated.body.body[0]
-        lines = list(first.leading_lines)
-        changed = False
-        for i, line in enumerate(lines):
-            if line.comment and line.comment.value.startswith("# type:"):
-                head, _, tail = line.comment.value.partition("(")
-                types, _, rest = tail.partition(")")
-                parts = [t.strip() for t in types.split(",")]
-                if index < len(parts) and parts[index] == "Tensor":
-                    parts[index] = "Optional[Tensor]"
-                    lines[i] = line.with_changes(comment=cst.Comment(f"{head}({', '.join(parts)}){rest}"))
-                    changed = True
-                elif index < len(parts) and parts[index] == "Optional[Tensor]":
-                    self.already_done()
+        annotation = updated.params.params[index].annotation
+        if annotation is not None and "Optional" not in code(annotation.annotation):
+            self.missing(f"{self.param} is annotated `{code(annotation.annotation)}`: porter retypes `# type:` "
+                         "comments, not annotations")
+            return updated
+        # TorchScript reads the function's first `# type:` comment, wherever it is: on the
+        # def line, above the first statement, or after a docstring.
+        header = updated.body.header
         body = list(updated.body.body)
-        body[0] = first.with_changes(leading_lines=lines)
+        typed = changed = False
+
+        def is_type(comment) -> bool:
+            return comment is not None and comment.value.startswith("# type:") and "ignore" not in comment.value
+
+        def retype(comment):
+            nonlocal changed
+            new, done = self._retype(comment.value, index)
+            if new is not None:
+                changed = True
+                return cst.Comment(new)
+            if done:
+                self.already_done()
+            return comment
+
+        if is_type(header.comment):
+            typed = True
+            header = header.with_changes(comment=retype(header.comment))
+        for pos, stmt in enumerate(body):
+            if typed:
+                break
+            lines = list(stmt.leading_lines)
+            for i, line in enumerate(lines):
+                if is_type(line.comment):
+                    typed = True
+                    lines[i] = line.with_changes(comment=retype(line.comment))
+                    body[pos] = stmt.with_changes(leading_lines=lines)
+                    break
+        if self._scripted and not typed and annotation is None:
+            self.missing(f"{self.func} gives {self.param} no type in a module that uses TorchScript, which then "
+                         "takes it for a Tensor that cannot be None")
+            return updated
         for pos, stmt in enumerate(body):
             stmt, count = replace_each(stmt, lambda s: unguarded_add(s, self.param), none_safe_add)
             changed = changed or count > 0
@@ -237,7 +294,7 @@ class OptionalBiasParameter(Rewrite):
         elif not self._done:
             # Nothing to change: a helper that only forwards its bias is fine as it is.
             self.already_done()
-        return updated.with_changes(body=updated.body.with_changes(body=body))
+        return updated.with_changes(body=updated.body.with_changes(body=body, header=header))
 
 
 class NoneSafeExpandAs(Rewrite):
@@ -284,18 +341,21 @@ class ChooseNormClass(Rewrite):
     Why: LLaMA normalises with RMSNorm where GPT uses LayerNorm: before attention, before
     the MLP, and after the last layer. A local `norm_class = RMSNorm if ... else LayerNorm`
     is set after `args = get_args()` and every `self.<x> = LayerNorm(...)` calls it instead,
-    with the same arguments (both take the hidden size and `eps=`).
+    with the same arguments (both take the hidden size and `eps=`). A site that passes a
+    keyword RMSNorm does not take (`accepts`) is refused rather than left to fail when built.
     """
 
     construct = "`args = get_args()` and `self.<x> = LayerNorm(...)` norm sites"
 
-    def __init__(self, cls: str, test: str, norm: str = "RMSNorm", base: str = "LayerNorm") -> None:
+    def __init__(self, cls: str, test: str, norm: str = "RMSNorm", base: str = "LayerNorm",
+                 accepts: tuple[str, ...] = ("hidden_size", "eps")) -> None:
         super().__init__()
         self.cls = cls
         self.func = "__init__"
         self.test = test
         self.norm = norm
         self.base = base
+        self.accepts = accepts
 
     def rewrite_body(self, body):
         choice = statements(f"norm_class = {self.norm} if {self.test} else {self.base}")[0]
@@ -305,6 +365,12 @@ class ChooseNormClass(Rewrite):
         sites = m.Assign(value=m.Call(func=m.Name(self.base)))
         if not any(findall(s, sites) for s in body):
             self.missing(f"no `self.<x> = {self.base}(...)` in __init__")
+            return body
+        calls = [c for s in body for c in findall(s, m.Call(func=m.Name(self.base)))]
+        foreign = sorted({a.keyword.value for c in calls for a in c.args
+                          if a.keyword is not None and a.keyword.value not in self.accepts})
+        if foreign:
+            self.missing(f"a {self.base}(...) site passes {', '.join(foreign)}=, which {self.norm} does not take")
             return body
         out = []
         for stmt in body:
@@ -321,8 +387,22 @@ class ChooseNormClass(Rewrite):
         if args_at is None:
             out = statements("args = get_args()") + out
             args_at = 0
+        # A function that imports the norm classes itself: choose after that import.
+        local = [i for i, s in enumerate(out) if {self.base, self.norm} & set(_imported_names(s))]
+        at = max([args_at, *local])
         self.anchored()
-        return out[: args_at + 1] + [choice] + out[args_at + 1 :]
+        return out[: at + 1] + [choice] + out[at + 1 :]
+
+
+def _imported_names(stmt: cst.CSTNode) -> list[str]:
+    """Names a top-level statement of a function body imports (`from x import A as B` -> B)."""
+    if not isinstance(stmt, cst.SimpleStatementLine):
+        return []
+    names = []
+    for small in stmt.body:
+        if isinstance(small, (cst.Import, cst.ImportFrom)) and not isinstance(small.names, cst.ImportStar):
+            names += [code(a.asname.name if a.asname else a.name).split(".")[0] for a in small.names]
+    return names
 
 
 class AddRotaryEmbedding(Rewrite):

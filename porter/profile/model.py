@@ -178,21 +178,34 @@ def expand_as_unguarded(transformer: cst.Module) -> bool:
 
 
 def plain_bias_helpers(transformer: cst.Module) -> tuple[str, ...]:
-    """Top-level `bias_dropout_add*` helpers with a `bias` parameter typed plain `Tensor`."""
+    """Top-level `bias_dropout_add*` helpers with a `bias` parameter not typed Optional.
+
+    Typed by the function's first `# type:` comment (on the def line, above a statement,
+    after a docstring: where TorchScript finds it) or by an annotation; an untyped bias is
+    not Optional either (TorchScript takes it for a Tensor). OptionalBiasParameter retypes
+    the comments and refuses what it cannot retype.
+    """
     found = []
     for stmt in transformer.body:
         if not isinstance(stmt, cst.FunctionDef) or not stmt.name.value.startswith("bias_dropout_add"):
             continue
         params = [p.name.value for p in stmt.params.params]
-        if "bias" not in params or not stmt.body.body:
+        if "bias" not in params or not isinstance(stmt.body, cst.IndentedBlock) or not stmt.body.body:
             continue
         index = params.index("bias")
-        for line in stmt.body.body[0].leading_lines:
-            comment = line.comment.value if line.comment else ""
-            if comment.startswith("# type:"):
-                types = [t.strip() for t in comment.partition("(")[2].partition(")")[0].split(",")]
-                if index < len(types) and types[index] == "Tensor":
-                    found.append(stmt.name.value)
+        annotation = stmt.params.params[index].annotation
+        comments = [stmt.body.header.comment] + [line.comment for s in stmt.body.body for line in s.leading_lines]
+        types = next((c.value for c in comments if c is not None and c.value.startswith("# type:")
+                      and "ignore" not in c.value), None)
+        if annotation is not None:
+            optional = "Optional" in code(annotation.annotation)
+        elif types is not None:
+            parts = [t.strip() for t in types.partition("(")[2].partition(")")[0].split(",")]
+            optional = index < len(parts) and parts[index].startswith("Optional")
+        else:
+            optional = False
+        if not optional:
+            found.append(stmt.name.value)
     return tuple(found)
 
 

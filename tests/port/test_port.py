@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from porter.cli import app
 from porter.smoke import environment
-from tests.port.conftest import checksums, copy_sample_tree
+from tests.conftest import copy_sample_tree
+from tests.port.conftest import checksums
 
 WORKER = Path(__file__).with_name("llama_worker.py")
 TINY = ["--num-layers", "2", "--hidden-size", "64", "--num-attention-heads", "4", "--seq-length", "16",

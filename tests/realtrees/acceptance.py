@@ -11,7 +11,9 @@ DeepSpeed problems, unrelated to LLaMA; with the stand-ins of standins/):
      the LLaMA defaults and applies them (the tree's checks included);
   5. every changed or created module imports;
   6. for the trees that can run on CPU: `porter smoke llama` trains the generated LLaMA for
-     20 steps with DeepSpeed's pipeline engine and the loss falls.
+     20 steps with DeepSpeed's pipeline engine and the loss falls;
+  7. and `porter verify llama` finds the generated models' logits equal to HF transformers'
+     LlamaForCausalLM's within 1e-5 (issue 7).
 
 Run it on a folder of trees: `python -m tests.realtrees.acceptance /work/trees` (prints a
 table); tests/realtrees/test_real_trees.py runs it under pytest when PORTER_REAL_TREES is set.
@@ -51,23 +53,28 @@ class Acceptance:
     trains: bool | None = None  # None: not attempted (the tree cannot run here)
     first: float | None = None
     last: float | None = None
+    verifies: bool | None = None  # `porter verify`: HF parity of the generated models (None: not attempted)
+    max_logit_diff: dict[str, float] = field(default_factory=dict)  # class -> max |logit - HF|
     notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return all((self.apply, self.idempotent, self.compiles, self.args, self.imports)) and self.trains is not False
+        return all((self.apply, self.idempotent, self.compiles, self.args, self.imports)) and \
+            self.trains is not False and self.verifies is not False
 
     def row(self) -> str:
         def mark(value):
             return "n/a" if value is None else ("yes" if value else "NO")
 
         loss = f"{self.first:.3f} → {self.last:.3f}" if self.first is not None else "—"
+        diffs = ", ".join(f"{k} {v:.2g}" for k, v in self.max_logit_diff.items()) or "—"
         cells = [self.label, mark(self.apply), mark(self.idempotent), mark(self.compiles), mark(self.args),
-                 mark(self.imports), mark(self.trains), loss]
+                 mark(self.imports), mark(self.trains), loss, mark(self.verifies), diffs]
         return "| " + " | ".join(cells) + " |"
 
 
-HEADER = "| tree | apply | idempotent | compiles | args | imports | trains | first5 → last5 loss |\n|---|---|---|---|---|---|---|---|"
+HEADER = ("| tree | apply | idempotent | compiles | args | imports | trains | first5 → last5 loss | verify | "
+          "max logit diff |\n|---|---|---|---|---|---|---|---|---|---|")
 
 
 def environment(label: str) -> dict[str, str]:
@@ -221,7 +228,43 @@ def run_acceptance(label: str, source: Path, scratch: Path, train: bool | None =
             result.first, result.last = smoke.first, smoke.last
         if not smoke.passed:
             result.notes.append("smoke: " + smoke.log[-3000:])
+        check_parity(label, copy, scratch, env, result)
     return result
+
+
+# Which generated classes `porter verify` checks per tree. microsoft HEAD's LLaMAModelPipe is
+# its GPTModelPipe, whose layer specs start with a float16 cast and end with LMHeadPipe:
+# porter's weight layout has the positions of its own template only.
+VERIFY_KINDS = {"ms-head": ("model",)}
+
+
+def check_parity(label: str, copy: Path, scratch: Path, env: dict[str, str], result: Acceptance) -> None:
+    """`porter verify` (HF parity, TP=1): the workers run in the tree with the stand-ins; HF here."""
+    from porter.errors import PorterError
+    from porter.spec import load_spec
+    from porter.verify.parity import VerifyOptions, verify
+
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "PORTER_STANDINS")}
+    os.environ.update(PYTHONPATH=env["PYTHONPATH"], PORTER_STANDINS=env["PORTER_STANDINS"])
+    try:
+        outcome = verify(load_spec(SPEC), copy, scratch / f"{label}-verify",
+                         VerifyOptions(kinds=VERIFY_KINDS.get(label, ("model", "pipe"))))
+    except PorterError as exc:
+        result.verifies = False
+        result.notes.append(f"verify: {exc}")
+        return
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    result.verifies = outcome.passed
+    result.max_logit_diff = {r.model_class: r.max_logit_diff for r in outcome.results}
+    if not outcome.passed:
+        from porter.verify.parity import describe
+
+        result.notes.append("verify: " + describe(outcome))
 
 
 def main(argv: list[str]) -> int:

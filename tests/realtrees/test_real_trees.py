@@ -36,5 +36,7 @@ def test_llama_port_of_a_real_tree(label, tmp_path):
     if label in TRAINS:
         assert result.trains, notes
         assert result.last < result.first
+        assert result.verifies, notes
+        assert all(diff <= 1e-5 for diff in result.max_logit_diff.values()), result.max_logit_diff
     else:
         assert result.trains is None

@@ -1,0 +1,247 @@
+"""Where each LLaMA weight lives in a ported tree: read from the tree's source and the spec.
+
+A `WeightLayout` is plain data: the attribute names of the modules that hold weights (they
+differ between trees: `attention` or `self_attention`, ...), the keys of the nested dict the
+tree's `state_dict_for_save_checkpoint` writes, the order of the layer specs of the
+generated `<Prefix>ModelPipe`, and the facts the spec and the port fix:
+
+- fused QKV: the attention's `query_key_value` output is laid out per head, [np, 3, hn]
+  (head i holds its q, k and v back to back), so a row split keeps whole heads on a rank;
+- fused gate+up: on every tensor-parallel rank the first half of `dense_h_to_4h`'s output
+  is the gate and the second half the up projection (porter's swiglu.py); the full weight
+  is therefore [gate_0; up_0; gate_1; up_1; ...] when the ranks' shards are stacked;
+- the untied head, vocabulary padding to a multiple of make_vocab_size_divisible_by x TP,
+  bias or none.
+
+`read_layout(profile, spec)` finds the names by structure (libcst), like every detector, and
+refuses with a PorterError naming the file and construct when the tree has another shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import libcst as cst
+import libcst.matchers as m
+
+from porter.edits.base import code, dotted
+from porter.errors import PorterError
+from porter.profile import LANGUAGE_MODEL, TRANSFORMER, TreeProfile
+from porter.spec import Spec
+
+# The layer specs of the generated <Prefix>ModelPipe (templates/model.py.j2), in order:
+# embedding, a transpose, the transformer layers, a transpose, the final norm, the head.
+PIPE_EMBEDDING = 0
+PIPE_FIRST_LAYER = 2
+
+
+@dataclass(frozen=True)
+class WeightLayout:
+    # ParallelTransformerLayer
+    input_norm: str = "input_layernorm"
+    attention: str = "attention"
+    post_attention_norm: str = "post_attention_layernorm"
+    mlp: str = "mlp"
+    # ParallelAttention / ParallelMLP
+    qkv: str = "query_key_value"
+    dense: str = "dense"
+    fc1: str = "dense_h_to_4h"
+    fc2: str = "dense_4h_to_h"
+    rotary: str = "rotary_emb"
+    # ParallelTransformer
+    layers: str = "layers"
+    final_norm: str = "final_layernorm"
+    # language model and its checkpoint keys
+    embedding: str = "embedding"
+    encoder: str = "encoder"
+    word_embeddings: str = "word_embeddings"
+    language_model_key: str = "language_model"
+    embedding_key: str = "embedding"
+    encoder_key: str = "encoder"
+    word_embeddings_key: str = "word_embeddings"
+    # the untied head: its module in the plain model, the keys down to its weight in the nested
+    # checkpoint dict, and its pipe layer's state_dict key. porter's template: LLaMAModel's
+    # `output_layer` wraps a linear `output_layer`; trees whose language model holds the head
+    # (microsoft HEAD) keep it at language_model.output_layer.
+    head_module: str = "output_layer"
+    head_keys: tuple[str, ...] = ("output_layer", "output_layer.weight")
+    head_pipe_key: str = "output_layer.weight"
+    # what the spec and the port fix
+    qkv_order: str = "per_head"  # [np, 3, hn]
+    gate_first: bool = True
+    tied: bool = False
+    bias: bool = False
+    make_vocab_size_divisible_by: int = 128
+
+    def padded_vocab(self, vocab_size: int, tensor_parallel: int) -> int:
+        """The tree's vocabulary padding: up to a multiple of divisible_by x TP."""
+        multiple = self.make_vocab_size_divisible_by * tensor_parallel
+        return -(-vocab_size // multiple) * multiple
+
+    def pipe_final_norm(self, num_layers: int) -> int:
+        return PIPE_FIRST_LAYER + num_layers + 1
+
+    def pipe_output_layer(self, num_layers: int) -> int:
+        return PIPE_FIRST_LAYER + num_layers + 2
+
+    def as_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> WeightLayout:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def _class(module: cst.Module, name: str, path: str) -> cst.ClassDef:
+    for stmt in module.body:
+        if isinstance(stmt, cst.ClassDef) and stmt.name.value == name:
+            return stmt
+    raise PorterError(
+        f"{path} has no class {name}",
+        file=path,
+        construct=f"class {name}",
+        found="classes: " + ", ".join(s.name.value for s in module.body if isinstance(s, cst.ClassDef)),
+        fix="verify and convert read weight names from the tree's model classes; port the tree first",
+    )
+
+
+def _method(cls: cst.ClassDef, name: str) -> cst.FunctionDef | None:
+    return next((s for s in cls.body.body if isinstance(s, cst.FunctionDef) and s.name.value == name), None)
+
+
+def _self_assignments(node: cst.CSTNode) -> list[tuple[str, cst.BaseExpression]]:
+    """(attr, value) of every `self.attr = value` inside node, in source order."""
+    out = []
+    for assign in m.findall(node, m.Assign(targets=[m.AssignTarget(target=m.Attribute(value=m.Name("self")))])):
+        out.append((assign.targets[0].target.attr.value, assign.value))
+    return out
+
+
+def _called(value: cst.BaseExpression) -> str:
+    """'ColumnParallelLinear' for `mpu.ColumnParallelLinear(...)` / `tensor_parallel.X(...)`."""
+    if isinstance(value, cst.Call):
+        name = dotted(value.func) or ""
+        return name.rsplit(".", 1)[-1]
+    return ""
+
+
+def _attrs_calling(node: cst.CSTNode, predicate) -> list[str]:
+    return [attr for attr, value in _self_assignments(node) if predicate(_called(value))]
+
+
+def _string_keys(node: cst.CSTNode) -> dict[str, str]:
+    """self._x_key = 'value' assignments: {'_x_key': 'value'}."""
+    keys = {}
+    for attr, value in _self_assignments(node):
+        if attr.endswith("_key") and isinstance(value, cst.SimpleString):
+            keys[attr] = value.evaluated_value
+    return keys
+
+
+def _first(found: list[str], path: str, construct: str, what: str) -> str:
+    if not found:
+        raise PorterError(
+            f"cannot find {what} in {path}",
+            file=path,
+            construct=construct,
+            found="no such assignment",
+            fix="this tree names its modules in a way porter's weight layout does not know; report the variant",
+        )
+    return found[0]
+
+
+def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
+    """The weight layout of the ported tree `profile` describes, for `spec`'s model."""
+    tree = profile.tree
+    transformer = tree.file(TRANSFORMER).module
+    layer = _class(transformer, "ParallelTransformerLayer", TRANSFORMER)
+    attention_cls = _class(transformer, "ParallelAttention", TRANSFORMER)
+    mlp_cls = _class(transformer, "ParallelMLP", TRANSFORMER)
+    stack = _class(transformer, "ParallelTransformer", TRANSFORMER)
+
+    # (a tree may assign one norm in several branches: LayerNorm or RMSNorm)
+    norms = list(dict.fromkeys(a for a in _attrs_calling(layer, lambda c: c.endswith("Norm") or c == "norm_class")
+                               if "inter" not in a))
+    if len(norms) < 2:
+        raise PorterError(
+            "cannot find the two norms of ParallelTransformerLayer",
+            file=TRANSFORMER, construct="self.<input norm> = <Norm>(...) and self.<post-attention norm> = <Norm>(...)",
+            found=f"norm assignments: {norms}", fix="report the variant",
+        )
+    attention = _first(_attrs_calling(layer, lambda c: c == "ParallelAttention"), TRANSFORMER,
+                       "ParallelTransformerLayer.__init__: self.<name> = ParallelAttention(...)", "the attention")
+    mlp = _first(_attrs_calling(layer, lambda c: c in ("ParallelMLP", "MoE")), TRANSFORMER,
+                 "ParallelTransformerLayer.__init__: self.<name> = ParallelMLP(...)", "the MLP")
+    init = _method(attention_cls, "__init__") or attention_cls
+    qkv = _first(_attrs_calling(init, lambda c: c == "ColumnParallelLinear"), TRANSFORMER,
+                 "ParallelAttention.__init__: self.<name> = ColumnParallelLinear(...)", "the fused QKV projection")
+    dense = _first(_attrs_calling(init, lambda c: c == "RowParallelLinear"), TRANSFORMER,
+                   "ParallelAttention.__init__: self.<name> = RowParallelLinear(...)", "the attention output projection")
+    fc1 = _first(_attrs_calling(mlp_cls, lambda c: c == "ColumnParallelLinear"), TRANSFORMER,
+                 "ParallelMLP.__init__: self.<name> = ColumnParallelLinear(...)", "the MLP input projection")
+    fc2 = _first(_attrs_calling(mlp_cls, lambda c: c == "RowParallelLinear"), TRANSFORMER,
+                 "ParallelMLP.__init__: self.<name> = RowParallelLinear(...)", "the MLP output projection")
+    rotary = next(iter(_attrs_calling(attention_cls, lambda c: c == "RotaryEmbedding")), "rotary_emb")
+    layers = _first(_attrs_calling(stack, lambda c: c == "ModuleList"), TRANSFORMER,
+                    "ParallelTransformer.__init__: self.<name> = torch.nn.ModuleList(...)", "the layer list")
+    final = [a for a in _attrs_calling(stack, lambda c: c.endswith("Norm") or c == "norm_class")]
+    if spec.final_norm and not final:
+        raise PorterError(
+            "cannot find the final norm of ParallelTransformer", file=TRANSFORMER,
+            construct="ParallelTransformer.__init__: self.<final norm> = <Norm>(...)", found="none",
+            fix="report the variant",
+        )
+    # Per head [np, 3, hn]; microsoft HEAD groups it as [ng, np/ng + 2, hn], the same layout
+    # when every head has its own key and value (ng = np, the LLaMA spec's multi-head attention).
+    attention_code = code(attention_cls)
+    if "3 * self.hidden_size_per_attention_head" not in attention_code and \
+            "self.num_key_value_groups + 2" not in attention_code:
+        raise PorterError(
+            "the fused QKV layout of this tree is not the per-head [np, 3, hn] layout porter converts",
+            file=TRANSFORMER,
+            construct="ParallelAttention: mixed_x_layer.view(..., np, 3 * hn) and a split in q, k, v",
+            found="another QKV layout (grouped-query attention?)",
+            fix="convert this tree's weights by hand; porter supports the per-head layout of multi-head attention",
+        )
+
+    lm = tree.file(LANGUAGE_MODEL).module
+    keys: dict[str, str] = {}
+    for cls_name in ("Embedding", "TransformerLanguageModel"):
+        keys.update(_string_keys(_class(lm, cls_name, LANGUAGE_MODEL)))
+    embedding_cls = _class(lm, "Embedding", LANGUAGE_MODEL)
+    word = _first(_attrs_calling(embedding_cls, lambda c: c == "VocabParallelEmbedding"), LANGUAGE_MODEL,
+                  "Embedding.__init__: self.<name> = VocabParallelEmbedding(...)", "the word embeddings")
+    lm_cls = _class(lm, "TransformerLanguageModel", LANGUAGE_MODEL)
+    embedding = _first(_attrs_calling(lm_cls, lambda c: c == "Embedding"), LANGUAGE_MODEL,
+                       "TransformerLanguageModel.__init__: self.<name> = Embedding(...)", "the embedding")
+    encoder = _first(_attrs_calling(lm_cls, lambda c: c == "ParallelTransformer"), LANGUAGE_MODEL,
+                     "TransformerLanguageModel.__init__: self.<name> = ParallelTransformer(...)", "the encoder")
+    lm_key = "language_model"
+    for assign in m.findall(lm, m.Assign(targets=[m.AssignTarget(target=m.Name("language_model_key"))])):
+        if isinstance(assign.value, cst.SimpleString):
+            lm_key = assign.value.evaluated_value
+    head = {}
+    if "output_layer" in _attrs_calling(lm_cls, lambda c: c == "ColumnParallelLinear") and not spec.tied_embeddings:
+        key = keys.get("_output_layer_key", "output_layer")
+        head = {"head_module": f"{lm_key}.output_layer", "head_keys": (lm_key, key, "weight")}
+
+    divisible = profile.arguments.by_dest("make_vocab_size_divisible_by")
+    try:
+        divisible_by = int(divisible.default) if divisible and divisible.default else 128
+    except ValueError:
+        divisible_by = 128
+
+    return WeightLayout(
+        input_norm=norms[0], attention=attention, post_attention_norm=norms[1], mlp=mlp,
+        qkv=qkv, dense=dense, fc1=fc1, fc2=fc2, rotary=rotary,
+        layers=layers, final_norm=final[0] if final else "",
+        embedding=embedding, encoder=encoder, word_embeddings=word,
+        language_model_key=lm_key,
+        embedding_key=keys.get("_embedding_key", embedding),
+        encoder_key=keys.get("_encoder_key", encoder),
+        word_embeddings_key=keys.get("_word_embeddings_key", word),
+        tied=spec.tied_embeddings,
+        bias=spec.bias,
+        make_vocab_size_divisible_by=divisible_by,
+        **head,
+    )

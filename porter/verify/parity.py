@@ -1,0 +1,342 @@
+"""`porter verify`: the generated model against HF transformers' LLaMA, logit for logit.
+
+1. The reference: a tiny random LlamaForCausalLM matching the spec (reference.py), run on a
+   random token batch with hooks on every module (probes.capture_hf); saved as an HF
+   directory, as a user's model would be.
+2. `porter convert`'s own code turns that directory into the tree's checkpoints, one for the
+   pipeline engine (LLaMAModelPipe) and one for the plain engine (LLaMAModel), sharded for
+   the requested tensor- and pipeline-parallel sizes.
+3. Workers inside the tree (worker.py; torch.distributed.run when TP x PP > 1) build the
+   generated models with the tree's own machinery, load the checkpoints with the tree's own
+   loader and run the batch, recording every probe.
+4. Here: logits and loss compared; pass when max |logit difference| <= tolerance and the
+   argmax is identical everywhere. Every probe is compared too; on failure the report names
+   the first module whose output diverges, and by how much.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from porter.errors import PorterError
+from porter.profile import build_profile
+from porter.source import SourceTree
+from porter.spec import Spec
+from porter.verify import convert
+from porter.verify.layout import read_layout
+from porter.verify.probes import capture_hf, combine, orient, pipe_module, probe_plan
+from porter.verify.reference import TinyConfig, random_llama, token_batch
+from porter.verify.tree_run import (
+    RunShape,
+    entry_points,
+    max_positions_allowed,
+    run_in_tree,
+    tokenizer_argv,
+    tree_job,
+)
+
+TOLERANCE = 1e-5
+# A probe "diverges" when its difference exceeds this, relative to max(1, its magnitude):
+# float32 reorderings stay near 1e-6; a wrong port is off by 1e-2 or more.
+PROBE_TOLERANCE = 1e-5
+
+
+@dataclass
+class VerifyOptions:
+    tiny: TinyConfig = field(default_factory=TinyConfig)
+    tensor_parallel: int = 1
+    pipeline_parallel: int | None = None  # None: 1, or the checkpoint's
+    kinds: tuple[str, ...] = ("model", "pipe")
+    tolerance: float = TOLERANCE
+    timeout: float = 600.0
+    checkpoint: Path | None = None  # verify this checkpoint of the tree instead of a random model
+
+
+@dataclass
+class ProbeResult:
+    name: str  # the module's path in the plain model
+    what: str
+    max_diff: float
+    scale: float
+    pipe_name: str | None = None  # its path in the pipe model, for the pipe model's results
+
+    @property
+    def diverges(self) -> bool:
+        return not self.max_diff <= PROBE_TOLERANCE * max(1.0, self.scale)
+
+    def as_dict(self) -> dict:
+        out = {"module": self.name, "what": self.what, "max_abs_diff": self.max_diff, "max_abs_reference": self.scale}
+        if self.pipe_name is not None:
+            out["pipe_module"] = self.pipe_name
+        return out
+
+
+@dataclass
+class KindResult:
+    kind: str  # "model" (LLaMAModel) or "pipe" (LLaMAModelPipe)
+    model_class: str
+    tensor_parallel: int
+    pipeline_parallel: int
+    max_logit_diff: float
+    argmax_equal: bool
+    loss: float
+    reference_loss: float
+    max_token_loss_diff: float | None
+    loaded_by: str
+    structure: list[dict]
+    probes: list[ProbeResult]
+    tolerance: float
+    logits: torch.Tensor | None = field(default=None, repr=False)  # [b, s, vocab], the ranks joined
+
+    @property
+    def first_divergence(self) -> ProbeResult | None:
+        return next((p for p in self.probes if p.diverges), None)
+
+    @property
+    def passed(self) -> bool:
+        return (not self.structure and self.max_logit_diff <= self.tolerance and self.argmax_equal
+                and abs(self.loss - self.reference_loss) <= self.tolerance)
+
+    def as_dict(self) -> dict:
+        first = self.first_divergence
+        return {
+            "kind": self.kind, "class": self.model_class, "passed": self.passed,
+            "tensor_parallel": self.tensor_parallel, "pipeline_parallel": self.pipeline_parallel,
+            "max_abs_logit_diff": self.max_logit_diff, "argmax_equal": self.argmax_equal,
+            "loss": self.loss, "reference_loss": self.reference_loss,
+            "max_abs_token_loss_diff": self.max_token_loss_diff,
+            "loaded_by": self.loaded_by, "structure": self.structure,
+            "first_divergence": first.as_dict() if first else None,
+            "probes": [p.as_dict() for p in self.probes],
+        }
+
+
+@dataclass
+class VerifyResult:
+    spec: str
+    target: str
+    config: dict
+    results: list[KindResult]
+    workdir: str
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and all(r.passed for r in self.results)
+
+    def as_dict(self) -> dict:
+        return {"passed": self.passed, "spec": self.spec, "target": self.target, "config": self.config,
+                "results": [r.as_dict() for r in self.results], "workdir": self.workdir,
+                "seconds": round(self.seconds, 2)}
+
+
+# -- the comparison -------------------------------------------------------------------------------
+
+
+def _collect(out: Path, kind: str) -> list[dict]:
+    records = [torch.load(p, map_location="cpu", weights_only=False) for p in sorted(out.glob(f"{kind}-rank*.pt"))]
+    if not records:
+        raise PorterError(f"the worker wrote no results for {kind}", file=str(out), fix="see the worker log")
+    return records
+
+
+def _assemble(records: list[dict], name: str, probe, batch_size: int) -> torch.Tensor | None:
+    """One probe's value from every rank that saw it: the TP ranks of one pipeline stage."""
+    holders = [r for r in records if name in r["probes"]]
+    if not holders:
+        return None
+    stage = min(r["pp_rank"] for r in holders)
+    ranks = sorted((r for r in holders if r["pp_rank"] == stage), key=lambda r: r["tp_rank"])
+    return combine(probe, [orient(probe, r["probes"][name], batch_size) for r in ranks])
+
+
+def compare(kind: str, records: list[dict], probes, ref_logits, captures, labels, vocab: int,
+            tolerance: float, model_class: str) -> KindResult:
+    results = []
+    num_layers = 1 + max((p.layer for p in probes), default=-1)
+    for probe in probes:
+        mine = _assemble(records, probe.name, probe, labels.shape[0])
+        if mine is None:
+            continue
+        theirs = probe.hf(captures).float()
+        if probe.site == "output":
+            mine = mine[..., :vocab]
+        pipe_name = pipe_module(probe, num_layers) if kind == "pipe" else None
+        if mine.shape != theirs.shape:
+            results.append(ProbeResult(probe.name, f"{probe.what} (shape {tuple(mine.shape)} vs HF "
+                                                   f"{tuple(theirs.shape)})", float("inf"), 0.0, pipe_name))
+            continue
+        results.append(ProbeResult(probe.name, probe.what, (mine - theirs).abs().max().item(),
+                                   theirs.abs().max().item(), pipe_name))
+    head = next(p for p in probes if p.site == "output")
+    logits = _assemble(records, head.name, head, labels.shape[0])
+    if logits is None:
+        raise PorterError(f"no logits from the tree's {model_class}", construct=f"its module {head.name}",
+                          found="no output of that module was seen during the forward pass",
+                          fix="does the generated model still end with its output layer?")
+    padded = logits.shape[-1]
+    logits = logits[..., :vocab]
+    if logits.shape != ref_logits.shape:
+        max_diff, argmax_equal = float("inf"), False
+    else:
+        max_diff = (logits - ref_logits).abs().max().item()
+        argmax_equal = bool(torch.equal(logits.argmax(-1), ref_logits.argmax(-1)))
+    # The tree's loss runs over its padded vocabulary: the padding rows are zero, so their logits are 0.
+    padded_ref = torch.cat((ref_logits, ref_logits.new_zeros(*ref_logits.shape[:-1], padded - vocab)), dim=-1)
+    ref_tokens = F.cross_entropy(padded_ref.reshape(-1, padded), labels.reshape(-1), reduction="none")
+    ref_tokens = ref_tokens.view_as(labels)
+    last = max(records, key=lambda r: (r["pp_rank"], -r["tp_rank"]))
+    token_diff = None
+    if "per_token_loss" in last:
+        mine_tokens = last["per_token_loss"]
+        token_diff = (mine_tokens - ref_tokens).abs().max().item()
+        loss = mine_tokens.mean().item()
+    else:
+        loss = last.get("loss") if last.get("loss") is not None else float("nan")
+    structure = [p for r in records for p in r.get("structure", [])]
+    unique = {json.dumps(p, sort_keys=True): p for p in structure}
+    return KindResult(
+        kind=kind, model_class=model_class, tensor_parallel=records[0]["tp"], pipeline_parallel=records[0]["pp"],
+        max_logit_diff=max_diff, argmax_equal=argmax_equal, loss=loss, reference_loss=ref_tokens.mean().item(),
+        max_token_loss_diff=token_diff, loaded_by=records[0].get("loaded_by", ""),
+        structure=list(unique.values()), probes=results, tolerance=tolerance, logits=logits,
+    )
+
+
+# -- the whole check --------------------------------------------------------------------------------
+
+
+def _reference_from_checkpoint(checkpoint: Path, layout, tiny: TinyConfig, workdir: Path):
+    """The HF reference converted from a checkpoint of the tree (the tree's padding rows kept)."""
+    from transformers import LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    weights = convert.read_checkpoint(checkpoint, layout)
+    weights.shape.vocab_size = weights.embedding.shape[0]  # keep every row: the losses stay comparable
+    shape = weights.shape
+    hf_dir = workdir / "hf"
+    config = convert.hf_config(shape, layout, torch.float32, weights.extra.get("hf_config"))
+    convert.write_hf(hf_dir, config, convert.megatron_to_hf(weights, layout))
+    reference = LlamaForCausalLM.from_pretrained(str(hf_dir), attn_implementation="eager").float().eval()
+    tiny = TinyConfig(num_layers=shape.num_layers, hidden_size=shape.hidden_size,
+                      num_attention_heads=shape.num_attention_heads, vocab_size=shape.vocab_size,
+                      seq_length=min(tiny.seq_length, shape.max_position_embeddings), batch_size=tiny.batch_size,
+                      weight_std=tiny.weight_std, seed=tiny.seed)
+    return reference, tiny, weights
+
+
+def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | None = None) -> VerifyResult:
+    """Run the parity check of spec's port in the tree at target; files go to workdir.
+
+    With options.checkpoint, the reference is that checkpoint converted to HF (megatron-to-hf)
+    and the tree loads the checkpoint itself: this proves a trained checkpoint's conversion.
+    """
+    options = options or VerifyOptions()
+    tiny = options.tiny
+    start = time.monotonic()
+    tree = SourceTree.open(target)
+    entry_points(tree, spec)  # refuses a tree that is not ported, before any work
+    profile = build_profile(tree)
+    layout = read_layout(profile, spec)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    tp, pp = options.tensor_parallel, options.pipeline_parallel or 1
+    argv_extra: list[str] = []
+
+    if options.checkpoint is not None:
+        reference, tiny, weights = _reference_from_checkpoint(Path(options.checkpoint), layout, tiny, workdir)
+        kinds = ("pipe",) if weights.extra["pipe"] else ("model",)
+        tp = weights.extra["tensor_parallel"]
+        pp = options.pipeline_parallel or weights.extra["pipeline_parallel"]
+        # what the tree's load_checkpoint compares with the checkpoint's args
+        argv_extra = ["--ffn-hidden-size", str(weights.shape.ffn_hidden_size)]
+        if max_positions_allowed(spec, profile):
+            argv_extra += ["--max-position-embeddings", str(weights.shape.max_position_embeddings)]
+        checkpoints = {kinds[0]: str(options.checkpoint)}
+    else:
+        kinds = options.kinds
+        reference = random_llama(spec, tiny)
+    if tiny.num_layers % pp:
+        raise PorterError(f"{tiny.num_layers} layers do not split over {pp} pipeline stages",
+                          construct="--layers divisible by --pp", found=f"--layers {tiny.num_layers} --pp {pp}",
+                          fix="choose a layer count divisible by the pipeline-parallel size")
+    if pp > 1:  # LLaMAModel runs on the plain engine: no pipeline stages
+        kinds = tuple(k for k in kinds if k != "model")
+    if not kinds:
+        raise PorterError("LLaMAModel runs on the plain engine, which has no pipeline stages",
+                          construct="--pp 1 with --models model", found=f"--pp {pp}",
+                          fix="verify the pipe model (--models pipe) for pipeline-parallel sizes > 1")
+
+    tokens, labels = token_batch(tiny)
+    ref_logits, captures = capture_hf(reference, tokens)
+
+    if options.checkpoint is None:
+        # The user's path: an HF directory, converted by porter convert's own code.
+        hf_dir = workdir / "hf"
+        convert.write_hf(hf_dir, reference.config.to_dict(), reference.state_dict())
+        config, state = convert.read_hf(hf_dir)
+        weights = convert.hf_to_megatron(state, config, layout, tensor_parallel=tp)
+        checkpoints = {}
+        for kind in kinds:
+            path = workdir / f"megatron-{kind}-tp{tp}-pp{pp}"
+            convert.write_checkpoint(weights, layout, path, tp=tp, pp=pp, pipe=kind == "pipe",
+                                     feature_args=convert.feature_args(profile, spec), hf_base=config)
+            checkpoints[kind] = str(path)
+
+    out = workdir / "out"
+    out.mkdir(exist_ok=True)
+    for stale in out.glob("*"):
+        stale.unlink()
+    shape = RunShape(tiny.num_layers, tiny.hidden_size, tiny.num_attention_heads, tiny.seq_length,
+                     tiny.batch_size, tiny.seed)
+    job = {
+        "tree": tree_job(spec, tree, profile, shape, tiny.vocab_size, tp, pp,
+                         argv_extra + tokenizer_argv(spec, profile, workdir)),
+        "stamp_args": options.checkpoint is None,
+        "kinds": list(kinds), "checkpoints": checkpoints, "out": str(out), "layout": layout.as_dict(),
+        "num_layers": tiny.num_layers, "num_heads": tiny.num_attention_heads,
+        "tokens": tokens.tolist(), "labels": labels.tolist(), "weight_std": tiny.weight_std, "seed": tiny.seed,
+    }
+    job_path = workdir / "job.json"
+    job_path.write_text(json.dumps(job, indent=1))
+    run_in_tree(tree.root, "porter.verify.worker", job_path, tp * pp, workdir / "worker.log", options.timeout,
+                what=f"building, loading and running the generated {spec.model_class}")
+
+    probes = probe_plan(layout, tiny.num_layers, tiny.num_attention_heads)
+    results = []
+    for kind in kinds:
+        model_class = spec.model_class + ("Pipe" if kind == "pipe" else "")
+        results.append(compare(kind, _collect(out, kind), probes, ref_logits, captures, labels,
+                               tiny.vocab_size, options.tolerance, model_class))
+    config = {**tiny.as_dict(), "tensor_parallel": tp, "pipeline_parallel": pp,
+              "checkpoint": None if options.checkpoint is None else str(options.checkpoint)}
+    return VerifyResult(spec=spec.name, target=str(target), config=config, results=results,
+                        workdir=str(workdir), seconds=time.monotonic() - start)
+
+
+def describe(result: VerifyResult) -> str:
+    """The report a person reads."""
+    lines = []
+    for r in result.results:
+        verdict = "passed" if r.passed else "FAILED"
+        lines.append(
+            f"{r.model_class} (TP={r.tensor_parallel}, PP={r.pipeline_parallel}): {verdict}: "
+            f"max |logit - HF| = {r.max_logit_diff:.3g} (tolerance {r.tolerance:g}), "
+            f"argmax {'identical' if r.argmax_equal else 'DIFFERS'}, "
+            f"loss {r.loss:.6f} vs HF {r.reference_loss:.6f}"
+        )
+        for problem in r.structure[:8]:
+            lines.append(f"  structure: {problem['tensor']}: {problem['problem']}")
+        first = r.first_divergence
+        if not r.passed and first is not None:
+            where = f" (in {r.model_class}: {first.pipe_name})" if first.pipe_name else ""
+            lines.append(f"  first divergence: {first.name}{where} ({first.what}): "
+                         f"max |diff| = {first.max_diff:.3g} (values up to {first.scale:.3g})")
+    return "\n".join(lines)

@@ -1,0 +1,151 @@
+"""Running porter's modules inside the target tree, from the parent process.
+
+The tree's `megatron` keeps global state and must come first on sys.path, so everything
+that imports it runs in a process of its own: `python -m <porter module> JOB.json` with the
+tree's folder, then porter, on PYTHONPATH (smoke's CPU environment otherwise), under
+torch.distributed.run when it needs several ranks. This module also says what such a
+process passes to the tree: its entry script and extra-args provider, and a command line
+its parser accepts (only the options the tree has).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import porter
+from porter.errors import PorterError
+from porter.profile import TreeProfile
+from porter.smoke import environment
+from porter.source import SourceTree
+from porter.spec import Spec
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """The numbers the tree's command line needs."""
+
+    num_layers: int
+    hidden_size: int
+    num_attention_heads: int
+    seq_length: int
+    batch_size: int = 1
+    seed: int = 1234
+
+
+def entry_points(tree: SourceTree, spec: Spec) -> tuple[str, str | None]:
+    """(script module, its extra-args provider) from the `pretrain(...)` call of spec.script."""
+    import libcst as cst
+    import libcst.matchers as m
+
+    if not tree.exists(spec.script):
+        raise PorterError(
+            f"{spec.script} is missing: the tree is not ported",
+            file=spec.script, construct=f"the entry point the {spec.name} port writes",
+            fix=f"run `porter apply {spec.name} --target {tree.root}` first",
+        )
+    module = tree.file(spec.script).module
+    provider = None
+    for call in m.findall(module, m.Call(func=m.Name("pretrain"))):
+        for arg in call.args:
+            if arg.keyword and arg.keyword.value == "extra_args_provider" and isinstance(arg.value, cst.Name):
+                provider = arg.value.value
+    return spec.script.removesuffix(".py"), provider
+
+
+def max_positions_allowed(spec: Spec, profile: TreeProfile) -> bool:
+    """May porter pass --max-position-embeddings? Not with rotary to a tree that refuses it (Habana's)."""
+    return spec.position_embedding != "rotary" or not profile.arguments.forbids_max_positions
+
+
+def tree_argv(spec: Spec, profile: TreeProfile, shape: RunShape, tp: int, pp: int) -> list[str]:
+    """A command line the tree's parser accepts for this model (only the options it has)."""
+    options = profile.arguments.options
+    positions = ["--max-position-embeddings", str(shape.seq_length)] if max_positions_allowed(spec, profile) else []
+    argv = [
+        "--num-layers", str(shape.num_layers), "--hidden-size", str(shape.hidden_size),
+        "--num-attention-heads", str(shape.num_attention_heads),
+        "--seq-length", str(shape.seq_length), *positions,
+        "--micro-batch-size", str(shape.batch_size), "--global-batch-size", str(shape.batch_size),
+        "--tensor-model-parallel-size", str(tp), "--pipeline-model-parallel-size", str(pp),
+        "--seed", str(shape.seed), "--deepspeed",
+    ]
+    for option, value in (("--distributed-backend", "gloo"), ("--train-iters", "1"), ("--lr", "1e-4"),
+                          ("--hidden-dropout", "0.0"), ("--attention-dropout", "0.0")):
+        if option in options:
+            argv += [option, value]
+    # every fused kernel the tree can switch off (CUDA-only: apex, custom extensions)
+    argv += sorted(o for o in options if o.startswith("--no-") and o.endswith("-fusion"))
+    # Weights only: a converted checkpoint has no optimizer, scheduler or RNG states.
+    weights_only = ["--finetune"] if "--finetune" in options else \
+        ["--no-load-optim", "--no-load-rng", "--no-load-lr-state"]
+    return argv + [flag for flag in weights_only if flag in options]
+
+
+def tokenizer_argv(spec: Spec, profile: TreeProfile, folder: Path) -> list[str]:
+    """`--tokenizer-model <a tiny SentencePiece model>`: some trees build a tokenizer at start-up.
+
+    The model is trained here on porter's own corpus (cached in folder). It only lets the tree
+    start: the model's vocabulary is the job's (see harness.TreeSession.start).
+    """
+    if spec.tokenizer != "sentencepiece" or "--tokenizer-model" not in profile.arguments.options:
+        return []
+    from porter.corpus import train_sentencepiece, write_corpus
+
+    model = Path(folder) / "tokenizer" / "spm.model"
+    if not model.exists():
+        text, _ = write_corpus(model.parent, max_bytes=50_000)
+        train_sentencepiece(text, model.with_suffix(""), vocab_size=256)
+    return ["--tokenizer-model", str(model)]
+
+
+def tree_job(spec: Spec, tree: SourceTree, profile: TreeProfile, shape: RunShape, vocab_size: int,
+             tp: int = 1, pp: int = 1, argv_extra: list[str] | None = None) -> dict:
+    """What harness.TreeJob needs to start the tree's megatron for a model (a plain dict)."""
+    script, provider = entry_points(tree, spec)
+    return {"script_module": script, "extra_args_provider": provider,
+            "argv": tree_argv(spec, profile, shape, tp, pp) + list(argv_extra or []), "vocab_size": vocab_size,
+            "micro_batch_size": shape.batch_size}
+
+
+def worker_env(tree: Path, nproc: int) -> dict[str, str]:
+    """smoke's CPU environment of the tree, with porter on PYTHONPATH right after the tree."""
+    env = environment(tree, nproc)
+    porter_root = str(Path(porter.__file__).resolve().parent.parent)
+    parts = env["PYTHONPATH"].split(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([parts[0], porter_root, *parts[1:]])
+    return env
+
+
+def run_in_tree(tree: Path, module: str, job_path: Path, nproc: int, log: Path, timeout: float,
+                what: str, env: dict[str, str] | None = None) -> None:
+    """`python -m module job_path` in the tree: one process, or nproc under torch.distributed.run.
+
+    Raises a PorterError quoting the traceback (from <job folder>/out/*.error when the module
+    wrote one) when it fails; `what` says what the module does, for that message.
+    """
+    run_env = worker_env(tree, nproc)
+    run_env.update(env or {})
+    if nproc == 1:
+        cmd = [sys.executable, "-m", module, str(job_path)]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+               "--master_addr", "127.0.0.1", "--master_port", run_env["MASTER_PORT"], "-m", module, str(job_path)]
+    try:
+        done = subprocess.run(cmd, cwd=tree, env=run_env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise PorterError(f"{module} ran past {timeout:.0f} s in the tree", construct=" ".join(cmd),
+                          fix="see the log; a distributed run may be waiting on a rank that failed") from exc
+    log.write_text(" ".join(cmd) + "\n\n" + done.stdout + "\n" + done.stderr)
+    if done.returncode != 0:
+        errors = sorted(job_path.parent.glob("out/*.error"))
+        detail = errors[0].read_text().strip().splitlines() if errors else (done.stderr or done.stdout).splitlines()
+        raise PorterError(
+            f"{what} failed inside the tree",
+            file=str(log), construct=f"python -m {module} in {tree}",
+            found="\n    ".join(detail[-12:]),
+            fix="read the traceback above (full log in the file named); fix the port, then run porter again",
+        )

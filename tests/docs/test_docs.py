@@ -1,0 +1,81 @@
+"""Every command shown in the docs runs, and prints what the docs say it prints."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.docs.runner import REPO, Block, blocks, commands, matches, run_page
+
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def setup_commands() -> list[str]:
+    """The README's set-up commands: they make venvs and install, so the doc run skips them
+    (CI runs the second one through .ci/run; tests/docs/test_ci_run.py checks that)."""
+    return [line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("python3 -m venv ")]
+
+
+# Installing porter in a CI workflow (docs/ci.md): machine set-up, not run here.
+CI_INSTALL = 'pip install torch==2.13.0 "${PORTER_SOURCE}[train]"'
+
+
+def test_the_readme_has_its_two_setup_commands():
+    first, second = setup_commands()
+    assert first.endswith(".venv/bin/porter demo")
+    assert second.endswith(".venv/bin/python -m pytest")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_every_command_on_the_page_runs_as_shown(page: Path, tmp_path: Path):
+    ran, failures = run_page(page, tmp_path, excluded={*setup_commands(), CI_INSTALL})
+    assert ran > 0, f"{page.name} shows no command"
+    assert not failures, "\n\n".join(failures)
+
+
+def test_nothing_but_the_setup_commands_is_skipped():
+    shown = [c.command for page in PAGES for b in blocks(page) if "file" not in b.attrs for c in commands(b)]
+    skipped = [c for c in shown if c in {*setup_commands(), CI_INSTALL}]
+    assert sorted(skipped) == sorted([*setup_commands(), CI_INSTALL])
+
+
+def test_transcripts_match_decimals_and_elisions_but_nothing_else():
+    assert matches("loss 6.9551\n...\ndone", "loss 7.1\nstep 2\nstep 3\ndone\n")
+    assert matches("a\n...\nb", "a\nb")
+    assert not matches("loss 6.9551", "loss 6")
+    assert not matches("+50 -2", "+51 -2")
+    assert not matches("a\nb", "a\nb\nc")
+
+
+def test_runner_reads_blocks_commands_statuses_and_files(tmp_path: Path):
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```toml file=x.toml\n[model]\n```\n"
+        "```sh\nporter list   # the specs\nporter diff llama \\\n  --stat   # exit status 1\n```\n"
+        "```console\n$ echo hi; echo \"exit status 1\"\nhi\nexit status 1\n```\n"
+        "```yaml\nsteps:\n  - run: |\n      porter list\n      porter diff llama  # exit status 1\n```\n"
+    )
+    found = blocks(page)
+    assert [b.lang for b in found] == ["toml", "sh", "console", "yaml"]
+    assert found[0].attrs == {"file": "x.toml"}
+    assert [(c.command, c.expected_status) for c in commands(found[1])] == [
+        ("porter list", 0), ("porter diff llama --stat", 1)]
+    (transcript,) = commands(found[2])
+    assert transcript.expected_output == "hi\nexit status 1"
+    assert [(c.command, c.expected_status) for c in commands(found[3])] == [("porter list", 0), ("porter diff llama", 1)]
+    assert isinstance(found[0], Block)
+
+
+def test_the_spec_page_documents_every_field_of_the_schema():
+    from porter.spec import SCHEMA
+
+    text = (REPO / "docs" / "writing-a-spec.md").read_text()
+    rows = {name: gpt for name, _, gpt in re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \| (.*?) \| (.*?) \|", text, flags=re.M)}
+    expected = {f"{section}.{key}" for section, fields in SCHEMA.items() for key in fields}
+    assert set(rows) == expected
+    for name in expected:
+        section, key = name.split(".")
+        base = SCHEMA[section][key].base
+        assert rows[name] in (f"`{base!r}`", f"`{str(base).lower()}`"), f"{name}: GPT's value is {base!r}, the page says {rows[name]}"

@@ -1,0 +1,31 @@
+"""How the tree's per-rank values become one tensor in HF's orientation."""
+
+import torch
+
+from porter.verify.layout import WeightLayout
+from porter.verify.probes import combine, orient, pipe_module, probe_plan
+
+PROBES = {p.name: p for p in probe_plan(WeightLayout(), num_layers=2, num_heads=4)}
+
+
+def test_probes_are_named_by_the_plain_model_and_the_pipe():
+    mlp = PROBES["language_model.encoder.layers.1.mlp"]
+    assert mlp.path == "mlp.dense_4h_to_h" and mlp.take == "input"
+    assert pipe_module(mlp, num_layers=2) == "3.mlp.dense_4h_to_h"
+    assert pipe_module(PROBES["output_layer"], num_layers=2) == "6"
+
+
+def test_orientation_follows_the_batch_dimension():
+    embedding = PROBES["language_model.embedding"]
+    bsh, sbh = torch.randn(2, 32, 8), torch.randn(32, 2, 8)
+    assert orient(embedding, bsh, batch_size=2) is bsh
+    assert torch.equal(orient(embedding, sbh, batch_size=2), sbh.transpose(0, 1))
+    layer = PROBES["language_model.encoder.layers.0"]
+    assert torch.equal(orient(layer, sbh, batch_size=2), sbh.transpose(0, 1))
+
+
+def test_gate_and_up_halves_of_two_ranks_join_gate_first():
+    fc1 = PROBES["language_model.encoder.layers.0.mlp.dense_h_to_4h"]
+    gate, up = torch.arange(8.0).view(1, 1, 8), 100 + torch.arange(8.0).view(1, 1, 8)
+    ranks = [torch.cat((gate[..., :4], up[..., :4]), dim=-1), torch.cat((gate[..., 4:], up[..., 4:]), dim=-1)]
+    assert torch.equal(combine(fc1, ranks), torch.cat((gate, up), dim=-1))
