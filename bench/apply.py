@@ -126,9 +126,13 @@ def stages(spec: str, tree: Path, runs: int) -> dict[str, float]:
     """Median seconds of each stage of `porter diff`, in-process (imports excluded).
 
     profile: reads the tree, parses arguments.py; render: parses the other files, rewrites,
-    prints, compiles; a refused port stops at its refusal.
+    checks each edit's scope, prints, compiles; recheck: porter.port's checks over the
+    result in memory (imports, and the port planned and rendered again: it must change
+    nothing); a refused port stops at its refusal.
     """
+    from porter.checks import check_imports
     from porter.plan import make_plan
+    from porter.port import check_stable
     from porter.profile import build_profile
     from porter.source import SourceTree
     from porter.spec import load_spec
@@ -153,6 +157,10 @@ def stages(spec: str, tree: Path, runs: int) -> dict[str, float]:
             t = lap("plan", t)
             changes = Workspace(source).render(plan)
             t = lap("render", t)
+            ported = source.with_changes({change.path: change.after for change in changes})
+            check_imports(ported, changes)
+            check_stable(loaded, ported)
+            t = lap("recheck", t)
         except PorterError:
             times.setdefault("(refused)", []).append(time.perf_counter() - t)
             continue

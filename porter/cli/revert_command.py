@@ -19,7 +19,7 @@ def revert(
         typer.Option(
             "--keep-edits",
             help="Keep your edits made since the apply where they do not overlap porter's lines "
-            "(three-way merge); refuse where they do.",
+            "(three-way merge); refuse where they do. Example: --keep-edits",
         ),
     ] = False,
     json: Json = False,
