@@ -67,13 +67,31 @@ def _retag(old_lines: list[str], new_lines: list[str], old_tags: list[str | None
     return tags
 
 
-@dataclass
 class _Piece:
-    """One top-level statement of a module being edited: its node, its text, its line tags."""
+    """One top-level statement of a module being edited: its node and, once printed, its text
+    and line tags (a statement no edit replaced is printed only when the file's text is asked
+    for: a file no edit changes is never printed)."""
 
-    node: cst.CSTNode
-    text: str
-    tags: list[str | None]
+    def __init__(self, module: cst.Module, node: cst.CSTNode, tag: str | None) -> None:
+        self.module, self.node, self.tag = module, node, tag
+        self._text: str | None = None
+        self._tags: list[str | None] | None = None
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = self.module.code_for_node(self.node)
+        return self._text
+
+    @property
+    def tags(self) -> list[str | None]:
+        if self._tags is None:
+            self._tags = [self.tag] * len(self.text.splitlines())
+        return self._tags
+
+    @tags.setter
+    def tags(self, tags: list[str | None]) -> None:
+        self._tags = tags
 
 
 class _EditedModule:
@@ -83,16 +101,13 @@ class _EditedModule:
     other statement as the same object, so only the statements an edit replaced are
     printed again and retagged; the rest keep their text and tags. The text is exactly
     `module.code`: the header, each statement, the footer, less a final newline the file
-    does not have.
+    does not have. `changed` says whether any edit replaced a statement.
     """
 
     def __init__(self, module: cst.Module) -> None:
         self.module = module
-        self.pieces = [self._piece(node, None) for node in (*module.header, *module.body, *module.footer)]
-
-    def _piece(self, node: cst.CSTNode, tag: str | None) -> _Piece:
-        text = self.module.code_for_node(node)
-        return _Piece(node, text, [tag] * len(text.splitlines()))
+        self.changed = False
+        self.pieces = [_Piece(module, node, None) for node in (*module.header, *module.body, *module.footer)]
 
     def update(self, module: cst.Module, tag: str) -> None:
         nodes = (*module.header, *module.body, *module.footer)
@@ -103,13 +118,15 @@ class _EditedModule:
             if op == "equal":
                 pieces.extend(old[i1:i2])
                 continue
-            new = [self._piece(node, tag) for node in nodes[j1:j2]]
+            self.changed = True
+            new = [_Piece(module, node, tag) for node in nodes[j1:j2]]
             if op == "replace":  # lines the edit left as they were keep their tags
                 old_lines = [line for p in old[i1:i2] for line in p.text.splitlines()]
                 old_tags = [t for p in old[i1:i2] for t in p.tags]
                 tags = _retag(old_lines, [line for p in new for line in p.text.splitlines()], old_tags, tag)
                 for piece in new:
-                    piece.tags, tags = tags[: len(piece.tags)], tags[len(piece.tags) :]
+                    count = len(piece.tags)
+                    piece.tags, tags = tags[:count], tags[count:]
             pieces.extend(new)
         self.module = module
         self.pieces = pieces
@@ -177,6 +194,8 @@ class Workspace:
                 check_scope(path, module, result, _scope(rewrite), f"{edit.feature}: {edit.name}")
                 module = result
                 edited.update(module, f"{edit.feature}: {edit.name}")
+            if not edited.changed:  # every statement as parsed: the file's own text
+                return None
             text, tags = edited.text, edited.tags
         if before is not None and text == before.text:
             return None
