@@ -21,6 +21,7 @@ from functools import partial
 from typing import Any
 
 from porter.edits import arguments as A
+from porter.edits import attention as Att
 from porter.edits import language_model as L
 from porter.edits import model_files as F
 from porter.edits import transformer as T
@@ -215,6 +216,7 @@ class _Planner:
             self._rotary(checks_func)
         if spec.wants("rmsnorm"):
             self._rmsnorm()
+        self._fused_attention()
         if spec.wants("no_bias"):
             self._no_bias()
         if spec.wants("untied"):
@@ -383,6 +385,18 @@ class _Planner:
                       _rw(F.NoWeightDecayFor, func="_get_params_for_weight_decay_optimization"))
         if own:
             self.create("megatron/model/rmsnorm.py", "rmsnorm", "RMSNorm", "rmsnorm.py.j2")
+
+    def _fused_attention(self) -> None:
+        site = self.profile.attention
+        if site is None:
+            self.reused.append("attention: keeps the tree's unfused attention (no core attention porter can fuse)")
+            return
+        self.edit(TRANSFORMER, "attention", "imports the fused attention",
+                  _rw(InsertImport, source="from megatron.model.fused_attention import fused_attention, fused_attention_applies", after=None))
+        self.edit(TRANSFORMER, "attention", f"{site.cls}.{site.func} calls one fused attention kernel where it computes the same",
+                  _rw(Att.FusedCoreAttention, cls=site.cls, func=site.func, softmax=site.softmax, dropout=site.dropout,
+                      alpha=site.alpha, cache_test=site.cache_test))
+        self.create("megatron/model/fused_attention.py", "attention", "the fused core attention", "fused_attention.py.j2")
 
     def _no_bias(self) -> None:
         self.switch("no_bias")

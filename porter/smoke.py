@@ -138,6 +138,20 @@ def environment(tree: Path, nproc: int = 1) -> dict[str, str]:
     return env
 
 
+def remove_shared_memory(env: dict[str, str]) -> None:
+    """Delete the shared-memory buffers DeepSpeed's CPU backend left behind for a finished run.
+
+    Its shm allreduce creates one buffer per rank in /dev/shm, named after the user, MASTER_ADDR
+    and MASTER_PORT, and never unlinks it (about 66 MB each): without this, a test session of
+    many runs fills the machine's memory.
+    """
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not hasattr(os, "getuid"):
+        return
+    for path in shm.glob(f"deepspeed_allreduce_buffer_{os.getuid()}_{env['MASTER_ADDR']}_{env['MASTER_PORT']}_*"):
+        path.unlink(missing_ok=True)
+
+
 @dataclass
 class Run:
     """One training run: the losses rank 0 logged (by iteration), its output, how it ended."""
@@ -190,6 +204,7 @@ def launch(
                 lines.append(f"porter: killed after {timeout} s\n")
                 break
         returncode = proc.wait()
+    remove_shared_memory(run_env)
     return Run(losses=losses, command=cmd, log="".join(lines), seconds=time.monotonic() - start, returncode=returncode)
 
 

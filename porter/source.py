@@ -176,3 +176,7 @@ class SourceTree:
             p for p in self._overlay if p.startswith(prefix) and "/" not in p[len(prefix):] and p.endswith(suffix)
         }
         return sorted(found)
+
+    def parsed(self) -> list[str]:
+        """The files parsed so far, in the order they were first read."""
+        return [path for path, source in self._files.items() if source is not None and source._module is not None]

@@ -55,35 +55,6 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class Codegen:
-    """`module.code`, regenerating only the top-level statements an edit replaced.
-
-    A rewrite leaves every statement it does not descend into as the same object, so the
-    text of those is kept from the last time (keyed by identity). The result is exactly
-    `module.code` (tests/robustness/test_checks.py compares them).
-    """
-
-    def __init__(self) -> None:
-        self._cache: dict[int, tuple[cst.CSTNode, str]] = {}
-
-    def _of(self, module: cst.Module, node: cst.CSTNode) -> str:
-        hit = self._cache.get(id(node))
-        if hit is not None and hit[0] is node:
-            return hit[1]
-        text = module.code_for_node(node)
-        self._cache[id(node)] = (node, text)
-        return text
-
-    def code(self, module: cst.Module) -> str:
-        parts = [module.code_for_node(h) for h in module.header]
-        parts += [self._of(module, stmt) for stmt in module.body]
-        parts += [module.code_for_node(f) for f in module.footer]
-        text = "".join(parts)
-        if module.has_trailing_newline:
-            return text or module.default_newline
-        return text[: -len(module.default_newline)] if text.endswith(module.default_newline) else text
-
-
 def _retag(old_lines: list[str], new_lines: list[str], old_tags: list[str | None], tag: str) -> list[str | None]:
     """Carry line tags across one edit: unchanged lines keep theirs, new lines get `tag`."""
     tags: list[str | None] = []
@@ -94,6 +65,84 @@ def _retag(old_lines: list[str], new_lines: list[str], old_tags: list[str | None
         else:
             tags.extend([tag] * (j2 - j1))
     return tags
+
+
+class _Piece:
+    """One top-level statement of a module being edited: its node and, once printed, its text
+    and line tags (a statement no edit replaced is printed only when the file's text is asked
+    for: a file no edit changes is never printed)."""
+
+    def __init__(self, module: cst.Module, node: cst.CSTNode, tag: str | None) -> None:
+        self.module, self.node, self.tag = module, node, tag
+        self._text: str | None = None
+        self._tags: list[str | None] | None = None
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = self.module.code_for_node(self.node)
+        return self._text
+
+    @property
+    def tags(self) -> list[str | None]:
+        if self._tags is None:
+            self._tags = [self.tag] * len(self.text.splitlines())
+        return self._tags
+
+    @tags.setter
+    def tags(self, tags: list[str | None]) -> None:
+        self._tags = tags
+
+
+class _EditedModule:
+    """A module's text and per-line provenance, kept up to date edit by edit.
+
+    A rewrite rebuilds only the top-level statement it is anchored on and hands back every
+    other statement as the same object, so only the statements an edit replaced are
+    printed again and retagged; the rest keep their text and tags. The text is exactly
+    `module.code`: the header, each statement, the footer, less a final newline the file
+    does not have. `changed` says whether any edit replaced a statement.
+    """
+
+    def __init__(self, module: cst.Module) -> None:
+        self.module = module
+        self.changed = False
+        self.pieces = [_Piece(module, node, None) for node in (*module.header, *module.body, *module.footer)]
+
+    def update(self, module: cst.Module, tag: str) -> None:
+        nodes = (*module.header, *module.body, *module.footer)
+        old = self.pieces
+        matcher = difflib.SequenceMatcher(a=[id(p.node) for p in old], b=[id(n) for n in nodes], autojunk=False)
+        pieces: list[_Piece] = []
+        for op, i1, i2, j1, j2 in matcher.get_opcodes():
+            if op == "equal":
+                pieces.extend(old[i1:i2])
+                continue
+            self.changed = True
+            new = [_Piece(module, node, tag) for node in nodes[j1:j2]]
+            if op == "replace":  # lines the edit left as they were keep their tags
+                old_lines = [line for p in old[i1:i2] for line in p.text.splitlines()]
+                old_tags = [t for p in old[i1:i2] for t in p.tags]
+                tags = _retag(old_lines, [line for p in new for line in p.text.splitlines()], old_tags, tag)
+                for piece in new:
+                    count = len(piece.tags)
+                    piece.tags, tags = tags[:count], tags[count:]
+            pieces.extend(new)
+        self.module = module
+        self.pieces = pieces
+
+    @property
+    def text(self) -> str:
+        text = "".join(p.text for p in self.pieces)
+        if not text:
+            return self.module.default_newline if self.module.has_trailing_newline else ""
+        if not self.module.has_trailing_newline and text.endswith(self.module.default_newline):
+            text = text[: -len(self.module.default_newline)]
+        return text
+
+    @property
+    def tags(self) -> list[str | None]:
+        return [t for p in self.pieces for t in p.tags]
 
 
 class Workspace:
@@ -138,18 +187,16 @@ class Workspace:
                     fix="this tree lacks a file the port edits; check --target",
                 )
             module = before.module
-            codegen = Codegen()
-            text = codegen.code(module)
-            tags = [None] * len(text.splitlines())
+            edited = _EditedModule(module)
             for edit in edits:
                 rewrite = edit.rewrite()
-                edited = rewrite.apply(module, path)
-                check_scope(path, module, edited, _scope(rewrite), f"{edit.feature}: {edit.name}")
-                module = edited
-                new_text = codegen.code(module)
-                if new_text != text:
-                    tags = _retag(text.splitlines(), new_text.splitlines(), tags, f"{edit.feature}: {edit.name}")
-                    text = new_text
+                result = rewrite.apply(module, path)
+                check_scope(path, module, result, _scope(rewrite), f"{edit.feature}: {edit.name}")
+                module = result
+                edited.update(module, f"{edit.feature}: {edit.name}")
+            if not edited.changed:  # every statement as parsed: the file's own text
+                return None
+            text, tags = edited.text, edited.tags
         if before is not None and text == before.text:
             return None
         after = before.encode(text) if before is not None else text.encode("utf-8")

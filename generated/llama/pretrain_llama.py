@@ -32,6 +32,7 @@ def llama_defaults(parser):
         init_method_std=0.02,
         hidden_dropout=0.0,
         attention_dropout=0.0,
+        bias_dropout_fusion=False,
         weight_decay=0.1,
         adam_beta1=0.9,
         adam_beta2=0.95,

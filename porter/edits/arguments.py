@@ -6,11 +6,12 @@ import libcst as cst
 import libcst.matchers as m
 
 from porter.edits.base import Rewrite, code, contains_code, dotted, statements, with_comment
+from porter.find import findall
 
 
 def _option_of(node: cst.CSTNode) -> str | None:
     """'--foo' for a `*.add_argument('--foo', ...)` call statement, else None."""
-    for call in m.findall(node, m.Call(func=m.Attribute(attr=m.Name("add_argument")))):
+    for call in findall(node, m.Call(func=m.Attribute(attr=m.Name("add_argument")))):
         if call.args and isinstance(call.args[0].value, cst.SimpleString):
             return call.args[0].value.evaluated_value
     return None
@@ -36,7 +37,7 @@ class AddArguments(Rewrite):
     def rewrite_body(self, body):
         group = None
         for stmt in body:
-            for assign in m.findall(stmt, m.Assign(value=m.Call(func=m.Attribute(attr=m.Name("add_argument_group"))))):
+            for assign in findall(stmt, m.Assign(value=m.Call(func=m.Attribute(attr=m.Name("add_argument_group"))))):
                 group = dotted(assign.targets[0].target)
         returns = [i for i, s in enumerate(body) if m.matches(s, m.SimpleStatementLine(body=[m.Return()]))]
         if group is None or not returns:
@@ -81,7 +82,7 @@ class ExtendChoices(Rewrite):
         )
         out = []
         for stmt in body:
-            for call in m.findall(stmt, target):
+            for call in findall(stmt, target):
                 if call.args[0].value.evaluated_value != self.option:
                     continue
                 choices = next((a for a in call.args if a.keyword and a.keyword.value == "choices"), None)
@@ -167,7 +168,7 @@ class FfnHiddenSizeRule(Rewrite):
         out = []
         for stmt in body:
             # The default may sit in a block of its own (`if not args.use_dataset_only:`).
-            for node in m.findall(stmt, m.If(test=test)):
+            for node in findall(stmt, m.If(test=test)):
                 if f"args.{self.dest}" in code(node):
                     self.already_done()
                     continue

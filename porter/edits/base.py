@@ -17,6 +17,7 @@ import libcst as cst
 import libcst.matchers as m
 
 from porter.errors import AnchorError
+from porter.find import findall
 
 _EMPTY = cst.Module(body=[])
 
@@ -68,9 +69,9 @@ def self_attr_target(stmt: cst.BaseStatement) -> str | None:
 def assigned_names(stmt: cst.CSTNode) -> set[str]:
     """Every plain name or self attribute assigned anywhere inside `stmt`."""
     names: set[str] = set()
-    for assign in m.findall(stmt, m.Assign()):
+    for assign in findall(stmt, m.Assign()):
         for target in assign.targets:
-            for node in m.findall(target.target, m.Name() | m.Attribute()):
+            for node in findall(target.target, m.Name() | m.Attribute()):
                 name = dotted(node)
                 if name:
                     names.add(name)
@@ -82,7 +83,7 @@ def assigned_names(stmt: cst.CSTNode) -> set[str]:
 
 def mentions(node: cst.CSTNode, name: str) -> bool:
     """Does `node` use the dotted name (e.g. 'self.position_embeddings') anywhere?"""
-    for found in m.findall(node, m.Name() | m.Attribute()):
+    for found in findall(node, m.Name() | m.Attribute()):
         if dotted(found) == name:
             return True
     return False
@@ -225,7 +226,11 @@ class Rewrite(cst.CSTTransformer):
                 "then run porter again, or port this point by hand",
             )
         self._module = module
-        result = module.visit(self)
+        # Simple statements cannot hold the anchor: they are handed back untouched (the same
+        # objects), which spares their traversal and lets the workspace reprint only what
+        # changed.
+        body = [s if isinstance(s, cst.SimpleStatementLine) else s.visit(self) for s in module.body]
+        result = module.with_changes(body=body)
         if self._hits or self._done:
             return result
         if self.func not in self._functions_seen:
@@ -249,36 +254,51 @@ class Rewrite(cst.CSTTransformer):
         )
 
 
+def _suites(stmt: cst.BaseStatement):
+    """The blocks of a top-level if/elif/else, try/except/else/finally or with (not of defs and classes)."""
+    if isinstance(stmt, cst.If):
+        yield stmt.body
+        if isinstance(stmt.orelse, cst.Else):
+            yield stmt.orelse.body
+        elif stmt.orelse is not None:  # elif
+            yield from _suites(stmt.orelse)
+    elif isinstance(stmt, (cst.Try, cst.TryStar)):
+        yield stmt.body
+        yield from (handler.body for handler in stmt.handlers)
+        yield from (block.body for block in (stmt.orelse, stmt.finalbody) if block is not None)
+    elif isinstance(stmt, cst.With):
+        yield stmt.body
+
+
 def top_level_names(module: cst.Module | Sequence[cst.BaseStatement], assignments: bool = True) -> set[str]:
     """Names a module (or a list of top-level statements) binds at top level: imports (also
-    inside top-level if/try; `*` for a star import), defs, classes and, unless told not to,
+    inside top-level if/try/with; `*` for a star import), defs, classes and, unless told not to,
     plain assignments. Looks at the top level only, never into classes or functions."""
     names: set[str] = set()
+
+    def small(statements) -> None:
+        for node in statements:
+            if isinstance(node, (cst.Import, cst.ImportFrom)):
+                if isinstance(node.names, cst.ImportStar):
+                    names.add("*")
+                    continue
+                for alias in node.names:
+                    target = alias.asname.name if alias.asname else alias.name
+                    names.add(code(target).split(".")[0])
+            elif isinstance(node, cst.Assign) and assignments:
+                names.update(t.target.value for t in node.targets if isinstance(t.target, cst.Name))
 
     def walk(body) -> None:
         for stmt in body:
             if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
                 names.add(stmt.name.value)
             elif isinstance(stmt, cst.SimpleStatementLine):
-                for small in stmt.body:
-                    if isinstance(small, (cst.Import, cst.ImportFrom)):
-                        if isinstance(small.names, cst.ImportStar):
-                            names.add("*")
-                            continue
-                        for alias in small.names:
-                            target = alias.asname.name if alias.asname else alias.name
-                            names.add(code(target).split(".")[0])
-                    elif isinstance(small, cst.Assign) and assignments:
-                        names.update(t.target.value for t in small.targets if isinstance(t.target, cst.Name))
-            elif isinstance(stmt, (cst.If, cst.Try)):
-                walk(stmt.body.body)
-                extra = [stmt.orelse] if isinstance(stmt, cst.If) else [*stmt.handlers, stmt.orelse, stmt.finalbody]
-                for part in extra:
-                    while isinstance(part, cst.If):  # elif chains
-                        walk(part.body.body)
-                        part = part.orelse
-                    if part is not None and hasattr(part, "body"):
-                        walk(part.body.body)
+                small(stmt.body)
+            for suite in _suites(stmt):
+                if isinstance(suite, cst.SimpleStatementSuite):  # `if x: import y`
+                    small(suite.body)
+                else:
+                    walk(suite.body)
 
     walk(module.body if isinstance(module, cst.Module) else module)
     return names
@@ -287,11 +307,11 @@ def top_level_names(module: cst.Module | Sequence[cst.BaseStatement], assignment
 def _loads(stmts: Sequence[cst.CSTNode], name: str) -> bool:
     """Is `name` read as a plain variable (not as an attribute or keyword) in the statements?"""
     for stmt in stmts:
-        names = m.findall(stmt, m.Name(name))
+        names = findall(stmt, m.Name(name))
         if not names:
             continue
-        excluded = {id(a.attr) for a in m.findall(stmt, m.Attribute(attr=m.Name(name)))}
-        excluded |= {id(a.keyword) for a in m.findall(stmt, m.Arg(keyword=m.Name(name)))}
+        excluded = {id(a.attr) for a in findall(stmt, m.Attribute(attr=m.Name(name)))}
+        excluded |= {id(a.keyword) for a in findall(stmt, m.Arg(keyword=m.Name(name)))}
         if any(id(n) not in excluded for n in names):
             return True
     return False
@@ -303,7 +323,7 @@ def _binds(func: cst.FunctionDef, body: Sequence[cst.CSTNode], name: str) -> boo
         return True
     return any(
         isinstance(t.target, cst.Name) and t.target.value == name
-        for stmt in body for assign in m.findall(stmt, m.Assign()) for t in assign.targets
+        for stmt in body for assign in findall(stmt, m.Assign()) for t in assign.targets
     )
 
 
@@ -384,10 +404,10 @@ def unguarded_add(stmt: cst.CSTNode, name: str) -> cst.BinaryOperation | None:
     `x + name if name is not None else x` (Habana's bias-dropout-add).
     """
     guarded = set()
-    for e in m.findall(stmt, m.IfExp(test=m.Comparison(left=m.Name(name)))):
+    for e in findall(stmt, m.IfExp(test=m.Comparison(left=m.Name(name)))):
         guarded.add(id(e.orelse))
         guarded.add(id(e.body))
-    adds = m.findall(stmt, m.BinaryOperation(operator=m.Add(), right=m.Name(name)))
+    adds = findall(stmt, m.BinaryOperation(operator=m.Add(), right=m.Name(name)))
     return next((b for b in adds if id(b) not in guarded), None)
 
 
@@ -427,4 +447,6 @@ class _Indent(cst.CSTTransformer):
 
 def indent_continuations(stmt: cst.BaseStatement, extra: str = "    ") -> cst.BaseStatement:
     """A statement moved one block deeper, with its backslash continuations moved too."""
+    if not any("\\\n" in w.value for w in findall(stmt, m.SimpleWhitespace())):
+        return stmt  # nothing to move: spare the traversal
     return stmt.visit(_Indent(extra))

@@ -14,6 +14,7 @@ from porter.edits.base import (
     statements,
     with_comment,
 )
+from porter.find import findall
 
 POSITIONS = "self.position_embeddings"
 
@@ -99,7 +100,7 @@ class EmbeddingPositionsForward(Rewrite):
         if lookup is None:
             self.missing(f"no call of {POSITIONS} in forward")
             return body
-        local = m.findall(body[lookup], m.Assign(targets=[m.AssignTarget(target=m.Name())]))
+        local = findall(body[lookup], m.Assign(targets=[m.AssignTarget(target=m.Name())]))
         if not local:
             self.missing(f"{POSITIONS}(...) is not assigned to a local name")
             return body
@@ -107,14 +108,14 @@ class EmbeddingPositionsForward(Rewrite):
         total = next(
             (
                 i for i in range(lookup + 1, len(body))
-                if m.findall(body[i], m.Assign(value=m.BinaryOperation(operator=m.Add(), right=m.Name(pos_name))))
+                if findall(body[i], m.Assign(value=m.BinaryOperation(operator=m.Add(), right=m.Name(pos_name))))
             ),
             None,
         )
         if total is None:
             self.missing(f"no `x = words + {pos_name}` after the position lookup")
             return body
-        add = m.findall(body[total], m.Assign(value=m.BinaryOperation(operator=m.Add(), right=m.Name(pos_name))))[0]
+        add = findall(body[total], m.Assign(value=m.BinaryOperation(operator=m.Add(), right=m.Name(pos_name))))[0]
         target = code(add.targets[0].target)
         words = code(add.value.left)
         self.anchored()
@@ -171,7 +172,7 @@ def _uses_positions(stmt: cst.CSTNode) -> bool:
 
 def _bound_names(stmt: cst.CSTNode) -> set[str]:
     names = set()
-    for assign in m.findall(stmt, m.Assign()):
+    for assign in findall(stmt, m.Assign()):
         for target in assign.targets:
             if isinstance(target.target, cst.Name):
                 names.add(target.target.value)
@@ -183,15 +184,15 @@ def _read_before_written(stmts, name: str) -> bool:
     for stmt in stmts:
         if isinstance(stmt, cst.SimpleStatementLine):
             stores = {
-                id(t.target) for a in m.findall(stmt, m.Assign()) for t in a.targets if isinstance(t.target, cst.Name)
+                id(t.target) for a in findall(stmt, m.Assign()) for t in a.targets if isinstance(t.target, cst.Name)
             }
-            if any(n.value == name and id(n) not in stores for n in m.findall(stmt, m.Name())):
+            if any(n.value == name and id(n) not in stores for n in findall(stmt, m.Name())):
                 return True
-            if any(n.value == name for n in m.findall(stmt, m.Name()) if id(n) in stores):
+            if any(n.value == name for n in findall(stmt, m.Name()) if id(n) in stores):
                 return False
             continue
         head = [getattr(stmt, attr) for attr in ("test", "iter", "items") if hasattr(stmt, attr)]
-        if any(n.value == name for node in head for n in m.findall(node, m.Name()) if isinstance(node, cst.CSTNode)):
+        if any(n.value == name for node in head for n in findall(node, m.Name()) if isinstance(node, cst.CSTNode)):
             return True
         blocks = [stmt.body] + [b for b in (getattr(stmt, "orelse", None),) if b is not None]
         for block in blocks:

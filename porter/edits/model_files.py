@@ -7,6 +7,7 @@ import libcst as cst
 import libcst.matchers as m
 
 from porter.edits.base import Rewrite, code, expression, indent_continuations, mentions, replace_each, statements
+from porter.find import findall
 
 
 class PipeNormChoice(Rewrite):
@@ -31,11 +32,11 @@ class PipeNormChoice(Rewrite):
         chosen = m.Call(func=m.Name("LayerSpec"), args=[m.Arg(value=m.IfExp()), m.ZeroOrMore()])
         out = []
         for stmt in body:
-            if m.findall(stmt, chosen):
+            if findall(stmt, chosen):
                 self.already_done()
             stmt, count = replace_each(
                 stmt,
-                lambda s: next(iter(m.findall(s, spec)), None),
+                lambda s: next(iter(findall(s, spec)), None),
                 lambda call: call.with_changes(
                     args=[call.args[0].with_changes(value=expression(f"{self.norm} if {self.test} else {self.base}")), *call.args[1:]]
                 ),
@@ -68,12 +69,12 @@ class NoWeightDecayFor(Rewrite):
         done = m.Call(func=m.Name("isinstance"), args=[m.Arg(), m.Arg(value=m.Tuple())])
         out = []
         for stmt in body:
-            for call in m.findall(stmt, done):
+            for call in findall(stmt, done):
                 if self.norm in code(call.args[1].value):
                     self.already_done()
             stmt, count = replace_each(
                 stmt,
-                lambda s: next(iter(m.findall(s, plain)), None),
+                lambda s: next(iter(findall(s, plain)), None),
                 lambda call: call.with_changes(
                     args=[call.args[0], call.args[1].with_changes(value=expression(f"({self.base}, {self.norm})"))]
                 ),
@@ -167,7 +168,7 @@ class BuildTokenizerWhen(Rewrite):
     def rewrite_body(self, body):
         out = []
         for stmt in body:
-            if isinstance(stmt, cst.If) and m.findall(stmt.body, m.Call(func=m.Name("_build_tokenizer"))):
+            if isinstance(stmt, cst.If) and findall(stmt.body, m.Call(func=m.Name("_build_tokenizer"))):
                 test = code(stmt.test)
                 if f"args.{self.option_dest}" in test:
                     self.already_done()
@@ -176,7 +177,7 @@ class BuildTokenizerWhen(Rewrite):
                     stmt = stmt.with_changes(test=expression(f"{test} or args.{self.option_dest}"))
             out.append(stmt)
         if not self._hits and not self._done:
-            if any(m.findall(s, m.Call(func=m.Name("_build_tokenizer"))) for s in body):
+            if any(findall(s, m.Call(func=m.Name("_build_tokenizer"))) for s in body):
                 self.already_done()  # built unconditionally
             else:
                 self.missing("no call of _build_tokenizer(args) in the function")

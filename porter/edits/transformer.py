@@ -19,13 +19,14 @@ from porter.edits.base import (
     unguarded_add,
     with_comment,
 )
+from porter.find import findall
 
 
 def _self_assign_calls(stmt: cst.CSTNode, attrs: set[str], callees: tuple[str, ...] = ()) -> list[tuple[str, cst.Call]]:
     """(attr, call) for every `self.attr = Call(...)` inside stmt, attr in attrs or the
     callee's name (its last dotted part) in callees."""
     found = []
-    for assign in m.findall(stmt, m.Assign(value=m.Call())):
+    for assign in findall(stmt, m.Assign(value=m.Call())):
         if len(assign.targets) != 1:
             continue
         target = assign.targets[0].target
@@ -154,7 +155,7 @@ class SetActivation(Rewrite):
             return body
         last = None
         for i, stmt in enumerate(body):
-            if any(dotted(a.targets[0].target) == "self.activation_func" for a in m.findall(stmt, m.Assign())):
+            if any(dotted(a.targets[0].target) == "self.activation_func" for a in findall(stmt, m.Assign())):
                 last = i
         if last is None:
             self.missing("no assignment to self.activation_func")
@@ -181,14 +182,14 @@ class NoneSafeBiasAdd(Rewrite):
     def rewrite_body(self, body):
         bias_names = set()
         for stmt in body:
-            for assign in m.findall(stmt, m.Assign(targets=[m.AssignTarget(target=m.Tuple())], value=m.Call())):
+            for assign in findall(stmt, m.Assign(targets=[m.AssignTarget(target=m.Tuple())], value=m.Call())):
                 elements = assign.targets[0].target.elements
                 if len(elements) == 2 and isinstance(elements[1].value, cst.Name):
                     bias_names.add(elements[1].value.value)
         out = []
         for stmt in body:
             for name in bias_names:
-                if m.findall(stmt, m.IfExp(test=m.Comparison(left=m.Name(name)))):
+                if findall(stmt, m.IfExp(test=m.Comparison(left=m.Name(name)))):
                     self.already_done()
                     continue
                 stmt, count = replace_each(stmt, lambda s, name=name: unguarded_add(s, name), none_safe_add)
@@ -315,12 +316,12 @@ class NoneSafeExpandAs(Rewrite):
         expand = m.Call(func=m.Attribute(value=m.Name(), attr=m.Name("expand_as")))
 
         def unguarded(stmt):
-            guarded = {id(e.body) for e in m.findall(stmt, m.IfExp())}
-            return next((c for c in m.findall(stmt, expand) if id(c) not in guarded), None)
+            guarded = {id(e.body) for e in findall(stmt, m.IfExp())}
+            return next((c for c in findall(stmt, expand) if id(c) not in guarded), None)
 
         out = []
         for stmt in body:
-            if any(m.matches(e.body, expand) for e in m.findall(stmt, m.IfExp())):
+            if any(m.matches(e.body, expand) for e in findall(stmt, m.IfExp())):
                 self.already_done()
             stmt, count = replace_each(
                 stmt,
@@ -362,10 +363,10 @@ class ChooseNormClass(Rewrite):
             self.already_done()
             return body
         sites = m.Assign(value=m.Call(func=m.Name(self.base)))
-        if not any(m.findall(s, sites) for s in body):
+        if not any(findall(s, sites) for s in body):
             self.missing(f"no `self.<x> = {self.base}(...)` in __init__")
             return body
-        calls = [c for s in body for c in m.findall(s, m.Call(func=m.Name(self.base)))]
+        calls = [c for s in body for c in findall(s, m.Call(func=m.Name(self.base)))]
         foreign = sorted({a.keyword.value for c in calls for a in c.args
                           if a.keyword is not None and a.keyword.value not in self.accepts})
         if foreign:
@@ -375,7 +376,7 @@ class ChooseNormClass(Rewrite):
         for stmt in body:
             stmt, _ = replace_each(
                 stmt,
-                lambda s: next(iter(m.findall(s, m.Call(func=m.Name(self.base)))), None),
+                lambda s: next(iter(findall(s, m.Call(func=m.Name(self.base)))), None),
                 lambda call: call.with_changes(func=cst.Name("norm_class")),
             )
             out.append(stmt)
@@ -466,9 +467,9 @@ class ApplyRotaryEmbedding(Rewrite):
         binds = None
         for i, stmt in enumerate(body):
             names = set()
-            for assign in m.findall(stmt, m.Assign()):
+            for assign in findall(stmt, m.Assign()):
                 for target in assign.targets:
-                    for node in m.findall(target.target, m.Name()):
+                    for node in findall(target.target, m.Name()):
                         names.add(node.value)
             if self.query in names and self.key in names:
                 binds = i

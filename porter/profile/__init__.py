@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 import libcst as cst
 import libcst.matchers as m
 
+from porter.find import findall
 from porter.profile.arguments import ArgumentsProfile, read_arguments
+from porter.profile.attention import AttentionSite, find_core_attention
 from porter.profile.entry import EntryProfile, builds_tokenizer_when, read_entry, tokenizer_branches
 from porter.profile.enums import ENUM_FILES, EnumFact, enum_classes, find_uses
 from porter.profile.features import SENTENCEPIECE_CHOICES, SPELLINGS, Spelling, detect_spellings
@@ -44,6 +46,7 @@ class TreeProfile:
     tokenizers: dict[str, str] = field(default_factory=dict)  # tokenizer type -> its build_tokenizer branch
     tokenizer_built_when: str | None = None  # '' always; else the test in set_global_variables
     enums: dict[str, EnumFact] = field(default_factory=dict)
+    attention: AttentionSite | None = None  # the core attention porter can fuse, if any
 
     @property
     def root(self):
@@ -68,8 +71,8 @@ def _parsed(tree: SourceTree, path: str) -> cst.Module | None:
 
 
 def _identifiers(module: cst.Module) -> set[str]:
-    names = {n.value for n in m.findall(module, m.Name())}
-    names |= {a.attr.value for a in m.findall(module, m.Attribute())}
+    names = {n.value for n in findall(module, m.Name())}
+    names |= {a.attr.value for a in findall(module, m.Attribute())}
     return names
 
 
@@ -120,4 +123,5 @@ def build_profile(tree: SourceTree) -> TreeProfile:
         tokenizers=tokenizer_branches(_parsed(tree, TOKENIZER)),
         tokenizer_built_when=builds_tokenizer_when(_parsed(tree, GLOBAL_VARS)),
         enums=enums,
+        attention=find_core_attention(tree.file(TRANSFORMER).module),
     )

@@ -8,6 +8,7 @@ import libcst as cst
 import libcst.matchers as m
 
 from porter.edits.base import code
+from porter.find import findall
 
 # Options DeepSpeed's `deepspeed.add_config_arguments(parser)` adds to every tree.
 DEEPSPEED_OPTIONS = {
@@ -96,7 +97,7 @@ def top_level_imports(module: cst.Module) -> dict[str, str]:
 
 
 def _required_args(module: cst.Module) -> tuple[str, ...]:
-    for assign in m.findall(module, m.Assign(targets=[m.AssignTarget(target=m.Name("required_args"))], value=m.List())):
+    for assign in findall(module, m.Assign(targets=[m.AssignTarget(target=m.Name("required_args"))], value=m.List())):
         return tuple(
             e.value.evaluated_value for e in assign.value.elements if isinstance(e.value, cst.SimpleString)
         )
@@ -108,7 +109,7 @@ def _forbids_max_positions(module: cst.Module) -> bool:
         left=m.Attribute(value=m.Name("args"), attr=m.Name("max_position_embeddings")),
         comparisons=[m.ComparisonTarget(operator=m.Is(), comparator=m.Name("None"))],
     )
-    return bool(m.findall(module, m.Assert(test=none_test)))
+    return bool(findall(module, m.Assert(test=none_test)))
 
 
 def read_arguments(path: str, module: cst.Module) -> ArgumentsProfile:
@@ -120,11 +121,11 @@ def read_arguments(path: str, module: cst.Module) -> ArgumentsProfile:
         if not isinstance(stmt, cst.FunctionDef):
             continue
         name = stmt.name.value
-        if m.findall(stmt, m.For(iter=m.Name("defaults"))) and checks is None:
+        if findall(stmt, m.For(iter=m.Name("defaults"))) and checks is None:
             checks = name
-        if m.findall(stmt, m.Call(func=m.Attribute(attr=m.Name("ArgumentParser")))):
+        if findall(stmt, m.Call(func=m.Attribute(attr=m.Name("ArgumentParser")))):
             parse = name
-        calls = m.findall(stmt, m.Call(func=m.Attribute(attr=m.Name("add_argument"))))
+        calls = findall(stmt, m.Call(func=m.Attribute(attr=m.Name("add_argument"))))
         if calls and name.startswith("_add_"):
             groups.append(name)
         for call in calls:

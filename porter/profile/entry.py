@@ -14,6 +14,7 @@ import libcst as cst
 import libcst.matchers as m
 
 from porter.edits.base import code
+from porter.find import findall
 from porter.profile.arguments import top_level_imports
 
 # What pretrain_<name>.py takes from pretrain_gpt.py when the tree has it.
@@ -37,7 +38,7 @@ class EntryProfile:
         """The pretrain_gpt.py imports the names of an expression need."""
         if not expression:
             return []
-        names = {n.value for n in m.findall(cst.parse_expression(expression), m.Name())}
+        names = {n.value for n in findall(cst.parse_expression(expression), m.Name())}
         return sorted({self.imports[n] for n in names if n in self.imports})
 
 
@@ -46,19 +47,19 @@ def _functions(module: cst.Module) -> dict[str, cst.FunctionDef]:
 
 
 def _pipe_branch(provider: cst.FunctionDef) -> cst.If | None:
-    for node in m.findall(provider, m.If()):
-        if m.findall(node.body, m.Call(func=m.Name("GPTModelPipe"))):
+    for node in findall(provider, m.If()):
+        if findall(node.body, m.Call(func=m.Name("GPTModelPipe"))):
             return node
     return None
 
 
 def _device(branch: cst.If, provider: cst.FunctionDef) -> str | None:
-    for call in m.findall(branch.body, m.Call(func=m.Attribute(value=m.Name("torch"), attr=m.Name("ones")))):
+    for call in findall(branch.body, m.Call(func=m.Attribute(value=m.Name("torch"), attr=m.Name("ones")))):
         device = next((a.value for a in call.args if a.keyword and a.keyword.value == "device"), None)
         if device is None:
             continue
         if isinstance(device, cst.Name):  # `current_device = get_current_device()` ... device=current_device
-            for assign in m.findall(provider, m.Assign(targets=[m.AssignTarget(target=m.Name(device.value))])):
+            for assign in findall(provider, m.Assign(targets=[m.AssignTarget(target=m.Name(device.value))])):
                 return code(assign.value)
         return code(device)
     return None
@@ -67,7 +68,7 @@ def _device(branch: cst.If, provider: cst.FunctionDef) -> str | None:
 def _pipe_setup(branch: cst.If) -> tuple[str, ...]:
     out = []
     for stmt in branch.body.body:
-        if m.findall(stmt, m.Call(func=m.Name("GPTModelPipe"))):
+        if findall(stmt, m.Call(func=m.Name("GPTModelPipe"))):
             break
         if m.matches(stmt, m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(target=m.Attribute(value=m.Name("args")))])])):
             value = stmt.body[0].value
@@ -77,15 +78,15 @@ def _pipe_setup(branch: cst.If) -> tuple[str, ...]:
 
 
 def _rotary_cache(branch: cst.If) -> tuple[str, str] | None:
-    for node in m.findall(branch.body, m.If()):
-        for call in m.findall(node.body, m.Call(func=m.Name())):
+    for node in findall(branch.body, m.If()):
+        for call in findall(node.body, m.Call(func=m.Name())):
             if "rotary" in call.func.value:
                 return code(node.test), code(call)
     return None
 
 
 def _pretrain_call(module: cst.Module) -> cst.Call | None:
-    calls = m.findall(module, m.Call(func=m.Name("pretrain")))
+    calls = findall(module, m.Call(func=m.Name("pretrain")))
     return calls[-1] if calls else None
 
 
@@ -97,7 +98,7 @@ def read_entry(pretrain_gpt: cst.Module | None, training: cst.Module | None) -> 
     branch = _pipe_branch(provider) if provider is not None else None
     config = None
     if provider is not None:
-        for assign in m.findall(provider, m.Assign(targets=[m.AssignTarget(target=m.Name("config"))])):
+        for assign in findall(provider, m.Assign(targets=[m.AssignTarget(target=m.Name("config"))])):
             config = code(assign.value)
             break
     call = _pretrain_call(pretrain_gpt)
@@ -112,7 +113,7 @@ def read_entry(pretrain_gpt: cst.Module | None, training: cst.Module | None) -> 
         pipe_condition=code(branch.test) if branch is not None else None,
         config=config,
         device=_device(branch, provider) if branch is not None else None,
-        mask_adding=bool(branch is not None and m.findall(branch, m.Attribute(value=m.Name("args"), attr=m.Name("mask_tensor_adding")))),
+        mask_adding=bool(branch is not None and findall(branch, m.Attribute(value=m.Name("args"), attr=m.Name("mask_tensor_adding")))),
         pipe_setup=_pipe_setup(branch) if branch is not None else (),
         rotary_cache=_rotary_cache(branch) if branch is not None else None,
         pretrain_positional=positional,
@@ -133,7 +134,7 @@ def tokenizer_branches(tokenizer: cst.Module | None) -> dict[str, str]:
         left=m.Attribute(value=m.Name("args"), attr=m.Name("tokenizer_type")),
         comparisons=[m.ComparisonTarget(operator=m.Equal(), comparator=m.SimpleString())],
     )
-    for node in m.findall(build, m.If(test=test)):
+    for node in findall(build, m.If(test=test)):
         found[node.test.comparisons[0].comparator.evaluated_value] = code(node.body)
     return found
 
@@ -146,6 +147,6 @@ def builds_tokenizer_when(global_vars: cst.Module | None) -> str | None:
     if setter is None:
         return None
     for stmt in setter.body.body:
-        if m.findall(stmt, m.Call(func=m.Name("_build_tokenizer"))):
+        if findall(stmt, m.Call(func=m.Name("_build_tokenizer"))):
             return code(stmt.test) if isinstance(stmt, cst.If) else ""
     return None

@@ -13,6 +13,7 @@ import libcst as cst
 import libcst.matchers as m
 
 from porter.edits.base import code, dotted
+from porter.find import findall
 from porter.profile.arguments import top_level_imports
 
 MPU_LAYERS = ("megatron/mpu/layers.py", "megatron/core/tensor_parallel/layers.py")
@@ -81,7 +82,7 @@ def attention_attr(transformer: cst.Module) -> str | None:
     init = _function(_class(transformer, "ParallelTransformerLayer"), "__init__")
     if init is None:
         return None
-    for assign in m.findall(init, m.Assign(value=m.Call(func=m.Name("ParallelAttention")))):
+    for assign in findall(init, m.Assign(value=m.Call(func=m.Name("ParallelAttention")))):
         target = assign.targets[0].target
         if isinstance(target, cst.Attribute) and dotted(target.value) == "self":
             return target.attr.value
@@ -95,12 +96,12 @@ def qk_method(transformer: cst.Module) -> str | None:
         return None
     projects = m.Call(func=m.Attribute(value=m.Name("self"), attr=m.Name("query_key_value")))
     for stmt in attention.body.body:
-        if not isinstance(stmt, cst.FunctionDef) or not m.findall(stmt, projects):
+        if not isinstance(stmt, cst.FunctionDef) or not findall(stmt, projects):
             continue
         names = set()
-        for assign in m.findall(stmt, m.Assign()):
+        for assign in findall(stmt, m.Assign()):
             for target in assign.targets:
-                names.update(n.value for n in m.findall(target.target, m.Name()))
+                names.update(n.value for n in findall(target.target, m.Name()))
         if {"query_layer", "key_layer"} <= names:
             return stmt.name.value
     return None
@@ -110,7 +111,7 @@ def column_returns_bias(layers: cst.Module | None) -> bool:
     forward = _function(_class(layers, "ColumnParallelLinear"), "forward")
     if forward is None:
         return True  # Megatron's default convention
-    returns = m.findall(forward, m.Return())
+    returns = findall(forward, m.Return())
     return bool(returns) and isinstance(returns[-1].value, cst.Tuple)
 
 
@@ -125,7 +126,7 @@ class _GuardedUses(cst.CSTVisitor):
         self.adds: list[tuple[str, bool]] = []
 
     def _guarded(self, name: str) -> bool:
-        return any(m.findall(test, m.Name(name)) for test in self.tests)
+        return any(findall(test, m.Name(name)) for test in self.tests)
 
     def visit_If(self, node):
         self.tests.append(node.test)
@@ -158,7 +159,7 @@ def mlp_bias_unguarded(transformer: cst.Module) -> bool:
         return False
     unpacked = m.Assign(targets=[m.AssignTarget(target=m.Tuple())], value=m.Call(func=m.Attribute(value=m.Name("self"))))
     biases = set()
-    for assign in m.findall(forward, unpacked):
+    for assign in findall(forward, unpacked):
         elements = assign.targets[0].target.elements
         if len(elements) == 2 and isinstance(elements[1].value, cst.Name):
             biases.add(elements[1].value.value)
@@ -217,7 +218,7 @@ def layernorm_import(module: cst.Module | None) -> str | None:
 def rmsnorm_exported(model_init: cst.Module | None) -> bool:
     if model_init is None:
         return False
-    for node in m.findall(model_init, m.ImportAlias()):
+    for node in findall(model_init, m.ImportAlias()):
         bound = code(node.asname.name) if node.asname else code(node.name)
         if bound == "RMSNorm":
             return True
@@ -235,7 +236,7 @@ def position_gate(language_model: cst.Module) -> str | None:
         return None
     for stmt in init.body.body:
         if isinstance(stmt, cst.If):
-            creates = m.findall(stmt.body, m.Assign(targets=[m.AssignTarget(target=m.Attribute(attr=m.Name("position_embeddings")))]))
+            creates = findall(stmt.body, m.Assign(targets=[m.AssignTarget(target=m.Attribute(attr=m.Name("position_embeddings")))]))
             if creates:
                 return code(stmt.test)
     return None
@@ -269,7 +270,7 @@ def pipe_keywords(gpt_model: cst.Module) -> tuple[str, ...]:
     init = _function(_class(gpt_model, "GPTModelPipe"), "__init__")
     if init is None:
         return ()
-    calls = m.findall(init, m.Call(func=m.Attribute(value=m.Call(func=m.Name("super")), attr=m.Name("__init__"))))
+    calls = findall(init, m.Call(func=m.Attribute(value=m.Call(func=m.Name("super")), attr=m.Name("__init__"))))
     if not calls:
         return ()
     return tuple(

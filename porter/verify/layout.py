@@ -26,6 +26,7 @@ import libcst.matchers as m
 
 from porter.edits.base import code, dotted
 from porter.errors import PorterError
+from porter.find import findall
 from porter.profile import LANGUAGE_MODEL, TRANSFORMER, TreeProfile
 from porter.spec import Spec
 
@@ -112,7 +113,7 @@ def _method(cls: cst.ClassDef, name: str) -> cst.FunctionDef | None:
 def _self_assignments(node: cst.CSTNode) -> list[tuple[str, cst.BaseExpression]]:
     """(attr, value) of every `self.attr = value` inside node, in source order."""
     out = []
-    for assign in m.findall(node, m.Assign(targets=[m.AssignTarget(target=m.Attribute(value=m.Name("self")))])):
+    for assign in findall(node, m.Assign(targets=[m.AssignTarget(target=m.Attribute(value=m.Name("self")))])):
         out.append((assign.targets[0].target.attr.value, assign.value))
     return out
 
@@ -217,7 +218,7 @@ def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
     encoder = _first(_attrs_calling(lm_cls, lambda c: c == "ParallelTransformer"), LANGUAGE_MODEL,
                      "TransformerLanguageModel.__init__: self.<name> = ParallelTransformer(...)", "the encoder")
     lm_key = "language_model"
-    for assign in m.findall(lm, m.Assign(targets=[m.AssignTarget(target=m.Name("language_model_key"))])):
+    for assign in findall(lm, m.Assign(targets=[m.AssignTarget(target=m.Name("language_model_key"))])):
         if isinstance(assign.value, cst.SimpleString):
             lm_key = assign.value.evaluated_value
     head = {}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import porter
 from porter.errors import PorterError
+from porter.find import findall
 from porter.profile import TreeProfile
 from porter.smoke import environment
 from porter.source import SourceTree
@@ -49,7 +50,7 @@ def entry_points(tree: SourceTree, spec: Spec) -> tuple[str, str | None]:
         )
     module = tree.file(spec.script).module
     provider = None
-    for call in m.findall(module, m.Call(func=m.Name("pretrain"))):
+    for call in findall(module, m.Call(func=m.Name("pretrain"))):
         for arg in call.args:
             if arg.keyword and arg.keyword.value == "extra_args_provider" and isinstance(arg.value, cst.Name):
                 provider = arg.value.value

@@ -6,6 +6,7 @@ import json
 
 from porter.spec import load_spec
 from tests.cli.conftest import snapshot
+from tests.cli.test_diff import GENERATED, _patch_counts
 
 
 def test_list_shows_each_spec_with_its_differences_from_gpt(porter):
@@ -45,7 +46,7 @@ def test_list_checks_a_spec_file_of_yours(porter, tmp_path):
 def test_apply_writes_reports_and_is_idempotent(porter, pristine):
     result = porter("apply", "llama", "--target", pristine)
     assert result.exit_code == 0
-    assert "created pretrain_llama.py (+64 -0)" in result.stdout
+    assert f"created pretrain_llama.py (+{_patch_counts((GENERATED / 'llama.patch').read_text())['pretrain_llama.py'][0]} -0)" in result.stdout
     assert "changed megatron/arguments.py (+" in result.stdout
     assert (pristine / ".porter" / "journal.json").is_file()
     again = porter("apply", "llama", "--target", pristine)
@@ -53,9 +54,11 @@ def test_apply_writes_reports_and_is_idempotent(porter, pristine):
 
 
 def test_apply_json_and_quiet(porter, pristine, tmp_path):
+    counts = _patch_counts((GENERATED / "llama.patch").read_text())
     doc = json.loads(porter("apply", "llama", "--target", pristine, "--json").stdout)
-    assert doc["schema"] == "porter.apply/1" and doc["written"] is True and len(doc["files"]) == 14
-    assert {"path": "pretrain_llama.py", "created": True, "added": 64, "removed": 0} in doc["files"]
+    assert doc["schema"] == "porter.apply/1" and doc["written"] is True and len(doc["files"]) == len(counts)
+    added = counts["pretrain_llama.py"][0]
+    assert {"path": "pretrain_llama.py", "created": True, "added": added, "removed": 0} in doc["files"]
     doc = json.loads(porter("apply", "llama", "--target", pristine, "--json").stdout)
     assert doc["written"] is False and doc["files"] == []
     assert porter("apply", "llama", "--target", pristine, "-q").output == ""

@@ -81,4 +81,68 @@ elif check == "tokenizer":
     out = {"type": type(tokenizer).__name__, "roundtrip": tokenizer.detokenize(ids), "eod": tokenizer.eod,
            "vocab_size": tokenizer.vocab_size, "padded_vocab_size": args.padded_vocab_size}
 
+elif check == "fused_attention":
+    # The fused core attention against the tree's own unfused code, on the same weights and batch:
+    # logits and every gradient; then with attention dropout on (falls back), and the cache path.
+    import megatron.model.transformer as transformer
+    from megatron.model.fused_attention import attention_kernel
+
+    torch.manual_seed(0)
+    model = pretrain_llama.model_provider()
+    tokens = torch.randint(0, args.padded_vocab_size, (2, args.seq_length))
+    position_ids = torch.arange(args.seq_length).unsqueeze(0).expand(2, -1)
+    mask = torch.triu(torch.ones(1, 1, args.seq_length, args.seq_length, dtype=torch.bool), diagonal=1)
+    calls = []
+    fused = transformer.fused_attention
+
+    def counted(*a, **k):
+        calls.append(1)
+        return fused(*a, **k)
+
+    def run():
+        model.zero_grad()
+        logits = model(tokens, position_ids, mask)[0]
+        logits.float().square().mean().backward()
+        return logits.detach().clone(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    transformer.fused_attention = counted
+    logits_fused, grads_fused = run()
+    out["fused_calls"] = len(calls)
+    applies = transformer.fused_attention_applies
+    transformer.fused_attention_applies = lambda *a: False
+    logits_unfused, grads_unfused = run()
+    transformer.fused_attention_applies = applies
+    out["max_abs_logits"] = (logits_fused - logits_unfused).abs().max().item()
+    out["logits_scale"] = logits_unfused.abs().max().item()
+    out["max_rel_grad"] = max(((grads_fused[n] - g).abs().max() / g.abs().max().clamp_min(1e-12)).item()
+                              for n, g in grads_unfused.items())
+    # Two documents packed in a row (reset_attention_mask): not causal, so the mask itself is passed.
+    half = args.seq_length // 2
+    packed = mask.clone()
+    packed[..., half:, :half] = True
+    model.zero_grad()
+    with torch.no_grad():
+        fused_packed = model(tokens, position_ids, packed)[0]
+        transformer.fused_attention_applies = lambda *a: False
+        unfused_packed = model(tokens, position_ids, packed)[0]
+        transformer.fused_attention_applies = applies
+    out["max_abs_logits_packed"] = (fused_packed - unfused_packed).abs().max().item()
+    out["packed_differs_from_causal"] = (fused_packed - logits_fused).abs().max().item()
+    calls.clear()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.1
+    run()
+    out["fused_calls_with_dropout"] = len(calls)
+    model.eval()
+    calls.clear()
+    with torch.no_grad():
+        model(tokens, position_ids, mask)
+    out["fused_calls_eval_with_dropout"] = len(calls)
+    calls.clear()
+    with torch.no_grad():
+        model(tokens[:, :4], position_ids[:, :4], mask, get_key_value=True)
+    out["fused_calls_with_cache"] = len(calls)
+    out["kernel_cpu"] = attention_kernel("cpu")
+
 print("RESULT " + json.dumps(out))

@@ -118,6 +118,19 @@ def test_sentencepiece_choice_has_code_behind_it(ported_tree, sentencepiece_mode
     assert out["padded_vocab_size"] % 128 == 0 and out["padded_vocab_size"] >= 500
 
 
+def test_fused_attention_matches_the_trees_unfused_attention(ported_tree, sentencepiece_model):
+    out = run_worker(ported_tree, "fused_attention", TINY + ["--tokenizer-model", str(sentencepiece_model)])
+    assert out["fused_calls"] == 2  # one per layer
+    assert out["max_abs_logits"] <= 1e-5 * max(1.0, out["logits_scale"])
+    assert out["max_rel_grad"] <= 1e-4
+    assert out["max_abs_logits_packed"] <= 1e-5 * max(1.0, out["logits_scale"])  # a non-causal mask
+    assert out["packed_differs_from_causal"] > 1e-3  # ... which is really applied
+    assert out["fused_calls_with_dropout"] == 0  # training with attention dropout: the tree's code
+    assert out["fused_calls_eval_with_dropout"] == 2  # eval: dropout is off
+    assert out["fused_calls_with_cache"] == 0  # the key/value cache path: the tree's code
+    assert out["kernel_cpu"] == "torch.nn.functional.scaled_dot_product_attention"
+
+
 @pytest.mark.parametrize("mode", ["pipe", "pp2"])
 def test_smoke_training_loss_falls(ported_tree, smoke_workdir, mode):
     args = ["smoke", "llama", "--target", str(ported_tree), "--workdir", str(smoke_workdir), "--steps", "20"]

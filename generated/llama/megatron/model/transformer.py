@@ -23,6 +23,7 @@ import deepspeed
 from deepspeed.accelerator import get_accelerator
 from megatron.model.swiglu import swiglu
 from megatron.model.rotary_embedding import RotaryEmbedding
+from megatron.model.fused_attention import fused_attention, fused_attention_applies
 
 
 class ParallelMLP(MegatronModule):
@@ -217,61 +218,68 @@ class ParallelAttention(MegatronModule):
         if get_key_value:
             present = (key_layer, value_layer)
 
-        # ---- scores: [b, np, sq, sk] ---------------------------------------
-        b, heads = query_layer.size(1), query_layer.size(2)
-        sq, sk = query_layer.size(0), key_layer.size(0)
-        output_size = (b, heads, sq, sk)
+        # Fused attention where it computes what the code below computes; see fused_attention.py.
+        if (layer_past is None and not get_key_value
+                and fused_attention_applies(query_layer, self.scale_mask_softmax, self.attention_dropout)):
+            # [sq, b, np, hn] -> [sq, b, hp]
+            context_layer = fused_attention(query_layer, key_layer, value_layer, attention_mask,
+                                            alpha=(1.0 / self.norm_factor), softmax=self.scale_mask_softmax)
+        else:
+            # ---- scores: [b, np, sq, sk] ---------------------------------------
+            b, heads = query_layer.size(1), query_layer.size(2)
+            sq, sk = query_layer.size(0), key_layer.size(0)
+            output_size = (b, heads, sq, sk)
 
-        # fold batch and heads: [s, b * np, hn]
-        query_layer = query_layer.reshape(sq, b * heads, -1)
-        key_layer = key_layer.reshape(sk, b * heads, -1)
+            # fold batch and heads: [s, b * np, hn]
+            query_layer = query_layer.reshape(sq, b * heads, -1)
+            key_layer = key_layer.reshape(sk, b * heads, -1)
 
-        matmul_result = torch.empty(
-            b * heads, sq, sk,
-            dtype=query_layer.dtype,
-            device=get_accelerator().current_device_name())
+            matmul_result = torch.empty(
+                b * heads, sq, sk,
+                dtype=query_layer.dtype,
+                device=get_accelerator().current_device_name())
 
-        # [b * np, sq, hn] x [b * np, hn, sk] -> [b * np, sq, sk]
-        matmul_result = torch.baddbmm(
-            matmul_result,
-            query_layer.transpose(0, 1),
-            key_layer.transpose(0, 1).transpose(1, 2),
-            beta=0.0, alpha=(1.0 / self.norm_factor))
+            # [b * np, sq, hn] x [b * np, hn, sk] -> [b * np, sq, sk]
+            matmul_result = torch.baddbmm(
+                matmul_result,
+                query_layer.transpose(0, 1),
+                key_layer.transpose(0, 1).transpose(1, 2),
+                beta=0.0, alpha=(1.0 / self.norm_factor))
 
-        attention_scores = matmul_result.view(*output_size)
+            attention_scores = matmul_result.view(*output_size)
 
-        # With a cache the mask must match the (longer) key length; during
-        # single-token steps only the last query row is needed.
-        if get_key_value:
-            with torch.no_grad():
-                if layer_past is not None:
-                    attention_mask = attention_mask[
-                        ..., sk - 1, :sk].unsqueeze(2)
-                else:
-                    attention_mask = attention_mask[..., :sk, :sk]
+            # With a cache the mask must match the (longer) key length; during
+            # single-token steps only the last query row is needed.
+            if get_key_value:
+                with torch.no_grad():
+                    if layer_past is not None:
+                        attention_mask = attention_mask[
+                            ..., sk - 1, :sk].unsqueeze(2)
+                    else:
+                        attention_mask = attention_mask[..., :sk, :sk]
 
-        # ---- probabilities ---------------------------------------------------
-        attention_probs = self.scale_mask_softmax(attention_scores,
-                                                  attention_mask)
+            # ---- probabilities ---------------------------------------------------
+            attention_probs = self.scale_mask_softmax(attention_scores,
+                                                      attention_mask)
 
-        # Dropout acts on this rank's heads, so it uses the per-rank stream.
-        with mpu.get_cuda_rng_tracker().fork():
-            attention_probs = self.attention_dropout(attention_probs)
+            # Dropout acts on this rank's heads, so it uses the per-rank stream.
+            with mpu.get_cuda_rng_tracker().fork():
+                attention_probs = self.attention_dropout(attention_probs)
 
-        # ---- context: [sq, b, hp] -------------------------------------------
-        hn = value_layer.size(3)
-        value_layer = value_layer.reshape(sk, b * heads, hn)
-        attention_probs = attention_probs.view(b * heads, sq, sk)
+            # ---- context: [sq, b, hp] -------------------------------------------
+            hn = value_layer.size(3)
+            value_layer = value_layer.reshape(sk, b * heads, hn)
+            attention_probs = attention_probs.view(b * heads, sq, sk)
 
-        # [b * np, sq, sk] x [b * np, sk, hn] -> [b * np, sq, hn]
-        context_layer = torch.bmm(attention_probs, value_layer.transpose(0, 1))
+            # [b * np, sq, sk] x [b * np, sk, hn] -> [b * np, sq, hn]
+            context_layer = torch.bmm(attention_probs, value_layer.transpose(0, 1))
 
-        # -> [b, np, sq, hn] -> [sq, b, np, hn] -> [sq, b, hp]
-        context_layer = context_layer.view(b, heads, sq, hn)
-        context_layer = context_layer.permute(2, 0, 1, 3).contiguous()
-        new_context_layer_shape = context_layer.size()[:-2] + \
-            (self.hidden_size_per_partition,)
-        context_layer = context_layer.view(*new_context_layer_shape)
+            # -> [b, np, sq, hn] -> [sq, b, np, hn] -> [sq, b, hp]
+            context_layer = context_layer.view(b, heads, sq, hn)
+            context_layer = context_layer.permute(2, 0, 1, 3).contiguous()
+            new_context_layer_shape = context_layer.size()[:-2] + \
+                (self.hidden_size_per_partition,)
+            context_layer = context_layer.view(*new_context_layer_shape)
 
         # ---- output projection ----------------------------------------------
         output, bias = self.dense(context_layer)

@@ -1,0 +1,165 @@
+"""Training speed and memory of the LLaMA porter generates, beside HF transformers' LlamaForCausalLM.
+
+It ports a fresh copy of the bundled sample tree (`porter apply llama`), then, inside it
+(bench/model_worker.py):
+  1. times training steps (forward + backward + optimizer step) of the generated LLaMAModel
+     (plain loop), LLaMAModelPipe (DeepSpeed's pipeline engine, train_batch, set up by the
+     tree's own setup_model_and_optimizer) and HF's LlamaForCausalLM with "sdpa" and "eager"
+     attention: same config, batch, sequence length, dtype and threads, interleaved in one
+     process, median of the steps after warm-up;
+  2. measures each model's peak memory in a process of its own;
+  3. times RMSNorm, RoPE, SwiGLU and the attention core of the generated code against the
+     simplest reference implementations, and reports which kernel the generated code selects
+     on this device, on CUDA and on Gaudi.
+Ratios are against HF with its default (sdpa) attention; below 1.00x is faster than HF.
+
+Default config: 4 layers, hidden 256, 8 heads, seq 256, micro-batch 4, vocabulary 1024, fp32, CPU.
+
+usage: python bench/model.py [--steps 20] [--warmup 3] [--threads N] [--skip-memory] [--skip-kernels] [--ablation]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import porter
+from porter.resources import sample_tree_dir
+from porter.smoke import SmokeConfig, deepspeed_config, environment, remove_shared_memory
+
+WORKER = Path(__file__).with_name("model_worker.py")
+MODELS = ["hf-sdpa", "hf-eager", "porter", "porter-pipe"]
+LABELS = {
+    "hf-sdpa": "HF LlamaForCausalLM, sdpa attention",
+    "hf-eager": "HF LlamaForCausalLM, eager attention",
+    "porter": "porter LLaMAModel (plain loop)",
+    "porter-pipe": "porter LLaMAModelPipe (DeepSpeed pipeline engine)",
+    "porter-pipe-before": "  the same, unfused attention and TorchScript bias-dropout-add (ablation)",
+}
+
+
+def ported_sample_tree(folder: Path) -> Path:
+    tree = folder / "Megatron-DeepSpeed"
+    shutil.copytree(sample_tree_dir(), tree, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(porter.__file__).resolve().parent.parent), env.get("PYTHONPATH")) if p)
+    done = subprocess.run([sys.executable, "-m", "porter", "apply", "llama", "--target", str(tree)],
+                          env=env, cwd=folder, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"porter apply failed:\n{done.stdout}{done.stderr}")
+    return tree
+
+
+def megatron_args(cli, folder: Path) -> list[str]:
+    smoke = SmokeConfig(micro_batch_size=cli.micro_batch, global_batch_size=cli.micro_batch)
+    return [
+        "--num-layers", str(cli.layers), "--hidden-size", str(cli.hidden), "--num-attention-heads", str(cli.heads),
+        "--seq-length", str(cli.seq), "--micro-batch-size", str(cli.micro_batch),
+        "--global-batch-size", str(cli.micro_batch), "--train-iters", "100000", "--lr", "1e-4", "--min-lr", "1e-5",
+        "--lr-decay-style", "constant", "--distributed-backend", "gloo",
+        "--deepspeed", "--deepspeed_config", str(deepspeed_config(folder, smoke)), "--zero-stage", "0",
+    ]
+
+
+def run_worker(tree: Path, mode: str, config: dict, threads: int) -> dict:
+    env = environment(tree)
+    env["OMP_NUM_THREADS"] = str(threads)
+    try:
+        done = subprocess.run([sys.executable, str(WORKER), mode, json.dumps(config)], cwd=tree, env=env,
+                              capture_output=True, text=True)
+    finally:
+        remove_shared_memory(env)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"model_worker {mode} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = [f"python {platform.python_version()}", f"porter {porter.__version__}"]
+    for dist in ("torch", "deepspeed", "transformers"):
+        try:
+            parts.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            pass
+    return ", ".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=20, help="measured steps per model")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--micro-batch", type=int, default=4)
+    parser.add_argument("--vocab", type=int, default=1024)
+    parser.add_argument("--kernel-reps", type=int, default=50)
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-kernels", action="store_true")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also time the pipe without the fused attention and with the TorchScript bias-dropout-add")
+    cli = parser.parse_args()
+    models = MODELS + (["porter-pipe-before"] if cli.ablation else [])
+
+    print(f"# generated LLaMA vs HF LlamaForCausalLM: training step (forward + backward + optimizer), "
+          f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, {cli.threads} threads; {versions()}")
+    print(f"# config: {cli.layers} layers, hidden {cli.hidden}, {cli.heads} heads, seq {cli.seq}, "
+          f"micro-batch {cli.micro_batch}, vocab {cli.vocab}, fp32; median of {cli.steps} interleaved steps "
+          f"after {cli.warmup} warm-up")
+    with tempfile.TemporaryDirectory(prefix="porter-bench-model-") as scratch:
+        folder = Path(scratch)
+        tree = ported_sample_tree(folder)
+        base = {"megatron_args": megatron_args(cli, folder), "threads": cli.threads, "vocab": cli.vocab,
+                "warmup": cli.warmup, "steps": cli.steps, "kernel_reps": cli.kernel_reps}
+        times = run_worker(tree, "time", {**base, "models": models}, cli.threads)
+        memory = {}
+        if not cli.skip_memory:
+            for name in models:
+                memory[name] = run_worker(tree, "memory", {**base, "model": name}, cli.threads)
+        kernels = None if cli.skip_kernels else run_worker(tree, "kernels", base, cli.threads)
+
+    reference = times["hf-sdpa"]["median"]
+    print("\n| model | s/step (median) | vs HF sdpa | paired | min..max | vs HF sdpa (min) | peak memory |")
+    print("|---|---|---|---|---|---|---|")
+    for name in models:
+        t = times[name]
+        peak = f"{memory[name]['peak_bytes'] / 2**20:.0f} MiB" if name in memory else "-"
+        print(f"| {LABELS[name]} | {t['median']:.3f} | {t['median'] / reference:.2f}x | {t['paired_ratio']:.2f}x | "
+              f"{t['min']:.3f}..{t['max']:.3f} | {t['min'] / times['hf-sdpa']['min']:.2f}x | {peak} |")
+    print("(paired: the median over rounds of a model's step time over HF sdpa's in the same round)")
+
+    if kernels:
+        print("\n| kernel: generated vs reference (best of runs) | fwd ms | ref fwd ms | fwd ratio | fwd+bwd ms | ref fwd+bwd ms | fwd+bwd ratio | max abs diff |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, k in kernels["kernels"].items():
+            diff = f"{k['max_abs_diff']:.1e}"
+            print(f"| {name} | {k['generated_fwd_ms']:.2f} | {k['reference_fwd_ms']:.2f} | "
+                  f"{k['generated_fwd_ms'] / k['reference_fwd_ms']:.2f}x | {k['generated_fwd_bwd_ms']:.2f} | "
+                  f"{k['reference_fwd_bwd_ms']:.2f} | {k['generated_fwd_bwd_ms'] / k['reference_fwd_bwd_ms']:.2f}x | {diff} |")
+        selection = kernels["selection"]
+        here = selection.pop("this machine")
+        print(f"\n# kernels the generated code selects (this machine: {here['device']}, "
+              f"habana_frameworks {'present' if here['habana_frameworks'] else 'absent'})")
+        print("| device | RMSNorm | RoPE | SwiGLU | attention |")
+        print("|---|---|---|---|---|")
+        for device, chosen in selection.items():
+            print(f"| {device} | {chosen['RMSNorm']} | {chosen['RoPE']} | {chosen['SwiGLU']} | {chosen['attention']} |")
+        print("(attention: fused only without active attention dropout, without a key/value cache, and with an "
+              "fp32 softmax; otherwise the tree's own unfused baddbmm -> softmax -> bmm)")
+
+
+if __name__ == "__main__":
+    main()

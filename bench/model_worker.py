@@ -1,0 +1,360 @@
+"""Runs inside a ported tree (cwd = the tree): the measurements of bench/model.py.
+
+usage: python model_worker.py MODE CONFIG_JSON
+  time     training steps of every model, interleaved; median seconds per step
+  memory   one model (CONFIG_JSON names it): peak resident memory above the process's
+           before it was built, over its warm-up and measured steps
+  kernels  RMSNorm, RoPE, SwiGLU and attention of the generated code against the simplest
+           reference implementations; and which kernel the generated code selects per device
+Prints one line `RESULT <json>`.
+
+The models, all with the same config, batch, sequence length, dtype and threads:
+  hf-sdpa, hf-eager  HF transformers' LlamaForCausalLM (attention "sdpa" / "eager"), a plain
+                     loop: forward, cross entropy, backward, AdamW step
+  porter             the generated LLaMAModel, the same plain loop with the tree's own
+                     optimizer (torch AdamW in two weight-decay groups)
+  porter-pipe        the generated LLaMAModelPipe as real training runs it: the tree's
+                     setup_model_and_optimizer (optimizer, LR schedule, deepspeed.initialize),
+                     then DeepSpeed's PipelineEngine.train_batch
+  porter-pipe-before the same without the fused attention and with the TorchScript
+                     bias-dropout-add (--ablation)
+"""
+
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+
+mode, config = sys.argv[1], json.loads(sys.argv[2])
+sys.argv = [sys.argv[0], *config["megatron_args"]]
+sys.path.insert(0, os.getcwd())
+
+import torch  # noqa: E402
+
+torch.set_num_threads(config["threads"])
+
+import pretrain_llama  # noqa: E402
+from megatron import get_args  # noqa: E402
+from megatron.initialize import initialize_megatron  # noqa: E402
+from megatron.utils import get_ltor_masks_and_position_ids  # noqa: E402
+
+initialize_megatron(extra_args_provider=pretrain_llama.llama_defaults)
+args = get_args()
+args.padded_vocab_size = config["vocab"]  # no tokenizer is built: the vocabulary size is given
+B, S, V = args.micro_batch_size, args.seq_length, args.padded_vocab_size
+
+
+def batch(seed: int) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    return {"text": torch.randint(0, V, (B, S + 1), generator=generator)}
+
+
+def split_batch(data):
+    """What the tree's get_batch_pipe returns, without a tokenizer (no EOD resets)."""
+    tokens_ = data["text"].long()
+    labels, tokens = tokens_[:, 1:].contiguous(), tokens_[:, :-1].contiguous()
+    attention_mask, loss_mask, position_ids = get_ltor_masks_and_position_ids(tokens, -1, False, False, False)
+    return (tokens, position_ids, attention_mask), (labels, loss_mask)
+
+
+# -- the models: each a function that runs one training step -------------------------------------
+def hf_step(attention: str):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    hf_config = LlamaConfig(
+        vocab_size=V, hidden_size=args.hidden_size, intermediate_size=args.ffn_hidden_size,
+        num_hidden_layers=args.num_layers, num_attention_heads=args.num_attention_heads,
+        num_key_value_heads=args.num_attention_heads, max_position_embeddings=S,
+        rms_norm_eps=args.layernorm_epsilon, rope_theta=args.rope_theta, tie_word_embeddings=False,
+        attention_dropout=0.0, attention_bias=False, mlp_bias=False,
+    )
+    model = LlamaForCausalLM._from_config(hf_config, attn_implementation=attention, torch_dtype=torch.float32)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(args.adam_beta1, args.adam_beta2),
+                                  eps=args.adam_eps, weight_decay=args.weight_decay)
+    data = split_batch(batch(1))
+
+    def step():
+        (tokens, _, _), (labels, _) = data
+        logits = model(input_ids=tokens).logits
+        loss = torch.nn.functional.cross_entropy(logits.view(-1, V).float(), labels.view(-1))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    return step
+
+
+def porter_step():
+    from megatron.optimizer import get_megatron_optimizer
+
+    args.no_pipeline_parallel = True
+    model = pretrain_llama.model_provider()
+    args.no_pipeline_parallel = False
+    model.train()
+    optimizer = get_megatron_optimizer([model])
+    data = split_batch(batch(1))
+
+    def step():
+        (tokens, position_ids, attention_mask), (labels, loss_mask) = data
+        losses = model(tokens, position_ids, attention_mask, labels=labels)[0]
+        loss = torch.sum(losses.view(-1) * loss_mask.view(-1)) / loss_mask.sum()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    return step
+
+
+def porter_pipe_step(as_before: bool = False):
+    """as_before: the port without this issue's two changes (an ablation): the tree's unfused
+    attention, and the TorchScript bias-dropout-add fusion on."""
+    import deepspeed
+    import megatron.model.transformer as transformer
+    from megatron.training import setup_model_and_optimizer
+
+    fusion = args.bias_dropout_fusion
+    args.bias_dropout_fusion = fusion or as_before  # read when the layers are built
+    model, _, _ = setup_model_and_optimizer(pretrain_llama.model_provider)
+    args.bias_dropout_fusion = fusion
+    engine = model[0]
+    assert isinstance(engine, deepspeed.PipelineEngine)
+    engine.set_batch_fn(split_batch)
+    if as_before:
+        # this model's attention keeps to the tree's code; the others' are unaffected
+        applies = transformer.fused_attention_applies
+        for module in engine.module.modules():
+            if hasattr(module, "scale_mask_softmax"):
+                module.scale_mask_softmax.unfused_for_bench = True
+        transformer.fused_attention_applies = lambda query, softmax, dropout: (
+            not getattr(softmax, "unfused_for_bench", False) and applies(query, softmax, dropout))
+    data = batch(1)
+
+    def step():
+        return float(engine.train_batch(data_iter=iter([data])))
+
+    return step
+
+
+BUILDERS = {
+    "hf-sdpa": lambda: hf_step("sdpa"),
+    "hf-eager": lambda: hf_step("eager"),
+    "porter": porter_step,
+    "porter-pipe": porter_pipe_step,
+    "porter-pipe-before": lambda: porter_pipe_step(as_before=True),
+}
+
+
+def time_models() -> dict:
+    names = config["models"]
+    steps = {name: BUILDERS[name]() for name in names}
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    losses: dict[str, float] = {}
+    for round_ in range(config["warmup"] + config["steps"]):
+        order = names[round_ % len(names):] + names[: round_ % len(names)]  # rotate: no model always first
+        for name in order:
+            gc.collect()
+            start = time.perf_counter()
+            losses[name] = steps[name]()
+            elapsed = time.perf_counter() - start
+            if round_ >= config["warmup"]:
+                seconds[name].append(elapsed)
+    reference = seconds[names[0]]
+    return {
+        name: {
+            "median": statistics.median(s), "min": min(s), "max": max(s), "loss": losses[name],
+            # each step against the reference's step of the same round: load that comes and
+            # goes over a round hits both and cancels
+            "paired_ratio": statistics.median(t / r for t, r in zip(s, reference, strict=True)),
+        }
+        for name, s in seconds.items()
+    }
+
+
+def _status(field: str) -> int:
+    """VmRSS / VmHWM of this process in bytes."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def memory() -> dict:
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")  # reset the peak (VmHWM) to the current resident size
+    before = _status("VmRSS")
+    step = BUILDERS[config["model"]]()
+    for _ in range(config["warmup"] + 3):
+        step()
+    return {"peak_bytes": _status("VmHWM") - before, "resident_after_bytes": _status("VmRSS") - before}
+
+
+# -- kernels -------------------------------------------------------------------------------------
+def _best_ms(generated, reference, reps: int) -> tuple[float, float]:
+    """The fastest of `reps` runs of each, in ms, alternating them run by run after a warm-up
+    (the first runs of a shape pay for fresh memory; a kernel's least disturbed run is its measure)."""
+    for _ in range(10):
+        generated()
+        reference()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(reps):
+        for fn, spent in ((generated, times[0]), (reference, times[1])):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+    return 1e3 * min(times[0]), 1e3 * min(times[1])
+
+
+def _fwd_bwd(fn, *inputs):
+    def run():
+        out = fn(*inputs)
+        out = out if isinstance(out, tuple) else (out,)
+        sum(o.float().sum() for o in out).backward()
+        for t in inputs:
+            if isinstance(t, torch.Tensor) and t.grad is not None:
+                t.grad = None
+
+    return run
+
+
+def kernels() -> dict:
+    import torch.nn.functional as F
+    from megatron.model import rmsnorm, rotary_embedding, swiglu
+    from megatron.model.enums import AttnMaskType
+    from megatron.model.fused_softmax import FusedScaleMaskSoftmax
+    from megatron.model.utils import attention_mask_func
+
+    h, heads, ffn = args.hidden_size, args.num_attention_heads, args.ffn_hidden_size
+    hn = h // heads
+    reps = config["kernel_reps"]
+    torch.manual_seed(0)
+
+    def leaf(*shape):
+        return torch.randn(*shape, requires_grad=True)
+
+    results = {}
+
+    # RMSNorm: the generated module against the textbook formula (HF's LlamaRMSNorm).
+    x, norm = leaf(S, B, h), rmsnorm.RMSNorm(h, eps=1e-6)
+
+    def rms_reference(x):
+        return norm.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6))
+
+    results["RMSNorm"] = (norm, rms_reference, (x,))
+
+    # RoPE: the generated module (cached tables) against tables computed per call, rotate_half.
+    q, k = leaf(S, B, heads, hn), leaf(S, B, heads, hn)
+    rope = rotary_embedding.RotaryEmbedding(hn, theta=10000.0)
+
+    def rope_reference(q, k):
+        inv_freq = 1.0 / (10000.0 ** (torch.arange(0, hn, 2).float() / hn))
+        angles = torch.outer(torch.arange(S).float(), inv_freq)
+        angles = torch.cat((angles, angles), dim=-1)
+        cos, sin = angles.cos()[:, None, None, :], angles.sin()[:, None, None, :]
+
+        def rotate(t):
+            return torch.cat((-t[..., hn // 2:], t[..., : hn // 2]), dim=-1)
+
+        return q * cos + rotate(q) * sin, k * cos + rotate(k) * sin
+
+    results["RoPE"] = (lambda q, k: rope(q, k), rope_reference, (q, k))
+
+    # SwiGLU with its input projection: one fused gate+up GEMM and swiglu, against two GEMMs
+    # and silu(gate) * up (HF's LlamaMLP).
+    xs = leaf(S, B, h)
+    w_gate, w_up = (torch.randn(ffn, h, requires_grad=True) for _ in range(2))
+    w_fused = torch.cat((w_gate, w_up)).detach().requires_grad_()  # [gate; up], the port's layout
+    results["SwiGLU (+ gate/up projection)"] = (
+        lambda x: swiglu.swiglu(F.linear(x, w_fused)),
+        lambda x: F.silu(F.linear(x, w_gate)) * F.linear(x, w_up),
+        (xs,),
+    )
+
+    # Attention core: the generated fused attention against the unfused math (the tree's
+    # baddbmm -> masked softmax -> bmm, written plainly).
+    from megatron.model.fused_attention import fused_attention
+
+    qa, ka, va = (leaf(S, B, heads, hn) for _ in range(3))
+    mask = torch.triu(torch.ones(1, 1, S, S, dtype=torch.bool), diagonal=1)
+    softmax = FusedScaleMaskSoftmax(False, False, AttnMaskType.causal, False, attention_mask_func, True, None)
+    alpha = 1.0 / hn ** 0.5
+
+    def attention_reference(q, k, v):
+        q, k, v = (t.permute(1, 2, 0, 3) for t in (q, k, v))  # [b, np, s, hn]
+        scores = torch.matmul(q, k.transpose(-1, -2)) * alpha
+        probs = scores.masked_fill(mask, -10000.0).softmax(dim=-1)
+        return torch.matmul(probs, v).permute(2, 0, 1, 3).reshape(S, B, h)
+
+    results["attention core"] = (
+        lambda q, k, v: fused_attention(q, k, v, mask, alpha=alpha, softmax=softmax),
+        attention_reference,
+        (qa, ka, va),
+    )
+
+    out = {}
+    for name, (generated, reference, inputs) in results.items():
+        with torch.no_grad():
+            got, want = generated(*inputs), reference(*inputs)
+            got = got if isinstance(got, tuple) else (got,)
+            want = want if isinstance(want, tuple) else (want,)
+            diff = max((a - b).abs().max().item() for a, b in zip(got, want, strict=True))
+        ms = {}
+        forward = [lambda fn=fn, inputs=inputs: torch.no_grad()(fn)(*inputs) for fn in (generated, reference)]
+        ms["generated_fwd_ms"], ms["reference_fwd_ms"] = _best_ms(*forward, reps)
+        ms["generated_fwd_bwd_ms"], ms["reference_fwd_bwd_ms"] = _best_ms(
+            _fwd_bwd(generated, *inputs), _fwd_bwd(reference, *inputs), reps)
+        out[name] = {**ms, "max_abs_diff": diff}
+    return {"kernels": out, "selection": selection()}
+
+
+def selection() -> dict:
+    """Which kernel the generated code selects, per device type, from its own selection code.
+
+    The Gaudi column asks the same functions with habana_frameworks' kernels present (they are
+    not installed here; the functions only test that the import succeeded).
+    """
+    from megatron.model import fused_attention, rmsnorm, rotary_embedding
+
+    swiglu = "torch ops: silu(gate) * up on the fused gate+up projection (no kernel choice)"
+    found = {}
+    for device in ("cpu", "cuda", "hpu"):
+        found[device] = {
+            "RMSNorm": rmsnorm.rms_norm_kernel(device),
+            "RoPE": rotary_embedding.rope_kernel(device),
+            "SwiGLU": swiglu,
+            "attention": fused_attention.attention_kernel(device),
+        }
+    present = object()
+    saved = (rmsnorm._GaudiRMSNorm, rotary_embedding._GaudiRoPE, fused_attention._GaudiSDPA)
+    rmsnorm._GaudiRMSNorm = rotary_embedding._GaudiRoPE = fused_attention._GaudiSDPA = present
+    try:
+        found["hpu with habana_frameworks"] = {
+            "RMSNorm": rmsnorm.rms_norm_kernel("hpu"),
+            "RoPE": rotary_embedding.rope_kernel("hpu"),
+            "SwiGLU": swiglu,
+            "attention": fused_attention.attention_kernel("hpu"),
+        }
+    finally:
+        rmsnorm._GaudiRMSNorm, rotary_embedding._GaudiRoPE, fused_attention._GaudiSDPA = saved
+    found["this machine"] = {
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "habana_frameworks": saved[0] is not None,
+    }
+    return found
+
+
+if mode == "time":
+    result = time_models()
+elif mode == "memory":
+    result = memory()
+elif mode == "kernels":
+    result = kernels()
+else:
+    raise SystemExit(f"unknown mode {mode}")
+print("RESULT " + json.dumps(result), flush=True)

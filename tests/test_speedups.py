@@ -1,0 +1,66 @@
+"""The shortcuts porter takes for speed give exactly what the slow ways give.
+
+- porter.find.findall finds what libcst.matchers.findall finds;
+- the workspace's per-statement text is exactly `module.code`, and its line provenance is
+  what a whole-file retag gives.
+"""
+
+import libcst as cst
+import libcst.matchers as m
+import pytest
+
+from porter.find import findall
+from porter.resources import sample_tree_dir
+from porter.workspace import _EditedModule, _retag
+
+PATTERNS = [
+    m.Assign(),
+    m.Name() | m.Attribute(),
+    m.Call(func=m.Attribute(attr=m.Name("add_argument"))),
+    m.IfExp(test=m.Comparison(left=m.Name("bias"))),
+    m.BinaryOperation(operator=m.Add()),
+    m.Assign(targets=[m.AssignTarget(target=m.Tuple())], value=m.Call()),
+    m.For(iter=m.Name("defaults")),
+]
+
+SOURCES = sorted(sample_tree_dir().rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", SOURCES[::3], ids=lambda p: p.name)
+def test_findall_finds_what_libcst_finds(path):
+    module = cst.parse_module(path.read_text())
+    # the module first (its index then answers for every subtree), then each statement
+    for node in [module, *module.body, *(s.body for s in module.body if isinstance(s, cst.ClassDef))]:
+        for pattern in PATTERNS:
+            ours, theirs = findall(node, pattern), m.findall(node, pattern)
+            assert [id(n) for n in ours] == [id(n) for n in theirs] or (
+                len(ours) == len(theirs) and {id(n) for n in ours} == {id(n) for n in theirs}
+            )
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "# header comment\n\nimport os\n\n\ndef f():\n    return 1\n# footer\n",
+        "x = 1\ny = 2",  # no final newline
+        "\n\n",
+        "",
+        "class A:\n    pass\n\n\n\n",
+    ],
+)
+def test_statement_text_is_module_code(source):
+    module = cst.parse_module(source)
+    assert _EditedModule(module).text == module.code
+
+
+def test_provenance_is_a_whole_file_retag():
+    before = cst.parse_module("import os\n\n\ndef f():\n    a = 1\n    return a\n\n\ndef g():\n    return 2\n")
+    edited = _EditedModule(before)
+    f = before.body[1]
+    new_f = f.with_changes(body=f.body.with_changes(body=[cst.parse_statement("b = 0\n"), *f.body.body]))
+    after = before.with_changes(body=[before.body[0], new_f, before.body[2], cst.parse_statement("z = 3\n")])
+    edited.update(after, "edit")
+    assert edited.text == after.code
+    whole = _retag(before.code.splitlines(), after.code.splitlines(), [None] * len(before.code.splitlines()), "edit")
+    assert edited.tags == whole
+    assert edited.tags.count("edit") == 2
