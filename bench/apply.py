@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from versions import versions  # bench/versions.py (the script's folder is on sys.path)
+
 import porter
 from porter.errors import PorterError
 from porter.resources import sample_tree_dir
@@ -169,17 +171,6 @@ def stages(spec: str, tree: Path, runs: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    parts = [f"python {platform.python_version()}", f"porter {porter.__version__}"]
-    for dist in ("libcst", "typer", "jinja2"):
-        try:
-            parts.append(f"{dist} {version(dist)}")
-        except PackageNotFoundError:
-            pass
-    return ", ".join(parts)
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -189,7 +180,7 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"# porter diff/apply wall time, median of {args.runs} runs ({time.strftime('%Y-%m-%d')}, "
-          f"{platform.machine()}, {os.cpu_count()} cores; {versions()})")
+          f"{platform.machine()}, {os.cpu_count()} cores; {versions('libcst', 'typer', 'jinja2')})")
     if not os.environ.get("PORTER_REAL_TREES"):
         print("# (set PORTER_REAL_TREES to a folder of real trees to time them too)")
     header = ("tree", "files", "lines", "python", "+libcst", "floor", "diff", "apply", "diff/floor", "apply/floor", "port")

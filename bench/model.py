@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from versions import versions  # bench/versions.py (the script's folder is on sys.path)
+
 import porter
 from porter.resources import sample_tree_dir
 from porter.smoke import SmokeConfig, deepspeed_config, environment, remove_shared_memory
@@ -83,17 +85,6 @@ def run_worker(tree: Path, mode: str, config: dict, threads: int) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    parts = [f"python {platform.python_version()}", f"porter {porter.__version__}"]
-    for dist in ("torch", "deepspeed", "transformers"):
-        try:
-            parts.append(f"{dist} {version(dist)}")
-        except PackageNotFoundError:
-            pass
-    return ", ".join(parts)
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -115,7 +106,7 @@ def main() -> None:
     models = MODELS + (["porter-pipe-before"] if cli.ablation else [])
 
     print(f"# generated LLaMA vs HF LlamaForCausalLM: training step (forward + backward + optimizer), "
-          f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, {cli.threads} threads; {versions()}")
+          f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, {cli.threads} threads; {versions('torch', 'deepspeed', 'transformers')}")
     print(f"# config: {cli.layers} layers, hidden {cli.hidden}, {cli.heads} heads, seq {cli.seq}, "
           f"micro-batch {cli.micro_batch}, vocab {cli.vocab}, fp32; median of {cli.steps} interleaved steps "
           f"after {cli.warmup} warm-up")

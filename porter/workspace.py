@@ -179,13 +179,7 @@ class Workspace:
             tags: list[str | None] = [f"{edit.feature}: {edit.name}"] * len(text.splitlines())
         else:
             if before is None:
-                raise PorterError(
-                    f"{path} is missing from the tree",
-                    file=path,
-                    construct=f"the file {path}, which the port edits",
-                    found="no such file",
-                    fix="this tree lacks a file the port edits; check --target",
-                )
+                before = self.tree.file(path)  # refuses: the tree lacks a file the port edits
             module = before.module
             edited = _EditedModule(module)
             for edit in edits:

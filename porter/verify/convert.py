@@ -458,11 +458,12 @@ def _tag_folder(checkpoint: Path) -> Path:
     )
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, torch.Tensor]:
+def flatten_state(tree: dict, prefix: str = "") -> dict[str, torch.Tensor]:
+    """A nested state dict as one dict of dotted names to tensors."""
     out = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(flatten_state(value, f"{prefix}{key}."))
         elif torch.is_tensor(value):
             out[f"{prefix}{key}"] = value
     return out
@@ -545,8 +546,8 @@ def read_checkpoint(checkpoint: Path, layout: WeightLayout, vocab_size: int | No
             module = _load(path)["module"]
             lm = module[layout.language_model_key]
             emb = lm[layout.embedding_key][layout.word_embeddings_key]["weight"]
-            encoder = _flatten(lm[layout.encoder_key])
-            output = _flatten(module).get(".".join(layout.head_keys))
+            encoder = flatten_state(lm[layout.encoder_key])
+            output = flatten_state(module).get(".".join(layout.head_keys))
             layers = []
             for i in range(num_layers):
                 prefix = f"{layout.layers}.{i}."

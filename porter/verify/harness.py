@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from porter.verify.convert import flatten_state
+
 KINDS = ("model", "pipe")  # the generated <Prefix>Model (plain engine) and <Prefix>ModelPipe
 
 
@@ -260,15 +262,6 @@ def _keeper(values: dict, name: str, take: str):
 # -- structure: the model's tensors against a checkpoint's --------------------------------------------
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        elif torch.is_tensor(value):
-            out[f"{prefix}{key}"] = value
-    return out
-
 
 def expected_tensors(model, kind: str, folder, tp_rank: int) -> dict[str, tuple[tuple, tuple | None]]:
     """name -> (shape in the model, shape in the checkpoint or None), for this rank's model."""
@@ -286,9 +279,9 @@ def expected_tensors(model, kind: str, folder, tp_rank: int) -> dict[str, tuple[
                 found[f"{name}.{key}"] = ((), tuple(saved[key].shape))
     else:
         path = os.path.join(folder, f"mp_rank_{tp_rank:02d}_model_states.pt")
-        saved = _flatten(torch.load(path, map_location="cpu", weights_only=False)["module"]) \
+        saved = flatten_state(torch.load(path, map_location="cpu", weights_only=False)["module"]) \
             if os.path.exists(path) else {}
-        mine = _flatten(model.state_dict_for_save_checkpoint())
+        mine = flatten_state(model.state_dict_for_save_checkpoint())
         for key, value in mine.items():
             theirs = saved.get(key)
             found[key] = (tuple(value.shape), None if theirs is None else tuple(theirs.shape))
@@ -330,8 +323,8 @@ def load_loosely(model, kind: str, folder, tp_rank: int, std: float, seed: int) 
                 _copy_matching(layer, torch.load(path, map_location="cpu", weights_only=False))
     else:
         path = os.path.join(folder, f"mp_rank_{tp_rank:02d}_model_states.pt")
-        saved = _flatten(torch.load(path, map_location="cpu", weights_only=False)["module"])
-        mine = _flatten(model.state_dict_for_save_checkpoint(keep_vars=True))
+        saved = flatten_state(torch.load(path, map_location="cpu", weights_only=False)["module"])
+        mine = flatten_state(model.state_dict_for_save_checkpoint(keep_vars=True))
         with torch.no_grad():
             for key, tensor in mine.items():
                 if key in saved and saved[key].shape == tensor.shape:
