@@ -11,6 +11,9 @@ new code imports from the tree is there (porter.checks.check_imports).
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +71,30 @@ def check_stable(spec: Spec, ported: SourceTree) -> None:
         )
 
 
+@contextmanager
+def no_cyclic_gc() -> Iterator[None]:
+    """Python's cycle collector paused while porter builds syntax trees.
+
+    A port makes a few hundred thousand libcst nodes, all kept until the port is done and none
+    in a reference cycle, so every collection the allocations trigger walks them all for
+    nothing (about a third of `porter diff` on a large tree). Reference counting still frees
+    what is dropped; the collector is back on, as it was, when the port is ready.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def prepare(model: str | Spec, target: str | Path) -> Port:
+    with no_cyclic_gc():
+        return _prepare(model, target)
+
+
+def _prepare(model: str | Spec, target: str | Path) -> Port:
     spec = model if isinstance(model, Spec) else load_spec(model)
     tree = SourceTree.open(target)
     try:
