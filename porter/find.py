@@ -42,14 +42,27 @@ def _fields(node_type: type) -> tuple[str, ...]:
     return names
 
 
+# type -> is it a libcst node? (isinstance against CSTNode, an abstract class, is slow; the
+# walk asks for every field of every node)
+_IS_NODE: dict[type, bool] = {}
+
+
+def _is_node(value) -> bool:
+    kind = type(value)
+    found = _IS_NODE.get(kind)
+    if found is None:
+        found = _IS_NODE[kind] = issubclass(kind, cst.CSTNode)
+    return found
+
+
 def _children(node: cst.CSTNode) -> list[cst.CSTNode]:
     children: list[cst.CSTNode] = []
     for name in _fields(type(node)):
         value = getattr(node, name)
-        if isinstance(value, cst.CSTNode):
+        if _is_node(value):
             children.append(value)
         elif isinstance(value, (list, tuple)):
-            children.extend(v for v in value if isinstance(v, cst.CSTNode))
+            children.extend([v for v in value if _is_node(v)])
     return children
 
 

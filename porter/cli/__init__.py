@@ -8,8 +8,6 @@ the conventions every command follows.
 
 from __future__ import annotations
 
-import gc
-
 from porter.cli import (  # noqa: F401  (each registers its commands; HELP_ORDER orders them)
     convert_command,
     diff_command,
@@ -25,13 +23,7 @@ from porter.cli.common import app
 
 
 def main() -> None:
-    try:
-        app(prog_name="porter")
-    finally:
-        # The process ends here. Python's last cycle collection would walk every object
-        # still alive (a port's syntax trees: a third of a second on a large tree) to free
-        # what exit frees anyway; frozen objects are left out of it.
-        gc.freeze()
+    app(prog_name="porter")
 
 
 __all__ = ["app", "main"]
