@@ -2,13 +2,16 @@
 
 - porter.find.findall finds what libcst.matchers.findall finds;
 - the workspace's per-statement text is exactly `module.code`, and its line provenance is
-  what a whole-file retag gives.
+  what a whole-file retag gives;
+- a rewrite with nothing to do hands every top-level statement back as the same object (so
+  the workspace prints nothing again), and one that does something changes only its anchor.
 """
 
 import libcst as cst
 import libcst.matchers as m
 import pytest
 
+from porter.edits.transformer import SetActivation
 from porter.find import findall
 from porter.resources import sample_tree_dir
 from porter.workspace import _EditedModule, _retag
@@ -64,3 +67,39 @@ def test_provenance_is_a_whole_file_retag():
     whole = _retag(before.code.splitlines(), after.code.splitlines(), [None] * len(before.code.splitlines()), "edit")
     assert edited.tags == whole
     assert edited.tags.count("edit") == 2
+
+
+TRY_AND_CLASS = """\
+try:
+    from apex import FusedNorm
+except ImportError:
+    FusedNorm = None
+
+
+class MLP:
+    size = 4
+
+    def __init__(self):
+        args = get_args()
+        self.activation_func = gelu
+
+    def forward(self, x):
+        return x
+"""
+
+
+def test_a_rewrite_with_nothing_to_do_hands_back_the_same_statements():
+    module = cst.parse_module(TRY_AND_CLASS)
+    done = SetActivation("MLP", "args.swiglu", "swiglu")
+    once = done.apply(module, "t.py")
+    assert done._hits == 1
+    assert once.body[0] is module.body[0]  # the try: block, untouched
+    assert once.body[1] is not module.body[1] and once.code != module.code
+
+    again = SetActivation("MLP", "args.swiglu", "swiglu")
+    twice = again.apply(once, "t.py")
+    assert again._done == 1
+    assert all(a is b for a, b in zip(twice.body, once.body, strict=True))
+    edited = _EditedModule(once)
+    edited.update(twice, "again")
+    assert not edited.changed
