@@ -1,4 +1,4 @@
-"""Structural search in libcst trees: `findall(node, matcher)` with libcst's own matchers.
+"""Structural search in libcst trees: `findall(node, matcher)` with porter.match's matchers.
 
 It answers what `libcst.matchers.findall` answers, many times faster: libcst's traversal
 rebuilds every node it passes (a visitor goes through the transformer machinery), while
@@ -19,7 +19,8 @@ import typing
 from collections.abc import Iterator
 
 import libcst as cst
-import libcst.matchers as m
+
+from porter import match as m
 
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
@@ -80,9 +81,8 @@ def _node_types(matcher) -> tuple[type, ...] | None:
     if isinstance(matcher, m.OneOf):
         types = [_node_types(option) for option in matcher.options]
         return None if any(t is None for t in types) else tuple(c for t in types for c in t)
-    node_type = getattr(cst, type(matcher).__name__, None)
-    if isinstance(node_type, type) and issubclass(node_type, cst.CSTNode):
-        return (node_type,)
+    if isinstance(matcher, m.Matcher):
+        return (matcher.node_type,)
     return None
 
 
@@ -146,9 +146,7 @@ def _by_type_only(matcher) -> bool:
     """Does the matcher ask nothing but the node's type (m.Name(), m.Assign() | m.Call())?"""
     if isinstance(matcher, m.OneOf):
         return all(_by_type_only(option) for option in matcher.options)
-    return dataclasses.is_dataclass(matcher) and all(
-        getattr(matcher, f.name) is m.DoNotCare() for f in dataclasses.fields(matcher)
-    )
+    return isinstance(matcher, m.Matcher) and not matcher.fields
 
 
 def findall(node: cst.CSTNode | cst.MaybeSentinel | cst.RemovalSentinel, matcher) -> list[cst.CSTNode]:

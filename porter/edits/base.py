@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import libcst as cst
-import libcst.matchers as m
 
+from porter import match as m
 from porter.errors import AnchorError
 from porter.find import findall
 
