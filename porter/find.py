@@ -94,21 +94,29 @@ class _Index:
     """
 
     def __init__(self, root: cst.CSTNode) -> None:
-        self.nodes: list[cst.CSTNode] = []
-        self.ends: list[int] = []
-        self.by_type: dict[type, list[int]] = {}
-        stack: list[tuple[cst.CSTNode, int]] = [(root, -1)]
+        nodes: list[cst.CSTNode] = []
+        ends: list[int] = []
+        by_type: dict[type, list[int]] = {}
+        # Nodes to number, and (as ints) the positions of nodes whose subtree ends there.
+        stack: list = [root]
         while stack:
-            node, opened = stack.pop()
-            if opened >= 0:  # every descendant of the node at `opened` has been numbered
-                self.ends[opened] = len(self.nodes)
+            node = stack.pop()
+            if type(node) is int:  # every descendant of the node at this position is numbered
+                ends[node] = len(nodes)
                 continue
-            position = len(self.nodes)
-            self.nodes.append(node)
-            self.ends.append(0)
-            self.by_type.setdefault(type(node), []).append(position)
-            stack.append((node, position))
-            stack.extend((child, -1) for child in reversed(_children(node)))
+            position = len(nodes)
+            nodes.append(node)
+            ends.append(0)
+            found = by_type.get(type(node))
+            if found is None:
+                by_type[type(node)] = [position]
+            else:
+                found.append(position)
+            stack.append(position)
+            children = _children(node)
+            children.reverse()
+            stack += children
+        self.nodes, self.ends, self.by_type = nodes, ends, by_type
 
     def find(self, start: int, types: tuple[type, ...] | None) -> list[cst.CSTNode]:
         end = self.ends[start]
