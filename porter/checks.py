@@ -218,6 +218,7 @@ def check_imports(tree, changes) -> None:
     that names one differently would give a port that fails at import time; it is refused
     here instead, naming the name and the file. `tree` holds the port (SourceTree.with_changes).
     """
+    defined_in: dict[str, set[str] | None] = {}  # target file -> its top-level names
     for change in changes:
         new = ast.parse(change.text)
         old = set() if change.created else {ast.dump(n) for n in ast.walk(ast.parse(change.before_text))
@@ -228,7 +229,9 @@ def check_imports(tree, changes) -> None:
             target = _module_file(tree, change.path, node)
             if target is None:
                 continue
-            defined = _top_level_names(ast.parse(tree.file(target).text))
+            if target not in defined_in:
+                defined_in[target] = _top_level_names(ast.parse(tree.file(target).text))
+            defined = defined_in[target]
             if defined is None:
                 continue
             package = target[: -len("/__init__.py")] if target.endswith("/__init__.py") else None

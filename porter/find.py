@@ -1,4 +1,4 @@
-"""Structural search in libcst trees: `findall(node, matcher)` with libcst's own matchers.
+"""Structural search in libcst trees: `findall(node, matcher)` with porter.match's matchers.
 
 It answers what `libcst.matchers.findall` answers, many times faster: libcst's traversal
 rebuilds every node it passes (a visitor goes through the transformer machinery), while
@@ -19,7 +19,8 @@ import typing
 from collections.abc import Iterator
 
 import libcst as cst
-import libcst.matchers as m
+
+from porter import match as m
 
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
@@ -42,14 +43,27 @@ def _fields(node_type: type) -> tuple[str, ...]:
     return names
 
 
+# type -> is it a libcst node? (isinstance against CSTNode, an abstract class, is slow; the
+# walk asks for every field of every node)
+_IS_NODE: dict[type, bool] = {}
+
+
+def _is_node(value) -> bool:
+    kind = type(value)
+    found = _IS_NODE.get(kind)
+    if found is None:
+        found = _IS_NODE[kind] = issubclass(kind, cst.CSTNode)
+    return found
+
+
 def _children(node: cst.CSTNode) -> list[cst.CSTNode]:
     children: list[cst.CSTNode] = []
     for name in _fields(type(node)):
         value = getattr(node, name)
-        if isinstance(value, cst.CSTNode):
+        if _is_node(value):
             children.append(value)
         elif isinstance(value, (list, tuple)):
-            children.extend(v for v in value if isinstance(v, cst.CSTNode))
+            children.extend([v for v in value if _is_node(v)])
     return children
 
 
@@ -67,9 +81,8 @@ def _node_types(matcher) -> tuple[type, ...] | None:
     if isinstance(matcher, m.OneOf):
         types = [_node_types(option) for option in matcher.options]
         return None if any(t is None for t in types) else tuple(c for t in types for c in t)
-    node_type = getattr(cst, type(matcher).__name__, None)
-    if isinstance(node_type, type) and issubclass(node_type, cst.CSTNode):
-        return (node_type,)
+    if isinstance(matcher, m.Matcher):
+        return (matcher.node_type,)
     return None
 
 
@@ -81,21 +94,29 @@ class _Index:
     """
 
     def __init__(self, root: cst.CSTNode) -> None:
-        self.nodes: list[cst.CSTNode] = []
-        self.ends: list[int] = []
-        self.by_type: dict[type, list[int]] = {}
-        stack: list[tuple[cst.CSTNode, int]] = [(root, -1)]
+        nodes: list[cst.CSTNode] = []
+        ends: list[int] = []
+        by_type: dict[type, list[int]] = {}
+        # Nodes to number, and (as ints) the positions of nodes whose subtree ends there.
+        stack: list = [root]
         while stack:
-            node, opened = stack.pop()
-            if opened >= 0:  # every descendant of the node at `opened` has been numbered
-                self.ends[opened] = len(self.nodes)
+            node = stack.pop()
+            if type(node) is int:  # every descendant of the node at this position is numbered
+                ends[node] = len(nodes)
                 continue
-            position = len(self.nodes)
-            self.nodes.append(node)
-            self.ends.append(0)
-            self.by_type.setdefault(type(node), []).append(position)
-            stack.append((node, position))
-            stack.extend((child, -1) for child in reversed(_children(node)))
+            position = len(nodes)
+            nodes.append(node)
+            ends.append(0)
+            found = by_type.get(type(node))
+            if found is None:
+                by_type[type(node)] = [position]
+            else:
+                found.append(position)
+            stack.append(position)
+            children = _children(node)
+            children.reverse()
+            stack += children
+        self.nodes, self.ends, self.by_type = nodes, ends, by_type
 
     def find(self, start: int, types: tuple[type, ...] | None) -> list[cst.CSTNode]:
         end = self.ends[start]
@@ -133,9 +154,7 @@ def _by_type_only(matcher) -> bool:
     """Does the matcher ask nothing but the node's type (m.Name(), m.Assign() | m.Call())?"""
     if isinstance(matcher, m.OneOf):
         return all(_by_type_only(option) for option in matcher.options)
-    return dataclasses.is_dataclass(matcher) and all(
-        getattr(matcher, f.name) is m.DoNotCare() for f in dataclasses.fields(matcher)
-    )
+    return isinstance(matcher, m.Matcher) and not matcher.fields
 
 
 def findall(node: cst.CSTNode | cst.MaybeSentinel | cst.RemovalSentinel, matcher) -> list[cst.CSTNode]:

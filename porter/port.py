@@ -11,6 +11,9 @@ new code imports from the tree is there (porter.checks.check_imports).
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +71,35 @@ def check_stable(spec: Spec, ported: SourceTree) -> None:
         )
 
 
+@contextmanager
+def no_cyclic_gc(freeze: bool = False) -> Iterator[None]:
+    """Python's cycle collector paused while porter builds syntax trees.
+
+    A port makes a few hundred thousand libcst nodes, kept until the port is done and none
+    in a reference cycle, so every collection their allocation triggers walks them all for
+    nothing (about a third of `porter diff` on a large tree). Reference counting still frees
+    what is dropped. The collector is back on, as it was, when the block ends; with
+    `freeze` (porter's CLI, whose process ends after the port) what was built is first moved
+    out of its sight (gc.freeze), so that neither the next collection nor the last one at
+    exit walks it again.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            if freeze:
+                gc.freeze()
+            gc.enable()
+
+
 def prepare(model: str | Spec, target: str | Path) -> Port:
+    with no_cyclic_gc():
+        return _prepare(model, target)
+
+
+def _prepare(model: str | Spec, target: str | Path) -> Port:
     spec = model if isinstance(model, Spec) else load_spec(model)
     tree = SourceTree.open(target)
     try:

@@ -1,26 +1,39 @@
 """The shortcuts porter takes for speed give exactly what the slow ways give.
 
-- porter.find.findall finds what libcst.matchers.findall finds;
+- porter.find.findall with porter.match's matchers finds what libcst.matchers.findall finds
+  with libcst's;
 - the workspace's per-statement text is exactly `module.code`, and its line provenance is
-  what a whole-file retag gives.
+  what a whole-file retag gives;
+- a rewrite with nothing to do hands every top-level statement back as the same object (so
+  the workspace prints nothing again), and one that does something changes only its anchor.
 """
 
 import libcst as cst
 import libcst.matchers as m
 import pytest
 
+from porter import match
+from porter.edits.transformer import SetActivation
 from porter.find import findall
 from porter.resources import sample_tree_dir
 from porter.workspace import _EditedModule, _retag
 
+# Each pattern written once, built with porter.match and with libcst.matchers.
 PATTERNS = [
-    m.Assign(),
-    m.Name() | m.Attribute(),
-    m.Call(func=m.Attribute(attr=m.Name("add_argument"))),
-    m.IfExp(test=m.Comparison(left=m.Name("bias"))),
-    m.BinaryOperation(operator=m.Add()),
-    m.Assign(targets=[m.AssignTarget(target=m.Tuple())], value=m.Call()),
-    m.For(iter=m.Name("defaults")),
+    lambda m: m.Assign(),
+    lambda m: m.Name() | m.Attribute(),
+    lambda m: m.Call(func=m.Attribute(attr=m.Name("add_argument"))),
+    lambda m: m.IfExp(test=m.Comparison(left=m.Name("bias"))),
+    lambda m: m.BinaryOperation(operator=m.Add()),
+    lambda m: m.Assign(targets=[m.AssignTarget(target=m.Tuple())], value=m.Call()),
+    lambda m: m.For(iter=m.Name("defaults")),
+    lambda m: m.Call(args=[m.Arg(value=m.SimpleString()), m.ZeroOrMore()]),
+    lambda m: m.Call(args=[m.ZeroOrMore(), m.Arg(keyword=m.Name("default")), m.ZeroOrMore()]),
+    lambda m: m.SimpleStatementLine(body=[m.Import() | m.ImportFrom()]),
+    lambda m: m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(target=m.Attribute(value=m.Name("args")))])]),
+    lambda m: m.Comparison(comparisons=[m.ComparisonTarget(operator=m.Is(), comparator=m.Name("None"))]),
+    lambda m: m.Attribute(value=m.Name(), attr=m.Name("size")),
+    lambda m: m.Arg(value=m.DoNotCare(), keyword=m.Name("help")),
 ]
 
 SOURCES = sorted(sample_tree_dir().rglob("*.py"))
@@ -32,7 +45,7 @@ def test_findall_finds_what_libcst_finds(path):
     # the module first (its index then answers for every subtree), then each statement
     for node in [module, *module.body, *(s.body for s in module.body if isinstance(s, cst.ClassDef))]:
         for pattern in PATTERNS:
-            ours, theirs = findall(node, pattern), m.findall(node, pattern)
+            ours, theirs = findall(node, pattern(match)), m.findall(node, pattern(m))
             assert [id(n) for n in ours] == [id(n) for n in theirs] or (
                 len(ours) == len(theirs) and {id(n) for n in ours} == {id(n) for n in theirs}
             )
@@ -64,3 +77,48 @@ def test_provenance_is_a_whole_file_retag():
     whole = _retag(before.code.splitlines(), after.code.splitlines(), [None] * len(before.code.splitlines()), "edit")
     assert edited.tags == whole
     assert edited.tags.count("edit") == 2
+
+
+TRY_AND_CLASS = """\
+try:
+    from apex import FusedNorm
+except ImportError:
+    FusedNorm = None
+
+
+class MLP:
+    size = 4
+
+    def __init__(self):
+        args = get_args()
+        self.activation_func = gelu
+
+    def forward(self, x):
+        return x
+"""
+
+
+def test_a_rewrite_with_nothing_to_do_hands_back_the_same_statements():
+    module = cst.parse_module(TRY_AND_CLASS)
+    done = SetActivation("MLP", "args.swiglu", "swiglu")
+    once = done.apply(module, "t.py")
+    assert done._hits == 1
+    assert once.body[0] is module.body[0]  # the try: block, untouched
+    assert once.body[1] is not module.body[1] and once.code != module.code
+
+    again = SetActivation("MLP", "args.swiglu", "swiglu")
+    twice = again.apply(once, "t.py")
+    assert again._done == 1
+    assert all(a is b for a, b in zip(twice.body, once.body, strict=True))
+    edited = _EditedModule(once)
+    edited.update(twice, "again")
+    assert not edited.changed
+
+
+def test_match_means_what_libcst_matchers_mean():
+    stmt = cst.parse_statement("parser.add_argument('--x', type=int, default=None)\n")
+    call = stmt.body[0].value
+    for pattern in PATTERNS[7:9] + [lambda m: m.Call(args=[m.Arg(), m.Arg()]), lambda m: m.Call(args=[m.ZeroOrMore()])]:
+        assert match.matches(call, pattern(match)) == m.matches(call, pattern(m))
+    with pytest.raises(TypeError):
+        match.Name(nonesuch="x")

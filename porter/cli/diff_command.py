@@ -60,11 +60,12 @@ def diff(
     porter diff llama --target ./Megatron-DeepSpeed --quiet || echo "the port is missing or stale"
     """
     from porter.patch import file_stat, patch
-    from porter.port import prepare
+    from porter.port import no_cyclic_gc, prepare
 
     out = Output(json=json, quiet=quiet)
     try:
-        port = prepare(model, target)
+        with no_cyclic_gc(freeze=True):  # this process ends after the patch
+            port = prepare(model, target)
     except PorterError as exc:
         fail(exc, debug, out)
     text = patch(port.changes)

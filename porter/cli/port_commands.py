@@ -27,10 +27,12 @@ def apply(model: Model, target: Target = Path("."), json: Json = False, quiet: Q
     """
     from porter.patch import file_stat
     from porter.port import apply as apply_port
+    from porter.port import no_cyclic_gc
 
     out = Output(json=json, quiet=quiet)
     try:
-        port = apply_port(model, target)
+        with no_cyclic_gc(freeze=True):  # this process ends after the port
+            port = apply_port(model, target)
     except PorterError as exc:
         fail(exc, debug, out)
     stats = [file_stat(change) for change in port.changes]

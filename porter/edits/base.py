@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import libcst as cst
-import libcst.matchers as m
 
+from porter import match as m
 from porter.errors import AnchorError
 from porter.find import findall
 
@@ -174,7 +174,7 @@ class Rewrite(cst.CSTTransformer):
 
     def leave_ClassDef(self, original: cst.ClassDef, updated: cst.ClassDef) -> cst.ClassDef:
         self._class_stack.pop()
-        return updated
+        return original if _unchanged_class(original, updated) else updated
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
         return False
@@ -190,6 +190,8 @@ class Rewrite(cst.CSTTransformer):
             return updated
         old_body = list(updated.body.body)
         new_body = bind_args(updated, old_body, self.rewrite_body(old_body), self)
+        if len(new_body) == len(old_body) and all(a is b for a, b in zip(new_body, old_body, strict=True)):
+            return updated  # nothing to do (e.g. already done): the same object, not a copy
         return updated.with_changes(body=updated.body.with_changes(body=new_body))
 
     # -- entry point -------------------------------------------------------------------------
@@ -229,7 +231,7 @@ class Rewrite(cst.CSTTransformer):
         # Simple statements cannot hold the anchor: they are handed back untouched (the same
         # objects), which spares their traversal and lets the workspace reprint only what
         # changed.
-        body = [s if isinstance(s, cst.SimpleStatementLine) else s.visit(self) for s in module.body]
+        body = [s if isinstance(s, cst.SimpleStatementLine) else _visited(s, self) for s in module.body]
         result = module.with_changes(body=body)
         if self._hits or self._done:
             return result
@@ -342,6 +344,41 @@ def bind_args(func: cst.FunctionDef, old_body, new_body, rewrite) -> list:
         return old_body
     at = 1 if new_body and _is_docstring(new_body[0]) else 0
     return [*new_body[:at], *statements("args = get_args()"), *new_body[at:]]
+
+
+def _visited(stmt: cst.BaseStatement, rewrite: Rewrite) -> cst.BaseStatement:
+    """A top-level statement after the rewrite's visit: the same object when it changed nothing.
+
+    Functions and classes come back as themselves when untouched (leave_FunctionDef,
+    leave_ClassDef); libcst's traversal rebuilds any other compound statement (`try:` around
+    imports, `if` blocks) as an equal copy, which is then dropped for the original.
+    """
+    new = stmt.visit(rewrite)
+    if new is stmt or not isinstance(new, cst.CSTNode) or isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+        return new
+    if not new.deep_equals(stmt):
+        return new
+    return stmt
+
+
+def _unchanged_class(original: cst.ClassDef, updated: cst.ClassDef) -> bool:
+    """Did a rewrite's visit of a class change nothing? Its methods come back as the same
+    objects when no rewrite touched them; libcst's traversal rebuilds everything else in the
+    class as equal copies. Handing back the original then lets the workspace see that no
+    statement changed (and print nothing)."""
+    if not isinstance(original.body, cst.IndentedBlock) or not isinstance(updated.body, cst.IndentedBlock):
+        return original.deep_equals(updated)
+    old, new = list(original.body.body), list(updated.body.body)
+    if len(old) != len(new):
+        return False
+    for a, b in zip(old, new, strict=True):
+        if a is b:
+            continue
+        if isinstance(a, cst.FunctionDef) or not a.deep_equals(b):
+            return False
+    return original.with_changes(body=original.body.with_changes(body=[])).deep_equals(
+        updated.with_changes(body=updated.body.with_changes(body=[]))
+    )
 
 
 def _is_docstring(stmt: cst.CSTNode) -> bool:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import libcst as cst
-import libcst.matchers as m
 
+from porter import match as m
 from porter.edits.base import ModuleRewrite, code, statements, top_level_names
 
 

@@ -4,8 +4,8 @@ weight-decay groups and the tokenizer factory."""
 from __future__ import annotations
 
 import libcst as cst
-import libcst.matchers as m
 
+from porter import match as m
 from porter.edits.base import Rewrite, code, expression, indent_continuations, mentions, replace_each, statements
 from porter.find import findall
 

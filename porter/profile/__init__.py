@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import libcst as cst
-import libcst.matchers as m
 
+from porter import match as m
 from porter.find import findall
 from porter.profile.arguments import ArgumentsProfile, read_arguments
 from porter.profile.attention import AttentionSite, find_core_attention

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import libcst as cst
-import libcst.matchers as m
 
+from porter import match as m
 from porter.edits.base import code
 from porter.find import findall
 
@@ -113,6 +113,10 @@ def _forbids_max_positions(module: cst.Module) -> bool:
 
 
 def read_arguments(path: str, module: cst.Module) -> ArgumentsProfile:
+    # The whole module is searched first: porter.find then indexes it once, and the searches
+    # of each function below are lookups in that index.
+    required = _required_args(module)
+    forbids_max_positions = _forbids_max_positions(module)
     arguments: list[Argument] = []
     groups: list[str] = []
     checks = None
@@ -161,7 +165,7 @@ def read_arguments(path: str, module: cst.Module) -> ArgumentsProfile:
         group_functions=tuple(groups),
         checks_function=checks,
         parse_function=parse,
-        required=_required_args(module),
-        forbids_max_positions=_forbids_max_positions(module),
+        required=required,
+        forbids_max_positions=forbids_max_positions,
         imports=top_level_imports(module),
     )

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import libcst as cst
-import libcst.matchers as m
 
+from porter import match as m
 from porter.edits.base import assigned_names, code, dotted
 from porter.find import findall
 

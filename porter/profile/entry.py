@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import libcst as cst
-import libcst.matchers as m
 
+from porter import match as m
 from porter.edits.base import code
 from porter.find import findall
 from porter.profile.arguments import top_level_imports

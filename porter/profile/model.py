@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import libcst as cst
-import libcst.matchers as m
 
+from porter import match as m
 from porter.edits.base import code, dotted
 from porter.find import findall
 from porter.profile.arguments import top_level_imports

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import porter
+from porter import match as m
 from porter.errors import PorterError
 from porter.find import findall
 from porter.profile import TreeProfile
@@ -40,7 +41,6 @@ class RunShape:
 def entry_points(tree: SourceTree, spec: Spec) -> tuple[str, str | None]:
     """(script module, its extra-args provider) from the `pretrain(...)` call of spec.script."""
     import libcst as cst
-    import libcst.matchers as m
 
     if not tree.exists(spec.script):
         raise PorterError(
