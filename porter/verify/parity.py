@@ -31,7 +31,7 @@ from porter.spec import Spec
 from porter.verify import convert
 from porter.verify.layout import read_layout
 from porter.verify.probes import capture_hf, combine, orient, pipe_module, probe_plan
-from porter.verify.reference import TinyConfig, random_llama, token_batch
+from porter.verify.reference import REFERENCE_ATTENTION, TinyConfig, random_llama, token_batch
 from porter.verify.tree_run import (
     RunShape,
     entry_points,
@@ -224,7 +224,7 @@ def _reference_from_checkpoint(checkpoint: Path, layout, tiny: TinyConfig, workd
     hf_dir = workdir / "hf"
     config = convert.hf_config(shape, layout, torch.float32, weights.extra.get("hf_config"))
     convert.write_hf(hf_dir, config, convert.megatron_to_hf(weights, layout))
-    reference = LlamaForCausalLM.from_pretrained(str(hf_dir), attn_implementation="eager").float().eval()
+    reference = LlamaForCausalLM.from_pretrained(str(hf_dir), attn_implementation=REFERENCE_ATTENTION).float().eval()
     tiny = TinyConfig(num_layers=shape.num_layers, hidden_size=shape.hidden_size,
                       num_attention_heads=shape.num_attention_heads, vocab_size=shape.vocab_size,
                       seq_length=min(tiny.seq_length, shape.max_position_embeddings), batch_size=tiny.batch_size,

@@ -16,6 +16,12 @@ from porter.errors import PorterError
 from porter.spec import Spec
 from porter.verify.convert import rope_fields
 
+# HF's own default attention (torch's scaled_dot_product_attention): the reference as HF users run
+# it, and the kernel porter's fused core attention calls, so a port that computes the same
+# function in the same kernels matches it bit for bit. Ports whose attention stays unfused (a tree
+# where the fused rewrite does not apply) differ from it by fp32 rounding only (~1e-6).
+REFERENCE_ATTENTION = "sdpa"
+
 
 @dataclass(frozen=True)
 class TinyConfig:
@@ -73,7 +79,7 @@ def llama_config(spec: Spec, tiny: TinyConfig):
         hidden_act="silu",
         **rope_fields(spec.rope_theta),
     )
-    config._attn_implementation = "eager"
+    config._attn_implementation = REFERENCE_ATTENTION
     return config
 
 
