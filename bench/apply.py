@@ -134,12 +134,13 @@ def stages(spec: str, tree: Path, runs: int) -> dict[str, float]:
     runs it (the cycle collector paused).
     """
     from porter.checks import check_imports
+    from porter.patch import patch
     from porter.plan import make_plan
     from porter.port import check_stable, no_cyclic_gc
     from porter.profile import build_profile
     from porter.source import SourceTree
     from porter.spec import load_spec
-    from porter.workspace import Workspace, patch
+    from porter.workspace import Workspace
 
     times: dict[str, list[float]] = {}
 

@@ -12,9 +12,9 @@ import difflib
 import sys
 from pathlib import Path
 
+from porter.patch import patch
 from porter.port import prepare
 from porter.resources import sample_tree_dir
-from porter.workspace import patch
 
 SPECS = ("llama",)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from porter import journal
 from porter.checks import check_imports
 from porter.errors import PorterError
+from porter.patch import file_patch
 from porter.plan import Plan, make_plan
 from porter.profile import TreeProfile, build_profile
 from porter.source import SourceTree
@@ -66,7 +67,7 @@ def check_stable(spec: Spec, ported: SourceTree) -> None:
             "internal error: applying the port a second time would change it again (checked in memory)",
             file=first.path,
             construct="a port that porter recognises as done, so that a second apply is a no-op",
-            found="the second pass changes " + ", ".join(c.path for c in again) + ":\n" + first.unified_diff()[:2000],
+            found="the second pass changes " + ", ".join(c.path for c in again) + ":\n" + file_patch(first)[:2000],
             fix="nothing was written; please report this with `porter diff --debug` output",
         )
 

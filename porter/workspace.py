@@ -18,7 +18,6 @@ import libcst as cst
 from porter.checks import check_compiles, check_names, check_scope
 from porter.edits.base import ModuleRewrite, Rewrite
 from porter.errors import PorterError
-from porter.patch import file_patch, file_stat, patch  # noqa: F401  (patch: the whole port's)
 from porter.plan import Edit, Plan
 from porter.render import GENERATED_MARK, render
 from porter.source import SourceFile, SourceTree
@@ -40,15 +39,6 @@ class FileChange:
     @property
     def before_text(self) -> str:
         return "" if self.before is None else self.before.text
-
-    def unified_diff(self, context: int = 3) -> str:
-        """This file's part of the patch, byte-faithful (see porter.patch)."""
-        return file_patch(self, context)
-
-    def counts(self) -> tuple[int, int]:
-        """Lines added and removed, as the patch counts them."""
-        stat = file_stat(self)
-        return stat.added, stat.removed
 
 
 def sha256(data: bytes) -> str:
