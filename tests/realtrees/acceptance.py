@@ -29,6 +29,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,16 +215,8 @@ def run_acceptance(label: str, source: Path, scratch: Path, train: bool | None =
         from porter.smoke import SmokeConfig, run_smoke
         from porter.spec import load_spec
 
-        saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "PORTER_STANDINS")}
-        os.environ.update(PYTHONPATH=env["PYTHONPATH"], PORTER_STANDINS=env["PORTER_STANDINS"])
-        try:
+        with standins_environment(env):
             smoke = run_smoke(load_spec(SPEC), copy, scratch / f"{label}-smoke", SmokeConfig(steps=20))
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
         result.trains = smoke.passed
         if smoke.losses:
             result.first, result.last = smoke.first, smoke.last
@@ -230,6 +224,22 @@ def run_acceptance(label: str, source: Path, scratch: Path, train: bool | None =
             result.notes.append("smoke: " + smoke.log[-3000:])
         check_parity(label, copy, scratch, env, result)
     return result
+
+
+@contextmanager
+def standins_environment(env: dict[str, str]) -> Iterator[None]:
+    """PYTHONPATH and PORTER_STANDINS of `env` for the runs porter starts in a real tree, then as before."""
+    keys = ("PYTHONPATH", "PORTER_STANDINS")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: env[k] for k in keys})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 # Which generated classes `porter verify` checks per tree. microsoft HEAD's LLaMAModelPipe is
@@ -244,21 +254,14 @@ def check_parity(label: str, copy: Path, scratch: Path, env: dict[str, str], res
     from porter.spec import load_spec
     from porter.verify.parity import VerifyOptions, verify
 
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "PORTER_STANDINS")}
-    os.environ.update(PYTHONPATH=env["PYTHONPATH"], PORTER_STANDINS=env["PORTER_STANDINS"])
     try:
-        outcome = verify(load_spec(SPEC), copy, scratch / f"{label}-verify",
-                         VerifyOptions(kinds=VERIFY_KINDS.get(label, ("model", "pipe"))))
+        with standins_environment(env):
+            outcome = verify(load_spec(SPEC), copy, scratch / f"{label}-verify",
+                             VerifyOptions(kinds=VERIFY_KINDS.get(label, ("model", "pipe"))))
     except PorterError as exc:
         result.verifies = False
         result.notes.append(f"verify: {exc}")
         return
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     result.verifies = outcome.passed
     result.max_logit_diff = {r.model_class: r.max_logit_diff for r in outcome.results}
     if not outcome.passed:
