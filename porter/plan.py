@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from porter.cst.nodes import negate
 from porter.edits import arguments as A
 from porter.edits import attention as Att
 from porter.edits import language_model as L
 from porter.edits import model_files as F
 from porter.edits import transformer as T
-from porter.edits.base import negate
 from porter.edits.imports import ImportNameAlongside, InsertImport
 from porter.errors import PorterError
 from porter.profile import (

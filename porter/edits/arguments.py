@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import libcst as cst
 
-from porter import match as m
-from porter.edits.base import Rewrite, code, contains_code, dotted, statements, with_comment
-from porter.find import findall
+from porter.cst import match as m
+from porter.cst.find import findall
+from porter.cst.nodes import code, contains_code, dotted, statements, with_comment
+from porter.edits.base import Rewrite
 
 
 def _option_of(node: cst.CSTNode) -> str | None:

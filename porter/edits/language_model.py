@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import libcst as cst
 
-from porter import match as m
-from porter.edits.base import (
-    Rewrite,
-    assigned_names,
-    code,
-    indent_continuations,
-    mentions,
-    statements,
-    with_comment,
-)
-from porter.find import findall
+from porter.cst import match as m
+from porter.cst.find import findall
+from porter.cst.nodes import assigned_names, code, mentions, statements, with_comment
+from porter.edits.base import Rewrite, indent_continuations
 
 POSITIONS = "self.position_embeddings"
 

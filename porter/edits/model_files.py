@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import libcst as cst
 
-from porter import match as m
-from porter.edits.base import Rewrite, code, expression, indent_continuations, mentions, replace_each, statements
-from porter.find import findall
+from porter.cst import match as m
+from porter.cst.find import findall
+from porter.cst.nodes import code, expression, mentions, statements
+from porter.edits.base import Rewrite, indent_continuations, replace_each
 
 
 class PipeNormChoice(Rewrite):

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import libcst as cst
 
-from porter import match as m
-from porter.edits.base import (
-    Rewrite,
+from porter.cst import match as m
+from porter.cst.find import findall
+from porter.cst.nodes import (
     add_kwarg,
     code,
     dotted,
     expression,
     kwarg,
     mentions,
-    none_safe_add,
-    replace_each,
     statements,
-    unguarded_add,
     with_comment,
 )
-from porter.find import findall
+from porter.edits.base import Rewrite, none_safe_add, replace_each, unguarded_add
 
 
 def _self_assign_calls(stmt: cst.CSTNode, attrs: set[str], callees: tuple[str, ...] = ()) -> list[tuple[str, cst.Call]]:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from porter import match as m
-from porter.find import findall
+from porter.cst import match as m
+from porter.cst.find import findall
 from porter.profile.arguments import ArgumentsProfile, read_arguments
 from porter.profile.attention import AttentionSite, find_core_attention
 from porter.profile.entry import EntryProfile, builds_tokenizer_when, read_entry, tokenizer_branches

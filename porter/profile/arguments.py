@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from porter import match as m
-from porter.edits.base import code
-from porter.find import findall
+from porter.cst import match as m
+from porter.cst.find import findall
+from porter.cst.nodes import code
 
 # Options DeepSpeed's `deepspeed.add_config_arguments(parser)` adds to every tree.
 DEEPSPEED_OPTIONS = {
@@ -113,7 +113,7 @@ def _forbids_max_positions(module: cst.Module) -> bool:
 
 
 def read_arguments(path: str, module: cst.Module) -> ArgumentsProfile:
-    # The whole module is searched first: porter.find then indexes it once, and the searches
+    # The whole module is searched first: porter.cst.find then indexes it once, and the searches
     # of each function below are lookups in that index.
     required = _required_args(module)
     forbids_max_positions = _forbids_max_positions(module)

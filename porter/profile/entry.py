@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from porter import match as m
-from porter.edits.base import code
-from porter.find import findall
+from porter.cst import match as m
+from porter.cst.find import findall
+from porter.cst.nodes import code
 from porter.profile.arguments import top_level_imports
 
 # What pretrain_<name>.py takes from pretrain_gpt.py when the tree has it.

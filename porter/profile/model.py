@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from porter import match as m
-from porter.edits.base import code, dotted
-from porter.find import findall
+from porter.cst import match as m
+from porter.cst.find import findall
+from porter.cst.nodes import code, dotted
 from porter.profile.arguments import top_level_imports
 
 MPU_LAYERS = ("megatron/mpu/layers.py", "megatron/core/tensor_parallel/layers.py")

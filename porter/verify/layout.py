@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from porter import match as m
-from porter.edits.base import code, dotted
+from porter.cst import match as m
+from porter.cst.find import findall
+from porter.cst.nodes import code, dotted
 from porter.errors import PorterError
-from porter.find import findall
 from porter.profile import LANGUAGE_MODEL, TRANSFORMER, TreeProfile
 from porter.spec import Spec
 

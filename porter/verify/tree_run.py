@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import porter
-from porter import match as m
+from porter.cst import match as m
+from porter.cst.find import findall
 from porter.errors import PorterError
-from porter.find import findall
 from porter.profile import TreeProfile
 from porter.smoke import environment
 from porter.source import SourceTree

@@ -9,7 +9,8 @@ from functools import partial
 import libcst as cst
 
 from porter.checks import scope_violations
-from porter.edits.base import Rewrite, statements
+from porter.cst.nodes import statements
+from porter.edits.base import Rewrite
 from porter.edits.transformer import SetActivation
 from porter.plan import _Planner
 from tests.helpers.trees import diff_snapshots, snapshot
