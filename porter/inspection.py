@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from porter.errors import PorterError
+from porter.features import profile_of
 from porter.plan import Plan, make_plan
-from porter.profile import TreeProfile, build_profile
+from porter.profile import TreeProfile
 from porter.source import SourceTree
 from porter.spec import Spec, load_spec
 
@@ -110,7 +111,7 @@ def plan_data(plan: Plan) -> dict:
 
 def inspect_data(model: str | Spec, target: str | Path) -> dict:
     spec = model if isinstance(model, Spec) else load_spec(model)
-    profile = build_profile(SourceTree.open(target))
+    profile = profile_of(SourceTree.open(target))
     data = {"schema": SCHEMA_VERSION, "target": str(Path(target)), "spec": spec.name,
             "profile": profile_data(profile), "plan": None, "error": None}
     try:

@@ -20,9 +20,10 @@ from pathlib import Path
 from porter import journal
 from porter.checks import check_imports
 from porter.errors import PorterError
+from porter.features import profile_of
 from porter.patch import file_patch
 from porter.plan import Plan, make_plan
-from porter.profile import TreeProfile, build_profile
+from porter.profile import TreeProfile
 from porter.source import SourceTree
 from porter.spec import Spec, load_spec
 from porter.workspace import FileChange, Workspace
@@ -43,7 +44,7 @@ class Port:
 
 
 def _render(spec: Spec, tree: SourceTree) -> tuple[TreeProfile, Plan, list[FileChange]]:
-    profile = build_profile(tree)
+    profile = profile_of(tree)
     plan = make_plan(spec, profile)
     return profile, plan, Workspace(tree).render(plan)
 

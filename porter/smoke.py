@@ -24,7 +24,7 @@ from pathlib import Path
 
 from porter.corpus import train_sentencepiece, write_corpus
 from porter.errors import PorterError
-from porter.profile import build_profile
+from porter.features import profile_of
 from porter.profile.features import SENTENCEPIECE_CHOICE
 from porter.source import SourceTree
 from porter.spec import Spec
@@ -255,7 +255,7 @@ def deepspeed_config(workdir: Path, config: SmokeConfig) -> Path:
 
 def training_arguments(spec: Spec, tree: SourceTree, workdir: Path, config: SmokeConfig, model: Path, prefix: Path) -> list[str]:
     """The tiny-config command line of a smoke run of the ported script."""
-    profile = build_profile(tree)
+    profile = profile_of(tree)
     options = profile.arguments.options
     sentencepiece = profile.sentencepiece()
     args = [
@@ -284,7 +284,7 @@ def training_arguments(spec: Spec, tree: SourceTree, workdir: Path, config: Smok
         "--zero-stage", "0",
     ]
     # Rotary needs no position table: some trees forbid the size then, some require it anyway.
-    if spec.position_embedding != "rotary" or not profile.arguments.forbids_max_positions:
+    if spec["position_embedding.type"] != "rotary" or not profile.arguments.forbids_max_positions:
         args += ["--max-position-embeddings", str(config.seq_length)]
     if "--distributed-backend" in options:
         args += ["--distributed-backend", "gloo"]
@@ -313,9 +313,9 @@ def run_smoke(
             file=spec.script,
             fix=f"run `porter apply {spec.name} --target {target}` first",
         )
-    if spec.tokenizer != "sentencepiece":
+    if spec["tokenizer.type"] != "sentencepiece":
         raise PorterError(
-            f"smoke trains with a SentencePiece tokenizer; spec {spec.name} uses {spec.tokenizer}",
+            f"smoke trains with a SentencePiece tokenizer; spec {spec.name} uses {spec['tokenizer.type']}",
             file=spec.path, construct="tokenizer.type = 'sentencepiece'",
             fix="smoke a spec with tokenizer.type = 'sentencepiece'",
         )

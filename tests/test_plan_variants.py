@@ -11,10 +11,9 @@ import dataclasses
 import pytest
 
 from porter.errors import PorterError
+from porter.features import profile_of, spellings
 from porter.plan import make_plan
-from porter.profile import build_profile
 from porter.profile.arguments import Argument
-from porter.profile.features import SPELLINGS
 from porter.render import render
 from porter.resources import sample_tree_dir
 from porter.source import SourceTree
@@ -25,11 +24,11 @@ SPEC = load_spec("llama")
 
 @pytest.fixture(scope="module")
 def sample():
-    return build_profile(SourceTree.open(sample_tree_dir()))
+    return profile_of(SourceTree.open(sample_tree_dir()))
 
 
 def tree_spelling(feature, option, implemented, **changes):
-    spelling = next(s for s in SPELLINGS[feature] if s.origin == "tree" and s.option == option)
+    spelling = next(s for s in spellings()[feature] if s.origin == "tree" and s.option == option)
     return spelling.with_(implemented=implemented, **changes)
 
 
@@ -47,7 +46,7 @@ def rendered(plan) -> dict[str, str]:
     out = {}
     for edit in plan.edits:
         if edit.template:
-            out[edit.file] = render(edit.template, plan.spec, edit.context)
+            out[edit.file] = render(edit.template, plan, edit.context)
             compile(out[edit.file], edit.file, "exec")
     return out
 
@@ -177,7 +176,7 @@ def test_bigscience_keeps_its_glu_and_rotary(sample):
     assert plan.defaults["glu_activation"] == "swiglu" and plan.defaults["bias_gelu_fusion"] is False
     assert any("base 10000" in r for r in plan.reused)
     with pytest.raises(PorterError, match="no theta switch"):
-        make_plan(dataclasses.replace(SPEC, rope_theta=500000.0), dataclasses.replace(profile, spellings=spellings))
+        make_plan(SPEC.with_values(**{"position_embedding.rope_theta": 500000.0}), dataclasses.replace(profile, spellings=spellings))
 
 
 def test_a_dest_taken_by_an_unknown_option_is_refused(sample):

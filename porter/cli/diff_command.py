@@ -146,8 +146,8 @@ def show_patch(changes, text: str, color: Color) -> None:
 
 
 def stat_text(port, stats) -> str:
+    from porter.features import switch_fields
     from porter.patch import feature_stats
-    from porter.spec import FEATURE_FIELDS
 
     if not stats:
         return f"nothing to do: {port.root} already has the {port.spec.name} port\n"
@@ -166,15 +166,15 @@ def stat_text(port, stats) -> str:
     figures = [f"{len(f.files)} file{'s' if len(f.files) != 1 else ''}, +{f.added} -{f.removed}" for f in features]
     figure_width = max(len(text) for text in figures)
     for f, text in zip(features, figures, strict=True):
-        field = FEATURE_FIELDS.get(f.feature, "")
+        field = switch_fields().get(f.feature, "")
         lines.append(f"  {f.feature + ':':<{key_width}} {text:<{figure_width}}  {field}".rstrip())
     return "\n".join(lines) + "\n"
 
 
 def stat_document(port, stats) -> dict:
+    from porter.features import switch_fields
     from porter.patch import feature_stats
     from porter.render import spec_label
-    from porter.spec import FEATURE_FIELDS
 
     return {
         "model": port.spec.name,
@@ -192,7 +192,7 @@ def stat_document(port, stats) -> dict:
             for s in stats
         ],
         "features": [
-            {"feature": f.feature, "spec_field": FEATURE_FIELDS.get(f.feature), "files": f.files,
+            {"feature": f.feature, "spec_field": switch_fields().get(f.feature), "files": f.files,
              "added": f.added, "removed": f.removed}
             for f in feature_stats(stats, [e.feature for e in port.plan.edits])
         ],

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from porter.errors import PorterError
+from porter.hf_config import installed_rope_spelling
 from porter.verify.layout import PIPE_EMBEDDING, PIPE_FIRST_LAYER, WeightLayout
 
 TAG = "release"
@@ -239,20 +240,9 @@ def hf_config(shape: ModelShape, layout: WeightLayout, dtype: torch.dtype, base:
         mlp_bias=layout.bias,
         hidden_act="silu",
     )
-    config.update(rope_fields(shape.rope_theta))
+    config = installed_rope_spelling({**config, "rope_parameters": {"rope_type": "default", "rope_theta": shape.rope_theta}})
     config["torch_dtype" if "torch_dtype" in config else "dtype"] = str(dtype).removeprefix("torch.")
     return config
-
-
-def rope_fields(theta: float) -> dict:
-    """How this transformers spells the rotary base: rope_parameters (5.x) or rope_theta (4.x)."""
-    import inspect
-
-    from transformers import LlamaConfig
-
-    if "rope_parameters" in inspect.signature(LlamaConfig.__init__).parameters:
-        return {"rope_parameters": {"rope_type": "default", "rope_theta": theta}}
-    return {"rope_theta": theta}
 
 
 # -- full <-> tensor-parallel shards -----------------------------------------------------------
@@ -629,29 +619,22 @@ def write_hf(directory: Path, config: dict, state: dict[str, torch.Tensor]) -> P
 
 
 def feature_args(profile, spec) -> dict:
-    """The tree's dests for the spec's switches, as a converted checkpoint's args carry them."""
-    values = {}
-    for feature, spelling in profile.spellings.items():
-        if spelling is None or spelling.on is None:
-            continue
-        if feature in spec.features() and not spec.wants(feature):
-            continue
-        values[spelling.dest] = spelling.on
-    if profile.spellings.get("rope_theta"):
-        values[profile.spellings["rope_theta"].dest] = spec.rope_theta
-    if profile.spellings.get("ffn_rule"):
-        values[profile.spellings["ffn_rule"].dest] = spec.ffn_multiple_of
-    return values
+    """The tree's dests for the spec's switches and numbers, as a converted checkpoint's args carry
+    them: the defaults the port's entry point sets, without the spec's training defaults."""
+    from porter.plan import make_plan
+
+    defaults = make_plan(spec, profile).defaults
+    return {k: v for k, v in defaults.items() if k not in spec.training_defaults}
 
 
 def _tree_layout(model, target):
-    from porter.profile import build_profile
+    from porter.features import profile_of
     from porter.source import SourceTree
     from porter.spec import Spec, load_spec
     from porter.verify.layout import read_layout
 
     spec = model if isinstance(model, Spec) else load_spec(model)
-    profile = build_profile(SourceTree.open(target))
+    profile = profile_of(SourceTree.open(target))
     return spec, profile, read_layout(profile, spec)
 
 

@@ -67,12 +67,19 @@ class WeightLayout:
     head_module: str = "output_layer"
     head_keys: tuple[str, ...] = ("output_layer", "output_layer.weight")
     head_pipe_key: str = "output_layer.weight"
-    # what the spec and the port fix
+    # what the spec and the port fix (each difference's layout(), porter/features/)
     qkv_order: str = "per_head"  # [np, 3, hn]
     gate_first: bool = True
     tied: bool = False
-    bias: bool = False
+    qkv_bias: bool = False
+    attention_output_bias: bool = False
+    mlp_bias: bool = False
+    final_norm_present: bool = True
     make_vocab_size_divisible_by: int = 128
+
+    @property
+    def bias(self) -> bool:
+        return self.qkv_bias or self.attention_output_bias or self.mlp_bias
 
     def padded_vocab(self, vocab_size: int, tensor_parallel: int) -> int:
         """The tree's vocabulary padding: up to a multiple of divisible_by x TP."""
@@ -186,7 +193,7 @@ def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
     layers = _first(_attrs_calling(stack, lambda c: c == "ModuleList"), TRANSFORMER,
                     "ParallelTransformer.__init__: self.<name> = torch.nn.ModuleList(...)", "the layer list")
     final = [a for a in _attrs_calling(stack, lambda c: c.endswith("Norm") or c == "norm_class")]
-    if spec.final_norm and not final:
+    if spec["norm.final_norm"] and not final:
         raise PorterError(
             "cannot find the final norm of ParallelTransformer", file=TRANSFORMER,
             construct="ParallelTransformer.__init__: self.<final norm> = <Norm>(...)", found="none",
@@ -222,7 +229,7 @@ def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
         if isinstance(assign.value, cst.SimpleString):
             lm_key = assign.value.evaluated_value
     head = {}
-    if "output_layer" in _attrs_calling(lm_cls, lambda c: c == "ColumnParallelLinear") and not spec.tied_embeddings:
+    if "output_layer" in _attrs_calling(lm_cls, lambda c: c == "ColumnParallelLinear") and not spec["embeddings.tied"]:
         key = keys.get("_output_layer_key", "output_layer")
         head = {"head_module": f"{lm_key}.output_layer", "head_keys": (lm_key, key, "weight")}
 
@@ -241,8 +248,17 @@ def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
         embedding_key=keys.get("_embedding_key", embedding),
         encoder_key=keys.get("_encoder_key", encoder),
         word_embeddings_key=keys.get("_word_embeddings_key", word),
-        tied=spec.tied_embeddings,
-        bias=spec.bias,
         make_vocab_size_divisible_by=divisible_by,
         **head,
+        **difference_layout(profile, spec),
     )
+
+
+def difference_layout(profile: TreeProfile, spec: Spec) -> dict:
+    """The layout facts each difference decides (gate half, tied head, bias per site...)."""
+    from porter.features import DIFFERENCES
+
+    out: dict = {}
+    for difference in DIFFERENCES:
+        out.update(difference.layout(profile, spec))
+    return out

@@ -25,13 +25,13 @@ import torch
 import torch.nn.functional as F
 
 from porter.errors import PorterError
-from porter.profile import build_profile
+from porter.features import profile_of
 from porter.source import SourceTree
 from porter.spec import Spec
 from porter.verify import convert
 from porter.verify.layout import read_layout
 from porter.verify.probes import capture_hf, combine, orient, pipe_module, probe_plan
-from porter.verify.reference import REFERENCE_ATTENTION, TinyConfig, random_llama, token_batch
+from porter.verify.reference import REFERENCE_ATTENTION, TinyConfig, random_reference, token_batch
 from porter.verify.tree_run import (
     RunShape,
     entry_points,
@@ -243,7 +243,7 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
     start = time.monotonic()
     tree = SourceTree.open(target)
     entry_points(tree, spec)  # refuses a tree that is not ported, before any work
-    profile = build_profile(tree)
+    profile = profile_of(tree)
     layout = read_layout(profile, spec)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -262,7 +262,7 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
         checkpoints = {kinds[0]: str(options.checkpoint)}
     else:
         kinds = options.kinds
-        reference = random_llama(spec, tiny)
+        reference = random_reference(spec, tiny)
     if tiny.num_layers % pp:
         raise PorterError(f"{tiny.num_layers} layers do not split over {pp} pipeline stages",
                           construct="--layers divisible by --pp", found=f"--layers {tiny.num_layers} --pp {pp}",

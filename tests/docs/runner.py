@@ -178,9 +178,9 @@ def tiny_hf_llama(folder: Path) -> None:
     """A small random LLaMA in HF's format, shaped by the bundled llama spec."""
     from porter.spec import load_spec
     from porter.verify import convert
-    from porter.verify.reference import TinyConfig, random_llama
+    from porter.verify.reference import TinyConfig, random_reference
 
-    model = random_llama(load_spec("llama"), TinyConfig())
+    model = random_reference(load_spec("llama"), TinyConfig())
     convert.write_hf(folder, model.config.to_dict(), model.state_dict())
 
 

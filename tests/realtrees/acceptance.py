@@ -137,11 +137,12 @@ def _module_name(path: str) -> str:
 
 
 def check_arguments(copy: Path, label: str, env: dict[str, str], result: Acceptance) -> None:
-    from porter.profile import build_profile
+    from porter.features import profile_of
+    from porter.features.ffn_rule import default_ffn_hidden_size
     from porter.source import SourceTree
     from porter.spec import load_spec
 
-    profile = build_profile(SourceTree.open(copy))
+    profile = profile_of(SourceTree.open(copy))
     argv = ["--num-layers", "2", "--hidden-size", "64", "--num-attention-heads", "4", "--seq-length", "64",
             "--micro-batch-size", "2"]
     if not profile.arguments.forbids_max_positions:
@@ -158,7 +159,7 @@ def check_arguments(copy: Path, label: str, env: dict[str, str], result: Accepta
     new_duplicates = [d for d in data["duplicates"] if original.count(d) < 2]
     wrong = {k: (v, data["got"][k]) for k, v in data["defaults"].items() if data["got"][k] != v}
     spec = load_spec(SPEC)
-    ffn = spec.ffn_hidden_size(data["hidden_size"])
+    ffn = default_ffn_hidden_size(data["hidden_size"], spec["mlp.ffn_hidden_size"], spec["mlp.multiple_of"])
     if new_duplicates:
         result.notes.append(f"args: duplicate dests {new_duplicates}")
     if wrong:

@@ -8,12 +8,12 @@ from typer.testing import CliRunner
 
 from porter.cli import app
 from porter.errors import PorterError
-from porter.profile import build_profile
+from porter.features import profile_of
 from porter.source import SourceTree
 from porter.spec import load_spec
 from porter.verify import convert
 from porter.verify.layout import read_layout
-from porter.verify.reference import TinyConfig, random_llama
+from porter.verify.reference import TinyConfig, random_reference
 
 SPEC = load_spec("llama")
 # 250 tokens: the tree pads them to 256 (TP 1, 2) or 512 (TP 4), so padding is exercised.
@@ -22,12 +22,12 @@ TINY = TinyConfig(num_layers=2, hidden_size=64, num_attention_heads=4, vocab_siz
 
 @pytest.fixture(scope="module")
 def layout(ported_tree):
-    return read_layout(build_profile(SourceTree.open(ported_tree)), SPEC)
+    return read_layout(profile_of(SourceTree.open(ported_tree)), SPEC)
 
 
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
-    model = random_llama(SPEC, TINY)
+    model = random_reference(SPEC, TINY)
     folder = tmp_path_factory.mktemp("hf") / "tiny-llama"
     convert.write_hf(folder, model.config.to_dict(), model.state_dict())
     return folder
@@ -113,7 +113,7 @@ def test_layout_follows_the_tree_names(ported_tree, tmp_path):
     path = tree / "megatron" / "model" / "transformer.py"
     path.write_text(path.read_text().replace("self.attention(", "self.self_attention(")
                     .replace("self.attention = ParallelAttention(", "self.self_attention = ParallelAttention("))
-    layout = read_layout(build_profile(SourceTree.open(tree)), SPEC)
+    layout = read_layout(profile_of(SourceTree.open(tree)), SPEC)
     assert layout.attention == "self_attention"
     assert layout.qkv == "query_key_value" and layout.fc1 == "dense_h_to_4h"
 
@@ -129,7 +129,7 @@ def test_a_head_held_by_the_language_model(ported_tree, hf_dir, tmp_path):
     path.write_text(text.replace(anchor, anchor + "        self.output_layer = mpu.ColumnParallelLinear(\n"
                                  "            args.hidden_size, args.padded_vocab_size, bias=False)\n"
                                  "        self._output_layer_key = 'output_layer'\n"))
-    layout = read_layout(build_profile(SourceTree.open(tree)), SPEC)
+    layout = read_layout(profile_of(SourceTree.open(tree)), SPEC)
     assert layout.head_module == "language_model.output_layer"
     assert layout.head_keys == ("language_model", "output_layer", "weight")
     config, state = convert.read_hf(hf_dir)
@@ -148,7 +148,7 @@ def test_grouped_qkv_of_multi_head_attention_is_the_per_head_layout(ported_tree,
     path = tree / "megatron" / "model" / "transformer.py"
     path.write_text(path.read_text().replace("3 * self.hidden_size_per_attention_head",
                                              "(self.num_key_value_groups + 2) * self.hidden_size_per_attention_head"))
-    assert read_layout(build_profile(SourceTree.open(tree)), SPEC).qkv_order == "per_head"
+    assert read_layout(profile_of(SourceTree.open(tree)), SPEC).qkv_order == "per_head"
 
 
 def test_a_qkv_layout_porter_does_not_convert_is_refused(ported_tree, tmp_path):
@@ -157,7 +157,7 @@ def test_a_qkv_layout_porter_does_not_convert_is_refused(ported_tree, tmp_path):
     path = tree / "megatron" / "model" / "transformer.py"
     path.write_text(path.read_text().replace("3 * self.hidden_size_per_attention_head", "(2 + 1) * hn"))
     with pytest.raises(PorterError, match="per-head"):
-        read_layout(build_profile(SourceTree.open(tree)), SPEC)
+        read_layout(profile_of(SourceTree.open(tree)), SPEC)
 
 
 def test_convert_commands_round_trip(ported_tree, hf_dir, tmp_path):

@@ -1,0 +1,80 @@
+"""The MLP width: GPT's 4h, LLaMA's int(2/3 * 4h) rounded up to a multiple, or a number.
+
+Spec: `mlp.ffn_hidden_size` ("4h", "2/3*4h", or the width itself) and `mlp.multiple_of`
+(LLaMA: 256, which gives 11008 for h = 4096). An explicit --ffn-hidden-size always wins. The
+rule is porter's `--ffn-multiple-of` switch, applied where the tree checks its arguments; a
+width given as a number is a default of the entry point (Megatron-DeepSpeed's own SwiGLU rule
+rounds down to 64 and gives 10880, never LLaMA's width).
+HF: `intermediate_size` (always a number).
+"""
+
+from __future__ import annotations
+
+import math
+
+from porter.edits import arguments as A
+from porter.features.base import Difference
+from porter.planner import rw
+from porter.profile import ARGUMENTS
+from porter.profile.features import NETWORK, Spelling
+from porter.schema import Field, number
+
+RULES = ("4h", "2/3*4h")
+
+
+def default_ffn_hidden_size(hidden_size: int, rule: str | int, multiple_of: int = 1) -> int:
+    """4h, LLaMA's int(2/3 * 4h) rounded up to `multiple_of` (11008 for h = 4096), or the number."""
+    if isinstance(rule, int):
+        return rule
+    if rule == "4h":
+        return 4 * hidden_size
+    width = 8 * hidden_size // 3
+    return multiple_of * math.ceil(width / multiple_of)
+
+
+class FfnRule(Difference):
+    name = "ffn_rule"
+    hf_fields = ("intermediate_size",)
+    fields = {
+        "mlp.ffn_hidden_size": Field((str, int), "4h", choices=RULES, low=0,
+                                     help="default MLP width: '4h', '2/3*4h' or the width"),
+        "mlp.multiple_of": number(1, whole=True, help="round the 2/3*4h width up to this"),
+    }
+    spellings = {
+        "ffn_rule": (
+            Spelling(
+                "ffn_rule", "--ffn-multiple-of", "ffn_multiple_of", 256, "args.ffn_multiple_of is not None", NETWORK,
+                (("type", "int"), ("default", "None"),
+                 ("help", "'If set, the default --ffn-hidden-size is int(2/3 * 4h) rounded up to a multiple of this (LLaMA: 256); otherwise 4h.'")),
+            ),
+        ),
+    }
+
+    def wanted(self, spec):
+        return spec["mlp.ffn_hidden_size"] != "4h"
+
+    def validate(self, values, given, fail):
+        if values["mlp.ffn_hidden_size"] != "2/3*4h" and "mlp.multiple_of" in given:
+            raise fail("mlp.multiple_of", f"ffn_hidden_size = {values['mlp.ffn_hidden_size']!r}, "
+                       f"multiple_of = {values['mlp.multiple_of']}",
+                       "remove mlp.multiple_of, or set mlp.ffn_hidden_size = '2/3*4h'",
+                       message="inconsistent spec: mlp.multiple_of only applies to mlp.ffn_hidden_size = '2/3*4h'")
+
+    def plan(self, p):
+        rule = p.spec["mlp.ffn_hidden_size"]
+        multiple = p.spec["mlp.multiple_of"]
+        p.values["ffn_rule"] = {"width": rule if isinstance(rule, int) else f"int(2/3 * 4h) rounded up to {multiple}"}
+        if isinstance(rule, int):
+            p.defaults["ffn_hidden_size"] = rule
+            p.reuse("ffn_rule", f"the MLP width {rule} is a default of the entry point (--ffn-hidden-size)")
+            return
+        spelling = p.switch("ffn_rule", on=multiple)
+        p.edit(
+            ARGUMENTS, "ffn_rule",
+            f"the default MLP width becomes int(2/3*4h) rounded up to {spelling.option} (LLaMA: {multiple})",
+            rw(A.FfnHiddenSizeRule, func=p.checks_function, dest=spelling.dest),
+        )
+
+    def from_hf(self, config):
+        size = config.get("intermediate_size")
+        return {} if size is None else {"mlp.ffn_hidden_size": int(size)}
