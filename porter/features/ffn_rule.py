@@ -78,3 +78,8 @@ class FfnRule(Difference):
     def from_hf(self, config):
         size = config.get("intermediate_size")
         return {} if size is None else {"mlp.ffn_hidden_size": int(size)}
+
+
+def ffn_hidden_size(spec, hidden_size: int) -> int:
+    """The spec's default MLP width for a hidden size."""
+    return default_ffn_hidden_size(hidden_size, spec["mlp.ffn_hidden_size"], spec["mlp.multiple_of"])

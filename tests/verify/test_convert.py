@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from porter.cli import app
 from porter.errors import PorterError
 from porter.features import profile_of
+from porter.features.ffn_rule import ffn_hidden_size
 from porter.source import SourceTree
 from porter.spec import load_spec
 from porter.verify import convert
@@ -81,7 +82,7 @@ def test_shards_hold_whole_heads_and_gate_then_up(layout, hf_dir):
     config, state = convert.read_hf(hf_dir)
     local = convert.shard(convert.hf_to_megatron(state, config, layout, tensor_parallel=2), layout, 2, 1)
     layer = local.layers[0]
-    hn, ffn = 16, SPEC.ffn_hidden_size(64)
+    hn, ffn = 16, ffn_hidden_size(SPEC, 64)
     p = "model.layers.0."
     qkv = layer[f"{layout.attention}.{layout.qkv}.weight"].view(2, 3, hn, 64)  # heads 2 and 3 of 4
     for head in (0, 1):
