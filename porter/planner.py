@@ -58,6 +58,7 @@ class Plan:
     defaults: dict = field(default_factory=dict)  # dest -> value pretrain_<name>.py sets
     values: dict = field(default_factory=dict)  # what templates receive: plain values only
     switches: dict = field(default_factory=dict)  # switch -> the tree's or porter's Spelling
+    default_fields: dict = field(default_factory=dict)  # dest -> the spec field whose number it holds
 
     def files(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -93,6 +94,7 @@ class Planner:
         self.switches: dict[str, Spelling] = {}  # switch -> the spelling the port uses
         self.checks: list[str] = []  # argument checks, inserted where the tree checks its arguments
         self.values: dict[str, Any] = {}  # template values, by difference
+        self.default_fields: dict[str, str] = {}  # dest -> the spec field whose number it holds
 
     # -- recording -----------------------------------------------------------------------------
     def edit(self, file: str, feature: str, reason: str, rewrite=None, **context) -> None:
@@ -106,6 +108,13 @@ class Planner:
 
     def import_into(self, file: str, feature: str, source: str, reason: str = "", after: str | None = None) -> None:
         self.edit(file, feature, reason or f"imports what {feature} uses", rw(InsertImport, source=source, after=after))
+
+    def default(self, dest: str, value: object, field: str | None = None) -> None:
+        """A default the entry point sets; `field`: the spec field whose number it is, so that a
+        checkpoint's args give the number back (porter.convert.run)."""
+        self.defaults[dest] = value
+        if field is not None:
+            self.default_fields[dest] = field
 
     def has_dest(self, dest: str) -> bool:
         return dest in self.profile.arguments.dests
@@ -124,8 +133,10 @@ class Planner:
         return func
 
     # -- switches ----------------------------------------------------------------------------
-    def switch(self, name: str, on: object | None = None) -> Spelling:
-        """Reuse the tree's option for a switch, or add porter's. Returns the spelling."""
+    def switch(self, name: str, on: object | None = None, field: str | None = None) -> Spelling:
+        """Reuse the tree's option for a switch, or add porter's. Returns the spelling.
+        `on`: the value that turns it on (default: the spelling's); `field`: the spec field that
+        value is the number of."""
         found = self.profile.spellings.get(name)
         if found is not None:
             if found.origin == "tree":
@@ -151,7 +162,7 @@ class Planner:
         self.switches[name] = spelling
         value = spelling.on if on is None else on
         if value is not None:
-            self.defaults[spelling.dest] = self._typed(spelling, value)
+            self.default(spelling.dest, self._typed(spelling, value), field)
         return spelling
 
     def _typed(self, spelling: Spelling, value: object) -> object:
@@ -195,4 +206,5 @@ class Planner:
 
     def plan(self, style: str) -> Plan:
         return Plan(spec=self.spec, profile=self.profile, edits=self.edits, reused=self.reused, style=style,
-                    defaults=dict(self.defaults), values=dict(self.values), switches=dict(self.switches))
+                    defaults=dict(self.defaults), values=dict(self.values), switches=dict(self.switches),
+                    default_fields=dict(self.default_fields))

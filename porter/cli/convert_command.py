@@ -55,7 +55,7 @@ def hf_to_megatron(
     porter convert hf-to-megatron --hf ./llama-hf --out ./ckpt --target ./Megatron-DeepSpeed --tp 2
     porter convert hf-to-megatron --hf ./llama-hf --out ./ckpt --target ./Megatron-DeepSpeed --tp 2 --pp 2 --json
     """
-    from porter.verify.convert import checkpoint_from_hf
+    from porter.convert import checkpoint_from_hf
 
     printer = Output(json=json)
     try:
@@ -84,7 +84,7 @@ def megatron_to_hf(
     Examples:
     porter convert megatron-to-hf --load ./checkpoints --out ./llama-hf --target ./Megatron-DeepSpeed
     """
-    from porter.verify.convert import hf_from_checkpoint
+    from porter.convert import hf_from_checkpoint
 
     printer = Output(json=json)
     try:

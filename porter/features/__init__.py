@@ -13,6 +13,7 @@ from porter.features.ffn_rule import FfnRule
 from porter.features.final_norm import FinalNorm
 from porter.features.fused_attention import FusedAttention
 from porter.features.gated_mlp import GatedMLP
+from porter.features.grouped_query import GroupedQueryAttention
 from porter.features.norm_eps import NormEps
 from porter.features.rmsnorm import RMSNormDifference
 from porter.features.rotary import Rotary
@@ -26,6 +27,7 @@ DIFFERENCES: tuple[Difference, ...] = (
     Rotary(),
     RMSNormDifference(),
     FusedAttention(),
+    GroupedQueryAttention(),
     Bias(),
     UntiedHead(),
     FfnRule(),
@@ -37,7 +39,7 @@ DIFFERENCES: tuple[Difference, ...] = (
 
 # Differences that change the model's shape: a tree implementing all the spec wants behind its
 # own switches gets the "flags" port (porter.generated_model).
-MODEL_SWITCHES = ("swiglu", "rotary", "rmsnorm", "no_bias", "untied")
+MODEL_SWITCHES = ("swiglu", "rotary", "rmsnorm", "no_bias", "untied", "num_query_groups")
 
 
 def fields() -> dict:

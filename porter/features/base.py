@@ -54,6 +54,7 @@ class Difference:
         """WeightLayout fields this difference decides, from the profile (p) and the spec."""
         return {}
 
-    def summary(self, spec: Spec) -> str:
-        """One line for `porter list`/`explain` when the difference is on."""
-        return ""
+    def tiny(self, spec: Spec, tiny: Any) -> dict[str, Any]:
+        """Spec values of verify's tiny model (porter.verify.reference.TinyConfig), chosen so the
+        difference shows (e.g. 2 key/value heads for 4 query heads)."""
+        return {}

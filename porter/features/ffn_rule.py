@@ -65,15 +65,26 @@ class FfnRule(Difference):
         multiple = p.spec["mlp.multiple_of"]
         p.values["ffn_rule"] = {"width": rule if isinstance(rule, int) else f"int(2/3 * 4h) rounded up to {multiple}"}
         if isinstance(rule, int):
-            p.defaults["ffn_hidden_size"] = rule
+            p.default("ffn_hidden_size", rule, "mlp.ffn_hidden_size")
             p.reuse("ffn_rule", f"the MLP width {rule} is a default of the entry point (--ffn-hidden-size)")
             return
-        spelling = p.switch("ffn_rule", on=multiple)
+        spelling = p.switch("ffn_rule", on=multiple, field="mlp.multiple_of")
         p.edit(
             ARGUMENTS, "ffn_rule",
             f"the default MLP width becomes int(2/3*4h) rounded up to {spelling.option} (LLaMA: {multiple})",
             rw(A.FfnHiddenSizeRule, func=p.checks_function, dest=spelling.dest),
         )
+
+    def tiny(self, spec, tiny):
+        rule = spec["mlp.ffn_hidden_size"]
+        if isinstance(rule, int):  # a real model's width: the tiny one takes LLaMA's rule at its size
+            return {"mlp.ffn_hidden_size": default_ffn_hidden_size(tiny.hidden_size, "2/3*4h", 16)}
+        return {}
+
+    def to_hf(self, spec, config):
+        hidden = spec["sizes.hidden_size"]
+        if hidden is not None:
+            config["intermediate_size"] = ffn_hidden_size(spec, hidden)
 
     def from_hf(self, config):
         size = config.get("intermediate_size")

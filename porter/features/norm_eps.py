@@ -21,7 +21,7 @@ class NormEps(Difference):
         return spec["norm.eps"] != 1e-5 or spec["norm.type"] == "rmsnorm"
 
     def plan(self, p):
-        p.defaults["layernorm_epsilon"] = p.spec["norm.eps"]
+        p.default("layernorm_epsilon", p.spec["norm.eps"], "norm.eps")
         p.values["norm"] = {"eps": p.spec["norm.eps"]}
 
     def from_hf(self, config):

@@ -80,7 +80,7 @@ class Rotary(Difference):
         p.switch("rotary")
         if p.implemented("rotary"):
             if p.profile.spellings.get("rope_theta") is not None:
-                p.switch("rope_theta", on=theta_value)
+                p.switch("rope_theta", on=theta_value, field="position_embedding.rope_theta")
             elif theta_value != ROTARY_BASE:
                 raise PorterError(
                     f"the tree's rotary embedding has no theta switch, and the spec asks for {theta_value:g}",
@@ -91,7 +91,7 @@ class Rotary(Difference):
             else:
                 p.reuse("rope_theta", f"the tree's rotary embedding uses base {ROTARY_BASE:g}, the spec's")
             return
-        theta = p.switch("rope_theta", on=theta_value)
+        theta = p.switch("rope_theta", on=theta_value, field="position_embedding.rope_theta")
         test = p.tests["rotary"]
         arguments = p.profile.arguments
         if not arguments.forbids_max_positions:

@@ -42,10 +42,15 @@ class Sizes(Difference):
                     and p.spec["position_embedding.type"] == "rotary":
                 continue  # this tree refuses the option with rotary: positions are bounded by --seq-length
             if p.has_dest(dest):
-                p.defaults[dest] = value
+                p.default(dest, value, key)
 
     def from_hf(self, config):
         return {key: int(config[hf]) for key, (_, hf) in SIZES.items() if config.get(hf) is not None}
+
+    def tiny(self, spec, tiny):
+        return {"sizes.num_layers": tiny.num_layers, "sizes.hidden_size": tiny.hidden_size,
+                "sizes.num_attention_heads": tiny.num_attention_heads, "sizes.vocab_size": tiny.vocab_size,
+                "sizes.max_position_embeddings": tiny.seq_length}
 
     def to_hf(self, spec, config):
         for key, (_, hf) in SIZES.items():

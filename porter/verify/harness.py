@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from porter.verify.convert import flatten_state
+from porter.convert import flatten_state
 
 KINDS = ("model", "pipe")  # the generated <Prefix>Model (plain engine) and <Prefix>ModelPipe
 
@@ -202,7 +202,7 @@ def padded_vocab(vocab: int, args) -> int:
 
 def site_modules(model, layout: dict, num_layers: int, kind: str) -> dict[tuple[str, int], torch.nn.Module]:
     """(site, layer) -> the module of this process's model that holds it (absent: another stage)."""
-    from porter.verify.layout import PIPE_EMBEDDING, PIPE_FIRST_LAYER
+    from porter.convert.layout import PIPE_EMBEDDING, PIPE_FIRST_LAYER
 
     found: dict[tuple[str, int], torch.nn.Module] = {}
     modules = dict(model.named_modules())
@@ -249,8 +249,8 @@ def _keeper(values: dict, name: str, take: str):
     def hook(module, args, output):
         if take == "input":
             value = args[0]
-        elif take == "pair":
-            value = torch.stack([t for t in output[:2]])
+        elif take == "pair":  # query [s, b, np, hn] and key [s, b, ng, hn], heads side by side
+            value = torch.cat([t for t in output[:2]], dim=-2)
         elif take == "output+bias" and isinstance(output, (tuple, list)):
             value = output[0] if len(output) < 2 or output[1] is None else output[0] + output[1]
         else:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 
 from porter.errors import PorterError
-from porter.features.ffn_rule import default_ffn_hidden_size
 from porter.hf_config import hf_config_of, installed_rope_spelling, model_type_of
 from porter.spec import Spec
 
@@ -57,20 +56,15 @@ def check_spec(spec: Spec) -> None:
         )
 
 
-def tiny_sizes(spec: Spec, tiny: TinyConfig) -> dict:
-    """The HF size fields of the tiny model (the spec's own sizes are a real model's)."""
-    rule = spec["mlp.ffn_hidden_size"]
-    ffn = default_ffn_hidden_size(tiny.hidden_size, "2/3*4h" if isinstance(rule, int) else rule,
-                                  spec["mlp.multiple_of"] if rule == "2/3*4h" else 1)
-    return dict(
-        vocab_size=tiny.vocab_size,
-        hidden_size=tiny.hidden_size,
-        intermediate_size=ffn,
-        num_hidden_layers=tiny.num_layers,
-        num_attention_heads=tiny.num_attention_heads,
-        num_key_value_heads=tiny.num_attention_heads,
-        max_position_embeddings=tiny.seq_length,
-    )
+def tiny_spec(spec: Spec, tiny: TinyConfig) -> Spec:
+    """The spec at verify's tiny size: each difference picks values that show it (2 key/value
+    heads of 4, ...); the spec's own sizes are a real model's and give way."""
+    from porter.features import DIFFERENCES
+
+    values: dict = {}
+    for difference in DIFFERENCES:
+        values.update(difference.tiny(spec, tiny))
+    return spec.with_values(**values)
 
 
 def reference_config(spec: Spec, tiny: TinyConfig):
@@ -79,7 +73,7 @@ def reference_config(spec: Spec, tiny: TinyConfig):
 
     check_spec(spec)
     cls = getattr(transformers, spec.hf_class)
-    fields = installed_rope_spelling(hf_config_of(spec, tiny_sizes(spec, tiny)))
+    fields = installed_rope_spelling(hf_config_of(tiny_spec(spec, tiny)))
     config = cls.config_class(**{k: v for k, v in fields.items() if k not in ("architectures", "model_type")})
     config.architectures = [spec.hf_class]
     config._attn_implementation = REFERENCE_ATTENTION

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
+from porter.convert.layout import WeightLayout
 from porter.verify import harness, treeargs
-from porter.verify.layout import WeightLayout
 from porter.verify.probes import probe_plan
 
 
@@ -50,7 +50,7 @@ def run_kind(session: harness.TreeSession, kind: str, job: dict, out: Path) -> N
         session.load(engine, strict=True)
         record["loaded_by"] = "the tree's megatron.checkpointing.load_checkpoint"
 
-    probes = probe_plan(WeightLayout.from_dict(layout), job["num_layers"], job["num_heads"])
+    probes = probe_plan(WeightLayout.from_dict(layout), job["num_layers"], job["num_heads"], job.get("num_groups"))
     values, handles = harness.attach_probes(engine.module, probes, layout, job["num_layers"], kind)
     try:
         record.update(session.run(engine, tokens, labels))

@@ -12,8 +12,8 @@ from porter.features import profile_of
 from porter.features.ffn_rule import ffn_hidden_size
 from porter.source import SourceTree
 from porter.spec import load_spec
-from porter.verify import convert
-from porter.verify.layout import read_layout
+from porter import convert
+from porter.convert.layout import read_layout
 from porter.verify.reference import TinyConfig, random_reference
 
 SPEC = load_spec("llama")

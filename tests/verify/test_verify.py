@@ -66,7 +66,7 @@ def test_a_checkpoint_the_tree_trained_converts_to_the_same_model(ported_tree, t
 def test_a_real_run_loads_the_converted_checkpoint(ported_tree, tmp_path, smoke_workdir):
     """HF -> porter convert -> the tree's pretrain_llama.py --load --finetune, one step at lr 0,
     --save -> porter convert back: the very same HF tensors."""
-    from porter.verify import convert
+    from porter import convert
     from porter.verify.reference import TinyConfig, random_reference
 
     config = SmokeConfig(steps=1, global_batch_size=4, lr=0.0)  # the smoke run's tiny model and data

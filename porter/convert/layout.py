@@ -202,8 +202,8 @@ def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
     # Per head [np, 3, hn]; microsoft HEAD groups it as [ng, np/ng + 2, hn], the same layout
     # when every head has its own key and value (ng = np, the LLaMA spec's multi-head attention).
     attention_code = code(attention_cls)
-    if "3 * self.hidden_size_per_attention_head" not in attention_code and \
-            "self.num_key_value_groups + 2" not in attention_code:
+    if not any(mark in attention_code for mark in (
+            "3 * self.hidden_size_per_attention_head", "self.num_key_value_groups + 2", "split_query_key_value")):
         raise PorterError(
             "the fused QKV layout of this tree is not the per-head [np, 3, hn] layout porter converts",
             file=TRANSFORMER,
