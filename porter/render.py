@@ -47,16 +47,25 @@ def spec_label(spec: Spec) -> str:
         return path.name
 
 
-def header(spec: Spec, template: str) -> str:
+def header(spec: Spec, template: str, difference: str | None = None) -> str:
+    """The family's own files name the spec; a difference's files (rmsnorm.py, ...) are shared
+    by every family ported into the tree and name the difference instead."""
+    if difference is None:
+        return (
+            f"{GENERATED_MARK} {__version__} from {spec_label(spec)} with template templates/{template}.\n"
+            f"# Generated file: `porter apply {spec.name} --target <tree>` rewrites it and "
+            f"`porter revert --target <tree>` removes it.\n"
+        )
     return (
-        f"{GENERATED_MARK} {__version__} from {spec_label(spec)} with template templates/{template}.\n"
-        f"# Generated file: `porter apply {spec.name} --target <tree>` rewrites it and "
+        f"{GENERATED_MARK} {__version__} for the {difference} difference with template templates/{template}.\n"
+        f"# Generated file, shared by the families ported into this tree: `porter apply` writes it and "
         f"`porter revert --target <tree>` removes it.\n"
     )
 
 
-def render(template: str, plan: Plan, context: dict) -> str:
+def render(template: str, plan: Plan, context: dict, feature: str = "model") -> str:
     """A template rendered with the plan's values (each difference's, and `model`) and the
-    edit's own context; the header names the spec and the template."""
+    edit's own context; the header names the spec (the family's own files, feature "model")
+    or the difference, and the template."""
     body = environment().get_template(template).render(**plan.values, **context)
-    return header(plan.spec, template) + body
+    return header(plan.spec, template, None if feature == "model" else feature) + body

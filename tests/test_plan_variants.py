@@ -46,7 +46,7 @@ def rendered(plan) -> dict[str, str]:
     out = {}
     for edit in plan.edits:
         if edit.template:
-            out[edit.file] = render(edit.template, plan, edit.context)
+            out[edit.file] = render(edit.template, plan, edit.context, edit.feature)
             compile(out[edit.file], edit.file, "exec")
     return out
 

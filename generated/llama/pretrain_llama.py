@@ -27,6 +27,7 @@ def llama_defaults(parser):
         layernorm_type='rmsnorm',
         no_bias=True,
         ffn_multiple_of=256,
+        add_bos_token=True,
         tokenizer_type='SentencePieceTokenizer',
         layernorm_epsilon=1e-06,
         init_method_std=0.02,

@@ -150,16 +150,18 @@ class FfnHiddenSizeRule(Rewrite):
 
     Why: Megatron sets `ffn_hidden_size = 4 * hidden_size` when it is not given. LLaMA uses
     int(2/3 * 4h) rounded up to a multiple of 256 (11008 for h = 4096; the hand port's
-    unrounded coefficient gave 10922). The rule is applied where the 4h default is, so an
-    explicit --ffn-hidden-size always wins.
+    unrounded coefficient gave 10922); LLaMA-3 multiplies it by 1.3 first and rounds up to
+    1024 (14336). The rule is applied where the 4h default is, so an explicit
+    --ffn-hidden-size always wins.
     """
 
     construct = "`if args.ffn_hidden_size is None: args.ffn_hidden_size = 4 * args.hidden_size`"
 
-    def __init__(self, func: str, dest: str) -> None:
+    def __init__(self, func: str, dest: str, multiplier_dest: str) -> None:
         super().__init__()
         self.func = func
         self.dest = dest
+        self.multiplier = multiplier_dest
 
     def rewrite_body(self, body):
         test = m.Comparison(
@@ -178,9 +180,13 @@ class FfnHiddenSizeRule(Rewrite):
                 rule = statements(
                     f"""
                     if args.{self.dest} is not None:
-                        # LLaMA: int(2/3 * 4h) rounded up to a multiple of --{self.dest.replace('_', '-')}
+                        # LLaMA: int(2/3 * 4h), times --{self.multiplier.replace('_', '-')} if given (LLaMA-3),
+                        # rounded up to a multiple of --{self.dest.replace('_', '-')}
                         multiple = args.{self.dest}
-                        args.ffn_hidden_size = (8 * args.hidden_size // 3 + multiple - 1) // multiple * multiple
+                        width = 8 * args.hidden_size // 3
+                        if args.{self.multiplier} is not None:
+                            width = int(args.{self.multiplier} * width)
+                        args.ffn_hidden_size = (width + multiple - 1) // multiple * multiple
                     """
                 )[0]
                 if len(default) == 1 and isinstance(default[0], cst.If) and not default[0].leading_lines:

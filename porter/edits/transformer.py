@@ -495,3 +495,42 @@ class ApplyRotaryEmbedding(Rewrite):
         )
         new[0] = with_comment(new[0], "Rotary position embedding: rotate query and key [sq, b, np, hn].")
         return body[: binds + 1] + new + body[binds + 1 :]
+
+
+class AddKeyword(Rewrite):
+    """Pass one more keyword argument to every call of a class or function inside a method.
+
+    Why: a difference that refines another one's object (rope scaling refines the rotary
+    embedding) says so where that object is built, as a keyword the builder takes
+    (`RotaryEmbedding(..., scaling=rope_scaling_of(args))`), leaving the rest of the call as it is.
+    """
+
+    construct = "a call of the named class in the method"
+
+    def __init__(self, cls: str, func: str, callee: str, keyword: str, value: str) -> None:
+        super().__init__()
+        self.cls = cls
+        self.func = func
+        self.callee = callee
+        self.keyword = keyword
+        self.value = value
+
+    def rewrite_body(self, body):
+        def plain(stmt):
+            for call in findall(stmt, m.Call()):
+                if (dotted(call.func) or "").rsplit(".", 1)[-1] == self.callee and kwarg(call, self.keyword) is None:
+                    return call
+            return None
+
+        found = any((dotted(c.func) or "").rsplit(".", 1)[-1] == self.callee for s in body for c in findall(s, m.Call()))
+        if not found:
+            self.missing(f"no call of {self.callee}")
+            return body
+        out = []
+        for stmt in body:
+            stmt, count = replace_each(stmt, plain, lambda call: add_kwarg(call, self.keyword, expression(self.value)))
+            self._hits += count
+            out.append(stmt)
+        if not self._hits:
+            self.already_done()
+        return out

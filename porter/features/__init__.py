@@ -16,6 +16,7 @@ from porter.features.gated_mlp import GatedMLP
 from porter.features.grouped_query import GroupedQueryAttention
 from porter.features.norm_eps import NormEps
 from porter.features.rmsnorm import RMSNormDifference
+from porter.features.rope_scaling import RopeScaling
 from porter.features.rotary import Rotary
 from porter.features.sizes import Sizes
 from porter.features.tokenizer import Tokenizer
@@ -25,6 +26,7 @@ from porter.features.untied_head import UntiedHead
 DIFFERENCES: tuple[Difference, ...] = (
     GatedMLP(),
     Rotary(),
+    RopeScaling(),
     RMSNormDifference(),
     FusedAttention(),
     GroupedQueryAttention(),

@@ -33,6 +33,7 @@ class Difference:
     switch_fields: ClassVar[dict[str, str]] = {}  # a switch's spec field, when not the first field
     changes_model: ClassVar[bool] = True  # False: porter's own improvement or plain numbers
     hf_fields: ClassVar[tuple[str, ...]] = ()  # the config.json fields from_hf reads
+    switchable: ClassVar[tuple[str, ...]] = ()  # fields the port's switch can set to any value (convert)
 
     def wanted(self, spec: Spec) -> bool:
         return False

@@ -22,13 +22,17 @@ from porter.schema import Field, number
 RULES = ("4h", "2/3*4h")
 
 
-def default_ffn_hidden_size(hidden_size: int, rule: str | int, multiple_of: int = 1) -> int:
-    """4h, LLaMA's int(2/3 * 4h) rounded up to `multiple_of` (11008 for h = 4096), or the number."""
+def default_ffn_hidden_size(hidden_size: int, rule: str | int, multiple_of: int = 1,
+                            multiplier: float | None = None) -> int:
+    """4h, LLaMA's int(2/3 * 4h) (times `multiplier`, LLaMA-3) rounded up to `multiple_of`
+    (11008 for h = 4096; LLaMA-3 8B: 14336), or the number."""
     if isinstance(rule, int):
         return rule
     if rule == "4h":
         return 4 * hidden_size
     width = 8 * hidden_size // 3
+    if multiplier is not None:
+        width = int(multiplier * width)
     return multiple_of * math.ceil(width / multiple_of)
 
 
@@ -39,6 +43,7 @@ class FfnRule(Difference):
         "mlp.ffn_hidden_size": Field((str, int), "4h", choices=RULES, low=0,
                                      help="default MLP width: '4h', '2/3*4h' or the width"),
         "mlp.multiple_of": number(1, whole=True, help="round the 2/3*4h width up to this"),
+        "mlp.ffn_multiplier": number(None, help="multiply the 2/3*4h width by this before rounding (LLaMA-3: 1.3)"),
     }
     spellings = {
         "ffn_rule": (
@@ -48,31 +53,44 @@ class FfnRule(Difference):
                  ("help", "'If set, the default --ffn-hidden-size is int(2/3 * 4h) rounded up to a multiple of this (LLaMA: 256); otherwise 4h.'")),
             ),
         ),
+        "ffn_multiplier": (
+            Spelling(
+                "ffn_multiplier", "--ffn-dim-multiplier", "ffn_dim_multiplier", None, "args.ffn_dim_multiplier is not None",
+                NETWORK, (("type", "float"), ("default", "None"),
+                          ("help", "'With --ffn-multiple-of: multiply int(2/3 * 4h) by this before rounding (LLaMA-3: 1.3).'")),
+            ),
+        ),
     }
+    switch_fields = {"ffn_multiplier": "mlp.ffn_multiplier"}
 
     def wanted(self, spec):
         return spec["mlp.ffn_hidden_size"] != "4h"
 
     def validate(self, values, given, fail):
-        if values["mlp.ffn_hidden_size"] != "2/3*4h" and "mlp.multiple_of" in given:
-            raise fail("mlp.multiple_of", f"ffn_hidden_size = {values['mlp.ffn_hidden_size']!r}, "
-                       f"multiple_of = {values['mlp.multiple_of']}",
-                       "remove mlp.multiple_of, or set mlp.ffn_hidden_size = '2/3*4h'",
-                       message="inconsistent spec: mlp.multiple_of only applies to mlp.ffn_hidden_size = '2/3*4h'")
+        for key in ("mlp.multiple_of", "mlp.ffn_multiplier"):
+            if values["mlp.ffn_hidden_size"] != "2/3*4h" and key in given:
+                raise fail(key, f"ffn_hidden_size = {values['mlp.ffn_hidden_size']!r}, {key.split('.')[1]} = {values[key]}",
+                           f"remove {key}, or set mlp.ffn_hidden_size = '2/3*4h'",
+                           message=f"inconsistent spec: {key} only applies to mlp.ffn_hidden_size = '2/3*4h'")
 
     def plan(self, p):
         rule = p.spec["mlp.ffn_hidden_size"]
         multiple = p.spec["mlp.multiple_of"]
-        p.values["ffn_rule"] = {"width": rule if isinstance(rule, int) else f"int(2/3 * 4h) rounded up to {multiple}"}
+        multiplier = p.spec["mlp.ffn_multiplier"]
+        scaled = f" times {multiplier:g}" if multiplier else ""
+        p.values["ffn_rule"] = {"width": rule if isinstance(rule, int) else f"int(2/3 * 4h){scaled} rounded up to {multiple}"}
         if isinstance(rule, int):
             p.default("ffn_hidden_size", rule, "mlp.ffn_hidden_size")
             p.reuse("ffn_rule", f"the MLP width {rule} is a default of the entry point (--ffn-hidden-size)")
             return
         spelling = p.switch("ffn_rule", on=multiple, field="mlp.multiple_of")
+        multiplier = p.spec["mlp.ffn_multiplier"]
+        scale = p.switch("ffn_multiplier", on=multiplier, field="mlp.ffn_multiplier")
         p.edit(
             ARGUMENTS, "ffn_rule",
-            f"the default MLP width becomes int(2/3*4h) rounded up to {spelling.option} (LLaMA: {multiple})",
-            rw(A.FfnHiddenSizeRule, func=p.checks_function, dest=spelling.dest),
+            f"the default MLP width becomes int(2/3*4h), times {scale.option} if given, rounded up to "
+            f"{spelling.option} ({p.spec.name}: {multiple}" + (f", x{multiplier:g}" if multiplier else "") + ")",
+            rw(A.FfnHiddenSizeRule, func=p.checks_function, dest=spelling.dest, multiplier_dest=scale.dest),
         )
 
     def tiny(self, spec, tiny):
@@ -93,4 +111,5 @@ class FfnRule(Difference):
 
 def ffn_hidden_size(spec, hidden_size: int) -> int:
     """The spec's default MLP width for a hidden size."""
-    return default_ffn_hidden_size(hidden_size, spec["mlp.ffn_hidden_size"], spec["mlp.multiple_of"])
+    return default_ffn_hidden_size(hidden_size, spec["mlp.ffn_hidden_size"], spec["mlp.multiple_of"],
+                                   spec["mlp.ffn_multiplier"])

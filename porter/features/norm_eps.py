@@ -22,7 +22,6 @@ class NormEps(Difference):
 
     def plan(self, p):
         p.default("layernorm_epsilon", p.spec["norm.eps"], "norm.eps")
-        p.values["norm"] = {"eps": p.spec["norm.eps"]}
 
     def from_hf(self, config):
         eps = config.get("rms_norm_eps", config.get("layer_norm_eps"))

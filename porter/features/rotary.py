@@ -76,7 +76,6 @@ class Rotary(Difference):
 
     def plan(self, p):
         theta_value = p.spec["position_embedding.rope_theta"]
-        p.values["rotary"] = {"theta": theta_value}
         p.switch("rotary")
         if p.implemented("rotary"):
             if p.profile.spellings.get("rope_theta") is not None:

@@ -176,8 +176,8 @@ def matches(expected: str, actual: str) -> bool:
 
 def tiny_hf_llama(folder: Path) -> None:
     """A small random LLaMA in HF's format, shaped by the bundled llama spec."""
-    from porter.spec import load_spec
     from porter import convert
+    from porter.spec import load_spec
     from porter.verify.reference import TinyConfig, random_reference
 
     model = random_reference(load_spec("llama"), TinyConfig())

@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 
 from porter.corpus import train_sentencepiece, write_corpus
-from porter.features.ffn_rule import default_ffn_hidden_size
+from porter.features.ffn_rule import ffn_hidden_size
 from porter.spec import Spec
 
 WORKER = Path(__file__).with_name("model_check.py")
@@ -57,7 +57,7 @@ def job(job_id: str, spec: Spec, tree: Path, renames: dict | None = None, gpt_on
         "script": spec.script,
         "model_class": spec.model_class,
         "features": features(spec),
-        "ffn_hidden_size": default_ffn_hidden_size(HIDDEN, spec["mlp.ffn_hidden_size"], spec["mlp.multiple_of"]),
+        "ffn_hidden_size": ffn_hidden_size(spec, HIDDEN),
         "rope_theta": spec["position_embedding.rope_theta"],
         "norm_eps": spec["norm.eps"],
         "tokenizer_model": tokenizer_model(),

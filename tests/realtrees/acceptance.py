@@ -138,7 +138,7 @@ def _module_name(path: str) -> str:
 
 def check_arguments(copy: Path, label: str, env: dict[str, str], result: Acceptance) -> None:
     from porter.features import profile_of
-    from porter.features.ffn_rule import default_ffn_hidden_size
+    from porter.features.ffn_rule import ffn_hidden_size
     from porter.source import SourceTree
     from porter.spec import load_spec
 
@@ -159,7 +159,7 @@ def check_arguments(copy: Path, label: str, env: dict[str, str], result: Accepta
     new_duplicates = [d for d in data["duplicates"] if original.count(d) < 2]
     wrong = {k: (v, data["got"][k]) for k, v in data["defaults"].items() if data["got"][k] != v}
     spec = load_spec(SPEC)
-    ffn = default_ffn_hidden_size(data["hidden_size"], spec["mlp.ffn_hidden_size"], spec["mlp.multiple_of"])
+    ffn = ffn_hidden_size(spec, data["hidden_size"])
     if new_duplicates:
         result.notes.append(f"args: duplicate dests {new_duplicates}")
     if wrong:
