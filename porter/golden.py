@@ -16,6 +16,7 @@ from porter.patch import patch
 from porter.port import prepare
 from porter.resources import sample_tree_dir
 
+
 def specs() -> list[str]:
     """Every bundled spec that ports something (gpt, the base, plans nothing)."""
     from porter.spec import available_specs

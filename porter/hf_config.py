@@ -158,15 +158,16 @@ def spec_from_hf(path: str | Path):
         except ValueError as exc:
             raise PorterError(f"config.json sets {key} to a value porter cannot port", file=config.path,
                               construct=key, found=repr(value), fix=f"porter ports {exc}") from None
+    set_here = {k for k, v in read.items() if v != schema[k].base}
     for difference in DIFFERENCES:
-        difference.validate(values, set(read), lambda f, found, fix, message=None: PorterError(
+        difference.validate(values, set_here, lambda f, found, fix, message=None: PorterError(
             message or f"config.json: {f} cannot be {found!r}", file=config.path, construct=f, found=str(found), fix=fix))
     name = _name_from(path, model_type)
     prefix = "".join(part.capitalize() for part in name.split("_"))
     return Spec(
         name=name, class_prefix=prefix, script=f"pretrain_{name}.py",
         description=f"{base.description.split(':')[0]} from {config.path} (closest family: {base.name})",
-        path=config.path, values=values, given=frozenset(read), hf_class=base.hf_class,
+        path=config.path, values=values, given=frozenset(set_here), hf_class=base.hf_class,
         training_defaults=dict(base.training_defaults),
     )
 

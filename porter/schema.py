@@ -42,7 +42,10 @@ class Field:
         return ", or ".join(parts)
 
     def check(self, value: Any) -> Any:
-        """The value, typed (an int where a float is wanted becomes a float); ValueError if not allowed."""
+        """The value, typed (an int where a float is wanted becomes a float); ValueError if not allowed.
+        None (not set) is allowed where the base is None."""
+        if value is None and self.base is None:
+            return None
         if isinstance(value, bool):
             if bool not in self.kinds:
                 raise ValueError(self.describe())

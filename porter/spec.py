@@ -82,6 +82,29 @@ class Spec:
         return self.values[dotted], fields()[dotted].base
 
 
+def spec_toml(spec: Spec) -> str:
+    """The spec as a .toml file that loads back to the same spec (`porter spec CONFIG`)."""
+    import tomli_w
+
+    model = {"name": spec.name, "class_prefix": spec.class_prefix, "script": spec.script,
+             "description": spec.description}
+    if spec.hf_class:
+        model["hf_class"] = spec.hf_class
+    data: dict[str, Any] = {"model": model}
+    schema = fields()
+    for name, value in spec.values.items():
+        if value is None or value == schema[name].base:
+            continue
+        *tables, key = name.split(".")
+        holder = data
+        for table in tables:
+            holder = holder.setdefault(table, {})
+        holder[key] = value
+    if spec.training_defaults:
+        data["training_defaults"] = dict(spec.training_defaults)
+    return tomli_w.dumps(data)
+
+
 def available_specs() -> dict[str, Path]:
     return {p.stem: p for p in sorted(specs_dir().glob("*.toml"))}
 

@@ -17,6 +17,7 @@ from porter.cli import (  # noqa: F401  (each registers its commands; HELP_ORDER
     port_commands,
     revert_command,
     smoke_command,
+    spec_command,
     verify_command,
 )
 from porter.cli.common import app

@@ -14,6 +14,7 @@ from porter.features.final_norm import FinalNorm
 from porter.features.fused_attention import FusedAttention
 from porter.features.gated_mlp import GatedMLP
 from porter.features.grouped_query import GroupedQueryAttention
+from porter.features.head_dim import HeadDim
 from porter.features.norm_eps import NormEps
 from porter.features.rmsnorm import RMSNormDifference
 from porter.features.rope_scaling import RopeScaling
@@ -30,6 +31,7 @@ DIFFERENCES: tuple[Difference, ...] = (
     RMSNormDifference(),
     FusedAttention(),
     GroupedQueryAttention(),
+    HeadDim(),
     Bias(),
     UntiedHead(),
     FfnRule(),
@@ -41,7 +43,7 @@ DIFFERENCES: tuple[Difference, ...] = (
 
 # Differences that change the model's shape: a tree implementing all the spec wants behind its
 # own switches gets the "flags" port (porter.generated_model).
-MODEL_SWITCHES = ("swiglu", "rotary", "rmsnorm", "no_bias", "untied", "num_query_groups")
+MODEL_SWITCHES = ("swiglu", "rotary", "rmsnorm", "no_bias", "untied", "num_query_groups", "head_dim")
 
 
 def fields() -> dict:

@@ -106,7 +106,9 @@ class FfnRule(Difference):
 
     def from_hf(self, config):
         size = config.get("intermediate_size")
-        return {} if size is None else {"mlp.ffn_hidden_size": int(size)}
+        if size is None:
+            return {}
+        return {"mlp.ffn_hidden_size": int(size), "mlp.multiple_of": 1, "mlp.ffn_multiplier": None}
 
 
 def ffn_hidden_size(spec, hidden_size: int) -> int:

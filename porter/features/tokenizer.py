@@ -71,6 +71,17 @@ class Tokenizer(Difference):
     def wanted(self, spec):
         return spec["tokenizer.type"] in KINDS
 
+    def from_hf(self, config):
+        """The kind of the tokenizer file beside config.json, when there is one."""
+        from pathlib import Path
+
+        folder = Path(config.path).parent
+        if (folder / "tokenizer.json").is_file():
+            return {"tokenizer.type": "hf"}
+        if (folder / "tokenizer.model").is_file():
+            return {"tokenizer.type": "sentencepiece"}
+        return {}
+
     def plan(self, p):
         spec = p.spec
         kind = KINDS[spec["tokenizer.type"]]
