@@ -52,8 +52,8 @@ class Port:
         problems = []
         for name, value in values.items():
             mine = self.spec[name]
-            if name.startswith(("tokenizer.", "sizes.")) or value == mine:
-                continue
+            if name.startswith(("tokenizer.", "sizes.")) or value == mine or value is None:
+                continue  # None: the config says nothing of it (a rule its explicit numbers replace)
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if number and (mine is not None or schema[name].base is not None):
                 continue  # a number the port's switch takes

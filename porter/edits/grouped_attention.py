@@ -99,52 +99,37 @@ class GroupedQKVSplit(Rewrite):
         self.cls = cls
         self.func = func
 
-    def _split(self, body):
-        """(block, index of the view, index of the split) inside the statement list or an if's body."""
-        for stmt in body:
-            if isinstance(stmt, cst.If):
-                found = self._split(stmt.body.body)
-                if found is not None:
-                    return found
-                continue
-            names = assigned_names(stmt)
-            if {"query_layer", "key_layer", "value_layer"} <= names:
-                return body
-        return None
+    @staticmethod
+    def _binds_qkv(stmt) -> bool:
+        return {"query_layer", "key_layer", "value_layer"} <= assigned_names(stmt)
 
     def rewrite_body(self, body):
         if any(findall(s, m.Call(func=m.Name("split_query_key_value"))) for s in body):
             self.already_done()
             return body
-        if not any(self._split([s]) is not None for s in body):
+        # The split is a statement of the function, or of the first branch of an `if` (self- vs
+        # cross-attention), where its view and shape statements are too.
+        index = next((i for i, s in enumerate(body) if self._binds_qkv(s)), None)
+        if index is not None and isinstance(body[index], cst.If):
+            stmt = body[index]
+            inner = self._rewrite_statements(list(stmt.body.body))
+            new_body = None if inner is None else \
+                [*body[:index], stmt.with_changes(body=stmt.body.with_changes(body=inner)), *body[index + 1:]]
+        elif index is not None:
+            new_body = self._rewrite_statements(list(body))
+        else:
             self.missing("no statement binds query_layer, key_layer and value_layer together")
             return body
-        for index, stmt in enumerate(body):
-            if self._split([stmt]) is None:
-                continue
-            new_stmt = self._rewrite_block(stmt)
-            if new_stmt is None:
-                return body
-            new_body = self._insert_repeat([*body[:index], new_stmt, *body[index + 1:]], index)
-            if self._missing is not None:
-                return body
-            self.anchored()
-            return new_body
-        return body
-
-    def _rewrite_block(self, stmt):
-        if isinstance(stmt, cst.If):
-            inner = stmt.body.body
-            new_inner = self._rewrite_statements(list(inner))
-            if new_inner is None:
-                return None
-            return stmt.with_changes(body=stmt.body.with_changes(body=new_inner))
-        new = self._rewrite_statements([stmt])
-        return None if new is None else new
+        if new_body is None:
+            return body
+        new_body = self._insert_repeat(new_body)
+        if self._missing is not None:
+            return body
+        self.anchored()
+        return new_body
 
     def _rewrite_statements(self, stmts):
-        split = next((i for i, s in enumerate(stmts)
-                      if {"query_layer", "key_layer", "value_layer"} <= assigned_names(s)), None)
+        split = next((i for i, s in enumerate(stmts) if self._binds_qkv(s)), None)
         call = next(iter(findall(stmts[split], m.Call())), None) if split is not None else None
         if call is None or not call.args:
             self.missing("the q, k, v split is not a call on the fused projection's output")
@@ -172,21 +157,31 @@ class GroupedQKVSplit(Rewrite):
         new = new.with_changes(leading_lines=[*blank, *new.leading_lines])
         return [*stmts[:start], new, *stmts[split + 1:]]
 
-    def _insert_repeat(self, body, split_index):
+    def _insert_repeat(self, body):
         """The repeat goes right before the tree's unfused math: the top of the fused branch's
         `else:` when porter's fused attention is there, else the start of the core attention."""
         repeat = statements(
             "key_layer, value_layer = repeat_key_value(key_layer, value_layer, self.num_attention_heads_per_partition)"
         )[0]
         repeat = with_comment(repeat, "the attention math below takes one key/value head per query head")
+
+        def before(stmts, at):
+            """stmts with the repeat before stmts[at], which keeps its comments (the blank lines go first)."""
+            first = stmts[at]
+            lines = list(first.leading_lines)
+            blank = 0
+            while blank < len(lines) and lines[blank].comment is None:
+                blank += 1
+            moved = repeat.with_changes(leading_lines=[*lines[:blank], *repeat.leading_lines])
+            return [*stmts[:at], moved, first.with_changes(leading_lines=lines[blank:]), *stmts[at + 1:]]
+
         for index, stmt in enumerate(body):
             if isinstance(stmt, cst.If) and mentions(stmt.test, FUSED_MARK) and isinstance(stmt.orelse, cst.Else):
-                inner = list(stmt.orelse.body.body)
-                new_if = stmt.with_changes(orelse=stmt.orelse.with_changes(
-                    body=stmt.orelse.body.with_changes(body=[repeat, *inner])))
+                inner = before(list(stmt.orelse.body.body), 0)
+                new_if = stmt.with_changes(orelse=stmt.orelse.with_changes(body=stmt.orelse.body.with_changes(body=inner)))
                 return [*body[:index], new_if, *body[index + 1:]]
         span = core_span(body)
         if span is None:
             self.missing("no core attention (torch.baddbmm scores ... context_layer) after the q, k, v split")
             return body
-        return [*body[: span.start], repeat, *body[span.start:]]
+        return before(list(body), span.start)

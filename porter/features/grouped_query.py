@@ -43,6 +43,13 @@ class GroupedQueryAttention(Difference):
     def wanted(self, spec):
         return spec["attention.num_query_groups"] is not None
 
+    def validate(self, values, given, fail):
+        groups, heads = values["attention.num_query_groups"], values["sizes.num_attention_heads"]
+        if groups is not None and heads is not None and heads % groups:
+            raise fail("attention.num_query_groups", f"{groups} key/value heads for {heads} attention heads",
+                       "make num_attention_heads a multiple of the key/value heads",
+                       message="inconsistent sizes: the attention heads do not share the key/value heads evenly")
+
     def plan(self, p):
         groups = p.spec["attention.num_query_groups"]
         spelling = p.switch(SWITCH, on=groups, field="attention.num_query_groups")

@@ -113,6 +113,13 @@ class RopeScaling(Difference):
             out[PREFIX + key] = params[hf]
         return out
 
+    def tiny(self, spec, tiny):
+        """An original context shorter than verify's sequence: the scaled band falls inside it."""
+        if not self.wanted(spec):
+            return {}
+        return {PREFIX + "original_max_position_embeddings": min(spec[PREFIX + "original_max_position_embeddings"],
+                                                                 tiny.seq_length // 2)}
+
     def to_hf(self, spec, config):
         if self.wanted(spec):
             params = config.setdefault("rope_parameters", {})
