@@ -22,8 +22,13 @@ TINY = TinyConfig(num_layers=2, hidden_size=64, num_attention_heads=4, vocab_siz
 
 
 @pytest.fixture(scope="module")
-def layout(ported_tree):
-    return read_layout(profile_of(SourceTree.open(ported_tree)), SPEC)
+def port(ported_tree):
+    return convert.Port(SPEC, ported_tree)
+
+
+@pytest.fixture(scope="module")
+def layout(port):
+    return port.layout
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +48,16 @@ def _same_state(a: dict, b: dict) -> None:
 
 @pytest.mark.parametrize("tp,pp,pipe", [(1, 1, True), (1, 1, False), (2, 1, True), (2, 1, False),
                                         (1, 2, True), (2, 2, True), (4, 1, True)])
-def test_hf_to_megatron_to_hf_is_bit_exact(layout, hf_dir, tmp_path, tp, pp, pipe):
+def test_hf_to_megatron_to_hf_is_bit_exact(port, layout, hf_dir, tmp_path, tp, pp, pipe):
     config, state = convert.read_hf(hf_dir)
     weights = convert.hf_to_megatron(state, config, layout, tensor_parallel=tp)
     assert weights.embedding.shape[0] == layout.padded_vocab(250, tp)
-    convert.write_checkpoint(weights, layout, tmp_path / "ckpt", tp=tp, pp=pp, pipe=pipe, hf_base=config)
+    numbers = {dest: value for dest, (_, value) in port.numbers(port.spec_for(config)).items()}
+    convert.write_checkpoint(weights, layout, tmp_path / "ckpt", tp=tp, pp=pp, pipe=pipe, args=numbers,
+                             hf_config=config)
     back = convert.read_checkpoint(tmp_path / "ckpt", layout)
     assert back.extra["tensor_parallel"] == tp and back.extra["pipe"] == pipe
-    out = convert.write_hf(tmp_path / "hf-again",
-                           convert.hf_config(back.shape, layout, torch.float32, back.extra["hf_config"]),
+    out = convert.write_hf(tmp_path / "hf-again", convert.hf_config_for(port, back, torch.float32),
                            convert.megatron_to_hf(back, layout))
     config_again, state_again = convert.read_hf(out)
     _same_state(state, state_again)
@@ -60,15 +66,14 @@ def test_hf_to_megatron_to_hf_is_bit_exact(layout, hf_dir, tmp_path, tp, pp, pip
         assert config_again[key] == config[key], key
 
 
-def test_the_output_is_what_from_pretrained_reads(layout, hf_dir, tmp_path):
+def test_the_output_is_what_from_pretrained_reads(port, layout, hf_dir, tmp_path):
     from transformers import LlamaForCausalLM
 
     config, state = convert.read_hf(hf_dir)
     weights = convert.hf_to_megatron(state, config, layout, tensor_parallel=2)
     convert.write_checkpoint(weights, layout, tmp_path / "ckpt", tp=2)
     back = convert.read_checkpoint(tmp_path / "ckpt", layout)
-    out = convert.write_hf(tmp_path / "hf", convert.hf_config(back.shape, layout, torch.float32,
-                                                              back.extra["hf_config"]),
+    out = convert.write_hf(tmp_path / "hf", convert.hf_config_for(port, back, torch.float32),
                            convert.megatron_to_hf(back, layout))
     original = LlamaForCausalLM.from_pretrained(str(hf_dir), attn_implementation="eager").eval()
     again = LlamaForCausalLM.from_pretrained(str(out), attn_implementation="eager").eval()
@@ -101,10 +106,13 @@ def test_shards_hold_whole_heads_and_gate_then_up(layout, hf_dir):
     assert torch.equal(local.output[:122], state["lm_head.weight"][128:])
 
 
-def test_grouped_query_attention_is_refused(layout, hf_dir):
-    config, state = convert.read_hf(hf_dir)
-    with pytest.raises(PorterError, match="grouped-query attention"):
-        convert.hf_to_megatron(state, {**config, "num_key_value_heads": 2}, layout)
+def test_a_model_the_port_cannot_run_is_refused_by_field(port, hf_dir):
+    """LLaMA-1's port has no grouped-query attention and no QKV bias: such a model is refused."""
+    config, _ = convert.read_hf(hf_dir)
+    with pytest.raises(PorterError) as caught:
+        port.spec_for({**config, "num_key_value_heads": 2, "attention_bias": True})
+    assert "attention.num_query_groups = 2 (the port: None)" in caught.value.found
+    assert "linear.qkv_bias" in caught.value.found
 
 
 def test_layout_follows_the_tree_names(ported_tree, tmp_path):
