@@ -15,6 +15,7 @@ reference from that, at a tiny size, and convert writes it next to the weights.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -213,3 +214,22 @@ def installed_rope_spelling(config: dict[str, Any]) -> dict[str, Any]:
         if params.get("rope_type", "default") != "default":
             out["rope_scaling"] = params
     return out
+
+
+def class_defines(model_type: str | None, name: str) -> bool:
+    """Does the transformers config class of `model_type` define the field `name`? LlamaConfig
+    defines attention_bias; Qwen2Config does not (Qwen2's modeling code hard-codes its q, k, v
+    biases), so there the family spec, not config.json, says where the biases are. Unknown or
+    missing model type (or no transformers): True, the field is taken as it is written."""
+    return _defines(model_type, name) if model_type else True
+
+
+@functools.lru_cache(maxsize=None)
+def _defines(model_type: str, name: str) -> bool:
+    try:
+        from transformers import CONFIG_MAPPING
+
+        config = CONFIG_MAPPING[model_type]()
+    except (ImportError, KeyError):
+        return True
+    return hasattr(config, name)

@@ -41,7 +41,8 @@ def read_hf(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
 
 
 def write_hf(directory: Path, config: dict, state: dict[str, torch.Tensor], hf_class: str = "LlamaForCausalLM") -> Path:
-    """Write config.json (through the transformers config class of `hf_class`) and model.safetensors."""
+    """Write config.json (through the transformers config class of `hf_class`) and model.safetensors
+    (without lm_head.weight when the config ties it to the embedding)."""
     import transformers
     from safetensors.torch import save_file
 
@@ -50,6 +51,8 @@ def write_hf(directory: Path, config: dict, state: dict[str, torch.Tensor], hf_c
     config_class = getattr(transformers, hf_class).config_class
     fields = {k: v for k, v in installed_rope_spelling(config).items() if k not in ("model_type",)}
     config_class(**fields).save_pretrained(str(directory))
+    if config.get("tie_word_embeddings"):  # the head is the embedding: HF's own tied checkpoints omit it
+        state = {k: v for k, v in state.items() if k != "lm_head.weight"}
     save_file({k: v.contiguous() for k, v in state.items()}, str(directory / "model.safetensors"),
               metadata={"format": "pt"})
     return directory

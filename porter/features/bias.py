@@ -8,7 +8,8 @@ keeps its bias while the rest have none gets its own switch (`--add-qkv-bias`, M
 spelling; `--add-attention-output-bias`, `--add-mlp-bias`).
 When porter adds it: every tensor-parallel linear of attention and MLP takes `bias=` from the
 switches, and the tree's bias path becomes None-safe where it adds a bias by hand.
-HF: `attention_bias` and `mlp_bias` (LLaMA), implicit per family (Qwen2: QKV bias only).
+HF: `attention_bias` and `mlp_bias` (LLaMA); a class without them (Qwen2: QKV bias only, hard-coded)
+reads and writes no bias field: its family spec says where the biases are.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from porter.cst.nodes import negate
 from porter.edits import transformer as T
 from porter.features.base import Difference
+from porter.hf_config import class_defines
 from porter.planner import rw, unsupported
 from porter.profile import TRANSFORMER
 from porter.profile.features import NETWORK, Spelling, tree_spelling
@@ -123,6 +125,8 @@ class Bias(Difference):
 
     def from_hf(self, config):
         out = {}
+        if not class_defines(config.get("model_type"), "attention_bias"):
+            return out  # the family's code fixes its biases (Qwen2: QKV only): its spec says where
         attention, mlp = config.get("attention_bias"), config.get("mlp_bias")
         if attention is not None or mlp is not None:
             out["linear.bias"] = bool(attention) and bool(mlp if mlp is not None else attention)
@@ -133,6 +137,8 @@ class Bias(Difference):
         return out
 
     def to_hf(self, spec, config):
+        if not class_defines(config.get("model_type"), "attention_bias"):
+            return  # nothing to write: the HF class puts its biases where its code says
         config["attention_bias"] = site_bias(spec, "qkv")
         config["mlp_bias"] = site_bias(spec, "mlp")
 
