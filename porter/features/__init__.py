@@ -20,6 +20,7 @@ from porter.features.rmsnorm import RMSNormDifference
 from porter.features.rope_scaling import RopeScaling
 from porter.features.rotary import Rotary
 from porter.features.sizes import Sizes
+from porter.features.sliding_window import SlidingWindow
 from porter.features.tokenizer import Tokenizer
 from porter.features.untied_head import UntiedHead
 
@@ -31,6 +32,7 @@ DIFFERENCES: tuple[Difference, ...] = (
     RMSNormDifference(),
     FusedAttention(),
     GroupedQueryAttention(),
+    SlidingWindow(),
     HeadDim(),
     Bias(),
     UntiedHead(),
