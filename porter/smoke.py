@@ -292,8 +292,23 @@ def training_arguments(spec: Spec, tree: SourceTree, workdir: Path, config: Smok
     args += sorted(o for o in options if o.startswith("--no-") and o.endswith("-fusion"))
     if not config.pipe:
         args.append("--no-pipeline-parallel")
+    args += smoke_numbers(spec, tree, config)
     args += config.extra_args
     return args
+
+
+def smoke_numbers(spec: Spec, tree: SourceTree, config: SmokeConfig) -> list[str]:
+    """The spec's numbers at the smoke size, as verify's tiny model takes them: key/value heads
+    that divide the smoke run's heads (Mistral's 8 do not divide 4), a sliding window shorter
+    than its sequence, an MLP width for its hidden size. The entry point's defaults are a real
+    model's."""
+    from porter.convert import Port
+    from porter.verify.reference import TinyConfig, tiny_spec
+
+    tiny = TinyConfig(num_layers=config.num_layers, hidden_size=config.hidden_size,
+                      num_attention_heads=config.num_attention_heads, vocab_size=config.vocab_size,
+                      seq_length=config.seq_length, batch_size=config.micro_batch_size, seed=config.seed)
+    return Port(spec, tree.root).run_argv(tiny_spec(spec, tiny))
 
 
 def run_smoke(
