@@ -48,7 +48,8 @@ class LinearBias(Rewrite):
     calls it, as well as the attributes named. `bias_expr` is one expression for all of them,
     or attribute -> expression (a site that keeps its bias); a linear not named gets the
     expression of the first attribute. A call that already passes `bias=` is the tree's (or
-    porter's) own decision and is left alone.
+    porter's) own decision and is left alone, unless it is an earlier port's test that this
+    site's expression widens (`not args.no_bias` -> `not args.no_bias or args.add_qkv_bias`).
     """
 
     construct = "`self.<linear> = ...ParallelLinear(...)` assignments"
@@ -77,12 +78,28 @@ class LinearBias(Rewrite):
         def biased(call):
             return add_kwarg(call, "bias", expression(self.exprs.get(attr_of[id(call)], self.default)))
 
+        def narrower(stmt):
+            """A linear whose `bias=` is an earlier port's narrower test this site widens with
+            `or <its switch>` (mistral's `not args.no_bias`, then qwen2's QKV bias)."""
+            for attr, call in linears(stmt):
+                arg, want = kwarg(call, "bias"), self.exprs.get(attr, self.default)
+                if arg is not None and want.startswith(code(arg.value) + " or "):
+                    attr_of[id(call)] = attr
+                    return call
+            return None
+
+        def widened(call):
+            want = expression(self.exprs.get(attr_of[id(call)], self.default))
+            return call.with_changes(args=[a.with_changes(value=want) if a.keyword is not None and a.keyword.value == "bias"
+                                           else a for a in call.args])
+
         out = []
         for stmt in body:
             if any(kwarg(c, "bias") is not None for _, c in linears(stmt)):
                 self.already_done()
             stmt, count = replace_each(stmt, unbiased, biased)
-            self._hits += count
+            stmt, wider = replace_each(stmt, narrower, widened)
+            self._hits += count + wider
             out.append(stmt)
         if not self._hits and not self._done:
             self.missing(f"none of self.{', self.'.join(sorted(self.attrs))} is assigned a call")

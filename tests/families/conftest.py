@@ -17,3 +17,13 @@ def families_tree(tmp_path_factory) -> Path:
         result = CliRunner().invoke(app, ["apply", family, "--target", str(tree)])
         assert result.exit_code == 0, result.output
     return tree
+
+
+@pytest.fixture(scope="session")
+def mistral_qwen2_tree(tmp_path_factory) -> Path:
+    """mistral then qwen2 applied to one copy of the sample tree (shared: tests must not modify it)."""
+    tree = copy_sample_tree(tmp_path_factory.mktemp("mistral_qwen2") / "Megatron-DeepSpeed")
+    for family in ("mistral", "qwen2"):
+        result = CliRunner().invoke(app, ["apply", family, "--target", str(tree)])
+        assert result.exit_code == 0, result.output
+    return tree
