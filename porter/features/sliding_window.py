@@ -105,7 +105,9 @@ class SlidingWindow(Difference):
 def _qwen_style(config) -> dict:
     """Qwen2's fields: `use_sliding_window`, and the layers windowed (from `max_window_layers`
     on, or as `layer_types` lists them). porter windows all layers or none."""
-    window = config.get("sliding_window") if config.get("use_sliding_window", True) else None
+    # left out: the class's default (Qwen2Config: off), or on where the class has no such switch
+    switched = config.get("use_sliding_window", not class_defines(config.get("model_type"), "use_sliding_window"))
+    window = config.get("sliding_window") if switched else None
     layers = config.get("num_hidden_layers")
     types = config.get("layer_types")
     if types is not None:

@@ -141,3 +141,8 @@ def test_each_config_diffs_applies_and_verifies(config_models, tmp_path, which, 
     result = verify(load_spec(str(folder)), tree, tmp_path, VerifyOptions(kinds=("model",)))
     assert result.passed, result.as_dict()
     print(f"{result.results[0].model_class}: max |dlogit| {result.results[0].max_logit_diff:.3g}")
+
+
+def test_a_qwen2_config_without_use_sliding_window_has_qwen2s_default_off():
+    config = {k: v for k, v in QWEN25_05B.items() if k != "use_sliding_window"}
+    assert spec_from({**config, "max_window_layers": 0})["attention.sliding_window"] is None
