@@ -26,6 +26,7 @@ from porter.profile import TreeProfile, build_profile
 from porter.source import SourceTree
 from porter.spec import Spec, load_spec
 from porter.workspace import FileChange, Workspace
+from porter.writable import marked_writable
 from porter.writer import FileWrite, Transaction, tree_lock
 
 
@@ -135,20 +136,27 @@ def apply(model: str | Spec, target: str | Path) -> Port:
     """Port `model` into the tree: check everything in memory, then write all or nothing.
 
     Holds the tree's lock from reading to writing. The journal entry goes into the same
-    transaction as the files (first, so that an interrupted write is still revertible).
-    Returns the Port; `changes` is empty when the tree already has the port.
+    transaction as the files. Returns the Port; `changes` is empty when the tree already has the port.
     """
     spec = model if isinstance(model, Spec) else load_spec(model)
     root = SourceTree.open(target).root
+    if not marked_writable(root):  # no lock in a read-only root: first name every path in the way
+        port = prepare(spec, root)
+        if not port.changes:
+            return port
+        Transaction(root, _writes(root, port)).check()
     with tree_lock(root):
         port = prepare(spec, root)
         if not port.changes:
             return port
-        entry = journal.entry(spec.name, spec.path, port.changes, _created_dirs(root, port.changes))
-        journal_now, journal_after = journal.appended(root, entry)
-        writes = [FileWrite(journal.JOURNAL_PATH, journal_now, journal_after)]
-        writes += [
-            FileWrite(c.path, None if c.before is None else c.before.raw, c.after) for c in port.changes
-        ]
-        Transaction(root, writes).commit()
+        Transaction(root, _writes(root, port)).commit()
     return port
+
+
+def _writes(root: Path, port: Port) -> list[FileWrite]:
+    """The port's files and its journal entry, the journal first (so that an interrupted
+    write is still revertible)."""
+    entry = journal.entry(port.spec.name, port.spec.path, port.changes, _created_dirs(root, port.changes))
+    journal_now, journal_after = journal.appended(root, entry)
+    writes = [FileWrite(journal.JOURNAL_PATH, journal_now, journal_after)]
+    return writes + [FileWrite(c.path, None if c.before is None else c.before.raw, c.after) for c in port.changes]

@@ -21,6 +21,7 @@ from porter import journal
 from porter.checks import check_compiles
 from porter.errors import PorterError
 from porter.merge import MergeConflict, merge3
+from porter.writable import marked_writable
 from porter.writer import FileWrite, Transaction, remove_empty_dirs, tree_lock
 
 
@@ -148,6 +149,8 @@ def revert(target: str | Path, keep_edits: bool = False) -> RevertResult:
             construct="the root of a tree porter applied a port to",
             fix="pass --target the folder you gave `porter apply`",
         )
+    if not marked_writable(root):  # no lock in a read-only root: first name every path in the way
+        Transaction(root, plan_revert(root, keep_edits)[0]).check()
     with tree_lock(root):
         writes, result, folders = plan_revert(root, keep_edits)
         Transaction(root, writes).commit()
