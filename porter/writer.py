@@ -11,7 +11,9 @@ bytes every file must hold now and the bytes it must hold after (None: absent), 
 4. renames every temporary into place, moving files to delete aside first; if anything fails
    now, every file already replaced gets its original bytes back (kept in memory), files
    moved aside are moved back, folders porter created are removed, and the error says the
-   tree was restored.
+   tree was restored. Ctrl-C is held back to the point before the next file (porter.interrupts),
+   where it is answered the same way: nothing is left half written, and the roll-back itself
+   is not cut short.
 
 The lock (`.porter/lock`, created with O_EXCL) is held across a whole apply or revert, from
 reading the tree to writing it, so two porter runs cannot interleave.
@@ -28,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from porter import interrupts
 from porter.errors import PorterError
 from porter.writable import check_writable, marked_writable
 
@@ -195,45 +198,49 @@ class Transaction:
             self.created_dirs.append(str(new.relative_to(self.root)).replace(os.sep, "/"))
 
     def commit(self) -> None:
-        """Check, stage, rename; on any failure put everything back and raise."""
+        """Check, stage, rename; on any failure or interrupt put everything back and raise."""
         self.check()
         staged: list[tuple[FileWrite, Path | None]] = []
         done: list[tuple[FileWrite, Path | None]] = []  # with the aside path of deleted files
-        try:
-            for write in self.writes:
-                path = self.root / write.path
-                if write.after is None:
-                    staged.append((write, None))
-                    continue
-                self._make_dirs(path.parent)
-                mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else NEW_FILE_MODE
-                staged.append((write, _write_temp(path, write.after, mode)))
-            for write, tmp in staged:
-                path = self.root / write.path
-                if tmp is None:
-                    aside = path.with_name(f".{path.name}.porter-deleted")
-                    os.replace(path, aside)
-                    done.append((write, aside))
-                else:
-                    os.replace(tmp, path)
-                    done.append((write, None))
-            for folder in {(self.root / w.path).parent for w in self.writes}:
-                _fsync_dir(folder)
-        except BaseException as exc:
-            self._roll_back(done, staged)
-            if isinstance(exc, OSError):
-                raise PorterError(
-                    f"writing the tree failed: {exc.strerror or exc}",
-                    file=str(getattr(exc, "filename", None) or self.root),
-                    construct="every file of the change written, or none",
-                    found=str(exc),
-                    fix="fix the cause (disk full? permissions?) and run porter again; "
-                    "every file was put back as it was",
-                ) from exc
-            raise
-        for _, aside in done:
-            if aside is not None:
-                aside.unlink(missing_ok=True)
+        with interrupts.Held() as interrupt:  # Ctrl-C takes effect only where stopping is safe
+            try:
+                for write in self.writes:
+                    interrupt.stop_here()
+                    path = self.root / write.path
+                    if write.after is None:
+                        staged.append((write, None))
+                        continue
+                    self._make_dirs(path.parent)
+                    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else NEW_FILE_MODE
+                    staged.append((write, _write_temp(path, write.after, mode)))
+                for write, tmp in staged:
+                    interrupt.stop_here()
+                    path = self.root / write.path
+                    if tmp is None:
+                        aside = path.with_name(f".{path.name}.porter-deleted")
+                        os.replace(path, aside)
+                        done.append((write, aside))
+                    else:
+                        os.replace(tmp, path)
+                        done.append((write, None))
+                for folder in {(self.root / w.path).parent for w in self.writes}:
+                    _fsync_dir(folder)
+            except BaseException as exc:
+                self._roll_back(done, staged)
+                if isinstance(exc, OSError):
+                    raise PorterError(
+                        f"writing the tree failed: {exc.strerror or exc}",
+                        file=str(getattr(exc, "filename", None) or self.root),
+                        construct="every file of the change written, or none",
+                        found=str(exc),
+                        fix="fix the cause (disk full? permissions?) and run porter again; "
+                        "every file was put back as it was",
+                    ) from exc
+                raise
+            for _, aside in done:
+                if aside is not None:
+                    aside.unlink(missing_ok=True)
+            interrupts.written.append(self.root)
 
     def _roll_back(self, done, staged) -> None:
         for write, aside in reversed(done):

@@ -21,7 +21,8 @@ Conventions for a command module (`porter/cli/<what>_command.py`, imported by
   (unless `--debug`) on stderr, and under `--json` also `{"schema": "porter.error/1", ...}` on
   stdout; exit status 2.
 - Exit status, like diff(1): 0 done (or nothing to do), 1 the answer is "no" (`diff` found
-  changes, `smoke` or `verify` failed), 2 error (bad input; typer's usage errors are 2 too).
+  changes, `smoke` or `verify` failed), 2 error (bad input; typer's usage errors are 2 too);
+  130 Ctrl-C, after a line saying what state the run left (porter.interrupts).
 """
 
 from __future__ import annotations
@@ -47,6 +48,28 @@ class _Commands(TyperGroup):
     def list_commands(self, ctx) -> list[str]:
         names = list(self.commands)
         return sorted(names, key=lambda n: (HELP_ORDER.index(n) if n in HELP_ORDER else len(HELP_ORDER), names.index(n)))
+
+    running: str | None = None  # the command being run, for the Ctrl-C message
+
+    def resolve_command(self, ctx, args):
+        name, command, rest = super().resolve_command(ctx, args)
+        self.running = name
+        return name, command, rest
+
+    def main(self, *args, **kwargs):
+        try:
+            return super().main(*args, **kwargs)
+        except SystemExit as exit:
+            if exit.code == 130:  # typer's answer to Ctrl-C (KeyboardInterrupt), wherever it came
+                say_interrupted(self.running)
+            raise
+
+
+def say_interrupted(command: str | None) -> None:
+    """After Ctrl-C: what state the run left (porter.interrupts); the exit status is 130."""
+    from porter.interrupts import interrupted_message
+
+    typer.secho(f"\nporter: {interrupted_message(command)}", fg=typer.colors.YELLOW, err=True)
 
 
 app = typer.Typer(
