@@ -41,13 +41,19 @@ def apply(model: Model, target: Target = Path("."), json: Json = False, quiet: Q
             "model": port.spec.name,
             "target": str(port.root),
             "written": bool(stats),
-            "files": [{"path": s.path, "created": s.created, "added": s.added, "removed": s.removed} for s in stats],
+            "files": [{"path": s.path, "created": s.created, "added": s.added, "removed": s.removed,
+                       "repaired": s.path in port.repaired} for s in stats],
         })
         return
     if not stats:
         out.say(f"nothing to do: {target} already has the {port.spec.name} port")
     for s in stats:
-        out.say(f"{'created' if s.created else 'changed'} {s.path} (+{s.added} -{s.removed})")
+        if s.path in port.repaired:
+            out.say(f"re-created {s.path} (+{s.added} -{s.removed}): deleted since porter created it")
+        else:
+            out.say(f"{'created' if s.created else 'changed'} {s.path} (+{s.added} -{s.removed})")
+    for edited in port.state.edited if port.state else []:
+        out.say(f"kept your edits of {edited.path}: {edited.describe()}")
 
 
 @app.command()
