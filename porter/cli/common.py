@@ -51,6 +51,16 @@ class _Commands(TyperGroup):
 
     running: str | None = None  # the command being run, for the Ctrl-C message
 
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is not None:
+            _lay_out_help(command)
+        return command
+
+    def format_help(self, ctx, formatter) -> None:
+        _lay_out_help(self)
+        super().format_help(ctx, formatter)
+
     def resolve_command(self, ctx, args):
         name, command, rest = super().resolve_command(ctx, args)
         self.running = name
@@ -63,6 +73,22 @@ class _Commands(TyperGroup):
             if exit.code == 130:  # typer's answer to Ctrl-C (KeyboardInterrupt), wherever it came
                 say_interrupted(self.running)
             raise
+
+
+def _lay_out_help(command) -> None:
+    """A command's help (and its subcommands') laid out for this terminal (porter.cli.help_text)."""
+    from rich.markup import escape
+
+    from porter.cli.help_text import layout, terminal_width
+
+    if not hasattr(command, "written_help"):  # the first time: keep the docstring, escape the options' help
+        command.written_help = command.help or ""
+        for param in command.params:
+            if getattr(param, "help", None):
+                param.help = escape(param.help)
+    command.help = layout(command.written_help, terminal_width())
+    for sub in getattr(command, "commands", {}).values():
+        _lay_out_help(sub)
 
 
 def say_interrupted(command: str | None) -> None:
@@ -84,6 +110,7 @@ app = typer.Typer(
     "porter demo",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="rich",  # kept single line breaks, in every typer version (porter.cli.help_text)
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
