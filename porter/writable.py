@@ -91,6 +91,13 @@ def blocked(root: Path, rel: str, deleting: bool = False) -> list[Blocked]:
     return found
 
 
+def _count_read_only(paths: list[Path]) -> str:
+    folders = sum(p.is_dir() for p in paths)
+    first = paths[0]
+    return (f"{folders} folders and {len(paths) - folders} files without a write bit "
+            f"(e.g. {first}: {stat.filemode(first.stat().st_mode)})")
+
+
 def check_writable(root: Path, paths: list[tuple[str, bool]]) -> None:
     """Refuse, naming every path in the way, when porter must not or cannot write all of
     `paths` ((path relative to the tree, whether it is deleted))."""
@@ -111,9 +118,6 @@ def check_writable(root: Path, paths: list[tuple[str, bool]]) -> None:
         what,
         file=", ".join(dict.fromkeys(b.rel for b in found)),
         construct="write access to every file the port writes and to the folders that hold them",
-        found="; ".join(
-            [f"{p} (mode {stat.filemode(p.stat().st_mode)})" for p in read_only]
-            + [f"{b.rel}: {b.error.message}" for b in others]
-        ),
+        found="; ".join(([_count_read_only(read_only)] if read_only else []) + [f"{b.rel}: {b.error.message}" for b in others]),
         fix="; ".join(fixes) + ", then run porter again" + NOTHING_WRITTEN,
     )
