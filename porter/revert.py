@@ -14,6 +14,7 @@ are refused. A file already back as it was before the apply is left as it is.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,7 +108,9 @@ def plan_revert(root: Path, keep_edits: bool) -> tuple[list[FileWrite], RevertRe
                     file=item.path,
                     construct="the file as porter left it, or edits revert can keep",
                     found="a file porter created, edited since" if current is not None else "the file is gone",
-                    fix=(f"move {item.path} aside (revert removes what porter created), then revert again"
+                    fix=(f"move it aside, then revert again (revert removes what porter created): "
+                         f"`mv {shlex.quote(str(root / item.path))} {shlex.quote(str(root / item.path))}.mine && "
+                         f"porter revert --target {shlex.quote(str(root))} --keep-edits`"
                          if current is not None else
                          f"restore {item.path} (e.g. from your version control), then revert again")
                     + "; nothing was written",

@@ -48,7 +48,7 @@ def test_help_is_laid_out_for_the_width(name, width):
     prose = [p for p in shown if p[0] != "Examples:"]
     usable = width - 2  # typer pads the description by one column each side
     for paragraph in prose:
-        for line, following in zip(paragraph, paragraph[1:]):
+        for line, following in zip(paragraph, paragraph[1:], strict=False):
             assert len(line) + 1 + len(following.split()[0]) > usable, f"ragged at {width}: {line!r} / {following!r}"
     assert " ".join(" ".join(p) for p in prose) == " ".join(written.partition("Examples:")[0].split())
     commands = " ".join(examples[1:]).replace(" \\ ", " ").split(" porter ")

@@ -98,6 +98,22 @@ def test_an_edited_generated_file_is_refused_and_the_fix_works(tree, cli, tmp_pa
     assert not diff_snapshots(pristine, after)
 
 
+def test_revert_keep_edits_of_an_edited_generated_file_says_a_way_that_works(tree, cli, tmp_path, monkeypatch):
+    pristine = snapshot(tree)
+    apply("llama", tree)
+    with open(tree / "pretrain_llama.py", "a") as handle:
+        handle.write("# tuned by me\n")
+    monkeypatch.chdir(tmp_path)
+    refused = cli("revert", "--target", "tree", "--keep-edits")
+    assert refused.exit_code == 2 and "pretrain_llama.py was edited since porter created it" in refused.output
+    fix = _fix(refused.output)
+    assert "`mv tree/pretrain_llama.py tree/pretrain_llama.py.mine && porter revert --target tree --keep-edits`" in fix
+    _run_fix(cli, fix, tmp_path)
+    after = snapshot(tree)
+    assert after.pop("pretrain_llama.py.mine")
+    assert not diff_snapshots(pristine, after)
+
+
 def test_a_deleted_tree_file_is_refused_and_the_fixes_work(tree, cli, tmp_path, monkeypatch):
     """The tree's own file is not porter's to re-create: git restores it, then revert and apply."""
     for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "gpt"]):
