@@ -344,11 +344,17 @@ CASES: dict[str, Case] = {
         "megatron/model/gpt_model.py", ("CrossEntropy", "llama_model.py")),
     # -- porter's own earlier work
     "partially ported: one file restored by hand": Case(ported_then(_restore_one_file), "megatron/arguments.py",
-                                                       ("changed since porter wrote it", "porter revert")),
+                                                       ("edited since porter changed it", "porter revert")),
     "partially ported: generated file without a journal": Case(
         tree_then(_generated_without_journal), "pretrain_llama.py", ("no journal",)),
     "hand-edited after porting, then apply": Case(ported_then(_remove_rotary_application), TRANSFORMER,
-                                                  ("changed since porter wrote it",)),
+                                                  ("edited since porter changed it",)),
+    "a generated file hand-edited after porting, then apply": Case(
+        ported_then(_edit_generated_file), "pretrain_llama.py", ("edited since porter created it", "mv ")),
+    "a generated file hand-edited after porting, then diff": Case(
+        ported_then(_edit_generated_file, ("diff", "llama")), "pretrain_llama.py", ("edited since porter created it",)),
+    "a tree file porter changed deleted after porting, then apply": Case(
+        ported_then(_delete_changed_file), "megatron/global_vars.py", ("deleted since porter changed it",)),
     "hand-edited after porting, then revert": Case(ported_then(_append_comment, ("revert",)), TRANSFORMER,
                                                    ("--keep-edits",)),
     "revert --keep-edits with edits overlapping porter's": Case(
