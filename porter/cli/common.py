@@ -118,7 +118,8 @@ app = typer.Typer(
 Model = Annotated[
     str,
     typer.Argument(
-        help="Spec name (see `porter list`) or path to a .toml diff spec. Example: llama, or ./my_model.toml",
+        help="Spec name (see `porter list`), a .toml diff spec, or an HF model folder or its config.json. "
+        "Example: llama3, ./my_model.toml or ./Meta-Llama-3.1-8B",
         metavar="MODEL",
         show_default=False,
     ),
