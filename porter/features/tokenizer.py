@@ -109,7 +109,7 @@ class Tokenizer(Difference):
         p.edit(TOKENIZER, "sentencepiece", f"build_tokenizer builds the {kind.cls}",
                rw(F.TokenizerBranch, func="build_tokenizer", name=kind.choice,
                   body=f"from .{kind.module} import {kind.cls}\n"
-                       f"tokenizer = {kind.cls}(args.tokenizer_model, add_bos=args.add_bos_token)"))
+                       f"tokenizer = {kind.cls}(args.tokenizer_model, add_bos=getattr(args, 'add_bos_token', False))"))
         p.edit(GLOBAL_VARS, "sentencepiece", "the tokenizer is built when a tokenizer model file is given",
                rw(F.BuildTokenizerWhen, func="set_global_variables", option_dest="tokenizer_model"))
         p.values["tokenizer"] = {"bos_names": BOS_NAMES, "eos_names": EOS_NAMES}
