@@ -151,8 +151,9 @@ class TreeSession:
         return mask, loss_mask, positions
 
     # -- forward -----------------------------------------------------------------------------
-    def run(self, engine, tokens: torch.Tensor, labels: torch.Tensor) -> dict:
-        """The batch through the model in eval mode, as the tree's own steps run it.
+    def run(self, engine, tokens: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None = None) -> dict:
+        """The batch through the model in eval mode, as the tree's own steps run it (with the
+        given position ids [b, s] in place of the tree's 0..s-1, when given).
 
         Returns 'logits' (this rank's vocabulary slice, [b, s, vocab/p]; None on a pipeline
         stage that is not the last) and the loss: 'per_token_loss' [b, s] from the plain
@@ -160,7 +161,8 @@ class TreeSession:
         """
         import deepspeed
 
-        mask, loss_mask, positions = self.batch(tokens)
+        mask, loss_mask, counted = self.batch(tokens)
+        positions = counted if positions is None else positions
         if isinstance(engine, deepspeed.PipelineEngine):
             # The stage's output, copied before the loss function sees it: older trees' vocab-parallel
             # cross entropy subtracts the max from the logits in place.
@@ -185,6 +187,7 @@ class TreeSession:
 
 def _first(value):
     return value[0] if isinstance(value, (tuple, list)) else value
+
 
 
 def padded_vocab(vocab: int, args) -> int:

@@ -139,8 +139,9 @@ HF_HOOKS = ("input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "
 HF_INPUT_HOOKS = ("self_attn.o_proj", "mlp.down_proj")
 
 
-def capture_hf(model, tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """Run HF's model on tokens [b, s]; return (logits [b, s, V], captures by module name)."""
+def capture_hf(model, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """Run HF's model on tokens [b, s] (at position ids [b, s], default 0..s-1); return
+    (logits [b, s, V], captures by module name)."""
     captures: dict[str, object] = {}
     handles = []
 
@@ -164,8 +165,12 @@ def capture_hf(model, tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
             handles.append(modules[name].register_forward_hook(keep(f"{name}:input", inputs=True)))
     try:
         with torch.no_grad():
-            positions = torch.arange(tokens.shape[1]).unsqueeze(0).expand_as(tokens)
-            logits = model(input_ids=tokens, position_ids=positions, use_cache=False).logits
+            # An explicit all-ones mask: HF attends causally over the whole row, as the tree does with
+            # --reset-position-ids alone (without one, HF would read reset ids as packed documents).
+            keep = torch.ones_like(tokens)
+            if positions is None:
+                positions = torch.arange(tokens.shape[1]).unsqueeze(0).expand_as(tokens)
+            logits = model(input_ids=tokens, position_ids=positions, attention_mask=keep, use_cache=False).logits
     finally:
         for handle in handles:
             handle.remove()
