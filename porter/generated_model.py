@@ -90,7 +90,8 @@ def _entry_context(p: Planner) -> dict:
                           "pretrain(" + ", ".join(entry.pretrain_params) + ")")
     rotary_cache = entry.rotary_cache if p.implemented("rotary") else None
     imports: list[str] = []
-    for expression in (entry.device, entry.config, rotary_cache[1] if rotary_cache else None, *entry.pretrain_positional):
+    for expression in (entry.device, entry.config, rotary_cache[1] if rotary_cache else None, *entry.pretrain_positional,
+                       *entry.model_contexts):
         imports += [i for i in entry.import_for(expression) if i not in imports]
     return dict(
         gpt_names=[n for n in REUSED_FROM_GPT if n in entry.gpt_names],
@@ -101,6 +102,8 @@ def _entry_context(p: Planner) -> dict:
         mask_adding=entry.mask_adding,
         pipe_setup=list(entry.pipe_setup),
         rotary_cache=rotary_cache,
+        # continuation lines are relative to the `with`, one block deep in model_provider
+        contexts=[context.replace("\n", "\n    ") for context in entry.model_contexts],
         pretrain_args=list(entry.pretrain_positional),
         defaults=_defaults(p),
     )

@@ -33,6 +33,7 @@ class EntryProfile:
     pretrain_positional: tuple[str, ...]  # pretrain(...)'s positional arguments in pretrain_gpt.py
     imports: dict = field(default_factory=dict, hash=False, compare=False)  # name -> import source in pretrain_gpt.py
     pretrain_params: tuple[str, ...] = ()  # megatron.training.pretrain's parameters
+    model_contexts: tuple[str, ...] = ()  # the `with` items the model is built under (deepspeed.zero.Init(...))
 
     def import_for(self, expression: str | None) -> list[str]:
         """The pretrain_gpt.py imports the names of an expression need."""
@@ -85,6 +86,22 @@ def _rotary_cache(branch: cst.If) -> tuple[str, str] | None:
     return None
 
 
+def _model_contexts(provider: cst.FunctionDef, branch: cst.If) -> tuple[str, ...]:
+    """The items of the `with` statements that enclose the pipe branch (ZeRO-3's
+    deepspeed.zero.Init partitions the parameters as they are built)."""
+    def holds(node: cst.CSTNode) -> bool:
+        return any(found is branch for found in findall(node, m.If()))
+
+    items = []
+    body = provider.body.body
+    while True:
+        inner = next((s for s in body if isinstance(s, cst.With) and holds(s)), None)
+        if inner is None:
+            return tuple(items)
+        items += [code(item.item) for item in inner.items]
+        body = inner.body.body
+
+
 def _pretrain_call(module: cst.Module) -> cst.Call | None:
     calls = findall(module, m.Call(func=m.Name("pretrain")))
     return calls[-1] if calls else None
@@ -119,6 +136,7 @@ def read_entry(pretrain_gpt: cst.Module | None, training: cst.Module | None) -> 
         pretrain_positional=positional,
         imports=top_level_imports(pretrain_gpt),
         pretrain_params=pretrain_params,
+        model_contexts=_model_contexts(provider, branch) if branch is not None else (),
     )
 
 
