@@ -81,13 +81,18 @@ def test_ffn_rule_wraps_the_4h_default(check):
         "    if args.ffn_hidden_size is None:\n        args.ffn_hidden_size = 4 * args.hidden_size\n",
         "    if args.ffn_hidden_size is None:\n"
         "        if args.ffn_multiple_of is not None:\n"
-        "            # LLaMA: int(2/3 * 4h) rounded up to a multiple of --ffn-multiple-of\n"
+        "            # LLaMA: int(2/3 * 4h), times --ffn-dim-multiplier if given (LLaMA-3),\n"
+        "            # rounded up to a multiple of --ffn-multiple-of\n"
         "            multiple = args.ffn_multiple_of\n"
-        "            args.ffn_hidden_size = (8 * args.hidden_size // 3 + multiple - 1) // multiple * multiple\n"
+        "            width = 8 * args.hidden_size // 3\n"
+        "            if args.ffn_dim_multiplier is not None:\n"
+        "                width = int(args.ffn_dim_multiplier * width)\n"
+        "            args.ffn_hidden_size = (width + multiple - 1) // multiple * multiple\n"
         "        else:\n"
         "            args.ffn_hidden_size = 4 * args.hidden_size\n",
     )
-    check(partial(A.FfnHiddenSizeRule, func="parse_args", dest="ffn_multiple_of"), PARSE, after)
+    check(partial(A.FfnHiddenSizeRule, func="parse_args", dest="ffn_multiple_of", multiplier_dest="ffn_dim_multiplier"),
+          PARSE, after)
 
 
 def test_ffn_rule_gives_llamas_11008():
