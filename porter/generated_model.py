@@ -59,6 +59,9 @@ def flag_style(p: Planner, model_switches: list[str]) -> bool:
 
 def plan_model(p: Planner, model_switches: list[str]) -> str:
     """Plan the model module and entry point; returns the style ('explicit' or 'flags')."""
+    if p.spec.renamed_because:
+        p.reuse("model", f"the tree holds its own {', '.join(p.spec.renamed_because)}, left alone: porter's are "
+                f"{p.spec.script}, megatron/model/{p.spec.module_name}.py and {p.spec.model_class}")
     if flag_style(p, model_switches):
         _flags_model(p, model_switches)
         return "flags"
@@ -99,7 +102,7 @@ def _entry_context(p: Planner) -> dict:
     rotary_cache = entry.rotary_cache if p.implemented("rotary") else None
     imports: list[str] = []
     for expression in (entry.device, entry.config, rotary_cache[1] if rotary_cache else None, *entry.pretrain_positional,
-                       *entry.model_contexts):
+                       *entry.model_contexts, *entry.context_setup):
         imports += [i for i in entry.import_for(expression) if i not in imports]
     return dict(
         gpt_names=[n for n in REUSED_FROM_GPT if n in entry.gpt_names],
@@ -112,6 +115,7 @@ def _entry_context(p: Planner) -> dict:
         rotary_cache=rotary_cache,
         # continuation lines are relative to the `with`, one block deep in model_provider
         contexts=[context.replace("\n", "\n    ") for context in entry.model_contexts],
+        context_setup=list(entry.context_setup),
         pretrain_args=list(entry.pretrain_positional),
         defaults=_defaults(p),
     )

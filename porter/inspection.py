@@ -15,6 +15,7 @@ from pathlib import Path
 from porter import port_state
 from porter.errors import PorterError
 from porter.features import profile_of
+from porter.naming import spec_in_tree
 from porter.plan import Plan, make_plan
 from porter.profile import TreeProfile
 from porter.source import SourceTree
@@ -116,6 +117,7 @@ def inspect_data(model: str | Spec, target: str | Path) -> dict:
     spec = model if isinstance(model, Spec) else load_spec(model)
     tree = SourceTree.open(target)
     state = port_state.read_state(tree.root)
+    spec = spec_in_tree(spec, tree)
     profile = profile_of(port_state.repaired(tree, state))  # as apply sees it
     data = {"schema": SCHEMA_VERSION, "target": str(Path(target)), "spec": spec.name,
             "profile": profile_data(profile), "plan": None,

@@ -22,6 +22,7 @@ from porter import journal, port_state
 from porter.checks import check_imports
 from porter.errors import PorterError
 from porter.features import profile_of
+from porter.naming import spec_in_tree
 from porter.patch import file_patch
 from porter.plan import Plan, make_plan
 from porter.profile import TreeProfile
@@ -118,6 +119,7 @@ def _prepare(model: str | Spec, target: str | Path) -> Port:
     if damaged is not None:
         raise damaged
     tree = port_state.repaired(tree, state)  # porter's deleted files back, in memory
+    spec = spec_in_tree(spec, tree)  # free names where the tree holds its own pretrain_<name>.py ...
     try:
         profile, plan, rendered = _render(spec, tree)
     except PorterError as exc:

@@ -34,12 +34,14 @@ class Port:
 
     def __init__(self, model, target) -> None:
         from porter.features import profile_of
+        from porter.naming import spec_in_tree
         from porter.plan import make_plan
         from porter.source import SourceTree
         from porter.spec import Spec, load_spec
 
-        self.spec = model if isinstance(model, Spec) else load_spec(model)
-        self.profile = profile_of(SourceTree.open(target))
+        tree = SourceTree.open(target)
+        self.spec = spec_in_tree(model if isinstance(model, Spec) else load_spec(model), tree)
+        self.profile = profile_of(tree)
         self.layout: WeightLayout = read_layout(self.profile, self.spec)
         self.switches = make_plan(self.spec, self.profile).switches
 

@@ -8,6 +8,7 @@ from porter.cst import match as m
 from porter.cst.find import findall
 from porter.cst.nodes import code, contains_code, dotted, statements, with_comment
 from porter.edits.base import Rewrite
+from porter.profile.arguments import FFN_DEFAULT
 
 
 def _option_of(node: cst.CSTNode) -> str | None:
@@ -116,10 +117,13 @@ class InsertChecks(Rewrite):
     older trees, `validate_args` in newer ones), and before the required-argument and
     derived-value checks. The port's checks (e.g. swiglu refuses --openai-gelu; no bias turns
     off the bias-gelu fusion; rotary needs no --max-position-embeddings) belong exactly there.
+    Trees that apply the defaults in initialize_megatron (microsoft since December 2023) have
+    no such loop in arguments.py: the checks go right before the derived values instead, the
+    `if args.ffn_hidden_size is None:` default, after the parallel sizes are settled.
     Statements already present (a second apply) are not inserted again.
     """
 
-    construct = "the `for key in defaults:` loop"
+    construct = "the `for key in defaults:` loop, or `if args.ffn_hidden_size is None:`"
 
     def __init__(self, func: str, checks: list[str]) -> None:
         super().__init__()
@@ -131,8 +135,9 @@ class InsertChecks(Rewrite):
             i for i, s in enumerate(body)
             if m.matches(s, m.For(iter=m.Name("defaults")))
         ]
-        if not loops:
-            self.missing("no `for key in defaults:` loop in the function")
+        derived = [i for i, s in enumerate(body) if m.matches(s, FFN_DEFAULT)]
+        if not loops and not derived:
+            self.missing("no `for key in defaults:` loop and no `if args.ffn_hidden_size is None:` in the function")
             return body
         new = [s for source in self.checks for s in statements(source)]
         new = [s for s in new if not contains_code(body, s)]
@@ -141,7 +146,7 @@ class InsertChecks(Rewrite):
             return body
         self.anchored()
         new[0] = new[0].with_changes(leading_lines=[cst.EmptyLine(indent=False), *new[0].leading_lines])
-        at = loops[0] + 1
+        at = loops[0] + 1 if loops else derived[0]
         return body[:at] + new + body[at:]
 
 

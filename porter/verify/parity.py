@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from porter import convert
 from porter.errors import PorterError
+from porter.naming import spec_in_tree
 from porter.source import SourceTree
 from porter.spec import Spec
 from porter.verify.probes import capture_hf, combine, orient, pipe_module, probe_plan
@@ -243,6 +244,7 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
     tiny = options.tiny
     start = time.monotonic()
     tree = SourceTree.open(target)
+    spec = spec_in_tree(spec, tree)
     entry_points(tree, spec)  # refuses a tree that is not ported, before any work
     port = convert.Port(spec, tree.root)
     profile, layout = port.profile, port.layout
