@@ -39,6 +39,9 @@ class RMSNormDifference(Difference):
             ),
             tree_spelling("rmsnorm", "--normalization", "normalization", "rmsnorm", "args.normalization == 'rmsnorm'",
                           ((TRANSFORMER, "normalization"),)),
+            # Habana's hand port (7086aadb): the option porter also adds, registered its own way.
+            tree_spelling("rmsnorm", "--layernorm-type", "layernorm_type", "rmsnorm", "args.layernorm_type == 'rmsnorm'",
+                          ((TRANSFORMER, "RMSNorm"),)),
         ),
     }
 
