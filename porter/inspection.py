@@ -146,15 +146,16 @@ def render_text(data: dict) -> str:
                  f"required: {', '.join(a['required']) or '-'}")
     if a["forbids_max_position_embeddings_with_rotary"]:
         lines.append("    the checks forbid --max-position-embeddings with rotary")
-    lines.append("  switches:")
+    lines.append("  switches (the tree's, and porter's from an earlier apply; --json lists every one looked for):")
+    missing = [feature for feature, s in p["switches"].items() if s is None]
     for feature, s in p["switches"].items():
         if s is None:
-            lines.append(f"    {feature:<16} none")
             continue
         how = "porter's, from an earlier apply" if s["origin"] == "porter" else (
             "the tree's, implemented" if s["implemented"] else "the tree's, option only")
         layout = f"; {s['layout']}" if s["layout"] else ""
         lines.append(f"    {feature:<16} {s['option']} (dest {s['dest']}; {how}{layout}); on when `{s['test']}`")
+    lines.append(f"    none for: {', '.join(missing) or '-'}")
     m = p["model"]
     if m is not None:
         lines += [
