@@ -13,6 +13,9 @@ from porter.port import apply
 from tests.helpers.trees import copy_sample, diff_snapshots, snapshot
 
 RMSNORM = "megatron/model/rmsnorm.py"
+# the lines porter writes into it (generated/ holds porter's output on the sample tree)
+ENTRY_LINES = len((Path(__file__).resolve().parents[2] / "generated" / "llama" / "pretrain_llama.py").read_text().splitlines())
+RMSNORM_LINES = len((Path(__file__).resolve().parents[2] / "generated" / "llama" / RMSNORM).read_text().splitlines())
 JOURNAL = ".porter/journal.json"
 
 
@@ -47,7 +50,7 @@ def test_a_deleted_generated_file_is_seen_and_re_created(tree, cli, tmp_path):
 
     diff = cli("diff", "llama", "--target", tree, "--stat")
     assert diff.exit_code == 1  # changes to make: the file, again
-    assert f" {RMSNORM} (new)  +52" in diff.stdout
+    assert f" {RMSNORM} (new)  +{RMSNORM_LINES}" in diff.stdout
     assert f"porter: note: {RMSNORM} was deleted since porter created it: apply re-creates it" in diff.stderr
     inspect = cli("inspect", "llama", "--target", tree)
     assert inspect.exit_code == 0
@@ -55,7 +58,7 @@ def test_a_deleted_generated_file_is_seen_and_re_created(tree, cli, tmp_path):
 
     applied = cli("apply", "llama", "--target", tree)
     assert applied.exit_code == 0
-    assert applied.output == f"re-created {RMSNORM} (+52 -0): deleted since porter created it\n"
+    assert applied.output == f"re-created {RMSNORM} (+{RMSNORM_LINES} -0): deleted since porter created it\n"
     assert not diff_snapshots(_without_journal(snapshot(fresh)), _without_journal(snapshot(tree)))
     second = json.loads((tree / JOURNAL).read_text())["applies"][1]
     assert [(f["path"], f.get("repaired"), bool(f["edits"])) for f in second["files"]] == [(RMSNORM, True, True)]
@@ -87,7 +90,7 @@ def test_an_edited_generated_file_is_refused_and_the_fix_works(tree, cli, tmp_pa
     _run_fix(cli, fix, tmp_path)
     applied = cli("apply", "llama", "--target", "tree")
     assert applied.exit_code == 0
-    assert applied.output == "re-created pretrain_llama.py (+65 -0): deleted since porter created it\n"
+    assert applied.output == f"re-created pretrain_llama.py (+{ENTRY_LINES} -0): deleted since porter created it\n"
     assert (tree / "pretrain_llama.py.mine").read_text().endswith("# tuned by me\n")
     ported = _without_journal(snapshot(tree))
     assert ported.pop("pretrain_llama.py.mine")
