@@ -115,3 +115,53 @@ def python_in_tree(root: Path, code: str, timeout: float = 120) -> str:
                           text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
+
+
+# A tiny HF LLaMA for the conversions: 250 tokens, padded by the tree (so padding is exercised).
+def tiny_hf(dest: Path) -> Path:
+    from porter import convert
+    from porter.verify.reference import TinyConfig, random_reference
+
+    model = random_reference(LLAMA, TinyConfig(num_layers=2, hidden_size=64, num_attention_heads=4, vocab_size=250,
+                                               seq_length=16))
+    return convert.write_hf(dest, model.config.to_dict(), model.state_dict())
+
+
+def convert_round_trip(ported: Ported, hf_dir: Path, work: Path, tp: int) -> Path:
+    """`porter convert hf-to-megatron --tp N`, then `porter convert megatron-to-hf`, as a user runs
+    them; asserts the HF weights come back bit for bit. -> the checkpoint folder."""
+    import torch
+    from typer.testing import CliRunner
+
+    from porter import convert
+    from porter.cli import app
+
+    runner = CliRunner()
+    ckpt, again = work / f"ckpt-tp{tp}", work / f"hf-again-tp{tp}"
+    there = runner.invoke(app, ["convert", "hf-to-megatron", "--hf", str(hf_dir), "--out", str(ckpt),
+                                "--target", str(ported.root), "--tp", str(tp)])
+    assert there.exit_code == 0, there.output
+    back = runner.invoke(app, ["convert", "megatron-to-hf", "--load", str(ckpt), "--out", str(again),
+                               "--target", str(ported.root)])
+    assert back.exit_code == 0, back.output
+    (_, state), (_, state_again) = convert.read_hf(hf_dir), convert.read_hf(again)
+    assert sorted(state) == sorted(state_again)
+    for key in state:
+        assert state[key].dtype == state_again[key].dtype and torch.equal(state[key], state_again[key]), key
+    return ckpt
+
+
+def first_layer_shards(ckpt: Path, layout, tp: int) -> list[dict]:
+    """The first transformer layer's tensors in each tensor-parallel shard of a pipe checkpoint."""
+    import torch
+
+    from porter.convert.tensors import layer_names
+
+    fc1 = layer_names(layout)["fc1"]
+    shards = []
+    for rank in range(tp):
+        files = sorted(ckpt.glob(f"*/layer_*-model_{rank:02d}-model_states.pt"))
+        layers = [s for s in (torch.load(f, map_location="cpu", weights_only=False) for f in files) if fc1 in s]
+        assert layers, f"no layer with {fc1} in {ckpt}"
+        shards.append(layers[0])
+    return shards
