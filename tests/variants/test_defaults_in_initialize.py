@@ -1,6 +1,6 @@
 """A tree that applies argument defaults in initialize_megatron, not in arguments.py
-(OpenLLM-France a106b248, deep-spin 4e33e780, Mast e9c879eb: microsoft's layout since December
-2023): porter's checks go into validate_args before the widths it derives, the port is
+(OpenLLM-France a106b248; deep-spin 4e33e780 and Mast e9c879eb alike): porter's checks go into
+validate_args before the arguments it requires and the widths it derives, the port is
 idempotent, verifies against HF and reverts byte for byte."""
 
 from __future__ import annotations

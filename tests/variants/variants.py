@@ -47,14 +47,16 @@ def block(text: str) -> str:
 
 def defaults_in_initialize(root: Path) -> None:
     """Argument defaults applied outside arguments.py, like OpenLLM-France/Megatron-DeepSpeed a106b248
-    (and deep-spin 4e33e780, Eutenacity's Mast e9c879eb: microsoft's layout of December 2023).
+    (deep-spin 4e33e780 and Eutenacity's Mast e9c879eb are laid out the same way).
 
     There, `parse_args(extra_args_provider, ignore_unknown_args)` only builds the parser and
     parses; `validate_args(args)` checks and derives (parallel sizes, then `if
     args.ffn_hidden_size is None:` and the other widths) and has no `for key in defaults:` loop:
     `initialize_megatron` parses, applies `args_defaults` itself, calls `validate_args(args)` and
     hands the result to `set_global_variables(args)`. The sample tree does all of it in
-    `parse_args(..., defaults={}, ...)`; this variant splits it the same way.
+    `parse_args(..., defaults={}, ...)`; this variant splits it the same way. (Those forks nest
+    the required-argument check and the widths under `if not args.use_dataset_only:`; this
+    variant keeps them at the top of validate_args.)
     """
     args_py = "megatron/arguments.py"
     edit(root, args_py,
