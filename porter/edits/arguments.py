@@ -110,6 +110,10 @@ class ExtendChoices(Rewrite):
         return out
 
 
+# `required_args = [...]`: the tree's check that the model-shape arguments are given
+REQUIRED_ARGS = m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(target=m.Name("required_args"))])])
+
+
 class InsertChecks(Rewrite):
     """Insert argument checks right after the `for key in defaults:` loop.
 
@@ -118,8 +122,10 @@ class InsertChecks(Rewrite):
     derived-value checks. The port's checks (e.g. swiglu refuses --openai-gelu; no bias turns
     off the bias-gelu fusion; rotary needs no --max-position-embeddings) belong exactly there.
     Trees that apply the defaults in initialize_megatron (microsoft since December 2023) have
-    no such loop in arguments.py: the checks go right before the derived values instead, the
-    `if args.ffn_hidden_size is None:` default, after the parallel sizes are settled.
+    no such loop in arguments.py: the checks go right before the required-argument check and
+    the derived values instead (`required_args = [...]`, the `if args.ffn_hidden_size is None:`
+    default, whichever comes first), after the parallel sizes are settled: a check that fills in
+    a required value (rotary's --max-position-embeddings) must run before it is required.
     Statements already present (a second apply) are not inserted again.
     """
 
@@ -136,6 +142,7 @@ class InsertChecks(Rewrite):
             if m.matches(s, m.For(iter=m.Name("defaults")))
         ]
         derived = [i for i, s in enumerate(body) if m.matches(s, FFN_DEFAULT)]
+        required = [i for i, s in enumerate(body) if m.matches(s, REQUIRED_ARGS)]
         if not loops and not derived:
             self.missing("no `for key in defaults:` loop and no `if args.ffn_hidden_size is None:` in the function")
             return body
@@ -146,7 +153,7 @@ class InsertChecks(Rewrite):
             return body
         self.anchored()
         new[0] = new[0].with_changes(leading_lines=[cst.EmptyLine(indent=False), *new[0].leading_lines])
-        at = loops[0] + 1 if loops else derived[0]
+        at = loops[0] + 1 if loops else min(derived[:1] + required[:1])
         return body[:at] + new + body[at:]
 
 
