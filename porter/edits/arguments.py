@@ -141,8 +141,10 @@ class InsertChecks(Rewrite):
             i for i, s in enumerate(body)
             if m.matches(s, m.For(iter=m.Name("defaults")))
         ]
-        derived = [i for i, s in enumerate(body) if m.matches(s, FFN_DEFAULT)]
-        required = [i for i, s in enumerate(body) if m.matches(s, REQUIRED_ARGS)]
+        # the derived widths (and the required-argument check before them), also inside a block of
+        # their own (`if not args.use_dataset_only:`): the checks go before the statement holding them
+        derived = [i for i, s in enumerate(body) if findall(s, FFN_DEFAULT)]
+        required = [i for i, s in enumerate(body) if findall(s, REQUIRED_ARGS)]
         if not loops and not derived:
             self.missing("no `for key in defaults:` loop and no `if args.ffn_hidden_size is None:` in the function")
             return body

@@ -100,7 +100,21 @@ def test_ffn_rule_gives_llamas_11008():
     assert (8 * hidden_size // 3 + multiple - 1) // multiple * multiple == 11008
 
 
-def test_checks_need_the_defaults_loop(refuses):
+def test_checks_need_the_defaults_loop_or_the_derived_widths(refuses):
+    source = PARSE.replace("for key in defaults:", "for key in other:")
+    assert "if args.ffn_hidden_size is None:" in source
     error = refuses(partial(A.InsertChecks, func="parse_args", checks=["x = 1"]),
-                    PARSE.replace("for key in defaults:", "for key in other:"))
+                    source.replace("if args.ffn_hidden_size is None:", "if not args.ffn_hidden_size:"))
     assert "for key in defaults" in error.construct
+
+
+def test_without_the_loop_checks_go_before_the_block_that_derives_the_widths(check):
+    """microsoft since December 2023 (OpenLLM-France, deep-spin): the defaults are applied in
+    initialize_megatron and the derived widths sit in `if not args.use_dataset_only:`."""
+    source = PARSE.replace("for key in defaults:", "for key in other:").replace(
+        "    required_args = ['num_layers', 'hidden_size']\n    if args.ffn_hidden_size is None:\n"
+        "        args.ffn_hidden_size = 4 * args.hidden_size\n",
+        "    if not args.use_dataset_only:\n        required_args = ['num_layers', 'hidden_size']\n"
+        "        if args.ffn_hidden_size is None:\n            args.ffn_hidden_size = 4 * args.hidden_size\n")
+    after = source.replace("\n\n    if not args.use_dataset_only:\n", "\n\n    x = 1\n\n    if not args.use_dataset_only:\n")
+    check(partial(A.InsertChecks, func="parse_args", checks=["x = 1"]), source, after)
