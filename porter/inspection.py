@@ -114,12 +114,12 @@ def plan_data(plan: Plan) -> dict:
 
 
 def inspect_data(model: str | Spec, target: str | Path) -> dict:
-    spec = model if isinstance(model, Spec) else load_spec(model)
+    given = model if isinstance(model, Spec) else load_spec(model)
     tree = SourceTree.open(target)
     state = port_state.read_state(tree.root)
-    spec = spec_in_tree(spec, tree)
+    spec = spec_in_tree(given, tree)  # the family's names in this tree (free ones where the tree took them)
     profile = profile_of(port_state.repaired(tree, state))  # as apply sees it
-    data = {"schema": SCHEMA_VERSION, "target": str(Path(target)), "spec": spec.name,
+    data = {"schema": SCHEMA_VERSION, "target": str(Path(target)), "spec": given.name,
             "profile": profile_data(profile), "plan": None,
             "port": {"journal": state.journaled, "files": len(state.files), "not_as_porter_left_them": state.notes()},
             "error": None}
