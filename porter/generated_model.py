@@ -13,7 +13,7 @@ from __future__ import annotations
 from porter.edits.imports import InsertImport
 from porter.errors import PorterError
 from porter.planner import Planner, rw, unsupported
-from porter.profile import GPT_MODEL, LANGUAGE_MODEL, MODEL_INIT, PRETRAIN_GPT, TRANSFORMER
+from porter.profile import GPT_MODEL, LANGUAGE_MODEL, MODEL_INIT, PRETRAIN_GPT
 from porter.profile.entry import REUSED_FROM_GPT
 
 # Embedding.__init__ positional parameters -> the argument that fills them in the pipe spec.
@@ -42,19 +42,30 @@ def model_values(p: Planner, wanted: dict[str, bool]) -> dict:
 
 
 def flag_style(p: Planner, model_switches: list[str]) -> bool:
-    """Does the tree implement every model difference the spec wants behind its own switches?"""
-    if not all(p.implemented(s) for s in model_switches):
+    """Is the family the tree's GPT classes with switches on?
+
+    When the tree implements every model difference the spec wants behind its own switches,
+    yes. When porter's model template does not fit the tree (config-object constructors,
+    megatron.core), also when every difference is a switch of the tree's GPT code after the
+    port: the tree's own, or porter's, added into the tree's transformer (the untied head
+    and a missing final norm live in porter's template only: those need the tree's own).
+    """
+    if all(p.implemented(s) for s in model_switches) and model_switches:
+        return True
+    if (p.model.parallel_style, p.model.ctor_style) == ("mpu", "init_method"):
         return False
-    # Nothing to add: subclass the tree's GPT classes, unless porter's own template fits too.
-    return bool(model_switches) or (p.model.parallel_style, p.model.ctor_style) != ("mpu", "init_method")
+    return all(s in p.switches for s in model_switches)
 
 
 def plan_model(p: Planner, model_switches: list[str]) -> str:
     """Plan the model module and entry point; returns the style ('explicit' or 'flags')."""
+    if p.spec.renamed_because:
+        p.reuse("model", f"the tree holds its own {', '.join(p.spec.renamed_because)}, left alone: porter's are "
+                f"{p.spec.script}, megatron/model/{p.spec.module_name}.py and {p.spec.model_class}")
     if flag_style(p, model_switches):
         _flags_model(p, model_switches)
         return "flags"
-    _explicit_model(p)
+    _explicit_model(p, model_switches)
     return "explicit"
 
 
@@ -90,7 +101,8 @@ def _entry_context(p: Planner) -> dict:
                           "pretrain(" + ", ".join(entry.pretrain_params) + ")")
     rotary_cache = entry.rotary_cache if p.implemented("rotary") else None
     imports: list[str] = []
-    for expression in (entry.device, entry.config, rotary_cache[1] if rotary_cache else None, *entry.pretrain_positional):
+    for expression in (entry.device, entry.config, rotary_cache[1] if rotary_cache else None, *entry.pretrain_positional,
+                       *entry.model_contexts, *entry.context_setup):
         imports += [i for i in entry.import_for(expression) if i not in imports]
     return dict(
         gpt_names=[n for n in REUSED_FROM_GPT if n in entry.gpt_names],
@@ -101,6 +113,9 @@ def _entry_context(p: Planner) -> dict:
         mask_adding=entry.mask_adding,
         pipe_setup=list(entry.pipe_setup),
         rotary_cache=rotary_cache,
+        # continuation lines are relative to the `with`, one block deep in model_provider
+        contexts=[context.replace("\n", "\n    ") for context in entry.model_contexts],
+        context_setup=list(entry.context_setup),
         pretrain_args=list(entry.pretrain_positional),
         defaults=_defaults(p),
     )
@@ -113,14 +128,17 @@ def _export(p: Planner) -> None:
               after="GPTModel"))
 
 
-def _explicit_model(p: Planner) -> None:
+def _explicit_model(p: Planner, model_switches: list[str]) -> None:
     spec = p.spec
     model = p.model
     if model.parallel_style != "mpu" or model.ctor_style != "init_method":
-        raise unsupported("porter generates models for trees with `from megatron import mpu` and "
-                          "(init_method, ...) constructors only, unless the tree implements every feature",
-                          TRANSFORMER, "mpu.ColumnParallelLinear(...) and ParallelMLP(init_method, ...)",
-                          f"{model.parallel_style} style, {model.ctor_style} constructors")
+        missing = [s for s in model_switches if s not in p.switches]
+        raise unsupported(f"this tree builds its layers from a config object, and its GPT model has no switch for "
+                          f"{', '.join(missing)}: porter would need its own model class there",
+                          GPT_MODEL, "a switch of the tree's GPTModel for every model difference (microsoft's "
+                          "--untie-embeddings-and-output-weights, ...), or mpu/(init_method, ...) constructors",
+                          f"{model.parallel_style} style, {model.ctor_style} constructors; no switch for "
+                          + ", ".join(missing))
     module = f"megatron/model/{spec.module_name}.py"
     norm = "LayerNorm"
     norm_imports = [model.layernorm_imports.get(GPT_MODEL) or "from megatron.model import LayerNorm"]
@@ -161,7 +179,7 @@ def _explicit_model(p: Planner) -> None:
 
 def _flags_model(p: Planner, model_switches: list[str]) -> None:
     spec = p.spec
-    switches = [(p.tests[s], p.profile.spellings[s].switch) for s in model_switches if s in p.tests]
+    switches = [(p.tests[s], p.switches[s].switch) for s in model_switches if s in p.tests]
     if not spec["norm.final_norm"]:
         raise unsupported("the tree's GPT model always has a final norm; the spec has none", GPT_MODEL,
                           "a switch that removes the final norm", "none")

@@ -126,7 +126,8 @@ class Planner:
             raise PorterError(
                 "cannot find where the tree checks its arguments",
                 file=ARGUMENTS,
-                construct="a function with a `for key in defaults:` loop (parse_args or validate_args)",
+                construct="a function with a `for key in defaults:` loop (parse_args or validate_args), or one "
+                "deriving `if args.ffn_hidden_size is None:`",
                 found="functions with add_argument: " + ", ".join(self.profile.arguments.group_functions),
                 fix="this tree's arguments.py is laid out differently; report the variant",
             )

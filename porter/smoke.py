@@ -25,6 +25,7 @@ from pathlib import Path
 from porter.corpus import train_sentencepiece, write_corpus
 from porter.errors import PorterError
 from porter.features import profile_of
+from porter.naming import spec_in_tree
 from porter.profile.features import SENTENCEPIECE_CHOICE
 from porter.source import SourceTree
 from porter.spec import Spec
@@ -321,6 +322,7 @@ def run_smoke(
 ) -> SmokeResult:
     """Train the ported model; `on_loss(step, loss)` hears each step, `on_line` each log line."""
     tree = SourceTree.open(Path(target).resolve())
+    spec = spec_in_tree(spec, tree)
     workdir = Path(workdir).resolve()  # the run's cwd is the tree: every path it gets is absolute
     if not tree.exists(spec.script):
         raise PorterError(

@@ -43,6 +43,7 @@ class Spec:
     given: frozenset[str] = frozenset()  # the fields the spec sets itself
     hf_class: str = ""
     training_defaults: dict = field(default_factory=dict)
+    renamed_because: tuple[str, ...] = ()  # what the tree already holds under the family's own names (porter.naming)
 
     def __getitem__(self, dotted: str) -> Any:
         return self.values[dotted]

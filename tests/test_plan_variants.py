@@ -97,7 +97,9 @@ def test_microsoft_head_is_wired_to_its_switches(sample):
     # nothing duplicated in the model code (the fused attention is a kernel choice, not a feature)
     assert not {e.file for e in plan.edits if e.feature != "attention"} & model_code
     added = [e.reason for e in edits(plan, "AddArguments") if e.feature != "tokenizer_model"]  # tokenizer not emulated
-    assert added == ["adds --ffn-multiple-of: no ffn_rule switch found"]
+    assert added == ["adds --ffn-multiple-of: no ffn_rule switch found",
+                     "adds --ffn-dim-multiplier: no ffn_multiplier switch found",
+                     "adds --add-bos-token: no add_bos switch found"]
     assert plan.defaults["add_bias_linear"] is False and plan.defaults["swiglu"] is True
     assert plan.defaults["rope_theta"] == 10000 and isinstance(plan.defaults["rope_theta"], int)  # an int option
     assert any("reuses the tree's --swiglu" in r for r in plan.reused)
@@ -170,7 +172,8 @@ def test_bigscience_keeps_its_glu_and_rotary(sample):
     assert "loss_fn=get_cross_entropy(is_prefix=False)," in llama and "moe_losses" not in llama
     assert "embedding = (EmbeddingPipe, args.hidden_size, args.padded_vocab_size,\n                     args.hidden_dropout)" in llama
     script = files["pretrain_llama.py"]
-    assert "    if args.deepspeed:\n        args.pretrain_causal_attention = True\n" in script
+    # (under the sample tree's `with deepspeed.zero.Init(...)`, which this profile keeps)
+    assert "        if args.deepspeed:\n            args.pretrain_causal_attention = True\n" in script
     assert "attn_mask" not in script and "import torch" not in script
     assert not edits(plan, feature="swiglu") and not edits(plan, feature="rotary")
     assert plan.defaults["glu_activation"] == "swiglu" and plan.defaults["bias_gelu_fusion"] is False

@@ -76,6 +76,9 @@ def diff(
             fail(PorterError(f"cannot write {output}: {exc.strerror}", file=str(output),
                              fix="choose a writable path for --output"), debug, out)
     stats = [file_stat(change) for change in port.changes]
+    if not quiet and not json:  # on stderr: stdout holds the patch
+        for note in port.state.notes() if port.state else []:
+            typer.echo(f"porter: note: {note['path']} was {note['what']}: {note['action']}", err=True)
     if json:
         out.emit("porter.diff/1", stat_document(port, stats))
     elif not quiet:

@@ -275,7 +275,8 @@ def read_checkpoint(checkpoint: Path, layout: WeightLayout, vocab_size: int | No
             fix="give the real size: --vocab-size N (the tokenizer's vocabulary), or run where the tokenizer file is",
         )
     first_layers = shards[0][1]
-    ffn = first_layers[0][names["fc1"]].shape[0] // 2 * len(shards) if first_layers else args.ffn_hidden_size
+    halves = 1 if layout.up else 2  # a fused [gate; up] projection is twice the MLP width
+    ffn = first_layers[0][names["fc1"]].shape[0] // halves * len(shards) if first_layers else args.ffn_hidden_size
     heads = args.num_attention_heads
     shape = ModelShape(
         num_layers=num_layers, hidden_size=args.hidden_size, num_attention_heads=heads,

@@ -47,6 +47,7 @@ class WeightLayout:
     qkv: str = "query_key_value"
     dense: str = "dense"
     fc1: str = "dense_h_to_4h"
+    up: str = ""  # a separate up projection (Habana's hand port); "": fc1 is the fused [gate; up]
     fc2: str = "dense_4h_to_h"
     rotary: str = "rotary_emb"
     # ParallelTransformer
@@ -185,8 +186,11 @@ def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
                  "ParallelAttention.__init__: self.<name> = ColumnParallelLinear(...)", "the fused QKV projection")
     dense = _first(_attrs_calling(init, lambda c: c == "RowParallelLinear"), TRANSFORMER,
                    "ParallelAttention.__init__: self.<name> = RowParallelLinear(...)", "the attention output projection")
-    fc1 = _first(_attrs_calling(mlp_cls, lambda c: c == "ColumnParallelLinear"), TRANSFORMER,
+    columns = _attrs_calling(mlp_cls, lambda c: c == "ColumnParallelLinear")
+    fc1 = _first(columns, TRANSFORMER,
                  "ParallelMLP.__init__: self.<name> = ColumnParallelLinear(...)", "the MLP input projection")
+    # two input projections: the first is the gate (the activation's input), the second the up one
+    up = columns[1] if len(columns) > 1 else ""
     fc2 = _first(_attrs_calling(mlp_cls, lambda c: c == "RowParallelLinear"), TRANSFORMER,
                  "ParallelMLP.__init__: self.<name> = RowParallelLinear(...)", "the MLP output projection")
     rotary = next(iter(_attrs_calling(attention_cls, lambda c: c == "RotaryEmbedding")), "rotary_emb")
@@ -241,7 +245,7 @@ def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
 
     return WeightLayout(
         input_norm=norms[0], attention=attention, post_attention_norm=norms[1], mlp=mlp,
-        qkv=qkv, dense=dense, fc1=fc1, fc2=fc2, rotary=rotary,
+        qkv=qkv, dense=dense, fc1=fc1, up=up, fc2=fc2, rotary=rotary,
         layers=layers, final_norm=final[0] if final else "",
         embedding=embedding, encoder=encoder, word_embeddings=word,
         language_model_key=lm_key,

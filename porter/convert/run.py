@@ -22,6 +22,7 @@ from porter.convert.hf_dir import read_hf, write_hf
 from porter.convert.layout import WeightLayout, read_layout
 from porter.convert.tensors import MegatronWeights, hf_to_megatron, megatron_to_hf
 from porter.errors import PorterError
+from porter.features.tokenizer import token_ids
 from porter.hf_config import HFConfig, hf_config_of
 
 # HF config fields kept from the source model on the way back (not architecture: token ids...)
@@ -33,12 +34,14 @@ class Port:
 
     def __init__(self, model, target) -> None:
         from porter.features import profile_of
+        from porter.naming import spec_in_tree
         from porter.plan import make_plan
         from porter.source import SourceTree
         from porter.spec import Spec, load_spec
 
-        self.spec = model if isinstance(model, Spec) else load_spec(model)
-        self.profile = profile_of(SourceTree.open(target))
+        tree = SourceTree.open(target)
+        self.spec = spec_in_tree(model if isinstance(model, Spec) else load_spec(model), tree)
+        self.profile = profile_of(tree)
         self.layout: WeightLayout = read_layout(self.profile, self.spec)
         self.switches = make_plan(self.spec, self.profile).switches
 
@@ -172,6 +175,8 @@ def hf_config_for(port: Port, weights: MegatronWeights, dtype) -> dict:
     for key in PASSED_THROUGH:
         if key in recorded:
             config[key] = recorded[key]
+    # the token ids of the tokenizer the run trained with, where it is at hand
+    config.update(token_ids(getattr(args, "tokenizer_model", None)))
     config["torch_dtype" if "torch_dtype" in recorded else "dtype"] = str(dtype).removeprefix("torch.")
     return config
 

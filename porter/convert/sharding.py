@@ -21,7 +21,8 @@ def _roles(layout: WeightLayout) -> dict[str, str]:
         names["input_norm"]: "replicated", names["post_norm"]: "replicated",
         names["qkv"]: "rows", names["qkv_bias"]: "rows",
         names["dense"]: "columns", names["dense_bias"]: "replicated",
-        names["fc1"]: "gate_up", names["fc1_bias"]: "gate_up",
+        names["fc1"]: "rows" if layout.up else "gate_up", names["fc1_bias"]: "rows" if layout.up else "gate_up",
+        names["up"]: "rows", names["up_bias"]: "rows",
         names["fc2"]: "columns", names["fc2_bias"]: "replicated",
     }
 

@@ -50,6 +50,8 @@ def layer_names(layout: WeightLayout) -> dict[str, str]:
         "post_norm": f"{layout.post_attention_norm}.weight",
         "fc1": f"{p}.{layout.fc1}.weight",
         "fc1_bias": f"{p}.{layout.fc1}.bias",
+        "up": f"{p}.{layout.up}.weight",
+        "up_bias": f"{p}.{layout.up}.bias",
         "fc2": f"{p}.{layout.fc2}.weight",
         "fc2_bias": f"{p}.{layout.fc2}.bias",
     }
@@ -75,6 +77,21 @@ def split_qkv(qkv: torch.Tensor, shape: ModelShape) -> list[torch.Tensor]:
 
 def _gate_up(first: torch.Tensor, second: torch.Tensor, gate_first: bool) -> tuple[torch.Tensor, torch.Tensor]:
     return (first, second) if gate_first else (second, first)
+
+
+def _gate_and_up(names: dict, layout: WeightLayout, gate: torch.Tensor, up: torch.Tensor, suffix: str = "") -> dict:
+    """HF's gate and up tensors in the tree's MLP: two projections, or one fused in the tree's half order."""
+    if layout.up:
+        return {names["fc1" + suffix]: gate.clone(), names["up" + suffix]: up.clone()}
+    return {names["fc1" + suffix]: torch.cat(_gate_up(gate, up, layout.gate_first), dim=0)}
+
+
+def _hf_gate_and_up(names: dict, layout: WeightLayout, layer: dict, ffn: int, suffix: str = "") -> tuple:
+    """The tree's MLP input projection(s) -> HF's (gate, up)."""
+    if layout.up:
+        return layer[names["fc1" + suffix]].clone(), layer[names["up" + suffix]].clone()
+    fused = layer[names["fc1" + suffix]]
+    return _gate_up(fused[:ffn].clone(), fused[ffn:].clone(), layout.gate_first)
 
 
 def hf_to_megatron(state: dict[str, torch.Tensor], config: dict, layout: WeightLayout,
@@ -103,7 +120,7 @@ def hf_to_megatron(state: dict[str, torch.Tensor], config: dict, layout: WeightL
                                    take(attn + "v_proj.weight"), groups),
             names["dense"]: take(attn + "o_proj.weight").clone(),
             names["post_norm"]: take(pre + "post_attention_layernorm.weight").clone(),
-            names["fc1"]: torch.cat(_gate_up(gate, up, layout.gate_first), dim=0),
+            **_gate_and_up(names, layout, gate, up),
             names["fc2"]: take(mlp + "down_proj.weight").clone(),
         }
         if layout.qkv_bias:
@@ -113,7 +130,7 @@ def hf_to_megatron(state: dict[str, torch.Tensor], config: dict, layout: WeightL
             layer[names["dense_bias"]] = take(attn + "o_proj.bias").clone()
         if layout.mlp_bias:
             g, u = take(mlp + "gate_proj.bias"), take(mlp + "up_proj.bias")
-            layer[names["fc1_bias"]] = torch.cat(_gate_up(g, u, layout.gate_first), dim=0)
+            layer.update(_gate_and_up(names, layout, g, u, "_bias"))
             layer[names["fc2_bias"]] = take(mlp + "down_proj.bias").clone()
         layers.append(layer)
     embedding = pad_rows(take("model.embed_tokens.weight"), padded)
@@ -137,7 +154,7 @@ def megatron_to_hf(weights: MegatronWeights, layout: WeightLayout) -> dict[str, 
         pre = f"model.layers.{i}."
         attn, mlp = pre + "self_attn.", pre + "mlp."
         q, k, vv = split_qkv(layer[names["qkv"]], shape)
-        gate, up = _gate_up(layer[names["fc1"]][:f].clone(), layer[names["fc1"]][f:].clone(), layout.gate_first)
+        gate, up = _hf_gate_and_up(names, layout, layer, f)
         state.update({
             pre + "input_layernorm.weight": layer[names["input_norm"]].clone(),
             attn + "q_proj.weight": q, attn + "k_proj.weight": k, attn + "v_proj.weight": vv,
@@ -152,8 +169,7 @@ def megatron_to_hf(weights: MegatronWeights, layout: WeightLayout) -> dict[str, 
         if names["dense_bias"] in layer:
             state[attn + "o_proj.bias"] = layer[names["dense_bias"]].clone()
         if names["fc1_bias"] in layer:
-            b1, b2 = layer[names["fc1_bias"]][:f].clone(), layer[names["fc1_bias"]][f:].clone()
-            gb, ub = _gate_up(b1, b2, layout.gate_first)
+            gb, ub = _hf_gate_and_up(names, layout, layer, f, "_bias")
             state.update({mlp + "gate_proj.bias": gb, mlp + "up_proj.bias": ub,
                           mlp + "down_proj.bias": layer[names["fc2_bias"]].clone()})
     state["model.norm.weight"] = weights.final_norm.clone()

@@ -182,7 +182,7 @@ def bind_args(func: cst.FunctionDef, old_body, new_body, rewrite) -> list:
         rewrite.missing(f"{func.name.value} does not bind `args` and the module has no get_args to bind it with")
         rewrite._hits = rewrite._done = 0
         return old_body
-    at = 1 if new_body and _is_docstring(new_body[0]) else 0
+    at = 1 if new_body and is_docstring(new_body[0]) else 0
     return [*new_body[:at], *statements("args = get_args()"), *new_body[at:]]
 
 
@@ -221,7 +221,7 @@ def _unchanged_class(original: cst.ClassDef, updated: cst.ClassDef) -> bool:
     )
 
 
-def _is_docstring(stmt: cst.CSTNode) -> bool:
+def is_docstring(stmt: cst.CSTNode) -> bool:
     return (
         isinstance(stmt, cst.SimpleStatementLine)
         and isinstance(stmt.body[0], cst.Expr)

@@ -61,6 +61,8 @@ class Bias(Difference):
             # stored inverted, and registered in the training group
             tree_spelling("no_bias", "--disable-bias-linear", "add_bias_linear", False, "not args.add_bias_linear",
                           ((TRANSFORMER, "add_bias_linear"),)),
+            # Habana's hand port (7086aadb): porter's own option name, registered its own way.
+            tree_spelling("no_bias", "--no-bias", "no_bias", True, "args.no_bias", ((TRANSFORMER, "no_bias"),)),
         ),
         "qkv_bias": (_site_spelling("qkv", "--add-qkv-bias", "With --no-bias: a bias on the QKV projection still."),),
         "attention_output_bias": (_site_spelling("attention_output", "--add-attention-output-bias",
@@ -77,6 +79,7 @@ class Bias(Difference):
             p.defaults["bias_gelu_fusion"] = False
         kept = [site for site in SITES if site_bias(p.spec, site)]
         if p.implemented("no_bias") and not kept:
+            self._repair(p)
             return
         for site in kept:
             p.switch(f"{site}_bias")
@@ -122,6 +125,17 @@ class Bias(Difference):
                    rw(T.NoneSafeExpandAs, cls="ParallelTransformerLayer", func="forward"))
         else:
             p.reuse("no_bias", "the layer's bias path is None-safe already")
+
+    def _repair(self, p):
+        """A tree's own no-bias switch can miss a linear (Habana's hand port left its second SwiGLU
+        projection with a bias): porter passes `bias=` to the ones without, the tree's way."""
+        if not p.model.bias_gaps:
+            return
+        bias = negate(p.tests["no_bias"])
+        for cls, attrs in p.model.bias_gaps:
+            p.edit(TRANSFORMER, "no_bias", f"repairs {cls}: {', '.join(attrs)} kept a bias under the tree's "
+                   f"{p.switches['no_bias'].option} (a known bug of hand ports)",
+                   rw(T.LinearBias, cls=cls, attrs=list(attrs), bias_expr=bias))
 
     def from_hf(self, config):
         out = {}

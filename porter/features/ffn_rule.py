@@ -89,7 +89,7 @@ class FfnRule(Difference):
         p.edit(
             ARGUMENTS, "ffn_rule",
             f"the default MLP width becomes int(2/3*4h), times {scale.option} if given, rounded up to "
-            f"{spelling.option} ({p.spec.name}: {multiple}" + (f", x{multiplier:g}" if multiplier else "") + ")",
+            f"{spelling.option} (the spec: {multiple}" + (f", x{multiplier:g}" if multiplier else "") + ")",
             rw(A.FfnHiddenSizeRule, func=p.checks_function, dest=spelling.dest, multiplier_dest=scale.dest),
         )
 

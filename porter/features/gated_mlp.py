@@ -19,6 +19,7 @@ from porter.schema import choice
 
 GATE_FIRST = "gate first: one fused [gate; up] projection, silu on the first half"
 GATE_SECOND = "gate second: one fused [up; gate] projection, silu on the second half"
+SEPARATE = "separate projections: silu on the first one's output, times the second's"
 
 
 class GatedMLP(Difference):
@@ -37,6 +38,10 @@ class GatedMLP(Difference):
             # microsoft (from NVIDIA's July 2023 rebase): gated_linear_unit doubles dense_h_to_4h.
             tree_spelling("swiglu", "--swiglu", "swiglu", True, "args.swiglu", ((TRANSFORMER, "gated_linear_unit"),),
                           layout=GATE_FIRST, weights=(("gate_first", True),)),
+            # Habana's hand port (7086aadb): a second, separate projection multiplies silu(first).
+            tree_spelling("swiglu", "--activation-func-type", "activation_func_type", "swiglu",
+                          "args.activation_func_type == 'swiglu'", ((TRANSFORMER, "dense_h_to_4h_swiglu"),),
+                          layout=SEPARATE),
             # bigscience: GLU_ACTIVATIONS chunk x1, x2 and return x1 * act(x2).
             tree_spelling("swiglu", "--glu-activation", "glu_activation", "swiglu", "args.glu_activation == 'swiglu'",
                           ((TRANSFORMER, "GLU_ACTIVATIONS"),), layout=GATE_SECOND, weights=(("gate_first", False),)),

@@ -21,6 +21,9 @@ from porter.profile.features import NETWORK, Spelling, tree_spelling
 from porter.schema import choice
 
 RMSNORM_FILE = "megatron/model/rmsnorm.py"
+# What porter's RMSNorm takes: the hidden size, eps, and the keywords trees pass their LayerNorm
+# (templates/rmsnorm.py.j2 says what each does).
+RMSNORM_KEYWORDS = ("hidden_size", "eps", "sequence_parallel", "no_persist_layer_norm", "apply_layernorm_1p")
 
 
 class RMSNormDifference(Difference):
@@ -36,6 +39,9 @@ class RMSNormDifference(Difference):
             ),
             tree_spelling("rmsnorm", "--normalization", "normalization", "rmsnorm", "args.normalization == 'rmsnorm'",
                           ((TRANSFORMER, "normalization"),)),
+            # Habana's hand port (7086aadb): the option porter also adds, registered its own way.
+            tree_spelling("rmsnorm", "--layernorm-type", "layernorm_type", "rmsnorm", "args.layernorm_type == 'rmsnorm'",
+                          ((TRANSFORMER, "RMSNorm"),)),
         ),
     }
 
@@ -67,7 +73,7 @@ class RMSNormDifference(Difference):
         p.names_for(TRANSFORMER, "rmsnorm")
         for cls in ("ParallelTransformerLayer", "ParallelTransformer"):
             p.edit(TRANSFORMER, "rmsnorm", f"{cls}'s norm sites follow the norm switch",
-                   rw(T.ChooseNormClass, cls=cls, test=test))
+                   rw(T.ChooseNormClass, cls=cls, test=test, accepts=RMSNORM_KEYWORDS))
         p.names_for(GPT_MODEL, "rmsnorm")
         p.edit(GPT_MODEL, "rmsnorm", "the GPT pipe's final norm follows the norm switch",
                rw(F.PipeNormChoice, cls="GPTModelPipe", test=test))

@@ -123,6 +123,19 @@ class Rotary(Difference):
         p.edit(TRANSFORMER, "rotary", f"attention rotates query and key in {where}",
                rw(T.ApplyRotaryEmbedding, cls="ParallelAttention", func=model.qk_method))
         self._positions(p, test)
+        p.import_into(LANGUAGE_MODEL, "rotary", "from megatron.model.rotary_embedding import use_positions",
+                      "imports the rotary embedding's position hand-over")
+        p.edit(LANGUAGE_MODEL, "rotary", "the embedding hands the batch's position ids to the rotary embedding "
+               "(--reset-position-ids, explicit positions)", rw(L.HandPositionsToRotary, cls="Embedding"))
+        if p.has_dest("reset_position_ids"):
+            p.checks.append(
+                f"""
+                if {test} and args.reset_position_ids and args.pipeline_model_parallel_size > 1:
+                    # the position ids reach the first pipeline stage only; rotary needs them in every one
+                    raise ValueError('--reset-position-ids with rotary positions needs '
+                                     '--pipeline-model-parallel-size 1')
+                """
+            )
         p.create("megatron/model/rotary_embedding.py", "rotary", "the rotary embedding", "rotary_embedding.py.j2")
 
     def _positions(self, p, rotary_test: str) -> None:

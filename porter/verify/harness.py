@@ -151,8 +151,9 @@ class TreeSession:
         return mask, loss_mask, positions
 
     # -- forward -----------------------------------------------------------------------------
-    def run(self, engine, tokens: torch.Tensor, labels: torch.Tensor) -> dict:
-        """The batch through the model in eval mode, as the tree's own steps run it.
+    def run(self, engine, tokens: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None = None) -> dict:
+        """The batch through the model in eval mode, as the tree's own steps run it (with the
+        given position ids [b, s] in place of the tree's 0..s-1, when given).
 
         Returns 'logits' (this rank's vocabulary slice, [b, s, vocab/p]; None on a pipeline
         stage that is not the last) and the loss: 'per_token_loss' [b, s] from the plain
@@ -160,7 +161,8 @@ class TreeSession:
         """
         import deepspeed
 
-        mask, loss_mask, positions = self.batch(tokens)
+        mask, loss_mask, counted = self.batch(tokens)
+        positions = counted if positions is None else positions
         if isinstance(engine, deepspeed.PipelineEngine):
             # The stage's output, copied before the loss function sees it: older trees' vocab-parallel
             # cross entropy subtracts the max from the logits in place.
@@ -185,6 +187,7 @@ class TreeSession:
 
 def _first(value):
     return value[0] if isinstance(value, (tuple, list)) else value
+
 
 
 def padded_vocab(vocab: int, args) -> int:
@@ -268,14 +271,17 @@ def expected_tensors(model, kind: str, folder, tp_rank: int) -> dict[str, tuple[
     found: dict[str, tuple[tuple, tuple | None]] = {}
     if kind == "pipe":
         for name, layer in model.named_children():
-            if not name.isdigit() or not list(layer.state_dict()):
+            # tensors only: a tree's linears may keep `_extra_state: None` in their state dict
+            mine = flatten_state(layer.state_dict()) if name.isdigit() else {}
+            if not mine:
                 continue
             path = os.path.join(folder, f"layer_{int(name):02d}-model_{tp_rank:02d}-model_states.pt")
-            saved = torch.load(path, map_location="cpu", weights_only=False) if os.path.exists(path) else {}
-            for key, value in layer.state_dict().items():
+            saved = flatten_state(torch.load(path, map_location="cpu", weights_only=False)) \
+                if os.path.exists(path) else {}
+            for key, value in mine.items():
                 theirs = saved.get(key)
                 found[f"{name}.{key}"] = (tuple(value.shape), None if theirs is None else tuple(theirs.shape))
-            for key in set(saved) - set(layer.state_dict()):
+            for key in set(saved) - set(mine):
                 found[f"{name}.{key}"] = ((), tuple(saved[key].shape))
     else:
         path = os.path.join(folder, f"mp_rank_{tp_rank:02d}_model_states.pt")
@@ -332,7 +338,7 @@ def load_loosely(model, kind: str, folder, tp_rank: int, std: float, seed: int) 
 
 
 def _copy_matching(module, saved: dict) -> None:
-    own = module.state_dict(keep_vars=True)
+    own = flatten_state(module.state_dict(keep_vars=True))
     with torch.no_grad():
         for key, tensor in own.items():
             if key in saved and saved[key].shape == tensor.shape:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from porter import convert
 from porter.errors import PorterError
+from porter.naming import spec_in_tree
 from porter.source import SourceTree
 from porter.spec import Spec
 from porter.verify.probes import capture_hf, combine, orient, pipe_module, probe_plan
@@ -54,6 +55,8 @@ class VerifyOptions:
     tolerance: float = TOLERANCE
     timeout: float = 600.0
     checkpoint: Path | None = None  # verify this checkpoint of the tree instead of a random model
+    # position ids restarting mid-sequence, attention causal over the whole row (--reset-position-ids)
+    reset_positions: bool = False
 
 
 @dataclass
@@ -241,6 +244,7 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
     tiny = options.tiny
     start = time.monotonic()
     tree = SourceTree.open(target)
+    spec = spec_in_tree(spec, tree)
     entry_points(tree, spec)  # refuses a tree that is not ported, before any work
     port = convert.Port(spec, tree.root)
     profile, layout = port.profile, port.layout
@@ -278,7 +282,8 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
 
     groups = getattr(reference.config, "num_key_value_heads", None) or tiny.num_attention_heads
     tokens, labels = token_batch(tiny)
-    ref_logits, captures = capture_hf(reference, tokens)
+    positions = reset_positions(tiny) if options.reset_positions else None
+    ref_logits, captures = capture_hf(reference, tokens, positions)
 
     if options.checkpoint is None:
         # The user's path: an HF directory, converted by porter convert's own code.
@@ -306,7 +311,8 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
         "stamp_args": options.checkpoint is None,
         "kinds": list(kinds), "checkpoints": checkpoints, "out": str(out), "layout": layout.as_dict(),
         "num_layers": tiny.num_layers, "num_heads": tiny.num_attention_heads, "num_groups": groups,
-        "tokens": tokens.tolist(), "labels": labels.tolist(), "weight_std": tiny.weight_std, "seed": tiny.seed,
+        "tokens": tokens.tolist(), "labels": labels.tolist(),
+        "positions": None if positions is None else positions.tolist(), "weight_std": tiny.weight_std, "seed": tiny.seed,
     }
     job_path = workdir / "job.json"
     job_path.write_text(json.dumps(job, indent=1))
@@ -323,6 +329,16 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
               "checkpoint": None if options.checkpoint is None else str(options.checkpoint)}
     return VerifyResult(spec=spec.name, target=str(target), config=config, results=results,
                         workdir=str(workdir), seconds=time.monotonic() - start)
+
+
+def reset_positions(tiny: TinyConfig) -> torch.Tensor:
+    """Position ids [b, s] that restart at 0 a third of the way in, and again in the second row."""
+    s = tiny.seq_length
+    rows = []
+    for row in range(tiny.batch_size):
+        cut = s // 3 if row % 2 == 0 else 2 * s // 3
+        rows.append(torch.cat((torch.arange(cut), torch.arange(s - cut))))
+    return torch.stack(rows)
 
 
 def describe(result: VerifyResult) -> str:

@@ -67,7 +67,9 @@ def probe_plan(layout: WeightLayout, num_layers: int, num_heads: int, num_groups
             return torch.cat((q.transpose(1, 2), k.transpose(1, 2)), dim=2)  # [b, s, np + ng, hn]
 
         def gate_up(c, hf=hf):
-            return torch.cat((c[f"{hf}.mlp.gate_proj"], c[f"{hf}.mlp.up_proj"]), dim=-1)
+            """The fused projection's output, in the tree's half order (gate first or second)."""
+            gate, up = c[f"{hf}.mlp.gate_proj"], c[f"{hf}.mlp.up_proj"]
+            return torch.cat((gate, up) if layout.gate_first else (up, gate), dim=-1)
 
         probes += [
             Probe(f"{base}.{layout.input_norm}", "input norm", "layer", i, layout.input_norm, "output", "same",
@@ -82,8 +84,12 @@ def probe_plan(layout: WeightLayout, num_layers: int, num_heads: int, num_groups
                   "output+bias", "same", ref("self_attn.o_proj")),
             Probe(f"{base}.{layout.post_attention_norm}", "post-attention norm", "layer", i,
                   layout.post_attention_norm, "output", "same", ref("post_attention_layernorm")),
-            Probe(f"{base}.{p}.{layout.fc1}", "fused gate and up projections", "layer", i, f"{p}.{layout.fc1}",
-                  "output+bias", "gate_up", gate_up),
+            *([Probe(f"{base}.{p}.{layout.fc1}", "gate projection", "layer", i, f"{p}.{layout.fc1}",
+                     "output+bias", "cat", ref("mlp.gate_proj")),
+               Probe(f"{base}.{p}.{layout.up}", "up projection", "layer", i, f"{p}.{layout.up}",
+                     "output+bias", "cat", ref("mlp.up_proj"))] if layout.up else
+              [Probe(f"{base}.{p}.{layout.fc1}", "fused gate and up projections", "layer", i, f"{p}.{layout.fc1}",
+                     "output+bias", "gate_up", gate_up)]),
             Probe(f"{base}.{p}", "SwiGLU activation, silu(gate) * up (input of the MLP output projection)",
                   "layer", i, f"{p}.{layout.fc2}", "input", "cat", ref("mlp.down_proj:input")),
             Probe(f"{base}.{p}.{layout.fc2}", "MLP output projection", "layer", i, f"{p}.{layout.fc2}",
@@ -139,8 +145,9 @@ HF_HOOKS = ("input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "
 HF_INPUT_HOOKS = ("self_attn.o_proj", "mlp.down_proj")
 
 
-def capture_hf(model, tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """Run HF's model on tokens [b, s]; return (logits [b, s, V], captures by module name)."""
+def capture_hf(model, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """Run HF's model on tokens [b, s] (at position ids [b, s], default 0..s-1); return
+    (logits [b, s, V], captures by module name)."""
     captures: dict[str, object] = {}
     handles = []
 
@@ -164,8 +171,12 @@ def capture_hf(model, tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
             handles.append(modules[name].register_forward_hook(keep(f"{name}:input", inputs=True)))
     try:
         with torch.no_grad():
-            positions = torch.arange(tokens.shape[1]).unsqueeze(0).expand_as(tokens)
-            logits = model(input_ids=tokens, position_ids=positions, use_cache=False).logits
+            # An explicit all-ones mask: HF attends causally over the whole row, as the tree does with
+            # --reset-position-ids alone (without one, HF would read reset ids as packed documents).
+            keep = torch.ones_like(tokens)
+            if positions is None:
+                positions = torch.arange(tokens.shape[1]).unsqueeze(0).expand_as(tokens)
+            logits = model(input_ids=tokens, position_ids=positions, attention_mask=keep, use_cache=False).logits
     finally:
         for handle in handles:
             handle.remove()

@@ -27,6 +27,7 @@ def run_kind(session: harness.TreeSession, kind: str, job: dict, out: Path) -> N
     layout = job["layout"]
     tokens = torch.tensor(job["tokens"], dtype=torch.long)
     labels = torch.tensor(job["labels"], dtype=torch.long)
+    positions = torch.tensor(job["positions"], dtype=torch.long) if job.get("positions") else None
     tp_rank = mpu.get_tensor_model_parallel_rank()
     pp_rank = mpu.get_pipeline_model_parallel_rank()
     record: dict = {"kind": kind, "tp_rank": tp_rank, "pp_rank": pp_rank,
@@ -53,7 +54,7 @@ def run_kind(session: harness.TreeSession, kind: str, job: dict, out: Path) -> N
     probes = probe_plan(WeightLayout.from_dict(layout), job["num_layers"], job["num_heads"], job.get("num_groups"))
     values, handles = harness.attach_probes(engine.module, probes, layout, job["num_layers"], kind)
     try:
-        record.update(session.run(engine, tokens, labels))
+        record.update(session.run(engine, tokens, labels, positions))
     finally:
         for handle in handles:
             handle.remove()

@@ -146,6 +146,9 @@ def test_porters_own_options_are_recognised_only_as_porter_registers_them():
         + "\n    return parser", 1)
     found = detect(ported, members=ENUM)
     assert found["rmsnorm"].origin == "porter"
-    # The same option registered differently is someone else's: not porter's spelling.
+    # The same option registered differently is someone else's (Habana's hand port spells it so):
+    # the tree's own switch, implemented only if the tree's model code uses RMSNorm.
     other = ported.replace("default='layernorm'", "default='rmsnorm'")
-    assert detect(other, members=ENUM)["rmsnorm"] is None
+    theirs = detect(other, members=ENUM)["rmsnorm"]
+    assert (theirs.origin, theirs.implemented) == ("tree", False)
+    assert detect(other, members=ENUM, identifiers={"megatron/model/transformer.py": {"RMSNorm"}})["rmsnorm"].implemented

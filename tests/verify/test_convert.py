@@ -197,3 +197,57 @@ def test_convert_refuses_what_is_not_a_model(ported_tree, tmp_path):
                                     str(tmp_path / "hf"), "--target", str(ported_tree)])
     assert done.exit_code == 2
     assert "is not a DeepSpeed checkpoint" in done.output
+
+
+def _as_if_the_tree_saved_it(checkpoint, tokenizer_model):
+    """Strip porter's own record from a checkpoint, as the tree's --save writes none, and point
+    its args at a tokenizer file."""
+    for path in (checkpoint / "release").glob("mp_rank_*_model_states.pt"):
+        state = torch.load(path, weights_only=False)
+        state.pop("porter", None)
+        state["args"].tokenizer_model = str(tokenizer_model)
+        torch.save(state, path)
+
+
+def test_the_real_vocabulary_is_never_guessed(ported_tree, hf_dir, tmp_path):
+    """Without porter's record and without the tokenizer the run trained with, megatron-to-hf
+    refuses (it would otherwise write 256 padded rows for 250 tokens); --vocab-size gives it."""
+    runner = CliRunner()
+    ckpt = tmp_path / "ckpt"
+    done = runner.invoke(app, ["convert", "hf-to-megatron", "--hf", str(hf_dir), "--out", str(ckpt),
+                               "--target", str(ported_tree)])
+    assert done.exit_code == 0, done.output
+    _as_if_the_tree_saved_it(ckpt, tmp_path / "gone" / "tokenizer.model")
+    refused = runner.invoke(app, ["convert", "megatron-to-hf", "--load", str(ckpt), "--out", str(tmp_path / "hf"),
+                                  "--target", str(ported_tree)])
+    assert refused.exit_code == 2
+    assert "--vocab-size" in refused.output and "gone/tokenizer.model" in refused.output
+    assert not (tmp_path / "hf").exists()
+    done = runner.invoke(app, ["convert", "megatron-to-hf", "--load", str(ckpt), "--out", str(tmp_path / "hf"),
+                               "--target", str(ported_tree), "--vocab-size", "250"])
+    assert done.exit_code == 0, done.output
+    _same_state(convert.read_hf(hf_dir)[1], convert.read_hf(tmp_path / "hf")[1])
+
+
+def test_exported_token_ids_come_from_the_tokenizer(ported_tree, hf_dir, tmp_path):
+    """The HF config of a checkpoint takes bos/eos from the tokenizer the run trained with (ids
+    other than HF's defaults 1 and 2, so that defaults cannot pass)."""
+    import sentencepiece
+
+    from porter.corpus import write_corpus
+
+    text, _ = write_corpus(tmp_path / "corpus", max_bytes=60_000)
+    sentencepiece.SentencePieceTrainer.train(input=str(text), model_prefix=str(tmp_path / "spm"), vocab_size=300,
+                                             model_type="bpe", unk_id=0, bos_id=5, eos_id=6, pad_id=-1,
+                                             num_threads=1, minloglevel=2)
+    sentencepiece_model = tmp_path / "spm.model"
+    runner = CliRunner()
+    ckpt = tmp_path / "ckpt"
+    assert runner.invoke(app, ["convert", "hf-to-megatron", "--hf", str(hf_dir), "--out", str(ckpt),
+                               "--target", str(ported_tree)]).exit_code == 0
+    _as_if_the_tree_saved_it(ckpt, sentencepiece_model)
+    done = runner.invoke(app, ["convert", "megatron-to-hf", "--load", str(ckpt), "--out", str(tmp_path / "hf"),
+                               "--target", str(ported_tree), "--vocab-size", "250"])
+    assert done.exit_code == 0, done.output
+    config, _ = convert.read_hf(tmp_path / "hf")
+    assert (config["bos_token_id"], config["eos_token_id"]) == (5, 6)
