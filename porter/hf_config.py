@@ -216,20 +216,21 @@ def installed_rope_spelling(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def class_defines(model_type: str | None, name: str) -> bool:
+def class_defines(model_type: str | None, name: str, unknown: bool = True) -> bool:
     """Does the transformers config class of `model_type` define the field `name`? LlamaConfig
     defines attention_bias; Qwen2Config does not (Qwen2's modeling code hard-codes its q, k, v
-    biases), so there the family spec, not config.json, says where the biases are. Unknown or
-    missing model type (or no transformers): True, the field is taken as it is written."""
-    return _defines(model_type, name) if model_type else True
+    biases), so there the family spec, not config.json, says where the biases are. An unknown or
+    missing model type (or no transformers installed) answers `unknown`."""
+    found = _defines(model_type, name) if model_type else None
+    return unknown if found is None else found
 
 
 @functools.lru_cache(maxsize=None)
-def _defines(model_type: str, name: str) -> bool:
+def _defines(model_type: str, name: str) -> bool | None:
     try:
         from transformers import CONFIG_MAPPING
 
         config = CONFIG_MAPPING[model_type]()
     except (ImportError, KeyError):
-        return True
+        return None
     return hasattr(config, name)

@@ -81,7 +81,7 @@ class SlidingWindow(Difference):
     def to_hf(self, spec, config):
         window = spec[FIELD] or None
         model_type = config.get("model_type")
-        if class_defines(model_type, "use_sliding_window"):  # Qwen2: the window on every layer, or none
+        if class_defines(model_type, "use_sliding_window", unknown=False):  # Qwen2: the window on every layer, or none
             config["use_sliding_window"] = window is not None
             config["sliding_window"] = window
             if window is not None:
@@ -106,7 +106,8 @@ def _qwen_style(config) -> dict:
     """Qwen2's fields: `use_sliding_window`, and the layers windowed (from `max_window_layers`
     on, or as `layer_types` lists them). porter windows all layers or none."""
     # left out: the class's default (Qwen2Config: off), or on where the class has no such switch
-    switched = config.get("use_sliding_window", not class_defines(config.get("model_type"), "use_sliding_window"))
+    switched = config.get("use_sliding_window",
+                          not class_defines(config.get("model_type"), "use_sliding_window", unknown=True))
     window = config.get("sliding_window") if switched else None
     layers = config.get("num_hidden_layers")
     types = config.get("layer_types")
