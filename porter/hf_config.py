@@ -225,7 +225,7 @@ def class_defines(model_type: str | None, name: str, unknown: bool = True) -> bo
     return unknown if found is None else found
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _defines(model_type: str, name: str) -> bool | None:
     try:
         from transformers import CONFIG_MAPPING
