@@ -60,11 +60,12 @@ class TreeFailure:
     def error(self, what: str, log: Path | None = None) -> PorterError:
         """The refusal for an environment failure (exit status 2); `what` names the run."""
         file = f"{self.where.file}:{self.where.line}" if self.where else (str(log) if log else None)
+        found = f"{self.exception}, raised by `{self.where.code}`" if self.where and self.where.code else self.exception
         if self.kind == "needs-cuda":
             cause = f"it imports {self.package} (CUDA-only) at start-up" if self.package else "it requires CUDA at start-up"
             return PorterError(
                 f"this tree needs CUDA: {cause}, and this machine has none ({what} stopped)",
-                file=file, construct="a tree that starts on this machine's CPU", found=self.exception,
+                file=file, construct="a tree that starts on this machine's CPU", found=found,
                 fix="run it on a machine with an NVIDIA GPU (with the tree's CUDA packages installed); "
                     "the port itself is written: porter diff and porter inspect show it",
             )
@@ -73,7 +74,7 @@ class TreeFailure:
             return PorterError(
                 f"the installed {top} {_version(top)} has no module {self.package}, which the tree imports: "
                 f"the tree was written for another {top} ({what} stopped; the port is not at fault)",
-                file=file, construct=f"import {self.package}", found=self.exception,
+                file=file, construct=f"import {self.package}", found=found,
                 fix=f"install the {top} version the tree was written for (its requirements), or run with --cpu: "
                     "porter's stand-ins cover the pieces newer releases removed",
             )
@@ -83,7 +84,7 @@ class TreeFailure:
         return PorterError(
             f"the environment lacks the Python package {pip!r} that the tree imports ({what} stopped; "
             f"the port is not at fault)",
-            file=file, construct=f"import {self.package}", found=self.exception,
+            file=file, construct=f"import {self.package}", found=found,
             fix=f"pip install {pip}{extra}, then run porter again",
         )
 

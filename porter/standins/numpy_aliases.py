@@ -11,7 +11,8 @@ import builtins
 from pathlib import Path
 
 NAME = "numpy aliases"
-WHAT = "numpy's removed aliases (np.float, np.int, np.bool, np.object, np.str, np.complex, np.long): the builtins they were"
+WHAT = ("numpy's removed aliases (np.float, np.int, np.object, np.str, np.complex, ...), where this numpy lacks "
+        "them: the builtins they were")
 ALIASES = {"float": "float", "int": "int", "bool": "bool", "object": "object", "str": "str",
            "complex": "complex", "long": "int", "unicode": "str"}
 
