@@ -262,20 +262,25 @@ def _keeper(values: dict, name: str, take: str):
 # -- structure: the model's tensors against a checkpoint's --------------------------------------------
 
 
+def _tensors(state: dict) -> dict[str, torch.Tensor]:
+    """The tensors of a flat state dict: some trees' layers add non-tensor entries (`_extra_state: None`)."""
+    return {key: value for key, value in state.items() if torch.is_tensor(value)}
+
 
 def expected_tensors(model, kind: str, folder, tp_rank: int) -> dict[str, tuple[tuple, tuple | None]]:
     """name -> (shape in the model, shape in the checkpoint or None), for this rank's model."""
     found: dict[str, tuple[tuple, tuple | None]] = {}
     if kind == "pipe":
         for name, layer in model.named_children():
-            if not name.isdigit() or not list(layer.state_dict()):
+            mine = _tensors(layer.state_dict()) if name.isdigit() else {}
+            if not mine:
                 continue
             path = os.path.join(folder, f"layer_{int(name):02d}-model_{tp_rank:02d}-model_states.pt")
-            saved = torch.load(path, map_location="cpu", weights_only=False) if os.path.exists(path) else {}
-            for key, value in layer.state_dict().items():
+            saved = _tensors(torch.load(path, map_location="cpu", weights_only=False)) if os.path.exists(path) else {}
+            for key, value in mine.items():
                 theirs = saved.get(key)
                 found[f"{name}.{key}"] = (tuple(value.shape), None if theirs is None else tuple(theirs.shape))
-            for key in set(saved) - set(layer.state_dict()):
+            for key in set(saved) - set(mine):
                 found[f"{name}.{key}"] = ((), tuple(saved[key].shape))
     else:
         path = os.path.join(folder, f"mp_rank_{tp_rank:02d}_model_states.pt")
@@ -332,7 +337,7 @@ def load_loosely(model, kind: str, folder, tp_rank: int, std: float, seed: int) 
 
 
 def _copy_matching(module, saved: dict) -> None:
-    own = module.state_dict(keep_vars=True)
+    own, saved = _tensors(module.state_dict(keep_vars=True)), _tensors(saved)
     with torch.no_grad():
         for key, tensor in own.items():
             if key in saved and saved[key].shape == tensor.shape:
