@@ -11,6 +11,7 @@ its parser accepts (only the options the tree has).
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -144,7 +145,7 @@ def run_in_tree(tree: Path, module: str, job_path: Path, nproc: int, log: Path, 
         cmd = [sys.executable, *entry, str(job_path)]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-               "--master_addr", "127.0.0.1", "--master_port", run_env["MASTER_PORT"], *entry[1:], str(job_path)]
+               "--master_addr", "127.0.0.1", "--master_port", run_env["MASTER_PORT"], *entry, str(job_path)]
     for stale in folder.glob("out/*.error"):
         stale.unlink()
     try:
@@ -164,7 +165,7 @@ def run_in_tree(tree: Path, module: str, job_path: Path, nproc: int, log: Path, 
 def _failure(done, folder: Path, copy: Path, tree: Path, log: Path, module: str, what: str) -> PorterError:
     """The PorterError of a failed run in the tree: its first failing rank's own error."""
     errors = sorted(folder.glob("out/*.error"), key=lambda p: p.stat().st_mtime)
-    text = errors[0].read_text() if errors else done.stderr + "\n" + done.stdout
+    text = errors[0].read_text() if errors else without_launcher_summary(done.stderr + "\n" + done.stdout)
     failure = classify(text, [copy, tree]) or classify(done.stderr + "\n" + done.stdout, [copy, tree])
     if failure is not None and failure.is_environment:
         return failure.error(what, log)
@@ -177,3 +178,13 @@ def _failure(done, folder: Path, copy: Path, tree: Path, log: Path, module: str,
         fix=f"read the traceback above (the whole log: {log}); the line named is the tree's own code "
             "or the port's: fix it there, then run porter again",
     )
+
+
+LAUNCHER_FAILED = re.compile(r"torch/distributed/elastic/.*failed \(exitcode|ChildFailedError")
+
+
+def without_launcher_summary(log: str) -> str:
+    """The output of the ranks, without torch.distributed.run's own report of their failure."""
+    lines = log.splitlines()
+    cut = next((i for i, line in enumerate(lines) if LAUNCHER_FAILED.search(line)), len(lines))
+    return "\n".join(lines[:cut])
