@@ -96,8 +96,7 @@ def smoke(
     say_standins(out, result.standins)
     kept = folder.close(result.passed)
     if json:
-        document = {"model": spec.name, "target": str(target),
-                    "workdir": str(folder.path) if folder.path.exists() else None,
+        document = {"model": spec.name, "target": str(target), "workdir": str(folder.path),
                     "config": {"steps": steps, "nproc": nproc, "pp": pp, "tp": tp, "pipe": not no_pipe}}
         document.update(result.as_dict())
         out.emit("porter.smoke/1", document)
