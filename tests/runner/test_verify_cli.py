@@ -56,3 +56,12 @@ def test_a_failing_rank_of_a_tp_2_run_shows_its_own_error(damaged_port, temp_dir
     kept = list(temp_dir.iterdir())
     assert len(kept) == 1 and kept[0].name.startswith("porter-verify-Megatron-DeepSpeed-")
     assert f"work folder kept for the failure: {kept[0]}" in result.stderr
+
+
+def test_a_tree_that_asserts_cuda_at_start_up_needs_cuda(damaged_port, temp_dir):
+    tree = damaged_port("pretrain_llama.py", "\ndef llama_defaults(parser):",
+                        "\nassert torch.cuda.is_available(), 'this tree runs on GPUs'\n\n\ndef llama_defaults(parser):")
+    result = porter("verify", "llama", "--target", tree, "--models", "model")
+    assert result.exit_code == 2
+    assert "porter: error: this tree needs CUDA: it requires CUDA at start-up, and this machine has none" in result.stderr
+    assert "file:       pretrain_llama.py:" in result.stderr
