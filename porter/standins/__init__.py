@@ -26,6 +26,7 @@ MODULES = (
     "deepspeed_compression",
     "vision",
     "numpy_aliases",
+    "torch_six",
     "flash_attn_builder",
     "habana_mark_step",
     "use_hpu",

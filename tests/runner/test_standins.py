@@ -158,3 +158,13 @@ def test_habana_mark_step_is_a_no_op_without_an_hpu_module(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "NO HPU" in done.stdout  # DeepSpeed and the tree detect no HPU
     assert used == ["habana mark_step"]
+
+
+def test_torch_six_is_served_where_torch_2_removed_it(tmp_path):
+    done, used = run_with_standins(textwrap.dedent("""
+        from torch._six import inf
+        print("INF", inf == float("inf"))
+    """), ["torch._six"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "INF True" in done.stdout
+    assert used == ([] if importlib.util.find_spec("torch._six") else ["torch._six"])
