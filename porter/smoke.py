@@ -62,11 +62,15 @@ class SmokeConfig:
     seed: int = 1234
     extra_args: list[str] = field(default_factory=list)
 
-    def check(self) -> None:
-        """Refuse options a run cannot honour, before anything runs (PorterError, exit status 2)."""
+    def check(self, judge_loss: bool = True) -> None:
+        """Refuse options a run cannot honour, before anything runs (PorterError, exit status 2).
+
+        `judge_loss`: the run must also be long enough to judge the loss (porter smoke); a run
+        made for its checkpoint may be shorter.
+        """
         parallel = self.tensor_parallel * self.pipeline_parallel
         problems = [
-            (self.steps < 10, f"--steps {self.steps}",
+            (judge_loss and self.steps < 10, f"--steps {self.steps}",
              "smoke compares the mean loss of the first 5 steps with the last 5: 10 steps at least",
              "--steps 10 (or more)"),
             (self.nproc < 1 or self.tensor_parallel < 1 or self.pipeline_parallel < 1,
@@ -402,7 +406,7 @@ def run_smoke(
     Raises PorterError when the run cannot start for a reason outside the port: a package the
     environment lacks, a tree that needs CUDA (porter.treefailure).
     """
-    config.check()
+    config.check(judge_loss=False)
     tree = SourceTree.open(Path(target).resolve())
     workdir = Path(workdir).resolve()  # the run's cwd is the tree: every path it gets is absolute
     if not tree.exists(spec.script):
