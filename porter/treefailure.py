@@ -28,8 +28,6 @@ CUDA_MESSAGE = re.compile(r"Torch not compiled with CUDA|No CUDA GPUs are availa
 # import name -> the name pip knows it by, where they differ
 PIP_NAMES = {"yaml": "pyyaml", "PIL": "pillow", "sklearn": "scikit-learn", "cv2": "opencv-python",
              "google": "protobuf", "Crypto": "pycryptodome", "attr": "attrs", "dateutil": "python-dateutil"}
-TRAIN_EXTRA = {"six", "regex", "einops", "pybind11", "packaging", "transformers", "sentencepiece", "numpy",
-               "deepspeed", "torch", "ninja"}
 
 
 @dataclass
@@ -80,7 +78,7 @@ class TreeFailure:
             )
         pip = PIP_NAMES.get(self.package, self.package)
         extra = " (or pip install 'porter[train]', which has what real trees commonly import)" \
-            if self.package in TRAIN_EXTRA else ""
+            if pip in train_extra() else ""
         return PorterError(
             f"the environment lacks the Python package {pip!r} that the tree imports ({what} stopped; "
             f"the port is not at fault)",
@@ -165,3 +163,15 @@ def _version(name: str) -> str:
         return version(name)
     except PackageNotFoundError:
         return "(version unknown)"
+
+
+def train_extra() -> set[str]:
+    """The distribution names in porter's `train` extra (from its installed metadata)."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        wanted = requires("porter") or []
+    except PackageNotFoundError:
+        return set()
+    return {re.split(r"[\s\[<>=!~;]", line, maxsplit=1)[0].lower() for line in wanted
+            if re.search(r"extra\s*==\s*[\"']train[\"']", line)}

@@ -116,11 +116,6 @@ def tree_job(spec: Spec, tree: SourceTree, profile: TreeProfile, shape: RunShape
             "micro_batch_size": shape.batch_size}
 
 
-def worker_env(tree: Path, nproc: int, cpu: bool = True) -> dict[str, str]:
-    """smoke's environment of the tree (porter importable right after the tree)."""
-    return environment(tree, nproc, cpu)
-
-
 def run_in_tree(tree: Path, module: str, job_path: Path, nproc: int, log: Path, timeout: float,
                 what: str, env: dict[str, str] | None = None, cpu: bool = True) -> list[standins.StandIn]:
     """`python -m module job_path` in a scratch copy of the tree (<job folder>/tree): one process,
@@ -136,7 +131,7 @@ def run_in_tree(tree: Path, module: str, job_path: Path, nproc: int, log: Path, 
     copy = scratch_copy(Path(tree), folder / "tree")
     report = folder / "standins.txt"
     report.unlink(missing_ok=True)
-    run_env = worker_env(copy, nproc, cpu)
+    run_env = environment(copy, nproc, cpu)
     if cpu:
         run_env.update(standins.environment(standins.offered(copy), report))
     run_env.update(env or {})
