@@ -384,11 +384,15 @@ def training_arguments(spec: Spec, tree: SourceTree, workdir: Path, config: Smok
 
 def runs_on_cpu(cpu: bool | None) -> bool:
     """--cpu / --no-cpu, or (None) on the CPU when this machine has no CUDA device."""
-    if cpu is not None:
-        return cpu
+    if cpu is True:
+        return True
     import torch
 
-    return not torch.cuda.is_available()
+    if cpu is False and not torch.cuda.is_available():
+        raise PorterError("--no-cpu runs the tree on this machine's CUDA device, and it has none",
+                          construct="a CUDA device torch can see", found="torch.cuda.is_available() is False",
+                          fix="leave out --no-cpu (the run then uses the CPU, with porter's stand-ins)")
+    return cpu is None and not torch.cuda.is_available()
 
 
 def run_smoke(

@@ -69,7 +69,7 @@ def smoke(
     porter smoke llama --target ./Megatron-DeepSpeed --json > smoke.json
     """
     from porter.requirements import require
-    from porter.smoke import SmokeConfig, run_smoke
+    from porter.smoke import SmokeConfig, run_smoke, runs_on_cpu
     from porter.spec import load_spec
     from porter.workfolder import WorkFolder
 
@@ -79,6 +79,7 @@ def smoke(
     try:
         config.check()
         require("train", "porter smoke")
+        cpu = runs_on_cpu(cpu)
         spec = load_spec(model)
         folder = WorkFolder.open(workdir, "smoke", target)
         out.detail(f"work folder {folder.path}")

@@ -76,6 +76,7 @@ def verify(
                               found=", ".join(unknown) or "nothing", fix="pass --models model,pipe")
         _check_sizes(tp, pp, layers, heads)
         require("parity", "porter verify")
+        from porter.smoke import runs_on_cpu
         from porter.spec import load_spec
         from porter.verify.parity import VerifyOptions, describe
         from porter.verify.parity import verify as run_verify
@@ -85,7 +86,8 @@ def verify(
         tiny = TinyConfig(num_layers=layers, hidden_size=hidden, num_attention_heads=heads, vocab_size=vocab,
                           seq_length=seq, batch_size=batch, weight_std=std, seed=seed)
         options = VerifyOptions(tiny=tiny, tensor_parallel=tp, pipeline_parallel=pp, kinds=kinds,
-                                tolerance=tolerance, checkpoint=load.resolve() if load else None, cpu=cpu)
+                                tolerance=tolerance, checkpoint=load.resolve() if load else None,
+                                cpu=runs_on_cpu(cpu))
         folder = WorkFolder.open(workdir, "verify", target)
         result = run_verify(spec, target, folder.path, options)
     except PorterError as exc:

@@ -92,3 +92,14 @@ def test_a_tree_that_asserts_cuda_at_start_up_needs_cuda(damaged_port, temp_dir)
     assert "porter: error: this tree needs CUDA: it requires CUDA at start-up, and this machine has none" in result.stderr
     assert "file:       pretrain_llama.py:" in result.stderr
     assert "AssertionError: this tree runs on GPUs" in result.stderr
+
+
+def test_no_cpu_on_a_machine_without_cuda_is_refused(ported_tree, temp_dir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    result = porter("smoke", "llama", "--target", ported_tree, "--no-cpu")
+    assert result.exit_code == 2
+    assert "--no-cpu runs the tree on this machine's CUDA device, and it has none" in result.stderr
+    assert list(temp_dir.iterdir()) == []
