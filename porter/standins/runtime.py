@@ -39,8 +39,15 @@ def used(name: str) -> None:
             handle.write(name + "\n")
 
 
-class Anything:
-    """A name that can be called, subclassed, looked into or iterated, and does nothing."""
+class _AnythingType(type):
+    def __getattr__(cls, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return Anything
+
+
+class Anything(metaclass=_AnythingType):
+    """A name that can be called, subclassed, looked into (as a class too) or iterated, and does nothing."""
 
     def __init__(self, *args, **kwargs) -> None:
         pass

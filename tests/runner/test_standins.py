@@ -79,7 +79,11 @@ def test_vision_standin_serves_a_missing_torchvision_and_pil(tmp_path):
         class Folder(VisionDataset):  # as megatron/data/image_folder.py does
             pass
 
-        T.Compose([T.RandomResizedCrop(224), T.ToTensor()])
+        T.Compose([T.RandomResizedCrop(224, interpolation=Image.BICUBIC), T.ToTensor()])
+
+        def resize(size, interpolation=Image.BICUBIC, mode=T.InterpolationMode.BILINEAR):  # module-level defaults
+            return T.Resize(size, interpolation=interpolation)
+
         print("IMPORTED")
     """), ["torchvision"], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
