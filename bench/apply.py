@@ -57,15 +57,15 @@ def trees() -> list[tuple[str, Path]]:
 
 def parsed_files(spec: str, tree: Path) -> tuple[list[Path], str]:
     """The files porter parses on this tree (one in-process port), and how the port ends."""
+    from porter.features import profile_of
     from porter.plan import make_plan
-    from porter.profile import build_profile
     from porter.source import SourceTree
     from porter.spec import load_spec
     from porter.workspace import Workspace
 
     source = SourceTree.open(tree)
     try:
-        Workspace(source).render(make_plan(load_spec(spec), build_profile(source)))
+        Workspace(source).render(make_plan(load_spec(spec), profile_of(source)))
         outcome = "ported"
     except PorterError as exc:
         outcome = f"refused: {str(exc).splitlines()[0][:70]}"
@@ -134,10 +134,10 @@ def stages(spec: str, tree: Path, runs: int) -> dict[str, float]:
     runs it (the cycle collector paused).
     """
     from porter.checks import check_imports
+    from porter.features import profile_of
     from porter.patch import patch
     from porter.plan import make_plan
     from porter.port import check_stable, no_cyclic_gc
-    from porter.profile import build_profile
     from porter.source import SourceTree
     from porter.spec import load_spec
     from porter.workspace import Workspace
@@ -156,7 +156,7 @@ def stages(spec: str, tree: Path, runs: int) -> dict[str, float]:
             t = lap("spec", t)
             source = SourceTree.open(tree)
             try:
-                profile = build_profile(source)
+                profile = profile_of(source)
                 t = lap("profile", t)
                 plan = make_plan(loaded, profile)
                 t = lap("plan", t)

@@ -1,7 +1,8 @@
-"""Training speed and memory of the LLaMA porter generates, beside HF transformers' LlamaForCausalLM.
+"""Training speed and memory of the models porter generates, beside each family's HF class.
 
-It ports a fresh copy of the bundled sample tree (`porter apply llama`), then, inside it
-(bench/model_worker.py):
+It ports every family asked for (`--families llama,llama3`: LLaMA-1 and the LLaMA-3 shape with
+grouped-query attention, 2 key/value heads for 8) into one fresh copy of the bundled sample
+tree, then, inside it, per family (bench/model_worker.py):
   1. times training steps (forward + backward + optimizer step) of the generated LLaMAModel
      (plain loop), LLaMAModelPipe (DeepSpeed's pipeline engine, train_batch, set up by the
      tree's own setup_model_and_optimizer) and HF's LlamaForCausalLM with "sdpa" and "eager"
@@ -13,9 +14,11 @@ It ports a fresh copy of the bundled sample tree (`porter apply llama`), then, i
      on this device, on CUDA and on Gaudi.
 Ratios are against HF with its default (sdpa) attention; below 1.00x is faster than HF.
 
-Default config: 4 layers, hidden 256, 8 heads, seq 256, micro-batch 4, vocabulary 1024, fp32, CPU.
+Default config: 4 layers, hidden 256, 8 heads, seq 256, micro-batch 4, vocabulary 1024, fp32, CPU;
+a family with grouped-query attention gets heads / 4 key/value heads (LLaMA-3 8B's ratio).
 
-usage: python bench/model.py [--steps 20] [--warmup 3] [--threads N] [--skip-memory] [--skip-kernels] [--ablation]
+usage: python bench/model.py [--families llama,llama3] [--steps 20] [--warmup 3] [--threads N]
+                             [--skip-memory] [--skip-kernels] [--ablation]
 """
 
 from __future__ import annotations
@@ -39,25 +42,50 @@ from porter.smoke import SmokeConfig, deepspeed_config, environment, remove_shar
 
 WORKER = Path(__file__).with_name("model_worker.py")
 MODELS = ["hf-sdpa", "hf-eager", "porter", "porter-pipe"]
-LABELS = {
-    "hf-sdpa": "HF LlamaForCausalLM, sdpa attention",
-    "hf-eager": "HF LlamaForCausalLM, eager attention",
-    "porter": "porter LLaMAModel (plain loop)",
-    "porter-pipe": "porter LLaMAModelPipe (DeepSpeed pipeline engine)",
-    "porter-pipe-before": "  the same, unfused attention and TorchScript bias-dropout-add (ablation)",
-}
 
 
-def ported_sample_tree(folder: Path) -> Path:
+def labels(spec) -> dict[str, str]:
+    return {
+        "hf-sdpa": f"HF {spec.hf_class}, sdpa attention",
+        "hf-eager": f"HF {spec.hf_class}, eager attention",
+        "porter": f"porter {spec.model_class} (plain loop)",
+        "porter-pipe": f"porter {spec.model_class}Pipe (DeepSpeed pipeline engine)",
+        "porter-pipe-before": "  the same, unfused attention and TorchScript bias-dropout-add (ablation)",
+    }
+
+
+def ported_sample_tree(folder: Path, families: list[str]) -> Path:
     tree = folder / "Megatron-DeepSpeed"
     shutil.copytree(sample_tree_dir(), tree, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(porter.__file__).resolve().parent.parent), env.get("PYTHONPATH")) if p)
-    done = subprocess.run([sys.executable, "-m", "porter", "apply", "llama", "--target", str(tree)],
-                          env=env, cwd=folder, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"porter apply failed:\n{done.stdout}{done.stderr}")
+    for family in families:
+        done = subprocess.run([sys.executable, "-m", "porter", "apply", family, "--target", str(tree)],
+                              env=env, cwd=folder, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"porter apply {family} failed:\n{done.stdout}{done.stderr}")
     return tree
+
+
+def bench_spec(spec, cli):
+    """The family at the bench's sizes (grouped-query attention keeps LLaMA-3 8B's 4:1 ratio)."""
+    values = {"sizes.num_layers": cli.layers, "sizes.hidden_size": cli.hidden, "sizes.num_attention_heads": cli.heads,
+              "sizes.vocab_size": cli.vocab, "sizes.max_position_embeddings": cli.seq}
+    if spec["attention.num_query_groups"] is not None:
+        values["attention.num_query_groups"] = max(1, cli.heads // 4)
+    if isinstance(spec["mlp.ffn_hidden_size"], int):
+        values["mlp.ffn_hidden_size"] = "2/3*4h"
+    return spec.with_values(**values)
+
+
+def family_config(spec, cli, tree: Path) -> dict:
+    """What the worker needs of a family: its options for the tree, its HF class and config."""
+    from porter.convert import Port
+    from porter.hf_config import hf_config_of, installed_rope_spelling
+
+    sized = bench_spec(spec, cli)
+    return {"family": spec.name, "hf_class": spec.hf_class, "family_args": Port(spec, tree).run_argv(sized),
+            "hf_config": installed_rope_spelling({**hf_config_of(sized), "attention_dropout": 0.0})}
 
 
 def megatron_args(cli, folder: Path) -> list[str]:
@@ -88,6 +116,7 @@ def run_worker(tree: Path, mode: str, config: dict, threads: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--families", default="llama,llama3", help="comma-separated bundled specs, one table each")
     parser.add_argument("--steps", type=int, default=20, help="measured steps per model")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -105,32 +134,42 @@ def main() -> None:
     cli = parser.parse_args()
     models = MODELS + (["porter-pipe-before"] if cli.ablation else [])
 
-    print(f"# generated LLaMA vs HF LlamaForCausalLM: training step (forward + backward + optimizer), "
+    from porter.spec import load_spec
+
+    families = [load_spec(name) for name in cli.families.split(",")]
+    print(f"# generated models vs their HF classes: training step (forward + backward + optimizer), "
           f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, {cli.threads} threads; {versions('torch', 'deepspeed', 'transformers')}")
     print(f"# config: {cli.layers} layers, hidden {cli.hidden}, {cli.heads} heads, seq {cli.seq}, "
           f"micro-batch {cli.micro_batch}, vocab {cli.vocab}, fp32; median of {cli.steps} interleaved steps "
           f"after {cli.warmup} warm-up")
+    kernels = None
     with tempfile.TemporaryDirectory(prefix="porter-bench-model-") as scratch:
         folder = Path(scratch)
-        tree = ported_sample_tree(folder)
-        base = {"megatron_args": megatron_args(cli, folder), "threads": cli.threads, "vocab": cli.vocab,
-                "warmup": cli.warmup, "steps": cli.steps, "kernel_reps": cli.kernel_reps}
-        times = run_worker(tree, "time", {**base, "models": models}, cli.threads)
-        memory = {}
-        if not cli.skip_memory:
+        tree = ported_sample_tree(folder, [spec.name for spec in families])
+        for spec in families:
+            family = family_config(spec, cli, tree)
+            base = {"megatron_args": megatron_args(cli, folder) + family["family_args"], "threads": cli.threads,
+                    "vocab": cli.vocab, "warmup": cli.warmup, "steps": cli.steps, "kernel_reps": cli.kernel_reps,
+                    **family}
+            times = run_worker(tree, "time", {**base, "models": models}, cli.threads)
+            memory = {}
+            if not cli.skip_memory:
+                for name in models:
+                    memory[name] = run_worker(tree, "memory", {**base, "model": name}, cli.threads)
+            if kernels is None and not cli.skip_kernels:
+                kernels = run_worker(tree, "kernels", base, cli.threads)
+            groups = family["hf_config"].get("num_key_value_heads") or cli.heads
+            print(f"\n## {spec.name} ({spec.hf_class}; {groups} key/value heads of {cli.heads})")
+            reference = times["hf-sdpa"]["median"]
+            names = labels(spec)
+            print("\n| model | s/step (median) | vs HF sdpa | paired | min..max | vs HF sdpa (min) | peak memory |")
+            print("|---|---|---|---|---|---|---|")
             for name in models:
-                memory[name] = run_worker(tree, "memory", {**base, "model": name}, cli.threads)
-        kernels = None if cli.skip_kernels else run_worker(tree, "kernels", base, cli.threads)
-
-    reference = times["hf-sdpa"]["median"]
-    print("\n| model | s/step (median) | vs HF sdpa | paired | min..max | vs HF sdpa (min) | peak memory |")
-    print("|---|---|---|---|---|---|---|")
-    for name in models:
-        t = times[name]
-        peak = f"{memory[name]['peak_bytes'] / 2**20:.0f} MiB" if name in memory else "-"
-        print(f"| {LABELS[name]} | {t['median']:.3f} | {t['median'] / reference:.2f}x | {t['paired_ratio']:.2f}x | "
-              f"{t['min']:.3f}..{t['max']:.3f} | {t['min'] / times['hf-sdpa']['min']:.2f}x | {peak} |")
-    print("(paired: the median over rounds of a model's step time over HF sdpa's in the same round)")
+                t = times[name]
+                peak = f"{memory[name]['peak_bytes'] / 2**20:.0f} MiB" if name in memory else "-"
+                print(f"| {names[name]} | {t['median']:.3f} | {t['median'] / reference:.2f}x | {t['paired_ratio']:.2f}x | "
+                      f"{t['min']:.3f}..{t['max']:.3f} | {t['min'] / times['hf-sdpa']['min']:.2f}x | {peak} |")
+            print("(paired: the median over rounds of a model's step time over HF sdpa's in the same round)")
 
     if kernels:
         print("\n| kernel: generated vs reference (best of runs) | fwd ms | ref fwd ms | fwd ratio | fwd+bwd ms | ref fwd+bwd ms | fwd+bwd ratio | max abs diff |")

@@ -35,12 +35,14 @@ import torch  # noqa: E402
 
 torch.set_num_threads(config["threads"])
 
-import pretrain_llama  # noqa: E402
+import importlib  # noqa: E402
+
 from megatron import get_args  # noqa: E402
 from megatron.initialize import initialize_megatron  # noqa: E402
 from megatron.utils import get_ltor_masks_and_position_ids  # noqa: E402
 
-initialize_megatron(extra_args_provider=pretrain_llama.llama_defaults)
+entry = importlib.import_module(f"pretrain_{config['family']}")  # the family's generated entry point
+initialize_megatron(extra_args_provider=getattr(entry, f"{config['family']}_defaults"))
 args = get_args()
 args.padded_vocab_size = config["vocab"]  # no tokenizer is built: the vocabulary size is given
 B, S, V = args.micro_batch_size, args.seq_length, args.padded_vocab_size
@@ -61,16 +63,14 @@ def split_batch(data):
 
 # -- the models: each a function that runs one training step -------------------------------------
 def hf_step(attention: str):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """The family's HF class from the config porter writes for the same model (bench/model.py)."""
+    import transformers
 
-    hf_config = LlamaConfig(
-        vocab_size=V, hidden_size=args.hidden_size, intermediate_size=args.ffn_hidden_size,
-        num_hidden_layers=args.num_layers, num_attention_heads=args.num_attention_heads,
-        num_key_value_heads=args.num_attention_heads, max_position_embeddings=S,
-        rms_norm_eps=args.layernorm_epsilon, rope_theta=args.rope_theta, tie_word_embeddings=False,
-        attention_dropout=0.0, attention_bias=False, mlp_bias=False,
-    )
-    model = LlamaForCausalLM._from_config(hf_config, attn_implementation=attention, torch_dtype=torch.float32)
+    cls = getattr(transformers, config["hf_class"])
+    fields = {k: v for k, v in config["hf_config"].items() if k not in ("architectures", "model_type")}
+    hf_config = cls.config_class(**fields)
+    assert hf_config.intermediate_size == args.ffn_hidden_size, (hf_config.intermediate_size, args.ffn_hidden_size)
+    model = cls._from_config(hf_config, attn_implementation=attention, torch_dtype=torch.float32)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(args.adam_beta1, args.adam_beta2),
                                   eps=args.adam_eps, weight_decay=args.weight_decay)
@@ -92,7 +92,7 @@ def porter_step():
     from megatron.optimizer import get_megatron_optimizer
 
     args.no_pipeline_parallel = True
-    model = pretrain_llama.model_provider()
+    model = entry.model_provider()
     args.no_pipeline_parallel = False
     model.train()
     optimizer = get_megatron_optimizer([model])
@@ -119,7 +119,7 @@ def porter_pipe_step(as_before: bool = False):
 
     fusion = args.bias_dropout_fusion
     args.bias_dropout_fusion = fusion or as_before  # read when the layers are built
-    model, _, _ = setup_model_and_optimizer(pretrain_llama.model_provider)
+    model, _, _ = setup_model_and_optimizer(entry.model_provider)
     args.bias_dropout_fusion = fusion
     engine = model[0]
     assert isinstance(engine, deepspeed.PipelineEngine)

@@ -16,7 +16,12 @@ from porter.patch import patch
 from porter.port import prepare
 from porter.resources import sample_tree_dir
 
-SPECS = ("llama",)
+
+def specs() -> list[str]:
+    """Every bundled spec that ports something (gpt, the base, plans nothing)."""
+    from porter.spec import available_specs
+
+    return [name for name in available_specs() if name != "gpt"]
 
 
 def render_generated(spec: str) -> dict[str, str]:
@@ -31,7 +36,7 @@ def drift(root: Path) -> str:
     """A unified diff of generated/ against a fresh rendering; empty when in sync."""
     out = []
     expected: dict[str, str] = {}
-    for spec in SPECS:
+    for spec in specs():
         expected.update(render_generated(spec))
     present = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
     for name in sorted(set(expected) | present):
@@ -50,7 +55,7 @@ def drift(root: Path) -> str:
 def write(root: Path) -> None:
     import shutil
 
-    for spec in SPECS:
+    for spec in specs():
         shutil.rmtree(root / spec, ignore_errors=True)
         for name, text in render_generated(spec).items():
             path = root / name

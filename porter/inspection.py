@@ -1,18 +1,23 @@
 """What `porter inspect` shows: the tree profile and the plan, as data and as text.
 
 `inspect_data()` gives a JSON-ready dict with a stable schema (SCHEMA_VERSION; keys are
-only ever added): the profile's answers and the plan's edits, each with its reason, and
-what the port reuses. `render_text()` prints the same for a person. Nothing is rendered
+only ever added): the profile's answers and the plan's edits, each with its reason, what
+the port reuses, and the port already in the tree (porter.port_state: each file porter
+wrote that is no longer as porter left it, and what apply does about it). `render_text()` prints the same for a person. Nothing is rendered
 or written: inspecting a tree reads it and plans, no more.
 """
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
+from porter import port_state
 from porter.errors import PorterError
+from porter.features import profile_of
+from porter.naming import spec_in_tree
 from porter.plan import Plan, make_plan
-from porter.profile import TreeProfile, build_profile
+from porter.profile import TreeProfile
 from porter.source import SourceTree
 from porter.spec import Spec, load_spec
 
@@ -109,10 +114,19 @@ def plan_data(plan: Plan) -> dict:
 
 
 def inspect_data(model: str | Spec, target: str | Path) -> dict:
-    spec = model if isinstance(model, Spec) else load_spec(model)
-    profile = build_profile(SourceTree.open(target))
-    data = {"schema": SCHEMA_VERSION, "target": str(Path(target)), "spec": spec.name,
-            "profile": profile_data(profile), "plan": None, "error": None}
+    given = model if isinstance(model, Spec) else load_spec(model)
+    tree = SourceTree.open(target)
+    state = port_state.read_state(tree.root)
+    spec = spec_in_tree(given, tree)  # the family's names in this tree (free ones where the tree took them)
+    profile = profile_of(port_state.repaired(tree, state))  # as apply sees it
+    data = {"schema": SCHEMA_VERSION, "target": str(Path(target)), "spec": given.name,
+            "profile": profile_data(profile), "plan": None,
+            "port": {"journal": state.journaled, "files": len(state.files), "not_as_porter_left_them": state.notes()},
+            "error": None}
+    damaged = port_state.damage_refusal(state, shlex.quote(model) if isinstance(model, str) else spec.name)
+    if damaged is not None:
+        data["error"] = damaged.as_dict()
+        return data
     try:
         data["plan"] = plan_data(make_plan(spec, profile))
     except PorterError as exc:
@@ -132,15 +146,16 @@ def render_text(data: dict) -> str:
                  f"required: {', '.join(a['required']) or '-'}")
     if a["forbids_max_position_embeddings_with_rotary"]:
         lines.append("    the checks forbid --max-position-embeddings with rotary")
-    lines.append("  switches:")
+    lines.append("  switches (the tree's, and porter's from an earlier apply; --json lists every one looked for):")
+    missing = [feature for feature, s in p["switches"].items() if s is None]
     for feature, s in p["switches"].items():
         if s is None:
-            lines.append(f"    {feature:<16} none")
             continue
         how = "porter's, from an earlier apply" if s["origin"] == "porter" else (
             "the tree's, implemented" if s["implemented"] else "the tree's, option only")
         layout = f"; {s['layout']}" if s["layout"] else ""
         lines.append(f"    {feature:<16} {s['option']} (dest {s['dest']}; {how}{layout}); on when `{s['test']}`")
+    lines.append(f"    none for: {', '.join(missing) or '-'}")
     m = p["model"]
     if m is not None:
         lines += [
@@ -187,6 +202,12 @@ def render_text(data: dict) -> str:
         lines.append(f"  enum {name} ({fact['file']}: {', '.join(fact['members'])}): {used}")
     if p["generated"]:
         lines.append(f"  written by porter earlier: {', '.join(p['generated'])}")
+    port = data["port"]
+    if port["journal"]:
+        notes = port["not_as_porter_left_them"]
+        lines.append(f"  port already here: {port['files']} files in porter's journal, "
+                     + ("all as porter left them" if not notes else f"{len(notes)} not as porter left them:"))
+        lines += [f"    {n['path']}: {n['what']}: {n['action']}" for n in notes]
 
     lines.append("")
     if data["error"] is not None:

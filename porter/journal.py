@@ -4,17 +4,15 @@ Every apply appends one entry: the spec, the folders it created, and for every f
 created or changed the bytes and SHA-256 before and after (base64) and which edit produced
 each line with the edits' reasons (for `porter explain`). `porter revert` reads it back, newest entry first.
 
-The journal is also how porter knows a tree's state before planning: a tree porter already
-ported (files as porter left them: a second apply is a no-op), a tree changed by hand since
-(refused: porter does not port over a port it cannot trust), a tree with porter's files but
-no journal (refused: partly ported, or ported and its journal deleted).
+The journal is also how porter knows a port's state before planning (porter.port_state):
+each file as porter left it, missing, or edited since.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from porter import __version__
@@ -31,6 +29,7 @@ class JournalFile:
     path: str
     before: bytes | None  # None: porter created it
     after: bytes
+    record: dict = field(default_factory=dict, compare=False, repr=False)  # as kept in the journal
 
     @property
     def created(self) -> bool:
@@ -94,7 +93,8 @@ def read_journal(root: Path) -> list[Apply] | None:
             after = _decode(item, "after_b64", "after_sha256")
             if after is None:
                 raise _bad(f"{rel}: no after_b64")
-            files.append(JournalFile(path=rel, before=_decode(item, "before_b64", "before_sha256"), after=after))
+            files.append(JournalFile(path=rel, before=_decode(item, "before_b64", "before_sha256"), after=after,
+                                     record=item))
         dirs = entry.get("created_dirs", [])
         if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
             raise _bad("created_dirs is not a list of paths")
@@ -132,58 +132,3 @@ def appended(root: Path, new_entry: dict) -> tuple[bytes | None, bytes]:
     now = path.read_bytes() if path.exists() else None
     old = json.loads(now)["applies"] if now is not None else []
     return now, journal_bytes([*old, new_entry])
-
-
-def ported_state(applies: list[Apply]) -> dict[str, bytes]:
-    """path -> the bytes porter left there (the newest apply that wrote it wins)."""
-    state: dict[str, bytes] = {}
-    for apply in applies:
-        for item in apply.files:
-            state[item.path] = item.after
-    return state
-
-
-def _read(root: Path, rel: str) -> bytes | None:
-    path = Path(root) / rel
-    try:
-        return path.read_bytes() if path.is_file() else None
-    except OSError:
-        return None
-
-
-def state_problem(root: Path, generated: dict[str, str]) -> PorterError | None:
-    """Why porter must not plan over this tree, or None (see the module docstring).
-
-    `generated`: files with porter's header (from the profile). The caller raises the
-    error only when the plan would change something: a tree porter left as it was, or one
-    with nothing to do, is fine.
-    """
-    applies = read_journal(root)
-    if applies is None:
-        if not generated:
-            return None
-        names = ", ".join(sorted(generated))
-        return PorterError(
-            "this tree holds files porter generated, but no journal of the apply that made them",
-            file=sorted(generated)[0],
-            construct=f"a pristine tree, or one with porter's journal ({JOURNAL_PATH})",
-            found=f"porter's files: {names}; no {JOURNAL_PATH}",
-            fix="the tree is partly ported, or was ported and its .porter/ folder deleted: restore the "
-            "pristine tree (e.g. git checkout . && git clean -fd) and run porter apply again",
-        )
-    changed = []
-    for rel, after in ported_state(applies).items():
-        now = _read(root, rel)
-        if now != after:
-            changed.append((rel, "deleted" if now is None else "changed since porter wrote it"))
-    if not changed:
-        return None
-    first, how = changed[0]
-    return PorterError(
-        f"{first} was {how}: porter will not port over a port it cannot trust",
-        file=first,
-        construct="every file porter wrote, as porter left it (see .porter/journal.json)",
-        found="; ".join(f"{rel} {how}" for rel, how in changed),
-        fix="undo the port first: `porter revert --target <tree> --keep-edits` keeps your edits where they do "
-        "not overlap porter's (plain `porter revert` wants the files as porter left them); then apply again",
-    )

@@ -3,8 +3,8 @@
 `porter diff` shows the changes; `porter apply` checks them and writes them. Both call
 `prepare()`, so a diff is exactly what apply would write. Before anything is written the
 whole port is checked in memory: every file compiles and changed only where its edits are
-anchored (porter.workspace, porter.checks); the tree is as porter's journal says porter left
-it (porter.journal); and planning the port again over its own result, in memory, changes
+anchored (porter.workspace, porter.checks); the port already in the tree is as porter's
+journal says porter left it, or repaired where that is safe (porter.port_state); and planning the port again over its own result, in memory, changes
 nothing (`check_stable`), which is what makes a second apply a no-op; and every name the
 new code imports from the tree is there (porter.checks.check_imports).
 """
@@ -12,20 +12,24 @@ new code imports from the tree is there (porter.checks.check_imports).
 from __future__ import annotations
 
 import gc
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from porter import journal
+from porter import journal, port_state
 from porter.checks import check_imports
 from porter.errors import PorterError
+from porter.features import profile_of
+from porter.naming import spec_in_tree
 from porter.patch import file_patch
 from porter.plan import Plan, make_plan
-from porter.profile import TreeProfile, build_profile
+from porter.profile import TreeProfile
 from porter.source import SourceTree
 from porter.spec import Spec, load_spec
 from porter.workspace import FileChange, Workspace
+from porter.writable import marked_writable
 from porter.writer import FileWrite, Transaction, tree_lock
 
 
@@ -36,6 +40,12 @@ class Port:
     profile: TreeProfile
     plan: Plan
     changes: list[FileChange]
+    state: port_state.PortState | None = None  # the port already in the tree (porter's journal)
+
+    @property
+    def repaired(self) -> set[str]:
+        """Files porter generated, deleted since, that this port re-creates."""
+        return set() if self.state is None else {f.path for f in self.state.repairs}
 
     @property
     def root(self) -> Path:
@@ -43,7 +53,7 @@ class Port:
 
 
 def _render(spec: Spec, tree: SourceTree) -> tuple[TreeProfile, Plan, list[FileChange]]:
-    profile = build_profile(tree)
+    profile = profile_of(tree)
     plan = make_plan(spec, profile)
     return profile, plan, Workspace(tree).render(plan)
 
@@ -102,23 +112,50 @@ def prepare(model: str | Spec, target: str | Path) -> Port:
 
 def _prepare(model: str | Spec, target: str | Path) -> Port:
     spec = model if isinstance(model, Spec) else load_spec(model)
+    named = shlex.quote(model) if isinstance(model, str) else spec.name  # as the user names it
     tree = SourceTree.open(target)
+    state = port_state.read_state(tree.root)
+    damaged = port_state.damage_refusal(state, named)
+    if damaged is not None:
+        raise damaged
+    tree = port_state.repaired(tree, state)  # porter's deleted files back, in memory
+    spec = spec_in_tree(spec, tree)  # free names where the tree holds its own pretrain_<name>.py ...
     try:
-        profile, plan, changes = _render(spec, tree)
+        profile, plan, rendered = _render(spec, tree)
     except PorterError as exc:
         # A port changed by hand can fail to plan; say that rather than what failed.
-        state = journal.state_problem(tree.root, {})
-        if state is not None:
-            raise state from exc
+        edited = port_state.edited_refusal(state, named)
+        if edited is not None:
+            raise edited from exc
         raise
-    state = journal.state_problem(tree.root, profile.generated) if changes else None
-    if state is not None:
-        raise state
+    if rendered:
+        refusal = (port_state.edited_refusal(state, named) if state.journaled
+                   else port_state.no_journal_refusal(tree.root, profile.generated))
+        if refusal is not None:
+            raise refusal
+    changes = _with_repairs(rendered, state)
     if changes:
         ported = tree.with_changes({change.path: change.after for change in changes})
         check_imports(ported, changes)
         check_stable(spec, ported)
-    return Port(spec=spec, tree=tree, profile=profile, plan=plan, changes=changes)
+    return Port(spec=spec, tree=tree, profile=profile, plan=plan, changes=changes, state=state)
+
+
+def _with_repairs(rendered: list[FileChange], state: port_state.PortState) -> list[FileChange]:
+    """The rendered changes, and porter's deleted files re-created (as new files: on disk they
+    are absent; a repaired file the port also changes is created with its new content)."""
+    by_path = {change.path: change for change in rendered}
+    repairs = []
+    for item in state.repairs:
+        change = by_path.pop(item.path, None)
+        if change is None:
+            repairs.append(FileChange(path=item.path, before=None, text=port_state.repaired_text(item),
+                                      after=item.written.after, provenance=list(item.written.record.get("provenance", [])),
+                                      edits=[]))
+        else:
+            repairs.append(FileChange(path=item.path, before=None, text=change.text, after=change.after,
+                                      provenance=change.provenance, edits=change.edits))
+    return repairs + [change for change in rendered if change.path in by_path]
 
 
 def _created_dirs(root: Path, changes: list[FileChange]) -> list[str]:
@@ -135,20 +172,32 @@ def apply(model: str | Spec, target: str | Path) -> Port:
     """Port `model` into the tree: check everything in memory, then write all or nothing.
 
     Holds the tree's lock from reading to writing. The journal entry goes into the same
-    transaction as the files (first, so that an interrupted write is still revertible).
-    Returns the Port; `changes` is empty when the tree already has the port.
+    transaction as the files. Returns the Port; `changes` is empty when the tree already has the port.
     """
     spec = model if isinstance(model, Spec) else load_spec(model)
     root = SourceTree.open(target).root
+    if not marked_writable(root):  # no lock in a read-only root: first name every path in the way
+        port = prepare(spec, root)
+        if not port.changes:
+            return port
+        Transaction(root, _writes(root, port)).check()
     with tree_lock(root):
         port = prepare(spec, root)
         if not port.changes:
             return port
-        entry = journal.entry(spec.name, spec.path, port.changes, _created_dirs(root, port.changes))
-        journal_now, journal_after = journal.appended(root, entry)
-        writes = [FileWrite(journal.JOURNAL_PATH, journal_now, journal_after)]
-        writes += [
-            FileWrite(c.path, None if c.before is None else c.before.raw, c.after) for c in port.changes
-        ]
-        Transaction(root, writes).commit()
+        Transaction(root, _writes(root, port)).commit()
     return port
+
+
+def _writes(root: Path, port: Port) -> list[FileWrite]:
+    """The port's files and its journal entry, the journal first (so that an interrupted
+    write is still revertible)."""
+    entry = journal.entry(port.spec.name, port.spec.path, port.changes, _created_dirs(root, port.changes))
+    restored = {f.path: f.written for f in port.state.repairs} if port.state is not None else {}
+    for record in entry["files"]:
+        written = restored.get(record["path"])
+        if written is not None and written.record.get("after_sha256") == record["after_sha256"]:
+            record.update(repaired=True, edits=written.record.get("edits", []))
+    journal_now, journal_after = journal.appended(root, entry)
+    writes = [FileWrite(journal.JOURNAL_PATH, journal_now, journal_after)]
+    return writes + [FileWrite(c.path, None if c.before is None else c.before.raw, c.after) for c in port.changes]

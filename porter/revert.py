@@ -14,6 +14,7 @@ are refused. A file already back as it was before the apply is left as it is.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from porter import journal
 from porter.checks import check_compiles
 from porter.errors import PorterError
 from porter.merge import MergeConflict, merge3
+from porter.writable import marked_writable
 from porter.writer import FileWrite, Transaction, remove_empty_dirs, tree_lock
 
 
@@ -106,7 +108,9 @@ def plan_revert(root: Path, keep_edits: bool) -> tuple[list[FileWrite], RevertRe
                     file=item.path,
                     construct="the file as porter left it, or edits revert can keep",
                     found="a file porter created, edited since" if current is not None else "the file is gone",
-                    fix=(f"move {item.path} aside (revert removes what porter created), then revert again"
+                    fix=(f"move it aside, then revert again (revert removes what porter created): "
+                         f"`mv {shlex.quote(str(root / item.path))} {shlex.quote(str(root / item.path))}.mine && "
+                         f"porter revert --target {shlex.quote(str(root))} --keep-edits`"
                          if current is not None else
                          f"restore {item.path} (e.g. from your version control), then revert again")
                     + "; nothing was written",
@@ -148,6 +152,8 @@ def revert(target: str | Path, keep_edits: bool = False) -> RevertResult:
             construct="the root of a tree porter applied a port to",
             fix="pass --target the folder you gave `porter apply`",
         )
+    if not marked_writable(root):  # no lock in a read-only root: first name every path in the way
+        Transaction(root, plan_revert(root, keep_edits)[0]).check()
     with tree_lock(root):
         writes, result, folders = plan_revert(root, keep_edits)
         Transaction(root, writes).commit()

@@ -32,7 +32,8 @@ import porter
 from porter import standins
 from porter.corpus import train_sentencepiece, write_corpus
 from porter.errors import PorterError
-from porter.profile import build_profile
+from porter.features import profile_of
+from porter.naming import spec_in_tree
 from porter.profile.features import SENTENCEPIECE_CHOICE
 from porter.scratch import in_tree_terms, scratch_copy
 from porter.source import SourceTree
@@ -341,7 +342,7 @@ def deepspeed_config(workdir: Path, config: SmokeConfig) -> Path:
 def training_arguments(spec: Spec, tree: SourceTree, workdir: Path, config: SmokeConfig, model: Path, prefix: Path,
                        cpu: bool = True) -> list[str]:
     """The tiny-config command line of a smoke run of the ported script."""
-    profile = build_profile(tree)
+    profile = profile_of(tree)
     options = profile.arguments.options
     sentencepiece = profile.sentencepiece()
     args = [
@@ -370,7 +371,7 @@ def training_arguments(spec: Spec, tree: SourceTree, workdir: Path, config: Smok
         "--zero-stage", "0",
     ]
     # Rotary needs no position table: some trees forbid the size then, some require it anyway.
-    if spec.position_embedding != "rotary" or not profile.arguments.forbids_max_positions:
+    if spec["position_embedding.type"] != "rotary" or not profile.arguments.forbids_max_positions:
         args += ["--max-position-embeddings", str(config.seq_length)]
     if "--distributed-backend" in options:
         args += ["--distributed-backend", "gloo" if cpu else "nccl"]
@@ -412,6 +413,7 @@ def run_smoke(
     """
     config.check(judge_loss=False)
     tree = SourceTree.open(Path(target).resolve())
+    spec = spec_in_tree(spec, tree)
     workdir = Path(workdir).resolve()  # the run's cwd is the tree: every path it gets is absolute
     if not tree.exists(spec.script):
         raise PorterError(
@@ -419,9 +421,9 @@ def run_smoke(
             file=spec.script,
             fix=f"run `porter apply {spec.name} --target {target}` first",
         )
-    if spec.tokenizer != "sentencepiece":
+    if spec["tokenizer.type"] != "sentencepiece":
         raise PorterError(
-            f"smoke trains with a SentencePiece tokenizer; spec {spec.name} uses {spec.tokenizer}",
+            f"smoke trains with a SentencePiece tokenizer; spec {spec.name} uses {spec['tokenizer.type']}",
             file=spec.path, construct="tokenizer.type = 'sentencepiece'",
             fix="smoke a spec with tokenizer.type = 'sentencepiece'",
         )

@@ -13,6 +13,7 @@ from pathlib import Path
 import libcst as cst
 
 from porter.errors import PorterError
+from porter.syntax_error import syntax_error
 
 # The files that make a folder a Megatron-DeepSpeed tree porter can port.
 REQUIRED_FILES = (
@@ -39,13 +40,7 @@ class SourceFile:
             try:
                 self._module = cst.parse_module(self.text)
             except cst.ParserSyntaxError as exc:
-                raise PorterError(
-                    f"cannot parse {self.path}: {exc.message} (line {exc.raw_line}, column {exc.raw_column})",
-                    file=self.path,
-                    construct="valid Python source",
-                    found=f"a syntax error at line {exc.raw_line}",
-                    fix=f"fix the syntax error in {self.path} (python -m py_compile {self.path}), then run porter again",
-                ) from exc
+                raise syntax_error(self.path, self.text, exc) from exc
         return self._module
 
     def encode(self, text: str) -> bytes:

@@ -1,100 +1,30 @@
 """Diff specs: how a model family differs from GPT, as data (model_diffs/<name>.toml).
 
-The schema below is itself data: every field has its type, its allowed values or range,
-and GPT's value (the base). A spec is validated once, when it is loaded; every error names
-the file, the field, what was found and what is allowed. After that the rest of porter reads
-plain values from the frozen `Spec`.
+The schema is itself data, assembled from the differences porter knows
+(porter/features/): every field has its type, its allowed values or range, and GPT's value
+(the base). A spec is validated once, when it is loaded; every error names the file, the
+field, what was found and what is allowed. After that the rest of porter reads plain values
+from the frozen `Spec`: `spec["norm.eps"]`.
 """
 
 from __future__ import annotations
 
-import math
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from porter.errors import PorterError
+from porter.features import DIFFERENCES, fields
 from porter.resources import specs_dir
-
-
-@dataclass(frozen=True)
-class Field:
-    """One field of a spec section: its type, allowed values or bounds, and GPT's value."""
-
-    kind: type
-    base: Any  # GPT's value; also the default when the field is left out
-    choices: tuple = ()
-    low: float | None = None  # exclusive lower bound for numbers
-    high: float | None = None  # exclusive upper bound for numbers
-    help: str = ""
-
-    def describe(self) -> str:
-        if self.choices:
-            return "one of " + ", ".join(repr(c) for c in self.choices)
-        if self.kind is bool:
-            return "true or false"
-        bounds = []
-        if self.low is not None:
-            bounds.append(f"> {self.low:g}")
-        if self.high is not None:
-            bounds.append(f"< {self.high:g}")
-        return f"a {'whole number' if self.kind is int else 'number'}" + (
-            " " + " and ".join(bounds) if bounds else ""
-        )
-
-
-# section -> field -> Field. The switches porter can port; GPT is the base of each.
-SCHEMA: dict[str, dict[str, Field]] = {
-    "activation": {
-        "type": Field(str, "gelu", choices=("gelu", "swiglu"), help="MLP activation"),
-    },
-    "position_embedding": {
-        "type": Field(str, "learned", choices=("learned", "rotary"), help="position encoding"),
-        "rope_theta": Field(float, 10000.0, low=0.0, help="rotary base"),
-        "layout": Field(str, "rotate_half", choices=("rotate_half",), help="rotary pairing"),
-    },
-    "norm": {
-        "type": Field(str, "layernorm", choices=("layernorm", "rmsnorm"), help="norm class"),
-        "eps": Field(float, 1e-5, low=0.0, high=1.0, help="norm epsilon"),
-        "final_norm": Field(bool, True, help="a norm after the last layer"),
-    },
-    "embeddings": {
-        "tied": Field(bool, True, help="output projection shares the input embedding"),
-    },
-    "mlp": {
-        "ffn_hidden_size": Field(str, "4h", choices=("4h", "2/3*4h"), help="default MLP width"),
-        "multiple_of": Field(int, 1, low=0, help="round the 2/3*4h width up to this"),
-    },
-    "linear": {
-        "bias": Field(bool, True, help="bias in every linear layer"),
-    },
-    "tokenizer": {
-        "type": Field(str, "gpt2bpe", choices=("gpt2bpe", "sentencepiece"), help="tokenizer"),
-    },
-}
-
-# The spec field behind each feature a port plans (`porter explain`, `porter diff --stat`).
-# Features the planner adds on its own behalf ("checks": validating the new switches) have none.
-FEATURE_FIELDS: dict[str, str] = {
-    "swiglu": "activation.type",
-    "rotary": "position_embedding.type",
-    "rope_theta": "position_embedding.rope_theta",
-    "rmsnorm": "norm.type",
-    "no_final_norm": "norm.final_norm",
-    "untied": "embeddings.tied",
-    "ffn_rule": "mlp.ffn_hidden_size",
-    "no_bias": "linear.bias",
-    "sentencepiece": "tokenizer.type",
-    "tokenizer_model": "tokenizer.type",
-    "model": "model.name",
-}
 
 MODEL_FIELDS = {
     "name": "the spec's name, as given to `porter apply NAME`",
     "class_prefix": "prefix of the generated classes, e.g. LLaMA -> LLaMAModel",
     "script": "the generated entry point, e.g. pretrain_llama.py",
     "description": "one line for `porter list`",
+    "hf_class": "the HF transformers class porter verifies the port against, e.g. LlamaForCausalLM",
 }
 
 TRAINING_DEFAULT_TYPES = (bool, int, float, str)
@@ -109,36 +39,14 @@ class Spec:
     script: str
     description: str
     path: str
-    activation: str
-    position_embedding: str
-    rope_theta: float
-    rotary_layout: str
-    norm: str
-    norm_eps: float
-    final_norm: bool
-    tied_embeddings: bool
-    ffn_rule: str
-    ffn_multiple_of: int
-    bias: bool
-    tokenizer: str
+    values: Mapping[str, Any]  # every field of every difference, by dotted name
+    given: frozenset[str] = frozenset()  # the fields the spec sets itself
+    hf_class: str = ""
     training_defaults: dict = field(default_factory=dict)
+    renamed_because: tuple[str, ...] = ()  # what the tree already holds under the family's own names (porter.naming)
 
-    # The features a port can add, each tied to the switch that asks for it. A feature is
-    # wanted when its switch differs from GPT's value.
-    def features(self) -> dict[str, bool]:
-        return {
-            "swiglu": self.activation == "swiglu",
-            "rotary": self.position_embedding == "rotary",
-            "rmsnorm": self.norm == "rmsnorm",
-            "no_final_norm": not self.final_norm,
-            "untied": not self.tied_embeddings,
-            "ffn_rule": self.ffn_rule == "2/3*4h",
-            "no_bias": not self.bias,
-            "sentencepiece": self.tokenizer == "sentencepiece",
-        }
-
-    def wants(self, feature: str) -> bool:
-        return self.features()[feature]
+    def __getitem__(self, dotted: str) -> Any:
+        return self.values[dotted]
 
     @property
     def model_class(self) -> str:
@@ -148,50 +56,54 @@ class Spec:
     def module_name(self) -> str:
         return f"{self.name}_model"
 
-    def ffn_hidden_size(self, hidden_size: int) -> int:
-        """The default MLP width for a hidden size, by this spec's rule."""
-        return default_ffn_hidden_size(hidden_size, self.ffn_rule, self.ffn_multiple_of)
+    def with_values(self, **changes: Any) -> Spec:
+        """The spec with some fields changed, by dotted name given as keyword
+        (`spec.with_values(**{"norm.eps": 1e-5})`); the values are checked like a spec file's."""
+        schema = fields()
+        values = dict(self.values)
+        for name, value in changes.items():
+            try:
+                values[name] = schema[name].check(value)
+            except ValueError as exc:
+                raise PorterError(f"invalid spec field {name}", file=self.path, construct=name,
+                                  found=repr(value), fix=f"set {name} to {exc}") from None
+        return replace(self, values=values, given=self.given | set(changes))
 
     def summary(self) -> dict[str, str]:
-        """switch -> 'value (GPT: base)' for the switches that differ from GPT."""
-        out = {}
-        for section, fields in SCHEMA.items():
-            for key, fld in fields.items():
-                value = self._raw[section][key]
-                if value != fld.base:
-                    out[f"{section}.{key}"] = f"{value!r} (GPT: {fld.base!r})"
-        return out
+        """field -> 'value (GPT: base)' for the fields that differ from GPT."""
+        schema = fields()
+        return {name: f"{value!r} (GPT: {schema[name].base!r})"
+                for name, value in self.values.items() if value != schema[name].base}
 
     def value_of(self, dotted: str) -> tuple[Any, Any]:
         """A field's value and GPT's, by its dotted name ("norm.type" -> ("rmsnorm", "layernorm"))."""
         section, key = dotted.split(".", 1)
         if section == "model":
             return getattr(self, key), None
-        return self._raw[section][key], SCHEMA[section][key].base
-
-    @property
-    def _raw(self) -> dict[str, dict[str, Any]]:
-        return {
-            "activation": {"type": self.activation},
-            "position_embedding": {
-                "type": self.position_embedding,
-                "rope_theta": self.rope_theta,
-                "layout": self.rotary_layout,
-            },
-            "norm": {"type": self.norm, "eps": self.norm_eps, "final_norm": self.final_norm},
-            "embeddings": {"tied": self.tied_embeddings},
-            "mlp": {"ffn_hidden_size": self.ffn_rule, "multiple_of": self.ffn_multiple_of},
-            "linear": {"bias": self.bias},
-            "tokenizer": {"type": self.tokenizer},
-        }
+        return self.values[dotted], fields()[dotted].base
 
 
-def default_ffn_hidden_size(hidden_size: int, rule: str, multiple_of: int = 1) -> int:
-    """4h, or LLaMA's int(2/3 * 4h) rounded up to `multiple_of` (11008 for h = 4096)."""
-    if rule == "4h":
-        return 4 * hidden_size
-    width = 8 * hidden_size // 3
-    return multiple_of * math.ceil(width / multiple_of)
+def spec_toml(spec: Spec) -> str:
+    """The spec as a .toml file that loads back to the same spec (`porter spec CONFIG`)."""
+    import tomli_w
+
+    model = {"name": spec.name, "class_prefix": spec.class_prefix, "script": spec.script,
+             "description": spec.description}
+    if spec.hf_class:
+        model["hf_class"] = spec.hf_class
+    data: dict[str, Any] = {"model": model}
+    schema = fields()
+    for name, value in spec.values.items():
+        if value is None or value == schema[name].base:
+            continue
+        *tables, key = name.split(".")
+        holder = data
+        for table in tables:
+            holder = holder.setdefault(table, {})
+        holder[key] = value
+    if spec.training_defaults:
+        data["training_defaults"] = dict(spec.training_defaults)
+    return tomli_w.dumps(data)
 
 
 def available_specs() -> dict[str, Path]:
@@ -199,17 +111,23 @@ def available_specs() -> dict[str, Path]:
 
 
 def load_spec(name_or_path: str) -> Spec:
-    """Load a spec by name (model_diffs/<name>.toml) or by path to a .toml file."""
+    """Load a spec by name (model_diffs/<name>.toml), by path to a .toml file, or from an HF
+    config.json (or a model folder holding one)."""
     path = Path(name_or_path)
+    if path.name == "config.json" or (path.is_dir() and (path / "config.json").is_file()):
+        from porter.hf_config import spec_from_hf
+
+        return spec_from_hf(path)
     if path.suffix != ".toml":
         known = available_specs()
         if name_or_path not in known:
             raise PorterError(
                 f"unknown model {name_or_path!r}",
                 file=f"model_diffs/{name_or_path}.toml",
-                construct="a diff spec named model_diffs/<name>.toml",
+                construct="a diff spec named model_diffs/<name>.toml, a .toml file, or an HF config.json",
                 found="specs: " + ", ".join(sorted(known)),
-                fix=f"use one of {', '.join(sorted(known))}, or pass the path to your own .toml spec",
+                fix=f"use one of {', '.join(sorted(known))}, the path to your own .toml spec, "
+                    "or an HF model folder holding config.json",
             )
         path = known[name_or_path]
     if not path.exists():
@@ -243,19 +161,30 @@ def load_spec(name_or_path: str) -> Spec:
     return parse_spec(data, str(path))
 
 
+def _flatten(table: dict, prefix: str, out: dict[str, Any]) -> None:
+    for key, value in table.items():
+        name = f"{prefix}.{key}"
+        if isinstance(value, dict):
+            _flatten(value, name, out)
+        else:
+            out[name] = value
+
+
 def parse_spec(data: dict, path: str = "<spec>") -> Spec:
     """Validate a spec's parsed TOML and freeze it."""
+    schema = fields()
 
-    def fail(field_name: str, found: Any, allowed: str) -> PorterError:
+    def fail(field_name: str, found: Any, allowed: str, message: str | None = None) -> PorterError:
         return PorterError(
-            f"invalid spec field {field_name}",
+            message or f"invalid spec field {field_name}",
             file=path,
             construct=field_name,
-            found=repr(found),
-            fix=f"set {field_name} to {allowed}",
+            found=found if isinstance(found, str) and message else repr(found),
+            fix=allowed if message else f"set {field_name} to {allowed}",
         )
 
-    allowed_sections = {"model", "training_defaults", *SCHEMA}
+    sections = {name.split(".")[0] for name in schema}
+    allowed_sections = {"model", "training_defaults", *sections}
     for section in data:
         if section not in allowed_sections:
             raise PorterError(
@@ -290,57 +219,35 @@ def parse_spec(data: dict, path: str = "<spec>") -> Spec:
     script = model.get("script", f"pretrain_{model['name']}.py")
     if not isinstance(script, str) or not script.endswith(".py") or "/" in script:
         raise fail("model.script", script, "a file name ending in .py, at the tree root")
-    description = model.get("description", "")
-    if not isinstance(description, str):
-        raise fail("model.description", description, "a string")
+    for key in ("description", "hf_class"):
+        if not isinstance(model.get(key, ""), str):
+            raise fail(f"model.{key}", model[key], "a string")
 
-    values: dict[str, dict[str, Any]] = {}
-    for section, fields in SCHEMA.items():
-        given = data.get(section, {})
-        for key in given:
-            if key not in fields:
-                raise PorterError(
-                    f"unknown spec field {section}.{key}",
-                    file=path,
-                    construct=f"{section}.{key}",
-                    fix="allowed fields: " + ", ".join(fields),
-                )
-        values[section] = {}
-        for key, fld in fields.items():
-            value = given.get(key, fld.base)
-            name = f"{section}.{key}"
-            if fld.kind is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if not isinstance(value, fld.kind) or (fld.kind is not bool and isinstance(value, bool)):
-                raise fail(name, value, fld.describe())
-            if fld.choices and value not in fld.choices:
-                raise fail(name, value, fld.describe())
-            if fld.low is not None and not value > fld.low:
-                raise fail(name, value, fld.describe())
-            if fld.high is not None and not value < fld.high:
-                raise fail(name, value, fld.describe())
-            values[section][key] = value
+    given: dict[str, Any] = {}
+    for section in sections:
+        _flatten(data.get(section, {}), section, given)
+    for name in given:
+        if name not in schema:
+            section = name.split(".")[0]
+            here = [f for f in schema if f.startswith(section + ".")]
+            raise PorterError(
+                f"unknown spec field {name}",
+                file=path,
+                construct=name,
+                fix="allowed fields: " + ", ".join(f.removeprefix(section + ".") for f in here),
+            )
+    values: dict[str, Any] = {}
+    for name, fld in schema.items():
+        if name not in given:
+            values[name] = fld.base
+            continue
+        try:
+            values[name] = fld.check(given[name])
+        except ValueError as exc:
+            raise fail(name, given[name], str(exc)) from None
 
-    # Combinations that make no sense.
-    if values["mlp"]["ffn_hidden_size"] == "4h" and "multiple_of" in data.get("mlp", {}):
-        raise PorterError(
-            "inconsistent spec: mlp.multiple_of only applies to mlp.ffn_hidden_size = '2/3*4h'",
-            file=path,
-            construct="mlp.multiple_of",
-            found=f"ffn_hidden_size = '4h', multiple_of = {values['mlp']['multiple_of']}",
-            fix="remove mlp.multiple_of, or set mlp.ffn_hidden_size = '2/3*4h'",
-        )
-    pe = data.get("position_embedding", {})
-    if values["position_embedding"]["type"] != "rotary":
-        for key in ("rope_theta", "layout"):
-            if key in pe:
-                raise PorterError(
-                    f"inconsistent spec: position_embedding.{key} only applies to rotary",
-                    file=path,
-                    construct=f"position_embedding.{key}",
-                    found=f"position_embedding.type = {values['position_embedding']['type']!r}",
-                    fix=f"remove position_embedding.{key}, or set position_embedding.type = 'rotary'",
-                )
+    for difference in DIFFERENCES:
+        difference.validate(values, set(given), fail)
 
     defaults = data.get("training_defaults", {})
     for key, value in defaults.items():
@@ -353,19 +260,10 @@ def parse_spec(data: dict, path: str = "<spec>") -> Spec:
         name=model["name"],
         class_prefix=model["class_prefix"],
         script=script,
-        description=description,
+        description=model.get("description", ""),
         path=path,
-        activation=values["activation"]["type"],
-        position_embedding=values["position_embedding"]["type"],
-        rope_theta=values["position_embedding"]["rope_theta"],
-        rotary_layout=values["position_embedding"]["layout"],
-        norm=values["norm"]["type"],
-        norm_eps=values["norm"]["eps"],
-        final_norm=values["norm"]["final_norm"],
-        tied_embeddings=values["embeddings"]["tied"],
-        ffn_rule=values["mlp"]["ffn_hidden_size"],
-        ffn_multiple_of=values["mlp"]["multiple_of"],
-        bias=values["linear"]["bias"],
-        tokenizer=values["tokenizer"]["type"],
+        values=values,
+        given=frozenset(given),
+        hf_class=model.get("hf_class", ""),
         training_defaults=dict(defaults),
     )

@@ -165,7 +165,7 @@ class Workspace:
                     fix=f"move {path} aside (or delete it) and run porter again, or keep your own "
                     "and port by hand",
                 )
-            text = render(edit.template, plan.spec, edit.context)
+            text = render(edit.template, plan, edit.context, edit.feature)
             tags: list[str | None] = [f"{edit.feature}: {edit.name}"] * len(text.splitlines())
         else:
             if before is None:

@@ -3,15 +3,17 @@
 `Transaction` is the only code in porter that changes a file in a target tree. Given the
 bytes every file must hold now and the bytes it must hold after (None: absent), it
 
-1. refuses, before any write, when a file cannot or must not be written: a symbolic link on
-   the way, a file or folder marked read-only (porter respects the mark even when the
-   operating system would let it through, e.g. for root), a folder where a file should be;
+1. refuses, before any write, when a file cannot or must not be written (porter.writable: a
+   symbolic link on the way, a file or folder marked read-only, a folder where a file should
+   be), naming every such path at once;
 2. refuses when any file is not what porter read (the tree changed while porter worked);
 3. writes each new content to a temporary file beside its target (flushed to disk);
 4. renames every temporary into place, moving files to delete aside first; if anything fails
    now, every file already replaced gets its original bytes back (kept in memory), files
    moved aside are moved back, folders porter created are removed, and the error says the
-   tree was restored.
+   tree was restored. Ctrl-C is held back to the point before the next file (porter.interrupts),
+   where it is answered the same way: nothing is left half written, and the roll-back itself
+   is not cut short.
 
 The lock (`.porter/lock`, created with O_EXCL) is held across a whole apply or revert, from
 reading the tree to writing it, so two porter runs cannot interleave.
@@ -20,6 +22,7 @@ reading the tree to writing it, so two porter runs cannot interleave.
 from __future__ import annotations
 
 import os
+import shlex
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -27,7 +30,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from porter import interrupts
 from porter.errors import PorterError
+from porter.writable import check_writable, marked_writable
 
 STATE_DIR = ".porter"
 LOCK = "lock"
@@ -80,12 +85,12 @@ def tree_lock(root: Path) -> Iterator[None]:
     root = Path(root)
     state = root / STATE_DIR
     lock = state / LOCK
-    if not _marked_writable(root):
+    if not marked_writable(root):
         raise PorterError(
             f"the tree {root} is marked read-only",
             file=str(root),
             construct="a writable tree root (porter keeps its lock and journal in .porter/)",
-            fix=f"make it writable (chmod u+w {root}) and run porter again; nothing was written",
+            fix=f"make it writable (chmod u+w {shlex.quote(str(root))}) and run porter again; nothing was written",
         )
     existed = state.exists()
     try:
@@ -124,61 +129,6 @@ def tree_lock(root: Path) -> Iterator[None]:
 
 
 # -- checks before writing ---------------------------------------------------------------------
-
-
-def _marked_writable(path: Path) -> bool:
-    """Does the file or folder's mode carry a write bit? (root ignores the mark; porter does not)"""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return False
-    return bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)) and os.access(path, os.W_OK)
-
-
-def _refuse(rel: str, message: str, construct: str, found: str, fix: str) -> PorterError:
-    return PorterError(message, file=rel, construct=construct, found=found, fix=fix + " (nothing was written)")
-
-
-def check_writable(root: Path, rel: str, deleting: bool = False) -> None:
-    """Refuse, naming the file, when porter must not or cannot write `rel`."""
-    path = root / rel
-    parts = Path(rel).parts
-    for depth in range(1, len(parts)):  # every folder between the root and the file
-        folder = root.joinpath(*parts[:depth])
-        shown = "/".join(parts[:depth])
-        if folder.is_symlink():
-            raise _refuse(
-                rel, f"{shown} is a symbolic link", "a real folder on the way to " + rel,
-                f"a link to {os.readlink(folder)}",
-                f"porter does not write through links; replace {shown} with the folder it points to",
-            )
-        if folder.exists() and not folder.is_dir():
-            raise _refuse(rel, f"{shown} is not a folder", f"a folder to hold {rel}", "a file",
-                          f"move {shown} aside")
-    if path.is_symlink():
-        raise _refuse(
-            rel, f"{rel} is a symbolic link", "a regular file to rewrite", f"a link to {os.readlink(path)}",
-            "porter does not write through links; replace the link with the file it points to",
-        )
-    if path.exists() and not path.is_file():
-        raise _refuse(rel, f"{rel} is not a regular file", "a regular file (or no file) at this path",
-                      "a folder or special file", f"move {rel} aside")
-    if path.exists() and not deleting and not _marked_writable(path):
-        raise _refuse(
-            rel, f"{rel} is marked read-only", "write access to every file the port changes",
-            f"mode {stat.filemode(path.stat().st_mode)}",
-            f"make it writable (chmod u+w {rel}) if porter may change it",
-        )
-    folder = path.parent
-    while not folder.exists():
-        folder = folder.parent
-    if not _marked_writable(folder):
-        shown = str(folder.relative_to(root)) if folder != root else "the tree root"
-        raise _refuse(
-            rel, f"{shown} is marked read-only", f"a writable folder for {rel}",
-            f"mode {stat.filemode(folder.stat().st_mode)}",
-            f"make it writable (chmod u+w {folder}) if porter may change it",
-        )
 
 
 def _current(path: Path) -> bytes | None:
@@ -227,8 +177,7 @@ class Transaction:
         self.created_dirs: list[str] = []  # folders the commit created, outermost first
 
     def check(self) -> None:
-        for write in self.writes:
-            check_writable(self.root, write.path, deleting=write.after is None)
+        check_writable(self.root, [(write.path, write.after is None) for write in self.writes])
         for write in self.writes:
             if _current(self.root / write.path) != write.now:
                 raise PorterError(
@@ -249,45 +198,49 @@ class Transaction:
             self.created_dirs.append(str(new.relative_to(self.root)).replace(os.sep, "/"))
 
     def commit(self) -> None:
-        """Check, stage, rename; on any failure put everything back and raise."""
+        """Check, stage, rename; on any failure or interrupt put everything back and raise."""
         self.check()
         staged: list[tuple[FileWrite, Path | None]] = []
         done: list[tuple[FileWrite, Path | None]] = []  # with the aside path of deleted files
-        try:
-            for write in self.writes:
-                path = self.root / write.path
-                if write.after is None:
-                    staged.append((write, None))
-                    continue
-                self._make_dirs(path.parent)
-                mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else NEW_FILE_MODE
-                staged.append((write, _write_temp(path, write.after, mode)))
-            for write, tmp in staged:
-                path = self.root / write.path
-                if tmp is None:
-                    aside = path.with_name(f".{path.name}.porter-deleted")
-                    os.replace(path, aside)
-                    done.append((write, aside))
-                else:
-                    os.replace(tmp, path)
-                    done.append((write, None))
-            for folder in {(self.root / w.path).parent for w in self.writes}:
-                _fsync_dir(folder)
-        except BaseException as exc:
-            self._roll_back(done, staged)
-            if isinstance(exc, OSError):
-                raise PorterError(
-                    f"writing the tree failed: {exc.strerror or exc}",
-                    file=str(getattr(exc, "filename", None) or self.root),
-                    construct="every file of the change written, or none",
-                    found=str(exc),
-                    fix="fix the cause (disk full? permissions?) and run porter again; "
-                    "every file was put back as it was",
-                ) from exc
-            raise
-        for _, aside in done:
-            if aside is not None:
-                aside.unlink(missing_ok=True)
+        with interrupts.Held() as interrupt:  # Ctrl-C takes effect only where stopping is safe
+            try:
+                for write in self.writes:
+                    interrupt.stop_here()
+                    path = self.root / write.path
+                    if write.after is None:
+                        staged.append((write, None))
+                        continue
+                    self._make_dirs(path.parent)
+                    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else NEW_FILE_MODE
+                    staged.append((write, _write_temp(path, write.after, mode)))
+                for write, tmp in staged:
+                    interrupt.stop_here()
+                    path = self.root / write.path
+                    if tmp is None:
+                        aside = path.with_name(f".{path.name}.porter-deleted")
+                        os.replace(path, aside)
+                        done.append((write, aside))
+                    else:
+                        os.replace(tmp, path)
+                        done.append((write, None))
+                for folder in {(self.root / w.path).parent for w in self.writes}:
+                    _fsync_dir(folder)
+            except BaseException as exc:
+                self._roll_back(done, staged)
+                if isinstance(exc, OSError):
+                    raise PorterError(
+                        f"writing the tree failed: {exc.strerror or exc}",
+                        file=str(getattr(exc, "filename", None) or self.root),
+                        construct="every file of the change written, or none",
+                        found=str(exc),
+                        fix="fix the cause (disk full? permissions?) and run porter again; "
+                        "every file was put back as it was",
+                    ) from exc
+                raise
+            for _, aside in done:
+                if aside is not None:
+                    aside.unlink(missing_ok=True)
+            interrupts.written.append(self.root)
 
     def _roll_back(self, done, staged) -> None:
         for write, aside in reversed(done):

@@ -11,10 +11,9 @@ import dataclasses
 import pytest
 
 from porter.errors import PorterError
+from porter.features import profile_of, spellings
 from porter.plan import make_plan
-from porter.profile import build_profile
 from porter.profile.arguments import Argument
-from porter.profile.features import SPELLINGS
 from porter.render import render
 from porter.resources import sample_tree_dir
 from porter.source import SourceTree
@@ -25,11 +24,11 @@ SPEC = load_spec("llama")
 
 @pytest.fixture(scope="module")
 def sample():
-    return build_profile(SourceTree.open(sample_tree_dir()))
+    return profile_of(SourceTree.open(sample_tree_dir()))
 
 
 def tree_spelling(feature, option, implemented, **changes):
-    spelling = next(s for s in SPELLINGS[feature] if s.origin == "tree" and s.option == option)
+    spelling = next(s for s in spellings()[feature] if s.origin == "tree" and s.option == option)
     return spelling.with_(implemented=implemented, **changes)
 
 
@@ -47,7 +46,7 @@ def rendered(plan) -> dict[str, str]:
     out = {}
     for edit in plan.edits:
         if edit.template:
-            out[edit.file] = render(edit.template, plan.spec, edit.context)
+            out[edit.file] = render(edit.template, plan, edit.context, edit.feature)
             compile(out[edit.file], edit.file, "exec")
     return out
 
@@ -98,7 +97,9 @@ def test_microsoft_head_is_wired_to_its_switches(sample):
     # nothing duplicated in the model code (the fused attention is a kernel choice, not a feature)
     assert not {e.file for e in plan.edits if e.feature != "attention"} & model_code
     added = [e.reason for e in edits(plan, "AddArguments") if e.feature != "tokenizer_model"]  # tokenizer not emulated
-    assert added == ["adds --ffn-multiple-of: no ffn_rule switch found"]
+    assert added == ["adds --ffn-multiple-of: no ffn_rule switch found",
+                     "adds --ffn-dim-multiplier: no ffn_multiplier switch found",
+                     "adds --add-bos-token: no add_bos switch found"]
     assert plan.defaults["add_bias_linear"] is False and plan.defaults["swiglu"] is True
     assert plan.defaults["rope_theta"] == 10000 and isinstance(plan.defaults["rope_theta"], int)  # an int option
     assert any("reuses the tree's --swiglu" in r for r in plan.reused)
@@ -171,13 +172,14 @@ def test_bigscience_keeps_its_glu_and_rotary(sample):
     assert "loss_fn=get_cross_entropy(is_prefix=False)," in llama and "moe_losses" not in llama
     assert "embedding = (EmbeddingPipe, args.hidden_size, args.padded_vocab_size,\n                     args.hidden_dropout)" in llama
     script = files["pretrain_llama.py"]
-    assert "    if args.deepspeed:\n        args.pretrain_causal_attention = True\n" in script
+    # (under the sample tree's `with deepspeed.zero.Init(...)`, which this profile keeps)
+    assert "        if args.deepspeed:\n            args.pretrain_causal_attention = True\n" in script
     assert "attn_mask" not in script and "import torch" not in script
     assert not edits(plan, feature="swiglu") and not edits(plan, feature="rotary")
     assert plan.defaults["glu_activation"] == "swiglu" and plan.defaults["bias_gelu_fusion"] is False
     assert any("base 10000" in r for r in plan.reused)
     with pytest.raises(PorterError, match="no theta switch"):
-        make_plan(dataclasses.replace(SPEC, rope_theta=500000.0), dataclasses.replace(profile, spellings=spellings))
+        make_plan(SPEC.with_values(**{"position_embedding.rope_theta": 500000.0}), dataclasses.replace(profile, spellings=spellings))
 
 
 def test_a_dest_taken_by_an_unknown_option_is_refused(sample):

@@ -1,6 +1,6 @@
 """The shortcuts porter takes for speed give exactly what the slow ways give.
 
-- porter.find.findall with porter.match's matchers finds what libcst.matchers.findall finds
+- porter.cst.find.findall with porter.cst.match's matchers finds what libcst.matchers.findall finds
   with libcst's;
 - the workspace's per-statement text is exactly `module.code`, and its line provenance is
   what a whole-file retag gives;
@@ -12,13 +12,13 @@ import libcst as cst
 import libcst.matchers as m
 import pytest
 
-from porter import match
+from porter.cst import match
+from porter.cst.find import findall
 from porter.edits.transformer import SetActivation
-from porter.find import findall
 from porter.resources import sample_tree_dir
 from porter.workspace import _EditedModule, _retag
 
-# Each pattern written once, built with porter.match and with libcst.matchers.
+# Each pattern written once, built with porter.cst.match and with libcst.matchers.
 PATTERNS = [
     lambda m: m.Assign(),
     lambda m: m.Name() | m.Attribute(),

@@ -17,13 +17,18 @@ from porter.cli import (  # noqa: F401  (each registers its commands; HELP_ORDER
     port_commands,
     revert_command,
     smoke_command,
+    spec_command,
     verify_command,
 )
-from porter.cli.common import app
+from porter.cli.common import app, say_interrupted
 
 
 def main() -> None:
-    app(prog_name="porter")
+    try:
+        app(prog_name="porter")
+    except KeyboardInterrupt:  # Ctrl-C while the command line was being built: nothing ran
+        say_interrupted(None)
+        raise SystemExit(130) from None
 
 
 __all__ = ["app", "main"]

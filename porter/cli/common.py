@@ -21,7 +21,8 @@ Conventions for a command module (`porter/cli/<what>_command.py`, imported by
   (unless `--debug`) on stderr, and under `--json` also `{"schema": "porter.error/1", ...}` on
   stdout; exit status 2.
 - Exit status, like diff(1): 0 done (or nothing to do), 1 the answer is "no" (`diff` found
-  changes, `smoke` or `verify` failed), 2 error (bad input; typer's usage errors are 2 too).
+  changes, `smoke` or `verify` failed), 2 error (bad input; typer's usage errors are 2 too);
+  130 Ctrl-C, after a line saying what state the run left (porter.interrupts).
 """
 
 from __future__ import annotations
@@ -48,6 +49,54 @@ class _Commands(TyperGroup):
         names = list(self.commands)
         return sorted(names, key=lambda n: (HELP_ORDER.index(n) if n in HELP_ORDER else len(HELP_ORDER), names.index(n)))
 
+    running: str | None = None  # the command being run, for the Ctrl-C message
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is not None:
+            _lay_out_help(command)
+        return command
+
+    def format_help(self, ctx, formatter) -> None:
+        _lay_out_help(self)
+        super().format_help(ctx, formatter)
+
+    def resolve_command(self, ctx, args):
+        name, command, rest = super().resolve_command(ctx, args)
+        self.running = name
+        return name, command, rest
+
+    def main(self, *args, **kwargs):
+        try:
+            return super().main(*args, **kwargs)
+        except SystemExit as exit:
+            if exit.code == 130:  # typer's answer to Ctrl-C (KeyboardInterrupt), wherever it came
+                say_interrupted(self.running)
+            raise
+
+
+def _lay_out_help(command) -> None:
+    """A command's help (and its subcommands') laid out for this terminal (porter.cli.help_text)."""
+    from rich.markup import escape
+
+    from porter.cli.help_text import layout, terminal_width
+
+    if not hasattr(command, "written_help"):  # the first time: keep the docstring, escape the options' help
+        command.written_help = command.help or ""
+        for param in command.params:
+            if getattr(param, "help", None):
+                param.help = escape(param.help)
+    command.help = layout(command.written_help, terminal_width())
+    for sub in getattr(command, "commands", {}).values():
+        _lay_out_help(sub)
+
+
+def say_interrupted(command: str | None) -> None:
+    """After Ctrl-C: what state the run left (porter.interrupts); the exit status is 130."""
+    from porter.interrupts import interrupted_message
+
+    typer.secho(f"\nporter: {interrupted_message(command)}", fg=typer.colors.YELLOW, err=True)
+
 
 app = typer.Typer(
     cls=_Commands,
@@ -61,6 +110,7 @@ app = typer.Typer(
     "porter demo",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="rich",  # kept single line breaks, in every typer version (porter.cli.help_text)
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -68,7 +118,8 @@ app = typer.Typer(
 Model = Annotated[
     str,
     typer.Argument(
-        help="Spec name (see `porter list`) or path to a .toml diff spec. Example: llama, or ./my_model.toml",
+        help="Spec name (see `porter list`), a .toml diff spec, or an HF model folder or its config.json. "
+        "Example: llama3, ./my_model.toml or ./Meta-Llama-3.1-8B",
         metavar="MODEL",
         show_default=False,
     ),

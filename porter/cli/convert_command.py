@@ -1,4 +1,4 @@
-"""convert: HF LLaMA weights <-> the ported tree's Megatron-DeepSpeed checkpoints."""
+"""convert: HF weights (the spec's class) <-> the ported tree's Megatron-DeepSpeed checkpoints."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from porter.cli.common import Debug, Json, Output, Target, app, fail
 from porter.errors import PorterError
 
 convert_app = typer.Typer(
-    help="Convert weights between HF transformers' LLaMA and a ported tree's checkpoints (bit-exact).\n\n"
+    help="Convert weights between HF transformers (the spec's class) and a ported tree's checkpoints (bit-exact).\n\n"
     "Examples:\n"
     "porter convert hf-to-megatron --hf ./llama-hf --out ./ckpt --target ./Megatron-DeepSpeed --tp 2\n"
     "porter convert megatron-to-hf --load ./checkpoints --out ./llama-hf --target ./Megatron-DeepSpeed",
@@ -20,7 +20,8 @@ convert_app = typer.Typer(
 app.add_typer(convert_app, name="convert")
 
 SpecOption = Annotated[
-    str, typer.Option("--model", "-m", help="Spec name or path to a .toml diff spec. Example: --model ./my_model.toml")
+    str, typer.Option("--model", "-m", help="The port's spec: a name, a .toml spec, or the HF model folder it was ported from. "
+                             "Example: --model llama3")
 ]
 
 
@@ -39,23 +40,25 @@ def hf_to_megatron(
     target: Target = Path("."),
     tp: Annotated[int, typer.Option("--tp", help="Tensor-parallel size of the checkpoint. Example: --tp 2")] = 1,
     pp: Annotated[int, typer.Option("--pp", help="Pipeline-parallel size (pipeline engine only). Example: --pp 2")] = 1,
-    no_pipe: Annotated[bool, typer.Option("--no-pipe", help="For --no-pipeline-parallel runs (LLaMAModel). Example: --no-pipe")]
+    no_pipe: Annotated[bool, typer.Option("--no-pipe", help="For --no-pipeline-parallel runs (the plain <Prefix>Model). Example: --no-pipe")]
     = False,
     model: SpecOption = "llama",
     json: Json = False,
     debug: Debug = False,
 ) -> None:
-    """Write an HF LLaMA as a checkpoint of the ported tree, sharded for --tp and --pp.
+    """Write an HF model as a checkpoint of the ported tree, sharded for --tp and --pp.
 
-    The layout (fused per-head QKV, [gate; up] halves, untied head, vocabulary padding) is
-    read from the tree and the spec. Start training from it with the tree's
-    `--load OUT --finetune` (weights only) and the same --tp/--pp.
+    The layout (fused QKV per key/value group, [gate; up] halves, biases, untied head,
+    vocabulary padding) is read from the tree and the spec. The model's numbers (norm epsilon,
+    rotary base and scaling, key/value heads, MLP width) go into the checkpoint's args: start
+    training from it with the tree's `--load OUT --finetune` (weights only) and the same
+    --tp/--pp, and nothing else. A model the port cannot run is refused by spec field.
 
     Examples:
     porter convert hf-to-megatron --hf ./llama-hf --out ./ckpt --target ./Megatron-DeepSpeed --tp 2
     porter convert hf-to-megatron --hf ./llama-hf --out ./ckpt --target ./Megatron-DeepSpeed --tp 2 --pp 2 --json
     """
-    from porter.verify.convert import checkpoint_from_hf
+    from porter.convert import checkpoint_from_hf
 
     printer = Output(json=json)
     try:
@@ -77,14 +80,16 @@ def megatron_to_hf(
     json: Json = False,
     debug: Debug = False,
 ) -> None:
-    """Write a checkpoint of the ported tree (either engine, any TP/PP) as an HF LLaMA directory.
+    """Write a checkpoint of the ported tree (either engine, any TP/PP) as an HF model directory.
 
-    `LlamaForCausalLM.from_pretrained(OUT)` reads the result.
+    The spec's HF class reads the result (`LlamaForCausalLM.from_pretrained(OUT)` for the
+    LLaMA family). The numbers come from the checkpoint's args, the token ids from the
+    tokenizer the run trained with; without the tokenizer at hand, give --vocab-size.
 
     Examples:
     porter convert megatron-to-hf --load ./checkpoints --out ./llama-hf --target ./Megatron-DeepSpeed
     """
-    from porter.verify.convert import hf_from_checkpoint
+    from porter.convert import hf_from_checkpoint
 
     printer = Output(json=json)
     try:

@@ -76,6 +76,9 @@ def diff(
             fail(PorterError(f"cannot write {output}: {exc.strerror}", file=str(output),
                              fix="choose a writable path for --output"), debug, out)
     stats = [file_stat(change) for change in port.changes]
+    if not quiet and not json:  # on stderr: stdout holds the patch
+        for note in port.state.notes() if port.state else []:
+            typer.echo(f"porter: note: {note['path']} was {note['what']}: {note['action']}", err=True)
     if json:
         out.emit("porter.diff/1", stat_document(port, stats))
     elif not quiet:
@@ -146,8 +149,8 @@ def show_patch(changes, text: str, color: Color) -> None:
 
 
 def stat_text(port, stats) -> str:
+    from porter.features import switch_fields
     from porter.patch import feature_stats
-    from porter.spec import FEATURE_FIELDS
 
     if not stats:
         return f"nothing to do: {port.root} already has the {port.spec.name} port\n"
@@ -166,15 +169,15 @@ def stat_text(port, stats) -> str:
     figures = [f"{len(f.files)} file{'s' if len(f.files) != 1 else ''}, +{f.added} -{f.removed}" for f in features]
     figure_width = max(len(text) for text in figures)
     for f, text in zip(features, figures, strict=True):
-        field = FEATURE_FIELDS.get(f.feature, "")
+        field = switch_fields().get(f.feature, "")
         lines.append(f"  {f.feature + ':':<{key_width}} {text:<{figure_width}}  {field}".rstrip())
     return "\n".join(lines) + "\n"
 
 
 def stat_document(port, stats) -> dict:
+    from porter.features import switch_fields
     from porter.patch import feature_stats
     from porter.render import spec_label
-    from porter.spec import FEATURE_FIELDS
 
     return {
         "model": port.spec.name,
@@ -192,7 +195,7 @@ def stat_document(port, stats) -> dict:
             for s in stats
         ],
         "features": [
-            {"feature": f.feature, "spec_field": FEATURE_FIELDS.get(f.feature), "files": f.files,
+            {"feature": f.feature, "spec_field": switch_fields().get(f.feature), "files": f.files,
              "added": f.added, "removed": f.removed}
             for f in feature_stats(stats, [e.feature for e in port.plan.edits])
         ],

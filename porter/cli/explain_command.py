@@ -109,9 +109,10 @@ def _locate(location: str, target: Path | None) -> tuple[Path, str, int | None, 
 
 def _spec_line(origin) -> str | None:
     """"rmsnorm  (norm.type = 'rmsnorm'; GPT: 'layernorm')" from the spec the apply used."""
-    from porter.spec import FEATURE_FIELDS, load_spec
+    from porter.features import switch_fields
+    from porter.spec import load_spec
 
-    field = FEATURE_FIELDS.get(origin.feature or "")
+    field = switch_fields().get(origin.feature or "")
     if not field:
         return origin.feature
     try:
@@ -190,7 +191,7 @@ def _as_dict(origin) -> dict:
     if origin.tag:
         info = describe_edit(origin.edit or "")
         doc = {"kind": info.kind, "name": info.name, "source": info.source}
-    from porter.spec import FEATURE_FIELDS
+    from porter.features import switch_fields
 
     return {
         "line": origin.line,
@@ -199,7 +200,7 @@ def _as_dict(origin) -> dict:
         "apply": origin.apply,
         "model": origin.model,
         "feature": origin.feature,
-        "spec_field": FEATURE_FIELDS.get(origin.feature or ""),
+        "spec_field": switch_fields().get(origin.feature or ""),
         "edit": doc,
         "written_line": origin.written_line,
         "reasons": origin.reasons,

@@ -41,13 +41,19 @@ def apply(model: Model, target: Target = Path("."), json: Json = False, quiet: Q
             "model": port.spec.name,
             "target": str(port.root),
             "written": bool(stats),
-            "files": [{"path": s.path, "created": s.created, "added": s.added, "removed": s.removed} for s in stats],
+            "files": [{"path": s.path, "created": s.created, "added": s.added, "removed": s.removed,
+                       "repaired": s.path in port.repaired} for s in stats],
         })
         return
     if not stats:
         out.say(f"nothing to do: {target} already has the {port.spec.name} port")
     for s in stats:
-        out.say(f"{'created' if s.created else 'changed'} {s.path} (+{s.added} -{s.removed})")
+        if s.path in port.repaired:
+            out.say(f"re-created {s.path} (+{s.added} -{s.removed}): deleted since porter created it")
+        else:
+            out.say(f"{'created' if s.created else 'changed'} {s.path} (+{s.added} -{s.removed})")
+    for edited in port.state.edited if port.state else []:
+        out.say(f"kept your edits of {edited.path}: {edited.describe()}")
 
 
 @app.command()
@@ -65,6 +71,7 @@ def demo(
 
     Copies the sample tree (a compact GPT-only Megatron-DeepSpeed) to FOLDER/Megatron-DeepSpeed,
     applies the port, then trains it with DeepSpeed on this machine's CPU. Takes about a minute.
+    A FOLDER the demo makes holds a .gitignore of `*`: git ignores it, in any checkout.
 
     Exit status: 0 the port trains (the loss falls), 1 it does not, 2 error.
 
@@ -82,10 +89,12 @@ def demo(
     out = Output(quiet=quiet, verbose=verbose)
     tree = folder / "Megatron-DeepSpeed"
     try:
+        ignored = _make_demo_folder(folder)
         if tree.exists():
             shutil.rmtree(tree)
         shutil.copytree(sample_tree_dir(), tree, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
-        out.say(f"1. copied the bundled sample tree to {tree}")
+        out.say(f"1. copied the bundled sample tree to {tree}"
+                + (f" ({folder}/ ignores itself for git: delete it when done)" if ignored else ""))
         port = apply_port(model, tree)
         out.say(f"2. porter apply {model} --target {tree}")
         for change in port.changes:
@@ -113,11 +122,30 @@ def demo(
     raise typer.Exit(0 if result.passed else 1)
 
 
+def _make_demo_folder(folder: Path) -> bool:
+    """Make the demo's folder, which git then ignores (a `.gitignore` of `*` inside: a demo run
+    in a checkout leaves nothing untracked). A folder that was there before is the user's: it
+    is left as it is. Returns whether git ignores the folder."""
+    ignore = folder / ".gitignore"
+    if not folder.exists():
+        folder.mkdir(parents=True)
+        ignore.write_text(DEMO_IGNORE)
+    return ignore.is_file() and ignore.read_text() == DEMO_IGNORE
+
+
+DEMO_IGNORE = "# made by porter demo: git ignores this folder and all it holds\n*\n"
+
+
 def _a_ported_line(changes) -> str | None:
-    """FILE:LINE of the first line porter rewrote in an existing file (for the demo's hint)."""
+    """FILE:LINE of the first line of code (not blank, not a comment) that porter wrote in an
+    existing file for a spec key, for the demo's `porter explain` hint."""
+    from porter.features import switch_fields
+
     for change in changes:
-        if not change.created:
-            for number, tag in enumerate(change.provenance, 1):
-                if tag:
-                    return f"{change.path}:{number}"
+        if change.created:
+            continue
+        for number, (text, tag) in enumerate(zip(change.text.splitlines(), change.provenance, strict=False), 1):
+            code = text.strip()
+            if tag and tag.split(":", 1)[0] in switch_fields() and code and not code.startswith("#"):
+                return f"{change.path}:{number}"
     return None

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import libcst as cst
 
-from porter import match as m
-from porter.edits.base import Rewrite, code, contains_code, dotted, statements, with_comment
-from porter.find import findall
+from porter.cst import match as m
+from porter.cst.find import findall
+from porter.cst.nodes import code, contains_code, dotted, statements, with_comment
+from porter.edits.base import Rewrite
+from porter.profile.arguments import FFN_DEFAULT
 
 
 def _option_of(node: cst.CSTNode) -> str | None:
@@ -108,6 +110,10 @@ class ExtendChoices(Rewrite):
         return out
 
 
+# `required_args = [...]`: the tree's check that the model-shape arguments are given
+REQUIRED_ARGS = m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(target=m.Name("required_args"))])])
+
+
 class InsertChecks(Rewrite):
     """Insert argument checks right after the `for key in defaults:` loop.
 
@@ -115,10 +121,15 @@ class InsertChecks(Rewrite):
     older trees, `validate_args` in newer ones), and before the required-argument and
     derived-value checks. The port's checks (e.g. swiglu refuses --openai-gelu; no bias turns
     off the bias-gelu fusion; rotary needs no --max-position-embeddings) belong exactly there.
+    Trees that apply the defaults in initialize_megatron (microsoft since December 2023) have
+    no such loop in arguments.py: the checks go right before the required-argument check and
+    the derived values instead (`required_args = [...]`, the `if args.ffn_hidden_size is None:`
+    default, whichever comes first), after the parallel sizes are settled: a check that fills in
+    a required value (rotary's --max-position-embeddings) must run before it is required.
     Statements already present (a second apply) are not inserted again.
     """
 
-    construct = "the `for key in defaults:` loop"
+    construct = "the `for key in defaults:` loop, or `if args.ffn_hidden_size is None:`"
 
     def __init__(self, func: str, checks: list[str]) -> None:
         super().__init__()
@@ -130,8 +141,12 @@ class InsertChecks(Rewrite):
             i for i, s in enumerate(body)
             if m.matches(s, m.For(iter=m.Name("defaults")))
         ]
-        if not loops:
-            self.missing("no `for key in defaults:` loop in the function")
+        # the derived widths (and the required-argument check before them), also inside a block of
+        # their own (`if not args.use_dataset_only:`): the checks go before the statement holding them
+        derived = [i for i, s in enumerate(body) if findall(s, FFN_DEFAULT)]
+        required = [i for i, s in enumerate(body) if findall(s, REQUIRED_ARGS)]
+        if not loops and not derived:
+            self.missing("no `for key in defaults:` loop and no `if args.ffn_hidden_size is None:` in the function")
             return body
         new = [s for source in self.checks for s in statements(source)]
         new = [s for s in new if not contains_code(body, s)]
@@ -140,7 +155,7 @@ class InsertChecks(Rewrite):
             return body
         self.anchored()
         new[0] = new[0].with_changes(leading_lines=[cst.EmptyLine(indent=False), *new[0].leading_lines])
-        at = loops[0] + 1
+        at = loops[0] + 1 if loops else min(derived[:1] + required[:1])
         return body[:at] + new + body[at:]
 
 
@@ -149,16 +164,18 @@ class FfnHiddenSizeRule(Rewrite):
 
     Why: Megatron sets `ffn_hidden_size = 4 * hidden_size` when it is not given. LLaMA uses
     int(2/3 * 4h) rounded up to a multiple of 256 (11008 for h = 4096; the hand port's
-    unrounded coefficient gave 10922). The rule is applied where the 4h default is, so an
-    explicit --ffn-hidden-size always wins.
+    unrounded coefficient gave 10922); LLaMA-3 multiplies it by 1.3 first and rounds up to
+    1024 (14336). The rule is applied where the 4h default is, so an explicit
+    --ffn-hidden-size always wins.
     """
 
     construct = "`if args.ffn_hidden_size is None: args.ffn_hidden_size = 4 * args.hidden_size`"
 
-    def __init__(self, func: str, dest: str) -> None:
+    def __init__(self, func: str, dest: str, multiplier_dest: str) -> None:
         super().__init__()
         self.func = func
         self.dest = dest
+        self.multiplier = multiplier_dest
 
     def rewrite_body(self, body):
         test = m.Comparison(
@@ -177,9 +194,13 @@ class FfnHiddenSizeRule(Rewrite):
                 rule = statements(
                     f"""
                     if args.{self.dest} is not None:
-                        # LLaMA: int(2/3 * 4h) rounded up to a multiple of --{self.dest.replace('_', '-')}
+                        # LLaMA: int(2/3 * 4h), times --{self.multiplier.replace('_', '-')} if given (LLaMA-3),
+                        # rounded up to a multiple of --{self.dest.replace('_', '-')}
                         multiple = args.{self.dest}
-                        args.ffn_hidden_size = (8 * args.hidden_size // 3 + multiple - 1) // multiple * multiple
+                        width = 8 * args.hidden_size // 3
+                        if args.{self.multiplier} is not None:
+                            width = int(args.{self.multiplier} * width)
+                        args.ffn_hidden_size = (width + multiple - 1) // multiple * multiple
                     """
                 )[0]
                 if len(default) == 1 and isinstance(default[0], cst.If) and not default[0].leading_lines:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from porter.edits.base import Rewrite, indent_continuations, mentions, statements
+from porter.cst.nodes import mentions, statements
+from porter.edits.base import Rewrite, indent_continuations
 from porter.profile.attention import FUSED_MARK, core_span
 
 

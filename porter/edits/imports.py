@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import libcst as cst
 
-from porter import match as m
-from porter.edits.base import ModuleRewrite, code, statements, top_level_names
+from porter.cst import match as m
+from porter.cst.nodes import code, statements, top_level_names
+from porter.edits.base import ModuleRewrite
 
 
 def _import_from(stmt: cst.BaseStatement) -> cst.ImportFrom | None:

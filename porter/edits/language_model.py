@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import libcst as cst
 
-from porter import match as m
-from porter.edits.base import (
-    Rewrite,
-    assigned_names,
-    code,
-    indent_continuations,
-    mentions,
-    statements,
-    with_comment,
-)
-from porter.find import findall
+from porter.cst import match as m
+from porter.cst.find import findall
+from porter.cst.nodes import assigned_names, code, mentions, statements, with_comment
+from porter.edits.base import Rewrite, indent_continuations, is_docstring
 
 POSITIONS = "self.position_embeddings"
 
@@ -264,3 +257,34 @@ class NarrowPositionGate(Rewrite):
         self.anchored()
         at = max(sets_gate[0], sets_args[0]) + 1
         return body[:at] + [new] + body[at:]
+
+
+class HandPositionsToRotary(Rewrite):
+    """The Embedding hands the batch's position ids to the rotary embedding (`use_positions`).
+
+    Why: rotary rotates query and key inside attention, which never sees the position ids the
+    model is called with; without this, --reset-position-ids and explicit positions would be
+    ignored silently (attention would rotate by 0..s-1). The call goes first in
+    `Embedding.forward`, which receives the ids in the plain model and on the pipe's first stage.
+    """
+
+    construct = "`def forward(self, input_ids, position_ids, ...)` of the Embedding"
+
+    def __init__(self, cls: str, func: str = "forward", param: str = "position_ids") -> None:
+        super().__init__()
+        self.cls = cls
+        self.func = func
+        self.param = param
+
+    def rewrite_body(self, body):
+        if any(mentions(s, "use_positions") for s in body):
+            self.already_done()
+            return body
+        if not any(mentions(s, self.param) for s in body):
+            self.missing(f"no use of {self.param} in the function")
+            return body
+        self.anchored()
+        call = with_comment(statements(f"use_positions({self.param})")[0],
+                            "the rotary embedding rotates by these positions (rotary_embedding.use_positions)")
+        at = 1 if body and is_docstring(body[0]) else 0
+        return [*body[:at], call, *body[at:]]

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import libcst as cst
 
-from porter import match as m
-from porter.edits.base import Rewrite, code, expression, indent_continuations, mentions, replace_each, statements
-from porter.find import findall
+from porter.cst import match as m
+from porter.cst.find import findall
+from porter.cst.nodes import code, expression, mentions, statements
+from porter.edits.base import Rewrite, indent_continuations, replace_each
 
 
 class PipeNormChoice(Rewrite):
@@ -137,7 +138,7 @@ class TokenizerBranch(Rewrite):
         out[chain_at] = insert(body[chain_at])
         if not self.needs_vocab_file:
             # `assert args.vocab_file is not None` (or with an exception: bigscience's
-            # `... or args.tokenizer_type == "PretrainedFromHF"`)
+            # `... or args.tokenizer_type == "PretrainedFromHF"`), or porter's guard around it
             vocab_assert = m.SimpleStatementLine(body=[m.Assert()])
             for i, stmt in enumerate(out[:chain_at]):
                 if m.matches(stmt, vocab_assert) and mentions(stmt, "args.vocab_file"):
@@ -146,7 +147,21 @@ class TokenizerBranch(Rewrite):
                         body=guard.body.with_changes(body=[indent_continuations(stmt.with_changes(leading_lines=[]))]),
                         leading_lines=stmt.leading_lines,
                     )
+                elif isinstance(stmt, cst.If) and mentions(stmt, "args.vocab_file") and _guarded_types(stmt) is not None:
+                    names = _guarded_types(stmt)
+                    test = f"args.tokenizer_type not in ({', '.join(repr(n) for n in (*names, self.name))})"
+                    out[i] = stmt.with_changes(test=expression(test))
         return out
+
+
+def _guarded_types(stmt: cst.If) -> tuple[str, ...] | None:
+    """The tokenizer types porter's guard exempts: `!= 'X'` -> ('X',), `not in ('X', 'Y')` -> both."""
+    test = code(stmt.test)
+    if test.startswith("args.tokenizer_type != "):
+        return (expression(test.removeprefix("args.tokenizer_type != ")).evaluated_value,)
+    if test.startswith("args.tokenizer_type not in ("):
+        return tuple(e.value.evaluated_value for e in expression(test.removeprefix("args.tokenizer_type not in ")).elements)
+    return None
 
 
 class BuildTokenizerWhen(Rewrite):

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import libcst as cst
 
-from porter import match as m
-from porter.edits.base import (
-    Rewrite,
+from porter.cst import match as m
+from porter.cst.find import findall
+from porter.cst.nodes import (
     add_kwarg,
     code,
     dotted,
     expression,
     kwarg,
     mentions,
-    none_safe_add,
-    replace_each,
     statements,
-    unguarded_add,
     with_comment,
 )
-from porter.find import findall
+from porter.edits.base import Rewrite, none_safe_add, replace_each, unguarded_add
 
 
 def _self_assign_calls(stmt: cst.CSTNode, attrs: set[str], callees: tuple[str, ...] = ()) -> list[tuple[str, cst.Call]]:
@@ -44,37 +41,47 @@ PARALLEL_LINEARS = ("ColumnParallelLinear", "RowParallelLinear")
 class LinearBias(Rewrite):
     """Pass `bias=<expr>` to the tensor-parallel linear layers of a class.
 
-    Why: LLaMA has no bias in any linear layer. Megatron's ColumnParallelLinear and
-    RowParallelLinear take `bias=`; with skip_bias_add they then return `(output, None)`,
-    which the None-safe rewrites below let through. Every `self.<x> = ...ParallelLinear(...)`
-    of the class's `__init__` is one, whatever the tree calls it, as well as the attributes
-    named. A call that already passes `bias=` is the tree's (or porter's) own decision and
-    is left alone.
+    Why: LLaMA has no bias in any linear layer (Qwen2 keeps one on the QKV projection only).
+    Megatron's ColumnParallelLinear and RowParallelLinear take `bias=`; with skip_bias_add they
+    then return `(output, None)`, which the None-safe rewrites below let through. Every
+    `self.<x> = ...ParallelLinear(...)` of the class's `__init__` is one, whatever the tree
+    calls it, as well as the attributes named. `bias_expr` is one expression for all of them,
+    or attribute -> expression (a site that keeps its bias); a linear not named gets the
+    expression of the first attribute. A call that already passes `bias=` is the tree's (or
+    porter's) own decision and is left alone.
     """
 
     construct = "`self.<linear> = ...ParallelLinear(...)` assignments"
 
-    def __init__(self, cls: str, attrs: list[str], bias_expr: str) -> None:
+    def __init__(self, cls: str, attrs: list[str], bias_expr: str | dict[str, str]) -> None:
         super().__init__()
         self.cls = cls
         self.func = "__init__"
         self.attrs = set(attrs)
-        self.bias_expr = bias_expr
+        self.exprs = bias_expr if isinstance(bias_expr, dict) else dict.fromkeys(attrs, bias_expr)
+        self.default = self.exprs[attrs[0]]
 
     def rewrite_body(self, body):
         def linears(stmt):
             return _self_assign_calls(stmt, self.attrs, PARALLEL_LINEARS)
 
+        attr_of: dict[int, str] = {}
+
         def unbiased(stmt):
-            return next((c for _, c in linears(stmt) if kwarg(c, "bias") is None), None)
+            for attr, call in linears(stmt):
+                if kwarg(call, "bias") is None:
+                    attr_of[id(call)] = attr
+                    return call
+            return None
+
+        def biased(call):
+            return add_kwarg(call, "bias", expression(self.exprs.get(attr_of[id(call)], self.default)))
 
         out = []
         for stmt in body:
             if any(kwarg(c, "bias") is not None for _, c in linears(stmt)):
                 self.already_done()
-            stmt, count = replace_each(
-                stmt, unbiased, lambda call: add_kwarg(call, "bias", expression(self.bias_expr))
-            )
+            stmt, count = replace_each(stmt, unbiased, biased)
             self._hits += count
             out.append(stmt)
         if not self._hits and not self._done:
@@ -488,3 +495,42 @@ class ApplyRotaryEmbedding(Rewrite):
         )
         new[0] = with_comment(new[0], "Rotary position embedding: rotate query and key [sq, b, np, hn].")
         return body[: binds + 1] + new + body[binds + 1 :]
+
+
+class AddKeyword(Rewrite):
+    """Pass one more keyword argument to every call of a class or function inside a method.
+
+    Why: a difference that refines another one's object (rope scaling refines the rotary
+    embedding) says so where that object is built, as a keyword the builder takes
+    (`RotaryEmbedding(..., scaling=rope_scaling_of(args))`), leaving the rest of the call as it is.
+    """
+
+    construct = "a call of the named class in the method"
+
+    def __init__(self, cls: str, func: str, callee: str, keyword: str, value: str) -> None:
+        super().__init__()
+        self.cls = cls
+        self.func = func
+        self.callee = callee
+        self.keyword = keyword
+        self.value = value
+
+    def rewrite_body(self, body):
+        def plain(stmt):
+            for call in findall(stmt, m.Call()):
+                if (dotted(call.func) or "").rsplit(".", 1)[-1] == self.callee and kwarg(call, self.keyword) is None:
+                    return call
+            return None
+
+        found = any((dotted(c.func) or "").rsplit(".", 1)[-1] == self.callee for s in body for c in findall(s, m.Call()))
+        if not found:
+            self.missing(f"no call of {self.callee}")
+            return body
+        out = []
+        for stmt in body:
+            stmt, count = replace_each(stmt, plain, lambda call: add_kwarg(call, self.keyword, expression(self.value)))
+            self._hits += count
+            out.append(stmt)
+        if not self._hits:
+            self.already_done()
+        return out

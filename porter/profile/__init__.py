@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from porter import match as m
-from porter.find import findall
+from porter.cst import match as m
+from porter.cst.find import findall
 from porter.profile.arguments import ArgumentsProfile, read_arguments
 from porter.profile.attention import AttentionSite, find_core_attention
 from porter.profile.entry import EntryProfile, builds_tokenizer_when, read_entry, tokenizer_branches
 from porter.profile.enums import ENUM_FILES, EnumFact, enum_classes, find_uses
-from porter.profile.features import SENTENCEPIECE_CHOICES, SPELLINGS, Spelling, detect_spellings
+from porter.profile.features import SENTENCEPIECE_CHOICES, Spelling, detect_spellings, porter_spelling
 from porter.profile.model import MPU_LAYERS, ModelProfile, read_model
 from porter.render import GENERATED_MARK
 from porter.source import SourceTree
@@ -47,6 +47,11 @@ class TreeProfile:
     tokenizer_built_when: str | None = None  # '' always; else the test in set_global_variables
     enums: dict[str, EnumFact] = field(default_factory=dict)
     attention: AttentionSite | None = None  # the core attention porter can fuse, if any
+    table: dict[str, tuple[Spelling, ...]] = field(default_factory=dict)  # the spellings looked for
+
+    def porter_spelling(self, switch: str) -> Spelling:
+        """porter's own spelling of a switch, to add when the tree has none."""
+        return porter_spelling(self.table, switch)
 
     @property
     def root(self):
@@ -76,7 +81,9 @@ def _identifiers(module: cst.Module) -> set[str]:
     return names
 
 
-def build_profile(tree: SourceTree) -> TreeProfile:
+def build_profile(tree: SourceTree, table: dict[str, tuple[Spelling, ...]]) -> TreeProfile:
+    """What the tree has. `table`: the switch spellings to look for (porter.features.profile_of
+    passes every difference's)."""
     args_file = tree.file(ARGUMENTS)
     arguments = read_arguments(ARGUMENTS, args_file.module)
     tokenizer_arg = arguments.by_option("--tokenizer-type")
@@ -88,7 +95,7 @@ def build_profile(tree: SourceTree) -> TreeProfile:
                 generated[path] = source.text.splitlines()[0]
 
     # The enums a feature's option may be typed with; for each, whether anything uses it.
-    feature_enums = {s.enum for spellings in SPELLINGS.values() for s in spellings if s.enum}
+    feature_enums = {s.enum for rows in table.values() for s in rows if s.enum}
     enums: dict[str, EnumFact] = {}
     for path in ENUM_FILES:
         module = _parsed(tree, path)
@@ -115,7 +122,7 @@ def build_profile(tree: SourceTree) -> TreeProfile:
     return TreeProfile(
         tree=tree,
         arguments=arguments,
-        spellings=detect_spellings(arguments, members_of, identifiers_of),
+        spellings=detect_spellings(arguments, table, members_of, identifiers_of),
         tokenizer_choices=tokenizer_arg.choices if tokenizer_arg and tokenizer_arg.choices else (),
         generated=generated,
         model=read_model(model_files),
@@ -124,4 +131,5 @@ def build_profile(tree: SourceTree) -> TreeProfile:
         tokenizer_built_when=builds_tokenizer_when(_parsed(tree, GLOBAL_VARS)),
         enums=enums,
         attention=find_core_attention(tree.file(TRANSFORMER).module),
+        table=table,
     )

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from porter import match as m
-from porter.edits.base import code
-from porter.find import findall
+from porter.cst import match as m
+from porter.cst.find import findall
+from porter.cst.nodes import code
 
 # Options DeepSpeed's `deepspeed.add_config_arguments(parser)` adds to every tree.
 DEEPSPEED_OPTIONS = {
@@ -40,7 +40,8 @@ class ArgumentsProfile:
     path: str
     arguments: tuple[Argument, ...]
     group_functions: tuple[str, ...]
-    checks_function: str | None  # the function holding `for key in defaults:`
+    checks_function: str | None  # where the tree validates its args: the `for key in defaults:` loop's function,
+    # else (defaults applied in initialize_megatron) the one deriving `if args.ffn_hidden_size is None:`
     parse_function: str | None  # the function that builds the parser
     required: tuple[str, ...] = ()  # the `required_args = [...]` list of the checks
     forbids_max_positions: bool = False  # asserts `args.max_position_embeddings is None` somewhere
@@ -112,14 +113,22 @@ def _forbids_max_positions(module: cst.Module) -> bool:
     return bool(findall(module, m.Assert(test=none_test)))
 
 
+# `if args.ffn_hidden_size is None:`: where every Megatron tree derives its default widths
+FFN_DEFAULT = m.If(test=m.Comparison(
+    left=m.Attribute(value=m.Name("args"), attr=m.Name("ffn_hidden_size")),
+    comparisons=[m.ComparisonTarget(operator=m.Is(), comparator=m.Name("None"))],
+))
+
+
 def read_arguments(path: str, module: cst.Module) -> ArgumentsProfile:
-    # The whole module is searched first: porter.find then indexes it once, and the searches
+    # The whole module is searched first: porter.cst.find then indexes it once, and the searches
     # of each function below are lookups in that index.
     required = _required_args(module)
     forbids_max_positions = _forbids_max_positions(module)
     arguments: list[Argument] = []
     groups: list[str] = []
     checks = None
+    derives = None
     parse = None
     for stmt in module.body:
         if not isinstance(stmt, cst.FunctionDef):
@@ -127,6 +136,8 @@ def read_arguments(path: str, module: cst.Module) -> ArgumentsProfile:
         name = stmt.name.value
         if findall(stmt, m.For(iter=m.Name("defaults"))) and checks is None:
             checks = name
+        if derives is None and findall(stmt, FFN_DEFAULT):
+            derives = name
         if findall(stmt, m.Call(func=m.Attribute(attr=m.Name("ArgumentParser")))):
             parse = name
         calls = findall(stmt, m.Call(func=m.Attribute(attr=m.Name("add_argument"))))
@@ -163,7 +174,7 @@ def read_arguments(path: str, module: cst.Module) -> ArgumentsProfile:
         path=path,
         arguments=tuple(arguments),
         group_functions=tuple(groups),
-        checks_function=checks,
+        checks_function=checks or derives,
         parse_function=parse,
         required=required,
         forbids_max_positions=forbids_max_positions,

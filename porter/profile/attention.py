@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from porter import match as m
-from porter.edits.base import assigned_names, code, dotted
-from porter.find import findall
+from porter.cst import match as m
+from porter.cst.find import findall
+from porter.cst.nodes import assigned_names, code, dotted
 
 CLASSES = ("CoreAttention", "ParallelAttention")
 FUSED_MARK = "fused_attention_applies"  # what the rewrite leaves behind

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from porter import match as m
-from porter.edits.base import code
-from porter.find import findall
+from porter.cst import match as m
+from porter.cst.find import findall
+from porter.cst.nodes import assigned_names, code
 from porter.profile.arguments import top_level_imports
 
 # What pretrain_<name>.py takes from pretrain_gpt.py when the tree has it.
@@ -33,12 +33,18 @@ class EntryProfile:
     pretrain_positional: tuple[str, ...]  # pretrain(...)'s positional arguments in pretrain_gpt.py
     imports: dict = field(default_factory=dict, hash=False, compare=False)  # name -> import source in pretrain_gpt.py
     pretrain_params: tuple[str, ...] = ()  # megatron.training.pretrain's parameters
+    model_contexts: tuple[str, ...] = ()  # the `with` items the model is built under (deepspeed.zero.Init(...))
+    context_setup: tuple[str, ...] = ()  # the statements before them that bind the local names they read
 
-    def import_for(self, expression: str | None) -> list[str]:
-        """The pretrain_gpt.py imports the names of an expression need."""
-        if not expression:
+    def import_for(self, source: str | None) -> list[str]:
+        """The pretrain_gpt.py imports the names of an expression (or statements) need."""
+        if not source:
             return []
-        names = {n.value for n in findall(cst.parse_expression(expression), m.Name())}
+        try:
+            node: cst.CSTNode = cst.parse_expression(source)
+        except cst.ParserSyntaxError:
+            node = cst.parse_module(source + "\n")
+        names = {n.value for n in findall(node, m.Name())}
         return sorted({self.imports[n] for n in names if n in self.imports})
 
 
@@ -85,6 +91,31 @@ def _rotary_cache(branch: cst.If) -> tuple[str, str] | None:
     return None
 
 
+def _model_contexts(provider: cst.FunctionDef, branch: cst.If) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The items of the `with` statements that enclose the pipe branch (ZeRO-3's
+    deepspeed.zero.Init partitions the parameters as they are built), and the statements of the
+    provider before them that bind local names those items read (`dpg = mpu.get_...()`)."""
+    def holds(node: cst.CSTNode) -> bool:
+        return any(found is branch for found in findall(node, m.If()))
+
+    items: list[cst.WithItem] = []
+    body = provider.body.body
+    outer = None
+    while True:
+        inner = next((s for s in body if isinstance(s, cst.With) and holds(s)), None)
+        if inner is None:
+            break
+        outer = outer or inner
+        items += list(inner.items)
+        body = inner.body.body
+    if outer is None:
+        return (), ()
+    read = {n.value for item in items for n in findall(item.item, m.Name())}
+    before = provider.body.body[: list(provider.body.body).index(outer)]
+    setup = [s for s in before if assigned_names(s) & read and "args" not in assigned_names(s)]
+    return tuple(code(item.item) for item in items), tuple(code(s) for s in setup)
+
+
 def _pretrain_call(module: cst.Module) -> cst.Call | None:
     calls = findall(module, m.Call(func=m.Name("pretrain")))
     return calls[-1] if calls else None
@@ -101,6 +132,7 @@ def read_entry(pretrain_gpt: cst.Module | None, training: cst.Module | None) -> 
         for assign in findall(provider, m.Assign(targets=[m.AssignTarget(target=m.Name("config"))])):
             config = code(assign.value)
             break
+    contexts, setup = _model_contexts(provider, branch) if branch is not None else ((), ())
     call = _pretrain_call(pretrain_gpt)
     positional = tuple(code(a.value) for a in call.args if a.keyword is None and a.star == "") if call else ()
     pretrain_params: tuple[str, ...] = ()
@@ -119,6 +151,8 @@ def read_entry(pretrain_gpt: cst.Module | None, training: cst.Module | None) -> 
         pretrain_positional=positional,
         imports=top_level_imports(pretrain_gpt),
         pretrain_params=pretrain_params,
+        model_contexts=contexts,
+        context_setup=setup,
     )
 
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from porter import match as m
-from porter.edits.base import code, dotted
-from porter.find import findall
+from porter.cst import match as m
+from porter.cst.find import findall
+from porter.cst.nodes import code, dotted
 from porter.profile.arguments import top_level_imports
 
 MPU_LAYERS = ("megatron/mpu/layers.py", "megatron/core/tensor_parallel/layers.py")
@@ -42,6 +42,7 @@ class ModelProfile:
     loss_fn: str | None  # the pipe's loss function, as gpt_model defines it
     pipe_keywords: tuple[str, ...]  # GPTModelPipe's extra PipelineModule keywords, as source
     gpt_post_processing: bool  # gpt_model defines post_language_model_processing
+    bias_gaps: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (class, linears without `bias=`) where others pass it
 
     @property
     def bias_none_safe(self) -> bool:
@@ -280,6 +281,27 @@ def pipe_keywords(gpt_model: cst.Module) -> tuple[str, ...]:
     )
 
 
+def bias_gaps(transformer: cst.Module) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """In ParallelMLP and ParallelAttention, the tensor-parallel linears built without `bias=`
+    when the class's other linears pass one: a no-bias switch that missed them."""
+    out = []
+    for cls_name in ("ParallelMLP", "ParallelAttention"):
+        init = _function(_class(transformer, cls_name), "__init__")
+        if init is None:
+            continue
+        with_bias, without = [], []
+        for assign in findall(init, m.Assign(value=m.Call())):
+            callee = (dotted(assign.value.func) or "").rsplit(".", 1)[-1]
+            target = assign.targets[0].target
+            if callee not in ("ColumnParallelLinear", "RowParallelLinear") or not isinstance(target, cst.Attribute):
+                continue
+            has = any(a.keyword is not None and a.keyword.value == "bias" for a in assign.value.args)
+            (with_bias if has else without).append(target.attr.value)
+        if with_bias and without:
+            out.append((cls_name, tuple(without)))
+    return tuple(out)
+
+
 def read_model(files: dict[str, cst.Module | None]) -> ModelProfile:
     """files: path -> parsed module (None when the tree lacks it)."""
     transformer = files["megatron/model/transformer.py"]
@@ -310,4 +332,5 @@ def read_model(files: dict[str, cst.Module | None]) -> ModelProfile:
         loss_fn=loss_fn(gpt_model),
         pipe_keywords=pipe_keywords(gpt_model),
         gpt_post_processing=_function(gpt_model, "post_language_model_processing") is not None,
+        bias_gaps=bias_gaps(transformer),
     )

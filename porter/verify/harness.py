@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from porter.verify.convert import flatten_state
+from porter.convert import flatten_state
 
 KINDS = ("model", "pipe")  # the generated <Prefix>Model (plain engine) and <Prefix>ModelPipe
 
@@ -151,8 +151,9 @@ class TreeSession:
         return mask, loss_mask, positions
 
     # -- forward -----------------------------------------------------------------------------
-    def run(self, engine, tokens: torch.Tensor, labels: torch.Tensor) -> dict:
-        """The batch through the model in eval mode, as the tree's own steps run it.
+    def run(self, engine, tokens: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None = None) -> dict:
+        """The batch through the model in eval mode, as the tree's own steps run it (with the
+        given position ids [b, s] in place of the tree's 0..s-1, when given).
 
         Returns 'logits' (this rank's vocabulary slice, [b, s, vocab/p]; None on a pipeline
         stage that is not the last) and the loss: 'per_token_loss' [b, s] from the plain
@@ -160,7 +161,8 @@ class TreeSession:
         """
         import deepspeed
 
-        mask, loss_mask, positions = self.batch(tokens)
+        mask, loss_mask, counted = self.batch(tokens)
+        positions = counted if positions is None else positions
         if isinstance(engine, deepspeed.PipelineEngine):
             # The stage's output, copied before the loss function sees it: older trees' vocab-parallel
             # cross entropy subtracts the max from the logits in place.
@@ -187,6 +189,7 @@ def _first(value):
     return value[0] if isinstance(value, (tuple, list)) else value
 
 
+
 def padded_vocab(vocab: int, args) -> int:
     """The tree's own padding function when it has one, else the usual rule."""
     try:
@@ -202,7 +205,7 @@ def padded_vocab(vocab: int, args) -> int:
 
 def site_modules(model, layout: dict, num_layers: int, kind: str) -> dict[tuple[str, int], torch.nn.Module]:
     """(site, layer) -> the module of this process's model that holds it (absent: another stage)."""
-    from porter.verify.layout import PIPE_EMBEDDING, PIPE_FIRST_LAYER
+    from porter.convert.layout import PIPE_EMBEDDING, PIPE_FIRST_LAYER
 
     found: dict[tuple[str, int], torch.nn.Module] = {}
     modules = dict(model.named_modules())
@@ -249,8 +252,8 @@ def _keeper(values: dict, name: str, take: str):
     def hook(module, args, output):
         if take == "input":
             value = args[0]
-        elif take == "pair":
-            value = torch.stack([t for t in output[:2]])
+        elif take == "pair":  # query [s, b, np, hn] and key [s, b, ng, hn], heads side by side
+            value = torch.cat([t for t in output[:2]], dim=-2)
         elif take == "output+bias" and isinstance(output, (tuple, list)):
             value = output[0] if len(output) < 2 or output[1] is None else output[0] + output[1]
         else:
@@ -262,21 +265,18 @@ def _keeper(values: dict, name: str, take: str):
 # -- structure: the model's tensors against a checkpoint's --------------------------------------------
 
 
-def _tensors(state: dict) -> dict[str, torch.Tensor]:
-    """The tensors of a flat state dict: some trees' layers add non-tensor entries (`_extra_state: None`)."""
-    return {key: value for key, value in state.items() if torch.is_tensor(value)}
-
-
 def expected_tensors(model, kind: str, folder, tp_rank: int) -> dict[str, tuple[tuple, tuple | None]]:
     """name -> (shape in the model, shape in the checkpoint or None), for this rank's model."""
     found: dict[str, tuple[tuple, tuple | None]] = {}
     if kind == "pipe":
         for name, layer in model.named_children():
-            mine = _tensors(layer.state_dict()) if name.isdigit() else {}
+            # tensors only: a tree's linears may keep `_extra_state: None` in their state dict
+            mine = flatten_state(layer.state_dict()) if name.isdigit() else {}
             if not mine:
                 continue
             path = os.path.join(folder, f"layer_{int(name):02d}-model_{tp_rank:02d}-model_states.pt")
-            saved = _tensors(torch.load(path, map_location="cpu", weights_only=False)) if os.path.exists(path) else {}
+            saved = flatten_state(torch.load(path, map_location="cpu", weights_only=False)) \
+                if os.path.exists(path) else {}
             for key, value in mine.items():
                 theirs = saved.get(key)
                 found[f"{name}.{key}"] = (tuple(value.shape), None if theirs is None else tuple(theirs.shape))
@@ -337,7 +337,7 @@ def load_loosely(model, kind: str, folder, tp_rank: int, std: float, seed: int) 
 
 
 def _copy_matching(module, saved: dict) -> None:
-    own, saved = _tensors(module.state_dict(keep_vars=True)), _tensors(saved)
+    own = flatten_state(module.state_dict(keep_vars=True))
     with torch.no_grad():
         for key, tensor in own.items():
             if key in saved and saved[key].shape == tensor.shape:

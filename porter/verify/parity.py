@@ -24,15 +24,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from porter import convert
 from porter.errors import PorterError
-from porter.profile import build_profile
+from porter.naming import spec_in_tree
 from porter.smoke import runs_on_cpu
 from porter.source import SourceTree
 from porter.spec import Spec
-from porter.verify import convert
-from porter.verify.layout import read_layout
 from porter.verify.probes import capture_hf, combine, orient, pipe_module, probe_plan
-from porter.verify.reference import REFERENCE_ATTENTION, TinyConfig, random_llama, token_batch
+from porter.verify.reference import REFERENCE_ATTENTION, TinyConfig, random_reference, tiny_spec, token_batch
 from porter.verify.tree_run import (
     RunShape,
     entry_points,
@@ -57,6 +56,8 @@ class VerifyOptions:
     tolerance: float = TOLERANCE
     timeout: float = 600.0
     checkpoint: Path | None = None  # verify this checkpoint of the tree instead of a random model
+    # position ids restarting mid-sequence, attention causal over the whole row (--reset-position-ids)
+    reset_positions: bool = False
     cpu: bool | None = True  # on the CPU with porter's stand-ins (None: when this machine has no CUDA)
 
 
@@ -215,23 +216,24 @@ def compare(kind: str, records: list[dict], probes, ref_logits, captures, labels
 # -- the whole check --------------------------------------------------------------------------------
 
 
-def _reference_from_checkpoint(checkpoint: Path, layout, tiny: TinyConfig, workdir: Path):
+def _reference_from_checkpoint(port: convert.Port, checkpoint: Path, tiny: TinyConfig, workdir: Path):
     """The HF reference converted from a checkpoint of the tree (the tree's padding rows kept)."""
-    from transformers import LlamaForCausalLM
+    import transformers
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    weights = convert.read_checkpoint(checkpoint, layout)
+    weights = convert.read_checkpoint(checkpoint, port.layout, keep_padding=True)
     weights.shape.vocab_size = weights.embedding.shape[0]  # keep every row: the losses stay comparable
     shape = weights.shape
     hf_dir = workdir / "hf"
-    config = convert.hf_config(shape, layout, torch.float32, weights.extra.get("hf_config"))
-    convert.write_hf(hf_dir, config, convert.megatron_to_hf(weights, layout))
-    reference = LlamaForCausalLM.from_pretrained(str(hf_dir), attn_implementation=REFERENCE_ATTENTION).float().eval()
+    config = convert.hf_config_for(port, weights, torch.float32)
+    convert.write_hf(hf_dir, config, convert.megatron_to_hf(weights, port.layout), port.spec.hf_class)
+    reference = getattr(transformers, port.spec.hf_class).from_pretrained(
+        str(hf_dir), attn_implementation=REFERENCE_ATTENTION).float().eval()
     tiny = TinyConfig(num_layers=shape.num_layers, hidden_size=shape.hidden_size,
                       num_attention_heads=shape.num_attention_heads, vocab_size=shape.vocab_size,
-                      seq_length=min(tiny.seq_length, shape.max_position_embeddings), batch_size=tiny.batch_size,
-                      weight_std=tiny.weight_std, seed=tiny.seed)
+                      seq_length=min(tiny.seq_length, config.get("max_position_embeddings") or tiny.seq_length),
+                      batch_size=tiny.batch_size, weight_std=tiny.weight_std, seed=tiny.seed)
     return reference, tiny, weights
 
 
@@ -245,27 +247,31 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
     tiny = options.tiny
     start = time.monotonic()
     tree = SourceTree.open(target)
+    spec = spec_in_tree(spec, tree)
     entry_points(tree, spec)  # refuses a tree that is not ported, before any work
-    profile = build_profile(tree)
-    layout = read_layout(profile, spec)
+    port = convert.Port(spec, tree.root)
+    profile, layout = port.profile, port.layout
     workdir = Path(workdir).resolve()  # the workers run in the tree's copy: every path they get is absolute
     workdir.mkdir(parents=True, exist_ok=True)
     tp, pp = options.tensor_parallel, options.pipeline_parallel or 1
     argv_extra: list[str] = []
 
     if options.checkpoint is not None:
-        reference, tiny, weights = _reference_from_checkpoint(Path(options.checkpoint), layout, tiny, workdir)
+        reference, tiny, weights = _reference_from_checkpoint(port, Path(options.checkpoint), tiny, workdir)
         kinds = ("pipe",) if weights.extra["pipe"] else ("model",)
         tp = weights.extra["tensor_parallel"]
         pp = options.pipeline_parallel or weights.extra["pipeline_parallel"]
         # what the tree's load_checkpoint compares with the checkpoint's args
-        argv_extra = ["--ffn-hidden-size", str(weights.shape.ffn_hidden_size)]
+        argv_extra = port.run_argv(port.spec_from_args(weights.extra["args"])) + \
+            ["--ffn-hidden-size", str(weights.shape.ffn_hidden_size)]
         if max_positions_allowed(spec, profile):
-            argv_extra += ["--max-position-embeddings", str(weights.shape.max_position_embeddings)]
+            positions = getattr(weights.extra["args"], "max_position_embeddings", None) or tiny.seq_length
+            argv_extra += ["--max-position-embeddings", str(positions)]
         checkpoints = {kinds[0]: str(options.checkpoint)}
     else:
         kinds = options.kinds
-        reference = random_llama(spec, tiny)
+        reference = random_reference(spec, tiny)
+        argv_extra = port.run_argv(tiny_spec(spec, tiny))
     if tiny.num_layers % pp:
         raise PorterError(f"{tiny.num_layers} layers do not split over {pp} pipeline stages",
                           construct="--layers divisible by --pp", found=f"--layers {tiny.num_layers} --pp {pp}",
@@ -277,20 +283,23 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
                           construct="--pp 1 with --models model", found=f"--pp {pp}",
                           fix="verify the pipe model (--models pipe) for pipeline-parallel sizes > 1")
 
+    groups = getattr(reference.config, "num_key_value_heads", None) or tiny.num_attention_heads
     tokens, labels = token_batch(tiny)
-    ref_logits, captures = capture_hf(reference, tokens)
+    positions = reset_positions(tiny) if options.reset_positions else None
+    ref_logits, captures = capture_hf(reference, tokens, positions)
 
     if options.checkpoint is None:
         # The user's path: an HF directory, converted by porter convert's own code.
         hf_dir = workdir / "hf"
-        convert.write_hf(hf_dir, reference.config.to_dict(), reference.state_dict())
+        convert.write_hf(hf_dir, reference.config.to_dict(), reference.state_dict(), spec.hf_class)
         config, state = convert.read_hf(hf_dir)
         weights = convert.hf_to_megatron(state, config, layout, tensor_parallel=tp)
+        numbers = {dest: value for dest, (_, value) in port.numbers(port.spec_for(config)).items()}
         checkpoints = {}
         for kind in kinds:
             path = workdir / f"megatron-{kind}-tp{tp}-pp{pp}"
             convert.write_checkpoint(weights, layout, path, tp=tp, pp=pp, pipe=kind == "pipe",
-                                     feature_args=convert.feature_args(profile, spec), hf_base=config)
+                                     args=numbers, hf_config=config)
             checkpoints[kind] = str(path)
 
     out = workdir / "out"
@@ -304,8 +313,9 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
                          argv_extra + tokenizer_argv(spec, profile, workdir)),
         "stamp_args": options.checkpoint is None,
         "kinds": list(kinds), "checkpoints": checkpoints, "out": str(out), "layout": layout.as_dict(),
-        "num_layers": tiny.num_layers, "num_heads": tiny.num_attention_heads,
-        "tokens": tokens.tolist(), "labels": labels.tolist(), "weight_std": tiny.weight_std, "seed": tiny.seed,
+        "num_layers": tiny.num_layers, "num_heads": tiny.num_attention_heads, "num_groups": groups,
+        "tokens": tokens.tolist(), "labels": labels.tolist(),
+        "positions": None if positions is None else positions.tolist(), "weight_std": tiny.weight_std, "seed": tiny.seed,
     }
     job_path = workdir / "job.json"
     job_path.write_text(json.dumps(job, indent=1))
@@ -313,7 +323,7 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
                        what=f"building, loading and running the generated {spec.model_class}",
                        cpu=runs_on_cpu(options.cpu))
 
-    probes = probe_plan(layout, tiny.num_layers, tiny.num_attention_heads)
+    probes = probe_plan(layout, tiny.num_layers, tiny.num_attention_heads, groups)
     results = []
     for kind in kinds:
         model_class = spec.model_class + ("Pipe" if kind == "pipe" else "")
@@ -323,6 +333,16 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
               "checkpoint": None if options.checkpoint is None else str(options.checkpoint)}
     return VerifyResult(spec=spec.name, target=str(target), config=config, results=results,
                         workdir=str(workdir), seconds=time.monotonic() - start, standins=used)
+
+
+def reset_positions(tiny: TinyConfig) -> torch.Tensor:
+    """Position ids [b, s] that restart at 0 a third of the way in, and again in the second row."""
+    s = tiny.seq_length
+    rows = []
+    for row in range(tiny.batch_size):
+        cut = s // 3 if row % 2 == 0 else 2 * s // 3
+        rows.append(torch.cat((torch.arange(cut), torch.arange(s - cut))))
+    return torch.stack(rows)
 
 
 def describe(result: VerifyResult) -> str:

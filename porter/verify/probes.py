@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from porter.verify.layout import WeightLayout
+from porter.convert.layout import WeightLayout
 
 
 @dataclass(frozen=True)
@@ -27,15 +27,17 @@ class Probe:
     layer: int  # global layer index (site "layer"), else -1
     path: str  # module path inside the site's module ("" = the module itself)
     take: str  # "output" | "input" | "output+bias" (a linear that returns its bias apart) | "pair"
-    combine: str  # how tensor-parallel ranks' values join: "same" | "cat" | "gate_up" | "heads"
+    combine: str  # how tensor-parallel ranks' values join: "same" | "cat" | "gate_up" | "query_key"
     hf: Callable[[dict], torch.Tensor]  # the same quantity from HF's captures, [b, s, ...]
+    heads: tuple[int, int] = (0, 0)  # (query heads, key/value heads), for "query_key"
 
 
 def _first(value):
     return value[0] if isinstance(value, (tuple, list)) else value
 
 
-def probe_plan(layout: WeightLayout, num_layers: int, num_heads: int) -> list[Probe]:
+def probe_plan(layout: WeightLayout, num_layers: int, num_heads: int, num_groups: int | None = None) -> list[Probe]:
+    groups = num_groups or num_heads
     lm = f"{layout.language_model_key}"
     encoder = f"{lm}.{layout.encoder}"
     probes = [Probe(f"{lm}.{layout.embedding}", "word embeddings", "embedding", -1, "", "output", "same",
@@ -49,37 +51,45 @@ def probe_plan(layout: WeightLayout, num_layers: int, num_heads: int) -> list[Pr
             return lambda c: c[f"{hf}.{key}"]
 
         def qkv(c, hf=hf):
+            """q, k, v per key/value group [ng, np/ng + 2, hn] (per head [np, 3, hn] when ng = np)."""
             b, s = c[f"{hf}.self_attn.q_proj"].shape[:2]
-            parts = [c[f"{hf}.self_attn.{x}_proj"].reshape(b, s, num_heads, -1) for x in "qkv"]
-            return torch.stack(parts, dim=3).reshape(b, s, -1)
+            parts = [c[f"{hf}.self_attn.{x}_proj"].reshape(b, s, groups, -1) for x in "qkv"]
+            return torch.cat(parts, dim=3).reshape(b, s, -1)
 
         def rotary(c, hf=hf):
             from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
             b, s = c[f"{hf}.self_attn.q_proj"].shape[:2]
-            q, k = (c[f"{hf}.self_attn.{x}_proj"].reshape(b, s, num_heads, -1).transpose(1, 2) for x in "qk")
+            q, k = (c[f"{hf}.self_attn.{x}_proj"].reshape(b, s, n, -1).transpose(1, 2)
+                    for x, n in (("q", num_heads), ("k", groups)))
             cos, sin = c["model.rotary_emb"]
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
-            return torch.stack((q.transpose(1, 2), k.transpose(1, 2)))  # [2, b, s, n, hn]
+            return torch.cat((q.transpose(1, 2), k.transpose(1, 2)), dim=2)  # [b, s, np + ng, hn]
 
         def gate_up(c, hf=hf):
-            return torch.cat((c[f"{hf}.mlp.gate_proj"], c[f"{hf}.mlp.up_proj"]), dim=-1)
+            """The fused projection's output, in the tree's half order (gate first or second)."""
+            gate, up = c[f"{hf}.mlp.gate_proj"], c[f"{hf}.mlp.up_proj"]
+            return torch.cat((gate, up) if layout.gate_first else (up, gate), dim=-1)
 
         probes += [
             Probe(f"{base}.{layout.input_norm}", "input norm", "layer", i, layout.input_norm, "output", "same",
                   ref("input_layernorm")),
-            Probe(f"{base}.{a}.{layout.qkv}", "fused q, k, v projection (per head [np, 3, hn])", "layer", i,
+            Probe(f"{base}.{a}.{layout.qkv}", "fused q, k, v projection (per group [ng, np/ng + 2, hn])", "layer", i,
                   f"{a}.{layout.qkv}", "output+bias", "cat", qkv),
             Probe(f"{base}.{a}.{layout.rotary}", "rotary position embedding of q and k", "layer", i,
-                  f"{a}.{layout.rotary}", "pair", "heads", rotary),
+                  f"{a}.{layout.rotary}", "pair", "query_key", rotary, (num_heads, groups)),
             Probe(f"{base}.{a}", "attention context, softmax(q k^T / sqrt(hn)) v (input of the output projection)",
                   "layer", i, f"{a}.{layout.dense}", "input", "cat", ref("self_attn.o_proj:input")),
             Probe(f"{base}.{a}.{layout.dense}", "attention output projection", "layer", i, f"{a}.{layout.dense}",
                   "output+bias", "same", ref("self_attn.o_proj")),
             Probe(f"{base}.{layout.post_attention_norm}", "post-attention norm", "layer", i,
                   layout.post_attention_norm, "output", "same", ref("post_attention_layernorm")),
-            Probe(f"{base}.{p}.{layout.fc1}", "fused gate and up projections", "layer", i, f"{p}.{layout.fc1}",
-                  "output+bias", "gate_up", gate_up),
+            *([Probe(f"{base}.{p}.{layout.fc1}", "gate projection", "layer", i, f"{p}.{layout.fc1}",
+                     "output+bias", "cat", ref("mlp.gate_proj")),
+               Probe(f"{base}.{p}.{layout.up}", "up projection", "layer", i, f"{p}.{layout.up}",
+                     "output+bias", "cat", ref("mlp.up_proj"))] if layout.up else
+              [Probe(f"{base}.{p}.{layout.fc1}", "fused gate and up projections", "layer", i, f"{p}.{layout.fc1}",
+                     "output+bias", "gate_up", gate_up)]),
             Probe(f"{base}.{p}", "SwiGLU activation, silu(gate) * up (input of the MLP output projection)",
                   "layer", i, f"{p}.{layout.fc2}", "input", "cat", ref("mlp.down_proj:input")),
             Probe(f"{base}.{p}.{layout.fc2}", "MLP output projection", "layer", i, f"{p}.{layout.fc2}",
@@ -96,7 +106,7 @@ def probe_plan(layout: WeightLayout, num_layers: int, num_heads: int) -> list[Pr
 
 def pipe_module(probe: Probe, num_layers: int) -> str:
     """The probe's module path in the generated <Prefix>ModelPipe (named by layer spec index)."""
-    from porter.verify.layout import PIPE_EMBEDDING, PIPE_FIRST_LAYER
+    from porter.convert.layout import PIPE_EMBEDDING, PIPE_FIRST_LAYER
 
     index = {"embedding": PIPE_EMBEDDING, "layer": PIPE_FIRST_LAYER + probe.layer,
              "final_norm": PIPE_FIRST_LAYER + num_layers + 1, "output": PIPE_FIRST_LAYER + num_layers + 2}[probe.site]
@@ -109,8 +119,6 @@ def orient(probe: Probe, value: torch.Tensor, batch_size: int) -> torch.Tensor:
     Embedding, final norm and logits are [b, s, ...] in porter's port, [s, b, ...] in trees
     that keep that order outside the stack too (microsoft HEAD): the batch dimension says which.
     """
-    if probe.take == "pair":  # [2, s, b, np, hn]
-        return value.transpose(1, 2)
     if probe.site == "layer" or (value.shape[0] != batch_size and value.shape[1] == batch_size):
         return value.transpose(0, 1)
     return value
@@ -122,8 +130,10 @@ def combine(probe: Probe, ranks: list[torch.Tensor]) -> torch.Tensor:
         return ranks[0]
     if probe.combine == "cat":
         return torch.cat(ranks, dim=-1)
-    if probe.combine == "heads":  # [2, b, s, np, hn] per rank
-        return torch.cat(ranks, dim=3)
+    if probe.combine == "query_key":  # [b, s, np/p + ng/p, hn] per rank: its queries, then its keys
+        heads, groups = probe.heads
+        queries = ranks[0].shape[2] * heads // (heads + groups)
+        return torch.cat([r[:, :, :queries] for r in ranks] + [r[:, :, queries:] for r in ranks], dim=2)
     if probe.combine == "gate_up":  # rank r holds [gate_r | up_r]
         halves = [r.chunk(2, dim=-1) for r in ranks]
         return torch.cat([h[0] for h in halves] + [h[1] for h in halves], dim=-1)
@@ -135,8 +145,9 @@ HF_HOOKS = ("input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "
 HF_INPUT_HOOKS = ("self_attn.o_proj", "mlp.down_proj")
 
 
-def capture_hf(model, tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """Run HF's model on tokens [b, s]; return (logits [b, s, V], captures by module name)."""
+def capture_hf(model, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """Run HF's model on tokens [b, s] (at position ids [b, s], default 0..s-1); return
+    (logits [b, s, V], captures by module name)."""
     captures: dict[str, object] = {}
     handles = []
 
@@ -160,8 +171,12 @@ def capture_hf(model, tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
             handles.append(modules[name].register_forward_hook(keep(f"{name}:input", inputs=True)))
     try:
         with torch.no_grad():
-            positions = torch.arange(tokens.shape[1]).unsqueeze(0).expand_as(tokens)
-            logits = model(input_ids=tokens, position_ids=positions, use_cache=False).logits
+            # An explicit all-ones mask: HF attends causally over the whole row, as the tree does with
+            # --reset-position-ids alone (without one, HF would read reset ids as packed documents).
+            keep = torch.ones_like(tokens)
+            if positions is None:
+                positions = torch.arange(tokens.shape[1]).unsqueeze(0).expand_as(tokens)
+            logits = model(input_ids=tokens, position_ids=positions, attention_mask=keep, use_cache=False).logits
     finally:
         for handle in handles:
             handle.remove()

@@ -1,4 +1,4 @@
-"""The reference: HF transformers' LlamaForCausalLM, tiny, random, and hard to fool.
+"""The reference: the spec's HF transformers class (LlamaForCausalLM, ...), tiny, random, and hard to fool.
 
 HF's default initialisation (std 0.02, unit norm weights) makes attention nearly uniform:
 measured on a real tree, a RoPE bug that moves logits by 2.1 under std 0.1 moves them by
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from porter.errors import PorterError
+from porter.hf_config import hf_config_of, installed_rope_spelling, model_type_of
 from porter.spec import Spec
-from porter.verify.convert import rope_fields
 
 # HF's own default attention (torch's scaled_dot_product_attention): the reference as HF users run
 # it, and the kernel porter's fused core attention calls, so a port that computes the same
@@ -41,55 +41,52 @@ class TinyConfig:
 
 
 def check_spec(spec: Spec) -> None:
-    """HF's LLaMA is the reference only for specs that describe LLaMA."""
-    wanted = {
-        "activation.type": (spec.activation, "swiglu"),
-        "position_embedding.type": (spec.position_embedding, "rotary"),
-        "position_embedding.layout": (spec.rotary_layout, "rotate_half"),
-        "norm.type": (spec.norm, "rmsnorm"),
-        "norm.final_norm": (spec.final_norm, True),
-    }
-    wrong = {k: v for k, (v, want) in wanted.items() if v != want}
-    if wrong:
+    """A spec is verified against the HF class it names (model.hf_class)."""
+    if not spec.hf_class:
         raise PorterError(
-            f"spec {spec.name} is not a LLaMA: HF transformers' LlamaForCausalLM cannot be its reference",
-            file=spec.path,
-            construct=", ".join(f"{k} = {want!r}" for k, (_, want) in wanted.items()),
-            found=", ".join(f"{k} = {v!r}" for k, v in wrong.items()),
-            fix="verify a LLaMA-family spec (model_diffs/llama.toml)",
+            f"spec {spec.name} names no HF reference class",
+            file=spec.path, construct="model.hf_class, e.g. 'LlamaForCausalLM'", found="none",
+            fix="add hf_class to the spec's [model] section: the transformers class with this architecture",
+        )
+    if model_type_of(spec.hf_class) is None:
+        raise PorterError(
+            f"transformers has no class {spec.hf_class}",
+            file=spec.path, construct="model.hf_class: a transformers causal-LM class", found=spec.hf_class,
+            fix="name a class transformers has (e.g. LlamaForCausalLM), or upgrade transformers",
         )
 
 
-def llama_config(spec: Spec, tiny: TinyConfig):
-    """A transformers LlamaConfig matching the spec, at the tiny size."""
-    from transformers import LlamaConfig
+def tiny_spec(spec: Spec, tiny: TinyConfig) -> Spec:
+    """The spec at verify's tiny size: each difference picks values that show it (2 key/value
+    heads of 4, ...); the spec's own sizes are a real model's and give way."""
+    from porter.features import DIFFERENCES
 
-    config = LlamaConfig(
-        vocab_size=tiny.vocab_size,
-        hidden_size=tiny.hidden_size,
-        intermediate_size=spec.ffn_hidden_size(tiny.hidden_size),
-        num_hidden_layers=tiny.num_layers,
-        num_attention_heads=tiny.num_attention_heads,
-        num_key_value_heads=tiny.num_attention_heads,
-        max_position_embeddings=tiny.seq_length,
-        rms_norm_eps=spec.norm_eps,
-        tie_word_embeddings=spec.tied_embeddings,
-        attention_bias=spec.bias,
-        mlp_bias=spec.bias,
-        hidden_act="silu",
-        **rope_fields(spec.rope_theta),
-    )
+    values: dict = {}
+    for difference in DIFFERENCES:
+        values.update(difference.tiny(spec, tiny))
+    return spec.with_values(**values)
+
+
+def reference_config(spec: Spec, tiny: TinyConfig):
+    """The transformers config of the spec's reference class, at the tiny size."""
+    import transformers
+
+    check_spec(spec)
+    cls = getattr(transformers, spec.hf_class)
+    fields = installed_rope_spelling(hf_config_of(tiny_spec(spec, tiny)))
+    config = cls.config_class(**{k: v for k, v in fields.items() if k not in ("architectures", "model_type")})
+    config.architectures = [spec.hf_class]
     config._attn_implementation = REFERENCE_ATTENTION
     return config
 
 
-def random_llama(spec: Spec, tiny: TinyConfig):
-    """LlamaForCausalLM in fp32, eval mode, weights std `tiny.weight_std`, norms in [0.5, 1.5]."""
-    from transformers import LlamaForCausalLM
+def random_reference(spec: Spec, tiny: TinyConfig):
+    """The spec's HF class in fp32, eval mode, weights std `tiny.weight_std`, norms in [0.5, 1.5]."""
+    import transformers
 
-    check_spec(spec)
+    config = reference_config(spec, tiny)
     torch.manual_seed(tiny.seed)
-    model = LlamaForCausalLM(llama_config(spec, tiny)).float().eval()
+    model = getattr(transformers, spec.hf_class)(config).float().eval()
     generator = torch.Generator().manual_seed(tiny.seed)
     with torch.no_grad():
         for name, param in model.named_parameters():

@@ -18,10 +18,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from porter import match as m
 from porter import standins
+from porter.cst import match as m
+from porter.cst.find import findall
 from porter.errors import PorterError
-from porter.find import findall
 from porter.profile import TreeProfile
 from porter.scratch import in_tree_terms, scratch_copy
 from porter.smoke import environment, remove_shared_memory
@@ -63,7 +63,7 @@ def entry_points(tree: SourceTree, spec: Spec) -> tuple[str, str | None]:
 
 def max_positions_allowed(spec: Spec, profile: TreeProfile) -> bool:
     """May porter pass --max-position-embeddings? Not with rotary to a tree that refuses it (Habana's)."""
-    return spec.position_embedding != "rotary" or not profile.arguments.forbids_max_positions
+    return spec["position_embedding.type"] != "rotary" or not profile.arguments.forbids_max_positions
 
 
 def tree_argv(spec: Spec, profile: TreeProfile, shape: RunShape, tp: int, pp: int) -> list[str]:
@@ -96,7 +96,7 @@ def tokenizer_argv(spec: Spec, profile: TreeProfile, folder: Path) -> list[str]:
     The model is trained here on porter's own corpus (cached in folder). It only lets the tree
     start: the model's vocabulary is the job's (see harness.TreeSession.start).
     """
-    if spec.tokenizer != "sentencepiece" or "--tokenizer-model" not in profile.arguments.options:
+    if spec["tokenizer.type"] != "sentencepiece" or "--tokenizer-model" not in profile.arguments.options:
         return []
     from porter.corpus import train_sentencepiece, write_corpus
 

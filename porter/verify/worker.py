@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
+from porter.convert.layout import WeightLayout
 from porter.verify import harness, treeargs
-from porter.verify.layout import WeightLayout
 from porter.verify.probes import probe_plan
 
 
@@ -28,6 +28,7 @@ def run_kind(session: harness.TreeSession, kind: str, job: dict, out: Path) -> N
     layout = job["layout"]
     tokens = torch.tensor(job["tokens"], dtype=torch.long)
     labels = torch.tensor(job["labels"], dtype=torch.long)
+    positions = torch.tensor(job["positions"], dtype=torch.long) if job.get("positions") else None
     tp_rank = mpu.get_tensor_model_parallel_rank()
     pp_rank = mpu.get_pipeline_model_parallel_rank()
     record: dict = {"kind": kind, "tp_rank": tp_rank, "pp_rank": pp_rank,
@@ -51,10 +52,10 @@ def run_kind(session: harness.TreeSession, kind: str, job: dict, out: Path) -> N
         session.load(engine, strict=True)
         record["loaded_by"] = "the tree's megatron.checkpointing.load_checkpoint"
 
-    probes = probe_plan(WeightLayout.from_dict(layout), job["num_layers"], job["num_heads"])
+    probes = probe_plan(WeightLayout.from_dict(layout), job["num_layers"], job["num_heads"], job.get("num_groups"))
     values, handles = harness.attach_probes(engine.module, probes, layout, job["num_layers"], kind)
     try:
-        record.update(session.run(engine, tokens, labels))
+        record.update(session.run(engine, tokens, labels, positions))
     finally:
         for handle in handles:
             handle.remove()

@@ -58,7 +58,7 @@ def test_apply_json_and_quiet(porter, pristine, tmp_path):
     doc = json.loads(porter("apply", "llama", "--target", pristine, "--json").stdout)
     assert doc["schema"] == "porter.apply/1" and doc["written"] is True and len(doc["files"]) == len(counts)
     added = counts["pretrain_llama.py"][0]
-    assert {"path": "pretrain_llama.py", "created": True, "added": added, "removed": 0} in doc["files"]
+    assert {"path": "pretrain_llama.py", "created": True, "added": added, "removed": 0, "repaired": False} in doc["files"]
     doc = json.loads(porter("apply", "llama", "--target", pristine, "--json").stdout)
     assert doc["written"] is False and doc["files"] == []
     assert porter("apply", "llama", "--target", pristine, "-q").output == ""

@@ -48,10 +48,12 @@ def test_demo_ports_and_trains_the_sample_tree(porter, tmp_path):
     assert result.exit_code == 0, result.output[-3000:]
     out = result.stdout
     tree = tmp_path / "demo" / "Megatron-DeepSpeed"
-    assert out.startswith(f"1. copied the bundled sample tree to {tree}")
+    assert out.startswith(f"1. copied the bundled sample tree to {tree} ({tmp_path / 'demo'}/ ignores itself for git")
     assert re.search(r"^   created pretrain_llama.py \(\+\d+ -0\)$", out, flags=re.M)
     assert len(re.findall(r"^   step \d+/10  loss [0-9.]+$", out, flags=re.M)) == 10
     assert "done: the llama port of the sample tree trains" in out
     hint = re.search(r"^Which spec key wrote a line\? porter explain (\S+)$", out, flags=re.M).group(1)
     explained = porter("explain", hint)
     assert explained.exit_code == 0 and "written by porter: apply 1 of llama" in explained.stdout
+    assert explained.stdout.splitlines()[0].split(": ", 1)[1].strip()  # a line of code, not a blank one
+    assert "  spec key: " in explained.stdout

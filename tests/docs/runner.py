@@ -5,15 +5,21 @@ can port a tree in one block and train it in the next), which starts with a pris
 the bundled sample tree as `Megatron-DeepSpeed/`, committed in a git repository of its own:
 
 - ```console blocks are transcripts: each `$ command` runs in bash and what it prints
-  (stdout and stderr together) must equal the lines below it, up to the next `$`. Decimal
-  numbers (losses, seconds) match any decimal number; a line `...` matches any lines. A
-  command must exit 0 unless its comment says `# exit status N` (or it ends with
-  `; echo "exit status $?"`, which shows the status to the reader).
+  (stdout and stderr together) must equal the lines below it, up to the next `$`. A decimal
+  number (a loss, a logit difference) must be the number printed to within the block's
+  tolerance: 1e-3 (absolute) unless its info string says another (```console tolerance=1e-6);
+  every other character must be equal. A line `...` matches any lines. A command must exit 0
+  unless its comment says `# exit status N` (or it ends with `; echo "exit status $?"`, which
+  shows the status to the reader).
 - ```sh / ```bash blocks are command lists: each line runs (a `# comment` is not one), and must
   exit 0 unless its comment says `exit status N`.
 - ```yaml blocks (CI workflows): every `run:` command runs, like a ```sh line.
 - a block whose info string has `file=NAME` (```toml file=my_model.toml) is written to NAME.
 - `cd DIR` moves the sandbox's working folder for the commands that follow.
+- any other block is not run, and must say why in its info string: `not-run="why"`, or
+  `checked-by=TEST` naming the test that checks what it shows (```text checked-by=tests/...).
+  `how_checked()` says for every block how it is checked; `python -m tests.docs.runner --list
+  PAGE...` prints it.
 
 `porter` is this checkout's porter, run by the Python that runs the tests; `python` is that
 Python too. A page that names `./llama-hf` (your HF weights) gets a tiny random HF LLaMA
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -42,6 +49,8 @@ REPO = Path(__file__).resolve().parents[2]
 FENCE = re.compile(r"^(```+|~~~+)\s*([^`]*)$")
 DECIMAL = re.compile(r"\d+\.\d+(?:[eE][-+]?\d+)?")
 EXIT_NOTE = re.compile(r"exit status (\d+)")
+DEFAULT_TOLERANCE = 1e-3
+RUN = ("console", "sh", "bash", "shell", "yaml")
 
 
 @dataclass
@@ -52,6 +61,10 @@ class Block:
     attrs: dict[str, str]
     text: str
 
+    @property
+    def tolerance(self) -> float:
+        return float(self.attrs.get("tolerance", DEFAULT_TOLERANCE))
+
 
 @dataclass
 class Command:
@@ -60,6 +73,7 @@ class Command:
     command: str
     expected_output: str | None  # a transcript's lines; None: not compared
     expected_status: int
+    tolerance: float = DEFAULT_TOLERANCE  # for the decimals of expected_output
 
 
 def blocks(page: Path) -> list[Block]:
@@ -71,7 +85,7 @@ def blocks(page: Path) -> list[Block]:
         if not match:
             i += 1
             continue
-        fence, info = match.group(1), match.group(2).split()
+        fence, info = match.group(1), shlex.split(match.group(2))
         start = i
         body = []
         i += 1
@@ -128,7 +142,7 @@ def commands(block: Block) -> list[Command]:
                 n += 1
             command = " ".join(p.strip() for p in parts)
             out.append(Command(block.page, block.line + 1 + start, command, "\n".join(output),
-                               _status(command.partition(" #")[2])))
+                               _status(command.partition(" #")[2]), block.tolerance))
         return out
     if block.lang in ("sh", "bash", "shell"):
         lines = block.text.splitlines()
@@ -161,26 +175,59 @@ def _yaml_runs(node) -> list[str]:
     return []
 
 
-def matches(expected: str, actual: str) -> bool:
+def matches(expected: str, actual: str, tolerance: float = DEFAULT_TOLERANCE) -> bool:
     """A transcript's expected lines against what was printed (see the module docstring)."""
     pattern = []
+    numbers: list[float] = []
     for line in expected.rstrip("\n").splitlines():
         if line.strip() == "...":
             pattern.append(r"(?:[^\n]*\n)*?")
             continue
         parts = DECIMAL.split(line.rstrip())
-        pattern.append(DECIMAL.pattern.join(re.escape(p) for p in parts) + r"[ \t]*\n")
+        numbers += [float(n) for n in DECIMAL.findall(line)]
+        pattern.append(f"({DECIMAL.pattern})".join(re.escape(p) for p in parts) + r"[ \t]*\n")
     text = "\n".join(line.rstrip() for line in actual.rstrip("\n").splitlines()) + "\n" if actual.strip() else ""
-    return re.fullmatch("".join(pattern), text) is not None
+    found = re.fullmatch("".join(pattern), text)
+    if found is None:
+        return False
+    return all(abs(float(got) - want) <= tolerance for got, want in zip(found.groups(), numbers, strict=True))
+
+
+def checked_block(test: str) -> Block:
+    """The one block of the docs whose info string says `checked-by=...::TEST` (for that test)."""
+    from tests.docs.test_docs import PAGES
+
+    found = [b for page in PAGES for b in blocks(page) if b.attrs.get("checked-by", "").endswith(f"::{test}")]
+    assert len(found) == 1, f"{len(found)} blocks of the docs say checked-by=...::{test}"
+    return found[0]
+
+
+def how_checked(block: Block, excluded: set[str] = frozenset()) -> str | None:
+    """How the docs test checks a block, or None when it neither runs it nor says why not."""
+    if "file" in block.attrs:
+        return f"written to {block.attrs['file']} for the commands after it"
+    if "checked-by" in block.attrs:
+        return f"not run here; checked by {block.attrs['checked-by']}"
+    if "not-run" in block.attrs:
+        return f"not run: {block.attrs['not-run']}"
+    if block.lang not in RUN:
+        return None
+    cmds = commands(block)
+    skipped = [c.command for c in cmds if c.command in excluded]
+    if skipped and len(skipped) == len(cmds):
+        return "not run: it sets up a machine (a venv, pip installs)"
+    what = "run, each output compared (decimals to within " f"{block.tolerance:g})" if block.lang == "console" \
+        else "run, each command's exit status checked"
+    return what + (f"; not run: {', '.join(skipped)} (machine set-up)" if skipped else "")
 
 
 def tiny_hf_llama(folder: Path) -> None:
     """A small random LLaMA in HF's format, shaped by the bundled llama spec."""
+    from porter import convert
     from porter.spec import load_spec
-    from porter.verify import convert
-    from porter.verify.reference import TinyConfig, random_llama
+    from porter.verify.reference import TinyConfig, random_reference
 
-    model = random_llama(load_spec("llama"), TinyConfig())
+    model = random_reference(load_spec("llama"), TinyConfig())
     convert.write_hf(folder, model.config.to_dict(), model.state_dict())
 
 
@@ -245,7 +292,8 @@ def run_page(page: Path, folder: Path, excluded: set[str], printed: dict[int, st
             where = f"{command.page}:{command.line}: $ {command.command}"
             if status != command.expected_status:
                 failures.append(f"{where}\nexit status {status}, the page says {command.expected_status}\n{output[-3000:]}")
-            elif command.expected_output is not None and not matches(command.expected_output, output):
+            elif command.expected_output is not None and not matches(command.expected_output, output,
+                                                                     command.tolerance):
                 if printed is not None:
                     printed[command.line] = output
                 failures.append(f"{where}\nprinted (paste this into the page if the change is right):\n{output}"
@@ -281,7 +329,15 @@ if __name__ == "__main__":
 
     from tests.docs.test_docs import CI_INSTALL, setup_commands
 
-    parser = argparse.ArgumentParser(description="Update the docs' transcripts with what the commands print now.")
-    parser.add_argument("--update", nargs="+", type=Path, required=True, metavar="PAGE")
-    for left in (item for page in parser.parse_args().update for item in update(page.resolve(), {*setup_commands(), CI_INSTALL})):
+    parser = argparse.ArgumentParser(description="The docs' blocks: how each is checked, or update the transcripts.")
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--update", nargs="+", type=Path, metavar="PAGE",
+                        help="rerun the pages and write what each transcript now prints into it")
+    action.add_argument("--list", nargs="+", type=Path, metavar="PAGE", help="say how each block is checked")
+    options = parser.parse_args()
+    excluded = {*setup_commands(), CI_INSTALL}
+    for page in options.list or []:
+        for block in blocks(page):
+            print(f"{page}:{block.line} ```{block.lang}: {how_checked(block, excluded) or 'NOT RUN, AND NO REASON GIVEN'}")
+    for left in (item for page in options.update or [] for item in update(page.resolve(), excluded)):
         print(left, file=sys.stderr)

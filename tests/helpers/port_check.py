@@ -18,6 +18,7 @@ from functools import cache
 from pathlib import Path
 
 from porter.corpus import train_sentencepiece, write_corpus
+from porter.features.ffn_rule import ffn_hidden_size
 from porter.spec import Spec
 
 WORKER = Path(__file__).with_name("model_check.py")
@@ -35,12 +36,12 @@ def tokenizer_model() -> str:
 
 def features(spec: Spec) -> dict[str, bool]:
     return {
-        "swiglu": spec.activation == "swiglu",
-        "rotary": spec.position_embedding == "rotary",
-        "rmsnorm": spec.norm == "rmsnorm",
-        "final_norm": spec.final_norm,
-        "tied": spec.tied_embeddings,
-        "bias": spec.bias,
+        "swiglu": spec["activation.type"] == "swiglu",
+        "rotary": spec["position_embedding.type"] == "rotary",
+        "rmsnorm": spec["norm.type"] == "rmsnorm",
+        "final_norm": spec["norm.final_norm"],
+        "tied": spec["embeddings.tied"],
+        "bias": spec["linear.bias"],
     }
 
 
@@ -56,9 +57,9 @@ def job(job_id: str, spec: Spec, tree: Path, renames: dict | None = None, gpt_on
         "script": spec.script,
         "model_class": spec.model_class,
         "features": features(spec),
-        "ffn_hidden_size": spec.ffn_hidden_size(HIDDEN),
-        "rope_theta": spec.rope_theta,
-        "norm_eps": spec.norm_eps,
+        "ffn_hidden_size": ffn_hidden_size(spec, HIDDEN),
+        "rope_theta": spec["position_embedding.rope_theta"],
+        "norm_eps": spec["norm.eps"],
         "tokenizer_model": tokenizer_model(),
     }
 

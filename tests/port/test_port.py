@@ -163,3 +163,19 @@ def test_real_checkpoint_of_the_non_pipe_engine_holds_the_head(ported_tree, smok
     assert "output_layer" in module and "language_model" in module
     assert module["output_layer"]["output_layer.weight"].shape[1] == 64
     shutil.rmtree(save)
+
+
+def test_a_spec_naming_the_trees_own_files_ports_under_free_names(tmp_path):
+    """A spec whose entry point is the tree's pretrain_gpt.py and whose model module would be
+    gpt_model.py: the tree's files are left as they are, porter's take free _porter names."""
+    tree = copy_sample_tree(tmp_path / "tree")
+    spec = tmp_path / "gpt_named.toml"
+    text = (Path(__file__).resolve().parents[2] / "model_diffs" / "llama.toml").read_text()
+    spec.write_text(text.replace('name = "llama"', 'name = "gpt"').replace('class_prefix = "LLaMA"', 'class_prefix = "GPT"')
+                    .replace('script = "pretrain_llama.py"', 'script = "pretrain_gpt.py"'))
+    before = {p: (tree / p).read_bytes() for p in ("pretrain_gpt.py", "megatron/model/gpt_model.py")}
+    done = CliRunner().invoke(app, ["apply", str(spec), "--target", str(tree)])
+    assert done.exit_code == 0, done.output
+    assert "created pretrain_gpt_porter.py" in done.output and "created megatron/model/gpt_porter_model.py" in done.output
+    assert (tree / "pretrain_gpt.py").read_bytes() == before["pretrain_gpt.py"]
+    assert "class GPTPorterModel(" in (tree / "megatron/model/gpt_porter_model.py").read_text()

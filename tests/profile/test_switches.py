@@ -5,6 +5,7 @@ import textwrap
 import libcst as cst
 
 from porter.edits.arguments import argument_statement
+from porter.features import spellings
 from porter.profile.arguments import read_arguments
 from porter.profile.features import detect_spellings, porter_spelling
 
@@ -16,6 +17,7 @@ def arguments(source: str):
 def detect(source: str, members=None, identifiers=None):
     return detect_spellings(
         arguments(source),
+        spellings(),
         lambda name: (members or {}).get(name),
         lambda path: (identifiers or {}).get(path, set()),
     )
@@ -140,10 +142,13 @@ def test_bigscience_glu_is_swiglu_with_the_gate_on_the_second_half():
 
 def test_porters_own_options_are_recognised_only_as_porter_registers_them():
     ported = BIGSCIENCE.replace("    return parser", "    " + argument_statement(
-        "--layernorm-type", **dict(porter_spelling("rmsnorm").add)).replace("{group}", "group").replace("{pad}", " " * 23)
+        "--layernorm-type", **dict(porter_spelling(spellings(), "rmsnorm").add)).replace("{group}", "group").replace("{pad}", " " * 23)
         + "\n    return parser", 1)
     found = detect(ported, members=ENUM)
     assert found["rmsnorm"].origin == "porter"
-    # The same option registered differently is someone else's: not porter's spelling.
+    # The same option registered differently is someone else's (Habana's hand port spells it so):
+    # the tree's own switch, implemented only if the tree's model code uses RMSNorm.
     other = ported.replace("default='layernorm'", "default='rmsnorm'")
-    assert detect(other, members=ENUM)["rmsnorm"] is None
+    theirs = detect(other, members=ENUM)["rmsnorm"]
+    assert (theirs.origin, theirs.implemented) == ("tree", False)
+    assert detect(other, members=ENUM, identifiers={"megatron/model/transformer.py": {"RMSNorm"}})["rmsnorm"].implemented

@@ -102,19 +102,20 @@ def snapshot(root: Path) -> dict[str, str]:
 
 _ARGS_SCRIPT = textwrap.dedent(
     """
-    import argparse, json, os, sys
-    import pretrain_llama
+    import argparse, importlib, json, os, sys
+    script = importlib.import_module(os.environ["SCRIPT"])
     from megatron import arguments as A
 
     seen = {}
+    family_defaults = getattr(script, os.environ["PROVIDER"])
 
     def provider(parser):
-        parser = pretrain_llama.llama_defaults(parser)
+        parser = family_defaults(parser)
         seen["parser"] = parser
         return parser
 
-    defaults = pretrain_llama.llama_defaults(argparse.ArgumentParser())._defaults
-    sys.argv = ["pretrain_llama.py"] + json.loads(os.environ["ARGV"])
+    defaults = family_defaults(argparse.ArgumentParser())._defaults
+    sys.argv = [os.environ["SCRIPT"] + ".py"] + json.loads(os.environ["ARGV"])
     args = A.parse_args(extra_args_provider=provider)
     if os.environ["CHECKS_IN"] == "validate_args":  # microsoft HEAD checks apart from parsing
         A.validate_args(args, {})
@@ -184,19 +185,23 @@ def _module_name(path: str) -> str:
     return path[: -len(".py")].replace("/", ".").removesuffix(".__init__")
 
 
-def check_arguments(copy: Path, scratch: Path, result: Acceptance) -> None:
-    from porter.profile import build_profile
+def check_arguments(copy: Path, scratch: Path, spec, result: Acceptance) -> None:
+    from porter.features import profile_of
+    from porter.features.ffn_rule import ffn_hidden_size
     from porter.source import SourceTree
-    from porter.spec import load_spec
+    from porter.verify.tree_run import entry_points
 
-    profile = build_profile(SourceTree.open(copy))
+    tree = SourceTree.open(copy)
+    profile = profile_of(tree)
+    script, provider = entry_points(tree, spec)
     argv = ["--num-layers", "2", "--hidden-size", "64", "--num-attention-heads", "4", "--seq-length", "64",
             "--micro-batch-size", "2"]
     if not profile.arguments.forbids_max_positions:
         argv += ["--max-position-embeddings", "64"]
     # Parsed without --deepspeed, microsoft's 2023 checks want what their GPU launch scripts export.
     done = in_scratch(copy, scratch, _ARGS_SCRIPT, {"CHECKS_IN": profile.arguments.checks_function or "",
-                                                     "ARGV": json.dumps(argv), "CUDA_DEVICE_MAX_CONNECTIONS": "1"})
+                                                     "ARGV": json.dumps(argv), "CUDA_DEVICE_MAX_CONNECTIONS": "1",
+                                                     "SCRIPT": script, "PROVIDER": provider or ""})
     line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
     if done.returncode != 0 or line is None:
         result.notes.append("args: " + (done.stderr.strip().splitlines() or ["no output"])[-1])
@@ -205,7 +210,7 @@ def check_arguments(copy: Path, scratch: Path, result: Acceptance) -> None:
     original = [a.dest for a in profile.arguments.arguments]
     new_duplicates = [d for d in data["duplicates"] if original.count(d) < 2]
     wrong = {k: (v, data["got"][k]) for k, v in data["defaults"].items() if data["got"][k] != v}
-    ffn = load_spec(SPEC).ffn_hidden_size(data["hidden_size"])
+    ffn = ffn_hidden_size(spec, data["hidden_size"])
     if new_duplicates:
         result.notes.append(f"args: duplicate dests {new_duplicates}")
     if wrong:
@@ -270,6 +275,10 @@ def check_verify(copy: Path, env: dict[str, str], result: Acceptance) -> None:
 
 
 def run_acceptance(label: str, source: Path, scratch: Path) -> Acceptance:
+    from porter.naming import spec_in_tree
+    from porter.source import SourceTree
+    from porter.spec import load_spec
+
     result = Acceptance(label)
     env = user_environment()
     copy = scratch / label
@@ -277,6 +286,7 @@ def run_acceptance(label: str, source: Path, scratch: Path) -> Acceptance:
         shutil.rmtree(copy)
     shutil.copytree(source, copy, symlinks=True)
     original = snapshot(copy)
+    spec = spec_in_tree(load_spec(SPEC), SourceTree.open(copy))  # the names the family takes in this tree
 
     first = porter(["apply", SPEC, "--target", str(copy)], env)
     result.apply = first.returncode == 0
@@ -300,7 +310,7 @@ def run_acceptance(label: str, source: Path, scratch: Path) -> Acceptance:
     result.compiles = bool(changed) and not failures
     result.notes += [f"compile: {f}" for f in failures]
 
-    check_arguments(copy, scratch / f"{label}-args", result)
+    check_arguments(copy, scratch / f"{label}-args", spec, result)
     done = in_scratch(copy, scratch / f"{label}-imports", _IMPORT_SCRIPT,
                       {"MODULES": " ".join(_module_name(p) for p in changed)})
     result.imports = done.returncode == 0 and f"IMPORTED {len(changed)}" in done.stdout

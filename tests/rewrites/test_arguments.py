@@ -81,13 +81,18 @@ def test_ffn_rule_wraps_the_4h_default(check):
         "    if args.ffn_hidden_size is None:\n        args.ffn_hidden_size = 4 * args.hidden_size\n",
         "    if args.ffn_hidden_size is None:\n"
         "        if args.ffn_multiple_of is not None:\n"
-        "            # LLaMA: int(2/3 * 4h) rounded up to a multiple of --ffn-multiple-of\n"
+        "            # LLaMA: int(2/3 * 4h), times --ffn-dim-multiplier if given (LLaMA-3),\n"
+        "            # rounded up to a multiple of --ffn-multiple-of\n"
         "            multiple = args.ffn_multiple_of\n"
-        "            args.ffn_hidden_size = (8 * args.hidden_size // 3 + multiple - 1) // multiple * multiple\n"
+        "            width = 8 * args.hidden_size // 3\n"
+        "            if args.ffn_dim_multiplier is not None:\n"
+        "                width = int(args.ffn_dim_multiplier * width)\n"
+        "            args.ffn_hidden_size = (width + multiple - 1) // multiple * multiple\n"
         "        else:\n"
         "            args.ffn_hidden_size = 4 * args.hidden_size\n",
     )
-    check(partial(A.FfnHiddenSizeRule, func="parse_args", dest="ffn_multiple_of"), PARSE, after)
+    check(partial(A.FfnHiddenSizeRule, func="parse_args", dest="ffn_multiple_of", multiplier_dest="ffn_dim_multiplier"),
+          PARSE, after)
 
 
 def test_ffn_rule_gives_llamas_11008():
@@ -95,7 +100,21 @@ def test_ffn_rule_gives_llamas_11008():
     assert (8 * hidden_size // 3 + multiple - 1) // multiple * multiple == 11008
 
 
-def test_checks_need_the_defaults_loop(refuses):
+def test_checks_need_the_defaults_loop_or_the_derived_widths(refuses):
+    source = PARSE.replace("for key in defaults:", "for key in other:")
+    assert "if args.ffn_hidden_size is None:" in source
     error = refuses(partial(A.InsertChecks, func="parse_args", checks=["x = 1"]),
-                    PARSE.replace("for key in defaults:", "for key in other:"))
+                    source.replace("if args.ffn_hidden_size is None:", "if not args.ffn_hidden_size:"))
     assert "for key in defaults" in error.construct
+
+
+def test_without_the_loop_checks_go_before_the_block_that_derives_the_widths(check):
+    """microsoft since December 2023 (OpenLLM-France, deep-spin): the defaults are applied in
+    initialize_megatron and the derived widths sit in `if not args.use_dataset_only:`."""
+    source = PARSE.replace("for key in defaults:", "for key in other:").replace(
+        "    required_args = ['num_layers', 'hidden_size']\n    if args.ffn_hidden_size is None:\n"
+        "        args.ffn_hidden_size = 4 * args.hidden_size\n",
+        "    if not args.use_dataset_only:\n        required_args = ['num_layers', 'hidden_size']\n"
+        "        if args.ffn_hidden_size is None:\n            args.ffn_hidden_size = 4 * args.hidden_size\n")
+    after = source.replace("\n\n    if not args.use_dataset_only:\n", "\n\n    x = 1\n\n    if not args.use_dataset_only:\n")
+    check(partial(A.InsertChecks, func="parse_args", checks=["x = 1"]), source, after)

@@ -41,12 +41,17 @@ def test_the_ffn_rule_goes_first_and_the_trees_own_choice_carries_on_as_elif(che
     after = VALIDATE.replace(
         "            if args.swiglu:\n",
         "            if args.ffn_multiple_of is not None:\n"
-        "                # LLaMA: int(2/3 * 4h) rounded up to a multiple of --ffn-multiple-of\n"
+        "                # LLaMA: int(2/3 * 4h), times --ffn-dim-multiplier if given (LLaMA-3),\n"
+        "                # rounded up to a multiple of --ffn-multiple-of\n"
         "                multiple = args.ffn_multiple_of\n"
-        "                args.ffn_hidden_size = (8 * args.hidden_size // 3 + multiple - 1) // multiple * multiple\n"
+        "                width = 8 * args.hidden_size // 3\n"
+        "                if args.ffn_dim_multiplier is not None:\n"
+        "                    width = int(args.ffn_dim_multiplier * width)\n"
+        "                args.ffn_hidden_size = (width + multiple - 1) // multiple * multiple\n"
         "            elif args.swiglu:\n",
     )
-    check(partial(A.FfnHiddenSizeRule, func="validate_args", dest="ffn_multiple_of"), VALIDATE, after)
+    check(partial(A.FfnHiddenSizeRule, func="validate_args", dest="ffn_multiple_of", multiplier_dest="ffn_dim_multiplier"),
+          VALIDATE, after)
 
 
 def test_an_option_is_added_after_a_tuple_statement(check):

@@ -175,7 +175,9 @@ def _delete_model_utils(tree, tmp):
 
 
 def _no_checks_loop(tree, tmp):
+    """Neither the defaults loop nor the derived MLP width porter anchors its checks on."""
     replace(tree, "megatron/arguments.py", "    for key in defaults:\n", "    for key in list(defaults):\n")
+    replace(tree, "megatron/arguments.py", "    if args.ffn_hidden_size is None:\n", "    if not args.ffn_hidden_size:\n")
 
 
 def _conflicting_option(tree, tmp):
@@ -268,7 +270,7 @@ CASES: dict[str, Case] = {
     "spec file is a folder": Case(_spec_folder, "folder.toml", ("cannot read",)),
     "spec file not UTF-8": Case(_spec_not_utf8, "latin1.toml", ("UTF-8",)),
     "spec malformed TOML": Case(with_spec("[model\nname = 'x'\n"), "bad.toml", ("malformed",)),
-    "spec unknown section": Case(with_spec(LLAMA + "\n[attention]\nheads = 8\n"), "bad.toml", ("[attention]",)),
+    "spec unknown section": Case(with_spec(LLAMA + "\n[attentions]\nheads = 8\n"), "bad.toml", ("[attentions]",)),
     "spec unknown key": Case(with_spec(LLAMA.replace("eps = 1e-6", "eps = 1e-6\nkind = 'rms'")), "bad.toml",
                              ("norm.kind",)),
     "spec wrong type": Case(with_spec(LLAMA.replace("eps = 1e-6", 'eps = "small"')), "bad.toml",
@@ -288,12 +290,6 @@ CASES: dict[str, Case] = {
                                         "bad.toml", ("model.name",)),
     "spec defaults for arguments the tree lacks": Case(
         with_spec(LLAMA + "use_flash_attn = true\n"), "bad.toml", ("use_flash_attn",)),
-    "spec script overwrites pretrain_gpt.py": Case(
-        with_spec(LLAMA.replace('script = "pretrain_llama.py"', 'script = "pretrain_gpt.py"')),
-        "pretrain_gpt.py", ("porter did not write it",)),
-    "spec model module overwrites gpt_model.py": Case(
-        with_spec(LLAMA.replace('name = "llama"', 'name = "gpt"')), "megatron/model/gpt_model.py",
-        ("porter did not write it",)),
     # -- the target
     "target missing": Case(lambda tree, tmp: ["apply", "llama", "--target", tmp / "nowhere"], "nowhere",
                            ("does not exist",)),
@@ -344,11 +340,17 @@ CASES: dict[str, Case] = {
         "megatron/model/gpt_model.py", ("CrossEntropy", "llama_model.py")),
     # -- porter's own earlier work
     "partially ported: one file restored by hand": Case(ported_then(_restore_one_file), "megatron/arguments.py",
-                                                       ("changed since porter wrote it", "porter revert")),
+                                                       ("edited since porter changed it", "porter revert")),
     "partially ported: generated file without a journal": Case(
         tree_then(_generated_without_journal), "pretrain_llama.py", ("no journal",)),
     "hand-edited after porting, then apply": Case(ported_then(_remove_rotary_application), TRANSFORMER,
-                                                  ("changed since porter wrote it",)),
+                                                  ("edited since porter changed it",)),
+    "a generated file hand-edited after porting, then apply": Case(
+        ported_then(_edit_generated_file), "pretrain_llama.py", ("edited since porter created it", "mv ")),
+    "a generated file hand-edited after porting, then diff": Case(
+        ported_then(_edit_generated_file, ("diff", "llama")), "pretrain_llama.py", ("edited since porter created it",)),
+    "a tree file porter changed deleted after porting, then apply": Case(
+        ported_then(_delete_changed_file), "megatron/global_vars.py", ("deleted since porter changed it",)),
     "hand-edited after porting, then revert": Case(ported_then(_append_comment, ("revert",)), TRANSFORMER,
                                                    ("--keep-edits",)),
     "revert --keep-edits with edits overlapping porter's": Case(

@@ -9,9 +9,10 @@ from functools import partial
 import libcst as cst
 
 from porter.checks import scope_violations
-from porter.edits.base import Rewrite, statements
+from porter.cst.nodes import statements
+from porter.edits.base import Rewrite
 from porter.edits.transformer import SetActivation
-from porter.plan import _Planner
+from porter.features.gated_mlp import GatedMLP
 from tests.helpers.trees import diff_snapshots, snapshot
 
 BEFORE = textwrap.dedent('''
@@ -113,13 +114,13 @@ class NeverDone(Rewrite):
 
 
 def _break_the_planner(monkeypatch, rewrite):
-    original = _Planner._swiglu
+    original = GatedMLP.plan
 
-    def swiglu(self, *args):
-        original(self, *args)
-        self.edit("megatron/model/transformer.py", "swiglu", "a buggy edit", rewrite)
+    def plan(self, p):
+        original(self, p)
+        p.edit("megatron/model/transformer.py", "swiglu", "a buggy edit", rewrite)
 
-    monkeypatch.setattr(_Planner, "_swiglu", swiglu)
+    monkeypatch.setattr(GatedMLP, "plan", plan)
 
 
 def test_a_straying_rewrite_is_refused_before_writing(tree, cli, monkeypatch):

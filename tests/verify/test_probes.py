@@ -2,7 +2,7 @@
 
 import torch
 
-from porter.verify.layout import WeightLayout
+from porter.convert.layout import WeightLayout
 from porter.verify.probes import combine, orient, pipe_module, probe_plan
 
 PROBES = {p.name: p for p in probe_plan(WeightLayout(), num_layers=2, num_heads=4)}

@@ -66,13 +66,13 @@ def test_a_checkpoint_the_tree_trained_converts_to_the_same_model(ported_tree, t
 def test_a_real_run_loads_the_converted_checkpoint(ported_tree, tmp_path, smoke_workdir):
     """HF -> porter convert -> the tree's pretrain_llama.py --load --finetune, one step at lr 0,
     --save -> porter convert back: the very same HF tensors."""
-    from porter.verify import convert
-    from porter.verify.reference import TinyConfig, random_llama
+    from porter import convert
+    from porter.verify.reference import TinyConfig, random_reference
 
     config = SmokeConfig(steps=1, global_batch_size=4, lr=0.0)  # the smoke run's tiny model and data
     tiny = TinyConfig(num_layers=config.num_layers, hidden_size=config.hidden_size, seq_length=config.seq_length,
                       num_attention_heads=config.num_attention_heads, vocab_size=config.vocab_size)
-    model = random_llama(SPEC, tiny)
+    model = random_reference(SPEC, tiny)
     convert.write_hf(tmp_path / "hf", model.config.to_dict(), model.state_dict())
     runner = CliRunner()
     done = runner.invoke(app, ["convert", "hf-to-megatron", "--hf", str(tmp_path / "hf"), "--out",

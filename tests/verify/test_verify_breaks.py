@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 
 from porter.cli import app
 from porter.spec import load_spec
-from porter.verify.parity import VerifyOptions, verify
+from porter.verify.parity import VerifyOptions, describe, verify
+from tests.docs.runner import checked_block, matches
 
 SPEC = load_spec("llama")
 LAYER0 = "language_model.encoder.layers.0"
@@ -41,6 +42,9 @@ def test_verify_names_the_broken_module(broken_copy, tmp_path, name):
     first = r.first_divergence
     assert first is not None and first.name == module, [(p.name, p.max_diff) for p in r.probes]
     assert first.max_diff > 1e-2
+    if name == "rope interleaved":  # the README shows this report: its figures are these
+        shown = checked_block("test_verify_names_the_broken_module[rope interleaved]")
+        assert matches(shown.text, describe(result), shown.tolerance), describe(result)
     if name == "bias left on":
         assert {p["tensor"] for p in r.structure} >= {f"{LAYER0}.mlp.dense_4h_to_h.bias"}
         assert r.loaded_by.startswith("porter (loosely")

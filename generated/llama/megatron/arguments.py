@@ -87,6 +87,10 @@ def parse_args(extra_args_provider=None, defaults={},
     if args.position_embedding_type == 'rotary' and args.max_position_embeddings is None:
         # rotary has no learned position table: the sequence length bounds positions
         args.max_position_embeddings = args.seq_length if args.seq_length is not None else args.encoder_seq_length
+    if args.position_embedding_type == 'rotary' and args.reset_position_ids and args.pipeline_model_parallel_size > 1:
+        # the position ids reach the first pipeline stage only; rotary needs them in every one
+        raise ValueError('--reset-position-ids with rotary positions needs '
+                         '--pipeline-model-parallel-size 1')
     if args.no_bias:
         # the bias-gelu fusion adds a bias: there is none
         args.bias_gelu_fusion = False
@@ -135,9 +139,13 @@ def parse_args(extra_args_provider=None, defaults={},
 
     if args.ffn_hidden_size is None:
         if args.ffn_multiple_of is not None:
-            # LLaMA: int(2/3 * 4h) rounded up to a multiple of --ffn-multiple-of
+            # LLaMA: int(2/3 * 4h), times --ffn-dim-multiplier if given (LLaMA-3),
+            # rounded up to a multiple of --ffn-multiple-of
             multiple = args.ffn_multiple_of
-            args.ffn_hidden_size = (8 * args.hidden_size // 3 + multiple - 1) // multiple * multiple
+            width = 8 * args.hidden_size // 3
+            if args.ffn_dim_multiplier is not None:
+                width = int(args.ffn_dim_multiplier * width)
+            args.ffn_hidden_size = (width + multiple - 1) // multiple * multiple
         else:
             args.ffn_hidden_size = 4 * args.hidden_size
 
@@ -240,6 +248,10 @@ def _add_network_size_args(parser):
                        type=int,
                        default=None,
                        help='If set, the default --ffn-hidden-size is int(2/3 * 4h) rounded up to a multiple of this (LLaMA: 256); otherwise 4h.')
+    group.add_argument('--ffn-dim-multiplier',
+                       type=float,
+                       default=None,
+                       help='With --ffn-multiple-of: multiply int(2/3 * 4h) by this before rounding (LLaMA-3: 1.3).')
     return parser
 
 
@@ -457,6 +469,9 @@ def _add_data_args(parser):
                        type=str,
                        default=None,
                        help='SentencePiece tokenizer model file.')
+    group.add_argument('--add-bos-token',
+                       action='store_true',
+                       help='Start each document with the tokenizer\'s BOS token, as HF encodes it (LLaMA).')
     return parser
 
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from porter import match as m
-from porter.edits.base import code, dotted
+from porter.cst import match as m
+from porter.cst.find import findall
+from porter.cst.nodes import code, dotted
 from porter.errors import PorterError
-from porter.find import findall
 from porter.profile import LANGUAGE_MODEL, TRANSFORMER, TreeProfile
 from porter.spec import Spec
 
@@ -47,6 +47,7 @@ class WeightLayout:
     qkv: str = "query_key_value"
     dense: str = "dense"
     fc1: str = "dense_h_to_4h"
+    up: str = ""  # a separate up projection (Habana's hand port); "": fc1 is the fused [gate; up]
     fc2: str = "dense_4h_to_h"
     rotary: str = "rotary_emb"
     # ParallelTransformer
@@ -67,12 +68,19 @@ class WeightLayout:
     head_module: str = "output_layer"
     head_keys: tuple[str, ...] = ("output_layer", "output_layer.weight")
     head_pipe_key: str = "output_layer.weight"
-    # what the spec and the port fix
+    # what the spec and the port fix (each difference's layout(), porter/features/)
     qkv_order: str = "per_head"  # [np, 3, hn]
     gate_first: bool = True
     tied: bool = False
-    bias: bool = False
+    qkv_bias: bool = False
+    attention_output_bias: bool = False
+    mlp_bias: bool = False
+    final_norm_present: bool = True
     make_vocab_size_divisible_by: int = 128
+
+    @property
+    def bias(self) -> bool:
+        return self.qkv_bias or self.attention_output_bias or self.mlp_bias
 
     def padded_vocab(self, vocab_size: int, tensor_parallel: int) -> int:
         """The tree's vocabulary padding: up to a multiple of divisible_by x TP."""
@@ -178,15 +186,18 @@ def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
                  "ParallelAttention.__init__: self.<name> = ColumnParallelLinear(...)", "the fused QKV projection")
     dense = _first(_attrs_calling(init, lambda c: c == "RowParallelLinear"), TRANSFORMER,
                    "ParallelAttention.__init__: self.<name> = RowParallelLinear(...)", "the attention output projection")
-    fc1 = _first(_attrs_calling(mlp_cls, lambda c: c == "ColumnParallelLinear"), TRANSFORMER,
+    columns = _attrs_calling(mlp_cls, lambda c: c == "ColumnParallelLinear")
+    fc1 = _first(columns, TRANSFORMER,
                  "ParallelMLP.__init__: self.<name> = ColumnParallelLinear(...)", "the MLP input projection")
+    # two input projections: the first is the gate (the activation's input), the second the up one
+    up = columns[1] if len(columns) > 1 else ""
     fc2 = _first(_attrs_calling(mlp_cls, lambda c: c == "RowParallelLinear"), TRANSFORMER,
                  "ParallelMLP.__init__: self.<name> = RowParallelLinear(...)", "the MLP output projection")
     rotary = next(iter(_attrs_calling(attention_cls, lambda c: c == "RotaryEmbedding")), "rotary_emb")
     layers = _first(_attrs_calling(stack, lambda c: c == "ModuleList"), TRANSFORMER,
                     "ParallelTransformer.__init__: self.<name> = torch.nn.ModuleList(...)", "the layer list")
     final = [a for a in _attrs_calling(stack, lambda c: c.endswith("Norm") or c == "norm_class")]
-    if spec.final_norm and not final:
+    if spec["norm.final_norm"] and not final:
         raise PorterError(
             "cannot find the final norm of ParallelTransformer", file=TRANSFORMER,
             construct="ParallelTransformer.__init__: self.<final norm> = <Norm>(...)", found="none",
@@ -195,8 +206,8 @@ def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
     # Per head [np, 3, hn]; microsoft HEAD groups it as [ng, np/ng + 2, hn], the same layout
     # when every head has its own key and value (ng = np, the LLaMA spec's multi-head attention).
     attention_code = code(attention_cls)
-    if "3 * self.hidden_size_per_attention_head" not in attention_code and \
-            "self.num_key_value_groups + 2" not in attention_code:
+    if not any(mark in attention_code for mark in (
+            "3 * self.hidden_size_per_attention_head", "self.num_key_value_groups + 2", "split_query_key_value")):
         raise PorterError(
             "the fused QKV layout of this tree is not the per-head [np, 3, hn] layout porter converts",
             file=TRANSFORMER,
@@ -222,7 +233,7 @@ def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
         if isinstance(assign.value, cst.SimpleString):
             lm_key = assign.value.evaluated_value
     head = {}
-    if "output_layer" in _attrs_calling(lm_cls, lambda c: c == "ColumnParallelLinear") and not spec.tied_embeddings:
+    if "output_layer" in _attrs_calling(lm_cls, lambda c: c == "ColumnParallelLinear") and not spec["embeddings.tied"]:
         key = keys.get("_output_layer_key", "output_layer")
         head = {"head_module": f"{lm_key}.output_layer", "head_keys": (lm_key, key, "weight")}
 
@@ -234,15 +245,24 @@ def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
 
     return WeightLayout(
         input_norm=norms[0], attention=attention, post_attention_norm=norms[1], mlp=mlp,
-        qkv=qkv, dense=dense, fc1=fc1, fc2=fc2, rotary=rotary,
+        qkv=qkv, dense=dense, fc1=fc1, up=up, fc2=fc2, rotary=rotary,
         layers=layers, final_norm=final[0] if final else "",
         embedding=embedding, encoder=encoder, word_embeddings=word,
         language_model_key=lm_key,
         embedding_key=keys.get("_embedding_key", embedding),
         encoder_key=keys.get("_encoder_key", encoder),
         word_embeddings_key=keys.get("_word_embeddings_key", word),
-        tied=spec.tied_embeddings,
-        bias=spec.bias,
         make_vocab_size_divisible_by=divisible_by,
         **head,
+        **difference_layout(profile, spec),
     )
+
+
+def difference_layout(profile: TreeProfile, spec: Spec) -> dict:
+    """The layout facts each difference decides (gate half, tied head, bias per site...)."""
+    from porter.features import DIFFERENCES
+
+    out: dict = {}
+    for difference in DIFFERENCES:
+        out.update(difference.layout(profile, spec))
+    return out

@@ -7,7 +7,7 @@ given by keyword, or by position in the node's field order; strings and other va
 for equality; sequences matched element by element, where `ZeroOrMore()` takes any run of
 elements; `OneOf` by `|`; `DoNotCare()`). libcst.matchers builds some 400 dataclasses when
 it is imported, about an eighth of a second, a tenth of `porter diff`; here a matcher class is
-made the first time its node type is asked for. tests/test_speedups.py checks that porter.find
+made the first time its node type is asked for. tests/test_speedups.py checks that porter.cst.find
 finds with these what libcst.matchers finds.
 """
 

@@ -1,4 +1,4 @@
-"""Structural search in libcst trees: `findall(node, matcher)` with porter.match's matchers.
+"""Structural search in libcst trees: `findall(node, matcher)` with porter.cst.match's matchers.
 
 It answers what `libcst.matchers.findall` answers, many times faster: libcst's traversal
 rebuilds every node it passes (a visitor goes through the transformer machinery), while
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from porter import match as m
+from porter.cst import match as m
 
 _FIELDS: dict[type, tuple[str, ...]] = {}
 

@@ -1,0 +1,87 @@
+"""RMSNorm at every norm site, the final norm included; no weight decay on its weights.
+
+Spec: `norm.type` (GPT: layernorm). Trees spell the switch as porter's
+`--layernorm-type rmsnorm` or microsoft's `--normalization rmsnorm` (implemented, with its own
+RMSNorm class). When porter adds it: an RMSNorm module exported from megatron.model right
+after LayerNorm (before gpt_model: the circular import), every norm site of the transformer
+and the GPT pipe's final norm chosen by the switch, and the optimizer's no-weight-decay group
+widened to RMSNorm.
+HF: every LLaMA-family config (RMSNorm is implicit in the modeling code).
+"""
+
+from __future__ import annotations
+
+from porter.edits import model_files as F
+from porter.edits import transformer as T
+from porter.edits.imports import ImportNameAlongside, InsertImport
+from porter.features.base import Difference
+from porter.planner import rw
+from porter.profile import GPT_MODEL, MODEL_INIT, OPTIMIZER, TRANSFORMER
+from porter.profile.features import NETWORK, Spelling, tree_spelling
+from porter.schema import choice
+
+RMSNORM_FILE = "megatron/model/rmsnorm.py"
+# What porter's RMSNorm takes: the hidden size, eps, and the keywords trees pass their LayerNorm
+# (templates/rmsnorm.py.j2 says what each does).
+RMSNORM_KEYWORDS = ("hidden_size", "eps", "sequence_parallel", "no_persist_layer_norm", "apply_layernorm_1p")
+
+
+class RMSNormDifference(Difference):
+    name = "rmsnorm"
+    fields = {"norm.type": choice("layernorm", "layernorm", "rmsnorm", help="norm class")}
+    spellings = {
+        "rmsnorm": (
+            Spelling(
+                "rmsnorm", "--layernorm-type", "layernorm_type", "rmsnorm",
+                "args.layernorm_type == 'rmsnorm'", NETWORK,
+                (("type", "str"), ("default", "'layernorm'"), ("choices", "['layernorm', 'rmsnorm']"),
+                 ("help", "'Norm at every transformer norm site, the final norm included.'")),
+            ),
+            tree_spelling("rmsnorm", "--normalization", "normalization", "rmsnorm", "args.normalization == 'rmsnorm'",
+                          ((TRANSFORMER, "normalization"),)),
+            # Habana's hand port (7086aadb): the option porter also adds, registered its own way.
+            tree_spelling("rmsnorm", "--layernorm-type", "layernorm_type", "rmsnorm", "args.layernorm_type == 'rmsnorm'",
+                          ((TRANSFORMER, "RMSNorm"),)),
+        ),
+    }
+
+    def wanted(self, spec):
+        return spec["norm.type"] == "rmsnorm"
+
+    def plan(self, p):
+        p.switch("rmsnorm")
+        if p.implemented("rmsnorm"):
+            return
+        test = p.tests["rmsnorm"]
+        model = p.model
+        own = RMSNORM_FILE in p.profile.generated or not model.rmsnorm_exported
+        if own:
+            p.edit(MODEL_INIT, "rmsnorm", "exports RMSNorm right after LayerNorm, before gpt_model (circular import)",
+                   rw(InsertImport, source="from .rmsnorm import RMSNorm", after="LayerNorm"))
+        else:
+            p.reuse("rmsnorm", "the tree's own RMSNorm class (megatron.model exports it)")
+        for file in (TRANSFORMER, GPT_MODEL, OPTIMIZER):
+            source = model.layernorm_imports.get(file)
+            if source is None:
+                continue
+            if source.startswith("from megatron.model import"):
+                p.edit(file, "rmsnorm", "imports RMSNorm beside LayerNorm",
+                       rw(ImportNameAlongside, module="megatron.model", anchor="LayerNorm", name="RMSNorm"))
+            else:  # e.g. `from megatron.model.fused_layer_norm import MixedFusedLayerNorm as LayerNorm`
+                p.edit(file, "rmsnorm", "imports RMSNorm from its module, after LayerNorm's import (the file's style)",
+                       rw(InsertImport, source="from megatron.model.rmsnorm import RMSNorm", after="LayerNorm"))
+        p.names_for(TRANSFORMER, "rmsnorm")
+        for cls in ("ParallelTransformerLayer", "ParallelTransformer"):
+            p.edit(TRANSFORMER, "rmsnorm", f"{cls}'s norm sites follow the norm switch",
+                   rw(T.ChooseNormClass, cls=cls, test=test, accepts=RMSNORM_KEYWORDS))
+        p.names_for(GPT_MODEL, "rmsnorm")
+        p.edit(GPT_MODEL, "rmsnorm", "the GPT pipe's final norm follows the norm switch",
+               rw(F.PipeNormChoice, cls="GPTModelPipe", test=test))
+        if model.layernorm_imports.get(OPTIMIZER) is not None:
+            p.edit(OPTIMIZER, "rmsnorm", "RMSNorm weights get no weight decay, like LayerNorm's",
+                   rw(F.NoWeightDecayFor, func="_get_params_for_weight_decay_optimization"))
+        if own:
+            p.create(RMSNORM_FILE, "rmsnorm", "RMSNorm", "rmsnorm.py.j2")
+
+    def from_hf(self, config):
+        return {"norm.type": "rmsnorm"} if "rms_norm_eps" in config else {}

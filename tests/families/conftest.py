@@ -1,0 +1,19 @@
+"""The families' shared tree: the sample tree with LLaMA-2 and LLaMA-3 ported side by side."""
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from porter.cli import app
+from tests.conftest import copy_sample_tree
+
+
+@pytest.fixture(scope="session")
+def families_tree(tmp_path_factory) -> Path:
+    """llama2 then llama3 applied to one copy of the sample tree (shared: tests must not modify it)."""
+    tree = copy_sample_tree(tmp_path_factory.mktemp("families") / "Megatron-DeepSpeed")
+    for family in ("llama2", "llama3"):
+        result = CliRunner().invoke(app, ["apply", family, "--target", str(tree)])
+        assert result.exit_code == 0, result.output
+    return tree

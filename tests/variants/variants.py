@@ -1,0 +1,453 @@
+"""Variants of the bundled sample tree, shaped like real forks where issue 13 says porter met them.
+
+CI has no real trees, so each variant is the sample tree (shaped like microsoft/Megatron-DeepSpeed
+f01c9e6e) with a few explicit text edits. One function per variant; its docstring names the real
+tree whose structure it copies and what it changes. The code the edits write is our own, written
+from the structural facts in shared/research/trees.md (and the trees read on disk), never copied.
+Every edit asserts it applied exactly once, so a change to the sample tree that moves an anchor
+fails here, loudly, instead of silently building a tree that is no longer the variant.
+"""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+from porter.resources import sample_tree_dir
+
+
+def copy_sample(dest: Path) -> Path:
+    shutil.copytree(sample_tree_dir(), dest, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    return dest
+
+
+def edit(root: Path, rel: str, old: str, new: str) -> None:
+    """Replace `old` by `new` in root/rel; `old` must be there exactly once."""
+    path = root / rel
+    text = path.read_text()
+    assert text.count(old) == 1, f"{rel}: expected exactly one {old!r}, found {text.count(old)}"
+    path.write_text(text.replace(old, new))
+
+
+def add(root: Path, rel: str, text: str) -> None:
+    """A new file of the variant (one the sample tree does not have)."""
+    path = root / rel
+    assert not path.exists(), f"{rel} exists in the sample tree already"
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+
+
+def block(text: str) -> str:
+    return textwrap.dedent(text).lstrip("\n")
+
+
+# -- 1. argument defaults applied in initialize_megatron --------------------------------------------
+
+
+def defaults_in_initialize(root: Path) -> None:
+    """Argument defaults applied outside arguments.py, like OpenLLM-France/Megatron-DeepSpeed a106b248
+    (deep-spin 4e33e780 and Eutenacity's Mast e9c879eb are laid out the same way).
+
+    There, `parse_args(extra_args_provider, ignore_unknown_args)` only builds the parser and
+    parses; `validate_args(args)` checks and derives (parallel sizes, then `if
+    args.ffn_hidden_size is None:` and the other widths) and has no `for key in defaults:` loop:
+    `initialize_megatron` parses, applies `args_defaults` itself, calls `validate_args(args)` and
+    hands the result to `set_global_variables(args)`. The sample tree does all of it in
+    `parse_args(..., defaults={}, ...)`; this variant splits it the same way. (Those forks nest
+    the required-argument check and the widths under `if not args.use_dataset_only:`; this
+    variant keeps them at the top of validate_args.)
+    """
+    args_py = "megatron/arguments.py"
+    edit(root, args_py,
+         "def parse_args(extra_args_provider=None, defaults={},\n"
+         "               ignore_unknown_args=False):\n"
+         '    """Build the parser, parse the command line and derive dependent values."""\n',
+         "def parse_args(extra_args_provider=None, ignore_unknown_args=False):\n"
+         '    """Build the parser and parse the command line (validate_args checks the result)."""\n')
+    edit(root, args_py,
+         "    # DeepSpeed's pipeline engine is used unless explicitly switched off.\n"
+         "    args.ds_pipeline_enabled = not args.no_pipeline_parallel\n"
+         "\n"
+         "    # World layout comes from the launcher's environment.\n"
+         "    args.rank = int(os.getenv('RANK', '0'))\n"
+         "    args.world_size = int(os.getenv('WORLD_SIZE', '1'))\n",
+         "    # World layout comes from the launcher's environment.\n"
+         "    args.rank = int(os.getenv('RANK', '0'))\n"
+         "    args.world_size = int(os.getenv('WORLD_SIZE', '1'))\n"
+         "    return args\n"
+         "\n\n"
+         "def validate_args(args):\n"
+         '    """Check the parsed arguments and derive dependent values; initialize_megatron\n'
+         '    has applied the script\'s defaults already."""\n'
+         "    # DeepSpeed's pipeline engine is used unless explicitly switched off.\n"
+         "    args.ds_pipeline_enabled = not args.no_pipeline_parallel\n")
+    edit(root, args_py,
+         "    # Script defaults only fill in what the command line left unset.\n"
+         "    for key in defaults:\n"
+         "        if getattr(args, key) is not None:\n"
+         "            if args.rank == 0 and getattr(args, key) != defaults[key]:\n"
+         "                print(f'WARNING: {key}={getattr(args, key)} from the command '\n"
+         "                      f'line wins over the script default {defaults[key]}',\n"
+         "                      flush=True)\n"
+         "        else:\n"
+         "            setattr(args, key, defaults[key])\n"
+         "\n",
+         "")
+
+    edit(root, "megatron/initialize.py",
+         "from megatron.global_vars import set_global_variables\n",
+         "from megatron.arguments import parse_args, validate_args\n"
+         "from megatron.global_vars import set_global_variables\n")
+    edit(root, "megatron/initialize.py",
+         "    set_global_variables(extra_args_provider=extra_args_provider,\n"
+         "                         args_defaults=args_defaults,\n"
+         "                         ignore_unknown_args=ignore_unknown_args)\n",
+         "    args = parse_args(extra_args_provider, ignore_unknown_args)\n"
+         "    # The script's defaults fill in what the command line left unset.\n"
+         "    for key in args_defaults:\n"
+         "        if getattr(args, key, None) is None:\n"
+         "            setattr(args, key, args_defaults[key])\n"
+         "    validate_args(args)\n"
+         "    set_global_variables(args)\n")
+
+    edit(root, "megatron/global_vars.py", "from .arguments import parse_args\n", "")
+    edit(root, "megatron/global_vars.py",
+         "def set_global_variables(extra_args_provider=None, args_defaults={},\n"
+         "                         ignore_unknown_args=False):\n"
+         "    args = _parse_args(extra_args_provider=extra_args_provider,\n"
+         "                       defaults=args_defaults,\n"
+         "                       ignore_unknown_args=ignore_unknown_args)\n",
+         "def set_global_variables(args):\n"
+         "    global _GLOBAL_ARGS\n"
+         "    _ensure_var_is_not_initialized(_GLOBAL_ARGS, 'args')\n"
+         "    _GLOBAL_ARGS = args\n")
+    edit(root, "megatron/global_vars.py",
+         "def _parse_args(extra_args_provider=None, defaults={},\n"
+         "                ignore_unknown_args=False):\n"
+         "    global _GLOBAL_ARGS\n"
+         "    _ensure_var_is_not_initialized(_GLOBAL_ARGS, 'args')\n"
+         "    _GLOBAL_ARGS = parse_args(extra_args_provider=extra_args_provider,\n"
+         "                              defaults=defaults,\n"
+         "                              ignore_unknown_args=ignore_unknown_args)\n"
+         "    return _GLOBAL_ARGS\n"
+         "\n\n",
+         "")
+
+
+# -- 2. the tree's own pretrain_llama.py and llama_model.py ---------------------------------------
+
+OWN_PRETRAIN_LLAMA = '''
+    """Pretrain this tree's own LLaMA (its own entry point, not porter's)."""
+
+    from megatron import get_args
+    from megatron.model import LLaMAModel, LLaMAModelPipe
+    from megatron.training import pretrain
+    from pretrain_gpt import forward_step, get_batch_pipe, train_valid_test_datasets_provider
+
+
+    def model_provider(pre_process=True, post_process=True):
+        args = get_args()
+        if args.deepspeed and not args.no_pipeline_parallel:
+            model = LLaMAModelPipe(num_tokentypes=0, parallel_output=True)
+            model._megatron_batch_fn = get_batch_pipe
+            return model
+        return LLaMAModel(num_tokentypes=0, parallel_output=True,
+                          pre_process=pre_process, post_process=post_process)
+
+
+    def llama_defaults(parser):
+        # flags the tree's LLaMA runs with, set in the entry point
+        parser.set_defaults(openai_gelu=False)
+        return parser
+
+
+    if __name__ == "__main__":
+        pretrain(train_valid_test_datasets_provider, model_provider, forward_step,
+                 extra_args_provider=llama_defaults,
+                 args_defaults={'tokenizer_type': 'GPT2BPETokenizer'})
+'''
+
+OWN_LLAMA_MODEL = '''
+    """This tree's own LLaMA classes: GPT's, under the names its entry point builds."""
+
+    from .gpt_model import GPTModel, GPTModelPipe
+
+
+    class LLaMAModel(GPTModel):
+        """The tree's LLaMA for the plain engine."""
+
+
+    class LLaMAModelPipe(GPTModelPipe):
+        """The tree's LLaMA for DeepSpeed's pipeline engine."""
+'''
+
+
+def own_llama_files(root: Path) -> None:
+    """A tree that holds its own LLaMA, like HabanaAI/Model-References 7086aadb (Habana's hand port).
+
+    There the Megatron-DeepSpeed tree has its own `pretrain_llama.py` and
+    `megatron/model/llama_model.py` defining `LLaMAModel` and `LLaMAModelPipe`, which
+    `megatron/model/__init__.py` exports right after the GPT classes. This variant adds the same
+    three things (a small model module of our own: the GPT classes under LLaMA names).
+    """
+    add(root, "pretrain_llama.py", OWN_PRETRAIN_LLAMA)
+    add(root, "megatron/model/llama_model.py", OWN_LLAMA_MODEL)
+    edit(root, "megatron/model/__init__.py",
+         "from .gpt_model import GPTModel, GPTModelPipe\n",
+         "from .gpt_model import GPTModel, GPTModelPipe\n"
+         "from .llama_model import LLaMAModel, LLaMAModelPipe\n")
+
+
+def own_pretrain_llama(root: Path) -> None:
+    """A tree that holds its own `pretrain_llama.py` only, like argonne-lcf/Megatron-DeepSpeed
+    ffa3456d (its pretrain_llama.py builds the GPT classes; there is no llama_model.py)."""
+    add(root, "pretrain_llama.py", OWN_PRETRAIN_LLAMA
+        .replace("from megatron.model import LLaMAModel, LLaMAModelPipe",
+                 "from megatron.model import GPTModel as LLaMAModel, GPTModelPipe as LLaMAModelPipe"))
+
+
+# -- 3. BigScience's gate-second GLU ------------------------------------------------------------------
+
+GLU_ACTIVATIONS = '''
+    """Gated linear units for the MLP: the first projection is twice the MLP width, and its
+    output splits in two halves; the activation applies to the second half, which gates the first."""
+
+    import torch
+    import torch.nn.functional as F
+
+
+    def _gated(activation):
+        def glu(x):
+            x1, x2 = torch.chunk(x, 2, dim=-1)
+            return x1 * activation(x2)
+        glu.__name__ = f"glu_{activation.__name__}"
+        return glu
+
+
+    GLU_ACTIVATIONS = {
+        "geglu": _gated(F.gelu),
+        "liglu": _gated(lambda x: x),
+        "reglu": _gated(F.relu),
+        "swiglu": _gated(F.silu),
+    }
+'''
+
+
+def glu_gate_second(root: Path) -> None:
+    """BigScience's GLU, like bigscience-workshop/Megatron-DeepSpeed 8387ae17.
+
+    There `--glu-activation {geglu,liglu,reglu,swiglu}` (choices read from
+    `megatron.model.glu_activations.GLU_ACTIVATIONS`, which arguments.py reaches through `import
+    megatron`) doubles the width of `ParallelMLP.dense_h_to_4h` and sets `self.activation_func =
+    GLU_ACTIVATIONS[args.glu_activation]`, which chunks its input into x1, x2 and returns
+    x1 * act(x2): the gate is the SECOND half of the fused projection. parse_args refuses it
+    together with the bias-gelu fusion. This variant adds the same: its own glu_activations.py,
+    the option, the check, and the MLP's width and activation.
+    """
+    add(root, "megatron/model/glu_activations.py", GLU_ACTIVATIONS)
+    args_py = "megatron/arguments.py"
+    edit(root, args_py, "import torch\nimport deepspeed\n", "import torch\nimport deepspeed\nimport megatron\n")
+    edit(root, args_py,
+         "    group.add_argument('--onnx-safe', type=bool, required=False,\n"
+         "                       help='Use the erf form of GeLU (ONNX friendly).')\n",
+         "    group.add_argument('--onnx-safe', type=bool, required=False,\n"
+         "                       help='Use the erf form of GeLU (ONNX friendly).')\n"
+         "    group.add_argument('--glu-activation', type=str,\n"
+         "                       choices=megatron.model.glu_activations.GLU_ACTIVATIONS.keys(),\n"
+         "                       help='A gated linear unit in the MLP (its first projection doubles).')\n")
+    edit(root, args_py,
+         "    # Model shape.\n",
+         "    if args.glu_activation is not None and args.bias_gelu_fusion:\n"
+         "        raise ValueError('--glu-activation needs --no-bias-gelu-fusion')\n"
+         "\n"
+         "    # Model shape.\n")
+    transformer = "megatron/model/transformer.py"
+    edit(root, transformer,
+         "from megatron.model.utils import attention_mask_func, openai_gelu, erf_gelu\n",
+         "from megatron.model.utils import attention_mask_func, openai_gelu, erf_gelu\n"
+         "from megatron.model.glu_activations import GLU_ACTIVATIONS\n")
+    edit(root, transformer,
+         "        self.dense_h_to_4h = mpu.ColumnParallelLinear(\n"
+         "            args.hidden_size,\n"
+         "            args.ffn_hidden_size,\n",
+         "        self.dense_h_to_4h = mpu.ColumnParallelLinear(\n"
+         "            args.hidden_size,\n"
+         "            # a GLU halves the projection's output: twice the width in\n"
+         "            2 * args.ffn_hidden_size if args.glu_activation else args.ffn_hidden_size,\n")
+    edit(root, transformer,
+         "        self.activation_func = F.gelu\n"
+         "        if args.openai_gelu:\n",
+         "        self.activation_func = F.gelu\n"
+         "        if args.glu_activation:\n"
+         "            self.activation_func = GLU_ACTIVATIONS[args.glu_activation]\n"
+         "        elif args.openai_gelu:\n")
+
+
+# -- 4. a hand port: a separate gate projection and a no-bias switch that misses it -------------------
+
+
+def hand_port_separate_gate(root: Path) -> None:
+    """Habana's hand port of LLaMA, like HabanaAI/Model-References 7086aadb (its Megatron-DeepSpeed).
+
+    There `--activation-func-type {gelu,swiglu}` and `--no-bias` are registered the tree's own
+    way (network-size group, their own help); with swiglu `ParallelMLP.dense_h_to_4h` is the gate
+    (silu on its output) and a SECOND ColumnParallelLinear `dense_h_to_4h_swiglu`, as wide, is
+    the up projection, multiplied in. `bias = not args.no_bias` goes to every attention and MLP
+    linear except `dense_h_to_4h_swiglu` (the hand port's bug: it keeps a bias under --no-bias).
+    Habana's MLP input linears add their own bias (skip_bias_add=False), and its layer is
+    None-safe where a linear has no bias (`x + bias if bias is not None else x`, `.expand_as`
+    only when there is a bias); its scripted bias-dropout-add helpers stay typed Tensor, and its
+    LLaMA script passes --no-bias-dropout-fusion. This variant writes the same, in the sample
+    tree's idiom (linears return (output, bias)).
+    """
+    args_py = "megatron/arguments.py"
+    edit(root, args_py,
+         "    group.add_argument('--onnx-safe', type=bool, required=False,\n"
+         "                       help='Use the erf form of GeLU (ONNX friendly).')\n",
+         "    group.add_argument('--onnx-safe', type=bool, required=False,\n"
+         "                       help='Use the erf form of GeLU (ONNX friendly).')\n"
+         "    group.add_argument('--activation-func-type', type=str, default='gelu',\n"
+         "                       choices=['gelu', 'swiglu'],\n"
+         "                       help='MLP activation (swiglu: a second input projection).')\n"
+         "    group.add_argument('--no-bias', action='store_true',\n"
+         "                       help='Attention and MLP linears without biases.')\n")
+    edit(root, args_py,
+         "    # Model shape.\n",
+         "    if args.activation_func_type != 'gelu':\n"
+         "        assert not args.openai_gelu, '--openai-gelu needs --activation-func-type gelu'\n"
+         "        assert not args.onnx_safe, '--onnx-safe needs --activation-func-type gelu'\n"
+         "\n"
+         "    # Model shape.\n")
+
+    transformer = "megatron/model/transformer.py"
+    edit(root, transformer, block('''
+        |        self.dense_h_to_4h = mpu.ColumnParallelLinear(
+        |            args.hidden_size,
+        |            args.ffn_hidden_size,
+        |            gather_output=False,
+        |            init_method=init_method,
+        |            skip_bias_add=True)
+        |
+        |        self.bias_gelu_fusion = args.bias_gelu_fusion
+        |        self.activation_func = F.gelu
+        |        if args.openai_gelu:
+        ''').replace("|", ""), block('''
+        |        self.use_swiglu = args.activation_func_type == 'swiglu'
+        |
+        |        # the gate when swiglu is on; its linear adds its own bias
+        |        self.dense_h_to_4h = mpu.ColumnParallelLinear(
+        |            args.hidden_size,
+        |            args.ffn_hidden_size,
+        |            bias=not args.no_bias,
+        |            gather_output=False,
+        |            init_method=init_method,
+        |            skip_bias_add=False)
+        |
+        |        if self.use_swiglu:
+        |            # the up projection, multiplied by silu(gate)
+        |            self.dense_h_to_4h_swiglu = mpu.ColumnParallelLinear(
+        |                args.hidden_size,
+        |                args.ffn_hidden_size,
+        |                gather_output=False,
+        |                init_method=init_method,
+        |                skip_bias_add=False)
+        |            self.activation_func = F.silu
+        |        else:
+        |            self.activation_func = F.gelu
+        |        if args.openai_gelu:
+        ''').replace("|", ""))
+    edit(root, transformer, block('''
+        |        self.dense_4h_to_h = mpu.RowParallelLinear(
+        |            args.ffn_hidden_size,
+        |            args.hidden_size,
+        |            input_is_parallel=True,
+        ''').replace("|", ""), block('''
+        |        self.dense_4h_to_h = mpu.RowParallelLinear(
+        |            args.ffn_hidden_size,
+        |            args.hidden_size,
+        |            bias=not args.no_bias,
+        |            input_is_parallel=True,
+        ''').replace("|", ""))
+    edit(root, transformer, block('''
+        |        intermediate_parallel, bias_parallel = self.dense_h_to_4h(hidden_states)
+        |
+        |        if self.bias_gelu_fusion:
+        |            intermediate_parallel = \\
+        |                bias_gelu_impl(intermediate_parallel, bias_parallel)
+        |        else:
+        |            intermediate_parallel = \\
+        |                self.activation_func(intermediate_parallel + bias_parallel)
+        ''').replace("|", ""), block('''
+        |        intermediate_parallel, _ = self.dense_h_to_4h(hidden_states)
+        |        intermediate_parallel = self.activation_func(intermediate_parallel)
+        |        if self.use_swiglu:
+        |            up, _ = self.dense_h_to_4h_swiglu(hidden_states)
+        |            intermediate_parallel = intermediate_parallel * up
+        ''').replace("|", ""))
+    # every attention linear follows --no-bias
+    for old in (
+        "            self.query_key_value = mpu.ColumnParallelLinear(\n"
+        "                args.hidden_size,\n"
+        "                3 * projection_size,\n",
+        "            self.query = mpu.ColumnParallelLinear(\n"
+        "                args.hidden_size,\n"
+        "                projection_size,\n",
+        "            self.key_value = mpu.ColumnParallelLinear(\n"
+        "                args.hidden_size,\n"
+        "                2 * projection_size,\n",
+    ):
+        edit(root, transformer, old, old + "                bias=not args.no_bias,\n")
+    old = "        self.dense = mpu.RowParallelLinear(\n            projection_size,\n            args.hidden_size,\n"
+    edit(root, transformer, old, old + "            bias=not args.no_bias,\n")
+    # the layer's bias path is None-safe
+    edit(root, transformer,
+         "    out = torch.nn.functional.dropout(x + bias, p=prob, training=training)\n",
+         "    x = x + bias if bias is not None else x\n"
+         "    out = torch.nn.functional.dropout(x, p=prob, training=training)\n")
+    text = (root / transformer).read_text()
+    for name in ("attention_bias", "mlp_bias"):
+        old = f"{name}.expand_as(residual),"
+        assert text.count(old) == (2 if name == "attention_bias" else 1), old
+        text = text.replace(old, f"{name}.expand_as(residual) if {name} is not None else None,")
+    (root / transformer).write_text(text)
+
+
+# -- 5. parallel linears that put `_extra_state: None` in the state dict ------------------------------
+
+
+def extra_state_linears(root: Path) -> None:
+    """Parallel linears with extra state, like HabanaAI/Megatron-DeepSpeed 891d6db9.
+
+    There `ColumnParallelLinear` and `RowParallelLinear` (megatron/core/tensor_parallel/layers.py)
+    define `get_extra_state()`, which returns None unless Transformer Engine runs on an HPU, so
+    `state_dict()` holds a `<prefix>._extra_state: None` entry for every such linear. This variant
+    gives the sample tree's two parallel linears the same method.
+    """
+    method = block('''
+        |    def get_extra_state(self):
+        |        # state of a fused-kernel backend; this tree has none to keep
+        |        return None
+        |
+        ''').replace("|", "")
+    for first_line in ("        input_parallel = copy_to_tensor_model_parallel_region(input_)\n",  # ColumnParallelLinear
+                       "        if self.input_is_parallel:\n"):  # RowParallelLinear
+        old = "    def forward(self, input_):\n" + first_line
+        edit(root, "megatron/mpu/layers.py", old, method + old)
+
+
+VARIANTS: dict[str, Callable[[Path], None]] = {
+    "defaults_in_initialize": defaults_in_initialize,
+    "own_llama_files": own_llama_files,
+    "own_pretrain_llama": own_pretrain_llama,
+    "glu_gate_second": glu_gate_second,
+    "hand_port_separate_gate": hand_port_separate_gate,
+    "extra_state_linears": extra_state_linears,
+}
+
+
+def make_variant(name: str, dest: Path) -> Path:
+    """A copy of the sample tree at dest, changed into the named variant."""
+    copy_sample(dest)
+    VARIANTS[name](dest)
+    return dest
