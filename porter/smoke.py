@@ -19,14 +19,17 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty, Queue
 
 import porter
 from porter import standins
@@ -196,9 +199,10 @@ def environment(tree: Path, nproc: int = 1, cpu: bool = True) -> dict[str, str]:
         # DeepSpeed's CPU accelerator counts one device per NUMA node unless LOCAL_SIZE says
         # how many there are; trees check local rank == rank % device count.
         LOCAL_SIZE=str(nproc),
-        # DeepSpeed JIT-builds a shared-memory op on CPU (~20 s); one- and two-process runs
-        # invalidate each other's build in a shared cache, so each process count has its own.
-        TORCH_EXTENSIONS_DIR=str(Path(cache) / f"porter-np{nproc}"),
+        # DeepSpeed JIT-builds a shared-memory op on CPU (~20 s); one- and two-process runs, and
+        # runs from different Python environments (their include paths differ), invalidate each
+        # other's build in a shared cache, so each has its own.
+        TORCH_EXTENSIONS_DIR=str(Path(cache) / f"porter-{_environment_tag()}-np{nproc}"),
     )
     if cpu:
         env.update(DS_ACCELERATOR=env.get("DS_ACCELERATOR", "cpu"), CUDA_VISIBLE_DEVICES=env.get("CUDA_VISIBLE_DEVICES", ""))
@@ -207,10 +211,51 @@ def environment(tree: Path, nproc: int = 1, cpu: bool = True) -> dict[str, str]:
     return env
 
 
+def _environment_tag() -> str:
+    """A short name for this Python environment (its prefix)."""
+    import hashlib
+
+    return hashlib.sha256(sys.prefix.encode()).hexdigest()[:8]
+
+
 def _porter_path() -> list[str]:
     """Where porter's package lies, when the run's Python would not find it by itself (a checkout)."""
     root = Path(porter.__file__).resolve().parent.parent
     return [] if root.name in ("site-packages", "dist-packages") else [str(root)]
+
+
+def _lines(proc: subprocess.Popen, deadline: float | None):
+    """The lines of proc's output as they come; None once the deadline passes (even while it is silent)."""
+    assert proc.stdout is not None
+    if deadline is None:
+        yield from proc.stdout
+        return
+    queue: Queue = Queue()
+
+    def read() -> None:
+        for line in proc.stdout:
+            queue.put(line)
+        queue.put("")  # end of output
+
+    threading.Thread(target=read, daemon=True).start()
+    while True:
+        try:
+            line = queue.get(timeout=max(0.0, deadline - time.monotonic()))
+        except Empty:
+            yield None
+            return
+        if line == "":
+            return
+        yield line
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """Kill a run started in a session of its own, with every process it started (torchrun's ranks)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
 
 
 def remove_shared_memory(env: dict[str, str]) -> None:
@@ -263,10 +308,16 @@ def launch(
     start = time.monotonic()
     losses: dict[int, float] = {}
     lines: list[str] = []
-    with subprocess.Popen(cmd, cwd=tree, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
-        assert proc.stdout is not None
+    # The run is a process group of its own, so that a timeout or Ctrl-C stops every rank of it.
+    proc = subprocess.Popen(cmd, cwd=tree, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
         deadline = None if timeout is None else start + timeout
-        for line in proc.stdout:
+        for line in _lines(proc, deadline):
+            if line is None:  # the deadline passed
+                stop_group(proc)
+                lines.append(f"porter: killed after {timeout} s\n")
+                break
             lines.append(line)
             if on_line:
                 on_line(line)
@@ -277,12 +328,12 @@ def launch(
                     losses[step] = loss
                     if on_loss:
                         on_loss(step, loss)
-            if deadline is not None and time.monotonic() > deadline:
-                proc.kill()
-                lines.append(f"porter: killed after {timeout} s\n")
-                break
         returncode = proc.wait()
-    remove_shared_memory(run_env)
+    except BaseException:
+        stop_group(proc)
+        raise
+    finally:  # a run cut short leaves no buffers either: each holds tens of MB of memory
+        remove_shared_memory(run_env)
     return Run(losses=losses, command=cmd, log="".join(lines), seconds=time.monotonic() - start, returncode=returncode)
 
 

@@ -24,7 +24,7 @@ from porter.cst.find import findall
 from porter.errors import PorterError
 from porter.profile import TreeProfile
 from porter.scratch import in_tree_terms, scratch_copy
-from porter.smoke import environment, remove_shared_memory
+from porter.smoke import environment, remove_shared_memory, stop_group
 from porter.source import SourceTree
 from porter.spec import Spec
 from porter.treefailure import classify
@@ -143,11 +143,19 @@ def run_in_tree(tree: Path, module: str, job_path: Path, nproc: int, log: Path, 
                "--master_addr", "127.0.0.1", "--master_port", run_env["MASTER_PORT"], *entry, str(job_path)]
     for stale in folder.glob("out/*.error"):
         stale.unlink()
+    # a process group of its own: a timeout or Ctrl-C stops every rank
+    proc = subprocess.Popen(cmd, cwd=copy, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
-        done = subprocess.run(cmd, cwd=copy, env=run_env, capture_output=True, text=True, timeout=timeout)
+        stdout, stderr = proc.communicate(timeout=timeout)
+        done = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     except subprocess.TimeoutExpired as exc:
+        stop_group(proc)
         raise PorterError(f"{module} ran past {timeout:.0f} s in the tree", construct=" ".join(cmd),
                           fix="see the log; a distributed run may be waiting on a rank that failed") from exc
+    except BaseException:
+        stop_group(proc)
+        raise
     finally:
         remove_shared_memory(run_env)
     Path(log).write_text(" ".join(cmd) + "\n\n" + done.stdout + "\n" + done.stderr)
