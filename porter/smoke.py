@@ -6,6 +6,11 @@ SentencePiece model trained on it, the token dataset written by the tree's own
 `pretrain_<name>.py` with a tiny config derived from the spec, on the local device
 (CPU here: gloo, DS_ACCELERATOR=cpu), in one process or two (torchrun), and reads the
 losses back from the tree's own log lines.
+
+The run happens in a scratch copy of the tree (porter.scratch): the user's tree is never
+written. On the CPU, the stand-ins of porter.standins supply what the tree's fork- or
+CUDA-only pieces lack there; a run that stops for a package the environment lacks, or
+because the tree needs CUDA, is refused with that reason (porter.treefailure).
 """
 
 from __future__ import annotations
@@ -13,22 +18,31 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty, Queue
 
+import porter
+from porter import standins
 from porter.corpus import train_sentencepiece, write_corpus
 from porter.errors import PorterError
 from porter.features import profile_of
 from porter.naming import spec_in_tree
 from porter.profile.features import SENTENCEPIECE_CHOICE
+from porter.scratch import in_tree_terms, scratch_copy
 from porter.source import SourceTree
 from porter.spec import Spec
+from porter.standins.runtime import ENV_NAMES
+from porter.treefailure import TreeFailure, classify
 
 # "iteration 3/20 | ... | lm loss: 6.123456E+00 |", also upstream's right-aligned form; nan/inf parse too.
 LOSS_LINE = re.compile(r"iteration\s+(\d+)\s*/\s*\d+.*?lm loss:\s*([-+0-9.eEnaNif]+)")
@@ -52,6 +66,43 @@ class SmokeConfig:
     seed: int = 1234
     extra_args: list[str] = field(default_factory=list)
 
+    def check(self, judge_loss: bool = True) -> None:
+        """Refuse options a run cannot honour, before anything runs (PorterError, exit status 2).
+
+        `judge_loss`: the run must also be long enough to judge the loss (porter smoke); a run
+        made for its checkpoint may be shorter.
+        """
+        parallel = self.tensor_parallel * self.pipeline_parallel
+        problems = [
+            (judge_loss and self.steps < 10, f"--steps {self.steps}",
+             "smoke compares the mean loss of the first 5 steps with the last 5: 10 steps at least",
+             "--steps 10 (or more)"),
+            (self.nproc < 1 or self.tensor_parallel < 1 or self.pipeline_parallel < 1,
+             f"--nproc {self.nproc} --tp {self.tensor_parallel} --pp {self.pipeline_parallel}",
+             "sizes of 1 or more", "--nproc 1 --tp 1 --pp 1"),
+        ]
+        problems += [
+            (parallel >= 1 and self.nproc % parallel != 0, f"--nproc {self.nproc} --tp {self.tensor_parallel} --pp "
+             f"{self.pipeline_parallel}", "--nproc a multiple of --tp x --pp (the rest is data parallel)",
+             f"--nproc {parallel}"),
+            (self.pipeline_parallel >= 1 and self.num_layers % self.pipeline_parallel != 0,
+             f"--pp {self.pipeline_parallel}", f"a pipeline size that divides the {self.num_layers} layers of the "
+             "tiny model", "--pp 1 or --pp 2"),
+            (self.tensor_parallel >= 1 and self.num_attention_heads % self.tensor_parallel != 0,
+             f"--tp {self.tensor_parallel}", f"a tensor-parallel size that divides the {self.num_attention_heads} "
+             "attention heads of the tiny model", "--tp 1, 2 or 4"),
+        ]
+        if parallel >= 1 and self.nproc >= parallel and self.nproc % parallel == 0:
+            data_parallel = self.nproc // parallel
+            problems.append((self.global_batch_size % (self.micro_batch_size * data_parallel) != 0,
+                             f"--nproc {self.nproc} (data parallel {data_parallel})",
+                             f"a data-parallel size that divides the global batch of {self.global_batch_size} "
+                             f"sequences in micro-batches of {self.micro_batch_size}", "--nproc 1 or 2"))
+        for bad, found, wanted, fix in problems:
+            if bad:
+                raise PorterError(f"porter smoke cannot run with {found}", construct=wanted, found=found,
+                                  fix=f"pass {fix}")
+
 
 @dataclass
 class SmokeResult:
@@ -60,6 +111,8 @@ class SmokeResult:
     log: str
     seconds: float
     returncode: int
+    standins: list[standins.StandIn] = field(default_factory=list)  # the stand-ins the run used
+    error: TreeFailure | None = None  # why the run stopped, when it did
 
     @property
     def first(self) -> float:
@@ -73,9 +126,24 @@ class SmokeResult:
     def passed(self) -> bool:
         return self.returncode == 0 and len(self.losses) >= 10 and self.last < self.first
 
+    @property
+    def failure(self) -> str | None:
+        """What failed, in one line (None when the run passed)."""
+        if self.passed:
+            return None
+        if self.returncode != 0:
+            what = self.error.summary if self.error else "no traceback in its log"
+            return f"the training run stopped (exit status {self.returncode}) after {len(self.losses)} steps: {what}"
+        if len(self.losses) < 10:
+            return f"the training run logged {len(self.losses)} losses; 10 are needed to judge the loss"
+        return (f"the loss did not fall: mean of the first 5 steps {self.first:.4f}, of the last 5 "
+                f"{self.last:.4f}")
+
     def as_dict(self) -> dict:
         return {
             "passed": self.passed,
+            "failure": self.failure,
+            "standins": [s.name for s in self.standins],
             "losses": self.losses,
             "first5_mean": self.first,
             "last5_mean": self.last,
@@ -93,6 +161,8 @@ def free_port() -> int:
 
 _BUILD_DATASET = textwrap.dedent(
     """
+    from porter.standins.runtime import install_from_environment
+    install_from_environment()
     import json, sys
     import numpy as np
     import sentencepiece
@@ -112,17 +182,16 @@ _BUILD_DATASET = textwrap.dedent(
 )
 
 
-def environment(tree: Path, nproc: int = 1) -> dict[str, str]:
-    """The environment of a CPU run of the tree: its folder on PYTHONPATH, DeepSpeed on CPU."""
+def environment(tree: Path, nproc: int = 1, cpu: bool = True) -> dict[str, str]:
+    """The environment of a run of the tree: its folder on PYTHONPATH; DeepSpeed on the CPU
+    (CUDA hidden) unless `cpu` is False (then the machine's CUDA devices, as the tree finds them)."""
     env = dict(os.environ)
-    path = [str(tree)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    path = [str(tree), *_porter_path()] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     cache = env.get("TORCH_EXTENSIONS_DIR") or str(Path.home() / ".cache" / "torch_extensions")
     env.update(
         # the tree's own build steps (e.g. `python3 -m pybind11` in megatron/data/Makefile) must find this Python
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
         PYTHONPATH=os.pathsep.join(path),
-        DS_ACCELERATOR=env.get("DS_ACCELERATOR", "cpu"),
-        CUDA_VISIBLE_DEVICES=env.get("CUDA_VISIBLE_DEVICES", ""),
         OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc))),
         PYTHONUNBUFFERED="1",
         MASTER_ADDR="127.0.0.1",
@@ -130,13 +199,63 @@ def environment(tree: Path, nproc: int = 1) -> dict[str, str]:
         # DeepSpeed's CPU accelerator counts one device per NUMA node unless LOCAL_SIZE says
         # how many there are; trees check local rank == rank % device count.
         LOCAL_SIZE=str(nproc),
-        # DeepSpeed JIT-builds a shared-memory op on CPU (~20 s); one- and two-process runs
-        # invalidate each other's build in a shared cache, so each process count has its own.
-        TORCH_EXTENSIONS_DIR=str(Path(cache) / f"porter-np{nproc}"),
+        # DeepSpeed JIT-builds a shared-memory op on CPU (~20 s); one- and two-process runs, and
+        # runs from different Python environments (their include paths differ), invalidate each
+        # other's build in a shared cache, so each has its own.
+        TORCH_EXTENSIONS_DIR=str(Path(cache) / f"porter-{_environment_tag()}-np{nproc}"),
     )
+    if cpu:
+        env.update(DS_ACCELERATOR=env.get("DS_ACCELERATOR", "cpu"), CUDA_VISIBLE_DEVICES=env.get("CUDA_VISIBLE_DEVICES", ""))
     if nproc == 1:
         env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
     return env
+
+
+def _environment_tag() -> str:
+    """A short name for this Python environment (its prefix)."""
+    import hashlib
+
+    return hashlib.sha256(sys.prefix.encode()).hexdigest()[:8]
+
+
+def _porter_path() -> list[str]:
+    """Where porter's package lies, when the run's Python would not find it by itself (a checkout)."""
+    root = Path(porter.__file__).resolve().parent.parent
+    return [] if root.name in ("site-packages", "dist-packages") else [str(root)]
+
+
+def _lines(proc: subprocess.Popen, deadline: float | None):
+    """The lines of proc's output as they come; None once the deadline passes (even while it is silent)."""
+    assert proc.stdout is not None
+    if deadline is None:
+        yield from proc.stdout
+        return
+    queue: Queue = Queue()
+
+    def read() -> None:
+        for line in proc.stdout:
+            queue.put(line)
+        queue.put("")  # end of output
+
+    threading.Thread(target=read, daemon=True).start()
+    while True:
+        try:
+            line = queue.get(timeout=max(0.0, deadline - time.monotonic()))
+        except Empty:
+            yield None
+            return
+        if line == "":
+            return
+        yield line
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """Kill a run started in a session of its own, with every process it started (torchrun's ranks)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
 
 
 def remove_shared_memory(env: dict[str, str]) -> None:
@@ -173,23 +292,32 @@ def launch(
     on_loss: Callable[[int, float], None] | None = None,
     timeout: float | None = None,
     on_line: Callable[[str], None] | None = None,
+    cpu: bool = True,
 ) -> Run:
     """Run `script` of `tree` on CPU in `nproc` processes (torchrun when > 1), streaming its log:
     `on_loss(step, loss)` hears each step rank 0 logs, `on_line` each line of output."""
-    run_env = environment(Path(tree), nproc)
+    run_env = environment(Path(tree), nproc, cpu)
     run_env.update(env or {})
+    # with stand-ins, the script runs under porter.standins.launch, which installs them first
+    entry = ["-m", "porter.standins.launch"] if run_env.get(ENV_NAMES) else []
     if nproc == 1:
-        cmd = [sys.executable, script, *args]
+        cmd = [sys.executable, *entry, script, *args]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-               "--master_addr", "127.0.0.1", "--master_port", run_env["MASTER_PORT"], script, *args]
+               "--master_addr", "127.0.0.1", "--master_port", run_env["MASTER_PORT"], *entry, script, *args]
     start = time.monotonic()
     losses: dict[int, float] = {}
     lines: list[str] = []
-    with subprocess.Popen(cmd, cwd=tree, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
-        assert proc.stdout is not None
+    # The run is a process group of its own, so that a timeout or Ctrl-C stops every rank of it.
+    proc = subprocess.Popen(cmd, cwd=tree, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
         deadline = None if timeout is None else start + timeout
-        for line in proc.stdout:
+        for line in _lines(proc, deadline):
+            if line is None:  # the deadline passed
+                stop_group(proc)
+                lines.append(f"porter: killed after {timeout} s\n")
+                break
             lines.append(line)
             if on_line:
                 on_line(line)
@@ -200,17 +328,22 @@ def launch(
                     losses[step] = loss
                     if on_loss:
                         on_loss(step, loss)
-            if deadline is not None and time.monotonic() > deadline:
-                proc.kill()
-                lines.append(f"porter: killed after {timeout} s\n")
-                break
         returncode = proc.wait()
-    remove_shared_memory(run_env)
+    except BaseException:
+        stop_group(proc)
+        raise
+    finally:  # a run cut short leaves no buffers either: each holds tens of MB of memory
+        remove_shared_memory(run_env)
     return Run(losses=losses, command=cmd, log="".join(lines), seconds=time.monotonic() - start, returncode=returncode)
 
 
-def prepare_data(tree: Path, workdir: Path, vocab_size: int) -> tuple[Path, Path]:
-    """Corpus, SentencePiece model and token dataset in workdir; returns (model, data prefix)."""
+def prepare_data(tree: Path, workdir: Path, vocab_size: int, env: dict[str, str] | None = None,
+                 user_tree: Path | None = None) -> tuple[Path, Path]:
+    """Corpus, SentencePiece model and token dataset in workdir; returns (model, data prefix).
+
+    `tree` is where the tree's code runs (its scratch copy); `user_tree` the tree it copies,
+    for messages; `env` adds to the run's environment (the stand-ins').
+    """
     text, jsonl = write_corpus(workdir / "corpus")
     model = workdir / "tokenizer.model"
     if not model.exists():
@@ -220,15 +353,18 @@ def prepare_data(tree: Path, workdir: Path, vocab_size: int) -> tuple[Path, Path
         prefix.parent.mkdir(parents=True, exist_ok=True)
         done = subprocess.run(
             [sys.executable, "-c", _BUILD_DATASET, str(jsonl), str(model), str(prefix)],
-            cwd=tree, env=environment(tree), capture_output=True, text=True,
+            cwd=tree, env={**environment(tree), **(env or {})}, capture_output=True, text=True,
         )
         if done.returncode != 0:
+            failure = classify(done.stderr, [Path(tree), Path(user_tree or tree)])
+            if failure is not None and failure.is_environment:
+                raise failure.error("building the token dataset with the tree's megatron.data.indexed_dataset")
             raise PorterError(
                 "cannot build the token dataset with the tree's megatron.data.indexed_dataset",
                 file="megatron/data/indexed_dataset.py",
                 construct="MMapIndexedDatasetBuilder(out_file, dtype=...) with add_item / end_document / finalize",
-                found=done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}",
-                fix="check that the tree imports on this machine (python -c 'import megatron')",
+                found=failure.summary if failure else (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1],
+                fix="check that the tree imports on this machine (python -c 'import megatron' in the tree)",
             )
     return model, prefix
 
@@ -254,7 +390,8 @@ def deepspeed_config(workdir: Path, config: SmokeConfig) -> Path:
     return path
 
 
-def training_arguments(spec: Spec, tree: SourceTree, workdir: Path, config: SmokeConfig, model: Path, prefix: Path) -> list[str]:
+def training_arguments(spec: Spec, tree: SourceTree, workdir: Path, config: SmokeConfig, model: Path, prefix: Path,
+                       cpu: bool = True) -> list[str]:
     """The tiny-config command line of a smoke run of the ported script."""
     profile = profile_of(tree)
     options = profile.arguments.options
@@ -288,7 +425,7 @@ def training_arguments(spec: Spec, tree: SourceTree, workdir: Path, config: Smok
     if spec["position_embedding.type"] != "rotary" or not profile.arguments.forbids_max_positions:
         args += ["--max-position-embeddings", str(config.seq_length)]
     if "--distributed-backend" in options:
-        args += ["--distributed-backend", "gloo"]
+        args += ["--distributed-backend", "gloo" if cpu else "nccl"]
     # Every fused kernel the tree can turn off is CUDA-only (apex, jit fusers, ...).
     args += sorted(o for o in options if o.startswith("--no-") and o.endswith("-fusion"))
     if not config.pipe:
@@ -312,6 +449,19 @@ def smoke_numbers(spec: Spec, tree: SourceTree, config: SmokeConfig) -> list[str
     return Port(spec, tree.root).run_argv(tiny_spec(spec, tiny))
 
 
+def runs_on_cpu(cpu: bool | None) -> bool:
+    """--cpu / --no-cpu, or (None) on the CPU when this machine has no CUDA device."""
+    if cpu is True:
+        return True
+    import torch
+
+    if cpu is False and not torch.cuda.is_available():
+        raise PorterError("--no-cpu runs the tree on this machine's CUDA device, and it has none",
+                          construct="a CUDA device torch can see", found="torch.cuda.is_available() is False",
+                          fix="leave out --no-cpu (the run then uses the CPU, with porter's stand-ins)")
+    return cpu is None and not torch.cuda.is_available()
+
+
 def run_smoke(
     spec: Spec,
     target: Path,
@@ -319,8 +469,15 @@ def run_smoke(
     config: SmokeConfig,
     on_loss: Callable[[int, float], None] | None = None,
     on_line: Callable[[str], None] | None = None,
+    cpu: bool | None = True,
 ) -> SmokeResult:
-    """Train the ported model; `on_loss(step, loss)` hears each step, `on_line` each log line."""
+    """Train the ported model in a scratch copy of the tree (workdir/tree); `on_loss(step, loss)`
+    hears each step, `on_line` each log line. `cpu`: with the stand-ins (None: when no CUDA).
+
+    Raises PorterError when the run cannot start for a reason outside the port: a package the
+    environment lacks, a tree that needs CUDA (porter.treefailure).
+    """
+    config.check(judge_loss=False)
     tree = SourceTree.open(Path(target).resolve())
     spec = spec_in_tree(spec, tree)
     workdir = Path(workdir).resolve()  # the run's cwd is the tree: every path it gets is absolute
@@ -337,9 +494,22 @@ def run_smoke(
             fix="smoke a spec with tokenizer.type = 'sentencepiece'",
         )
     workdir.mkdir(parents=True, exist_ok=True)
-    model, prefix = prepare_data(tree.root, workdir, config.vocab_size)
-    args = training_arguments(spec, tree, workdir, config, model, prefix)
-    run = launch(tree.root, spec.script, args, nproc=config.nproc, on_loss=on_loss, on_line=on_line)
+    copy = scratch_copy(tree.root, workdir / "tree")
+    report = workdir / "standins.txt"
+    report.unlink(missing_ok=True)
+    cpu = runs_on_cpu(cpu)
+    env = standins.environment(standins.offered(copy), report) if cpu else {}
+    model, prefix = prepare_data(copy, workdir, config.vocab_size, env=env, user_tree=tree.root)
+    args = training_arguments(spec, tree, workdir, config, model, prefix, cpu=cpu)
+    run = launch(copy, spec.script, args, nproc=config.nproc, env=env, on_loss=on_loss, on_line=on_line, cpu=cpu)
+    log = in_tree_terms(run.log, copy, tree.root)
     (workdir / "train.log").write_text(" ".join(run.command) + "\n\n" + run.log)
-    return SmokeResult(losses=[run.losses[k] for k in sorted(run.losses)], command=run.command, log=run.log,
-                       seconds=run.seconds, returncode=run.returncode)
+    error = classify(run.log, [copy, tree.root]) if run.returncode != 0 else None
+    if error is not None and error.is_environment:
+        raise error.error("the training run", workdir / "train.log")
+    result = SmokeResult(losses=[run.losses[k] for k in sorted(run.losses)], command=run.command, log=log,
+                         seconds=run.seconds, returncode=run.returncode, standins=standins.read_used(report),
+                         error=error)
+    if result.passed:
+        shutil.rmtree(copy, ignore_errors=True)  # the data stays for the next run; the copy is made afresh
+    return result

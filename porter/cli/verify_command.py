@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from porter.cli.common import Debug, Json, Model, Output, Quiet, Target, app, fail
+from porter.cli.smoke_command import Cpu, say_standins
 from porter.errors import PorterError
 
 
@@ -32,7 +33,10 @@ def verify(
     load: Annotated[Path | None, typer.Option("--load", help="Verify this checkpoint of the tree (its --save "
                                                              "folder) against its own HF conversion, instead of "
                                                              "a random model. Example: --load ./checkpoints")] = None,
-    workdir: Annotated[Path | None, typer.Option(help="Folder for the HF model, checkpoints, logs. Example: --workdir ./verify")] = None,
+    cpu: Cpu = None,
+    workdir: Annotated[Path | None, typer.Option(help="Folder for the HF model, checkpoints, logs and the scratch copy "
+                                                      "of the tree; kept (default: a temporary folder, removed when "
+                                                      "the check passes). Example: --workdir ./verify")] = None,
     json: Json = False,
     quiet: Quiet = False,
     debug: Debug = False,
@@ -48,39 +52,67 @@ def verify(
     With --load, the reference is that checkpoint converted to HF (megatron-to-hf), and the
     tree loads the checkpoint itself: a proof of a trained checkpoint's conversion.
 
-    Exit status: 0 passed, 1 parity failed, 2 error (nothing ported, bad options...).
+    It runs in a scratch copy of the tree (your tree is never written); on the CPU, porter
+    stands in for the tree's fork- and CUDA-only pieces there, and says which.
+
+    Exit status: 0 passed, 1 parity failed, 2 error (nothing ported, bad options, a package the
+    environment lacks, a tree that needs CUDA on a machine without it).
 
     Examples:
     porter verify llama --target ./Megatron-DeepSpeed
     porter verify llama --target ./Megatron-DeepSpeed --tp 2
     porter verify llama --target ./Megatron-DeepSpeed --load ./checkpoints --json > verify.json
     """
-    import tempfile
-
-    from porter.spec import load_spec
-    from porter.verify.parity import VerifyOptions, describe
-    from porter.verify.parity import verify as run_verify
-    from porter.verify.reference import TinyConfig
+    from porter.requirements import require
+    from porter.workfolder import WorkFolder
 
     out = Output(json=json, quiet=quiet)
     kinds = tuple(k.strip() for k in models.split(",") if k.strip())
+    folder = None
     try:
         unknown = [k for k in kinds if k not in ("model", "pipe")]
         if unknown or not kinds:
             raise PorterError(f"unknown --models {models!r}", construct="model, pipe or model,pipe",
                               found=", ".join(unknown) or "nothing", fix="pass --models model,pipe")
+        _check_sizes(tp, pp, layers, heads)
+        require("parity", "porter verify")
+        from porter.smoke import runs_on_cpu
+        from porter.spec import load_spec
+        from porter.verify.parity import VerifyOptions, describe
+        from porter.verify.parity import verify as run_verify
+        from porter.verify.reference import TinyConfig
+
         spec = load_spec(model)
         tiny = TinyConfig(num_layers=layers, hidden_size=hidden, num_attention_heads=heads, vocab_size=vocab,
                           seq_length=seq, batch_size=batch, weight_std=std, seed=seed)
         options = VerifyOptions(tiny=tiny, tensor_parallel=tp, pipeline_parallel=pp, kinds=kinds,
-                                tolerance=tolerance, checkpoint=load)
-        folder = workdir or Path(tempfile.mkdtemp(prefix="porter-verify-"))
-        result = run_verify(spec, target, folder, options)
+                                tolerance=tolerance, checkpoint=load.resolve() if load else None,
+                                cpu=runs_on_cpu(cpu))
+        folder = WorkFolder.open(workdir, "verify", target)
+        result = run_verify(spec, target, folder.path, options)
     except PorterError as exc:
+        if folder is not None:
+            out.warn(folder.close(passed=False))
         fail(exc, debug, out)
+    if not json:
+        say_standins(out, result.standins)
+    kept = folder.close(result.passed)
     if json:
         out.emit("porter.verify/1", result.as_dict())
     elif not (quiet and result.passed):
         typer.echo(describe(result))
-        typer.echo(f"verify {'passed' if result.passed else 'FAILED'} ({result.seconds:.1f} s; work folder {folder})")
+        typer.echo(f"verify {'passed' if result.passed else 'FAILED'} ({result.seconds:.1f} s)")
+        if kept:
+            typer.echo(f"  {kept}")
     raise typer.Exit(0 if result.passed else 1)
+
+
+def _check_sizes(tp: int, pp: int | None, layers: int, heads: int) -> None:
+    """Refuse sizes the run cannot honour before anything runs (exit status 2)."""
+    if tp < 1 or (pp is not None and pp < 1):
+        raise PorterError(f"--tp {tp} --pp {pp}: sizes must be 1 or more", construct="--tp 1 or more, --pp 1 or more",
+                          found=f"--tp {tp} --pp {pp}", fix="pass --tp 1 (or 2) and --pp 1 (or 2)")
+    if heads % tp:
+        raise PorterError(f"--tp {tp} does not divide the {heads} attention heads",
+                          construct="--heads divisible by --tp", found=f"--heads {heads} --tp {tp}",
+                          fix=f"pass --tp 1 or 2, or --heads {tp * max(1, heads // tp)}")

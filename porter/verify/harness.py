@@ -265,7 +265,6 @@ def _keeper(values: dict, name: str, take: str):
 # -- structure: the model's tensors against a checkpoint's --------------------------------------------
 
 
-
 def expected_tensors(model, kind: str, folder, tp_rank: int) -> dict[str, tuple[tuple, tuple | None]]:
     """name -> (shape in the model, shape in the checkpoint or None), for this rank's model."""
     found: dict[str, tuple[tuple, tuple | None]] = {}

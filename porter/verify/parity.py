@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from porter import convert
 from porter.errors import PorterError
 from porter.naming import spec_in_tree
+from porter.smoke import runs_on_cpu
 from porter.source import SourceTree
 from porter.spec import Spec
 from porter.verify.probes import capture_hf, combine, orient, pipe_module, probe_plan
@@ -57,6 +58,7 @@ class VerifyOptions:
     checkpoint: Path | None = None  # verify this checkpoint of the tree instead of a random model
     # position ids restarting mid-sequence, attention causal over the whole row (--reset-position-ids)
     reset_positions: bool = False
+    cpu: bool | None = True  # on the CPU with porter's stand-ins (None: when this machine has no CUDA)
 
 
 @dataclass
@@ -126,6 +128,7 @@ class VerifyResult:
     results: list[KindResult]
     workdir: str
     seconds: float
+    standins: list = field(default_factory=list)  # porter.standins.StandIn: those the tree's run used
 
     @property
     def passed(self) -> bool:
@@ -134,7 +137,7 @@ class VerifyResult:
     def as_dict(self) -> dict:
         return {"passed": self.passed, "spec": self.spec, "target": self.target, "config": self.config,
                 "results": [r.as_dict() for r in self.results], "workdir": self.workdir,
-                "seconds": round(self.seconds, 2)}
+                "seconds": round(self.seconds, 2), "standins": [s.name for s in self.standins]}
 
 
 # -- the comparison -------------------------------------------------------------------------------
@@ -248,7 +251,7 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
     entry_points(tree, spec)  # refuses a tree that is not ported, before any work
     port = convert.Port(spec, tree.root)
     profile, layout = port.profile, port.layout
-    workdir = Path(workdir)
+    workdir = Path(workdir).resolve()  # the workers run in the tree's copy: every path they get is absolute
     workdir.mkdir(parents=True, exist_ok=True)
     tp, pp = options.tensor_parallel, options.pipeline_parallel or 1
     argv_extra: list[str] = []
@@ -316,8 +319,9 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
     }
     job_path = workdir / "job.json"
     job_path.write_text(json.dumps(job, indent=1))
-    run_in_tree(tree.root, "porter.verify.worker", job_path, tp * pp, workdir / "worker.log", options.timeout,
-                what=f"building, loading and running the generated {spec.model_class}")
+    used = run_in_tree(tree.root, "porter.verify.worker", job_path, tp * pp, workdir / "worker.log", options.timeout,
+                       what=f"building, loading and running the generated {spec.model_class}",
+                       cpu=runs_on_cpu(options.cpu))
 
     probes = probe_plan(layout, tiny.num_layers, tiny.num_attention_heads, groups)
     results = []
@@ -328,7 +332,7 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
     config = {**tiny.as_dict(), "tensor_parallel": tp, "pipeline_parallel": pp,
               "checkpoint": None if options.checkpoint is None else str(options.checkpoint)}
     return VerifyResult(spec=spec.name, target=str(target), config=config, results=results,
-                        workdir=str(workdir), seconds=time.monotonic() - start)
+                        workdir=str(workdir), seconds=time.monotonic() - start, standins=used)
 
 
 def reset_positions(tiny: TinyConfig) -> torch.Tensor:

@@ -11,6 +11,7 @@ load_checkpoint, runs the batch with probes attached, and saves what it saw to
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -70,14 +71,17 @@ def main(path: str) -> int:
     job = json.loads(Path(path).read_text())
     out = Path(job["out"])
     out.mkdir(parents=True, exist_ok=True)
-    session = harness.TreeSession.start(harness.TreeJob.from_dict(job["tree"]))
-    for kind in job["kinds"]:
-        try:
+    stage = "start"  # what the error file is named after: the tree's start-up, or a model kind
+    try:
+        session = harness.TreeSession.start(harness.TreeJob.from_dict(job["tree"]))
+        for kind in job["kinds"]:
+            stage = kind
             run_kind(session, kind, job, out)
-        except Exception:  # report per kind; the parent names the failure
-            rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-            (out / f"{kind}-rank{rank}.error").write_text(traceback.format_exc())
-            raise
+    except BaseException as exc:  # the parent reports this rank's own error, not the launcher's summary
+        if not isinstance(exc, SystemExit) or exc.code not in (0, None):
+            rank = os.environ.get("RANK", "0")
+            (out / f"{stage}-rank{rank}.error").write_text(traceback.format_exc())
+        raise
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()

@@ -1,9 +1,10 @@
-"""Opt-in: issue 4's acceptance on real Megatron-DeepSpeed trees.
+"""Opt-in: issue 13's acceptance on real Megatron-DeepSpeed trees, with porter's own commands.
 
-Set PORTER_REAL_TREES to a folder holding the trees extracted at the commits of issue 4,
-named ms-pre (microsoft f01c9e6e), ms-head (microsoft f4157bea), hab-pre (Habana
-Model-References 9da6581a, its Megatron-DeepSpeed folder) and bs-head (bigscience 8387ae17).
-Without it every test here skips (CI has none). About 30 s a tree, 2 minutes in all.
+Set PORTER_REAL_TREES to a folder holding the trees extracted at the commits of
+/work/trees/TREES.md (labels ms-pre, ms-merge, ms-llama, ms-head, hab-pre, hab-llama, bs-head,
+hmd-head, alcf-head, ollf-head, mast-head, dspin-head). Without it every test here skips (CI
+has none). A tree that applies takes 3 to 5 minutes on 2 cores (20 training steps and both
+verify classes).
 """
 
 import os
@@ -11,9 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.realtrees.acceptance import TRAINS, TREES, run_acceptance
+from tests.realtrees.acceptance import TREES, run_acceptance
 
 ROOT = os.environ.get("PORTER_REAL_TREES")
+# Trees that import CUDA-only packages at start-up (apex): on a CPU machine smoke and verify
+# must say so (exit status 2), and everything before them must pass.
+NEEDS_CUDA = {"bs-head", "ms-llama"}
 
 pytestmark = [
     pytest.mark.realtrees,
@@ -33,10 +37,12 @@ def test_llama_port_of_a_real_tree(label, tmp_path):
     assert result.compiles, notes
     assert result.args, notes
     assert result.imports, notes
-    if label in TRAINS:
+    assert result.reverts, notes
+    if label in NEEDS_CUDA:
+        assert result.needs_cuda, notes
+    else:
         assert result.trains, notes
         assert result.last < result.first
         assert result.verifies, notes
-        assert all(diff <= 1e-5 for diff in result.max_logit_diff.values()), result.max_logit_diff
-    else:
-        assert result.trains is None
+        assert len(result.max_logit_diff) == 2 and all(d <= 1e-5 for d in result.max_logit_diff.values()), \
+            result.max_logit_diff

@@ -1,0 +1,34 @@
+"""`python -m porter.standins.launch SCRIPT ARGS...` (or `-m MODULE ARGS...`): a run with the stand-ins.
+
+porter starts what it runs in a tree through this module (under torch.distributed.run with
+`-m porter.standins.launch`): it installs the stand-ins named in PORTER_STANDINS, then runs
+SCRIPT (or MODULE) as `__main__`, with sys.argv and sys.path as `python SCRIPT ARGS` (or
+`python -m MODULE ARGS`) would have them.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+
+
+def main(argv: list[str]) -> None:
+    from porter.standins.runtime import install_from_environment
+
+    if not argv or (argv[0] == "-m" and len(argv) < 2):
+        raise SystemExit("usage: python -m porter.standins.launch SCRIPT [ARGS...] | -m MODULE [ARGS...]")
+    install_from_environment()
+    if argv[0] == "-m":
+        sys.argv = [argv[1], *argv[2:]]
+        sys.path[0] = os.getcwd()
+        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+        return
+    script = os.path.abspath(argv[0])
+    sys.argv = [argv[0], *argv[1:]]
+    sys.path[0] = os.path.dirname(script)
+    runpy.run_path(script, run_name="__main__")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

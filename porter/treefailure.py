@@ -1,0 +1,177 @@
+"""Why a run inside a tree failed, as a user needs to hear it.
+
+A smoke or verify run that stops prints a Python traceback somewhere in its log. This reads
+the last one and sorts it: a package the environment lacks (the tree's own `import six`:
+pip installs it, the port is not at fault), a tree that needs CUDA (it imports apex at
+start-up, or asserts CUDA), or an error of the tree's code, named by its exception and the
+innermost line of the tree it came from.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from porter.errors import PorterError
+
+TRACEBACK = "Traceback (most recent call last):"
+FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>.+)$')
+RANK_PREFIX = re.compile(r"^\[(?:rank|default)\d+\]:\s?")  # torch.distributed's per-rank prefix
+MISSING = re.compile(r"No module named '?(?P<name>[A-Za-z_][\w.]*)'?")
+# Packages that exist only as CUDA builds (NVIDIA's apex and its extensions, flash-attn,
+# Transformer Engine, Megatron's own fused kernels).
+CUDA_ONLY = {"apex", "amp_C", "flash_attn", "transformer_engine", "fused_layer_norm_cuda",
+             "fused_mix_prec_layer_norm_cuda", "fused_weight_gradient_mlp_cuda", "xformers"}
+CUDA_MESSAGE = re.compile(r"Torch not compiled with CUDA|No CUDA GPUs are available|Found no NVIDIA driver|"
+                          r"CUDA driver|no CUDA-capable device|nvcc|cuda_runtime|CUDA_HOME", re.I)
+# import name -> the name pip knows it by, where they differ
+PIP_NAMES = {"yaml": "pyyaml", "PIL": "pillow", "sklearn": "scikit-learn", "cv2": "opencv-python",
+             "google": "protobuf", "Crypto": "pycryptodome", "attr": "attrs", "dateutil": "python-dateutil"}
+
+
+@dataclass
+class Frame:
+    file: str
+    line: int
+    code: str
+
+
+@dataclass
+class TreeFailure:
+    kind: str  # "missing-package", "needs-cuda" or "error"
+    exception: str  # the exception line, e.g. "ModuleNotFoundError: No module named 'six'"
+    where: Frame | None  # the innermost frame in the tree, its path relative to the tree
+    package: str | None = None  # missing-package / needs-cuda: the import name
+
+    @property
+    def summary(self) -> str:
+        """One line: the exception, and where in the tree it came from."""
+        if self.where is None:
+            return self.exception
+        return f"{self.exception} (at {self.where.file}:{self.where.line}: {self.where.code})"
+
+    @property
+    def is_environment(self) -> bool:
+        return self.kind in ("missing-package", "needs-cuda")
+
+    def error(self, what: str, log: Path | None = None) -> PorterError:
+        """The refusal for an environment failure (exit status 2); `what` names the run."""
+        file = f"{self.where.file}:{self.where.line}" if self.where else (str(log) if log else None)
+        found = f"{self.exception}, raised by `{self.where.code}`" if self.where and self.where.code else self.exception
+        if self.kind == "needs-cuda":
+            cause = f"it imports {self.package} (CUDA-only) at start-up" if self.package else "it requires CUDA at start-up"
+            return PorterError(
+                f"this tree needs CUDA: {cause}, and this machine has none ({what} stopped)",
+                file=file, construct="a tree that starts on this machine's CPU", found=found,
+                fix="run it on a machine with an NVIDIA GPU (with the tree's CUDA packages installed); "
+                    "the port itself is written: porter diff and porter inspect show it",
+            )
+        if "." in (self.package or ""):
+            top = self.package.split(".")[0]
+            return PorterError(
+                f"the installed {top} {_version(top)} has no module {self.package}, which the tree imports: "
+                f"the tree was written for another {top} ({what} stopped; the port is not at fault)",
+                file=file, construct=f"import {self.package}", found=found,
+                fix=f"install the {top} version the tree was written for (its requirements), or run with --cpu: "
+                    "porter's stand-ins cover the pieces newer releases removed",
+            )
+        pip = PIP_NAMES.get(self.package, self.package)
+        extra = " (or pip install 'porter[train]', which has what real trees commonly import)" \
+            if pip in train_extra() else ""
+        return PorterError(
+            f"the environment lacks the Python package {pip!r} that the tree imports ({what} stopped; "
+            f"the port is not at fault)",
+            file=file, construct=f"import {self.package}", found=found,
+            fix=f"pip install {pip}{extra}, then run porter again",
+        )
+
+
+def last_traceback(log: str) -> tuple[list[Frame], str] | None:
+    """(frames, exception line) of the last complete traceback in log, or None."""
+    lines = [RANK_PREFIX.sub("", line) for line in log.splitlines()]
+    starts = [i for i, line in enumerate(lines) if line.strip() == TRACEBACK]
+    for start in reversed(starts):
+        frames: list[Frame] = []
+        i = start + 1
+        while i < len(lines):
+            match = FRAME.match(lines[i])
+            if match:
+                code = lines[i + 1].strip() if i + 1 < len(lines) and not FRAME.match(lines[i + 1]) else ""
+                frames.append(Frame(match["file"], int(match["line"]), code))
+                i += 2 if code else 1
+                continue
+            stripped = lines[i].strip()
+            if frames and stripped and not lines[i].startswith((" ", "\t")) and not set(stripped) <= set("^~ "):
+                return frames, stripped
+            i += 1
+    return None
+
+
+def _in_tree(frames: list[Frame], roots: list[Path]) -> Frame | None:
+    for frame in reversed(frames):
+        for root in roots:
+            path = Path(frame.file) if Path(frame.file).is_absolute() else Path(root) / frame.file
+            try:
+                relative = path.resolve().relative_to(Path(root).resolve())
+            except ValueError:
+                continue
+            return Frame(str(relative), frame.line, frame.code)
+    return None
+
+
+def classify(log: str, roots: list[Path]) -> TreeFailure | None:
+    """Why the run whose output is `log` failed; `roots`: the tree (and its scratch copy)."""
+    found = last_traceback(log)
+    if found is not None:
+        frames, exception = found
+        where = _in_tree(frames, roots)
+        missing = MISSING.search(exception) if exception.startswith(("ModuleNotFoundError", "ImportError")) else None
+        if missing:
+            top = missing["name"].split(".")[0]
+            if top in CUDA_ONLY or top.endswith("_cuda"):
+                return TreeFailure("needs-cuda", exception, where, top)
+            if top == missing["name"] or _not_installed(top):
+                return TreeFailure("missing-package", exception, where, top)
+            return TreeFailure("missing-package", exception, where, missing["name"])  # another version
+        if CUDA_MESSAGE.search(exception) or (exception.startswith("AssertionError") and where
+                                               and "cuda" in where.code.lower()):
+            return TreeFailure("needs-cuda", exception, where)
+        if not exception.startswith("SystemExit"):
+            return TreeFailure("error", exception, where)
+    # No traceback of its own: a build step that failed (`python3 -m pybind11` in a Makefile)
+    for line in reversed(log.splitlines()):
+        missing = MISSING.search(line)
+        if missing and _not_installed(missing["name"].split(".")[0]):
+            return TreeFailure("missing-package", line.strip(), None, missing["name"].split(".")[0])
+    return None
+
+
+def _not_installed(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is None
+    except (ImportError, ValueError):
+        return True
+
+
+def _version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "(version unknown)"
+
+
+def train_extra() -> set[str]:
+    """The distribution names in porter's `train` extra (from its installed metadata)."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        wanted = requires("porter") or []
+    except PackageNotFoundError:
+        return set()
+    return {re.split(r"[\s\[<>=!~;]", line, maxsplit=1)[0].lower() for line in wanted
+            if re.search(r"extra\s*==\s*[\"']train[\"']", line)}

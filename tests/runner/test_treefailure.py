@@ -1,0 +1,102 @@
+"""porter.treefailure: a failed run's last traceback, sorted into environment, CUDA and the tree's own.
+
+The tracebacks are real: each comes from a child Python importing a module of a small tree.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from porter.treefailure import classify, last_traceback
+
+
+def _fail(tmp_path: Path, body: str) -> tuple[str, Path]:
+    """Run `import megatron.model.x` of a tree whose x.py is `body`; its stderr and the tree."""
+    tree = tmp_path / "tree"
+    (tree / "megatron" / "model").mkdir(parents=True, exist_ok=True)
+    (tree / "megatron" / "__init__.py").write_text("")
+    (tree / "megatron" / "model" / "__init__.py").write_text("")
+    (tree / "megatron" / "model" / "x.py").write_text(body)
+    done = subprocess.run([sys.executable, "-c", "import megatron.model.x"], cwd=tree, capture_output=True, text=True)
+    assert done.returncode == 1
+    return done.stderr, tree
+
+
+def test_a_missing_package_is_the_environment_with_the_pip_line(tmp_path):
+    log, tree = _fail(tmp_path, "import os\nimport porter_absent_package_xyz\n")
+    failure = classify(log, [tree])
+    assert failure.kind == "missing-package" and failure.is_environment
+    assert (failure.where.file, failure.where.line) == ("megatron/model/x.py", 2)
+    error = failure.error("the training run")
+    assert error.exit_code == 2
+    assert "the environment lacks the Python package 'porter_absent_package_xyz'" in error.message
+    assert "the port is not at fault" in error.message
+    assert error.fix.startswith("pip install porter_absent_package_xyz")
+    assert error.file == "megatron/model/x.py:2"
+
+
+def test_pip_names_and_the_train_extra_are_named(tmp_path):
+    def failure(module):
+        return classify(f"Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+                        f"    import {module}\nModuleNotFoundError: No module named '{module}'\n", [tmp_path])
+
+    assert failure("yaml").error("smoke").fix.startswith("pip install pyyaml")
+    assert failure("PIL").error("smoke").fix.startswith("pip install pillow")
+    assert "porter[train]" in failure("six").error("smoke").fix
+    assert "porter[train]" not in failure("yaml").error("smoke").fix
+
+
+def test_a_cuda_only_import_means_the_tree_needs_cuda(tmp_path):
+    log, tree = _fail(tmp_path, "from apex.multi_tensor_apply import multi_tensor_applier\n")
+    failure = classify(log, [tree])
+    assert failure.kind == "needs-cuda" and failure.package == "apex"
+    error = failure.error("the training run")
+    assert error.message.startswith("this tree needs CUDA: it imports apex (CUDA-only) at start-up")
+    assert "raised by `from apex.multi_tensor_apply import multi_tensor_applier`" in error.found
+
+
+def test_a_cuda_call_at_start_up_means_the_tree_needs_cuda(tmp_path):
+    log, tree = _fail(tmp_path, "import torch\ndevice = torch.cuda.current_device()\n")
+    failure = classify(log, [tree])
+    assert failure.kind == "needs-cuda", failure
+    assert failure.where.line == 2 and "Torch not compiled with CUDA" in failure.exception
+
+
+def test_an_error_of_the_tree_is_named_with_its_line(tmp_path):
+    log, tree = _fail(tmp_path, "def f(rope):\n    return rope.to('cpu')\n\nf([1, 2])\n")
+    failure = classify(log, [tree])
+    assert failure.kind == "error" and not failure.is_environment
+    assert failure.summary == ("AttributeError: 'list' object has no attribute 'to' "
+                               "(at megatron/model/x.py:2: return rope.to('cpu'))")
+
+
+def test_a_submodule_missing_from_an_installed_package_is_another_version(tmp_path):
+    log, tree = _fail(tmp_path, "from deepspeed.compression_absent.compress import init_compression\n")
+    failure = classify(log, [tree])
+    assert failure.kind == "missing-package" and failure.package == "deepspeed.compression_absent"
+    error = failure.error("the training run")
+    assert "the installed deepspeed" in error.message and "written for another deepspeed" in error.message
+
+
+def test_rank_prefixed_tracebacks_of_torchrun_are_read(tmp_path):
+    log, tree = _fail(tmp_path, "x = None\nx.to('cpu')\n")
+    prefixed = "".join(f"[rank1]: {line}\n" for line in log.splitlines()) + "E1203 torchrun: ChildFailedError\n"
+    frames, exception = last_traceback(prefixed)
+    assert exception == "AttributeError: 'NoneType' object has no attribute 'to'"
+    assert classify(prefixed, [tree]).where.file == "megatron/model/x.py"
+
+
+def test_paths_in_the_scratch_copy_are_named_relative_to_the_tree(tmp_path):
+    log, copy = _fail(tmp_path, "import porter_absent_package_xyz\n")
+    failure = classify(log, [copy, tmp_path / "the-users-tree"])
+    assert failure.where.file == "megatron/model/x.py"
+
+
+def test_a_failed_build_step_without_a_traceback_names_the_missing_module():
+    log = ("make: Entering directory '/tmp/x/megatron/data'\n"
+           "/venv/bin/python3: No module named pybind11_absent\n"
+           "make: *** [Makefile:9: default] Error 1\nMaking C++ dataset helpers module failed, exiting.\n")
+    failure = classify(log, [Path("/tmp/x")])
+    assert failure.kind == "missing-package" and failure.package == "pybind11_absent"
