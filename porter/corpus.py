@@ -70,3 +70,24 @@ def train_sentencepiece(text: Path, prefix: Path, vocab_size: int = 1000) -> Pat
         minloglevel=2,
     )
     return prefix.with_suffix(".model")
+
+
+def train_tokenizer_json(text: Path, path: Path, vocab_size: int = 1000) -> Path:
+    """Train a small byte-level BPE with HF `tokenizers`, saved as a tokenizer.json in LLaMA-3's
+    style: <|begin_of_text|> and <|end_of_text|> special tokens, and a post-processor that puts
+    the first before each text (what add_special_tokens adds). Returns the file's path."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    special = ["<|begin_of_text|>", "<|end_of_text|>"]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train([str(text)], trainer)
+    bos = tokenizer.token_to_id(special[0])
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{special[0]} $A", pair=f"{special[0]} $A {special[0]} $B", special_tokens=[(special[0], bos)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(path))
+    return path

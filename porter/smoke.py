@@ -33,7 +33,7 @@ from queue import Empty, Queue
 
 import porter
 from porter import standins
-from porter.corpus import train_sentencepiece, write_corpus
+from porter.corpus import train_sentencepiece, train_tokenizer_json, write_corpus
 from porter.errors import PorterError
 from porter.features import profile_of
 from porter.naming import spec_in_tree
@@ -64,6 +64,7 @@ class SmokeConfig:
     lr: float = 1e-3
     vocab_size: int = 1000
     seed: int = 1234
+    zero_stage: int = 0  # DeepSpeed ZeRO; 2 and 3 need the plain engine (pipe=False)
     extra_args: list[str] = field(default_factory=list)
 
     def check(self, judge_loss: bool = True) -> None:
@@ -80,6 +81,10 @@ class SmokeConfig:
             (self.nproc < 1 or self.tensor_parallel < 1 or self.pipeline_parallel < 1,
              f"--nproc {self.nproc} --tp {self.tensor_parallel} --pp {self.pipeline_parallel}",
              "sizes of 1 or more", "--nproc 1 --tp 1 --pp 1"),
+            (self.zero_stage not in (0, 1, 2, 3), f"--zero-stage {self.zero_stage}", "ZeRO stage 0, 1, 2 or 3",
+             "--zero-stage 1"),
+            (self.zero_stage >= 2 and self.pipe, f"--zero-stage {self.zero_stage} with the pipeline engine",
+             "DeepSpeed's pipeline engine takes ZeRO stages 0 and 1 only", "add --no-pipe (the plain engine)"),
         ]
         problems += [
             (parallel >= 1 and self.nproc % parallel != 0, f"--nproc {self.nproc} --tp {self.tensor_parallel} --pp "
@@ -163,18 +168,27 @@ _BUILD_DATASET = textwrap.dedent(
     """
     from porter.standins.runtime import install_from_environment
     install_from_environment()
-    import json, sys
+    import argparse, json, sys
     import numpy as np
-    import sentencepiece
     import torch
     from megatron.data import indexed_dataset
 
-    jsonl, model, prefix = sys.argv[1:4]
-    sp = sentencepiece.SentencePieceProcessor(model_file=model)
+    from megatron.tokenizer.tokenizer import build_tokenizer
+
+    class Args(argparse.Namespace):
+        # what build_tokenizer reads of the training arguments; any other one is unset
+        def __getattr__(self, name):
+            return None
+
+    jsonl, model, prefix, tokenizer_type, add_bos = sys.argv[1:6]
+    # the port's own tokenizer, as the tree's preprocessing builds it (BOS as the spec says)
+    tokenizer = build_tokenizer(Args(tokenizer_type=tokenizer_type, tokenizer_model=model, add_bos_token=add_bos == "1",
+                                     rank=0, make_vocab_size_divisible_by=128, tensor_model_parallel_size=1,
+                                     vocab_extra_ids=0))
     builder = indexed_dataset.MMapIndexedDatasetBuilder(prefix + ".bin", dtype=np.int32)
     with open(jsonl) as handle:
         for line in handle:
-            ids = sp.encode(json.loads(line)["text"]) + [sp.eos_id()]
+            ids = list(tokenizer.tokenize(json.loads(line)["text"])) + [tokenizer.eod]
             builder.add_item(torch.tensor(ids, dtype=torch.int32))
             builder.end_document()
     builder.finalize(prefix + ".idx")
@@ -338,21 +352,31 @@ def launch(
 
 
 def prepare_data(tree: Path, workdir: Path, vocab_size: int, env: dict[str, str] | None = None,
-                 user_tree: Path | None = None) -> tuple[Path, Path]:
-    """Corpus, SentencePiece model and token dataset in workdir; returns (model, data prefix).
+                 user_tree: Path | None = None, kind: str = "sentencepiece",
+                 tokenizer_type: str = SENTENCEPIECE_CHOICE, add_bos: bool = False) -> tuple[Path, Path]:
+    """Corpus, tokenizer and token dataset in workdir; returns (tokenizer file, data prefix).
 
-    `tree` is where the tree's code runs (its scratch copy); `user_tree` the tree it copies,
-    for messages; `env` adds to the run's environment (the stand-ins').
+    The tokenizer is trained here for the spec's kind (a SentencePiece model, or an HF
+    tokenizer.json); the dataset is tokenized by the port's own tokenizer (`tokenizer_type`,
+    built by the tree's build_tokenizer, with a BOS as the spec says), as the tree's
+    preprocessing would. `tree` is where the tree's code runs (its scratch copy); `user_tree`
+    the tree it copies, for messages; `env` adds to the run's environment (the stand-ins').
     """
     text, jsonl = write_corpus(workdir / "corpus")
-    model = workdir / "tokenizer.model"
-    if not model.exists():
-        train_sentencepiece(text, workdir / "tokenizer", vocab_size)
-    prefix = workdir / "data" / "corpus_text_document"
+    if kind == "hf":
+        model = workdir / "tokenizer.json"
+        if not model.exists():
+            train_tokenizer_json(text, model, vocab_size)
+    else:
+        model = workdir / "tokenizer.model"
+        if not model.exists():
+            train_sentencepiece(text, workdir / "tokenizer", vocab_size)
+    prefix = workdir / "data" / f"{kind}_{tokenizer_type}_{'bos' if add_bos else 'plain'}_text_document"
     if not prefix.with_suffix(".idx").exists():
         prefix.parent.mkdir(parents=True, exist_ok=True)
         done = subprocess.run(
-            [sys.executable, "-c", _BUILD_DATASET, str(jsonl), str(model), str(prefix)],
+            [sys.executable, "-c", _BUILD_DATASET, str(jsonl), str(model), str(prefix), tokenizer_type,
+             "1" if add_bos else "0"],
             cwd=tree, env={**environment(tree), **(env or {})}, capture_output=True, text=True,
         )
         if done.returncode != 0:
@@ -378,7 +402,7 @@ def deepspeed_config(workdir: Path, config: SmokeConfig) -> Path:
                 "train_batch_size": config.global_batch_size,
                 "train_micro_batch_size_per_gpu": config.micro_batch_size,
                 "gradient_accumulation_steps": config.global_batch_size // (config.micro_batch_size * data_parallel),
-                "zero_optimization": {"stage": 0},
+                "zero_optimization": {"stage": config.zero_stage},
                 "fp16": {"enabled": False},
                 "bf16": {"enabled": False},
                 "steps_per_print": 10**9,
@@ -390,12 +414,18 @@ def deepspeed_config(workdir: Path, config: SmokeConfig) -> Path:
     return path
 
 
+def tokenizer_choice(spec: Spec, tree: SourceTree) -> str:
+    """The --tokenizer-type the port's entry point sets (porter's choice, or the tree's it reuses)."""
+    from porter.plan import make_plan
+
+    return make_plan(spec, profile_of(tree)).defaults.get("tokenizer_type", SENTENCEPIECE_CHOICE)
+
+
 def training_arguments(spec: Spec, tree: SourceTree, workdir: Path, config: SmokeConfig, model: Path, prefix: Path,
-                       cpu: bool = True) -> list[str]:
+                       cpu: bool = True, tokenizer_type: str | None = None) -> list[str]:
     """The tiny-config command line of a smoke run of the ported script."""
     profile = profile_of(tree)
     options = profile.arguments.options
-    sentencepiece = profile.sentencepiece()
     args = [
         "--num-layers", str(config.num_layers),
         "--hidden-size", str(config.hidden_size),
@@ -412,14 +442,14 @@ def training_arguments(spec: Spec, tree: SourceTree, workdir: Path, config: Smok
         "--eval-interval", str(10**6),
         "--data-path", str(prefix),
         "--split", "100,0,0",
-        "--tokenizer-type", sentencepiece[0] if sentencepiece else SENTENCEPIECE_CHOICE,
+        "--tokenizer-type", tokenizer_type or tokenizer_choice(spec, tree),
         "--tokenizer-model", str(model),
         "--seed", str(config.seed),
         "--tensor-model-parallel-size", str(config.tensor_parallel),
         "--pipeline-model-parallel-size", str(config.pipeline_parallel),
         "--deepspeed",
         "--deepspeed_config", str(deepspeed_config(workdir, config)),
-        "--zero-stage", "0",
+        "--zero-stage", str(config.zero_stage),
     ]
     # Rotary needs no position table: some trees forbid the size then, some require it anyway.
     if spec["position_embedding.type"] != "rotary" or not profile.arguments.forbids_max_positions:
@@ -487,11 +517,12 @@ def run_smoke(
             file=spec.script,
             fix=f"run `porter apply {spec.name} --target {target}` first",
         )
-    if spec["tokenizer.type"] != "sentencepiece":
+    if spec["tokenizer.type"] not in ("sentencepiece", "hf"):
         raise PorterError(
-            f"smoke trains with a SentencePiece tokenizer; spec {spec.name} uses {spec['tokenizer.type']}",
-            file=spec.path, construct="tokenizer.type = 'sentencepiece'",
-            fix="smoke a spec with tokenizer.type = 'sentencepiece'",
+            f"smoke trains its own tokenizer, a SentencePiece model or a tokenizer.json; spec {spec.name} "
+            f"uses {spec['tokenizer.type']}",
+            file=spec.path, construct="tokenizer.type = 'sentencepiece' or 'hf'",
+            fix="smoke a spec with one of those tokenizers",
         )
     workdir.mkdir(parents=True, exist_ok=True)
     copy = scratch_copy(tree.root, workdir / "tree")
@@ -499,8 +530,11 @@ def run_smoke(
     report.unlink(missing_ok=True)
     cpu = runs_on_cpu(cpu)
     env = standins.environment(standins.offered(copy), report) if cpu else {}
-    model, prefix = prepare_data(copy, workdir, config.vocab_size, env=env, user_tree=tree.root)
-    args = training_arguments(spec, tree, workdir, config, model, prefix, cpu=cpu)
+    tokenizer_type = tokenizer_choice(spec, tree)
+    model, prefix = prepare_data(copy, workdir, config.vocab_size, env=env, user_tree=tree.root,
+                                 kind=spec["tokenizer.type"], tokenizer_type=tokenizer_type,
+                                 add_bos=spec["tokenizer.add_bos"])
+    args = training_arguments(spec, tree, workdir, config, model, prefix, cpu=cpu, tokenizer_type=tokenizer_type)
     run = launch(copy, spec.script, args, nproc=config.nproc, env=env, on_loss=on_loss, on_line=on_line, cpu=cpu)
     log = in_tree_terms(run.log, copy, tree.root)
     (workdir / "train.log").write_text(" ".join(run.command) + "\n\n" + run.log)

@@ -35,6 +35,8 @@ def smoke(
     nproc: Annotated[int, typer.Option(help="Processes (torchrun when > 1). Example: --nproc 2")] = 1,
     pp: Annotated[int, typer.Option("--pp", help="Pipeline-parallel size. Example: --nproc 2 --pp 2")] = 1,
     tp: Annotated[int, typer.Option("--tp", help="Tensor-parallel size. Example: --nproc 2 --tp 2")] = 1,
+    zero_stage: Annotated[int, typer.Option("--zero-stage", help="DeepSpeed ZeRO stage (2 and 3 with --no-pipe). "
+                                            "Example: --nproc 2 --zero-stage 3 --no-pipe")] = 0,
     no_pipe: Annotated[
         bool, typer.Option("--no-pipe", help="Train without DeepSpeed's pipeline engine. Example: --no-pipe")
     ] = False,
@@ -74,7 +76,8 @@ def smoke(
     from porter.workfolder import WorkFolder
 
     out = Output(json=json, quiet=quiet, verbose=verbose)
-    config = SmokeConfig(steps=steps, nproc=nproc, pipeline_parallel=pp, tensor_parallel=tp, pipe=not no_pipe)
+    config = SmokeConfig(steps=steps, nproc=nproc, pipeline_parallel=pp, tensor_parallel=tp, pipe=not no_pipe,
+                         zero_stage=zero_stage)
     folder = None
     try:
         config.check()
@@ -98,7 +101,8 @@ def smoke(
     kept = folder.close(result.passed)
     if json:
         document = {"model": spec.name, "target": str(target), "workdir": str(folder.path),
-                    "config": {"steps": steps, "nproc": nproc, "pp": pp, "tp": tp, "pipe": not no_pipe}}
+                    "config": {"steps": steps, "nproc": nproc, "pp": pp, "tp": tp, "pipe": not no_pipe,
+                               "zero_stage": zero_stage}}
         document.update(result.as_dict())
         out.emit("porter.smoke/1", document)
     elif result.passed:

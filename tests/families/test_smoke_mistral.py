@@ -1,7 +1,6 @@
 """`porter smoke mistral` on the sample tree: it trains, with its window shorter than the sequence
-(16 of 64 positions, the spec's 4096 at the smoke size), and the loss falls. Qwen2 is not smoked:
-smoke trains a SentencePiece tokenizer and Qwen2's is a tokenizer.json (porter/smoke.py refuses it
-by name, tested below)."""
+(16 of 64 positions, the spec's 4096 at the smoke size), and the loss falls; `porter smoke qwen2`
+trains with a tokenizer.json smoke trains for it."""
 
 import json
 
@@ -33,7 +32,10 @@ def test_mistral_trains_on_the_plain_engine_and_over_two_stages(mistral_qwen2_tr
     smoke(mistral_qwen2_tree, smoke_workdir, *more)
 
 
-def test_qwen2_smoke_is_refused_by_its_tokenizer(mistral_qwen2_tree, smoke_workdir):
-    done = CliRunner().invoke(app, ["smoke", "qwen2", "--target", str(mistral_qwen2_tree), "--workdir", str(smoke_workdir)])
-    assert done.exit_code == 2
-    assert "tokenizer.type" in done.output and "hf" in done.output
+def test_qwen2_trains_with_its_tokenizer_json(mistral_qwen2_tree, smoke_workdir):
+    done = CliRunner().invoke(app, ["smoke", "qwen2", "--target", str(mistral_qwen2_tree), "--steps", "10",
+                                    "--workdir", str(smoke_workdir), "--json"])
+    assert done.exit_code == 0, done.output[-3000:]
+    doc = json.loads(done.stdout)
+    assert doc["passed"] and doc["last5_mean"] < doc["first5_mean"]
+    assert "--tokenizer-type TokenizerJson" in (smoke_workdir / "train.log").read_text().split("\n\n", 1)[0]

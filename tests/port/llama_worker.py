@@ -81,6 +81,16 @@ elif check == "tokenizer":
     out = {"type": type(tokenizer).__name__, "roundtrip": tokenizer.detokenize(ids), "eod": tokenizer.eod,
            "vocab_size": tokenizer.vocab_size, "padded_vocab_size": args.padded_vocab_size}
 
+elif check == "zero3":
+    # Built under the tree's deepspeed.zero.Init as pretrain_llama's model_provider does: with
+    # ZeRO stage 3 every parameter is partitioned as it is made (this rank holds its shard only).
+    model = pretrain_llama.model_provider()
+    params = list(model.parameters())
+    out["parameters"] = len(params)
+    out["partitioned"] = sum(hasattr(p, "ds_id") for p in params)
+    out["full_elements"] = sum(getattr(p, "ds_numel", p.numel()) for p in params)
+    out["local_elements"] = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params)
+
 elif check == "fused_attention":
     # The fused core attention against the tree's own unfused code, on the same weights and batch:
     # logits and every gradient; then with attention dropout on (falls back), and the cache path.

@@ -179,3 +179,30 @@ def test_a_spec_naming_the_trees_own_files_ports_under_free_names(tmp_path):
     assert "created pretrain_gpt_porter.py" in done.output and "created megatron/model/gpt_porter_model.py" in done.output
     assert (tree / "pretrain_gpt.py").read_bytes() == before["pretrain_gpt.py"]
     assert "class GPTPorterModel(" in (tree / "megatron/model/gpt_porter_model.py").read_text()
+
+
+@pytest.mark.parametrize("stage", [1, 3])
+def test_zero_stages_build_and_train_the_plain_model(ported_tree, smoke_workdir, sentencepiece_model, tmp_path, stage):
+    """pretrain_llama.py builds under the tree's deepspeed.zero.Init: at ZeRO-3 each of two ranks
+    holds half of every parameter from the start (not the full model), and both stages train."""
+    from porter.smoke import SmokeConfig, run_smoke
+    from porter.spec import load_spec
+
+    if stage == 3:
+        config = tmp_path / "ds.json"
+        config.write_text(json.dumps({"train_batch_size": 8, "train_micro_batch_size_per_gpu": 2,
+                                      "zero_optimization": {"stage": 3}}))
+        env = environment(ported_tree, 2)
+        done = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+             "--master_port", env["MASTER_PORT"], str(WORKER), "zero3", "--", *TINY, "--tokenizer-model", str(sentencepiece_model), "--no-pipeline-parallel",
+             "--deepspeed", "--deepspeed_config", str(config), "--zero-stage", "3"],
+            cwd=ported_tree, env=env, capture_output=True, text=True, timeout=600)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+        assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
+        seen = json.loads(lines[-1][len("RESULT "):])
+        assert seen["partitioned"] == seen["parameters"] > 0
+        assert seen["local_elements"] * 2 <= seen["full_elements"] + 2 * seen["parameters"]  # half each (+ padding)
+    result = run_smoke(load_spec("llama"), ported_tree, smoke_workdir / f"zero{stage}",
+                       SmokeConfig(steps=10, nproc=2, pipe=False, zero_stage=stage))
+    assert result.passed, (result.failure, result.log[-3000:])
