@@ -114,3 +114,32 @@ def test_an_embedding_without_a_word_lookup_is_refused_by_construct(refuses):
     source = EMBEDDING.replace("words_embeddings = self.word_embeddings(input_ids)", "words_embeddings = self.lookup(input_ids)")
     error = refuses(partial(L.EmbeddingScaleForward, cls="Embedding"), source)
     assert "self.word_embeddings(input_ids)" in error.construct and "Embedding.forward" in error.construct
+
+
+def test_a_tree_with_its_own_gated_mlp_is_refused_for_geglu(sample):
+    """BigScience's --glu-activation has a geglu choice, but with the exact (erf) GELU: not Gemma's."""
+    import dataclasses
+
+    from porter.errors import PorterError
+    from tests.test_plan_variants import tree_spelling, with_options
+
+    profile = with_options(sample, ("--glu-activation", "glu_activation", "_add_network_size_args", "str"))
+    spellings = {**profile.spellings, "swiglu": tree_spelling("swiglu", "--glu-activation", True)}
+    with pytest.raises(PorterError) as caught:
+        make_plan(load_spec("gemma"), dataclasses.replace(profile, spellings=spellings))
+    assert "--glu-activation" in caught.value.message and "erf" in caught.value.found
+    assert caught.value.file == "megatron/model/transformer.py"
+
+
+def test_a_tree_with_its_own_rmsnorm_is_refused_for_the_weight_offset(sample):
+    """microsoft's --normalization rmsnorm builds its own RMSNorm, which scales by w alone."""
+    import dataclasses
+
+    from porter.errors import PorterError
+    from tests.test_plan_variants import tree_spelling, with_options
+
+    profile = with_options(sample, ("--normalization", "normalization", "_add_network_size_args", "str"))
+    spellings = {**profile.spellings, "rmsnorm": tree_spelling("rmsnorm", "--normalization", True)}
+    with pytest.raises(PorterError) as caught:
+        make_plan(load_spec("gemma"), dataclasses.replace(profile, spellings=spellings))
+    assert "own RMSNorm" in caught.value.message and "offset" in caught.value.message
