@@ -4,10 +4,11 @@
 
 Computed in fp32 and cast back to the input dtype. The offset is 0 for LLaMA and 1 for
 Gemma (x * (1 + w), with 1 + w formed in fp32); it comes from the tree's
---rmsnorm-weight-offset (0 when the tree has no such option), so one module serves every
-family ported into the tree. The weight starts at 1 - offset: a fresh model scales by 1.
-The kernel is the fastest present, chosen once at import:
-  - Intel Gaudi: habana_frameworks' FusedRMSNorm, on HPU tensors (offset 0);
+--rmsnorm-weight-offset (0 when the tree has no such option), or a site's
+apply_layernorm_1p, so one module serves every family ported into the tree. The weight
+starts at 1 - offset: a fresh model scales by 1. The kernel is the fastest present,
+chosen once at import:
+  - Intel Gaudi: habana_frameworks' FusedRMSNorm, on HPU tensors;
   - PyTorch's fused torch.nn.functional.rms_norm (PyTorch >= 2.4), on any device;
   - otherwise the reference math below.
 """
@@ -31,11 +32,11 @@ def rms_norm_kernel(device_type):
     return "reference (fp32 math)"
 
 
-def rms_norm_reference(x, weight, eps, offset=0.0):
+def rms_norm_reference(x, weight, eps):
     """The reference: in fp32, then cast back. x: [..., h], weight: [h]."""
     x32 = x.float()
     y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return (y * (offset + weight.float())).to(x.dtype)
+    return (y * weight.float()).to(x.dtype)
 
 
 def weight_offset_argument():
@@ -48,23 +49,32 @@ def weight_offset_argument():
 class RMSNorm(torch.nn.Module):
     """Drop-in for LayerNorm at every norm site: RMSNorm(hidden_size, eps=...).
 
-    offset: the scale is offset + weight; None reads it from the tree's arguments.
+    It takes the keywords trees pass their LayerNorm: `sequence_parallel` marks the weight as
+    Megatron's norms do (its gradient is summed over the sequence-parallel ranks);
+    `no_persist_layer_norm` picks a fused LayerNorm kernel (nothing to pick here);
+    `apply_layernorm_1p` scales by (1 + weight), the weight starting at zero.
+    `offset`: the scale is offset + weight; None: 1 with apply_layernorm_1p, else the tree's
+    --rmsnorm-weight-offset.
     """
 
-    def __init__(self, hidden_size, eps=1e-5, offset=None):
+    def __init__(self, hidden_size, eps=1e-5, sequence_parallel=False, no_persist_layer_norm=True,
+                 apply_layernorm_1p=False, offset=None):
         super().__init__()
         self.eps = eps
-        self.offset = weight_offset_argument() if offset is None else float(offset)
+        if offset is None:
+            offset = 1.0 if apply_layernorm_1p else weight_offset_argument()
+        self.offset = float(offset)
         self.weight = torch.nn.Parameter(torch.full((hidden_size,), 1.0 - self.offset))
+        self.weight.sequence_parallel = sequence_parallel
+
+    def _scale(self):
+        # offset + w in fp32, as HF's GemmaRMSNorm forms 1 + w
+        return self.weight.float() + self.offset if self.offset else self.weight
 
     def forward(self, x):
         # x: [..., h] -> [..., h]
-        if self.offset:
-            weight = self.offset + self.weight.float()  # in fp32, as HF's GemmaRMSNorm
-        else:
-            weight = self.weight
-            if _GaudiRMSNorm is not None and x.device.type == "hpu":
-                return _GaudiRMSNorm.apply(x, weight, self.eps)
+        if _GaudiRMSNorm is not None and x.device.type == "hpu" and not self.offset:
+            return _GaudiRMSNorm.apply(x, self.weight, self.eps)
         if _fused_rms_norm is not None:
-            return _fused_rms_norm(x.float(), (x.size(-1),), weight.float(), self.eps).to(x.dtype)
-        return rms_norm_reference(x, self.weight, self.eps, self.offset)
+            return _fused_rms_norm(x.float(), (x.size(-1),), self._scale().float(), self.eps).to(x.dtype)
+        return rms_norm_reference(x, self._scale(), self.eps)
