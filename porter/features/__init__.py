@@ -50,7 +50,7 @@ DIFFERENCES: tuple[Difference, ...] = (
 # Differences that change the model's shape: a tree implementing all the spec wants behind its
 # own switches gets the "flags" port (porter.generated_model).
 MODEL_SWITCHES = ("swiglu", "rotary", "rmsnorm", "no_bias", "untied", "num_query_groups", "head_dim",
-                  "geglu", "norm_offset", "embedding_scale")
+                  "norm_offset", "embedding_scale")
 
 
 def fields() -> dict:
