@@ -38,6 +38,7 @@ from pathlib import Path
 from versions import versions  # bench/versions.py (the script's folder is on sys.path)
 
 import porter
+from porter.features.ffn_rule import default_ffn_hidden_size
 from porter.resources import sample_tree_dir
 from porter.smoke import SmokeConfig, deepspeed_config, environment, remove_shared_memory
 
@@ -77,8 +78,8 @@ def bench_spec(spec, cli):
         values["attention.num_query_groups"] = 1 if spec["attention.num_query_groups"] == 1 else max(1, cli.heads // 4)
     if spec["attention.head_dim"] is not None:
         values["attention.head_dim"] = 2 * cli.hidden // cli.heads
-    if isinstance(spec["mlp.ffn_hidden_size"], int):
-        values["mlp.ffn_hidden_size"] = "2/3*4h"
+    if isinstance(spec["mlp.ffn_hidden_size"], int):  # a real model's width: the bench's, given as a width too
+        values["mlp.ffn_hidden_size"] = default_ffn_hidden_size(cli.hidden, "2/3*4h", 64)
     return spec.with_values(**values)
 
 
