@@ -1,8 +1,9 @@
 """Training speed and memory of the models porter generates, beside each family's HF class.
 
 It ports every family asked for (`--families llama,llama3`: LLaMA-1 and the LLaMA-3 shape with
-grouped-query attention, 2 key/value heads for 8) into one fresh copy of the bundled sample
-tree, then, inside it, per family (bench/model_worker.py):
+grouped-query attention, 2 key/value heads for 8; `gemma`: one key/value head, head size 64
+for hidden 256 / 8 heads, GeGLU, the norm offset, scaled and tied embeddings) into one fresh
+copy of the bundled sample tree, then, inside it, per family (bench/model_worker.py):
   1. times training steps (forward + backward + optimizer step) of the generated LLaMAModel
      (plain loop), LLaMAModelPipe (DeepSpeed's pipeline engine, train_batch, set up by the
      tree's own setup_model_and_optimizer) and HF's LlamaForCausalLM with "sdpa" and "eager"
@@ -37,6 +38,7 @@ from pathlib import Path
 from versions import versions  # bench/versions.py (the script's folder is on sys.path)
 
 import porter
+from porter.features.ffn_rule import default_ffn_hidden_size
 from porter.resources import sample_tree_dir
 from porter.smoke import SmokeConfig, deepspeed_config, environment, remove_shared_memory
 
@@ -68,13 +70,16 @@ def ported_sample_tree(folder: Path, families: list[str]) -> Path:
 
 
 def bench_spec(spec, cli):
-    """The family at the bench's sizes (grouped-query attention keeps LLaMA-3 8B's 4:1 ratio)."""
+    """The family at the bench's sizes (grouped-query attention keeps LLaMA-3 8B's 4:1 ratio,
+    multi-query its one key/value head; a head size of its own is twice hidden / heads, as verify's)."""
     values = {"sizes.num_layers": cli.layers, "sizes.hidden_size": cli.hidden, "sizes.num_attention_heads": cli.heads,
               "sizes.vocab_size": cli.vocab, "sizes.max_position_embeddings": cli.seq}
     if spec["attention.num_query_groups"] is not None:
-        values["attention.num_query_groups"] = max(1, cli.heads // 4)
-    if isinstance(spec["mlp.ffn_hidden_size"], int):
-        values["mlp.ffn_hidden_size"] = "2/3*4h"
+        values["attention.num_query_groups"] = 1 if spec["attention.num_query_groups"] == 1 else max(1, cli.heads // 4)
+    if spec["attention.head_dim"] is not None:
+        values["attention.head_dim"] = 2 * cli.hidden // cli.heads
+    if isinstance(spec["mlp.ffn_hidden_size"], int):  # a real model's width: the bench's, given as a width too
+        values["mlp.ffn_hidden_size"] = default_ffn_hidden_size(cli.hidden, "2/3*4h", 64)
     return spec.with_values(**values)
 
 

@@ -71,6 +71,7 @@ class WeightLayout:
     # what the spec and the port fix (each difference's layout(), porter/features/)
     qkv_order: str = "per_head"  # [np, 3, hn]
     gate_first: bool = True
+    activation: str = "swiglu"  # the gated activation on the fused gate+up output (swiglu, geglu)
     tied: bool = False
     qkv_bias: bool = False
     attention_output_bias: bool = False

@@ -63,7 +63,9 @@ def _check_divisible(weights: MegatronWeights, tp: int) -> None:
             raise PorterError(
                 f"{what} ({value}) do not split over {tp} tensor-parallel ranks",
                 construct=f"the tensor-parallel size dividing the {what}", found=f"{what} {value}, --tp {tp}",
-                fix=f"choose a tensor-parallel size that divides {value}",
+                fix=f"choose a tensor-parallel size that divides {value}" + (
+                    " (each rank holds whole key/value heads: porter, like Megatron, does not replicate them)"
+                    if what == "key/value heads" else ""),
             )
 
 

@@ -107,12 +107,14 @@ class LinearBias(Rewrite):
 
 
 class FusedGateUp(Rewrite):
-    """Widen the MLP's first projection into one fused gate+up projection for SwiGLU.
+    """Widen the MLP's first projection into one fused gate+up projection for a gated MLP.
 
-    Why: SwiGLU needs silu(x W_gate) * (x W_up). One ColumnParallelLinear twice ffn wide
-    does both in one GEMM. With `stride=2` each tensor-parallel rank holds [gate_r; up_r],
-    so on every rank the FIRST half of the local output is the gate and the second half the
-    up projection (the full master weight is [W_gate; W_up], HF's gate_proj then up_proj).
+    Why: SwiGLU needs silu(x W_gate) * (x W_up), GeGLU gelu(x W_gate) * (x W_up). One
+    ColumnParallelLinear twice ffn wide does both in one GEMM; `test` is true for every gated
+    activation the tree's switch offers, so one tree serves both. With `stride=2` each
+    tensor-parallel rank holds [gate_r; up_r], so on every rank the FIRST half of the local
+    output is the gate and the second half the up projection (the full master weight is
+    [W_gate; W_up], HF's gate_proj then up_proj).
     """
 
     construct = "`self.dense_h_to_4h = ColumnParallelLinear(hidden, ffn, ...)`"
@@ -145,7 +147,7 @@ class FusedGateUp(Rewrite):
                 )
                 new_call = add_kwarg(call.with_changes(args=args), "stride", cst.Name("gate_and_up"))
                 gate = statements(f"gate_and_up = 2 if {self.test} else 1")[0]
-                gate = with_comment(with_comment(gate, "SwiGLU: one fused gate+up projection, 2*ffn wide. On each tensor-parallel"),
+                gate = with_comment(with_comment(gate, "Gated MLP: one fused gate+up projection, 2*ffn wide. On each tensor-parallel"),
                                     "rank the first half of its output is the gate, the second half the up projection.")
                 out.append(gate)
                 stmt = stmt.deep_replace(call, new_call)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from porter.features.base import Difference
 from porter.features.bias import Bias
+from porter.features.embedding_scale import EmbeddingScale
 from porter.features.ffn_rule import FfnRule
 from porter.features.final_norm import FinalNorm
 from porter.features.fused_attention import FusedAttention
@@ -16,6 +17,7 @@ from porter.features.gated_mlp import GatedMLP
 from porter.features.grouped_query import GroupedQueryAttention
 from porter.features.head_dim import HeadDim
 from porter.features.norm_eps import NormEps
+from porter.features.norm_offset import NormOffset
 from porter.features.rmsnorm import RMSNormDifference
 from porter.features.rope_scaling import RopeScaling
 from porter.features.rotary import Rotary
@@ -30,12 +32,14 @@ DIFFERENCES: tuple[Difference, ...] = (
     Rotary(),
     RopeScaling(),
     RMSNormDifference(),
+    NormOffset(),
     FusedAttention(),
     GroupedQueryAttention(),
     SlidingWindow(),
     HeadDim(),
     Bias(),
     UntiedHead(),
+    EmbeddingScale(),
     FfnRule(),
     Tokenizer(),
     NormEps(),
@@ -45,7 +49,8 @@ DIFFERENCES: tuple[Difference, ...] = (
 
 # Differences that change the model's shape: a tree implementing all the spec wants behind its
 # own switches gets the "flags" port (porter.generated_model).
-MODEL_SWITCHES = ("swiglu", "rotary", "rmsnorm", "no_bias", "untied", "num_query_groups", "head_dim")
+MODEL_SWITCHES = ("swiglu", "rotary", "rmsnorm", "no_bias", "untied", "num_query_groups", "head_dim",
+                  "norm_offset", "embedding_scale")
 
 
 def fields() -> dict:

@@ -10,6 +10,7 @@ cannot recognise keeps its unfused attention.
 from __future__ import annotations
 
 from porter.edits import attention as Att
+from porter.errors import PorterError
 from porter.features.base import Difference
 from porter.planner import rw
 from porter.profile import TRANSFORMER
@@ -18,6 +19,7 @@ from porter.profile import TRANSFORMER
 class FusedAttention(Difference):
     name = "attention"
     changes_model = False
+    hf_fields = ("use_bidirectional_attention",)  # transformers 5's Gemma: null or false in causal models
 
     def wanted(self, spec):
         return True
@@ -34,3 +36,11 @@ class FusedAttention(Difference):
                rw(Att.FusedCoreAttention, cls=site.cls, func=site.func, softmax=site.softmax, dropout=site.dropout,
                   alpha=site.alpha, cache_test=site.cache_test))
         p.create("megatron/model/fused_attention.py", "attention", "the fused core attention", "fused_attention.py.j2")
+
+    def from_hf(self, config):
+        if config.get("use_bidirectional_attention"):
+            raise PorterError("config.json asks for bidirectional attention; porter ports causal language models",
+                              file=config.path, construct="use_bidirectional_attention: null or false",
+                              found="use_bidirectional_attention = true",
+                              fix="port a causal model (the field false or absent), or port this one by hand")
+        return {}

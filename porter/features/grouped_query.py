@@ -81,10 +81,15 @@ class GroupedQueryAttention(Difference):
 
     def from_hf(self, config):
         kv, heads = config.get("num_key_value_heads"), config.get("num_attention_heads")
-        return {} if kv is None or kv == heads else {"attention.num_query_groups": int(kv)}
+        if kv is None:
+            return {}
+        # one per query head is said outright (None), not left to the family (Gemma's spec has 1, 7B 16)
+        return {"attention.num_query_groups": None if kv == heads else int(kv)}
 
     def to_hf(self, spec, config):
         groups = spec["attention.num_query_groups"]
+        if groups is None:  # one per query head, said outright: HF classes default otherwise (Gemma: 16)
+            groups = spec["sizes.num_attention_heads"]
         if groups is not None:
             config["num_key_value_heads"] = groups
 

@@ -223,6 +223,8 @@ def site_modules(model, layout: dict, num_layers: int, kind: str) -> dict[tuple[
         if stack is not None and len(stack) and num_layers != len(stack):
             offset = parallel_state().get_pipeline_model_parallel_rank() * len(stack)
         names.update({("layer", offset + j): f"{encoder}.{layout['layers']}.{j}" for j in range(len(stack or []))})
+    if kind == "pipe" and names[("embedding", -1)] not in modules:
+        names[("embedding", -1)] = "tied_modules.embed"  # a tied embedding: DeepSpeed keeps it apart (TiedLayerSpec)
     for key, name in names.items():
         if name in modules:
             found[key] = modules[name]

@@ -32,6 +32,10 @@ class Probe:
     heads: tuple[int, int] = (0, 0)  # (query heads, key/value heads), for "query_key"
 
 
+# the gated activation (WeightLayout.activation), as the report names it
+ACTIVATIONS = {"swiglu": "SwiGLU activation, silu(gate) * up", "geglu": "GeGLU activation, gelu_tanh(gate) * up"}
+
+
 def _first(value):
     return value[0] if isinstance(value, (tuple, list)) else value
 
@@ -40,8 +44,10 @@ def probe_plan(layout: WeightLayout, num_layers: int, num_heads: int, num_groups
     groups = num_groups or num_heads
     lm = f"{layout.language_model_key}"
     encoder = f"{lm}.{layout.encoder}"
-    probes = [Probe(f"{lm}.{layout.embedding}", "word embeddings", "embedding", -1, "", "output", "same",
-                    lambda c: c["model.embed_tokens"])]
+    # What the embedding hands the first layer: HF's embed_tokens output, scaled (Gemma) by HF's
+    # model around it or inside it depending on the transformers version: the first layer's input.
+    probes = [Probe(f"{lm}.{layout.embedding}", "word embeddings (the first layer's input)", "embedding", -1, "",
+                    "output", "same", lambda c: c["model.layers.0:input"])]
     a, p = layout.attention, layout.mlp
     for i in range(num_layers):
         base = f"{encoder}.{layout.layers}.{i}"
@@ -90,7 +96,7 @@ def probe_plan(layout: WeightLayout, num_layers: int, num_heads: int, num_groups
                      "output+bias", "cat", ref("mlp.up_proj"))] if layout.up else
               [Probe(f"{base}.{p}.{layout.fc1}", "fused gate and up projections", "layer", i, f"{p}.{layout.fc1}",
                      "output+bias", "gate_up", gate_up)]),
-            Probe(f"{base}.{p}", "SwiGLU activation, silu(gate) * up (input of the MLP output projection)",
+            Probe(f"{base}.{p}", f"{ACTIVATIONS[layout.activation]} (input of the MLP output projection)",
                   "layer", i, f"{p}.{layout.fc2}", "input", "cat", ref("mlp.down_proj:input")),
             Probe(f"{base}.{p}.{layout.fc2}", "MLP output projection", "layer", i, f"{p}.{layout.fc2}",
                   "output+bias", "same", ref("mlp.down_proj")),
@@ -145,6 +151,14 @@ HF_HOOKS = ("input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "
 HF_INPUT_HOOKS = ("self_attn.o_proj", "mlp.down_proj")
 
 
+def _keep_input(captures: dict, name: str):
+    """A forward pre-hook keeping a module's hidden-states input (positional or keyword)."""
+    def hook(module, args, kwargs):
+        value = args[0] if args else kwargs["hidden_states"]
+        captures[name] = value.detach().clone()
+    return hook
+
+
 def capture_hf(model, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Run HF's model on tokens [b, s] (at position ids [b, s], default 0..s-1); return
     (logits [b, s, V], captures by module name)."""
@@ -165,6 +179,8 @@ def capture_hf(model, tokens: torch.Tensor, positions: torch.Tensor | None = Non
         wanted += [f"model.layers.{i}.{k}" for k in HF_HOOKS]
     for name in wanted:
         handles.append(modules[name].register_forward_hook(keep(name)))
+    handles.append(modules["model.layers.0"].register_forward_pre_hook(_keep_input(captures, "model.layers.0:input"),
+                                                                     with_kwargs=True))
     for i in range(model.config.num_hidden_layers):
         for k in HF_INPUT_HOOKS:
             name = f"model.layers.{i}.{k}"

@@ -52,7 +52,7 @@ def test_bias_and_stride_go_before_a_closing_parenthesis_on_its_own_line(check, 
     after = MLP.replace(
         "        args = get_args()\n\n        # Project to 4h.\n",
         "        args = get_args()\n"
-        "        # SwiGLU: one fused gate+up projection, 2*ffn wide. On each tensor-parallel\n"
+        "        # Gated MLP: one fused gate+up projection, 2*ffn wide. On each tensor-parallel\n"
         "        # rank the first half of its output is the gate, the second half the up projection.\n"
         f"        gate_and_up = 2 if {test} else 1\n\n        # Project to 4h.\n",
     ).replace(

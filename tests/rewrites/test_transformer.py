@@ -63,7 +63,7 @@ def test_fused_gate_up_doubles_width_with_stride(check):
     after = MLP.replace(
         "        args = get_args()\n        self.dense_h_to_4h",
         "        args = get_args()\n"
-        "        # SwiGLU: one fused gate+up projection, 2*ffn wide. On each tensor-parallel\n"
+        "        # Gated MLP: one fused gate+up projection, 2*ffn wide. On each tensor-parallel\n"
         "        # rank the first half of its output is the gate, the second half the up projection.\n"
         f"        gate_and_up = 2 if {test} else 1\n"
         "        self.dense_h_to_4h",

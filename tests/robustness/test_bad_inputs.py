@@ -219,8 +219,8 @@ def _append_comment(tree, tmp):
 
 
 def _edit_porter_line(tree, tmp):
-    replace(tree, TRANSFORMER, "gate_and_up = 2 if args.activation_func_type == 'swiglu' else 1",
-            "gate_and_up = 2 if args.activation_func_type in ('swiglu', 'geglu') else 1")
+    replace(tree, TRANSFORMER, "gate_and_up = 2 if args.activation_func_type in ('swiglu', 'geglu') else 1",
+            "gate_and_up = 2 if args.activation_func_type in ('swiglu', 'geglu', 'reglu') else 1")
 
 
 def _edit_generated_file(tree, tmp):

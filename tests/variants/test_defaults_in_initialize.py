@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 from porter.features import profile_of
+from porter.features.gated_mlp import PORTER_GATED_TEST
 from porter.port import prepare
 from porter.source import SourceTree
 from porter.verify.parity import verify
@@ -35,7 +36,7 @@ def test_porters_checks_land_before_the_derived_widths(defaults_in_initialize_tr
     """In validate_args: after the parallel sizes, before the required-argument check and the
     `if args.ffn_hidden_size is None:` default (whose LLaMA rule porter writes there too)."""
     body = _validate_args((defaults_in_initialize_tree.root / ARGUMENTS).read_text())
-    check = body.index("if args.activation_func_type == 'swiglu':")
+    check = body.index(f"if {PORTER_GATED_TEST}:")  # the gated MLP's checks
     assert body.index("args.data_parallel_size = args.world_size // model_parallel_size") < check
     assert check < body.index("required_args = [")
     assert check < body.index("if args.ffn_hidden_size is None:") < body.index("if args.ffn_multiple_of is not None:")
