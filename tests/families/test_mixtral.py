@@ -131,7 +131,9 @@ def test_both_hf_spellings_convert_bit_exact_both_ways(mixtral_tree, tmp_path):
     assert torch.equal(from_disk.layers[1][expert], fused["model.layers.1.mlp.experts.gate_up_proj"][3])
     assert torch.equal(from_disk.layers[1]["mlp.deepspeed_moe.gate.wg.weight"], fused["model.layers.1.mlp.gate.weight"])
 
-    files = convert.write_checkpoint(from_disk, port.layout, tmp_path / "ckpt", pipe=False)
+    numbers = {dest: value for dest, (_, value) in port.numbers(port.spec_for(config)).items()}
+    assert numbers["num_experts"] == [4] and numbers["topk"] == 2
+    files = convert.write_checkpoint(from_disk, port.layout, tmp_path / "ckpt", pipe=False, args=numbers)
     names = sorted(p.name for p in files)
     assert "layer_1_expert_3_mp_rank_00_model_states.pt" in names and len(names) == 2 * 4 + 1
     main = torch.load(tmp_path / "ckpt/release/mp_rank_00_model_states.pt", weights_only=False)
