@@ -10,6 +10,8 @@ non-None default). Values given on the command line still win.
 
 import torch
 from deepspeed.accelerator.real_accelerator import get_accelerator
+from megatron import mpu
+import deepspeed
 
 from megatron import get_args, print_rank_0
 from megatron.model import MixtralModel, MixtralModelPipe
@@ -54,18 +56,24 @@ def model_provider(pre_process=True, post_process=True):
     """Build MixtralModelPipe for DeepSpeed's pipeline engine, else MixtralModel."""
     print_rank_0("building Mixtral model ...")
     args = get_args()
-    if args.deepspeed and not args.no_pipeline_parallel:
-        model = MixtralModelPipe(num_tokentypes=0, parallel_output=True)
-        # training.py hands this to the pipeline engine after deepspeed.initialize
-        model._megatron_batch_fn = get_batch_pipe
-        # The causal mask is the same for every batch: precompute it instead of sending it
-        # through the pipeline as an activation. True = masked out.
-        causal = torch.tril(torch.ones((1, args.seq_length, args.seq_length),
-                                       device=get_accelerator().current_device_name()))
-        args.attn_mask = (causal.view(1, 1, args.seq_length, args.seq_length) < 0.5).to(torch.bool)
-    else:
-        model = MixtralModel(num_tokentypes=0, parallel_output=True,
-                           pre_process=pre_process, post_process=post_process)
+    # built as pretrain_gpt.py builds GPT (ZeRO-3 partitions the parameters as they are made)
+    with deepspeed.zero.Init(data_parallel_group=mpu.get_data_parallel_group(),
+                             remote_device=None if args.remote_device == 'none' else args.remote_device,
+                             config_dict_or_path=args.deepspeed_config,
+                             enabled=args.zero_stage == 3,
+                             mpu=mpu):
+        if args.deepspeed and not args.no_pipeline_parallel:
+            model = MixtralModelPipe(num_tokentypes=0, parallel_output=True)
+            # training.py hands this to the pipeline engine after deepspeed.initialize
+            model._megatron_batch_fn = get_batch_pipe
+            # The causal mask is the same for every batch: precompute it instead of sending it
+            # through the pipeline as an activation. True = masked out.
+            causal = torch.tril(torch.ones((1, args.seq_length, args.seq_length),
+                                           device=get_accelerator().current_device_name()))
+            args.attn_mask = (causal.view(1, 1, args.seq_length, args.seq_length) < 0.5).to(torch.bool)
+        else:
+            model = MixtralModel(num_tokentypes=0, parallel_output=True,
+                               pre_process=pre_process, post_process=post_process)
     return model
 
 

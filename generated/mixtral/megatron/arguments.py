@@ -87,6 +87,10 @@ def parse_args(extra_args_provider=None, defaults={},
     if args.position_embedding_type == 'rotary' and args.max_position_embeddings is None:
         # rotary has no learned position table: the sequence length bounds positions
         args.max_position_embeddings = args.seq_length if args.seq_length is not None else args.encoder_seq_length
+    if args.position_embedding_type == 'rotary' and args.reset_position_ids and args.pipeline_model_parallel_size > 1:
+        # the position ids reach the first pipeline stage only; rotary needs them in every one
+        raise ValueError('--reset-position-ids with rotary positions needs '
+                         '--pipeline-model-parallel-size 1')
     if args.num_key_value_heads is not None:
         assert args.num_attention_heads % args.num_key_value_heads == 0, \
         'grouped-query attention: --num-attention-heads must be a multiple of --num-key-value-heads'

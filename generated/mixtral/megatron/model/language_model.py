@@ -10,6 +10,7 @@ from .module import MegatronModule
 from megatron.model.enums import AttnMaskType
 from megatron.model.transformer import ParallelTransformer
 from megatron.model.utils import init_method_normal, scaled_init_method_normal
+from megatron.model.rotary_embedding import use_positions
 
 
 def parallel_lm_logits(input_, word_embeddings_weight, parallel_output,
@@ -98,6 +99,8 @@ class Embedding(MegatronModule):
         self.embedding_dropout = torch.nn.Dropout(embedding_dropout_prob)
 
     def forward(self, input_ids, position_ids, tokentype_ids=None):
+        # the rotary embedding rotates by these positions (rotary_embedding.use_positions)
+        use_positions(position_ids)
         words_embeddings = self.word_embeddings(input_ids)
         if self.position_embeddings is not None:
             position_embeddings = self.position_embeddings(position_ids)

@@ -36,17 +36,29 @@ def rms_norm_reference(x, weight, eps):
 
 
 class RMSNorm(torch.nn.Module):
-    """Drop-in for LayerNorm at every norm site: RMSNorm(hidden_size, eps=...)."""
+    """Drop-in for LayerNorm at every norm site: RMSNorm(hidden_size, eps=...).
 
-    def __init__(self, hidden_size, eps=1e-5):
+    It takes the keywords trees pass their LayerNorm: `sequence_parallel` marks the weight as
+    Megatron's norms do (its gradient is summed over the sequence-parallel ranks);
+    `no_persist_layer_norm` picks a fused LayerNorm kernel (nothing to pick here);
+    `apply_layernorm_1p` scales by (1 + weight), the weight starting at zero.
+    """
+
+    def __init__(self, hidden_size, eps=1e-5, sequence_parallel=False, no_persist_layer_norm=True,
+                 apply_layernorm_1p=False):
         super().__init__()
         self.eps = eps
-        self.weight = torch.nn.Parameter(torch.ones(hidden_size))
+        self.offset = 1.0 if apply_layernorm_1p else 0.0
+        self.weight = torch.nn.Parameter(torch.full((hidden_size,), 1.0 - self.offset))
+        self.weight.sequence_parallel = sequence_parallel
+
+    def _scale(self):
+        return self.weight.float() + self.offset if self.offset else self.weight
 
     def forward(self, x):
         # x: [..., h] -> [..., h]
-        if _GaudiRMSNorm is not None and x.device.type == "hpu":
+        if _GaudiRMSNorm is not None and x.device.type == "hpu" and not self.offset:
             return _GaudiRMSNorm.apply(x, self.weight, self.eps)
         if _fused_rms_norm is not None:
-            return _fused_rms_norm(x.float(), (x.size(-1),), self.weight.float(), self.eps).to(x.dtype)
-        return rms_norm_reference(x, self.weight, self.eps)
+            return _fused_rms_norm(x.float(), (x.size(-1),), self._scale().float(), self.eps).to(x.dtype)
+        return rms_norm_reference(x, self._scale(), self.eps)

@@ -38,9 +38,27 @@ def rotate_half(x):
     return torch.cat((-x2, x1), dim=-1)
 
 
+_given_positions = [None]  # the position ids [b, s] of the batch this pipeline stage runs
+_counting_up = [None, False]  # the last position ids looked at, and whether they are 0..s-1 in every row
+
+
+def use_positions(position_ids):
+    """The tree's Embedding hands over the batch's position ids [b, s] (or None): every rotary
+    embedding on this pipeline stage then rotates by them, so --reset-position-ids and explicit
+    positions are honoured. Ids that are 0..s-1 in every row take the cached tables."""
+    _given_positions[0] = position_ids
+
+
+def _counts_up(positions):
+    if _counting_up[0] is not positions:
+        expected = torch.arange(positions.size(-1), device=positions.device).expand_as(positions)
+        _counting_up[:] = [positions, bool(torch.equal(positions, expected))]
+    return _counting_up[1]
+
+
 def apply_rotary_pos_emb(t, cos, sin):
-    """t: [s, b, np, hn]; cos, sin: [s, 1, 1, hn]."""
-    if _GaudiRoPE is not None and t.device.type == "hpu":
+    """t: [s, b, np, hn]; cos, sin: [s, 1, 1, hn] (or [s, b, 1, hn], per sequence positions)."""
+    if _GaudiRoPE is not None and t.device.type == "hpu" and cos.size(1) == 1:
         return _GaudiRoPE.apply(t, cos, sin, 0)
     return t * cos + rotate_half(t) * sin
 
@@ -100,8 +118,20 @@ class RotaryEmbedding(torch.nn.Module):
             self._cached = length
         return self._cos[:length], self._sin[:length]
 
+    def _per_sequence(self, positions, dtype):
+        """cos/sin [s, b, 1, hn] of position ids [b, s], in fp32 then cast."""
+        freqs = positions.float()[..., None] * self.inv_freq.to(device=positions.device, dtype=torch.float32)
+        angles = torch.cat((freqs, freqs), dim=-1).transpose(0, 1)[:, :, None, :]  # [s, b, 1, hn]
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
     def forward(self, query, key, offset=0):
-        """Rotate query [sq, b, np, hn] and key [sk, b, np, hn]; both start at `offset`."""
+        """Rotate query [sq, b, np, hn] and key [sk, b, np, hn]; both start at `offset`, or at the
+        positions the Embedding was given (use_positions)."""
+        positions = _given_positions[0]
+        if (positions is not None and offset == 0 and positions.size(-1) == query.size(0) == key.size(0)
+                and positions.size(0) == query.size(1) and not _counts_up(positions)):
+            cos, sin = self._per_sequence(positions, query.dtype)
+            return apply_rotary_pos_emb(query, cos, sin), apply_rotary_pos_emb(key, cos, sin)
         length = offset + max(query.size(0), key.size(0))
         cos, sin = self._tables(length, query.device, query.dtype)
         q_cos, q_sin = cos[offset:offset + query.size(0)], sin[offset:offset + query.size(0)]

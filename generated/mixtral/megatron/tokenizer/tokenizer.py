@@ -28,7 +28,7 @@ def build_tokenizer(args):
         tokenizer = _GPT2BPETokenizer(args.vocab_file, args.merge_file)
     elif args.tokenizer_type == 'SentencePieceTokenizer':
         from .sentencepiece_tokenizer import SentencePieceTokenizer
-        tokenizer = SentencePieceTokenizer(args.tokenizer_model, add_bos=args.add_bos_token)
+        tokenizer = SentencePieceTokenizer(args.tokenizer_model, add_bos=getattr(args, 'add_bos_token', False))
     else:
         raise NotImplementedError(
             f'{args.tokenizer_type} tokenizer is not implemented.')
