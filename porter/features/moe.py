@@ -67,6 +67,9 @@ SPELLINGS = {
         "not args.moe_top2_2nd_expert_sampling", TRAINING,
         ("action", "'store_false'"), ("dest", "'moe_top2_2nd_expert_sampling'"),
         ("help", "'Top-2 routing picks the second expert by probability, without Gumbel noise.'")),
+    # microsoft's trees put experts in every expert_interval-th layer (default 2); Mixtral: every layer
+    "moe_interval": (tree_spelling("moe_interval", "--expert-interval", "expert_interval", 1, "args.expert_interval == 1",
+                                   MICROSOFT),),
     "moe_loss_coeff": _spelling("moe_loss_coeff", "--moe-loss-coeff", "moe_loss_coeff", None, "args.moe_loss_coeff > 0",
                                 TRAINING, ("type", "float"), ("default", "0.01"),
                                 ("help", "'Weight of the router load-balancing loss in the training loss.'")),
@@ -131,6 +134,8 @@ class MixtureOfExperts(Difference):
         dropping = p.switch("moe_token_dropping")
         sampling = p.switch("moe_second_expert_sampling")
         coeff = p.switch("moe_loss_coeff", on=spec["moe.aux_loss_coef"], field="moe.aux_loss_coef")
+        if p.profile.spellings.get("moe_interval") is not None:
+            p.switch("moe_interval")
         if not p.has_dest("no_pipeline_parallel"):
             raise unsupported("the MoE model runs on DeepSpeed's plain engine; this tree has no switch for it",
                               ARGUMENTS, "--no-pipeline-parallel (dest no_pipeline_parallel)", "no such option")
@@ -152,9 +157,7 @@ class MixtureOfExperts(Difference):
                     'mixture of experts: {k.option} must be 2 or more (and no more than the experts)'
             """
         )
-        p.values[SWITCH] = {"counts": f"args.{num.dest}"}
-        p.create("megatron/model/mixture_of_experts.py", SWITCH,
-                 "experts per layer, and the experts' place in checkpoints", "mixture_of_experts.py.j2")
+        p.values[SWITCH] = {"counts": f"args.{num.dest}", "porter_layer": not p.implemented(SWITCH)}
         if p.implemented(SWITCH):
             if p.profile.spellings.get("moe_second_expert_sampling") is None:
                 raise unsupported(
@@ -179,6 +182,8 @@ class MixtureOfExperts(Difference):
                rw(E.MoEForward, cls=layer))
         p.edit(TRANSFORMER, SWITCH, "each layer gets its expert count from --num-experts",
                rw(E.ExpertsPerLayer, cls=stack, experts="num_experts"))
+        p.create("megatron/model/mixture_of_experts.py", SWITCH,
+                 "experts per layer, and the experts' place in checkpoints", "mixture_of_experts.py.j2")
 
     def from_hf(self, config):
         count = config.get("num_local_experts")

@@ -109,6 +109,49 @@ def test_specs_porter_cannot_build_on_deepspeeds_moe_layer_are_refused(sections,
     assert caught.value.construct == field
 
 
+def test_a_tree_with_deepspeeds_moe_behind_its_own_switches_is_reused_not_rewritten():
+    """microsoft/Megatron-DeepSpeed's spelling (HEAD): --num-experts, --topk, --expert-interval
+    (default 2: Mixtral needs 1), --disable-moe-token-dropping, ... implemented by its layer."""
+    import dataclasses
+
+    from porter.features import profile_of, spellings
+    from porter.plan import make_plan
+    from porter.profile.arguments import Argument
+    from porter.render import render
+    from porter.resources import sample_tree_dir
+    from porter.source import SourceTree
+
+    sample = profile_of(SourceTree.open(sample_tree_dir()))
+    options = {"moe_top_k": ("--topk", "topk", "int"), "moe_interval": ("--expert-interval", "expert_interval", "int"),
+               "moe_expert_parallel": ("--moe-expert-parallel-size", "moe_expert_parallel_size", "int"),
+               "moe_token_dropping": ("--disable-moe-token-dropping", "moe_token_dropping", None),
+               "moe_second_expert_sampling": ("--disable-moe-top2-2nd-expert-sampling", "moe_top2_2nd_expert_sampling",
+                                              None),
+               "moe_loss_coeff": ("--moe-loss-coeff", "moe_loss_coeff", "float")}
+    arguments = sample.arguments.arguments + tuple(
+        Argument(options=(option,), dest=dest, function="_add_network_size_args", action=None, default=None,
+                 choices=None, keywords={"type": kind} if kind else {}) for option, dest, kind in options.values())
+    profile = dataclasses.replace(sample, arguments=dataclasses.replace(sample.arguments, arguments=arguments))
+    found = dict(profile.spellings)
+    for switch in ("experts", *options):
+        found[switch] = next(s for s in spellings()[switch] if s.origin == "tree").with_(implemented=True)
+    plan = make_plan(MIXTRAL, dataclasses.replace(profile, spellings=found))
+    assert not [e for e in plan.edits if e.feature == "experts" or e.feature.startswith("moe_")]
+    assert plan.defaults["expert_interval"] == 1 and plan.defaults["topk"] == 2 and plan.defaults["num_experts"] == [8]
+    assert plan.defaults["moe_top2_2nd_expert_sampling"] is False and plan.defaults["moe_token_dropping"] is False
+    assert any("reuses the tree's --num-experts and its implementation" in r for r in plan.reused)
+    model = next(e for e in plan.edits if e.template == "model.py.j2")
+    assert "mixture_of_experts" not in render(model.template, plan, model.context, model.feature)
+
+    # microsoft f01c9e6e has no such switch: DeepSpeed samples the second expert, even in eval
+    found["moe_second_expert_sampling"] = None
+    older = dataclasses.replace(sample.arguments, arguments=tuple(
+        a for a in arguments if a.dest != "moe_top2_2nd_expert_sampling"))
+    with pytest.raises(PorterError) as caught:
+        make_plan(MIXTRAL, dataclasses.replace(profile, arguments=older, spellings=found))
+    assert "Gumbel" in caught.value.message and caught.value.file == "megatron/model/transformer.py"
+
+
 # -- weights -------------------------------------------------------------------------------------------
 
 
