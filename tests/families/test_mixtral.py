@@ -271,3 +271,44 @@ def test_wrong_routing_fails_verify_at_the_moe_router(mixtral_tree, tmp_path, na
     first = r.first_divergence
     assert first is not None and first.name.startswith(f"{LAYER0}.mlp"), [(p.name, p.max_diff) for p in r.probes]
     assert "MoE" in first.what
+
+
+# -- training -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_checkpoint_the_tree_trains_at_expert_parallel_2_converts_and_verifies(mixtral_tree, smoke_workdir, tmp_path):
+    """Two processes train with --moe-expert-parallel-size 2 and DeepSpeed saves (each rank its own
+    experts' files); porter converts that to HF, and the tree loading it matches HF's logits."""
+    from porter.smoke import SmokeConfig, launch, prepare_data, training_arguments
+    from porter.source import SourceTree
+
+    config = SmokeConfig(steps=2, nproc=2, extra_args=["--moe-expert-parallel-size", "2"])
+    model, prefix = prepare_data(mixtral_tree, smoke_workdir, config.vocab_size)
+    args = training_arguments(MIXTRAL, SourceTree.open(mixtral_tree), tmp_path, config, model, prefix)
+    save = tmp_path / "checkpoint"
+    run = launch(mixtral_tree, MIXTRAL.script, args + ["--save", str(save), "--save-interval", "2"], nproc=2)
+    assert run.returncode == 0, run.log[-3000:]
+    assert "ep_size_2" in run.log and "moe loss" in run.log
+    folder = save / (save / "latest").read_text().strip()
+    assert len(list(folder.glob("layer_*_expert_*_mp_rank_00_model_states.pt"))) == 2 * 8
+    first, second = (torch.load(folder / f"layer_0_expert_{e}_mp_rank_00_model_states.pt")
+                     for e in (0, 5))  # 0 on rank 0, 5 on rank 1; trained apart from the same copy
+    assert all(not torch.equal(a, b) for a, b in zip(first.values(), second.values(), strict=True))
+
+    done = CliRunner().invoke(app, ["convert", "megatron-to-hf", "--load", str(save), "--out", str(tmp_path / "hf"),
+                                    "--model", "mixtral", "--target", str(mixtral_tree)])
+    assert done.exit_code == 0, done.output
+    config_json = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert (config_json["num_local_experts"], config_json["num_experts_per_tok"]) == (8, 2)
+    result = verify(MIXTRAL, mixtral_tree, tmp_path / "verify", VerifyOptions(checkpoint=save))
+    (r,) = result.results
+    assert result.passed and r.max_logit_diff <= 1e-5, result.as_dict()
+
+
+@pytest.mark.slow
+def test_smoke_training_loss_falls(mixtral_tree, smoke_workdir):
+    result = CliRunner().invoke(app, ["smoke", "mixtral", "--target", str(mixtral_tree), "--workdir",
+                                      str(smoke_workdir), "--steps", "20"])
+    assert result.exit_code == 0, result.output
+    assert "smoke passed" in result.output
