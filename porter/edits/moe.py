@@ -14,10 +14,28 @@ import libcst as cst
 
 from porter.cst import match as m
 from porter.cst.find import findall
-from porter.cst.nodes import code, dotted, expression, mentions, statements, with_comment
+from porter.cst.nodes import assigned_names, code, dotted, expression, mentions, statements, with_comment
 from porter.edits.base import Rewrite
 
 MOE_CALL = "MoE"
+
+
+class _TakesExperts(Rewrite):
+    """A rewrite of a function that must take the expert count as a parameter (microsoft's plumbing)."""
+
+    experts = "num_experts"
+
+    def leave_FunctionDef(self, original, updated):
+        params = updated.params
+        self._params = {p.name.value for p in (*params.params, *params.posonly_params, *params.kwonly_params)}
+        return super().leave_FunctionDef(original, updated)
+
+    def takes_experts(self) -> bool:
+        if self.experts in getattr(self, "_params", ()):
+            return True
+        self.missing(f"{self.where()} takes no `{self.experts}` parameter (the tree lacks microsoft's MoE plumbing: "
+                     "the stack and the layer taking num_experts)")
+        return False
 
 
 class DropExpertsRefusal(Rewrite):
@@ -64,7 +82,7 @@ def one_line(call: cst.Call) -> str:
     return f"{code(call.func)}({', '.join(parts)})"
 
 
-class SparseMLP(Rewrite):
+class SparseMLP(_TakesExperts):
     """Build DeepSpeed's MoE layer around the tree's ParallelMLP when the layer has experts.
 
     Why: Mixtral replaces every MLP with 8 copies of it (the experts) and a router that sends
@@ -104,6 +122,11 @@ class SparseMLP(Rewrite):
         if any(findall(s, m.Call(func=m.Name(MOE_CALL))) for s in body):
             self.already_done()
             return body
+        if not self.takes_experts():
+            return body
+        if not any("self.num_experts" in assigned_names(s) for s in body):
+            self.missing("no `self.num_experts = ...` (the layer's forward tells dense from sparse by it)")
+            return body
         index = next((i for i, s in enumerate(body) if isinstance(s, cst.SimpleStatementLine) and self._mlp(s)), None)
         if index is None:
             self.missing("no `self.<mlp> = ParallelMLP(...)` statement")
@@ -128,7 +151,7 @@ class SparseMLP(Rewrite):
         return [*body[:index], new, *body[index + 1:]]
 
 
-class ExpertsPerLayer(Rewrite):
+class ExpertsPerLayer(_TakesExperts):
     """Give each layer its expert count: `build_layer(number, 1)` -> `build_layer(number, experts_of_layer(...))`.
 
     Why: the stack passes 1 to every layer whatever `num_experts` says. `--num-experts`
@@ -149,6 +172,8 @@ class ExpertsPerLayer(Rewrite):
         builders = {s.name.value for s in body if isinstance(s, cst.FunctionDef)}
         if any(findall(s, m.Call(func=m.Name("experts_of_layer"))) for s in body):
             self.already_done()
+            return body
+        if not self.takes_experts():
             return body
         out = []
         for stmt in body:

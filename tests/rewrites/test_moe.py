@@ -129,6 +129,14 @@ def test_a_layer_without_a_parallel_mlp_is_refused_by_construct(refuses):
     assert "no `self.<mlp> = ParallelMLP(...)`" in error.found
 
 
+def test_a_layer_and_stack_without_microsofts_num_experts_plumbing_are_refused(refuses):
+    error = refuses(SPARSE, LAYER.replace(", num_experts=1):", "):"))
+    assert "takes no `num_experts` parameter" in error.found
+    error = refuses(partial(E.ExpertsPerLayer, cls="ParallelTransformer", experts="num_experts"),
+                    STACK.replace(", num_experts=[1]):", "):"))
+    assert "takes no `num_experts` parameter" in error.found
+
+
 def test_a_forward_without_moe_loss_is_refused(refuses):
     error = refuses(partial(E.MoEForward, cls="ParallelTransformerLayer"), LAYER.replace(
         '''        moe_loss = torch.tensor(0.0, device=layernorm_output.device,
