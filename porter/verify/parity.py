@@ -298,9 +298,11 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
     if pp > 1:  # LLaMAModel runs on the plain engine: no pipeline stages
         kinds = tuple(k for k in kinds if k != "model")
     if not kinds:
-        raise PorterError("LLaMAModel runs on the plain engine, which has no pipeline stages",
+        plain_only = _kinds(spec, None) == ("model",)
+        raise PorterError(f"{spec.model_class} runs on the plain engine, which has no pipeline stages",
                           construct="--pp 1 with --models model", found=f"--pp {pp}",
-                          fix="verify the pipe model (--models pipe) for pipeline-parallel sizes > 1")
+                          fix=f"the {spec.name} port trains on the plain engine only: verify with --pp 1" if plain_only
+                          else "verify the pipe model (--models pipe) for pipeline-parallel sizes > 1")
 
     groups = getattr(reference.config, "num_key_value_heads", None) or tiny.num_attention_heads
     tokens, labels = token_batch(tiny)
