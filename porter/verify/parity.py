@@ -373,10 +373,12 @@ def reset_positions(tiny: TinyConfig) -> torch.Tensor:
 def describe(result: VerifyResult) -> str:
     """The report a person reads."""
     lines = []
+    ep = result.config.get("expert_parallel", 1)
+    expert_parallel = f", EP={ep}" if ep > 1 else ""
     for r in result.results:
         verdict = "passed" if r.passed else "FAILED"
         lines.append(
-            f"{r.model_class} (TP={r.tensor_parallel}, PP={r.pipeline_parallel}): {verdict}: "
+            f"{r.model_class} (TP={r.tensor_parallel}, PP={r.pipeline_parallel}{expert_parallel}): {verdict}: "
             f"max |logit - HF| = {r.max_logit_diff:.3g} (tolerance {r.tolerance:g}), "
             f"argmax {'identical' if r.argmax_equal else 'DIFFERS'}, "
             f"loss {r.loss:.6f} vs HF {r.reference_loss:.6f}"
