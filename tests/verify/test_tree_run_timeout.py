@@ -1,5 +1,6 @@
-"""A run in the tree that outlives its timeout takes all its ranks with it (none is left orphaned
-holding CPU or a DeepSpeed build lock), and its log is kept."""
+"""A run in the tree that outlives its timeout takes all its ranks with it: none is left orphaned,
+holding CPU or a DeepSpeed build lock (torch.distributed.run starts each rank in a session of
+its own)."""
 
 import os
 import time
@@ -38,11 +39,10 @@ def test_every_rank_goes_when_the_run_times_out(tmp_path):
     job.write_text("{}")
     with pytest.raises(PorterError) as caught:
         run_in_tree(tree, "sleeper", job, 2, tmp_path / "run.log", timeout=20, what="sleeping")
-    assert "ran past 20 s" in caught.value.message and caught.value.file == str(tmp_path / "run.log")
+    assert "ran past 20 s" in caught.value.message
     pids = [int(p.read_text()) for p in job.parent.glob("pid-*")]
-    assert len(pids) == 2, (tmp_path / "run.log").read_text()
+    assert len(pids) == 2
     deadline = time.monotonic() + 10
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [p for p in pids if _alive(p)]
-    assert "sleeping" in (tmp_path / "run.log").read_text()
