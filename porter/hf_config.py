@@ -7,7 +7,7 @@ tokenizer kind...). Then every difference reads its own fields from the config (
 `from_hf`), and the model's sizes become the entry point's defaults. A field porter cannot
 honour (an unknown rope type, a sliding window on a family without one) is refused by name,
 never ignored: every field a difference does not read is checked against the list of fields
-that change nothing porter builds.
+that change nothing porter builds (a field set to null asks for nothing).
 
 spec -> HF: every difference the spec wants writes its fields (`to_hf`); verify builds its
 reference from that, at a tiny size, and convert writes it next to the weights.
@@ -34,7 +34,7 @@ INERT_FIELDS = {
     "task_specific_params", "problem_type", "id2label", "label2id", "quantization_config",
     "bad_words_ids", "max_length", "min_length", "do_sample", "num_beams", "temperature", "top_k", "top_p",
     "repetition_penalty", "num_return_sequences", "pruned_heads", "finetuning_task", "cross_attention_hidden_size",
-    "output_router_logits", "router_aux_loss_coef", "router_jitter_noise", "_attn_implementation_autoset",
+    "output_router_logits", "_attn_implementation_autoset",
     "tf_legacy_loss", "use_bfloat16", "chunk_size",
 }
 
@@ -137,7 +137,10 @@ def spec_from_hf(path: str | Path):
             fix="port one of the families in `porter list` (" + ", ".join(available_specs()) + "), or write a spec "
                 "(docs/writing-a-spec.md)",
         )
-    unknown = sorted(k for k in config if k not in INERT_FIELDS and not any(k in d.hf_fields for d in DIFFERENCES))
+    # a field set to null asks for nothing (transformers writes every field of its config class:
+    # Mixtral's `"sliding_window": null`)
+    unknown = sorted(k for k in config if config[k] is not None and k not in INERT_FIELDS
+                     and not any(k in d.hf_fields for d in DIFFERENCES))
     if unknown:
         raise PorterError(
             f"config.json has fields porter cannot honour: {', '.join(unknown)}",

@@ -264,12 +264,35 @@ def _lines(proc: subprocess.Popen, deadline: float | None):
 
 
 def stop_group(proc: subprocess.Popen) -> None:
-    """Kill a run started in a session of its own, with every process it started (torchrun's ranks)."""
+    """Kill a run started in a session of its own, with every process it started (torchrun's ranks,
+    which torchrun starts in sessions of their own: found by parent, not by group)."""
+    for pid in _descendants(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
     proc.wait()
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below pid, from /proc (none where there is no /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, queue = [], list(children.get(pid, []))
+    while queue:
+        child = queue.pop(0)
+        found.append(child)
+        queue.extend(children.get(child, []))
+    return found
 
 
 def remove_shared_memory(env: dict[str, str]) -> None:

@@ -19,8 +19,11 @@ def verify(
     tp: Annotated[int, typer.Option("--tp", help="Tensor-parallel size (processes: TP x PP). Example: --tp 2")] = 1,
     pp: Annotated[int | None, typer.Option("--pp", help="Pipeline-parallel size (the pipe model only); "
                                                         "default 1, or the --load checkpoint's. Example: --pp 2")] = None,
-    models: Annotated[str, typer.Option(help="Which generated classes: 'model' (LLaMAModel), 'pipe' "
-                                             "(LLaMAModelPipe), or both, comma-separated. Example: --models pipe")] = "model,pipe",
+    ep: Annotated[int, typer.Option("--ep", help="Expert-parallel size of a port with experts (processes: "
+                                                 "TP x PP x EP). Example: --ep 2")] = 1,
+    models: Annotated[str | None, typer.Option(help="Which generated classes: 'model' (LLaMAModel), 'pipe' "
+                                                    "(LLaMAModelPipe), or both, comma-separated; default: every "
+                                                    "one the port has. Example: --models pipe")] = None,
     layers: Annotated[int, typer.Option(help="Layers of the tiny model. Example: --layers 4")] = 2,
     hidden: Annotated[int, typer.Option(help="Hidden size of the tiny model. Example: --hidden 128")] = 64,
     heads: Annotated[int, typer.Option(help="Attention heads. Example: --heads 8")] = 4,
@@ -61,17 +64,18 @@ def verify(
     Examples:
     porter verify llama --target ./Megatron-DeepSpeed
     porter verify llama --target ./Megatron-DeepSpeed --tp 2
+    porter verify mixtral --target ./Megatron-DeepSpeed --ep 2
     porter verify llama --target ./Megatron-DeepSpeed --load ./checkpoints --json > verify.json
     """
     from porter.requirements import require
     from porter.workfolder import WorkFolder
 
     out = Output(json=json, quiet=quiet)
-    kinds = tuple(k.strip() for k in models.split(",") if k.strip())
+    kinds = None if models is None else tuple(k.strip() for k in models.split(",") if k.strip())
     folder = None
     try:
-        unknown = [k for k in kinds if k not in ("model", "pipe")]
-        if unknown or not kinds:
+        unknown = [k for k in kinds or () if k not in ("model", "pipe")]
+        if unknown or kinds == ():
             raise PorterError(f"unknown --models {models!r}", construct="model, pipe or model,pipe",
                               found=", ".join(unknown) or "nothing", fix="pass --models model,pipe")
         _check_sizes(tp, pp, layers, heads)
@@ -85,7 +89,7 @@ def verify(
         spec = load_spec(model)
         tiny = TinyConfig(num_layers=layers, hidden_size=hidden, num_attention_heads=heads, vocab_size=vocab,
                           seq_length=seq, batch_size=batch, weight_std=std, seed=seed)
-        options = VerifyOptions(tiny=tiny, tensor_parallel=tp, pipeline_parallel=pp, kinds=kinds,
+        options = VerifyOptions(tiny=tiny, tensor_parallel=tp, pipeline_parallel=pp, kinds=kinds, expert_parallel=ep,
                                 tolerance=tolerance, checkpoint=load.resolve() if load else None,
                                 cpu=runs_on_cpu(cpu))
         folder = WorkFolder.open(workdir, "verify", target)

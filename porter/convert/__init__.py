@@ -5,6 +5,7 @@ One job per module:
 - shape.py: the numbers that fix the tensors' shapes;
 - tensors.py: HF state dict <-> one full copy in the tree's layout (pure copies);
 - sharding.py: full <-> what each tensor-parallel rank holds;
+- experts.py: the MoE difference's router and experts (HF's two spellings, DeepSpeed's expert files);
 - checkpoint.py: the DeepSpeed checkpoint files the tree's load_checkpoint reads;
 - hf_dir.py: HF model directories;
 - run.py: the two conversions as `porter convert` runs them, carrying every number.

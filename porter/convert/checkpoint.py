@@ -6,7 +6,9 @@ A shard is what one tensor-parallel rank holds, written as
                       model-parallel rank, MM = pp_rank * TP + tp_rank);
     plain engine:     <dir>/<tag>/mp_rank_TT_model_states.pt with 'module' holding the
                       nested dict of the model's state_dict_for_save_checkpoint;
-plus <dir>/latest (DeepSpeed's tag file) and latest_checkpointed_iteration.txt.
+plus <dir>/latest (DeepSpeed's tag file) and latest_checkpointed_iteration.txt. With
+DeepSpeed's MoE layer (plain engine only) every expert is a file of its own besides
+(porter/convert/experts.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from porter.convert import experts
 from porter.convert.layout import PIPE_EMBEDDING, PIPE_FIRST_LAYER, WeightLayout
 from porter.convert.shape import ModelShape
 from porter.convert.sharding import shard, unshard
@@ -112,11 +115,14 @@ def write_checkpoint(weights: MegatronWeights, layout: WeightLayout, out: Path, 
             construct="--pp 1 with --no-pipe", found=f"--pp {pp}",
             fix="write a pipeline-engine checkpoint (the default) for pipeline-parallel runs",
         )
+    experts.check_engine(layout, pipe, tp)
     folder = Path(out) / TAG
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     shards = [shard(weights, layout, tp, r) for r in range(tp)]
     base = _client_state(weights, layout, tp, pp, args or {}, hf_config or {})
+    if layout.num_experts:  # DeepSpeed's engine lists the expert count of each of its MoE layers
+        base["num_experts"] = [weights.shape.num_experts] * len(weights.layers)
     if pipe:
         for rank, local in enumerate(shards):
             for index, state in _pipe_layer_files(local, layout).items():
@@ -129,6 +135,14 @@ def write_checkpoint(weights: MegatronWeights, layout: WeightLayout, out: Path, 
             written.append(path)
     else:
         for rank, local in enumerate(shards):
+            if layout.num_experts:
+                layers, files = experts.split_experts(local.layers, layout, weights.shape.num_experts)
+                local = MegatronWeights(shape=local.shape, embedding=local.embedding, layers=layers,
+                                        final_norm=local.final_norm, output=local.output)
+                for (moe_layer, expert), state in files.items():
+                    path = experts.expert_file(folder, moe_layer, expert, rank)
+                    torch.save(state, path)
+                    written.append(path)
             path = folder / f"mp_rank_{rank:02d}_model_states.pt"
             torch.save({**base, "module": _nested_module(local, layout)}, path)
             written.append(path)
@@ -227,6 +241,7 @@ def read_checkpoint(checkpoint: Path, layout: WeightLayout, vocab_size: int | No
     num_layers = args.num_layers
     names = layer_names(layout)
     shards = []
+    num_experts = 0
     if layer_files:
         by_rank: dict[int, dict[int, Path]] = {}
         for path in layer_files:
@@ -241,7 +256,7 @@ def read_checkpoint(checkpoint: Path, layout: WeightLayout, vocab_size: int | No
             output = _load(files[out_index])[layout.head_pipe_key] if out_index in files else None
             shards.append((emb, layers, final, output))
     else:
-        for path in mp_files:
+        for rank, path in enumerate(mp_files):
             module = _load(path)["module"]
             lm = module[layout.language_model_key]
             emb = lm[layout.embedding_key][layout.word_embeddings_key]["weight"]
@@ -252,8 +267,11 @@ def read_checkpoint(checkpoint: Path, layout: WeightLayout, vocab_size: int | No
                 prefix = f"{layout.layers}.{i}."
                 layers.append({k[len(prefix):]: v for k, v in encoder.items() if k.startswith(prefix)})
             final = encoder.get(f"{layout.final_norm}.weight")
+            num_experts = experts.read_expert_files(folder, rank, layers, _load) if layout.num_experts else 0
             shards.append((emb, layers, final, output))
     known = set(names.values())
+    if layout.num_experts:
+        known |= experts.layer_keys(layout, num_experts)
     for _, layers, _, _ in shards:
         for layer in layers:
             unknown = sorted(set(layer) - known)
@@ -276,12 +294,13 @@ def read_checkpoint(checkpoint: Path, layout: WeightLayout, vocab_size: int | No
         )
     first_layers = shards[0][1]
     halves = 1 if layout.up else 2  # a fused [gate; up] projection is twice the MLP width
-    ffn = first_layers[0][names["fc1"]].shape[0] // halves * len(shards) if first_layers else args.ffn_hidden_size
+    fc1 = experts.expert_keys(layout, 0)[0] if layout.num_experts else names["fc1"]
+    ffn = first_layers[0][fc1].shape[0] // halves * len(shards) if first_layers else args.ffn_hidden_size
     heads = args.num_attention_heads
     shape = ModelShape(
         num_layers=num_layers, hidden_size=args.hidden_size, num_attention_heads=heads,
         ffn_hidden_size=ffn, vocab_size=vocab, num_query_groups=getattr(args, "num_key_value_heads", None) or heads,
-        head_dim=getattr(args, "kv_channels", None) or 0,
+        head_dim=getattr(args, "kv_channels", None) or 0, num_experts=num_experts if layout.num_experts else 0,
     )
     parts = [MegatronWeights(shape=shape, embedding=e, layers=ls, final_norm=f, output=o) for e, ls, f, o in shards]
     full = unshard(parts, layout)

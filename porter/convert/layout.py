@@ -77,6 +77,7 @@ class WeightLayout:
     attention_output_bias: bool = False
     mlp_bias: bool = False
     final_norm_present: bool = True
+    num_experts: int = 0  # experts per layer (DeepSpeed's MoE layer as the MLP); 0: a dense MLP
     make_vocab_size_divisible_by: int = 128
 
     @property

@@ -80,7 +80,7 @@ class Port:
 
         plan = make_plan(spec, self.profile)
         return {dest: (field, plan.defaults[dest]) for dest, field in plan.default_fields.items()
-                if isinstance(plan.defaults[dest], (int, float)) and not isinstance(plan.defaults[dest], bool)}
+                if _number(plan.defaults[dest])}
 
     def run_argv(self, spec) -> list[str]:
         """The tree's options that set the spec's numbers, for its parser (the sizes are the
@@ -89,7 +89,7 @@ class Port:
         for dest, (field, value) in self.numbers(spec).items():
             argument = self.profile.arguments.by_dest(dest)
             if argument is not None and not field.startswith("sizes."):
-                argv += [argument.options[0], str(value)]
+                argv += [argument.options[0], *(str(v) for v in (value if isinstance(value, list) else [value]))]
         return argv
 
     def spec_from_args(self, args) -> Any:
@@ -97,9 +97,18 @@ class Port:
         values: dict[str, Any] = {}
         for dest, (field, _) in self.numbers(self.spec).items():
             value = getattr(args, dest, None)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, list) and _number(value):
+                value = max(value)  # a count per layer (--num-experts): the spec holds the sparse layers'
+            if _number(value):
                 values[field] = value
         return self.spec.with_values(**values)
+
+
+def _number(value) -> bool:
+    """A number the port's switches take: int or float, or a list of ints (one per layer)."""
+    if isinstance(value, list):
+        return bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def switchable_fields() -> set[str]:

@@ -20,6 +20,7 @@ class ModelShape:
     vocab_size: int  # the real vocabulary; Megatron pads it
     num_query_groups: int = 0  # num_key_value_heads; 0: one per attention head
     head_dim: int = 0  # head_dim; 0: hidden_size / num_attention_heads
+    num_experts: int = 0  # num_local_experts: experts per layer; 0: a dense MLP
 
     def __post_init__(self) -> None:
         self.num_query_groups = self.num_query_groups or self.num_attention_heads
@@ -46,7 +47,8 @@ class ModelShape:
             )
         return cls(num_layers=config["num_hidden_layers"], hidden_size=config["hidden_size"], num_attention_heads=heads,
                    ffn_hidden_size=config["intermediate_size"], vocab_size=config["vocab_size"],
-                   num_query_groups=groups, head_dim=config.get("head_dim") or 0)
+                   num_query_groups=groups, head_dim=config.get("head_dim") or 0,
+                   num_experts=config.get("num_local_experts") or 0)
 
     @property
     def heads_per_group(self) -> int:

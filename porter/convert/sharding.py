@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from porter.convert import experts
 from porter.convert.layout import WeightLayout
 from porter.convert.tensors import MegatronWeights, layer_names
 from porter.errors import PorterError
@@ -25,6 +26,12 @@ def _roles(layout: WeightLayout) -> dict[str, str]:
         names["up"]: "rows", names["up_bias"]: "rows",
         names["fc2"]: "columns", names["fc2_bias"]: "replicated",
     }
+
+
+def _role(roles: dict[str, str], key: str) -> str:
+    """How a layer tensor splits; the MoE layer's router and experts are whole on every rank
+    (convert refuses --tp > 1 with experts)."""
+    return "replicated" if key not in roles and experts.MOE in key else roles[key]
 
 
 def _shard(t: torch.Tensor, how: str, tp: int, rank: int) -> torch.Tensor:
@@ -76,7 +83,7 @@ def shard(weights: MegatronWeights, layout: WeightLayout, tp: int, rank: int) ->
     return MegatronWeights(
         shape=weights.shape,
         embedding=_shard(weights.embedding, "rows", tp, rank),
-        layers=[{k: _shard(v, roles[k], tp, rank) for k, v in layer.items()} for layer in weights.layers],
+        layers=[{k: _shard(v, _role(roles, k), tp, rank) for k, v in layer.items()} for layer in weights.layers],
         final_norm=None if weights.final_norm is None else weights.final_norm.clone(),
         output=None if weights.output is None else _shard(weights.output, "rows", tp, rank),
     )
@@ -89,7 +96,7 @@ def unshard(parts: list[MegatronWeights], layout: WeightLayout) -> MegatronWeigh
     return MegatronWeights(
         shape=first.shape,
         embedding=_unshard([p.embedding for p in parts], "rows"),
-        layers=[{k: _unshard([p.layers[i][k] for p in parts], roles[k]) for k in layer}
+        layers=[{k: _unshard([p.layers[i][k] for p in parts], _role(roles, k)) for k in layer}
                 for i, layer in enumerate(first.layers)],
         final_norm=None if first.final_norm is None else first.final_norm.clone(),
         output=None if first.output is None else _unshard([p.output for p in parts], "rows"),

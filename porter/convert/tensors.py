@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from porter.convert import experts
 from porter.convert.layout import WeightLayout
 from porter.convert.shape import ModelShape
 from porter.errors import PorterError
@@ -113,16 +114,18 @@ def hf_to_megatron(state: dict[str, torch.Tensor], config: dict, layout: WeightL
     for i in range(shape.num_layers):
         pre = f"model.layers.{i}."
         attn, mlp = pre + "self_attn.", pre + "mlp."
-        gate, up = take(mlp + "gate_proj.weight"), take(mlp + "up_proj.weight")
         layer = {
             names["input_norm"]: take(pre + "input_layernorm.weight").clone(),
             names["qkv"]: fuse_qkv(take(attn + "q_proj.weight"), take(attn + "k_proj.weight"),
                                    take(attn + "v_proj.weight"), groups),
             names["dense"]: take(attn + "o_proj.weight").clone(),
             names["post_norm"]: take(pre + "post_attention_layernorm.weight").clone(),
-            **_gate_and_up(names, layout, gate, up),
-            names["fc2"]: take(mlp + "down_proj.weight").clone(),
         }
+        if layout.num_experts:  # DeepSpeed's MoE layer (porter/convert/experts.py)
+            layer.update(experts.hf_to_layer(state, i, layout, shape.num_experts, take))
+        else:
+            layer.update(_gate_and_up(names, layout, take(mlp + "gate_proj.weight"), take(mlp + "up_proj.weight")))
+            layer[names["fc2"]] = take(mlp + "down_proj.weight").clone()
         if layout.qkv_bias:
             layer[names["qkv_bias"]] = fuse_qkv(take(attn + "q_proj.bias"), take(attn + "k_proj.bias"),
                                                 take(attn + "v_proj.bias"), groups)
@@ -154,14 +157,17 @@ def megatron_to_hf(weights: MegatronWeights, layout: WeightLayout) -> dict[str, 
         pre = f"model.layers.{i}."
         attn, mlp = pre + "self_attn.", pre + "mlp."
         q, k, vv = split_qkv(layer[names["qkv"]], shape)
-        gate, up = _hf_gate_and_up(names, layout, layer, f)
+        if layout.num_experts:
+            state.update(experts.layer_to_hf(layer, i, layout, shape.num_experts, f))
+        else:
+            gate, up = _hf_gate_and_up(names, layout, layer, f)
+            state.update({mlp + "gate_proj.weight": gate, mlp + "up_proj.weight": up,
+                          mlp + "down_proj.weight": layer[names["fc2"]].clone()})
         state.update({
             pre + "input_layernorm.weight": layer[names["input_norm"]].clone(),
             attn + "q_proj.weight": q, attn + "k_proj.weight": k, attn + "v_proj.weight": vv,
             attn + "o_proj.weight": layer[names["dense"]].clone(),
             pre + "post_attention_layernorm.weight": layer[names["post_norm"]].clone(),
-            mlp + "gate_proj.weight": gate, mlp + "up_proj.weight": up,
-            mlp + "down_proj.weight": layer[names["fc2"]].clone(),
         })
         if names["qkv_bias"] in layer:
             qb, kb, vb = split_qkv(layer[names["qkv_bias"]], shape)

@@ -16,6 +16,7 @@ from porter.features.fused_attention import FusedAttention
 from porter.features.gated_mlp import GatedMLP
 from porter.features.grouped_query import GroupedQueryAttention
 from porter.features.head_dim import HeadDim
+from porter.features.moe import MixtureOfExperts
 from porter.features.norm_eps import NormEps
 from porter.features.norm_offset import NormOffset
 from porter.features.rmsnorm import RMSNormDifference
@@ -45,6 +46,7 @@ DIFFERENCES: tuple[Difference, ...] = (
     NormEps(),
     FinalNorm(),
     Sizes(),
+    MixtureOfExperts(),
 )
 
 # Differences that change the model's shape: a tree implementing all the spec wants behind its

@@ -34,6 +34,7 @@ class Difference:
     changes_model: ClassVar[bool] = True  # False: porter's own improvement or plain numbers
     hf_fields: ClassVar[tuple[str, ...]] = ()  # the config.json fields from_hf reads
     switchable: ClassVar[tuple[str, ...]] = ()  # fields the port's switch can set to any value (convert)
+    pipeline_engine: ClassVar[bool] = True  # False: the generated <Prefix>ModelPipe cannot carry it
 
     def wanted(self, spec: Spec) -> bool:
         return False

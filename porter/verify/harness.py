@@ -256,12 +256,23 @@ def _keeper(values: dict, name: str, take: str):
             value = args[0]
         elif take == "pair":  # query [s, b, np, hn] and key [s, b, ng, hn], heads side by side
             value = torch.cat([t for t in output[:2]], dim=-2)
+        elif take == "routes":  # DeepSpeed's gate: (l_aux, capacity, experts, indices [k, S], locations, weights [k, S], counts)
+            value = _routes(output)
         elif take == "output+bias" and isinstance(output, (tuple, list)):
             value = output[0] if len(output) < 2 or output[1] is None else output[0] + output[1]
         else:
             value = output[0] if isinstance(output, (tuple, list)) else output
         values[name] = value.detach().float().cpu().clone()
     return hook
+
+
+def _routes(gate_output) -> torch.Tensor:
+    """Each token's weight per expert [S, experts] from DeepSpeed's sparse gate output (an
+    index below 0 is a route dropped for capacity: no weight)."""
+    experts, indices, weights = int(gate_output[2]), gate_output[3].long(), gate_output[5].float()
+    dense = torch.zeros(indices.shape[1], experts)
+    kept = indices >= 0
+    return dense.scatter_add(1, indices.clamp(min=0).t(), (weights * kept).t())
 
 
 # -- structure: the model's tensors against a checkpoint's --------------------------------------------
@@ -288,12 +299,37 @@ def expected_tensors(model, kind: str, folder, tp_rank: int) -> dict[str, tuple[
         path = os.path.join(folder, f"mp_rank_{tp_rank:02d}_model_states.pt")
         saved = flatten_state(torch.load(path, map_location="cpu", weights_only=False)["module"]) \
             if os.path.exists(path) else {}
+        saved.update(expert_files(model, folder, tp_rank))
         mine = flatten_state(model.state_dict_for_save_checkpoint())
         for key, value in mine.items():
             theirs = saved.get(key)
             found[key] = (tuple(value.shape), None if theirs is None else tuple(theirs.shape))
         for key in set(saved) - set(mine):
             found[key] = ((), tuple(saved[key].shape))
+    return found
+
+
+def expert_files(model, folder, tp_rank: int) -> dict[str, torch.Tensor]:
+    """This rank's experts as DeepSpeed loads them: the file of each of its experts (by global
+    id) in MoE-layer order, keyed by module path with the local id."""
+    try:
+        from deepspeed.moe.layer import MoE
+        from deepspeed.utils import groups
+    except ImportError:
+        return {}
+    found: dict[str, torch.Tensor] = {}
+    moe_layer = 0
+    for _, module in model.named_modules():
+        if not isinstance(module, MoE):
+            continue
+        rank = groups._get_expert_parallel_rank(module.expert_group_name)
+        for local in range(module.num_local_experts):
+            expert = rank * module.num_local_experts + local
+            path = os.path.join(folder, f"layer_{moe_layer}_expert_{expert}_mp_rank_{tp_rank:02d}_model_states.pt")
+            if os.path.exists(path):
+                for key, tensor in torch.load(path, map_location="cpu", weights_only=False).items():
+                    found[key.replace(f"deepspeed_experts.{expert}.", f"deepspeed_experts.{local}.")] = tensor
+        moe_layer += 1
     return found
 
 
@@ -331,6 +367,7 @@ def load_loosely(model, kind: str, folder, tp_rank: int, std: float, seed: int) 
     else:
         path = os.path.join(folder, f"mp_rank_{tp_rank:02d}_model_states.pt")
         saved = flatten_state(torch.load(path, map_location="cpu", weights_only=False)["module"])
+        saved.update(expert_files(model, folder, tp_rank))
         mine = flatten_state(model.state_dict_for_save_checkpoint(keep_vars=True))
         with torch.no_grad():
             for key, tensor in mine.items():

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from porter import convert
 from porter.errors import PorterError
+from porter.features.moe import expert_parallel_argv
 from porter.naming import spec_in_tree
 from porter.smoke import runs_on_cpu
 from porter.source import SourceTree
@@ -52,7 +53,8 @@ class VerifyOptions:
     tiny: TinyConfig = field(default_factory=TinyConfig)
     tensor_parallel: int = 1
     pipeline_parallel: int | None = None  # None: 1, or the checkpoint's
-    kinds: tuple[str, ...] = ("model", "pipe")
+    kinds: tuple[str, ...] | None = None  # None: every class the port has ("model", "pipe")
+    expert_parallel: int = 1  # ranks each layer's experts are sharded over (MoE ports; processes: x this)
     tolerance: float = TOLERANCE
     timeout: float = 600.0
     checkpoint: Path | None = None  # verify this checkpoint of the tree instead of a random model
@@ -216,6 +218,22 @@ def compare(kind: str, records: list[dict], probes, ref_logits, captures, labels
 # -- the whole check --------------------------------------------------------------------------------
 
 
+def _kinds(spec: Spec, asked: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The generated classes to verify: those asked for, else every one the port has (a
+    difference the pipe model cannot carry, such as DeepSpeed's MoE layer, leaves the plain one)."""
+    from porter.features import wanted
+
+    pipe = all(d.pipeline_engine for d in wanted(spec))
+    if asked is None:
+        return ("model", "pipe") if pipe else ("model",)
+    if "pipe" in asked and not pipe:
+        names = ", ".join(d.name for d in wanted(spec) if not d.pipeline_engine)
+        raise PorterError(f"the {spec.name} port's {spec.model_class}Pipe cannot carry {names}",
+                          file=spec.path, construct="--models model", found="--models " + ",".join(asked),
+                          fix=f"verify {spec.model_class} (--models model): the port trains on the plain engine")
+    return asked
+
+
 def _reference_from_checkpoint(port: convert.Port, checkpoint: Path, tiny: TinyConfig, workdir: Path):
     """The HF reference converted from a checkpoint of the tree (the tree's padding rows kept)."""
     import transformers
@@ -254,7 +272,8 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
     workdir = Path(workdir).resolve()  # the workers run in the tree's copy: every path they get is absolute
     workdir.mkdir(parents=True, exist_ok=True)
     tp, pp = options.tensor_parallel, options.pipeline_parallel or 1
-    argv_extra: list[str] = []
+    ep = options.expert_parallel
+    argv_extra: list[str] = expert_parallel_argv(port, ep)
 
     if options.checkpoint is not None:
         reference, tiny, weights = _reference_from_checkpoint(port, Path(options.checkpoint), tiny, workdir)
@@ -262,16 +281,16 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
         tp = weights.extra["tensor_parallel"]
         pp = options.pipeline_parallel or weights.extra["pipeline_parallel"]
         # what the tree's load_checkpoint compares with the checkpoint's args
-        argv_extra = port.run_argv(port.spec_from_args(weights.extra["args"])) + \
+        argv_extra += port.run_argv(port.spec_from_args(weights.extra["args"])) + \
             ["--ffn-hidden-size", str(weights.shape.ffn_hidden_size)]
         if max_positions_allowed(spec, profile):
             positions = getattr(weights.extra["args"], "max_position_embeddings", None) or tiny.seq_length
             argv_extra += ["--max-position-embeddings", str(positions)]
         checkpoints = {kinds[0]: str(options.checkpoint)}
     else:
-        kinds = options.kinds
+        kinds = _kinds(spec, options.kinds)
         reference = random_reference(spec, tiny)
-        argv_extra = port.run_argv(tiny_spec(spec, tiny))
+        argv_extra += port.run_argv(tiny_spec(spec, tiny))
     if tiny.num_layers % pp:
         raise PorterError(f"{tiny.num_layers} layers do not split over {pp} pipeline stages",
                           construct="--layers divisible by --pp", found=f"--layers {tiny.num_layers} --pp {pp}",
@@ -279,9 +298,11 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
     if pp > 1:  # LLaMAModel runs on the plain engine: no pipeline stages
         kinds = tuple(k for k in kinds if k != "model")
     if not kinds:
-        raise PorterError("LLaMAModel runs on the plain engine, which has no pipeline stages",
+        plain_only = _kinds(spec, None) == ("model",)
+        raise PorterError(f"{spec.model_class} runs on the plain engine, which has no pipeline stages",
                           construct="--pp 1 with --models model", found=f"--pp {pp}",
-                          fix="verify the pipe model (--models pipe) for pipeline-parallel sizes > 1")
+                          fix=f"the {spec.name} port trains on the plain engine only: verify with --pp 1" if plain_only
+                          else "verify the pipe model (--models pipe) for pipeline-parallel sizes > 1")
 
     groups = getattr(reference.config, "num_key_value_heads", None) or tiny.num_attention_heads
     tokens, labels = token_batch(tiny)
@@ -310,7 +331,7 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
                      tiny.batch_size, tiny.seed)
     job = {
         "tree": tree_job(spec, tree, profile, shape, tiny.vocab_size, tp, pp,
-                         argv_extra + tokenizer_argv(spec, profile, workdir)),
+                         argv_extra + tokenizer_argv(spec, profile, workdir), dp=ep),
         "stamp_args": options.checkpoint is None,
         "kinds": list(kinds), "checkpoints": checkpoints, "out": str(out), "layout": layout.as_dict(),
         "num_layers": tiny.num_layers, "num_heads": tiny.num_attention_heads, "num_groups": groups,
@@ -319,17 +340,21 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
     }
     job_path = workdir / "job.json"
     job_path.write_text(json.dumps(job, indent=1))
-    used = run_in_tree(tree.root, "porter.verify.worker", job_path, tp * pp, workdir / "worker.log", options.timeout,
-                       what=f"building, loading and running the generated {spec.model_class}",
+    used = run_in_tree(tree.root, "porter.verify.worker", job_path, tp * pp * ep, workdir / "worker.log",
+                       options.timeout, what=f"building, loading and running the generated {spec.model_class}",
                        cpu=runs_on_cpu(options.cpu))
 
     probes = probe_plan(layout, tiny.num_layers, tiny.num_attention_heads, groups)
     results = []
     for kind in kinds:
         model_class = spec.model_class + ("Pipe" if kind == "pipe" else "")
-        results.append(compare(kind, _collect(out, kind), probes, ref_logits, captures, labels,
-                               tiny.vocab_size, options.tolerance, model_class))
-    config = {**tiny.as_dict(), "tensor_parallel": tp, "pipeline_parallel": pp,
+        records = _collect(out, kind)
+        # data-parallel replicas (expert parallelism) ran the same batch: each is compared, the worst reported
+        replicas = [compare(kind, [r for r in records if r.get("dp_rank", 0) == dp], probes, ref_logits, captures,
+                            labels, tiny.vocab_size, options.tolerance, model_class)
+                    for dp in sorted({r.get("dp_rank", 0) for r in records})]
+        results.append(max(replicas, key=lambda r: (not r.passed, r.max_logit_diff)))
+    config = {**tiny.as_dict(), "tensor_parallel": tp, "pipeline_parallel": pp, "expert_parallel": ep,
               "checkpoint": None if options.checkpoint is None else str(options.checkpoint)}
     return VerifyResult(spec=spec.name, target=str(target), config=config, results=results,
                         workdir=str(workdir), seconds=time.monotonic() - start, standins=used)
@@ -348,10 +373,12 @@ def reset_positions(tiny: TinyConfig) -> torch.Tensor:
 def describe(result: VerifyResult) -> str:
     """The report a person reads."""
     lines = []
+    ep = result.config.get("expert_parallel", 1)
+    expert_parallel = f", EP={ep}" if ep > 1 else ""
     for r in result.results:
         verdict = "passed" if r.passed else "FAILED"
         lines.append(
-            f"{r.model_class} (TP={r.tensor_parallel}, PP={r.pipeline_parallel}): {verdict}: "
+            f"{r.model_class} (TP={r.tensor_parallel}, PP={r.pipeline_parallel}{expert_parallel}): {verdict}: "
             f"max |logit - HF| = {r.max_logit_diff:.3g} (tolerance {r.tolerance:g}), "
             f"argmax {'identical' if r.argmax_equal else 'DIFFERS'}, "
             f"loss {r.loss:.6f} vs HF {r.reference_loss:.6f}"

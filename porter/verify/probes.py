@@ -26,7 +26,7 @@ class Probe:
     site: str  # "embedding" | "layer" | "final_norm" | "output"
     layer: int  # global layer index (site "layer"), else -1
     path: str  # module path inside the site's module ("" = the module itself)
-    take: str  # "output" | "input" | "output+bias" (a linear that returns its bias apart) | "pair"
+    take: str  # "output" | "input" | "output+bias" (a linear that returns its bias apart) | "pair" | "routes"
     combine: str  # how tensor-parallel ranks' values join: "same" | "cat" | "gate_up" | "query_key"
     hf: Callable[[dict], torch.Tensor]  # the same quantity from HF's captures, [b, s, ...]
     heads: tuple[int, int] = (0, 0)  # (query heads, key/value heads), for "query_key"
@@ -77,6 +77,13 @@ def probe_plan(layout: WeightLayout, num_layers: int, num_heads: int, num_groups
             gate, up = c[f"{hf}.mlp.gate_proj"], c[f"{hf}.mlp.up_proj"]
             return torch.cat((gate, up) if layout.gate_first else (up, gate), dim=-1)
 
+        def routes(c, hf=hf):
+            """HF's router: (logits, top-k weights, top-k experts) -> each token's weight per expert."""
+            b, s = c["model.embed_tokens"].shape[:2]
+            logits, weights, experts = c[f"{hf}.mlp.gate"]
+            dense = torch.zeros_like(logits, dtype=torch.float32).scatter(1, experts, weights.float())
+            return dense.reshape(b, s, -1)
+
         probes += [
             Probe(f"{base}.{layout.input_norm}", "input norm", "layer", i, layout.input_norm, "output", "same",
                   ref("input_layernorm")),
@@ -90,16 +97,18 @@ def probe_plan(layout: WeightLayout, num_layers: int, num_heads: int, num_groups
                   "output+bias", "same", ref("self_attn.o_proj")),
             Probe(f"{base}.{layout.post_attention_norm}", "post-attention norm", "layer", i,
                   layout.post_attention_norm, "output", "same", ref("post_attention_layernorm")),
-            *([Probe(f"{base}.{p}.{layout.fc1}", "gate projection", "layer", i, f"{p}.{layout.fc1}",
-                     "output+bias", "cat", ref("mlp.gate_proj")),
-               Probe(f"{base}.{p}.{layout.up}", "up projection", "layer", i, f"{p}.{layout.up}",
-                     "output+bias", "cat", ref("mlp.up_proj"))] if layout.up else
-              [Probe(f"{base}.{p}.{layout.fc1}", "fused gate and up projections", "layer", i, f"{p}.{layout.fc1}",
-                     "output+bias", "gate_up", gate_up)]),
-            Probe(f"{base}.{p}", f"{ACTIVATIONS[layout.activation]} (input of the MLP output projection)",
-                  "layer", i, f"{p}.{layout.fc2}", "input", "cat", ref("mlp.down_proj:input")),
-            Probe(f"{base}.{p}.{layout.fc2}", "MLP output projection", "layer", i, f"{p}.{layout.fc2}",
-                  "output+bias", "same", ref("mlp.down_proj")),
+            *(_moe_probes(base, p, i, routes, ref("mlp")) if layout.num_experts else [
+                *([Probe(f"{base}.{p}.{layout.fc1}", "gate projection", "layer", i, f"{p}.{layout.fc1}",
+                         "output+bias", "cat", ref("mlp.gate_proj")),
+                   Probe(f"{base}.{p}.{layout.up}", "up projection", "layer", i, f"{p}.{layout.up}",
+                         "output+bias", "cat", ref("mlp.up_proj"))] if layout.up else
+                  [Probe(f"{base}.{p}.{layout.fc1}", "fused gate and up projections", "layer", i, f"{p}.{layout.fc1}",
+                         "output+bias", "gate_up", gate_up)]),
+                Probe(f"{base}.{p}", f"{ACTIVATIONS[layout.activation]} (input of the MLP output projection)",
+                      "layer", i, f"{p}.{layout.fc2}", "input", "cat", ref("mlp.down_proj:input")),
+                Probe(f"{base}.{p}.{layout.fc2}", "MLP output projection", "layer", i, f"{p}.{layout.fc2}",
+                      "output+bias", "same", ref("mlp.down_proj")),
+            ]),
             Probe(base, "transformer layer output (residual stream)", "layer", i, "", "output", "same",
                   lambda c, hf=hf: _first(c[hf])),
         ]
@@ -108,6 +117,18 @@ def probe_plan(layout: WeightLayout, num_layers: int, num_heads: int, num_groups
     probes.append(Probe(layout.head_module, "output projection: logits", "output", -1, "", "output", "cat",
                         lambda c: c["lm_head"]))
     return probes
+
+
+def _moe_probes(base: str, mlp: str, i: int, routes, output) -> list[Probe]:
+    """DeepSpeed's MoE layer as the MLP: its router's decision (each token's weight per expert:
+    the top-k of the softmax, renormalised; 0 elsewhere), then the layer's output (the
+    experts' outputs summed with those weights)."""
+    return [
+        Probe(f"{base}.{mlp}.deepspeed_moe.gate", "MoE router: each token's weight per expert (top-k, renormalised)",
+              "layer", i, f"{mlp}.deepspeed_moe.gate", "routes", "same", routes),
+        Probe(f"{base}.{mlp}", "MoE layer: top-k experts per token, weighted by the renormalised router probabilities",
+              "layer", i, mlp, "output", "same", output),
+    ]
 
 
 def pipe_module(probe: Probe, num_layers: int) -> str:
@@ -125,6 +146,8 @@ def orient(probe: Probe, value: torch.Tensor, batch_size: int) -> torch.Tensor:
     Embedding, final norm and logits are [b, s, ...] in porter's port, [s, b, ...] in trees
     that keep that order outside the stack too (microsoft HEAD): the batch dimension says which.
     """
+    if probe.take == "routes":  # [s * b, experts]: the tokens of the layer's [s, b] in a row (DeepSpeed's MoE)
+        value = value.reshape(-1, batch_size, *value.shape[1:])
     if probe.site == "layer" or (value.shape[0] != batch_size and value.shape[1] == batch_size):
         return value.transpose(0, 1)
     return value
@@ -147,7 +170,8 @@ def combine(probe: Probe, ranks: list[torch.Tensor]) -> torch.Tensor:
 
 
 HF_HOOKS = ("input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "self_attn.k_proj",
-            "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+            "self_attn.v_proj", "self_attn.o_proj", "mlp", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
+            "mlp.gate")  # a model has the ones its MLP has (Mixtral: mlp.gate, the router)
 HF_INPUT_HOOKS = ("self_attn.o_proj", "mlp.down_proj")
 
 
@@ -178,13 +202,15 @@ def capture_hf(model, tokens: torch.Tensor, positions: torch.Tensor | None = Non
         wanted.append(f"model.layers.{i}")
         wanted += [f"model.layers.{i}.{k}" for k in HF_HOOKS]
     for name in wanted:
-        handles.append(modules[name].register_forward_hook(keep(name)))
+        if name in modules:
+            handles.append(modules[name].register_forward_hook(keep(name)))
     handles.append(modules["model.layers.0"].register_forward_pre_hook(_keep_input(captures, "model.layers.0:input"),
                                                                      with_kwargs=True))
     for i in range(model.config.num_hidden_layers):
         for k in HF_INPUT_HOOKS:
             name = f"model.layers.{i}.{k}"
-            handles.append(modules[name].register_forward_hook(keep(f"{name}:input", inputs=True)))
+            if name in modules:
+                handles.append(modules[name].register_forward_hook(keep(f"{name}:input", inputs=True)))
     try:
         with torch.no_grad():
             # An explicit all-ones mask: HF attends causally over the whole row, as the tree does with

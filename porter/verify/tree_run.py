@@ -66,15 +66,16 @@ def max_positions_allowed(spec: Spec, profile: TreeProfile) -> bool:
     return spec["position_embedding.type"] != "rotary" or not profile.arguments.forbids_max_positions
 
 
-def tree_argv(spec: Spec, profile: TreeProfile, shape: RunShape, tp: int, pp: int) -> list[str]:
-    """A command line the tree's parser accepts for this model (only the options it has)."""
+def tree_argv(spec: Spec, profile: TreeProfile, shape: RunShape, tp: int, pp: int, dp: int = 1) -> list[str]:
+    """A command line the tree's parser accepts for this model (only the options it has); `dp`
+    data-parallel replicas each run the batch."""
     options = profile.arguments.options
     positions = ["--max-position-embeddings", str(shape.seq_length)] if max_positions_allowed(spec, profile) else []
     argv = [
         "--num-layers", str(shape.num_layers), "--hidden-size", str(shape.hidden_size),
         "--num-attention-heads", str(shape.num_attention_heads),
         "--seq-length", str(shape.seq_length), *positions,
-        "--micro-batch-size", str(shape.batch_size), "--global-batch-size", str(shape.batch_size),
+        "--micro-batch-size", str(shape.batch_size), "--global-batch-size", str(shape.batch_size * dp),
         "--tensor-model-parallel-size", str(tp), "--pipeline-model-parallel-size", str(pp),
         "--seed", str(shape.seed), "--deepspeed",
     ]
@@ -108,11 +109,11 @@ def tokenizer_argv(spec: Spec, profile: TreeProfile, folder: Path) -> list[str]:
 
 
 def tree_job(spec: Spec, tree: SourceTree, profile: TreeProfile, shape: RunShape, vocab_size: int,
-             tp: int = 1, pp: int = 1, argv_extra: list[str] | None = None) -> dict:
+             tp: int = 1, pp: int = 1, argv_extra: list[str] | None = None, dp: int = 1) -> dict:
     """What harness.TreeJob needs to start the tree's megatron for a model (a plain dict)."""
     script, provider = entry_points(tree, spec)
     return {"script_module": script, "extra_args_provider": provider,
-            "argv": tree_argv(spec, profile, shape, tp, pp) + list(argv_extra or []), "vocab_size": vocab_size,
+            "argv": tree_argv(spec, profile, shape, tp, pp, dp) + list(argv_extra or []), "vocab_size": vocab_size,
             "micro_batch_size": shape.batch_size}
 
 

@@ -33,11 +33,11 @@ def run_kind(session: harness.TreeSession, kind: str, job: dict, out: Path) -> N
     pp_rank = mpu.get_pipeline_model_parallel_rank()
     record: dict = {"kind": kind, "tp_rank": tp_rank, "pp_rank": pp_rank,
                     "tp": mpu.get_tensor_model_parallel_world_size(),
-                    "pp": mpu.get_pipeline_model_parallel_world_size()}
+                    "pp": mpu.get_pipeline_model_parallel_world_size(), "dp_rank": mpu.get_data_parallel_rank()}
 
     checkpoint = Path(job["checkpoints"][kind])
     folder = checkpoint / (checkpoint / "latest").read_text().strip()
-    if job.get("stamp_args") and tp_rank == 0 and pp_rank == 0:
+    if job.get("stamp_args") and torch.distributed.get_rank() == 0:
         # what `porter convert` does with the tree's parser: the checkpoint carries the tree's args
         treeargs.stamp(folder, session.args)
     torch.distributed.barrier()

@@ -1,0 +1,173 @@
+"""Before/after tests of the MoE rewrites (porter/edits/moe.py) on the sample tree's shapes, and
+the generated helpers that move the experts in and out of the nested checkpoint dict."""
+
+import importlib.util
+from functools import partial
+
+import torch
+
+from porter.edits import moe as E
+from porter.render import environment
+
+LAYER = '''
+class ParallelTransformerLayer(MegatronModule):
+    def __init__(self, init_method, output_layer_init_method, layer_number, num_experts=1):
+        args = get_args()
+        self.post_attention_layernorm = LayerNorm(args.hidden_size)
+
+        self.num_experts = num_experts
+        assert num_experts == 1, 'mixture-of-experts is not supported here'
+        self.mlp = ParallelMLP(init_method,
+                               output_layer_init_method)
+
+    def forward(self, hidden_states, attention_mask=None):
+        layernorm_output = self.post_attention_layernorm(hidden_states)
+        moe_loss = torch.tensor(0.0, device=layernorm_output.device,
+                                dtype=layernorm_output.dtype)
+        mlp_output, mlp_bias = self.mlp(layernorm_output)
+        output = mlp_output + hidden_states
+        return output, moe_loss
+'''
+
+STACK = '''
+class ParallelTransformer(MegatronModule):
+    def __init__(self, init_method, output_layer_init_method, num_experts=[1]):
+        def build_layer(layer_number, n_e):
+            return ParallelTransformerLayer(init_method, output_layer_init_method, layer_number, num_experts=n_e)
+
+        assert all(n == 1 for n in num_experts), \\
+            'mixture-of-experts is not supported here'
+        # Layer numbers are 1-based and global across pipeline stages.
+        self.layers = torch.nn.ModuleList(
+            [build_layer(i + 1 + offset, 1) for i in range(self.num_layers)])
+'''
+
+ARGUMENTS = '''
+def parse_args(extra_args_provider=None, defaults={}):
+    args = parser.parse_args()
+    for key in defaults:
+        setattr(args, key, defaults[key])
+    if args.fp32_residual_connection:
+        assert args.fp16 or args.bf16
+    assert all(n == 1 for n in args.num_experts), \\
+        'this tree has no mixture-of-experts layers'
+
+    _print_args(args)
+    return args
+'''
+
+SPARSE = partial(E.SparseMLP, cls="ParallelTransformerLayer", experts="num_experts", topk="args.topk",
+                 expert_parallel="args.moe_expert_parallel_size", token_dropping="args.moe_token_dropping",
+                 second_expert_sampling="args.moe_top2_2nd_expert_sampling", loss_coeff="args.moe_loss_coeff")
+
+
+def test_the_layer_wraps_its_mlp_in_deepspeeds_moe_layer_where_the_tree_refused_experts(check, chain):
+    check(chain(partial(E.DropExpertsRefusal, cls="ParallelTransformerLayer", func="__init__", name="num_experts"),
+                SPARSE), LAYER, LAYER.replace('''
+        self.num_experts = num_experts
+        assert num_experts == 1, 'mixture-of-experts is not supported here'
+        self.mlp = ParallelMLP(init_method,
+                               output_layer_init_method)
+''', '''
+        self.num_experts = num_experts
+        # Mixture of experts (Mixtral): DeepSpeed's MoE layer sends each token to the top-k of
+        # num_experts copies of ParallelMLP and sums their outputs, weighted by the router's
+        # renormalised probabilities; the experts are sharded over expert-parallel ranks.
+        if num_experts > 1:
+            self.mlp = MoE(args.hidden_size,
+                           ParallelMLP(init_method, output_layer_init_method),
+                           num_experts=num_experts,
+                           ep_size=args.moe_expert_parallel_size,
+                           k=args.topk,
+                           drop_tokens=args.moe_token_dropping,
+                           top2_2nd_expert_sampling=args.moe_top2_2nd_expert_sampling)
+            self.moe_loss_coeff = args.moe_loss_coeff
+        else:
+            self.mlp = ParallelMLP(init_method, output_layer_init_method)
+'''))
+
+
+def test_the_forward_takes_the_load_balancing_loss_as_the_layers_moe_loss(check):
+    check(partial(E.MoEForward, cls="ParallelTransformerLayer"), LAYER, LAYER.replace('''
+        mlp_output, mlp_bias = self.mlp(layernorm_output)
+''', '''
+        if self.num_experts == 1:
+            mlp_output, mlp_bias = self.mlp(layernorm_output)
+        else:
+            # DeepSpeed's MoE layer: (output, load-balancing loss, tokens per expert); no bias
+            mlp_output, moe_loss, _ = self.mlp(layernorm_output)
+            moe_loss = moe_loss * self.moe_loss_coeff
+            mlp_bias = None
+'''))
+
+
+def test_each_layer_gets_its_expert_count(check, chain):
+    check(chain(partial(E.DropExpertsRefusal, cls="ParallelTransformer", func="__init__", name="num_experts"),
+                partial(E.ExpertsPerLayer, cls="ParallelTransformer", experts="num_experts")), STACK, STACK.replace('''
+        assert all(n == 1 for n in num_experts), \\
+            'mixture-of-experts is not supported here'
+        # Layer numbers are 1-based and global across pipeline stages.
+        self.layers = torch.nn.ModuleList(
+            [build_layer(i + 1 + offset, 1) for i in range(self.num_layers)])
+''', '''
+        # Layer numbers are 1-based and global across pipeline stages.
+        self.layers = torch.nn.ModuleList(
+            [build_layer(i + 1 + offset, experts_of_layer(num_experts, i + 1 + offset)) for i in range(self.num_layers)])
+'''))
+
+
+def test_the_argument_checks_stop_refusing_experts(check):
+    check(partial(E.DropExpertsRefusal, cls=None, func="parse_args", name="args.num_experts"), ARGUMENTS,
+          ARGUMENTS.replace('''    assert all(n == 1 for n in args.num_experts), \\
+        'this tree has no mixture-of-experts layers'
+''', ""))
+
+
+def test_a_layer_without_a_parallel_mlp_is_refused_by_construct(refuses):
+    error = refuses(SPARSE, LAYER.replace("ParallelMLP(", "SwitchMLP("))
+    assert "ParallelTransformerLayer.__init__" in error.construct and "ParallelMLP" in error.construct
+    assert "no `self.<mlp> = ParallelMLP(...)`" in error.found
+
+
+def test_a_layer_and_stack_without_microsofts_num_experts_plumbing_are_refused(refuses):
+    error = refuses(SPARSE, LAYER.replace(", num_experts=1):", "):"))
+    assert "takes no `num_experts` parameter" in error.found
+    error = refuses(partial(E.ExpertsPerLayer, cls="ParallelTransformer", experts="num_experts"),
+                    STACK.replace(", num_experts=[1]):", "):"))
+    assert "takes no `num_experts` parameter" in error.found
+
+
+def test_a_forward_without_moe_loss_is_refused(refuses):
+    error = refuses(partial(E.MoEForward, cls="ParallelTransformerLayer"), LAYER.replace(
+        '''        moe_loss = torch.tensor(0.0, device=layernorm_output.device,
+                                dtype=layernorm_output.dtype)
+''', "").replace("return output, moe_loss", "return output"))
+    assert "moe_loss" in error.found
+
+
+def _helpers():
+    """The generated megatron/model/mixture_of_experts.py, imported."""
+    source = environment().get_template("mixture_of_experts.py.j2").render()
+    spec = importlib.util.spec_from_loader("mixture_of_experts", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    exec(compile(source, "mixture_of_experts.py", "exec"), module.__dict__)
+    return module
+
+
+def test_experts_leave_the_nested_checkpoint_dict_by_module_path_and_come_back():
+    helpers = _helpers()
+    moe = "layers.0.mlp.deepspeed_moe"
+    nested = {"language_model": {"embedding": {"word_embeddings": {"weight": torch.ones(2)}},
+                                 "encoder": {f"{moe}.gate.wg.weight": torch.zeros(4, 2),
+                                             f"{moe}.experts.deepspeed_experts.1.dense_h_to_4h.weight": torch.ones(3),
+                                             "final_layernorm.weight": torch.ones(2)}}}
+    kept = helpers.without_experts(nested)
+    assert f"{moe}.gate.wg.weight" in kept["language_model"]["encoder"]  # the router stays with the model
+    assert not any("experts" in k for k in kept["language_model"]["encoder"])
+    flat = {f"language_model.encoder.{moe}.experts.deepspeed_experts.1.dense_h_to_4h.weight": torch.full((3,), 2.0)}
+    back = helpers.with_experts({**kept, **flat})
+    assert set(back) == {"language_model"}
+    assert torch.equal(back["language_model"]["encoder"][f"{moe}.experts.deepspeed_experts.1.dense_h_to_4h.weight"],
+                       torch.full((3,), 2.0))
+    assert [helpers.experts_of_layer([8], n) for n in (1, 2)] == [8, 8]
+    assert [helpers.experts_of_layer([1, 4], n) for n in (1, 2)] == [1, 4]
