@@ -79,10 +79,10 @@ def parse_args(extra_args_provider=None, defaults={},
         else:
             setattr(args, key, defaults[key])
 
-    if args.activation_func_type == 'swiglu':
-        assert not args.openai_gelu, '--openai-gelu cannot be combined with swiglu'
-        assert not args.onnx_safe, '--onnx-safe cannot be combined with swiglu'
-        # the bias-gelu fusion fuses a gelu: swiglu has none
+    if args.activation_func_type in ('swiglu', 'geglu'):
+        assert not args.openai_gelu, '--openai-gelu cannot be combined with a gated activation'
+        assert not args.onnx_safe, '--onnx-safe cannot be combined with a gated activation'
+        # the bias-gelu fusion fuses a plain gelu: a gated MLP has none
         args.bias_gelu_fusion = False
     if args.position_embedding_type == 'rotary' and args.max_position_embeddings is None:
         # rotary has no learned position table: the sequence length bounds positions
@@ -232,8 +232,8 @@ def _add_network_size_args(parser):
     group.add_argument('--activation-func-type',
                        type=str,
                        default='gelu',
-                       choices=['gelu', 'swiglu'],
-                       help='Activation of the MLP: gelu, or swiglu (silu(gate) * up, one fused gate+up projection).')
+                       choices=['gelu', 'swiglu', 'geglu'],
+                       help='Activation of the MLP: gelu, or a gated one on a fused gate+up projection: swiglu (silu(gate) * up) or geglu (gelu(gate) * up, GELU\'s tanh approximation).')
     group.add_argument('--position-embedding-type',
                        type=str,
                        default='learned',

@@ -21,7 +21,7 @@ from megatron.model.fused_bias_gelu import bias_gelu_impl
 from megatron.model.utils import attention_mask_func, openai_gelu, erf_gelu
 import deepspeed
 from deepspeed.accelerator import get_accelerator
-from megatron.model.swiglu import swiglu
+from megatron.model.swiglu import geglu, swiglu
 from megatron.model.rotary_embedding import RotaryEmbedding
 from megatron.model.fused_attention import fused_attention, fused_attention_applies
 from megatron.model.grouped_attention import repeat_key_value, split_query_key_value
@@ -39,9 +39,9 @@ class ParallelMLP(MegatronModule):
     def __init__(self, init_method, output_layer_init_method):
         super(ParallelMLP, self).__init__()
         args = get_args()
-        # SwiGLU: one fused gate+up projection, 2*ffn wide. On each tensor-parallel
+        # Gated MLP: one fused gate+up projection, 2*ffn wide. On each tensor-parallel
         # rank the first half of its output is the gate, the second half the up projection.
-        gate_and_up = 2 if args.activation_func_type == 'swiglu' else 1
+        gate_and_up = 2 if args.activation_func_type in ('swiglu', 'geglu') else 1
 
         self.dense_h_to_4h = mpu.ColumnParallelLinear(
             args.hidden_size,
@@ -60,6 +60,8 @@ class ParallelMLP(MegatronModule):
             self.activation_func = erf_gelu
         if args.activation_func_type == 'swiglu':
             self.activation_func = swiglu
+        if args.activation_func_type == 'geglu':
+            self.activation_func = geglu
 
         self.dense_4h_to_h = mpu.RowParallelLinear(
             args.ffn_hidden_size,
