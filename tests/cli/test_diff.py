@@ -57,9 +57,9 @@ def test_a_usage_error_is_status_2_too(porter):
 
 
 def test_unknown_model_is_status_2_and_names_the_known_ones(porter, pristine):
-    result = porter("diff", "mistral", "--target", pristine)
+    result = porter("diff", "falcon", "--target", pristine)
     assert result.exit_code == 2
-    assert "unknown model 'mistral'" in result.stderr and "llama" in result.stderr
+    assert "unknown model 'falcon'" in result.stderr and "llama" in result.stderr
 
 
 def _patch_counts(patch: str) -> dict[str, tuple[int, int]]:

@@ -116,7 +116,7 @@ def test_lines_of_an_earlier_apply_are_traced_through_a_later_one(porter, pristi
     rms = line_of(pristine, "megatron/model/gpt_model.py", "RMSNorm if")
     first = porter("explain", f"megatron/model/gpt_model.py:{rms}", "--target", pristine)
     assert "written by porter: apply 1 of gpt_rms" in first.stdout
-    swiglu = line_of(pristine, TRANSFORMER, "from megatron.model.swiglu import swiglu")
+    swiglu = line_of(pristine, TRANSFORMER, "from megatron.model.swiglu import geglu, swiglu")
     second = porter("explain", f"{TRANSFORMER}:{swiglu}", "--target", pristine)
     assert "written by porter: apply 2 of llama" in second.stdout and "swiglu" in second.stdout
 

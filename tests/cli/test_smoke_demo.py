@@ -12,7 +12,7 @@ def test_smoke_json_reports_the_run_and_progress_goes_to_stderr(porter, ported, 
     doc = json.loads(result.stdout)  # stdout holds the document alone
     assert doc["schema"] == "porter.smoke/1" and doc["passed"] is True
     assert len(doc["losses"]) == 10 and doc["last5_mean"] < doc["first5_mean"]
-    assert doc["config"] == {"steps": 10, "nproc": 1, "pp": 1, "tp": 1, "pipe": True}
+    assert doc["config"] == {"steps": 10, "nproc": 1, "pp": 1, "tp": 1, "pipe": True, "zero_stage": 0}
     # not a terminal: one plain line per step, with the loss the document has
     steps = re.findall(r"^step (\d+)/10  loss ([0-9.]+)$", result.stderr, flags=re.M)
     assert [int(s) for s, _ in steps] == list(range(1, 11))

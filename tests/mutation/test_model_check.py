@@ -41,8 +41,9 @@ BREAKAGES = {
         "pass", "final norm",
     ),
     "a module that is never used": (
-        "megatron/model/rmsnorm.py", "self.weight = torch.nn.Parameter(torch.ones(hidden_size))",
-        "self.weight = torch.nn.Parameter(torch.ones(hidden_size))\n        self.unused = torch.nn.Linear(2, 2)",
+        "megatron/model/rmsnorm.py", "self.weight = torch.nn.Parameter(torch.full((hidden_size,), 1.0 - self.offset))",
+        "self.weight = torch.nn.Parameter(torch.full((hidden_size,), 1.0 - self.offset))\n"
+        "        self.unused = torch.nn.Linear(2, 2)",
         "without a gradient",
     ),
 }

@@ -155,4 +155,5 @@ elif check == "fused_attention":
     out["fused_calls_with_cache"] = len(calls)
     out["kernel_cpu"] = attention_kernel("cpu")
 
-print("RESULT " + json.dumps(out))
+if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:  # one line, not two interleaved
+    print("RESULT " + json.dumps(out), flush=True)

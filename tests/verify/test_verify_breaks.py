@@ -15,13 +15,16 @@ LAYER0 = "language_model.encoder.layers.0"
 
 ROTATE_HALF = ("    x1, x2 = x.chunk(2, dim=-1)\n    return torch.cat((-x2, x1), dim=-1)",
                "    x1, x2 = x[..., 0::2], x[..., 1::2]\n    return torch.stack((-x2, x1), dim=-1).flatten(-2)")
-PAIRED_ANGLES = ("angles = torch.cat((freqs, freqs), dim=-1)", "angles = freqs.repeat_interleave(2, dim=-1)")
+# both angle tables: the cached one (positions 0..s-1) and the one for explicit position ids
+PAIRED_ANGLES = [("angles = torch.cat((freqs, freqs), dim=-1)  #", "angles = freqs.repeat_interleave(2, dim=-1)  #"),
+                 ("angles = torch.cat((freqs, freqs), dim=-1).transpose",
+                  "angles = freqs.repeat_interleave(2, dim=-1).transpose")]
 MLP_OUT = ("            args.ffn_hidden_size,\n            args.hidden_size,\n            input_is_parallel=True,\n"
            "            init_method=output_layer_init_method,\n            skip_bias_add=True,\n")
 
 BREAKS = {
     # Meta's interleaved pairs (2i, 2i+1) instead of HF's rotate_half pairs (i, i + d/2)
-    "rope interleaved": ("megatron/model/rotary_embedding.py", [ROTATE_HALF, PAIRED_ANGLES],
+    "rope interleaved": ("megatron/model/rotary_embedding.py", [ROTATE_HALF, *PAIRED_ANGLES],
                          f"{LAYER0}.attention.rotary_emb"),
     # theta^(-2i/(2d)) instead of theta^(-2i/d)
     "rope angle": ("megatron/model/rotary_embedding.py", [(".float() / dim))", ".float() / (2 * dim)))")],
