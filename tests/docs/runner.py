@@ -261,7 +261,9 @@ class Sandbox:
         }
 
     def write(self, block: Block) -> None:
-        (self.cwd / block.attrs["file"]).write_text(block.text, encoding="utf-8")
+        path = self.cwd / block.attrs["file"]
+        path.parent.mkdir(parents=True, exist_ok=True)  # file=Llama-3.1-8B/config.json: a model folder
+        path.write_text(block.text, encoding="utf-8")
 
     def run(self, command: Command) -> tuple[int, str]:
         if re.fullmatch(r"cd \S+", command.command):
