@@ -27,7 +27,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from queue import Empty, Queue
 
@@ -36,6 +36,7 @@ from porter import standins
 from porter.corpus import train_sentencepiece, train_tokenizer_json, write_corpus
 from porter.errors import PorterError
 from porter.features import profile_of
+from porter.features import wanted as wanted_differences
 from porter.naming import spec_in_tree
 from porter.profile.features import SENTENCEPIECE_CHOICE
 from porter.scratch import in_tree_terms, scratch_copy
@@ -84,7 +85,7 @@ class SmokeConfig:
             (self.zero_stage not in (0, 1, 2, 3), f"--zero-stage {self.zero_stage}", "ZeRO stage 0, 1, 2 or 3",
              "--zero-stage 1"),
             (self.zero_stage >= 2 and self.pipe, f"--zero-stage {self.zero_stage} with the pipeline engine",
-             "DeepSpeed's pipeline engine takes ZeRO stages 0 and 1 only", "add --no-pipe (the plain engine)"),
+             "DeepSpeed's pipeline engine takes ZeRO stages 0 and 1 only", "--no-pipe (the plain engine)"),
         ]
         problems += [
             (parallel >= 1 and self.nproc % parallel != 0, f"--nproc {self.nproc} --tp {self.tensor_parallel} --pp "
@@ -107,6 +108,20 @@ class SmokeConfig:
             if bad:
                 raise PorterError(f"porter smoke cannot run with {found}", construct=wanted, found=found,
                                   fix=f"pass {fix}")
+
+    def for_spec(self, spec: Spec) -> SmokeConfig:
+        """The config for this spec's model: a model with a difference the pipeline model cannot
+        carry (a mixture of experts) trains on the plain engine, as its entry point does; a
+        pipeline size above 1 is refused for it, naming the difference."""
+        plain_only = [d.name for d in wanted_differences(spec) if not d.pipeline_engine]
+        if not plain_only:
+            return self
+        if self.pipeline_parallel > 1:
+            raise PorterError(f"porter smoke cannot run {spec.name} with --pp {self.pipeline_parallel}",
+                              construct="a model the pipeline engine can carry",
+                              found=f"{', '.join(plain_only)}: the model trains on DeepSpeed's plain engine only",
+                              fix="pass --pp 1 (data or expert parallel processes with --nproc)")
+        return replace(self, pipe=False)
 
 
 @dataclass

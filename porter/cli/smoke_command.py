@@ -80,10 +80,11 @@ def smoke(
                          zero_stage=zero_stage)
     folder = None
     try:
+        spec = load_spec(model)
+        config = config.for_spec(spec)
         config.check()
         require("train", "porter smoke")
         cpu = runs_on_cpu(cpu)
-        spec = load_spec(model)
         folder = WorkFolder.open(workdir, "smoke", target)
         out.detail(f"work folder {folder.path}")
         with out.progress(steps, "step") as bar:
@@ -101,7 +102,7 @@ def smoke(
     kept = folder.close(result.passed)
     if json:
         document = {"model": spec.name, "target": str(target), "workdir": str(folder.path),
-                    "config": {"steps": steps, "nproc": nproc, "pp": pp, "tp": tp, "pipe": not no_pipe,
+                    "config": {"steps": steps, "nproc": nproc, "pp": pp, "tp": tp, "pipe": config.pipe,
                                "zero_stage": zero_stage}}
         document.update(result.as_dict())
         out.emit("porter.smoke/1", document)

@@ -26,13 +26,16 @@ def every_file(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("options, message", [
-    (["--steps", "3"], "porter smoke cannot run with --steps 3"),
-    (["--nproc", "3", "--pp", "2"], "porter smoke cannot run with --nproc 3 --tp 1 --pp 2"),
-    (["--nproc", "2", "--tp", "3"], "--nproc a multiple of --tp x --pp"),
+@pytest.mark.parametrize("model, options, message", [
+    ("llama", ["--steps", "3"], "porter smoke cannot run with --steps 3"),
+    ("llama", ["--nproc", "3", "--pp", "2"], "porter smoke cannot run with --nproc 3 --tp 1 --pp 2"),
+    ("llama", ["--nproc", "2", "--tp", "3"], "--nproc a multiple of --tp x --pp"),
+    ("llama", ["--nproc", "2", "--zero-stage", "3"], "DeepSpeed's pipeline engine takes ZeRO stages 0 and 1 only"),
+    # a mixture of experts trains on the plain engine only (the pipe model carries no MoE layer)
+    ("mixtral", ["--nproc", "2", "--pp", "2"], "experts: the model trains on DeepSpeed's plain engine only"),
 ])
-def test_bad_options_are_refused_before_anything_runs(ported_tree, temp_dir, options, message):
-    result = porter("smoke", "llama", "--target", ported_tree, *options)
+def test_bad_options_are_refused_before_anything_runs(ported_tree, temp_dir, model, options, message):
+    result = porter("smoke", model, "--target", ported_tree, *options)
     assert result.exit_code == 2
     assert message in result.stderr
     assert "fix:        pass --" in result.stderr
