@@ -89,6 +89,7 @@ class Rotary(Difference):
                 )
             else:
                 p.reuse("rope_theta", f"the tree's rotary embedding uses base {ROTARY_BASE:g}, the spec's")
+            self._reused_positions(p)
             return
         theta = p.switch("rope_theta", on=theta_value, field="position_embedding.rope_theta")
         test = p.tests["rotary"]
@@ -137,6 +138,19 @@ class Rotary(Difference):
                 """
             )
         p.create("megatron/model/rotary_embedding.py", "rotary", "the rotary embedding", "rotary_embedding.py.j2")
+
+    def _reused_positions(self, p) -> None:
+        """The tree's own rotary, with an Embedding whose learned table hangs on a constructor
+        flag (Habana's `use_position`) that only the tree's own GPT model sets from the rotary
+        switch: the flag follows the switch in the Embedding itself, so that the generated model
+        (and any other caller) builds no table either."""
+        gate = p.model.position_gate
+        if gate is None or not gate.startswith("self.") or gate[5:] not in p.model.embedding_params:
+            return
+        p.names_for(LANGUAGE_MODEL, "rotary")
+        p.edit(LANGUAGE_MODEL, "rotary", f"the Embedding's {gate} gate is off with the tree's rotary switch: "
+               "every caller of the Embedding (the generated model too) builds no learned position table",
+               rw(L.NarrowPositionGate, cls="Embedding", gate=gate, test=p.tests["rotary"]))
 
     def _positions(self, p, rotary_test: str) -> None:
         """No learned position table with rotary, in the Embedding's own terms."""
