@@ -8,7 +8,7 @@ from porter.cst import match as m
 from porter.cst.find import findall
 from porter.cst.nodes import code, contains_code, dotted, statements, with_comment
 from porter.edits.base import Rewrite
-from porter.profile.arguments import FFN_DEFAULT
+from porter.profile.arguments import FFN_DEFAULT, SETS_WIDTH
 
 
 def _option_of(node: cst.CSTNode) -> str | None:
@@ -212,6 +212,61 @@ class FfnHiddenSizeRule(Rewrite):
             out.append(stmt)
         if not self._hits and not self._done:
             self.missing("no `if args.ffn_hidden_size is None:` statement in the function")
+        return out
+
+
+def width_guarded(test: str, dest: str) -> str:
+    """`test`, skipped when the width rule's switch (dest) is on."""
+    simple = dotted(cst.parse_expression(test)) is not None
+    return f"{test if simple else f'({test})'} and args.{dest} is None"
+
+
+def width_unguarded(test: str, dest: str) -> str:
+    """The tree's own test of a guard width_guarded wrote (an earlier apply), else `test`."""
+    suffix = f" and args.{dest} is None"
+    if not test.endswith(suffix):
+        return test
+    test = test[: -len(suffix)]
+    return test[1:-1] if test.startswith("(") and test.endswith(")") else test
+
+
+class KeepRuleWidth(Rewrite):
+    """Let a width the rule (or the user) chose stand against a tree's own override.
+
+    Why: some trees set the MLP width a second time, unconditionally, under another switch
+    (microsoft July 2023: `if args.swiglu: args.ffn_hidden_size = int((4 * h * 2 / 3) / 64) * 64`),
+    which replaces LLaMA's width (10880 instead of 11008 at h = 4096) and even an explicit
+    --ffn-hidden-size. The override keeps its meaning for the tree's own models; it is skipped
+    when the rule's switch is on, so the entry point's width stands.
+    """
+
+    construct = "`if <test>: args.ffn_hidden_size = ...` after the `is None` default"
+
+    def __init__(self, func: str, test: str, dest: str) -> None:
+        super().__init__()
+        self.func = func
+        self.test = test
+        self.guarded = width_guarded(test, dest)
+
+    def rewrite_body(self, body):
+        out = []
+        for stmt in body:
+            for node in findall(stmt, m.If()):
+                if not any(m.matches(s, SETS_WIDTH) for s in node.body.body):
+                    continue
+                test = code(node.test)
+                if test == self.guarded:
+                    self.already_done()
+                    continue
+                if test != self.test:
+                    continue
+                self.anchored()
+                new = node.with_changes(test=cst.parse_expression(self.guarded))
+                new = with_comment(new, "the MLP width rule (or a given --ffn-hidden-size) stands when its switch is on")
+                stmt = new if node is stmt else stmt.deep_replace(node, new)
+            out.append(stmt)
+        if not self._hits and not self._done:
+            self.missing(f"no `if {self.test}:` setting args.ffn_hidden_size in the function")
         return out
 
 

@@ -92,6 +92,11 @@ class FfnRule(Difference):
             f"{spelling.option} (the spec: {multiple}" + (f", x{multiplier:g}" if multiplier else "") + ")",
             rw(A.FfnHiddenSizeRule, func=p.checks_function, dest=spelling.dest, multiplier_dest=scale.dest),
         )
+        for found in p.profile.arguments.width_overrides:
+            test = A.width_unguarded(found, spelling.dest)  # porter's own guard is seen after an apply
+            p.edit(ARGUMENTS, "ffn_rule", f"the tree's `if {test}:` sets its own MLP width whatever was chosen: "
+                   f"skipped when {spelling.option} is given, so the rule's (or an explicit) width stands",
+                   rw(A.KeepRuleWidth, func=p.checks_function, test=test, dest=spelling.dest))
 
     def tiny(self, spec, tiny):
         rule = spec["mlp.ffn_hidden_size"]

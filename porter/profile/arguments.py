@@ -45,6 +45,7 @@ class ArgumentsProfile:
     parse_function: str | None  # the function that builds the parser
     required: tuple[str, ...] = ()  # the `required_args = [...]` list of the checks
     forbids_max_positions: bool = False  # asserts `args.max_position_embeddings is None` somewhere
+    width_overrides: tuple[str, ...] = ()  # tests of `if`s that set args.ffn_hidden_size whatever was given
     imports: dict[str, str] = field(default_factory=dict, hash=False, compare=False)  # name -> import source
 
     def by_option(self, option: str) -> Argument | None:
@@ -118,6 +119,22 @@ FFN_DEFAULT = m.If(test=m.Comparison(
     left=m.Attribute(value=m.Name("args"), attr=m.Name("ffn_hidden_size")),
     comparisons=[m.ComparisonTarget(operator=m.Is(), comparator=m.Name("None"))],
 ))
+SETS_WIDTH = m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(
+    target=m.Attribute(value=m.Name("args"), attr=m.Name("ffn_hidden_size")))])])
+
+
+def width_overrides(function: cst.FunctionDef | None) -> tuple[str, ...]:
+    """The tests of `if` blocks that set args.ffn_hidden_size outside the `is None` default
+    (microsoft July 2023: `if args.swiglu: args.ffn_hidden_size = int(2/3 * 4h / 64) * 64`):
+    they replace any width, given or derived."""
+    if function is None:
+        return ()
+    inside_default = {id(node) for default in findall(function, FFN_DEFAULT) for node in findall(default, m.If())}
+    return tuple(
+        code(node.test) for node in findall(function, m.If())
+        if id(node) not in inside_default and "ffn_hidden_size" not in code(node.test)
+        and any(m.matches(s, SETS_WIDTH) for s in node.body.body)
+    )
 
 
 def read_arguments(path: str, module: cst.Module) -> ArgumentsProfile:
@@ -129,6 +146,7 @@ def read_arguments(path: str, module: cst.Module) -> ArgumentsProfile:
     groups: list[str] = []
     checks = None
     derives = None
+    overrides: tuple[str, ...] = ()
     parse = None
     for stmt in module.body:
         if not isinstance(stmt, cst.FunctionDef):
@@ -138,6 +156,7 @@ def read_arguments(path: str, module: cst.Module) -> ArgumentsProfile:
             checks = name
         if derives is None and findall(stmt, FFN_DEFAULT):
             derives = name
+            overrides = width_overrides(stmt)
         if findall(stmt, m.Call(func=m.Attribute(attr=m.Name("ArgumentParser")))):
             parse = name
         calls = findall(stmt, m.Call(func=m.Attribute(attr=m.Name("add_argument"))))
@@ -178,5 +197,6 @@ def read_arguments(path: str, module: cst.Module) -> ArgumentsProfile:
         parse_function=parse,
         required=required,
         forbids_max_positions=forbids_max_positions,
+        width_overrides=overrides,
         imports=top_level_imports(module),
     )

@@ -118,3 +118,66 @@ def test_without_the_loop_checks_go_before_the_block_that_derives_the_widths(che
         "        if args.ffn_hidden_size is None:\n            args.ffn_hidden_size = 4 * args.hidden_size\n")
     after = source.replace("\n\n    if not args.use_dataset_only:\n", "\n\n    x = 1\n\n    if not args.use_dataset_only:\n")
     check(partial(A.InsertChecks, func="parse_args", checks=["x = 1"]), source, after)
+
+
+SWIGLU_OVERRIDE = PARSE.replace(
+    "        args.ffn_hidden_size = 4 * args.hidden_size\n    return args\n",
+    "        args.ffn_hidden_size = 4 * args.hidden_size\n\n"
+    "    if args.swiglu:\n"
+    "        args.ffn_hidden_size = int((4 * args.hidden_size * 2 / 3) / 64) * 64\n"
+    "    return args\n")
+
+
+def test_a_width_override_under_another_switch_is_found_outside_the_default_only():
+    """microsoft 9e72d571 sets the swiglu width after the `is None` default, whatever was given;
+    microsoft HEAD does it inside the default (a default, not an override)."""
+    import libcst as cst
+
+    from porter.profile.arguments import read_arguments
+
+    assert read_arguments("megatron/arguments.py", cst.parse_module(SWIGLU_OVERRIDE)).width_overrides == ("args.swiglu",)
+    inside = PARSE.replace(
+        "        args.ffn_hidden_size = 4 * args.hidden_size\n",
+        "        if args.swiglu:\n            args.ffn_hidden_size = int((4 * args.hidden_size * 2 / 3) / 64) * 64\n"
+        "        else:\n            args.ffn_hidden_size = 4 * args.hidden_size\n")
+    assert read_arguments("megatron/arguments.py", cst.parse_module(inside)).width_overrides == ()
+
+
+def test_the_override_is_skipped_when_the_rule_is_on(check):
+    after = SWIGLU_OVERRIDE.replace(
+        "    if args.swiglu:\n",
+        "    # the MLP width rule (or a given --ffn-hidden-size) stands when its switch is on\n"
+        "    if args.swiglu and args.ffn_multiple_of is None:\n")
+    check(partial(A.KeepRuleWidth, func="parse_args", test="args.swiglu", dest="ffn_multiple_of"),
+          SWIGLU_OVERRIDE, after)
+    assert A.width_unguarded("args.swiglu and args.ffn_multiple_of is None", "ffn_multiple_of") == "args.swiglu"
+    assert A.width_guarded("args.a or args.b", "x") == "(args.a or args.b) and args.x is None"
+    assert A.width_unguarded("(args.a or args.b) and args.x is None", "x") == "args.a or args.b"
+
+
+def test_the_rule_and_an_explicit_width_stand_against_the_override():
+    """The rewritten checks, run: LLaMA's 11008 at h = 4096 (the override gave 10880), and a
+    given --ffn-hidden-size is kept; without the rule the tree's swiglu width is as before."""
+    from types import SimpleNamespace
+
+    from tests.rewrites.conftest import run
+
+    rule = A.FfnHiddenSizeRule(func="parse_args", dest="ffn_multiple_of", multiplier_dest="ffn_dim_multiplier")
+    source = run(A.KeepRuleWidth(func="parse_args", test="args.swiglu", dest="ffn_multiple_of"),
+                 run(rule, SWIGLU_OVERRIDE))
+    checks = source.split("def _add_network_size_args")[0].replace(
+        "def parse_args(extra_args_provider=None, defaults={}, ignore_unknown_args=False):\n"
+        "    parser = argparse.ArgumentParser(description='Megatron-LM Arguments', allow_abbrev=False)\n"
+        "    parser = _add_network_size_args(parser)\n    args = parser.parse_args()\n",
+        "def parse_args(args, defaults={}):\n")
+    namespace: dict = {}
+    exec(compile(checks, "<checks>", "exec"), namespace)
+
+    def width(**given):
+        args = SimpleNamespace(**{"hidden_size": 4096, "swiglu": True, "ffn_multiple_of": None,
+                                  "ffn_dim_multiplier": None, "ffn_hidden_size": None, **given})
+        return namespace["parse_args"](args).ffn_hidden_size
+
+    assert width() == 10880  # the tree's own swiglu width, unchanged for its own models
+    assert width(ffn_multiple_of=256) == 11008
+    assert width(ffn_multiple_of=256, ffn_hidden_size=12000) == 12000
