@@ -17,6 +17,7 @@ from porter.cst.nodes import code, dotted, top_level_names
 from porter.profile.arguments import top_level_imports
 
 RMSNORM_PATH = "megatron/model/rmsnorm.py"  # porter's own RMSNorm, when it writes one
+PORTER_FALLBACK_MODULE = "megatron.model.rmsnorm"
 MPU_LAYERS = ("megatron/mpu/layers.py", "megatron/core/tensor_parallel/layers.py")
 # PipelineModule keywords every GPTModelPipe passes; anything else is the tree's own.
 STANDARD_PIPE_KEYWORDS = {"layers", "loss_fn", "topology", "activation_checkpoint_interval", "partition_method"}
@@ -256,7 +257,8 @@ def _catches_import_error(handler: cst.ExceptHandler) -> bool:
 
 
 def none_on_import_error(module: cst.Module | None) -> tuple[str, ...]:
-    """Names a top-level `try:` imports and a handler catching ImportError binds to None."""
+    """Names a top-level `try:` imports and a handler catching ImportError binds to None (or, once
+    porter repaired it, imports from porter's megatron.model.rmsnorm)."""
     if module is None:
         return ()
     found: dict[str, None] = {}
@@ -271,6 +273,12 @@ def none_on_import_error(module: cst.Module | None) -> tuple[str, ...]:
                 for target in assign.targets:
                     if isinstance(target.target, cst.Name) and target.target.value in imported:
                         found.setdefault(target.target.value, None)
+            # porter's repair of that fallback (edits/imports.py FallbackImport): still the same site
+            for node in findall(handler.body, m.ImportFrom()):
+                if node.module is not None and code(node.module) == PORTER_FALLBACK_MODULE:
+                    for name in top_level_names([cst.SimpleStatementLine(body=[node])], assignments=False):
+                        if name in imported:
+                            found.setdefault(name, None)
     return tuple(found)
 
 
