@@ -9,7 +9,8 @@ libcst's trees are concrete, so comments and formatting count too. For a functio
 that is: every other top-level statement; the anchored class's name, bases, decorators and
 every other member; the function's name, parameters, decorators and return annotation. For
 the imports scope: every existing top-level statement, in order, where an edit may only
-insert import statements and add names at the end of a `from X import ...`. So an edit
+insert import statements, add names at the end of a `from X import ...` and, in the handlers
+of a top-level `try:`, turn a `NAME = None` (a failed import's fallback) into an import. So an edit
 that strays (into another class or method with the same name, another edit's function, a
 signature, a decorator, a module-level statement, an import it removes) is caught, whatever
 its bug, and the port is refused with nothing written.
@@ -122,11 +123,42 @@ def _is_import(node: cst.CSTNode) -> bool:
     )
 
 
+def _none_to_import(a: cst.CSTNode, b: cst.CSTNode) -> bool:
+    """b is the top-level `try:` a, where handler lines binding a name to None now import instead."""
+    if not (isinstance(a, cst.Try) and isinstance(b, cst.Try)) or len(a.handlers) != len(b.handlers):
+        return False
+    if not (a.body.deep_equals(b.body) and _same_optional(a.orelse, b.orelse)
+            and _same_optional(a.finalbody, b.finalbody) and a.whitespace_before_colon.deep_equals(b.whitespace_before_colon)
+            and len(a.leading_lines) == len(b.leading_lines)
+            and all(p.deep_equals(q) for p, q in zip(a.leading_lines, b.leading_lines, strict=True))):
+        return False
+    for x, y in zip(a.handlers, b.handlers, strict=True):
+        if not x.with_changes(body=_NO_BODY).deep_equals(y.with_changes(body=_NO_BODY)):
+            return False
+        lines_x, lines_y = list(x.body.body), list(y.body.body)
+        if len(lines_x) != len(lines_y) or not x.body.with_changes(body=[]).deep_equals(y.body.with_changes(body=[])):
+            return False
+        for p, q in zip(lines_x, lines_y, strict=True):
+            if _same(p, q):
+                continue
+            if not (isinstance(p, cst.SimpleStatementLine) and isinstance(q, cst.SimpleStatementLine)
+                    and len(p.body) == len(q.body)
+                    and p.with_changes(body=[]).deep_equals(q.with_changes(body=[]))):
+                return False
+            for u, v in zip(p.body, q.body, strict=True):
+                if _same(u, v):
+                    continue
+                binds_none = (isinstance(u, cst.Assign) and isinstance(u.value, cst.Name) and u.value.value == "None")
+                if not (binds_none and isinstance(v, cst.ImportFrom)):
+                    return False
+    return True
+
+
 def _imports_scope(old: list, new: list) -> list[str]:
     problems = []
     pending = list(old)
     for node in new:
-        if pending and (_same(pending[0], node) or _extends(pending[0], node)):
+        if pending and (_same(pending[0], node) or _extends(pending[0], node) or _none_to_import(pending[0], node)):
             pending.pop(0)
         elif not _is_import(node):
             problems.append(f"{_name(node)} (not an import)")

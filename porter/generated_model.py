@@ -13,7 +13,7 @@ from __future__ import annotations
 from porter.edits.imports import InsertImport
 from porter.errors import PorterError
 from porter.planner import Planner, rw, unsupported
-from porter.profile import GPT_MODEL, LANGUAGE_MODEL, MODEL_INIT, PRETRAIN_GPT
+from porter.profile import GPT_MODEL, LANGUAGE_MODEL, MODEL_INIT, PRETRAIN_GPT, TRANSFORMER
 from porter.profile.entry import REUSED_FROM_GPT
 
 # Embedding.__init__ positional parameters -> the argument that fills them in the pipe spec.
@@ -128,6 +128,20 @@ def _export(p: Planner) -> None:
               after="GPTModel"))
 
 
+def _tree_rmsnorm(p: Planner) -> str | None:
+    """The import of the tree's own RMSNorm class for the generated pipe's final norm, when the
+    tree implements the switch with a class megatron.model does not export: the one its model
+    files guard with an import fallback (apex's MixedFusedRMSNorm, porter's RMSNorm without apex)."""
+    if not p.implemented("rmsnorm") or p.model.rmsnorm_exported:
+        return None
+    for file in (GPT_MODEL, TRANSFORMER):
+        for site in p.model.rmsnorm_unavailable:
+            if site.file == file:
+                module = file.removesuffix(".py").replace("/", ".")
+                return f"from {module} import {site.name} as RMSNorm"
+    return None
+
+
 def _explicit_model(p: Planner, model_switches: list[str]) -> None:
     spec = p.spec
     model = p.model
@@ -144,7 +158,10 @@ def _explicit_model(p: Planner, model_switches: list[str]) -> None:
     norm_imports = [model.layernorm_imports.get(GPT_MODEL) or "from megatron.model import LayerNorm"]
     if "rmsnorm" in p.tests:
         norm = f"RMSNorm if {p.tests['rmsnorm']} else LayerNorm"
-        if norm_imports[0].startswith("from megatron.model import"):
+        tree_class = _tree_rmsnorm(p)
+        if tree_class is not None:
+            norm_imports.append(tree_class)
+        elif norm_imports[0].startswith("from megatron.model import"):
             norm_imports = ["from megatron.model import LayerNorm, RMSNorm"]
         else:
             norm_imports.append("from megatron.model.rmsnorm import RMSNorm")

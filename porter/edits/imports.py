@@ -98,3 +98,57 @@ class InsertImport(ModuleRewrite):
             names = sorted(defined_names(body))
             raise self.fail(path, "top-level names: " + (", ".join(names) or "none"))
         return body[: at + 1] + [new] + body[at + 1 :]
+
+
+class FallbackImport(ModuleRewrite):
+    """Where a failed import binds a class to None, bind a working class instead.
+
+    Why: a tree may guard a CUDA-only import, `try: from apex.normalization import
+    MixedFusedRMSNorm` / `except ImportError: MixedFusedRMSNorm = None`, and then build its
+    norms from that name unguarded; without apex (never on a CPU machine) the model cannot be
+    built (`'NoneType' object is not callable`). The `NAME = None` in the handler becomes
+    `from SOURCE import CLS as NAME` (porter's RMSNorm, which takes the same
+    `(hidden_size, eps)` call): only the fallback changes, and where the import succeeds the
+    tree's own (fused) class is still used.
+    """
+
+    def __init__(self, name: str, source: str, cls: str) -> None:
+        self.name = name
+        self.source = source
+        self.cls = cls
+        self.construct = f"a top-level `try:` importing {name} whose `except ImportError:` sets `{name} = None`"
+
+    def _fallback(self) -> cst.ImportFrom:
+        return statements(f"from {self.source} import {self.cls} as {self.name}")[0].body[0]
+
+    def _is_none(self, node: cst.BaseSmallStatement) -> bool:
+        return m.matches(node, m.Assign(targets=[m.AssignTarget(target=m.Name(self.name))], value=m.Name("None")))
+
+    def _is_fallback(self, node: cst.BaseSmallStatement) -> bool:
+        return isinstance(node, cst.ImportFrom) and node.deep_equals(self._fallback())
+
+    def rewrite_module_body(self, body, path):
+        changed = done = False
+        for i, stmt in enumerate(body):
+            if not isinstance(stmt, cst.Try) or self.name not in defined_names(list(stmt.body.body)):
+                continue
+            handlers = []
+            for handler in stmt.handlers:
+                lines = []
+                for line in handler.body.body:
+                    if isinstance(line, cst.SimpleStatementLine):
+                        done = done or any(self._is_fallback(n) for n in line.body)
+                        if any(self._is_none(n) for n in line.body):
+                            small = [self._fallback().with_changes(semicolon=n.semicolon) if self._is_none(n) else n
+                                     for n in line.body]
+                            line = line.with_changes(body=small)
+                            changed = True
+                    lines.append(line)
+                handlers.append(handler.with_changes(body=handler.body.with_changes(body=lines)))
+            if changed:
+                body[i] = stmt.with_changes(handlers=handlers)
+                return body
+        if done:
+            return body
+        tries = [code(s).splitlines()[1].strip() for s in body if isinstance(s, cst.Try) and len(code(s).splitlines()) > 1]
+        raise self.fail(path, "top-level try blocks: " + ("; ".join(tries[:8]) or "none"))

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from porter.edits import model_files as F
 from porter.edits import transformer as T
-from porter.edits.imports import ImportNameAlongside, InsertImport
+from porter.edits.imports import FallbackImport, ImportNameAlongside, InsertImport
 from porter.features.base import Difference
-from porter.planner import rw
+from porter.planner import rw, unsupported
 from porter.profile import GPT_MODEL, MODEL_INIT, OPTIMIZER, TRANSFORMER
 from porter.profile.features import NETWORK, Spelling, tree_spelling
 from porter.schema import choice
@@ -50,6 +50,7 @@ class RMSNormDifference(Difference):
 
     def plan(self, p):
         p.switch("rmsnorm")
+        repaired = self.repair_unavailable(p)
         if p.implemented("rmsnorm"):
             return
         test = p.tests["rmsnorm"]
@@ -80,8 +81,36 @@ class RMSNormDifference(Difference):
         if model.layernorm_imports.get(OPTIMIZER) is not None:
             p.edit(OPTIMIZER, "rmsnorm", "RMSNorm weights get no weight decay, like LayerNorm's",
                    rw(F.NoWeightDecayFor, func="_get_params_for_weight_decay_optimization"))
-        if own:
+        if own and not repaired:
             p.create(RMSNORM_FILE, "rmsnorm", "RMSNorm", "rmsnorm.py.j2")
+
+    def repair_unavailable(self, p) -> bool:
+        """The tree's RMSNorm class is None where its (CUDA-only) import fails: that fallback
+        becomes porter's RMSNorm, so the port builds and trains anywhere (issue 13 item 3).
+        Returns whether porter's rmsnorm.py is planned."""
+        found = p.model.rmsnorm_unavailable
+        if not found:
+            return False
+        if p.model.rmsnorm_file and RMSNORM_FILE not in p.profile.generated:
+            first = found[0]
+            raise unsupported(f"{first.name} is None when its import fails, and {RMSNORM_FILE} (where porter "
+                              "would write its RMSNorm) is the tree's own", first.file,
+                              f"a free {RMSNORM_FILE} for porter's RMSNorm", f"the tree's {RMSNORM_FILE}")
+        for site in found:
+            extra = [k for k in site.keywords if k not in RMSNORM_KEYWORDS]
+            if extra or site.positional > 2:
+                raise unsupported(f"{site.name} is None when its import fails, and porter's RMSNorm cannot "
+                                  "stand in for it: its calls pass "
+                                  + (", ".join(f"{k}=" for k in extra) or f"{site.positional} positional arguments"),
+                                  site.file, f"calls {site.name}(hidden_size, eps, keywords of "
+                                  f"{', '.join(RMSNORM_KEYWORDS)})", f"keywords {', '.join(site.keywords) or 'none'}")
+            p.edit(site.file, "rmsnorm",
+                   f"the tree binds {site.name} to None when its import fails (apex is CUDA-only), so without it "
+                   "the model cannot be built; that fallback becomes porter's RMSNorm (same (hidden_size, eps) "
+                   "call; where the import works the tree's own class is still used)",
+                   rw(FallbackImport, name=site.name, source="megatron.model.rmsnorm", cls="RMSNorm"))
+        p.create(RMSNORM_FILE, "rmsnorm", "RMSNorm (the fallback of the tree's CUDA-only RMSNorm)", "rmsnorm.py.j2")
+        return True
 
     def from_hf(self, config):
         return {"norm.type": "rmsnorm"} if "rms_norm_eps" in config else {}

@@ -19,7 +19,7 @@ from porter.profile.attention import AttentionSite, find_core_attention
 from porter.profile.entry import EntryProfile, builds_tokenizer_when, read_entry, tokenizer_branches
 from porter.profile.enums import ENUM_FILES, EnumFact, enum_classes, find_uses
 from porter.profile.features import SENTENCEPIECE_CHOICES, Spelling, detect_spellings, porter_spelling
-from porter.profile.model import MPU_LAYERS, ModelProfile, read_model
+from porter.profile.model import MPU_LAYERS, RMSNORM_PATH, ModelProfile, read_model
 from porter.render import GENERATED_MARK
 from porter.source import SourceTree
 
@@ -117,7 +117,7 @@ def build_profile(tree: SourceTree, table: dict[str, tuple[Spelling, ...]]) -> T
 
     model_files = {
         path: _parsed(tree, path)
-        for path in (TRANSFORMER, LANGUAGE_MODEL, GPT_MODEL, MODEL_INIT, OPTIMIZER, *MPU_LAYERS)
+        for path in (TRANSFORMER, LANGUAGE_MODEL, GPT_MODEL, MODEL_INIT, OPTIMIZER, RMSNORM_PATH, *MPU_LAYERS)
     }
     return TreeProfile(
         tree=tree,

@@ -84,10 +84,19 @@ def _pipe_setup(branch: cst.If) -> tuple[str, ...]:
 
 
 def _rotary_cache(branch: cst.If) -> tuple[str, str] | None:
-    for node in findall(branch.body, m.If()):
+    """(test, code): microsoft HEAD's `if ...: update_rotary_pos_emb(args.seq_length)`, or the
+    statements of an `if` that compute the table inline and store it as `args.<rotary...> = ...`
+    (microsoft late 2023: OpenLLM-France, deep-spin)."""
+    ifs = findall(branch.body, m.If())
+    for node in ifs:
         for call in findall(node.body, m.Call(func=m.Name())):
             if "rotary" in call.func.value:
                 return code(node.test), code(call)
+    for node in ifs:
+        stores = findall(node.body, m.AssignTarget(target=m.Attribute(value=m.Name("args"))))
+        if any("rotary" in s.target.attr.value for s in stores) and isinstance(node.body, cst.IndentedBlock):
+            body = [s.with_changes(leading_lines=[]) if i == 0 else s for i, s in enumerate(node.body.body)]
+            return code(node.test), "\n".join(code(s).rstrip("\n") for s in body)
     return None
 
 

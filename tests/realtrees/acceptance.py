@@ -102,7 +102,7 @@ def snapshot(root: Path) -> dict[str, str]:
 
 _ARGS_SCRIPT = textwrap.dedent(
     """
-    import argparse, importlib, json, os, sys
+    import argparse, importlib, inspect, json, os, sys
     script = importlib.import_module(os.environ["SCRIPT"])
     from megatron import arguments as A
 
@@ -117,8 +117,15 @@ _ARGS_SCRIPT = textwrap.dedent(
     defaults = family_defaults(argparse.ArgumentParser())._defaults
     sys.argv = [os.environ["SCRIPT"] + ".py"] + json.loads(os.environ["ARGV"])
     args = A.parse_args(extra_args_provider=provider)
-    if os.environ["CHECKS_IN"] == "validate_args":  # microsoft HEAD checks apart from parsing
-        A.validate_args(args, {})
+    checks = os.environ["CHECKS_IN"]
+    if checks and checks != "parse_args":  # the tree checks apart from parsing (microsoft HEAD's validate_args)
+        # called as the tree's initialize_megatron calls it: with the (empty) defaults only where it
+        # takes them (microsoft HEAD: validate_args(args, defaults={}); OpenLLM-France, deep-spin:
+        # validate_args(args), their defaults loop lives in initialize_megatron)
+        check = getattr(A, checks)
+        takes = [p for p in inspect.signature(check).parameters.values()
+                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        check(args, {}) if len(takes) > 1 else check(args)
     dests = [a.dest for a in seen["parser"]._actions if a.dest != "help"]
     got = {k: getattr(getattr(args, k), "name", getattr(args, k)) for k in defaults}
     print("RESULT " + json.dumps({

@@ -436,6 +436,78 @@ def extra_state_linears(root: Path) -> None:
         edit(root, "megatron/mpu/layers.py", old, method + old)
 
 
+# -- 6. an RMSNorm switch whose class is None without apex ---------------------------------------------
+
+
+NORM_FALLBACK_NONE = block("""
+    try:
+        from apex.normalization import MixedFusedRMSNorm
+    except ImportError:  # apex is CUDA-only
+        MixedFusedRMSNorm = None
+""")
+
+
+def rmsnorm_apex_only(root: Path) -> None:
+    """An RMSNorm switch whose class exists only with apex, like OpenLLM-France/Megatron-DeepSpeed
+    a106b248 and deep-spin 4e33e780 (microsoft's late-2023 layout).
+
+    There `--normalization {layernorm,rmsnorm}` picks, at every norm site of the transformer and
+    for the GPT pipe's final `LayerSpec`, either LayerNorm or apex's `MixedFusedRMSNorm`, called
+    `(hidden_size, layernorm_epsilon)` positionally; transformer.py and gpt_model.py each import
+    it in a top-level `try:` whose `except ImportError:` binds the name to None, so without apex
+    the model cannot be built. This variant adds the same option, imports and sites (the
+    decoder's cross-attention norm stays LayerNorm: a GPT has none).
+    """
+    args_py = "megatron/arguments.py"
+    edit(root, args_py,
+         "    group.add_argument('--onnx-safe', type=bool, required=False,\n"
+         "                       help='Use the erf form of GeLU (ONNX friendly).')\n",
+         "    group.add_argument('--onnx-safe', type=bool, required=False,\n"
+         "                       help='Use the erf form of GeLU (ONNX friendly).')\n"
+         "    group.add_argument('--normalization', type=str, default='layernorm',\n"
+         "                       choices=['layernorm', 'rmsnorm'],\n"
+         "                       help='The norm at every norm site (rmsnorm needs apex).')\n")
+    transformer = "megatron/model/transformer.py"
+    edit(root, transformer, "from megatron.model import LayerNorm\n",
+         "from megatron.model import LayerNorm\n" + NORM_FALLBACK_NONE)
+    for site in ("input_layernorm", "post_attention_layernorm"):
+        edit(root, transformer,
+             f"        self.{site} = LayerNorm(\n"
+             "            args.hidden_size,\n"
+             "            eps=args.layernorm_epsilon)\n",
+             "        if args.normalization == 'rmsnorm':\n"
+             f"            self.{site} = MixedFusedRMSNorm(args.hidden_size, args.layernorm_epsilon)\n"
+             "        else:\n"
+             f"            self.{site} = LayerNorm(\n"
+             "                args.hidden_size,\n"
+             "                eps=args.layernorm_epsilon)\n")
+    edit(root, transformer,
+         "            self.final_layernorm = LayerNorm(\n"
+         "                args.hidden_size,\n"
+         "                eps=args.layernorm_epsilon)\n",
+         "            if args.normalization == 'rmsnorm':\n"
+         "                self.final_layernorm = MixedFusedRMSNorm(args.hidden_size, args.layernorm_epsilon)\n"
+         "            else:\n"
+         "                self.final_layernorm = LayerNorm(\n"
+         "                    args.hidden_size,\n"
+         "                    eps=args.layernorm_epsilon)\n")
+    gpt_model = "megatron/model/gpt_model.py"
+    edit(root, gpt_model, "from megatron.model import LayerNorm\n",
+         "from megatron.model import LayerNorm\n" + NORM_FALLBACK_NONE)
+    edit(root, gpt_model,
+         "        self.specs.append(\n"
+         "            LayerSpec(LayerNorm,\n"
+         "                      args.hidden_size,\n"
+         "                      eps=args.layernorm_epsilon))\n",
+         "        if args.normalization == 'rmsnorm':\n"
+         "            self.specs.append(LayerSpec(MixedFusedRMSNorm, args.hidden_size, args.layernorm_epsilon))\n"
+         "        else:\n"
+         "            self.specs.append(\n"
+         "                LayerSpec(LayerNorm,\n"
+         "                          args.hidden_size,\n"
+         "                          eps=args.layernorm_epsilon))\n")
+
+
 VARIANTS: dict[str, Callable[[Path], None]] = {
     "defaults_in_initialize": defaults_in_initialize,
     "own_llama_files": own_llama_files,
@@ -443,6 +515,7 @@ VARIANTS: dict[str, Callable[[Path], None]] = {
     "glu_gate_second": glu_gate_second,
     "hand_port_separate_gate": hand_port_separate_gate,
     "extra_state_linears": extra_state_linears,
+    "rmsnorm_apex_only": rmsnorm_apex_only,
 }
 
 
