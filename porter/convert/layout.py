@@ -30,11 +30,6 @@ from porter.errors import PorterError
 from porter.profile import LANGUAGE_MODEL, TRANSFORMER, TreeProfile
 from porter.spec import Spec
 
-# The layer specs of the generated <Prefix>ModelPipe (templates/model.py.j2), in order:
-# embedding, a transpose, the transformer layers, a transpose, the final norm, the head.
-PIPE_EMBEDDING = 0
-PIPE_FIRST_LAYER = 2
-
 
 @dataclass(frozen=True)
 class WeightLayout:
@@ -68,6 +63,14 @@ class WeightLayout:
     head_module: str = "output_layer"
     head_keys: tuple[str, ...] = ("output_layer", "output_layer.weight")
     head_pipe_key: str = "output_layer.weight"
+    # the pipe model's layer specs, in order (porter's template: embedding, a transpose, the
+    # layers, a transpose, the final norm, the head; microsoft's GPTModelPipe: a cast, the
+    # embedding, the layers, the final norm, the head): the embedding's index, the first
+    # layer's, and where the final norm and the head come after the last layer (0: right after)
+    pipe_embedding: int = 0
+    pipe_first_layer: int = 2
+    pipe_norm_after: int = 1
+    pipe_head_after: int = 2
     # what the spec and the port fix (each difference's layout(), porter/features/)
     qkv_order: str = "per_head"  # [np, 3, hn]
     gate_first: bool = True
@@ -89,11 +92,14 @@ class WeightLayout:
         multiple = self.make_vocab_size_divisible_by * tensor_parallel
         return -(-vocab_size // multiple) * multiple
 
+    def pipe_layer(self, layer: int) -> int:
+        return self.pipe_first_layer + layer
+
     def pipe_final_norm(self, num_layers: int) -> int:
-        return PIPE_FIRST_LAYER + num_layers + 1
+        return self.pipe_first_layer + num_layers + self.pipe_norm_after
 
     def pipe_output_layer(self, num_layers: int) -> int:
-        return PIPE_FIRST_LAYER + num_layers + 2
+        return self.pipe_first_layer + num_layers + self.pipe_head_after
 
     def as_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
@@ -256,8 +262,102 @@ def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
         word_embeddings_key=keys.get("_word_embeddings_key", word),
         make_vocab_size_divisible_by=divisible_by,
         **head,
+        **pipe_order(tree, spec),
         **difference_layout(profile, spec),
     )
+
+
+def _appended(stmt: cst.CSTNode) -> list[cst.BaseExpression]:
+    """The arguments of `self.specs.append(X)` calls in a simple statement."""
+    return [call.args[0].value for call in findall(stmt, m.Call(
+        func=m.Attribute(value=m.Attribute(value=m.Name("self"), attr=m.Name("specs")), attr=m.Name("append"))))
+        if call.args]
+
+
+def _spec_entries(body) -> list[str]:
+    """What a pipe class's __init__ appends to self.specs, in order: 'layers' for the loop over the
+    layers, 'spec:<source of the LayerSpec's class>' for a layer with weights, 'fn' for a plain
+    function. Of an if/else, one branch counts: the branches are alternatives."""
+    out: list[str] = []
+    for stmt in body:
+        if isinstance(stmt, cst.If):
+            branch = _spec_entries(stmt.body.body)
+            if not branch and stmt.orelse is not None:
+                branch = _spec_entries(stmt.orelse.body.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse])
+            out += branch
+        elif isinstance(stmt, (cst.For, cst.While)):
+            if _appended(stmt):
+                out.append("layers")
+        elif isinstance(stmt, (cst.With, cst.Try)):
+            out += _spec_entries(stmt.body.body)
+        elif isinstance(stmt, cst.SimpleStatementLine):
+            for value in _appended(stmt):
+                if isinstance(value, cst.Call) and (dotted(value.func) or "").endswith("LayerSpec") and value.args:
+                    first = [a for a in value.args if not isinstance(a.value, cst.SimpleString)][0]
+                    out.append("spec:" + code(first.value))
+                else:
+                    out.append("fn")
+    return out
+
+
+def pipe_order(tree, spec: Spec) -> dict:
+    """The pipe model's layer-spec order, read from the class that builds it: the generated
+    <Prefix>ModelPipe, or the tree's GPTModelPipe when the generated class only subclasses it
+    (a tree that builds the family behind its own switches). {} (porter's template order) when
+    neither reads as a list of specs with an embedding and a loop over the layers."""
+    from porter.profile import GPT_MODEL
+
+    pipe_class = f"{spec.model_class}Pipe"
+    generated = f"megatron/model/{spec.module_name}.py"
+    if not tree.exists(generated):
+        return {}
+    module = tree.file(generated).module
+    cls = next((s for s in module.body if isinstance(s, cst.ClassDef) and s.name.value == pipe_class), None)
+    if cls is None:
+        return {}
+    init = _method(cls, "__init__")
+    entries = _spec_entries(init.body.body) if init is not None else []
+    source = generated
+    if "layers" not in entries and any(code(b.value).endswith("GPTModelPipe") for b in cls.bases) \
+            and tree.exists(GPT_MODEL):
+        gpt = tree.file(GPT_MODEL).module
+        base = next((s for s in gpt.body if isinstance(s, cst.ClassDef) and s.name.value == "GPTModelPipe"), None)
+        init = _method(base, "__init__") if base is not None else None
+        entries = _spec_entries(init.body.body) if init is not None else []
+        source = GPT_MODEL
+    if "layers" not in entries:
+        return {}
+    first = entries.index("layers")
+    before = entries[:first]
+    embedding = next((i for i, e in enumerate(before) if "embed" in e.lower()), None)
+    after = entries[first + 1:]
+    norm = next((j for j, e in enumerate(after) if "norm" in e.lower()), None)
+    head = next((j for j, e in enumerate(after) if e.startswith("spec:") and "norm" not in e.lower()), None)
+    if embedding is None or head is None:
+        return {}
+    order = {"pipe_embedding": embedding, "pipe_first_layer": first, "pipe_head_after": head}
+    if norm is not None:
+        order["pipe_norm_after"] = norm
+    head_class = after[head][len("spec:"):]
+    if "embed" not in head_class.lower():  # an untied head: its weight's key in the layer's state
+        attr = _head_weight_attr(tree, head_class.split(".")[-1], source)
+        if attr:
+            order["head_pipe_key"] = f"{attr}.weight"
+    return order
+
+
+def _head_weight_attr(tree, class_name: str, near: str) -> str | None:
+    """The attribute of the head class's ColumnParallelLinear (LMHeadPipe: lm_head), looked
+    for in the file that uses it and the model files."""
+    for path in dict.fromkeys((near, TRANSFORMER, LANGUAGE_MODEL, "megatron/model/gpt_model.py")):
+        if not tree.exists(path):
+            continue
+        cls = next((s for s in tree.file(path).module.body
+                    if isinstance(s, cst.ClassDef) and s.name.value == class_name), None)
+        if cls is not None:
+            found = _attrs_calling(cls, lambda c: c == "ColumnParallelLinear")
+            return found[0] if found else None
+    return None
 
 
 def difference_layout(profile: TreeProfile, spec: Spec) -> dict:

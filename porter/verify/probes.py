@@ -131,12 +131,11 @@ def _moe_probes(base: str, mlp: str, i: int, routes, output) -> list[Probe]:
     ]
 
 
-def pipe_module(probe: Probe, num_layers: int) -> str:
-    """The probe's module path in the generated <Prefix>ModelPipe (named by layer spec index)."""
-    from porter.convert.layout import PIPE_EMBEDDING, PIPE_FIRST_LAYER
-
-    index = {"embedding": PIPE_EMBEDDING, "layer": PIPE_FIRST_LAYER + probe.layer,
-             "final_norm": PIPE_FIRST_LAYER + num_layers + 1, "output": PIPE_FIRST_LAYER + num_layers + 2}[probe.site]
+def pipe_module(probe: Probe, num_layers: int, layout: WeightLayout | None = None) -> str:
+    """The probe's module path in the pipe model (named by layer spec index, in the layout's order)."""
+    layout = layout or WeightLayout()
+    index = {"embedding": layout.pipe_embedding, "layer": layout.pipe_layer(probe.layer),
+             "final_norm": layout.pipe_final_norm(num_layers), "output": layout.pipe_output_layer(num_layers)}[probe.site]
     return f"{index}.{probe.path}" if probe.path else str(index)
 
 
