@@ -67,6 +67,10 @@ class WeightLayout:
     # layers, a transpose, the final norm, the head; microsoft's GPTModelPipe: a cast, the
     # embedding, the layers, the final norm, the head): the embedding's index, the first
     # layer's, and where the final norm and the head come after the last layer (0: right after)
+    # the tree's own rotary keeps its frequencies as a saved buffer (register_buffer without
+    # persistent=False): the layer keys of those buffers, which a converted checkpoint must hold
+    # for the tree's strict --load (HF keeps them unsaved)
+    rotary_buffers: tuple[str, ...] = ()
     pipe_embedding: int = 0
     pipe_first_layer: int = 2
     pipe_norm_after: int = 1
@@ -262,9 +266,61 @@ def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
         word_embeddings_key=keys.get("_word_embeddings_key", word),
         make_vocab_size_divisible_by=divisible_by,
         **head,
+        rotary_buffers=rotary_buffers(tree, transformer, layer, attention_cls, attention),
         **pipe_order(tree, spec),
         **difference_layout(profile, spec),
     )
+
+
+def _saves_inv_freq(cls: cst.ClassDef) -> bool:
+    """The class registers `inv_freq` as a saved buffer (no persistent=False)."""
+    for call in findall(cls, m.Call(func=m.Attribute(value=m.Name("self"), attr=m.Name("register_buffer")))):
+        first = call.args[0].value if call.args else None
+        if isinstance(first, cst.SimpleString) and first.evaluated_value == "inv_freq":
+            persistent = next((a.value for a in call.args if a.keyword and a.keyword.value == "persistent"), None)
+            return persistent is None or code(persistent) != "False"
+    return False
+
+
+def _imported_from(tree, module: cst.Module, name: str, here: str) -> cst.ClassDef | None:
+    """The class `name` as `module` (the file at `here`) imports it, from the tree's files."""
+    for node in findall(module, m.ImportFrom()):
+        if isinstance(node.names, cst.ImportStar) or not any(
+                (a.asname.name.value if a.asname else dotted(a.name)) == name for a in node.names):
+            continue
+        dots = len(node.relative)
+        parts = (dotted(node.module) or "").split(".") if node.module else []
+        base = here.split("/")[:-dots] if dots else []
+        path = "/".join([*base, *parts]) + ".py"
+        if tree.exists(path):
+            return next((s for s in tree.file(path).module.body
+                         if isinstance(s, cst.ClassDef) and s.name.value == name), None)
+    return None
+
+
+def rotary_buffers(tree, transformer: cst.Module, layer: cst.ClassDef, attention_cls: cst.ClassDef,
+                   attention: str) -> tuple[str, ...]:
+    """Layer keys of the saved `inv_freq` buffers of the rotary class the tree's layer builds
+    (Habana 7086aadb: CoreAttention's rotary_emb), where that class saves them."""
+    core = _class_or_none(transformer, "CoreAttention")
+    holders = [(layer, ""), (attention_cls, f"{attention}.")]
+    core_attr = next(iter(_attrs_calling(attention_cls, lambda c: c == "CoreAttention")), None)
+    if core is not None and core_attr:
+        holders.append((core, f"{attention}.{core_attr}."))
+    found = []
+    for cls, prefix in holders:
+        for attr, value in _self_assignments(cls):
+            name = _called(value)
+            if "Rotary" not in name:
+                continue
+            rotary = _class_or_none(transformer, name) or _imported_from(tree, transformer, name, TRANSFORMER)
+            if rotary is not None and _saves_inv_freq(rotary):
+                found.append(f"{prefix}{attr}.inv_freq")
+    return tuple(dict.fromkeys(found))
+
+
+def _class_or_none(module: cst.Module, name: str) -> cst.ClassDef | None:
+    return next((s for s in module.body if isinstance(s, cst.ClassDef) and s.name.value == name), None)
 
 
 def _appended(stmt: cst.CSTNode) -> list[cst.BaseExpression]:

@@ -25,6 +25,7 @@ def _roles(layout: WeightLayout) -> dict[str, str]:
         names["fc1"]: "rows" if layout.up else "gate_up", names["fc1_bias"]: "rows" if layout.up else "gate_up",
         names["up"]: "rows", names["up_bias"]: "rows",
         names["fc2"]: "columns", names["fc2_bias"]: "replicated",
+        **{key: "replicated" for key in layout.rotary_buffers},
     }
 
 

@@ -95,6 +95,17 @@ def _hf_gate_and_up(names: dict, layout: WeightLayout, layer: dict, ffn: int, su
     return _gate_up(fused[:ffn].clone(), fused[ffn:].clone(), layout.gate_first)
 
 
+def rope_theta(config: dict) -> float:
+    """The rotary base of an HF config (transformers 5 `rope_parameters`, or `rope_theta`)."""
+    theta = (config.get("rope_parameters") or {}).get("rope_theta", config.get("rope_theta"))
+    return float(theta if theta is not None else 10000.0)
+
+
+def rotary_inv_freq(dim: int, theta: float) -> torch.Tensor:
+    """1 / theta^(2i / dim), i < dim / 2, in fp32: the frequencies a rotary embedding computes."""
+    return 1.0 / (theta ** (torch.arange(0, dim, 2).float() / dim))
+
+
 def hf_to_megatron(state: dict[str, torch.Tensor], config: dict, layout: WeightLayout,
                    tensor_parallel: int = 1) -> MegatronWeights:
     """An HF state dict + config -> one full copy in the tree's layout."""
@@ -135,6 +146,8 @@ def hf_to_megatron(state: dict[str, torch.Tensor], config: dict, layout: WeightL
             g, u = take(mlp + "gate_proj.bias"), take(mlp + "up_proj.bias")
             layer.update(_gate_and_up(names, layout, g, u, "_bias"))
             layer[names["fc2_bias"]] = take(mlp + "down_proj.bias").clone()
+        for key in layout.rotary_buffers:  # the tree's rotary saves its frequencies: what it computes itself
+            layer[key] = rotary_inv_freq(shape.head_dim, rope_theta(config))
         layers.append(layer)
     embedding = pad_rows(take("model.embed_tokens.weight"), padded)
     output = None
