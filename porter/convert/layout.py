@@ -25,7 +25,7 @@ import libcst as cst
 
 from porter.cst import match as m
 from porter.cst.find import findall
-from porter.cst.nodes import code, dotted
+from porter.cst.nodes import dotted
 from porter.errors import PorterError
 from porter.profile import LANGUAGE_MODEL, TRANSFORMER, TreeProfile
 from porter.spec import Spec
@@ -207,15 +207,23 @@ def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
         )
     # Per head [np, 3, hn]; microsoft HEAD groups it as [ng, np/ng + 2, hn], the same layout
     # when every head has its own key and value (ng = np, the LLaMA spec's multi-head attention).
-    attention_code = code(attention_cls)
-    if not any(mark in attention_code for mark in (
-            "3 * self.hidden_size_per_attention_head", "self.num_key_value_groups + 2", "split_query_key_value")):
+    # The profile reads it from the code that splits the projection's output.
+    qkv_layout = profile.model.qkv_layout if profile.model is not None else None
+    if qkv_layout not in ("per_head", "per_group"):
+        blocked = profile.model.blocked_split if profile.model is not None else None
+        found = "another QKV layout (grouped-query attention?)"
+        fix = "convert this tree's weights by hand; porter supports the per-head layout of multi-head attention"
+        if blocked is not None:
+            found = (f"ParallelAttention.{blocked.func} cuts it into q | k | v thirds "
+                     f"({blocked.width} = {blocked.fused}.shape[-1] // 3)")
+            if blocked.split_method is not None:
+                fix = f"run `porter apply`: it splits with the tree's own {blocked.split_method} again"
         raise PorterError(
             "the fused QKV layout of this tree is not the per-head [np, 3, hn] layout porter converts",
             file=TRANSFORMER,
             construct="ParallelAttention: mixed_x_layer.view(..., np, 3 * hn) and a split in q, k, v",
-            found="another QKV layout (grouped-query attention?)",
-            fix="convert this tree's weights by hand; porter supports the per-head layout of multi-head attention",
+            found=found,
+            fix=fix,
         )
 
     lm = tree.file(LANGUAGE_MODEL).module
