@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from porter.convert import experts
-from porter.convert.layout import PIPE_EMBEDDING, PIPE_FIRST_LAYER, WeightLayout
+from porter.convert.layout import WeightLayout
 from porter.convert.shape import ModelShape
 from porter.convert.sharding import shard, unshard
 from porter.convert.tensors import MegatronWeights, layer_names
@@ -56,9 +56,9 @@ def _nested_module(local: MegatronWeights, layout: WeightLayout) -> dict:
 
 def _pipe_layer_files(local: MegatronWeights, layout: WeightLayout) -> dict[int, dict]:
     """layer spec index -> that layer's state_dict (pipeline engine)."""
-    files = {PIPE_EMBEDDING: {f"{layout.word_embeddings}.weight": local.embedding}}
+    files = {layout.pipe_embedding: {f"{layout.word_embeddings}.weight": local.embedding}}
     for i, layer in enumerate(local.layers):
-        files[PIPE_FIRST_LAYER + i] = dict(layer)
+        files[layout.pipe_layer(i)] = dict(layer)
     count = len(local.layers)
     if local.final_norm is not None:
         files[layout.pipe_final_norm(count)] = {"weight": local.final_norm}
@@ -249,8 +249,8 @@ def read_checkpoint(checkpoint: Path, layout: WeightLayout, vocab_size: int | No
             by_rank.setdefault(int(match.group(2)), {})[int(match.group(1))] = path
         for rank in sorted(by_rank):
             files = by_rank[rank]
-            emb = _load(files[PIPE_EMBEDDING])[f"{layout.word_embeddings}.weight"]
-            layers = [_load(files[PIPE_FIRST_LAYER + i]) for i in range(num_layers)]
+            emb = _load(files[layout.pipe_embedding])[f"{layout.word_embeddings}.weight"]
+            layers = [_load(files[layout.pipe_layer(i)]) for i in range(num_layers)]
             norm_index, out_index = layout.pipe_final_norm(num_layers), layout.pipe_output_layer(num_layers)
             final = _load(files[norm_index])["weight"] if norm_index in files else None
             output = _load(files[out_index])[layout.head_pipe_key] if out_index in files else None

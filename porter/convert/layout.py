@@ -23,11 +23,12 @@ from dataclasses import dataclass
 
 import libcst as cst
 
+from porter.convert.pipe_order import head_key, read_order
 from porter.cst import match as m
 from porter.cst.find import findall
 from porter.cst.nodes import dotted
 from porter.errors import PorterError
-from porter.profile import LANGUAGE_MODEL, TRANSFORMER, TreeProfile
+from porter.profile import GPT_MODEL, LANGUAGE_MODEL, TRANSFORMER, TreeProfile
 from porter.spec import Spec
 
 # The layer specs of the generated <Prefix>ModelPipe (templates/model.py.j2), in order:
@@ -79,6 +80,12 @@ class WeightLayout:
     final_norm_present: bool = True
     num_experts: int = 0  # experts per layer (DeepSpeed's MoE layer as the MLP); 0: a dense MLP
     make_vocab_size_divisible_by: int = 128
+    # the generated <Prefix>ModelPipe's layer spec indices (porter/convert/pipe_order.py):
+    # porter's template: embedding, transpose, the layers, transpose, final norm, head
+    pipe_embedding: int = PIPE_EMBEDDING
+    pipe_first_layer: int = PIPE_FIRST_LAYER
+    pipe_norm_after: int = 1  # the final norm: pipe_first_layer + num_layers + pipe_norm_after
+    pipe_head_after: int = 2  # the head: pipe_first_layer + num_layers + pipe_head_after
 
     @property
     def bias(self) -> bool:
@@ -89,11 +96,14 @@ class WeightLayout:
         multiple = self.make_vocab_size_divisible_by * tensor_parallel
         return -(-vocab_size // multiple) * multiple
 
+    def pipe_layer(self, index: int) -> int:
+        return self.pipe_first_layer + index
+
     def pipe_final_norm(self, num_layers: int) -> int:
-        return PIPE_FIRST_LAYER + num_layers + 1
+        return self.pipe_first_layer + num_layers + self.pipe_norm_after
 
     def pipe_output_layer(self, num_layers: int) -> int:
-        return PIPE_FIRST_LAYER + num_layers + 2
+        return self.pipe_first_layer + num_layers + self.pipe_head_after
 
     def as_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
@@ -264,8 +274,47 @@ def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
         word_embeddings_key=keys.get("_word_embeddings_key", word),
         make_vocab_size_divisible_by=divisible_by,
         **head,
+        **pipe_layout(profile, spec),
         **difference_layout(profile, spec),
     )
+
+
+def pipe_layout(profile: TreeProfile, spec: Spec) -> dict:
+    """The generated <Prefix>ModelPipe's spec indices, read from its __init__ (or, when it only
+    checks switches, its base class's in gpt_model.py); porter's template order when neither reads."""
+    tree = profile.tree
+    source = tree.get(f"megatron/model/{spec.module_name}.py")
+    if source is None:
+        return {}
+    module = source.module
+    cls = next((s for s in module.body if isinstance(s, cst.ClassDef) and s.name.value == f"{spec.model_class}Pipe"),
+               None)
+    if cls is None:
+        return {}
+    init = _method(cls, "__init__")
+    order = read_order(init) if init is not None else None
+    if order is None:
+        gpt = tree.get(GPT_MODEL)
+        bases = {(dotted(b.value) or "").rsplit(".", 1)[-1] for b in cls.bases}
+        base = next((s for s in gpt.module.body if isinstance(s, cst.ClassDef) and s.name.value in bases),
+                    None) if gpt is not None else None
+        base_init = _method(base, "__init__") if base is not None else None
+        order = read_order(base_init) if base_init is not None else None
+        module = gpt.module if order is not None else module
+    if order is None:
+        return {}
+    out: dict = {"pipe_embedding": order.embedding, "pipe_first_layer": order.first_layer}
+    if order.norm_after is not None:
+        out["pipe_norm_after"] = order.norm_after
+    if order.head_after is not None:
+        out["pipe_head_after"] = order.head_after
+    # the head's class: defined next to the pipe, or imported from the model files
+    for where in (module, tree.file(TRANSFORMER).module, tree.file(LANGUAGE_MODEL).module):
+        key = head_key(where, order.head_class)
+        if key is not None:
+            out["head_pipe_key"] = key
+            break
+    return out
 
 
 def difference_layout(profile: TreeProfile, spec: Spec) -> dict:

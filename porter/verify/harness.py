@@ -216,14 +216,15 @@ def padded_vocab(vocab: int, args) -> int:
 
 def site_modules(model, layout: dict, num_layers: int, kind: str) -> dict[tuple[str, int], torch.nn.Module]:
     """(site, layer) -> the module of this process's model that holds it (absent: another stage)."""
-    from porter.convert.layout import PIPE_EMBEDDING, PIPE_FIRST_LAYER
+    from porter.convert.layout import WeightLayout
 
     found: dict[tuple[str, int], torch.nn.Module] = {}
     modules = dict(model.named_modules())
     if kind == "pipe":
-        names = {("embedding", -1): str(PIPE_EMBEDDING), ("final_norm", -1): str(PIPE_FIRST_LAYER + num_layers + 1),
-                 ("output", -1): str(PIPE_FIRST_LAYER + num_layers + 2)}
-        names.update({("layer", i): str(PIPE_FIRST_LAYER + i) for i in range(num_layers)})
+        order = WeightLayout.from_dict(layout)
+        names = {("embedding", -1): str(order.pipe_embedding), ("final_norm", -1): str(order.pipe_final_norm(num_layers)),
+                 ("output", -1): str(order.pipe_output_layer(num_layers))}
+        names.update({("layer", i): str(order.pipe_layer(i)) for i in range(num_layers)})
     else:
         lm = f"{layout['language_model_key']}"
         encoder = f"{lm}.{layout['encoder']}"

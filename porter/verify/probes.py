@@ -131,12 +131,13 @@ def _moe_probes(base: str, mlp: str, i: int, routes, output) -> list[Probe]:
     ]
 
 
-def pipe_module(probe: Probe, num_layers: int) -> str:
+def pipe_module(probe: Probe, num_layers: int, layout=None) -> str:
     """The probe's module path in the generated <Prefix>ModelPipe (named by layer spec index)."""
-    from porter.convert.layout import PIPE_EMBEDDING, PIPE_FIRST_LAYER
+    from porter.convert.layout import WeightLayout
 
-    index = {"embedding": PIPE_EMBEDDING, "layer": PIPE_FIRST_LAYER + probe.layer,
-             "final_norm": PIPE_FIRST_LAYER + num_layers + 1, "output": PIPE_FIRST_LAYER + num_layers + 2}[probe.site]
+    order = layout if layout is not None else WeightLayout()
+    index = {"embedding": order.pipe_embedding, "layer": order.pipe_layer(probe.layer),
+             "final_norm": order.pipe_final_norm(num_layers), "output": order.pipe_output_layer(num_layers)}[probe.site]
     return f"{index}.{probe.path}" if probe.path else str(index)
 
 
