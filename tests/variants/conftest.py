@@ -165,3 +165,8 @@ def first_layer_shards(ckpt: Path, layout, tp: int) -> list[dict]:
         assert layers, f"no layer with {fc1} in {ckpt}"
         shards.append(layers[0])
     return shards
+
+
+@pytest.fixture(scope="session")
+def blocked_qkv_tree(tmp_path_factory) -> Ported:
+    return _ported(tmp_path_factory, "blocked_qkv_thirds")
