@@ -163,7 +163,7 @@ def _assemble(records: list[dict], name: str, probe, batch_size: int) -> torch.T
 
 
 def compare(kind: str, records: list[dict], probes, ref_logits, captures, labels, vocab: int,
-            tolerance: float, model_class: str) -> KindResult:
+            tolerance: float, model_class: str, layout=None) -> KindResult:
     results = []
     num_layers = 1 + max((p.layer for p in probes), default=-1)
     for probe in probes:
@@ -173,7 +173,7 @@ def compare(kind: str, records: list[dict], probes, ref_logits, captures, labels
         theirs = probe.hf(captures).float()
         if probe.site == "output":
             mine = mine[..., :vocab]
-        pipe_name = pipe_module(probe, num_layers) if kind == "pipe" else None
+        pipe_name = pipe_module(probe, num_layers, layout) if kind == "pipe" else None
         if mine.shape != theirs.shape:
             results.append(ProbeResult(probe.name, f"{probe.what} (shape {tuple(mine.shape)} vs HF "
                                                    f"{tuple(theirs.shape)})", float("inf"), 0.0, pipe_name))
@@ -351,7 +351,7 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
         records = _collect(out, kind)
         # data-parallel replicas (expert parallelism) ran the same batch: each is compared, the worst reported
         replicas = [compare(kind, [r for r in records if r.get("dp_rank", 0) == dp], probes, ref_logits, captures,
-                            labels, tiny.vocab_size, options.tolerance, model_class)
+                            labels, tiny.vocab_size, options.tolerance, model_class, layout)
                     for dp in sorted({r.get("dp_rank", 0) for r in records})]
         results.append(max(replicas, key=lambda r: (not r.passed, r.max_logit_diff)))
     config = {**tiny.as_dict(), "tensor_parallel": tp, "pipeline_parallel": pp, "expert_parallel": ep,
