@@ -23,11 +23,12 @@ from dataclasses import dataclass
 
 import libcst as cst
 
+from porter.convert.pipe_order import head_key, read_order
 from porter.cst import match as m
 from porter.cst.find import findall
 from porter.cst.nodes import code, dotted
 from porter.errors import PorterError
-from porter.profile import LANGUAGE_MODEL, TRANSFORMER, TreeProfile
+from porter.profile import GPT_MODEL, LANGUAGE_MODEL, TRANSFORMER, TreeProfile
 from porter.spec import Spec
 
 
@@ -63,18 +64,10 @@ class WeightLayout:
     head_module: str = "output_layer"
     head_keys: tuple[str, ...] = ("output_layer", "output_layer.weight")
     head_pipe_key: str = "output_layer.weight"
-    # the pipe model's layer specs, in order (porter's template: embedding, a transpose, the
-    # layers, a transpose, the final norm, the head; microsoft's GPTModelPipe: a cast, the
-    # embedding, the layers, the final norm, the head): the embedding's index, the first
-    # layer's, and where the final norm and the head come after the last layer (0: right after)
     # the tree's own rotary keeps its frequencies as a saved buffer (register_buffer without
     # persistent=False): the layer keys of those buffers, which a converted checkpoint must hold
     # for the tree's strict --load (HF keeps them unsaved)
     rotary_buffers: tuple[str, ...] = ()
-    pipe_embedding: int = 0
-    pipe_first_layer: int = 2
-    pipe_norm_after: int = 1
-    pipe_head_after: int = 2
     # what the spec and the port fix (each difference's layout(), porter/features/)
     qkv_order: str = "per_head"  # [np, 3, hn]
     gate_first: bool = True
@@ -86,6 +79,12 @@ class WeightLayout:
     final_norm_present: bool = True
     num_experts: int = 0  # experts per layer (DeepSpeed's MoE layer as the MLP); 0: a dense MLP
     make_vocab_size_divisible_by: int = 128
+    # the generated <Prefix>ModelPipe's layer spec indices (porter/convert/pipe_order.py):
+    # porter's template: embedding, transpose, the layers, transpose, final norm, head
+    pipe_embedding: int = 0
+    pipe_first_layer: int = 2
+    pipe_norm_after: int = 1  # the final norm: pipe_first_layer + num_layers + pipe_norm_after
+    pipe_head_after: int = 2  # the head: pipe_first_layer + num_layers + pipe_head_after
 
     @property
     def bias(self) -> bool:
@@ -96,8 +95,8 @@ class WeightLayout:
         multiple = self.make_vocab_size_divisible_by * tensor_parallel
         return -(-vocab_size // multiple) * multiple
 
-    def pipe_layer(self, layer: int) -> int:
-        return self.pipe_first_layer + layer
+    def pipe_layer(self, index: int) -> int:
+        return self.pipe_first_layer + index
 
     def pipe_final_norm(self, num_layers: int) -> int:
         return self.pipe_first_layer + num_layers + self.pipe_norm_after
@@ -217,15 +216,23 @@ def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
         )
     # Per head [np, 3, hn]; microsoft HEAD groups it as [ng, np/ng + 2, hn], the same layout
     # when every head has its own key and value (ng = np, the LLaMA spec's multi-head attention).
-    attention_code = code(attention_cls)
-    if not any(mark in attention_code for mark in (
-            "3 * self.hidden_size_per_attention_head", "self.num_key_value_groups + 2", "split_query_key_value")):
+    # The profile reads it from the code that splits the projection's output.
+    qkv_layout = profile.model.qkv_layout if profile.model is not None else None
+    if qkv_layout not in ("per_head", "per_group"):
+        blocked = profile.model.blocked_split if profile.model is not None else None
+        found = "another QKV layout (grouped-query attention?)"
+        fix = "convert this tree's weights by hand; porter supports the per-head layout of multi-head attention"
+        if blocked is not None:
+            found = (f"ParallelAttention.{blocked.func} cuts it into q | k | v thirds "
+                     f"({blocked.width} = {blocked.fused}.shape[-1] // 3)")
+            if blocked.split_method is not None:
+                fix = f"run `porter apply`: it splits with the tree's own {blocked.split_method} again"
         raise PorterError(
             "the fused QKV layout of this tree is not the per-head [np, 3, hn] layout porter converts",
             file=TRANSFORMER,
             construct="ParallelAttention: mixed_x_layer.view(..., np, 3 * hn) and a split in q, k, v",
-            found="another QKV layout (grouped-query attention?)",
-            fix="convert this tree's weights by hand; porter supports the per-head layout of multi-head attention",
+            found=found,
+            fix=fix,
         )
 
     lm = tree.file(LANGUAGE_MODEL).module
@@ -267,7 +274,7 @@ def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
         make_vocab_size_divisible_by=divisible_by,
         **head,
         rotary_buffers=rotary_buffers(tree, transformer, layer, attention_cls, attention),
-        **pipe_order(tree, spec),
+        **pipe_layout(profile, spec),
         **difference_layout(profile, spec),
     )
 
@@ -323,97 +330,42 @@ def _class_or_none(module: cst.Module, name: str) -> cst.ClassDef | None:
     return next((s for s in module.body if isinstance(s, cst.ClassDef) and s.name.value == name), None)
 
 
-def _appended(stmt: cst.CSTNode) -> list[cst.BaseExpression]:
-    """The arguments of `self.specs.append(X)` calls in a simple statement."""
-    return [call.args[0].value for call in findall(stmt, m.Call(
-        func=m.Attribute(value=m.Attribute(value=m.Name("self"), attr=m.Name("specs")), attr=m.Name("append"))))
-        if call.args]
-
-
-def _spec_entries(body) -> list[str]:
-    """What a pipe class's __init__ appends to self.specs, in order: 'layers' for the loop over the
-    layers, 'spec:<source of the LayerSpec's class>' for a layer with weights, 'fn' for a plain
-    function. Of an if/else, one branch counts: the branches are alternatives."""
-    out: list[str] = []
-    for stmt in body:
-        if isinstance(stmt, cst.If):
-            branch = _spec_entries(stmt.body.body)
-            if not branch and stmt.orelse is not None:
-                branch = _spec_entries(stmt.orelse.body.body if isinstance(stmt.orelse, cst.Else) else [stmt.orelse])
-            out += branch
-        elif isinstance(stmt, (cst.For, cst.While)):
-            if _appended(stmt):
-                out.append("layers")
-        elif isinstance(stmt, (cst.With, cst.Try)):
-            out += _spec_entries(stmt.body.body)
-        elif isinstance(stmt, cst.SimpleStatementLine):
-            for value in _appended(stmt):
-                if isinstance(value, cst.Call) and (dotted(value.func) or "").endswith("LayerSpec") and value.args:
-                    first = [a for a in value.args if not isinstance(a.value, cst.SimpleString)][0]
-                    out.append("spec:" + code(first.value))
-                else:
-                    out.append("fn")
-    return out
-
-
-def pipe_order(tree, spec: Spec) -> dict:
-    """The pipe model's layer-spec order, read from the class that builds it: the generated
-    <Prefix>ModelPipe, or the tree's GPTModelPipe when the generated class only subclasses it
-    (a tree that builds the family behind its own switches). {} (porter's template order) when
-    neither reads as a list of specs with an embedding and a loop over the layers."""
-    from porter.profile import GPT_MODEL
-
-    pipe_class = f"{spec.model_class}Pipe"
-    generated = f"megatron/model/{spec.module_name}.py"
-    if not tree.exists(generated):
+def pipe_layout(profile: TreeProfile, spec: Spec) -> dict:
+    """The generated <Prefix>ModelPipe's spec indices, read from its __init__ (or, when it only
+    checks switches, its base class's in gpt_model.py); porter's template order when neither reads."""
+    tree = profile.tree
+    source = tree.get(f"megatron/model/{spec.module_name}.py")
+    if source is None:
         return {}
-    module = tree.file(generated).module
-    cls = next((s for s in module.body if isinstance(s, cst.ClassDef) and s.name.value == pipe_class), None)
+    module = source.module
+    cls = next((s for s in module.body if isinstance(s, cst.ClassDef) and s.name.value == f"{spec.model_class}Pipe"),
+               None)
     if cls is None:
         return {}
     init = _method(cls, "__init__")
-    entries = _spec_entries(init.body.body) if init is not None else []
-    source = generated
-    if "layers" not in entries and any(code(b.value).endswith("GPTModelPipe") for b in cls.bases) \
-            and tree.exists(GPT_MODEL):
-        gpt = tree.file(GPT_MODEL).module
-        base = next((s for s in gpt.body if isinstance(s, cst.ClassDef) and s.name.value == "GPTModelPipe"), None)
-        init = _method(base, "__init__") if base is not None else None
-        entries = _spec_entries(init.body.body) if init is not None else []
-        source = GPT_MODEL
-    if "layers" not in entries:
+    order = read_order(init) if init is not None else None
+    if order is None:
+        gpt = tree.get(GPT_MODEL)
+        bases = {(dotted(b.value) or "").rsplit(".", 1)[-1] for b in cls.bases}
+        base = next((s for s in gpt.module.body if isinstance(s, cst.ClassDef) and s.name.value in bases),
+                    None) if gpt is not None else None
+        base_init = _method(base, "__init__") if base is not None else None
+        order = read_order(base_init) if base_init is not None else None
+        module = gpt.module if order is not None else module
+    if order is None:
         return {}
-    first = entries.index("layers")
-    before = entries[:first]
-    embedding = next((i for i, e in enumerate(before) if "embed" in e.lower()), None)
-    after = entries[first + 1:]
-    norm = next((j for j, e in enumerate(after) if "norm" in e.lower()), None)
-    head = next((j for j, e in enumerate(after) if e.startswith("spec:") and "norm" not in e.lower()), None)
-    if embedding is None or head is None:
-        return {}
-    order = {"pipe_embedding": embedding, "pipe_first_layer": first, "pipe_head_after": head}
-    if norm is not None:
-        order["pipe_norm_after"] = norm
-    head_class = after[head][len("spec:"):]
-    if "embed" not in head_class.lower():  # an untied head: its weight's key in the layer's state
-        attr = _head_weight_attr(tree, head_class.split(".")[-1], source)
-        if attr:
-            order["head_pipe_key"] = f"{attr}.weight"
-    return order
-
-
-def _head_weight_attr(tree, class_name: str, near: str) -> str | None:
-    """The attribute of the head class's ColumnParallelLinear (LMHeadPipe: lm_head), looked
-    for in the file that uses it and the model files."""
-    for path in dict.fromkeys((near, TRANSFORMER, LANGUAGE_MODEL, "megatron/model/gpt_model.py")):
-        if not tree.exists(path):
-            continue
-        cls = next((s for s in tree.file(path).module.body
-                    if isinstance(s, cst.ClassDef) and s.name.value == class_name), None)
-        if cls is not None:
-            found = _attrs_calling(cls, lambda c: c == "ColumnParallelLinear")
-            return found[0] if found else None
-    return None
+    out: dict = {"pipe_embedding": order.embedding, "pipe_first_layer": order.first_layer}
+    if order.norm_after is not None:
+        out["pipe_norm_after"] = order.norm_after
+    if order.head_after is not None:
+        out["pipe_head_after"] = order.head_after
+    # the head's class: defined next to the pipe, or imported from the model files
+    for where in (module, tree.file(TRANSFORMER).module, tree.file(LANGUAGE_MODEL).module):
+        key = head_key(where, order.head_class)
+        if key is not None:
+            out["head_pipe_key"] = key
+            break
+    return out
 
 
 def difference_layout(profile: TreeProfile, spec: Spec) -> dict:

@@ -19,6 +19,7 @@ from porter.features.head_dim import HeadDim
 from porter.features.moe import MixtureOfExperts
 from porter.features.norm_eps import NormEps
 from porter.features.norm_offset import NormOffset
+from porter.features.qkv_layout import FusedQKVLayout
 from porter.features.rmsnorm import RMSNormDifference
 from porter.features.rope_scaling import RopeScaling
 from porter.features.rotary import Rotary
@@ -35,6 +36,7 @@ DIFFERENCES: tuple[Difference, ...] = (
     RMSNormDifference(),
     NormOffset(),
     FusedAttention(),
+    FusedQKVLayout(),
     GroupedQueryAttention(),
     SlidingWindow(),
     HeadDim(),

@@ -16,6 +16,7 @@ from __future__ import annotations
 from porter.cst.nodes import negate
 from porter.edits import arguments as A
 from porter.edits import language_model as L
+from porter.edits import rotary_pair as RP
 from porter.edits import transformer as T
 from porter.errors import PorterError
 from porter.features.base import Difference
@@ -90,6 +91,7 @@ class Rotary(Difference):
             else:
                 p.reuse("rope_theta", f"the tree's rotary embedding uses base {ROTARY_BASE:g}, the spec's")
             self._reused_positions(p)
+            self._repair_pair(p)
             return
         theta = p.switch("rope_theta", on=theta_value, field="position_embedding.rope_theta")
         test = p.tests["rotary"]
@@ -138,6 +140,22 @@ class Rotary(Difference):
                 """
             )
         p.create("megatron/model/rotary_embedding.py", "rotary", "the rotary embedding", "rotary_embedding.py.j2")
+
+    def _repair_pair(self, p) -> None:
+        """The tree's own rotary embedding returning [cos, sin] where its apply_rotary_pos_emb
+        and attention take the angles (microsoft's FPDT rework): repaired to hand the angles on."""
+        pair = p.profile.rotary_pair
+        if pair is None:
+            return
+        p.edit(pair.file, "rotary", "repair: the reused RotaryEmbedding returned [cos, sin] of its angles, but "
+               "apply_rotary_pos_emb takes the angles and attention reads a pair as (query, key) angles (the "
+               "query rotated by cos(cos), the pipe's .to() failing on the list); it returns the angles again",
+               rw(RP.RotaryReturnsAngles, cls="RotaryEmbedding", func="forward", angles=pair.angles))
+        if pair.lm_func is not None:
+            p.edit(LANGUAGE_MODEL, "rotary", f"repair: TransformerLanguageModel.{pair.lm_func} keeps the rotary "
+                   "angles whole (it unpacked the [cos, sin] pair the embedding no longer returns); attention "
+                   "uses them for query and key",
+                   rw(RP.RotaryAnglesNotUnpacked, cls="TransformerLanguageModel", func=pair.lm_func, attr=pair.attr))
 
     def _reused_positions(self, p) -> None:
         """The tree's own rotary, with an Embedding whose learned table hangs on a constructor

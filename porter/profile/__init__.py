@@ -20,6 +20,8 @@ from porter.profile.entry import EntryProfile, builds_tokenizer_when, read_entry
 from porter.profile.enums import ENUM_FILES, EnumFact, enum_classes, find_uses
 from porter.profile.features import SENTENCEPIECE_CHOICES, Spelling, detect_spellings, porter_spelling
 from porter.profile.model import MPU_LAYERS, RMSNORM_PATH, ModelProfile, read_model
+from porter.profile.rotary import RotaryPair, rotary_pair
+from porter.profile.rotary import module_path as rotary_module_path
 from porter.render import GENERATED_MARK
 from porter.source import SourceTree
 
@@ -48,6 +50,7 @@ class TreeProfile:
     enums: dict[str, EnumFact] = field(default_factory=dict)
     attention: AttentionSite | None = None  # the core attention porter can fuse, if any
     table: dict[str, tuple[Spelling, ...]] = field(default_factory=dict)  # the spellings looked for
+    rotary_pair: RotaryPair | None = None  # the tree's rotary hands attention (cos, sin) where it takes angles
 
     def porter_spelling(self, switch: str) -> Spelling:
         """porter's own spelling of a switch, to add when the tree has none."""
@@ -119,6 +122,8 @@ def build_profile(tree: SourceTree, table: dict[str, tuple[Spelling, ...]]) -> T
         path: _parsed(tree, path)
         for path in (TRANSFORMER, LANGUAGE_MODEL, GPT_MODEL, MODEL_INIT, OPTIMIZER, RMSNORM_PATH, *MPU_LAYERS)
     }
+    rotary_path = rotary_module_path(model_files[LANGUAGE_MODEL])
+    rotary = rotary_pair(model_files[LANGUAGE_MODEL], _parsed(tree, rotary_path) if rotary_path else None, rotary_path)
     return TreeProfile(
         tree=tree,
         arguments=arguments,
@@ -132,4 +137,5 @@ def build_profile(tree: SourceTree, table: dict[str, tuple[Spelling, ...]]) -> T
         enums=enums,
         attention=find_core_attention(tree.file(TRANSFORMER).module),
         table=table,
+        rotary_pair=rotary,
     )

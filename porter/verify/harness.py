@@ -113,6 +113,12 @@ class TreeSession:
         self.args.no_pipeline_parallel = kind == "model"
         if hasattr(self.args, "ds_pipeline_enabled"):
             self.args.ds_pipeline_enabled = kind == "pipe"
+        # pretrain() of trees run with --deepspeed keeps the DeepSpeed config as a dict in
+        # args.deepspeed_config_dict before it builds the model (their model_provider hands it to
+        # deepspeed.zero.Init, their GPTModelPipe reads its pipeline section): the same config
+        # the engine gets here
+        if getattr(self.args, "deepspeed_config_dict", None) is None:
+            self.args.deepspeed_config_dict = self.deepspeed_config()
         model = self.script.model_provider(pre_process=mpu.is_pipeline_first_stage(),
                                            post_process=mpu.is_pipeline_last_stage())
         for param in model.parameters():
@@ -125,7 +131,14 @@ class TreeSession:
 
         mpu = parallel_state()
         model = model if model is not None else self.build(kind)
-        config = {
+        config = self.deepspeed_config()
+        engine, *_ = deepspeed.initialize(model=model, config=config, mpu=None if kind == "pipe" else mpu)
+        return engine
+
+    def deepspeed_config(self) -> dict:
+        """The DeepSpeed config of verify's engines."""
+        mpu = parallel_state()
+        return {
             "train_micro_batch_size_per_gpu": self.job.micro_batch_size,
             "gradient_accumulation_steps": 1,
             "train_batch_size": self.job.micro_batch_size * mpu.get_data_parallel_world_size(),
@@ -133,8 +146,6 @@ class TreeSession:
             "steps_per_print": 10**9,
             **self.job.deepspeed_config,
         }
-        engine, *_ = deepspeed.initialize(model=model, config=config, mpu=None if kind == "pipe" else mpu)
-        return engine
 
     def load(self, engine, strict: bool = True) -> int:
         """The tree's load_checkpoint on [engine] (reads --load, honours --finetune)."""

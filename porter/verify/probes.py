@@ -131,11 +131,11 @@ def _moe_probes(base: str, mlp: str, i: int, routes, output) -> list[Probe]:
     ]
 
 
-def pipe_module(probe: Probe, num_layers: int, layout: WeightLayout | None = None) -> str:
-    """The probe's module path in the pipe model (named by layer spec index, in the layout's order)."""
-    layout = layout or WeightLayout()
-    index = {"embedding": layout.pipe_embedding, "layer": layout.pipe_layer(probe.layer),
-             "final_norm": layout.pipe_final_norm(num_layers), "output": layout.pipe_output_layer(num_layers)}[probe.site]
+def pipe_module(probe: Probe, num_layers: int, layout=None) -> str:
+    """The probe's module path in the generated <Prefix>ModelPipe (named by layer spec index)."""
+    order = layout if layout is not None else WeightLayout()
+    index = {"embedding": order.pipe_embedding, "layer": order.pipe_layer(probe.layer),
+             "final_norm": order.pipe_final_norm(num_layers), "output": order.pipe_output_layer(num_layers)}[probe.site]
     return f"{index}.{probe.path}" if probe.path else str(index)
 
 

@@ -170,3 +170,8 @@ def first_layer_shards(ckpt: Path, layout, tp: int) -> list[dict]:
 @pytest.fixture(scope="session")
 def rmsnorm_apex_only_tree(tmp_path_factory) -> Ported:
     return _ported(tmp_path_factory, "rmsnorm_apex_only")
+
+
+@pytest.fixture(scope="session")
+def blocked_qkv_tree(tmp_path_factory) -> Ported:
+    return _ported(tmp_path_factory, "blocked_qkv_thirds")

@@ -508,6 +508,59 @@ def rmsnorm_apex_only(root: Path) -> None:
          "                          eps=args.layernorm_epsilon))\n")
 
 
+# -- 7. a q | k | v thirds split next to a per-group split method ----------------------------------
+
+
+def blocked_qkv_thirds(root: Path) -> None:
+    """Attention that cuts the fused QKV output into q | k | v thirds, like microsoft/Megatron-DeepSpeed
+    f4157bea (its FPDT rework of ParallelAttention.forward: a width of `shape[-1] // 3`, three
+    slices reshaped to heads), while the class keeps a per-group split method (`split_tensor`:
+    `torch.split(x, [np/ng, 1, 1], dim=-2)` on a [sq, b, ng, np/ng + 2, hn] view) that forward no
+    longer calls. Here every head has its own key and value (np/ng = 1); porter must split per
+    group again (an explained repair), and verify must read the repaired layout.
+    """
+    transformer = "megatron/model/transformer.py"
+    edit(root, transformer,
+         "        self.num_attention_heads_per_partition = mpu.divide(\n"
+         "            args.num_attention_heads, world_size)\n\n"
+         "        if attention_type == AttnType.self_attn:\n",
+         "        self.num_attention_heads_per_partition = mpu.divide(\n"
+         "            args.num_attention_heads, world_size)\n"
+         "        # query heads per key/value head\n"
+         "        self.num_key_value_groups = 1\n\n"
+         "        if attention_type == AttnType.self_attn:\n")
+    edit(root, transformer,
+         "    def forward(self, hidden_states, attention_mask, layer_past=None,\n"
+         "                get_key_value=False, encoder_output=None):\n"
+         "        # input: [sq, b, h]\n",
+         "    def split_tensor(self, mixed_x_layer):\n"
+         '        """[sq, b, ng, np/ng + 2, hn] -> q [sq, b, np, hn], k and v [sq, b, ng, hn]."""\n'
+         "        queries, keys, values = torch.split(mixed_x_layer, [self.num_key_value_groups, 1, 1], dim=-2)\n"
+         "        return queries.flatten(2, 3), keys.squeeze(-2), values.squeeze(-2)\n"
+         "\n"
+         "    def forward(self, hidden_states, attention_mask, layer_past=None,\n"
+         "                get_key_value=False, encoder_output=None):\n"
+         "        # input: [sq, b, h]\n")
+    edit(root, transformer,
+         "            # -> [sq, b, np, 3 * hn]\n"
+         "            new_tensor_shape = mixed_x_layer.size()[:-1] + \\\n"
+         "                (self.num_attention_heads_per_partition,\n"
+         "                 3 * self.hidden_size_per_attention_head)\n"
+         "            mixed_x_layer = mixed_x_layer.view(*new_tensor_shape)\n"
+         "\n"
+         "            # -> 3 x [sq, b, np, hn]\n"
+         "            (query_layer,\n"
+         "             key_layer,\n"
+         "             value_layer) = mpu.split_tensor_along_last_dim(mixed_x_layer, 3)\n",
+         "            # q | k | v blocks of the projection, each [sq, b, np, hn]\n"
+         "            sq, b = mixed_x_layer.shape[0], mixed_x_layer.shape[1]\n"
+         "            third = mixed_x_layer.shape[-1] // 3\n"
+         "            query_layer = mixed_x_layer[:, :, :third].reshape(sq, b, -1, self.hidden_size_per_attention_head)\n"
+         "            key_layer = mixed_x_layer[:, :, third:2 * third].reshape(\n"
+         "                sq, b, -1, self.hidden_size_per_attention_head)\n"
+         "            value_layer = mixed_x_layer[:, :, 2 * third:].reshape(sq, b, -1, self.hidden_size_per_attention_head)\n")
+
+
 VARIANTS: dict[str, Callable[[Path], None]] = {
     "defaults_in_initialize": defaults_in_initialize,
     "own_llama_files": own_llama_files,
@@ -516,6 +569,7 @@ VARIANTS: dict[str, Callable[[Path], None]] = {
     "hand_port_separate_gate": hand_port_separate_gate,
     "extra_state_linears": extra_state_linears,
     "rmsnorm_apex_only": rmsnorm_apex_only,
+    "blocked_qkv_thirds": blocked_qkv_thirds,
 }
 
 

@@ -5,11 +5,11 @@ a cast, the embedding, the layers, the final norm, an LMHeadPipe holding `lm_hea
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 
-from porter.convert.layout import WeightLayout, pipe_order
-from porter.source import SourceTree
-from porter.spec import load_spec
+import libcst as cst
+
+from porter.convert.layout import WeightLayout
+from porter.convert.pipe_order import head_key, read_order
 
 FLAGS_MODEL = '''
 from megatron.model.gpt_model import GPTModel, GPTModelPipe
@@ -56,29 +56,28 @@ class LMHeadPipe(MegatronModule):
 '''
 
 
-def tree_with(root: Path, files: dict[str, str]) -> SourceTree:
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(textwrap.dedent(text).lstrip())
-    from porter.source import REQUIRED_FILES
-
-    for rel in REQUIRED_FILES:
-        if not (root / rel).exists():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / rel).write_text("")
-    return SourceTree.open(root)
+def init_of(source: str, cls: str) -> cst.FunctionDef:
+    module = cst.parse_module(textwrap.dedent(source).lstrip())
+    found = next(s for s in module.body if isinstance(s, cst.ClassDef) and s.name.value == cls)
+    return next(s for s in found.body.body if isinstance(s, cst.FunctionDef) and s.name.value == "__init__")
 
 
-def test_a_tree_s_own_gpt_model_pipe_gives_the_order_and_the_head_key(tmp_path):
-    tree = tree_with(tmp_path, {"megatron/model/llama_model.py": FLAGS_MODEL,
-                                "megatron/model/gpt_model.py": GPT_MODEL,
-                                "megatron/model/transformer.py": TRANSFORMER})
-    order = WeightLayout(**pipe_order(tree, load_spec("llama")))
-    assert (order.pipe_embedding, order.pipe_layer(0), order.pipe_final_norm(2), order.pipe_output_layer(2)) == (1, 2, 4, 5)
-    assert order.head_pipe_key == "lm_head.weight"
+def test_a_tree_s_own_gpt_model_pipe_gives_the_order_and_the_head_key():
+    order = read_order(init_of(GPT_MODEL, "GPTModelPipe"))
+    layout = WeightLayout(pipe_embedding=order.embedding, pipe_first_layer=order.first_layer,
+                          pipe_norm_after=order.norm_after, pipe_head_after=order.head_after)
+    assert (layout.pipe_embedding, layout.pipe_layer(0), layout.pipe_final_norm(2), layout.pipe_output_layer(2)) \
+        == (1, 2, 4, 5)
+    assert head_key(cst.parse_module(textwrap.dedent(TRANSFORMER).lstrip()), order.head_class) == "lm_head.weight"
+
+
+def test_a_subclass_that_only_checks_switches_has_no_order_of_its_own():
+    assert read_order(init_of(FLAGS_MODEL, "LLaMAModelPipe")) is None  # the base class's order is read
 
 
 def test_porter_s_own_pipe_class_keeps_the_template_order(ported_tree):
-    order = WeightLayout(**pipe_order(SourceTree.open(ported_tree), load_spec("llama")))
-    assert order == WeightLayout()  # embedding 0, layers from 2, norm and head after a transpose
-    assert (order.pipe_final_norm(2), order.pipe_output_layer(2), order.head_pipe_key) == (5, 6, "output_layer.weight")
+    from porter.convert.run import Port
+
+    layout = Port("llama", ported_tree).layout
+    assert (layout.pipe_embedding, layout.pipe_first_layer, layout.pipe_norm_after, layout.pipe_head_after) == (0, 2, 1, 2)
+    assert (layout.pipe_final_norm(2), layout.pipe_output_layer(2), layout.head_pipe_key) == (5, 6, "output_layer.weight")
