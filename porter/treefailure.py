@@ -24,7 +24,7 @@ MISSING = re.compile(r"No module named '?(?P<name>[A-Za-z_][\w.]*)'?")
 CUDA_ONLY = {"apex", "amp_C", "flash_attn", "transformer_engine", "fused_layer_norm_cuda",
              "fused_mix_prec_layer_norm_cuda", "fused_weight_gradient_mlp_cuda", "xformers"}
 CUDA_MESSAGE = re.compile(r"Torch not compiled with CUDA|No CUDA GPUs are available|Found no NVIDIA driver|"
-                          r"CUDA driver|no CUDA-capable device|nvcc|cuda_runtime|CUDA_HOME", re.I)
+                          r"CUDA driver|no CUDA-capable device|requires CUDA support|nvcc|cuda_runtime|CUDA_HOME", re.I)
 # import name -> the name pip knows it by, where they differ
 PIP_NAMES = {"yaml": "pyyaml", "PIL": "pillow", "sklearn": "scikit-learn", "cv2": "opencv-python",
              "google": "protobuf", "Crypto": "pycryptodome", "attr": "attrs", "dateutil": "python-dateutil"}

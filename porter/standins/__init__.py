@@ -25,6 +25,7 @@ from porter.standins.runtime import ENV_NAMES, ENV_REPORT
 MODULES = (
     "deepspeed_compression",
     "vision",
+    "tutel",
     "numpy_aliases",
     "torch_six",
     "flash_attn_builder",

@@ -92,6 +92,20 @@ def test_vision_standin_serves_a_missing_torchvision_and_pil(tmp_path):
     assert used == ([] if has_real else ["torchvision"])
 
 
+def test_tutel_standin_lets_a_dense_model_import_a_moe_fork(tmp_path):
+    done, used = run_with_standins(textwrap.dedent("""
+        from tutel import moe as tutel_moe  # as an MoE fork's transformer.py does at module level
+
+        def gating(mask):  # used by the fork's expert routing only
+            return tutel_moe.fast_cumsum_sub_one(mask)
+
+        print("IMPORTED")
+    """), ["tutel"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "IMPORTED" in done.stdout
+    assert used == ([] if importlib.util.find_spec("tutel") is not None else ["tutel"])
+
+
 def test_vision_standin_replaces_a_torchvision_that_fails_while_it_imports(tmp_path):
     # A torchvision built for another torch: found on the path, but its import raises (as the
     # PyPI wheel does beside CPU torch).

@@ -64,6 +64,14 @@ def test_a_cuda_call_at_start_up_means_the_tree_needs_cuda(tmp_path):
     assert failure.where.line == 2 and "Torch not compiled with CUDA" in failure.exception
 
 
+def test_a_cuda_stream_in_a_layer_means_the_tree_needs_cuda(tmp_path):
+    """An MoE fork builds CUDA streams in its transformer layer (torch.cuda.Stream raises off CUDA)."""
+    log, tree = _fail(tmp_path, "import torch\nstream = torch.cuda.Stream(priority=0)\n")
+    failure = classify(log, [tree])
+    assert failure.kind == "needs-cuda", failure
+    assert failure.where.line == 2 and "requires CUDA support" in failure.exception
+
+
 def test_an_error_of_the_tree_is_named_with_its_line(tmp_path):
     log, tree = _fail(tmp_path, "def f(rope):\n    return rope.to('cpu')\n\nf([1, 2])\n")
     failure = classify(log, [tree])
