@@ -338,8 +338,7 @@ def pipe_layout(profile: TreeProfile, spec: Spec) -> dict:
     if source is None:
         return {}
     module = source.module
-    cls = next((s for s in module.body if isinstance(s, cst.ClassDef) and s.name.value == f"{spec.model_class}Pipe"),
-               None)
+    cls = _class_or_none(module, f"{spec.model_class}Pipe")
     if cls is None:
         return {}
     init = _method(cls, "__init__")
