@@ -38,7 +38,7 @@ from pathlib import Path
 from versions import versions  # bench/versions.py (the script's folder is on sys.path)
 
 import porter
-from porter.features.ffn_rule import default_ffn_hidden_size
+from porter.differences.ffn_rule import default_ffn_hidden_size
 from porter.resources import sample_tree_dir
 from porter.smoke import SmokeConfig, deepspeed_config, environment, remove_shared_memory
 
@@ -139,8 +139,8 @@ def main() -> None:
     cli = parser.parse_args()
     models = MODELS + (["porter-pipe-before"] if cli.ablation else [])
 
-    from porter.features import wanted as wanted_differences
-    from porter.spec import load_spec
+    from porter.catalog import wanted as wanted_differences
+    from porter.catalog import load_spec
 
     families = [load_spec(name) for name in cli.families.split(",")]
     print(f"# generated models vs their HF classes: training step (forward + backward + optimizer), "

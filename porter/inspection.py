@@ -13,13 +13,13 @@ import shlex
 from pathlib import Path
 
 from porter import port_state
+from porter.catalog import load_spec, profile_of
 from porter.errors import PorterError
-from porter.features import profile_of
 from porter.naming import spec_in_tree
 from porter.plan import Plan, make_plan
 from porter.profile import TreeProfile
 from porter.source import SourceTree
-from porter.spec import Spec, load_spec
+from porter.spec import Spec
 
 SCHEMA_VERSION = 1
 

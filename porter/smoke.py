@@ -33,10 +33,9 @@ from queue import Empty, Queue
 
 import porter
 from porter import standins
+from porter.catalog import profile_of
 from porter.corpus import train_sentencepiece, train_tokenizer_json, write_corpus
 from porter.errors import PorterError
-from porter.features import profile_of
-from porter.features import wanted as wanted_differences
 from porter.naming import spec_in_tree
 from porter.profile.features import SENTENCEPIECE_CHOICE
 from porter.scratch import in_tree_terms, scratch_copy
@@ -113,7 +112,7 @@ class SmokeConfig:
         """The config for this spec's model: a model with a difference the pipeline model cannot
         carry (a mixture of experts) trains on the plain engine, as its entry point does; a
         pipeline size above 1 is refused for it, naming the difference."""
-        plain_only = [d.name for d in wanted_differences(spec) if not d.pipeline_engine]
+        plain_only = [d.name for d in spec.wanted() if not d.pipeline_engine]
         if not plain_only:
             return self
         if self.pipeline_parallel > 1:

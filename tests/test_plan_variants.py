@@ -10,14 +10,13 @@ import dataclasses
 
 import pytest
 
+from porter.catalog import load_spec, profile_of, spellings
 from porter.errors import PorterError
-from porter.features import profile_of, spellings
 from porter.plan import make_plan
 from porter.profile.arguments import Argument
 from porter.render import render
 from porter.resources import sample_tree_dir
 from porter.source import SourceTree
-from porter.spec import load_spec
 
 SPEC = load_spec("llama")
 

@@ -70,9 +70,9 @@ def smoke(
     porter smoke llama --target ./Megatron-DeepSpeed --nproc 2 --pp 2 --steps 10
     porter smoke llama --target ./Megatron-DeepSpeed --json > smoke.json
     """
+    from porter.catalog import load_spec
     from porter.requirements import require
     from porter.smoke import SmokeConfig, run_smoke, runs_on_cpu
-    from porter.spec import load_spec
     from porter.workfolder import WorkFolder
 
     out = Output(json=json, quiet=quiet, verbose=verbose)

@@ -369,9 +369,7 @@ def pipe_layout(profile: TreeProfile, spec: Spec) -> dict:
 
 def difference_layout(profile: TreeProfile, spec: Spec) -> dict:
     """The layout facts each difference decides (gate half, tied head, bias per site...)."""
-    from porter.features import DIFFERENCES
-
     out: dict = {}
-    for difference in DIFFERENCES:
+    for difference in spec.differences:
         out.update(difference.layout(profile, spec))
     return out

@@ -21,8 +21,8 @@ from porter.convert.checkpoint import TAG, read_checkpoint, write_checkpoint
 from porter.convert.hf_dir import read_hf, write_hf
 from porter.convert.layout import WeightLayout, read_layout
 from porter.convert.tensors import MegatronWeights, hf_to_megatron, megatron_to_hf
+from porter.differences.tokenizer import token_ids
 from porter.errors import PorterError
-from porter.features.tokenizer import token_ids
 from porter.hf_config import HFConfig, hf_config_of
 
 # HF config fields kept from the source model on the way back (not architecture: token ids...)
@@ -33,11 +33,11 @@ class Port:
     """A ported tree as conversion sees it: its spec, profile, weight layout and switches."""
 
     def __init__(self, model, target) -> None:
-        from porter.features import profile_of
+        from porter.catalog import load_spec, profile_of
         from porter.naming import spec_in_tree
         from porter.plan import make_plan
         from porter.source import SourceTree
-        from porter.spec import Spec, load_spec
+        from porter.spec import Spec
 
         tree = SourceTree.open(target)
         self.spec = spec_in_tree(model if isinstance(model, Spec) else load_spec(model), tree)
@@ -47,10 +47,10 @@ class Port:
 
     def spec_for(self, config: dict, path: str = "config.json"):
         """The port's spec with the HF config's numbers; refused where the architecture differs."""
-        from porter.features import fields
+        from porter.catalog import fields
         from porter.hf_config import spec_values_from_hf
 
-        values = spec_values_from_hf(HFConfig(config, path))
+        values = spec_values_from_hf(HFConfig(config, path), self.spec.differences)
         schema = fields()
         problems = []
         for name, value in values.items():
@@ -60,7 +60,7 @@ class Port:
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if number and (mine is not None or schema[name].base is not None):
                 continue  # a number the port's switch takes
-            if name in switchable_fields():
+            if name in switchable_fields(self.spec):
                 continue
             problems.append(f"{name} = {value!r} (the port: {mine!r})")
         if problems:
@@ -111,11 +111,9 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def switchable_fields() -> set[str]:
+def switchable_fields(spec) -> set[str]:
     """Fields a port's switch can turn off or change (rope scaling type ...)."""
-    from porter.features import DIFFERENCES
-
-    return {name for d in DIFFERENCES for name in d.switchable}
+    return {name for d in spec.differences for name in d.switchable}
 
 
 def stamp_tree_args(port: Port, spec, weights: MegatronWeights, out: Path, tp: int, pp: int,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from porter.convert import experts
 from porter.convert.layout import WeightLayout
 from porter.convert.tensors import MegatronWeights, layer_names
+from porter.differences.moe import weights as experts
 from porter.errors import PorterError
 
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from porter.convert import experts
 from porter.convert.layout import WeightLayout
 from porter.convert.shape import ModelShape
+from porter.differences.moe import weights as experts
 from porter.errors import PorterError
 
 

@@ -22,8 +22,7 @@ from porter.profile.features import SENTENCEPIECE_CHOICES, Spelling, detect_spel
 from porter.profile.model import MPU_LAYERS, RMSNORM_PATH, ModelProfile, read_model
 from porter.profile.rotary import RotaryPair, rotary_pair
 from porter.profile.rotary import module_path as rotary_module_path
-from porter.render import GENERATED_MARK
-from porter.source import SourceTree
+from porter.source import GENERATED_MARK, SourceTree
 
 ARGUMENTS = "megatron/arguments.py"
 TRANSFORMER = "megatron/model/transformer.py"

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from porter import convert
+from porter.differences.moe import expert_parallel_argv
 from porter.errors import PorterError
-from porter.features.moe import expert_parallel_argv
 from porter.naming import spec_in_tree
 from porter.smoke import runs_on_cpu
 from porter.source import SourceTree
@@ -221,13 +221,11 @@ def compare(kind: str, records: list[dict], probes, ref_logits, captures, labels
 def _kinds(spec: Spec, asked: tuple[str, ...] | None) -> tuple[str, ...]:
     """The generated classes to verify: those asked for, else every one the port has (a
     difference the pipe model cannot carry, such as DeepSpeed's MoE layer, leaves the plain one)."""
-    from porter.features import wanted
-
-    pipe = all(d.pipeline_engine for d in wanted(spec))
+    pipe = all(d.pipeline_engine for d in spec.wanted())
     if asked is None:
         return ("model", "pipe") if pipe else ("model",)
     if "pipe" in asked and not pipe:
-        names = ", ".join(d.name for d in wanted(spec) if not d.pipeline_engine)
+        names = ", ".join(d.name for d in spec.wanted() if not d.pipeline_engine)
         raise PorterError(f"the {spec.name} port's {spec.model_class}Pipe cannot carry {names}",
                           file=spec.path, construct="--models model", found="--models " + ",".join(asked),
                           fix=f"verify {spec.model_class} (--models model): the port trains on the plain engine")

@@ -59,10 +59,8 @@ def check_spec(spec: Spec) -> None:
 def tiny_spec(spec: Spec, tiny: TinyConfig) -> Spec:
     """The spec at verify's tiny size: each difference picks values that show it (2 key/value
     heads of 4, ...); the spec's own sizes are a real model's and give way."""
-    from porter.features import DIFFERENCES
-
     values: dict = {}
-    for difference in DIFFERENCES:
+    for difference in spec.differences:
         values.update(difference.tiny(spec, tiny))
     return spec.with_values(**values)
 

@@ -8,8 +8,8 @@ import torch
 from typer.testing import CliRunner
 
 from porter import convert
+from porter.catalog import load_spec
 from porter.cli import app
-from porter.spec import load_spec
 from porter.verify.parity import VerifyOptions, verify
 
 SIZES = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,

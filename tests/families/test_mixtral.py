@@ -9,9 +9,9 @@ import torch
 from typer.testing import CliRunner
 
 from porter import convert
+from porter.catalog import load_spec, parse
 from porter.cli import app
 from porter.errors import PorterError
-from porter.spec import load_spec, parse_spec
 from porter.verify.parity import VerifyOptions, verify
 
 MIXTRAL = load_spec("mixtral")
@@ -105,7 +105,7 @@ def test_what_porter_cannot_honour_is_refused_by_name(tmp_path, change, field):
 ])
 def test_specs_porter_cannot_build_on_deepspeeds_moe_layer_are_refused(sections, field):
     with pytest.raises(PorterError) as caught:
-        parse_spec({"model": {"name": "x", "class_prefix": "X"}, **sections})
+        parse({"model": {"name": "x", "class_prefix": "X"}, **sections})
     assert caught.value.construct == field
 
 
@@ -114,7 +114,7 @@ def test_a_tree_with_deepspeeds_moe_behind_its_own_switches_is_reused_not_rewrit
     (default 2: Mixtral needs 1), --disable-moe-token-dropping, ... implemented by its layer."""
     import dataclasses
 
-    from porter.features import profile_of, spellings
+    from porter.catalog import profile_of, spellings
     from porter.plan import make_plan
     from porter.profile.arguments import Argument
     from porter.render import render

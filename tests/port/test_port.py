@@ -146,9 +146,9 @@ def test_real_checkpoint_of_the_non_pipe_engine_holds_the_head(ported_tree, smok
     """A real DeepSpeed run with --no-pipeline-parallel --save: the saved module has the head."""
     import torch
 
+    from porter.catalog import load_spec
     from porter.smoke import SmokeConfig, launch, prepare_data, training_arguments
     from porter.source import SourceTree
-    from porter.spec import load_spec
 
     spec = load_spec("llama")
     config = SmokeConfig(steps=2, pipe=False)
@@ -185,8 +185,8 @@ def test_a_spec_naming_the_trees_own_files_ports_under_free_names(tmp_path):
 def test_zero_stages_build_and_train_the_plain_model(ported_tree, smoke_workdir, sentencepiece_model, tmp_path, stage):
     """pretrain_llama.py builds under the tree's deepspeed.zero.Init: at ZeRO-3 each of two ranks
     holds half of every parameter from the start (not the full model), and both stages train."""
+    from porter.catalog import load_spec
     from porter.smoke import SmokeConfig, run_smoke
-    from porter.spec import load_spec
 
     if stage == 3:
         config = tmp_path / "ds.json"

@@ -193,8 +193,8 @@ def _module_name(path: str) -> str:
 
 
 def check_arguments(copy: Path, scratch: Path, spec, result: Acceptance) -> None:
-    from porter.features import profile_of
-    from porter.features.ffn_rule import ffn_hidden_size
+    from porter.catalog import profile_of
+    from porter.differences.ffn_rule import ffn_hidden_size
     from porter.source import SourceTree
     from porter.verify.tree_run import entry_points
 
@@ -282,9 +282,9 @@ def check_verify(copy: Path, env: dict[str, str], result: Acceptance) -> None:
 
 
 def run_acceptance(label: str, source: Path, scratch: Path) -> Acceptance:
+    from porter.catalog import load_spec
     from porter.naming import spec_in_tree
     from porter.source import SourceTree
-    from porter.spec import load_spec
 
     result = Acceptance(label)
     env = user_environment()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from porter.catalog import load_spec
 from porter.port import Port, apply
-from porter.spec import load_spec
 from porter.verify.parity import VerifyResult
 from tests.helpers.trees import snapshot
 from tests.variants.variants import make_variant

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from porter.catalog import profile_of
 from porter.cli import app
 from porter.convert.layout import read_layout
 from porter.errors import PorterError
-from porter.features import profile_of
 from porter.port import prepare
 from porter.source import SourceTree
 from porter.verify.parity import verify

@@ -7,9 +7,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from porter.catalog import load_spec
 from porter.cli import app
 from porter.smoke import SmokeConfig, run_smoke
-from porter.spec import load_spec
 from porter.verify.parity import VerifyOptions, verify
 
 SPEC = load_spec("llama")

@@ -1,0 +1,65 @@
+"""A difference from GPT as one unit: everything porter knows about it, in one class.
+
+A `Difference` owns:
+- `fields`: its slice of the spec schema (dotted names, e.g. "norm.type");
+- `spellings`: how trees spell its switches (switch name -> spellings, porter's own first);
+- `wanted(spec)`: whether the spec asks for it;
+- `plan(planner)`: the edits it plans with their reasons, the switches it reuses or adds, the
+  values it hands templates (planner.values[name]);
+- `from_hf(config)` / `to_hf(spec, config)`: its HF config.json field(s), both ways;
+- `layout(profile, spec, layout)`: its part of the weight layout verify and convert use;
+- `validate(values, given, fail)`: combinations of its own fields that make no sense.
+Every method has a neutral default, so a difference says only what it changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from porter.profile.features import Spelling
+from porter.schema import Field
+
+if TYPE_CHECKING:
+    from porter.hf_config import HFConfig
+    from porter.planner import Planner
+    from porter.spec import Spec
+
+
+class Difference:
+    name: ClassVar[str] = ""
+    fields: ClassVar[dict[str, Field]] = {}
+    spellings: ClassVar[dict[str, tuple[Spelling, ...]]] = {}
+    switch_fields: ClassVar[dict[str, str]] = {}  # a switch's spec field, when not the first field
+    changes_model: ClassVar[bool] = True  # False: porter's own improvement or plain numbers
+    hf_fields: ClassVar[tuple[str, ...]] = ()  # the config.json fields from_hf reads
+    switchable: ClassVar[tuple[str, ...]] = ()  # fields the port's switch can set to any value (convert)
+    pipeline_engine: ClassVar[bool] = True  # False: the generated <Prefix>ModelPipe cannot carry it
+    # its switches that change the model's shape: a tree whose GPT model implements all the spec's
+    # behind its own switches gets the "flags" port (porter.generated_model)
+    model_switches: ClassVar[tuple[str, ...]] = ()
+
+    def wanted(self, spec: Spec) -> bool:
+        return False
+
+    def plan(self, p: Planner) -> None:
+        """Record this difference's edits in the planner (only called when wanted)."""
+
+    def validate(self, values: dict[str, Any], given: set[str], fail: Callable[..., Exception]) -> None:
+        """Refuse combinations of this difference's fields: raise fail(field, found, fix)."""
+
+    def from_hf(self, config: HFConfig) -> dict[str, Any]:
+        """Spec field values read from an HF config.json (only the fields it carries)."""
+        return {}
+
+    def to_hf(self, spec: Spec, config: dict[str, Any]) -> None:
+        """Add this difference's fields to an HF config dict built for the spec."""
+
+    def layout(self, p: Any, spec: Spec) -> dict[str, Any]:
+        """WeightLayout fields this difference decides, from the profile (p) and the spec."""
+        return {}
+
+    def tiny(self, spec: Spec, tiny: Any) -> dict[str, Any]:
+        """Spec values of verify's tiny model (porter.verify.reference.TinyConfig), chosen so the
+        difference shows (e.g. 2 key/value heads for 4 query heads)."""
+        return {}
