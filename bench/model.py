@@ -139,8 +139,8 @@ def main() -> None:
     cli = parser.parse_args()
     models = MODELS + (["porter-pipe-before"] if cli.ablation else [])
 
-    from porter.catalog import wanted as wanted_differences
     from porter.catalog import load_spec
+    from porter.catalog import wanted as wanted_differences
 
     families = [load_spec(name) for name in cli.families.split(",")]
     print(f"# generated models vs their HF classes: training step (forward + backward + optimizer), "

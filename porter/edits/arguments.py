@@ -31,10 +31,8 @@ class AddArguments(Rewrite):
 
     construct = "`group = parser.add_argument_group(...)` ... `return parser`"
 
-    def __init__(self, func: str, arguments: list[str]) -> None:
-        super().__init__()
-        self.func = func
-        self.arguments = arguments  # each: "{group}.add_argument('--x', ...)"
+    func: str
+    arguments: list[str]
 
     def rewrite_body(self, body):
         group = None
@@ -71,11 +69,9 @@ class ExtendChoices(Rewrite):
 
     construct = "`add_argument(OPTION, ..., choices=[...])`"
 
-    def __init__(self, func: str, option: str, value: str) -> None:
-        super().__init__()
-        self.func = func
-        self.option = option
-        self.value = value
+    func: str
+    option: str
+    value: str
 
     def rewrite_body(self, body):
         target = m.Call(
@@ -131,10 +127,8 @@ class InsertChecks(Rewrite):
 
     construct = "the `for key in defaults:` loop, or `if args.ffn_hidden_size is None:`"
 
-    def __init__(self, func: str, checks: list[str]) -> None:
-        super().__init__()
-        self.func = func
-        self.checks = checks
+    func: str
+    checks: list[str]
 
     def rewrite_body(self, body):
         loops = [
@@ -170,11 +164,9 @@ class OptionalRequiredArg(Rewrite):
 
     construct = "`required_args = [..., NAME]`"
 
-    def __init__(self, func: str, name: str, test: str) -> None:
-        super().__init__()
-        self.func = func
-        self.name = name
-        self.test = test
+    func: str
+    name: str
+    test: str
 
     def rewrite_body(self, body):
         new = statements(f"if {self.test}:\n    required_args.remove({self.name!r})")[0]

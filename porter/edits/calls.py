@@ -18,13 +18,11 @@ class AddKeyword(Rewrite):
 
     construct = "a call of the named class in the method"
 
-    def __init__(self, cls: str, func: str, callee: str, keyword: str, value: str) -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = func
-        self.callee = callee
-        self.keyword = keyword
-        self.value = value
+    cls: str
+    func: str
+    callee: str
+    keyword: str
+    value: str
 
     def rewrite_body(self, body):
         def plain(stmt):

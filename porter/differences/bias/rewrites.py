@@ -34,13 +34,15 @@ class LinearBias(Rewrite):
 
     construct = "`self.<linear> = ...ParallelLinear(...)` assignments"
 
-    def __init__(self, cls: str, attrs: list[str], bias_expr: str | dict[str, str]) -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = "__init__"
-        self.attrs = set(attrs)
-        self.exprs = bias_expr if isinstance(bias_expr, dict) else dict.fromkeys(attrs, bias_expr)
-        self.default = self.exprs[attrs[0]]
+    func = "__init__"
+    cls: str
+    attrs: list[str]
+    bias_expr: str | dict[str, str]
+
+    def __post_init__(self) -> None:
+        self.exprs = self.bias_expr if isinstance(self.bias_expr, dict) else dict.fromkeys(self.attrs, self.bias_expr)
+        self.default = self.exprs[self.attrs[0]]
+        self.attrs = set(self.attrs)
 
     def rewrite_body(self, body):
         def linears(stmt):
@@ -96,10 +98,8 @@ class NoneSafeBiasAdd(Rewrite):
 
     construct = "`out, bias = self.<linear>(...)` followed by `out + bias`"
 
-    def __init__(self, cls: str, func: str) -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = func
+    cls: str
+    func: str
 
     def rewrite_body(self, body):
         bias_names = set()
@@ -135,10 +135,8 @@ class OptionalBiasParameter(Rewrite):
 
     construct = "a `# type: (Tensor, Tensor, ...)` comment and a `bias` parameter"
 
-    def __init__(self, func: str, param: str = "bias") -> None:
-        super().__init__()
-        self.func = func
-        self.param = param
+    func: str
+    param: str = "bias"
 
     def apply(self, module, path):
         self._scripted = any(
@@ -229,10 +227,8 @@ class NoneSafeExpandAs(Rewrite):
 
     construct = "`<bias>.expand_as(<residual>)` calls"
 
-    def __init__(self, cls: str, func: str) -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = func
+    cls: str
+    func: str
 
     def rewrite_body(self, body):
         expand = m.Call(func=m.Attribute(value=m.Name(), attr=m.Name("expand_as")))

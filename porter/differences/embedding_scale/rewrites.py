@@ -32,15 +32,12 @@ class EmbeddingScaleInit(Rewrite):
 
     construct = f"`{WORDS} = ...` in Embedding.__init__"
 
-    def __init__(self, cls: str, test: str) -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = "__init__"
-        self.test = test
+    func = "__init__"
+    cls: str
+    test: str
 
     def rewrite_body(self, body):
-        if any(SCALE in assigned_names(s) for s in body):
-            self.already_done()
+        if self.recognised(body, lambda s: SCALE in assigned_names(s)):
             return body
         at = next((i for i, s in enumerate(body) if WORDS in assigned_names(s) and isinstance(s, cst.SimpleStatementLine)),
                   None)
@@ -69,14 +66,11 @@ class EmbeddingScaleForward(Rewrite):
 
     construct = f"`words = {WORDS}(input_ids)` in Embedding.forward"
 
-    def __init__(self, cls: str) -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = "forward"
+    func = "forward"
+    cls: str
 
     def rewrite_body(self, body):
-        if any(isinstance(s, cst.If) and code(s.test) == SCALE for s in body):
-            self.already_done()
+        if self.recognised(body, lambda s: isinstance(s, cst.If) and code(s.test) == SCALE):
             return body
         lookup = m.Assign(targets=[m.AssignTarget(target=m.Name())],
                           value=m.Call(func=m.Attribute(value=m.Name("self"), attr=m.Name("word_embeddings"))))

@@ -28,11 +28,12 @@ class FfnHiddenSizeRule(Rewrite):
 
     construct = "`if args.ffn_hidden_size is None: args.ffn_hidden_size = 4 * args.hidden_size`"
 
-    def __init__(self, func: str, dest: str, multiplier_dest: str) -> None:
-        super().__init__()
-        self.func = func
-        self.dest = dest
-        self.multiplier = multiplier_dest
+    func: str
+    dest: str
+    multiplier_dest: str
+
+    def __post_init__(self) -> None:
+        self.multiplier = self.multiplier_dest
 
     def rewrite_body(self, body):
         test = m.Comparison(
@@ -99,11 +100,12 @@ class KeepRuleWidth(Rewrite):
 
     construct = "`if <test>: args.ffn_hidden_size = ...` after the `is None` default"
 
-    def __init__(self, func: str, test: str, dest: str) -> None:
-        super().__init__()
-        self.func = func
-        self.test = test
-        self.guarded = width_guarded(test, dest)
+    func: str
+    test: str
+    dest: str
+
+    def __post_init__(self) -> None:
+        self.guarded = width_guarded(self.test, self.dest)
 
     def rewrite_body(self, body):
         out = []

@@ -29,18 +29,15 @@ class FusedCoreAttention(Rewrite):
 
     construct = "the core attention: torch.baddbmm scores ... the last `context_layer = ...`"
 
-    def __init__(self, cls: str, func: str, softmax: str, dropout: str, alpha: str, cache_test: str | None) -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = func
-        self.softmax = softmax
-        self.dropout = dropout
-        self.alpha = alpha
-        self.cache_test = cache_test
+    cls: str
+    func: str
+    softmax: str
+    dropout: str
+    alpha: str
+    cache_test: str | None
 
     def rewrite_body(self, body):
-        if any(isinstance(s, cst.If) and mentions(s.test, FUSED_MARK) for s in body):
-            self.already_done()
+        if self.recognised(body, lambda s: isinstance(s, cst.If) and mentions(s.test, FUSED_MARK)):
             return body
         span = core_span(body)
         if span is None:

@@ -30,16 +30,13 @@ class FusedGateUp(Rewrite):
 
     construct = "`self.dense_h_to_4h = ColumnParallelLinear(hidden, ffn, ...)`"
 
-    def __init__(self, cls: str, attr: str, test: str) -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = "__init__"
-        self.attr = attr
-        self.test = test
+    func = "__init__"
+    cls: str
+    attr: str
+    test: str
 
     def rewrite_body(self, body):
-        if any("gate_and_up" in code(s) for s in body):
-            self.already_done()
+        if self.recognised(body, lambda s: "gate_and_up" in code(s)):
             return body
         out = []
         for stmt in body:
@@ -78,17 +75,14 @@ class SetActivation(Rewrite):
 
     construct = "the statements that assign `self.activation_func`"
 
-    def __init__(self, cls: str, test: str, func_name: str) -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = "__init__"
-        self.test = test
-        self.func_name = func_name
+    func = "__init__"
+    cls: str
+    test: str
+    func_name: str
 
     def rewrite_body(self, body):
         new = statements(f"if {self.test}:\n    self.activation_func = {self.func_name}")[0]
-        if any(code(s) == code(new) for s in body):
-            self.already_done()
+        if self.recognised(body, lambda s: code(s) == code(new)):
             return body
         last = None
         for i, stmt in enumerate(body):

@@ -32,16 +32,13 @@ class GroupedQKVProjection(Rewrite):
 
     construct = "`self.num_attention_heads_per_partition = ...` and `self.query_key_value = ColumnParallelLinear(h, 3 * projection_size, ...)`"
 
-    def __init__(self, cls: str, groups: str, attr: str = "query_key_value") -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = "__init__"
-        self.groups = groups
-        self.attr = attr
+    func = "__init__"
+    cls: str
+    groups: str
+    attr: str = "query_key_value"
 
     def rewrite_body(self, body):
-        if any(mentions(s, GROUPS) for s in body):
-            self.already_done()
+        if self.recognised(body, GROUPS):
             return body
         heads = next((i for i, s in enumerate(body) if "self.num_attention_heads_per_partition" in assigned_names(s)), None)
         if heads is None:
@@ -94,18 +91,15 @@ class GroupedQKVSplit(Rewrite):
 
     construct = "`x = x.view(...np, 3 * hn)` and `(query_layer, key_layer, value_layer) = split(x, 3)`"
 
-    def __init__(self, cls: str, func: str) -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = func
+    cls: str
+    func: str
 
     @staticmethod
     def _binds_qkv(stmt) -> bool:
         return {"query_layer", "key_layer", "value_layer"} <= assigned_names(stmt)
 
     def rewrite_body(self, body):
-        if any(findall(s, m.Call(func=m.Name("split_query_key_value"))) for s in body):
-            self.already_done()
+        if self.recognised(body, lambda s: findall(s, m.Call(func=m.Name("split_query_key_value")))):
             return body
         # The split is a statement of the function, or of the first branch of an `if` (self- vs
         # cross-attention), where its view and shape statements are too.

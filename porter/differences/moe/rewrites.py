@@ -49,11 +49,9 @@ class DropExpertsRefusal(Rewrite):
 
     construct = "`assert <test on num_experts> == 1, ...` (the tree's refusal of mixture-of-experts)"
 
-    def __init__(self, cls: str | None, func: str, name: str) -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = func
-        self.name = name  # `num_experts` or `args.num_experts`
+    cls: str | None
+    func: str
+    name: str
 
     def _refuses(self, stmt) -> bool:
         for node in findall(stmt, m.Assert()):
@@ -97,17 +95,20 @@ class SparseMLP(_TakesExperts):
 
     construct = "`self.mlp = ParallelMLP(...)` in ParallelTransformerLayer.__init__ (which takes num_experts)"
 
-    def __init__(self, cls: str, experts: str, topk: str, expert_parallel: str, token_dropping: str,
-                 second_expert_sampling: str, loss_coeff: str) -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = "__init__"
-        self.experts = experts  # the parameter holding this layer's expert count
+    func = "__init__"
+    cls: str
+    experts: str
+    topk: str
+    expert_parallel: str
+    token_dropping: str
+    second_expert_sampling: str
+    loss_coeff: str
+
+    def __post_init__(self) -> None:
         self.keywords = {
-            "num_experts": experts, "ep_size": expert_parallel, "k": topk,
-            "drop_tokens": token_dropping, "top2_2nd_expert_sampling": second_expert_sampling,
+            "num_experts": self.experts, "ep_size": self.expert_parallel, "k": self.topk,
+            "drop_tokens": self.token_dropping, "top2_2nd_expert_sampling": self.second_expert_sampling,
         }
-        self.loss_coeff = loss_coeff
 
     @staticmethod
     def _mlp(stmt):
@@ -119,8 +120,7 @@ class SparseMLP(_TakesExperts):
         return None
 
     def rewrite_body(self, body):
-        if any(findall(s, m.Call(func=m.Name(MOE_CALL))) for s in body):
-            self.already_done()
+        if self.recognised(body, lambda s: findall(s, m.Call(func=m.Name(MOE_CALL)))):
             return body
         if not self.takes_experts():
             return body
@@ -162,16 +162,13 @@ class ExpertsPerLayer(_TakesExperts):
 
     construct = "`<builder>(<layer number>, 1)` inside ParallelTransformer.__init__'s layer list"
 
-    def __init__(self, cls: str, experts: str) -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = "__init__"
-        self.experts = experts
+    func = "__init__"
+    cls: str
+    experts: str
 
     def rewrite_body(self, body):
         builders = {s.name.value for s in body if isinstance(s, cst.FunctionDef)}
-        if any(findall(s, m.Call(func=m.Name("experts_of_layer"))) for s in body):
-            self.already_done()
+        if self.recognised(body, lambda s: findall(s, m.Call(func=m.Name("experts_of_layer")))):
             return body
         if not self.takes_experts():
             return body
@@ -203,11 +200,9 @@ class MoEForward(Rewrite):
 
     construct = "`<out>, <bias> = self.mlp(<input>)` and a `moe_loss = ...` in ParallelTransformerLayer.forward"
 
-    def __init__(self, cls: str, attr: str = "mlp") -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = "forward"
-        self.attr = attr
+    func = "forward"
+    cls: str
+    attr: str = "mlp"
 
     def _runs_mlp(self, stmt):
         if not isinstance(stmt, cst.SimpleStatementLine):
@@ -220,8 +215,7 @@ class MoEForward(Rewrite):
         return None
 
     def rewrite_body(self, body):
-        if any(mentions(s, "self.moe_loss_coeff") for s in body):
-            self.already_done()
+        if self.recognised(body, "self.moe_loss_coeff"):
             return body
         index = next((i for i, s in enumerate(body) if self._runs_mlp(s)), None)
         if index is None or not any("moe_loss" in {dotted(t.target) for a in findall(s, m.Assign()) for t in a.targets}

@@ -36,16 +36,13 @@ class GroupedSplitForBlockedThirds(Rewrite):
 
     construct = "`w = x.shape[-1] // 3` and `query_layer = x[..., :w]...`, `key_layer = ...`, `value_layer = ...`"
 
-    def __init__(self, cls: str, func: str, fused: str, width: str, split_method: str, groups: str,
-                 head_dim: str = "self.hidden_size_per_attention_head") -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = func
-        self.fused = fused
-        self.width = width
-        self.split_method = split_method
-        self.groups = groups
-        self.head_dim = head_dim
+    cls: str
+    func: str
+    fused: str
+    width: str
+    split_method: str
+    groups: str
+    head_dim: str = "self.hidden_size_per_attention_head"
 
     def _thirds(self, stmt) -> bool:
         return (isinstance(stmt, cst.SimpleStatementLine) and self.width in assigned_names(stmt)

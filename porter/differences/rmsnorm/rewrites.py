@@ -26,20 +26,16 @@ class ChooseNormClass(Rewrite):
 
     construct = "`args = get_args()` and `self.<x> = LayerNorm(...)` norm sites"
 
-    def __init__(self, cls: str, test: str, norm: str = "RMSNorm", base: str = "LayerNorm",
-                 accepts: tuple[str, ...] = ("hidden_size", "eps")) -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = "__init__"
-        self.test = test
-        self.norm = norm
-        self.base = base
-        self.accepts = accepts
+    func = "__init__"
+    cls: str
+    test: str
+    norm: str = "RMSNorm"
+    base: str = "LayerNorm"
+    accepts: tuple[str, ...] = ("hidden_size", "eps")
 
     def rewrite_body(self, body):
         choice = statements(f"norm_class = {self.norm} if {self.test} else {self.base}")[0]
-        if any(code(s) == code(choice) for s in body):
-            self.already_done()
+        if self.recognised(body, lambda s: code(s) == code(choice)):
             return body
         sites = m.Assign(value=m.Call(func=m.Name(self.base)))
         if not any(findall(s, sites) for s in body):
@@ -93,13 +89,11 @@ class PipeNormChoice(Rewrite):
 
     construct = "`LayerSpec(LayerNorm, ...)` in the pipe model's __init__"
 
-    def __init__(self, cls: str, test: str, norm: str = "RMSNorm", base: str = "LayerNorm") -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = "__init__"
-        self.test = test
-        self.norm = norm
-        self.base = base
+    func = "__init__"
+    cls: str
+    test: str
+    norm: str = "RMSNorm"
+    base: str = "LayerNorm"
 
     def rewrite_body(self, body):
         spec = m.Call(func=m.Name("LayerSpec"), args=[m.Arg(value=m.Name(self.base)), m.ZeroOrMore()])
@@ -132,11 +126,9 @@ class NoWeightDecayFor(Rewrite):
 
     construct = "`isinstance(module_, LayerNorm)` in the weight-decay grouping"
 
-    def __init__(self, func: str, norm: str = "RMSNorm", base: str = "LayerNorm") -> None:
-        super().__init__()
-        self.func = func
-        self.norm = norm
-        self.base = base
+    func: str
+    norm: str = "RMSNorm"
+    base: str = "LayerNorm"
 
     def rewrite_body(self, body):
         plain = m.Call(func=m.Name("isinstance"), args=[m.Arg(), m.Arg(value=m.Name(self.base))])

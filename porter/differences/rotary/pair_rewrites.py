@@ -29,11 +29,9 @@ class RotaryReturnsAngles(Rewrite):
 
     construct = "`return [x.cos(), x.sin()]` (or `r = [x.cos(), x.sin()]; return r`)"
 
-    def __init__(self, cls: str, func: str, angles: str) -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = func
-        self.angles = angles
+    cls: str
+    func: str
+    angles: str
 
     def rewrite_body(self, body):
         pair_names = {s.body[0].targets[0].target.value for s in body
@@ -79,11 +77,9 @@ class RotaryAnglesNotUnpacked(Rewrite):
 
     construct = "`a, b = self.<rotary>(...)` and `<name> = (a..., b...)`"
 
-    def __init__(self, cls: str, func: str, attr: str) -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = func
-        self.attr = attr
+    cls: str
+    func: str
+    attr: str
 
     def _unpacks(self, stmt) -> bool:
         return isinstance(stmt, cst.SimpleStatementLine) and bool(findall(stmt, m.Assign(

@@ -25,17 +25,14 @@ class AddRotaryEmbedding(Rewrite):
 
     construct = "ParallelAttention.__init__ with `self.hidden_size_per_attention_head`"
 
-    def __init__(self, cls: str, test: str, head_dim: str, theta: str) -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = "__init__"
-        self.test = test
-        self.head_dim = head_dim
-        self.theta = theta
+    func = "__init__"
+    cls: str
+    test: str
+    head_dim: str
+    theta: str
 
     def rewrite_body(self, body):
-        if any(mentions(s, "self.rotary_emb") for s in body):
-            self.already_done()
+        if self.recognised(body, "self.rotary_emb"):
             return body
         if not any(mentions(s, self.head_dim) for s in body):
             self.missing(f"no {self.head_dim} in __init__")
@@ -62,18 +59,14 @@ class ApplyRotaryEmbedding(Rewrite):
 
     construct = "the statement in forward that binds `query_layer` and `key_layer`"
 
-    def __init__(self, cls: str, func: str, query: str = "query_layer", key: str = "key_layer",
-                 past: str | None = "layer_past") -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = func
-        self.query = query
-        self.key = key
-        self.past = past
+    cls: str
+    func: str
+    query: str = "query_layer"
+    key: str = "key_layer"
+    past: str | None = "layer_past"
 
     def rewrite_body(self, body):
-        if any(mentions(s, "self.rotary_emb") for s in body):
-            self.already_done()
+        if self.recognised(body, "self.rotary_emb"):
             return body
         binds = None
         for i, stmt in enumerate(body):
@@ -139,15 +132,12 @@ class EmbeddingPositionsInit(Rewrite):
 
     construct = "`self.position_embeddings = ...` in Embedding.__init__"
 
-    def __init__(self, cls: str, learned_test: str) -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = "__init__"
-        self.learned_test = learned_test
+    func = "__init__"
+    cls: str
+    learned_test: str
 
     def rewrite_body(self, body):
-        if any(isinstance(s, cst.If) and code(s.test) == self.learned_test for s in body):
-            self.already_done()
+        if self.recognised(body, lambda s: isinstance(s, cst.If) and code(s.test) == self.learned_test):
             return body
         runs = _runs(body, lambda s: mentions(s, POSITIONS) or "_position_embeddings_key" in code(s))
         if not runs:
@@ -172,14 +162,11 @@ class EmbeddingPositionsForward(Rewrite):
 
     construct = "`pos = self.position_embeddings(ids)` and `emb = words + pos` in forward"
 
-    def __init__(self, cls: str) -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = "forward"
+    func = "forward"
+    cls: str
 
     def rewrite_body(self, body):
-        if any(isinstance(s, cst.If) and code(s.test) == f"{POSITIONS} is not None" for s in body):
-            self.already_done()
+        if self.recognised(body, lambda s: isinstance(s, cst.If) and code(s.test) == f"{POSITIONS} is not None"):
             return body
         lookup = next((i for i, s in enumerate(body) if mentions(s, POSITIONS)), None)
         if lookup is None:
@@ -221,16 +208,13 @@ class GuardPositionsState(Rewrite):
 
     construct = "statements using the position table in a checkpoint method"
 
-    def __init__(self, cls: str, func: str, test: str = f"{POSITIONS} is not None") -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = func
-        self.test = test  # true when the table exists
+    cls: str
+    func: str
+    test: str = f"{POSITIONS} is not None"
 
     def rewrite_body(self, body):
         test = self.test
-        if any(isinstance(s, cst.If) and code(s.test) == test for s in body):
-            self.already_done()
+        if self.recognised(body, lambda s: isinstance(s, cst.If) and code(s.test) == test):
             return body
         body = [moved for stmt in body for moved in _split_dict_entry(stmt, test)]
         runs = _runs(body, lambda s: _uses_positions(s) and not (isinstance(s, cst.If) and code(s.test) == test))
@@ -322,18 +306,15 @@ class NarrowPositionGate(Rewrite):
 
     construct = "`self.<gate> = <parameter>` and `args = get_args()` in Embedding.__init__"
 
-    def __init__(self, cls: str, gate: str, test: str) -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = "__init__"
-        self.gate = gate  # e.g. "self.use_position"
-        self.test = test
+    func = "__init__"
+    cls: str
+    gate: str
+    test: str
 
     def rewrite_body(self, body):
         new = statements(f"if {self.test}:\n    {self.gate} = False")[0]
         new = with_comment(new, "rotary positions are applied in attention: no learned table")
-        if any(code(s) == code(new) for s in body):
-            self.already_done()
+        if self.recognised(body, lambda s: code(s) == code(new)):
             return body
         sets_gate = [i for i, s in enumerate(body) if self.gate in assigned_names(s) and isinstance(s, cst.SimpleStatementLine)]
         sets_args = [
@@ -362,15 +343,12 @@ class HandPositionsToRotary(Rewrite):
 
     construct = "`def forward(self, input_ids, position_ids, ...)` of the Embedding"
 
-    def __init__(self, cls: str, func: str = "forward", param: str = "position_ids") -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = func
-        self.param = param
+    cls: str
+    func: str = "forward"
+    param: str = "position_ids"
 
     def rewrite_body(self, body):
-        if any(mentions(s, "use_positions") for s in body):
-            self.already_done()
+        if self.recognised(body, "use_positions"):
             return body
         if not any(mentions(s, self.param) for s in body):
             self.missing(f"no use of {self.param} in the function")

@@ -26,15 +26,12 @@ class SlidingWindowAttribute(Rewrite):
 
     construct = "the attention class's __init__"
 
-    def __init__(self, cls: str, value: str) -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = "__init__"
-        self.value = value
+    func = "__init__"
+    cls: str
+    value: str
 
     def rewrite_body(self, body):
-        if any(mentions(s, WINDOW) for s in body):
-            self.already_done()
+        if self.recognised(body, WINDOW):
             return body
         self.anchored()
         new = statements(f"{WINDOW} = {self.value}")[0]
@@ -55,16 +52,13 @@ class SlidingWindowMask(Rewrite):
 
     construct = "porter's `if fused_attention_applies(...)` or the core attention (torch.baddbmm scores ... context_layer)"
 
-    def __init__(self, cls: str, func: str, mask: str = "attention_mask", key: str = "key_layer") -> None:
-        super().__init__()
-        self.cls = cls
-        self.func = func
-        self.mask = mask
-        self.key = key
+    cls: str
+    func: str
+    mask: str = "attention_mask"
+    key: str = "key_layer"
 
     def rewrite_body(self, body):
-        if any(mentions(s, "sliding_window_mask") for s in body):
-            self.already_done()
+        if self.recognised(body, "sliding_window_mask"):
             return body
         if not any(mentions(s, self.mask) for s in body):
             self.missing(f"the function does not read {self.mask}")

@@ -28,12 +28,10 @@ class TokenizerBranch(Rewrite):
 
     construct = "the `if args.tokenizer_type == ...: ... elif ...: ... else:` chain"
 
-    def __init__(self, func: str, name: str, body: str, needs_vocab_file: bool = False) -> None:
-        super().__init__()
-        self.func = func
-        self.name = name
-        self.body = body
-        self.needs_vocab_file = needs_vocab_file
+    func: str
+    name: str
+    body: str
+    needs_vocab_file: bool = False
 
     def rewrite_body(self, body):
         test_of = lambda node: code(node.test)  # noqa: E731
@@ -103,10 +101,8 @@ class BuildTokenizerWhen(Rewrite):
 
     construct = "`if args.vocab_file: _build_tokenizer(args)`"
 
-    def __init__(self, func: str, option_dest: str) -> None:
-        super().__init__()
-        self.func = func
-        self.option_dest = option_dest
+    func: str
+    option_dest: str
 
     def rewrite_body(self, body):
         out = []
