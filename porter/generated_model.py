@@ -10,6 +10,9 @@ Either way pretrain_<name>.py reuses the tree's pretrain_gpt.py and sets the def
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from porter.edits.imports import InsertImport
 from porter.errors import PorterError
 from porter.planner import Planner, rw, unsupported
@@ -25,10 +28,19 @@ EMBEDDING_ARGUMENTS = {
 }
 
 
+MODEL_SLOTS = ("imports", "save", "load", "pipe_init")  # where a difference adds to model.py.j2
+
+
 def model_values(p: Planner, wanted: dict[str, bool]) -> dict:
-    """What every template says about the family: its names and which differences are on
-    (difference name -> wanted)."""
+    """What every template says about the family: its names, which differences are on
+    (difference name -> wanted), what differs from GPT (a line each) and what the wanted
+    differences add to the model template's slots (slot -> templates `<package>/<file>`)."""
     spec = p.spec
+    slots: dict[str, list[str]] = {slot: [] for slot in MODEL_SLOTS}
+    for difference in spec.wanted():
+        package = Path(sys.modules[type(difference).__module__].__file__).parent.name
+        for slot, template in difference.model_slots.items():
+            slots[slot].append(f"{package}/{template}")
     return {
         "name": spec.name,
         "class_prefix": spec.class_prefix,
@@ -38,6 +50,8 @@ def model_values(p: Planner, wanted: dict[str, bool]) -> dict:
         "description": spec.description,
         "final_norm": spec["norm.final_norm"],
         "on": dict(wanted),
+        "differs": list(p.model_doc),
+        "slots": slots,
     }
 
 

@@ -95,6 +95,7 @@ class Planner:
         self.checks: list[str] = []  # argument checks, inserted where the tree checks its arguments
         self.values: dict[str, Any] = {}  # template values, by difference
         self.default_fields: dict[str, str] = {}  # dest -> the spec field whose number it holds
+        self.model_doc: list[str] = []  # what differs from GPT, a line per difference (the model's docstring)
 
     # -- recording -----------------------------------------------------------------------------
     def edit(self, file: str, feature: str, reason: str, rewrite=None, **context) -> None:
@@ -102,6 +103,10 @@ class Planner:
 
     def create(self, file: str, feature: str, reason: str, template: str, **context) -> None:
         self.edits.append(Edit(file=file, feature=feature, reason=reason, template=template, context=context))
+
+    def describe_model(self, line: str) -> None:
+        """A line of the generated model's "What differs from GPT" (in plan order)."""
+        self.model_doc.append(line)
 
     def reuse(self, feature: str, what: str) -> None:
         self.reused.append(f"{feature}: {what}")

@@ -44,8 +44,13 @@ def _folders() -> list[Path]:
 
 
 def template_path(name: str) -> Path:
-    """Where the template `name` is: templates/ first, then each difference's folder."""
-    for folder in _folders():
+    """Where the template `name` is: templates/ first, then each difference's folder; a name
+    `<package>/<file>` is the file of that difference package's folder (its model slots)."""
+    folders = _folders()
+    if "/" in name:
+        package, name = name.split("/", 1)
+        folders = [f for f in folders if f.name == package]
+    for folder in folders:
         if (folder / name).is_file():
             return folder / name
     raise jinja2.TemplateNotFound(name)

@@ -38,6 +38,9 @@ class Difference:
     # its switches that change the model's shape: a tree whose GPT model implements all the spec's
     # behind its own switches gets the "flags" port (porter.generated_model)
     model_switches: ClassVar[tuple[str, ...]] = ()
+    # what it adds to the generated model (templates/model.py.j2) at a named slot: slot -> a template
+    # of its package (slots: imports, save, load, pipe_init)
+    model_slots: ClassVar[dict[str, str]] = {}
 
     def wanted(self, spec: Spec) -> bool:
         return False

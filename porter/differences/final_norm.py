@@ -18,5 +18,8 @@ class FinalNorm(Difference):
     def wanted(self, spec):
         return not spec["norm.final_norm"]
 
+    def plan(self, p):
+        p.describe_model("no norm after the last layer")
+
     def layout(self, profile, spec):
         return {"final_norm_present": spec["norm.final_norm"]}

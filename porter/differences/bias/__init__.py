@@ -75,6 +75,8 @@ class Bias(Difference):
         return not all(site_bias(spec, site) for site in SITES)
 
     def plan(self, p):
+        kept = [site.replace("_", " ") for site in SITES if site_bias(p.spec, site)]
+        p.describe_model(f"a bias on the {' and '.join(kept)} projection only" if kept else "no bias in any linear layer")
         p.switch("no_bias")
         if p.has_dest("bias_gelu_fusion"):
             p.defaults["bias_gelu_fusion"] = False

@@ -40,6 +40,7 @@ class EmbeddingScale(Difference):
         return spec["embeddings.scale"]
 
     def plan(self, p):
+        p.describe_model("word embeddings times sqrt(hidden), the factor in their dtype (--scale-embeddings)")
         spelling = p.switch(SWITCH)
         p.import_into(LANGUAGE_MODEL, SWITCH, "import torch", "the scale is a tensor in the embeddings' dtype")
         p.edit(LANGUAGE_MODEL, SWITCH, "the Embedding records whether its word embeddings are scaled",

@@ -78,7 +78,8 @@ class FfnRule(Difference):
         multiple = p.spec["mlp.multiple_of"]
         multiplier = p.spec["mlp.ffn_multiplier"]
         scaled = f" times {multiplier:g}" if multiplier else ""
-        p.values["ffn_rule"] = {"width": rule if isinstance(rule, int) else f"int(2/3 * 4h){scaled} rounded up to {multiple}"}
+        width = rule if isinstance(rule, int) else f"int(2/3 * 4h){scaled} rounded up to {multiple}"
+        p.describe_model(f"MLP width {width}")
         if isinstance(rule, int):
             p.default("ffn_hidden_size", rule, "mlp.ffn_hidden_size")
             p.reuse("ffn_rule", f"the MLP width {rule} is a default of the entry point (--ffn-hidden-size)")

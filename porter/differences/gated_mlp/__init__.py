@@ -83,6 +83,7 @@ class GatedMLP(Difference):
                               (" (its geglu is the exact erf GELU, not the tanh one)" if own.dest == "glu_activation" else ""))
         spelling = p.switch(activation)
         p.values["gated_mlp"] = {"activation": activation}
+        p.describe_model(f"activation {activation}: the transformer's MLP (--activation-func-type, see transformer.py)")
         if p.has_dest("bias_gelu_fusion"):
             p.defaults["bias_gelu_fusion"] = False  # the bias-gelu fusion fuses a plain gelu
         if p.implemented(activation):

@@ -96,6 +96,8 @@ class MixtureOfExperts(Difference):
     hf_fields = ("num_local_experts", "num_experts_per_tok", "router_aux_loss_coef", "router_jitter_noise")
     spellings = SPELLINGS
     pipeline_engine = False
+    model_slots = {"imports": "model_imports.py.j2", "save": "model_save.py.j2", "load": "model_load.py.j2",
+                   "pipe_init": "model_pipe_init.py.j2"}
 
     def wanted(self, spec):
         return spec["moe.num_experts"] is not None
@@ -129,6 +131,8 @@ class MixtureOfExperts(Difference):
     def plan(self, p):
         spec = p.spec
         num = p.switch(SWITCH, on=[experts(spec)], field="moe.num_experts")
+        p.describe_model("a sparse MLP: DeepSpeed's MoE layer routes each token to the top-k of the experts\n"
+                         f"    (args.{num.dest}); the plain engine only ({spec.model_class}Pipe refuses experts)")
         k = p.switch("moe_top_k", on=top_k(spec), field="moe.top_k")
         parallel = p.switch("moe_expert_parallel")
         dropping = p.switch("moe_token_dropping")

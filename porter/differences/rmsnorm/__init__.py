@@ -49,6 +49,7 @@ class RMSNormDifference(Difference):
         return spec["norm.type"] == "rmsnorm"
 
     def plan(self, p):
+        p.describe_model("RMSNorm at every norm site, the final norm included")
         p.switch("rmsnorm")
         repaired = self.repair_unavailable(p)
         if p.implemented("rmsnorm"):

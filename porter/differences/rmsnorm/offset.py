@@ -48,6 +48,7 @@ class NormOffset(Difference):
                        message="inconsistent spec: the weight offset is RMSNorm's")
 
     def plan(self, p):
+        p.describe_model("RMSNorm scales by (offset + weight) in fp32 (--rmsnorm-weight-offset; Gemma: 1 + w)")
         if p.implemented("rmsnorm") or not (RMSNORM_FILE in p.profile.generated or not p.model.rmsnorm_exported):
             raise unsupported("the tree has its own RMSNorm, which has no weight offset", TRANSFORMER,
                               "porter's own megatron/model/rmsnorm.py at every norm site",

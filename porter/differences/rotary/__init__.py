@@ -76,6 +76,7 @@ class Rotary(Difference):
                                message=f"inconsistent spec: {key} only applies to rotary")
 
     def plan(self, p):
+        p.describe_model("rotary positions: attention rotates q and k; no learned position table")
         theta_value = p.spec["position_embedding.rope_theta"]
         p.switch("rotary")
         if p.implemented("rotary"):

@@ -32,6 +32,7 @@ class UntiedHead(Difference):
         return not spec["embeddings.tied"]
 
     def plan(self, p):
+        p.describe_model("an untied output projection: its own [vocab/p, h] weight, saved in checkpoints")
         found = p.profile.spellings.get("untied")
         if p.implemented("untied"):
             p.switch("untied")
