@@ -199,7 +199,7 @@ def _explicit_model(p: Planner, model_switches: list[str]) -> None:
              enums_module=model.enums_module or "megatron.model.enums",
              loss_fn=loss,
              loss_name=loss.split("(")[0],
-             moe=model.language_model_moe,
+             tree_moe_api=model.language_model_moe,
              embedding_args=embedding_args,
              output_returns_bias=model.column_returns_bias,
              pipe_keywords=list(model.pipe_keywords))
