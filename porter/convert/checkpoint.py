@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-from porter.convert.layout import WeightLayout
 from porter.convert.shape import ModelShape
 from porter.convert.sharding import shard, unshard
 from porter.convert.tensors import MegatronWeights, layer_names
 from porter.differences.moe import weights as experts
 from porter.errors import PorterError
+from porter.layout import WeightLayout
 
 TAG = "release"
 CHECKPOINT_VERSION = 3.0

@@ -19,11 +19,12 @@ from typing import Any
 
 from porter.convert.checkpoint import TAG, read_checkpoint, write_checkpoint
 from porter.convert.hf_dir import read_hf, write_hf
-from porter.convert.layout import WeightLayout, read_layout
 from porter.convert.tensors import MegatronWeights, hf_to_megatron, megatron_to_hf
 from porter.differences.tokenizer import token_ids
 from porter.errors import PorterError
 from porter.hf_config import HFConfig, hf_config_of
+from porter.layout import WeightLayout
+from porter.profile.layout import read_layout
 
 # HF config fields kept from the source model on the way back (not architecture: token ids...)
 PASSED_THROUGH = ("bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype", "dtype")

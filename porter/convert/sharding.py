@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from porter.convert.layout import WeightLayout
 from porter.convert.tensors import MegatronWeights, layer_names
 from porter.differences.moe import weights as experts
 from porter.errors import PorterError
+from porter.layout import WeightLayout
 
 
 def _roles(layout: WeightLayout) -> dict[str, str]:

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from porter.convert.layout import WeightLayout
 from porter.convert.shape import ModelShape
 from porter.differences.moe import weights as experts
 from porter.errors import PorterError
+from porter.layout import WeightLayout
 
 
 @dataclass

@@ -8,6 +8,7 @@ A `Difference` owns:
   values it hands templates (planner.values[name]);
 - `from_hf(config)` / `to_hf(spec, config)`: its HF config.json field(s), both ways;
 - `layout(profile, spec, layout)`: its part of the weight layout verify and convert use;
+- `probes(layer)`: what verify compares where it changes a transformer layer;
 - `validate(values, given, fail)`: combinations of its own fields that make no sense.
 Every method has a neutral default, so a difference says only what it changes.
 """
@@ -23,6 +24,7 @@ from porter.schema import Field
 if TYPE_CHECKING:
     from porter.hf_config import HFConfig
     from porter.planner import Planner
+    from porter.probe import LayerProbes
     from porter.spec import Spec
 
 
@@ -61,6 +63,10 @@ class Difference:
     def layout(self, p: Any, spec: Spec) -> dict[str, Any]:
         """WeightLayout fields this difference decides, from the profile (p) and the spec."""
         return {}
+
+    def probes(self, layer: LayerProbes) -> None:
+        """What verify compares in a transformer layer, where this difference changes it:
+        replace a slot's probes or add a slot (porter.verify.probes.LayerProbes)."""
 
     def tiny(self, spec: Spec, tiny: Any) -> dict[str, Any]:
         """Spec values of verify's tiny model (porter.verify.reference.TinyConfig), chosen so the

@@ -216,7 +216,7 @@ def padded_vocab(vocab: int, args) -> int:
 
 def site_modules(model, layout: dict, num_layers: int, kind: str) -> dict[tuple[str, int], torch.nn.Module]:
     """(site, layer) -> the module of this process's model that holds it (absent: another stage)."""
-    from porter.convert.layout import WeightLayout
+    from porter.layout import WeightLayout
 
     found: dict[tuple[str, int], torch.nn.Module] = {}
     modules = dict(model.named_modules())
@@ -243,33 +243,36 @@ def site_modules(model, layout: dict, num_layers: int, kind: str) -> dict[tuple[
     return found
 
 
-def attach_probes(model, probes: Iterable, layout: dict, num_layers: int, kind: str) -> tuple[dict, list]:
-    """Forward hooks that keep each probe's value (detached, on CPU). Returns (values, handles)."""
+def attach_probes(model, probes: Iterable[dict], layout: dict, num_layers: int, kind: str) -> tuple[dict, list]:
+    """Forward hooks that keep each probe's value (detached, on CPU). `probes`: each probe's
+    tree side (porter.verify.probes.Probe.tree_side). Returns (values, handles)."""
     values: dict[str, torch.Tensor] = {}
     handles = []
     sites = site_modules(model, layout, num_layers, kind)
     for probe in probes:
-        if probe.site == "output":  # the model's returned logits: see TreeSession.run
+        if probe["site"] == "output":  # the model's returned logits: see TreeSession.run
             continue
-        owner = sites.get((probe.site, probe.layer))
+        owner = sites.get((probe["site"], probe["layer"]))
         if owner is None:
             continue
         try:
-            module = owner.get_submodule(probe.path) if probe.path else owner
+            module = owner.get_submodule(probe["path"]) if probe["path"] else owner
         except AttributeError:
             continue
-        handles.append(module.register_forward_hook(_keeper(values, probe.name, probe.take)))
+        handles.append(module.register_forward_hook(_keeper(values, probe["name"], probe["take"])))
     return values, handles
 
 
 def _keeper(values: dict, name: str, take: str):
+    """A forward hook keeping what `take` says: the output, the input, output + bias, or what a
+    difference's function ('package.module:function') makes of (module, args, output)."""
+    made = _function(take) if ":" in take else None
+
     def hook(module, args, output):
-        if take == "input":
+        if made is not None:
+            value = made(module, args, output)
+        elif take == "input":
             value = args[0]
-        elif take == "pair":  # query [s, b, np, hn] and key [s, b, ng, hn], heads side by side
-            value = torch.cat([t for t in output[:2]], dim=-2)
-        elif take == "routes":  # DeepSpeed's gate: (l_aux, capacity, experts, indices [k, S], locations, weights [k, S], counts)
-            value = _routes(output)
         elif take == "output+bias" and isinstance(output, (tuple, list)):
             value = output[0] if len(output) < 2 or output[1] is None else output[0] + output[1]
         else:
@@ -278,13 +281,9 @@ def _keeper(values: dict, name: str, take: str):
     return hook
 
 
-def _routes(gate_output) -> torch.Tensor:
-    """Each token's weight per expert [S, experts] from DeepSpeed's sparse gate output (an
-    index below 0 is a route dropped for capacity: no weight)."""
-    experts, indices, weights = int(gate_output[2]), gate_output[3].long(), gate_output[5].float()
-    dense = torch.zeros(indices.shape[1], experts)
-    kept = indices >= 0
-    return dense.scatter_add(1, indices.clamp(min=0).t(), (weights * kept).t())
+def _function(dotted: str):
+    module, _, name = dotted.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 # -- structure: the model's tensors against a checkpoint's --------------------------------------------

@@ -28,10 +28,11 @@ from porter import convert
 from porter.differences.moe import expert_parallel_argv
 from porter.errors import PorterError
 from porter.naming import spec_in_tree
+from porter.probe import probe_plan
 from porter.smoke import runs_on_cpu
 from porter.source import SourceTree
 from porter.spec import Spec
-from porter.verify.probes import capture_hf, combine, orient, pipe_module, probe_plan
+from porter.verify.probes import capture_hf, combine, orient, pipe_module
 from porter.verify.reference import REFERENCE_ATTENTION, TinyConfig, random_reference, tiny_spec, token_batch
 from porter.verify.tree_run import (
     RunShape,
@@ -302,7 +303,6 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
                           fix=f"the {spec.name} port trains on the plain engine only: verify with --pp 1" if plain_only
                           else "verify the pipe model (--models pipe) for pipeline-parallel sizes > 1")
 
-    groups = getattr(reference.config, "num_key_value_heads", None) or tiny.num_attention_heads
     tokens, labels = token_batch(tiny)
     positions = reset_positions(tiny) if options.reset_positions else None
     ref_logits, captures = capture_hf(reference, tokens, positions)
@@ -321,6 +321,7 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
                                      args=numbers, hf_config=config)
             checkpoints[kind] = str(path)
 
+    probes = probe_plan(layout, tiny.num_layers, tiny.num_attention_heads, spec.wanted())
     out = workdir / "out"
     out.mkdir(exist_ok=True)
     for stale in out.glob("*"):
@@ -332,7 +333,7 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
                          argv_extra + tokenizer_argv(spec, profile, workdir), dp=ep),
         "stamp_args": options.checkpoint is None,
         "kinds": list(kinds), "checkpoints": checkpoints, "out": str(out), "layout": layout.as_dict(),
-        "num_layers": tiny.num_layers, "num_heads": tiny.num_attention_heads, "num_groups": groups,
+        "num_layers": tiny.num_layers, "probes": [p.tree_side() for p in probes],
         "tokens": tokens.tolist(), "labels": labels.tolist(),
         "positions": None if positions is None else positions.tolist(), "weight_std": tiny.weight_std, "seed": tiny.seed,
     }
@@ -342,7 +343,6 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
                        options.timeout, what=f"building, loading and running the generated {spec.model_class}",
                        cpu=runs_on_cpu(options.cpu))
 
-    probes = probe_plan(layout, tiny.num_layers, tiny.num_attention_heads, groups)
     results = []
     for kind in kinds:
         model_class = spec.model_class + ("Pipe" if kind == "pipe" else "")

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from porter.catalog import profile_of
 from porter.cli import app
-from porter.convert.layout import read_layout
 from porter.errors import PorterError
 from porter.port import prepare
+from porter.profile.layout import read_layout
 from porter.source import SourceTree
 from porter.verify.parity import verify
 from tests.variants.conftest import LLAMA, passed, reapply_then_revert

@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 from porter import convert
 from porter.catalog import load_spec, profile_of
 from porter.cli import app
-from porter.convert.layout import read_layout
 from porter.differences.ffn_rule import ffn_hidden_size
 from porter.errors import PorterError
+from porter.profile.layout import read_layout
 from porter.source import SourceTree
 from porter.verify.reference import TinyConfig, random_reference
 

@@ -9,9 +9,10 @@ import textwrap
 import libcst as cst
 import torch
 
-from porter.convert.layout import WeightLayout, rotary_buffers
 from porter.convert.sharding import shard
 from porter.convert.tensors import hf_to_megatron, megatron_to_hf, rotary_inv_freq
+from porter.layout import WeightLayout
+from porter.profile.layout import rotary_buffers
 from porter.source import REQUIRED_FILES, SourceTree
 
 TRANSFORMER = '''

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from porter.differences.base import Difference
 from porter.differences.gated_mlp import rewrites as R
+from porter.differences.gated_mlp.probes import gated_probes
 from porter.planner import rw, unsupported
 from porter.profile import TRANSFORMER
 from porter.profile.features import NETWORK, Spelling, tree_spelling
@@ -112,6 +113,9 @@ class GatedMLP(Difference):
                       "imports the gated activations")
         # one file for every family: its header names the difference (swiglu), not the activation
         p.create("megatron/model/swiglu.py", self.name, "the gated activations (SwiGLU, GeGLU)", "swiglu.py.j2")
+
+    def probes(self, layer):
+        gated_probes(layer)
 
     def from_hf(self, config):
         act = config.get("hidden_activation") or config.get("hidden_act")

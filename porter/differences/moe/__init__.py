@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from porter.differences.base import Difference
 from porter.differences.moe import rewrites as E
+from porter.differences.moe.probes import expert_probes
 from porter.errors import PorterError
 from porter.planner import rw, unsupported
 from porter.profile import ARGUMENTS, TRANSFORMER
@@ -188,6 +189,9 @@ class MixtureOfExperts(Difference):
                rw(E.ExpertsPerLayer, cls=stack, experts="num_experts"))
         p.create("megatron/model/mixture_of_experts.py", SWITCH,
                  "experts per layer, and the experts' place in checkpoints", "mixture_of_experts.py.j2")
+
+    def probes(self, layer):
+        expert_probes(layer)
 
     def from_hf(self, config):
         count = config.get("num_local_experts")

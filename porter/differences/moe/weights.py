@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from porter.convert.layout import WeightLayout
 from porter.errors import PorterError
+from porter.layout import WeightLayout
 
 MOE = "deepspeed_moe"
 ROUTER = f"{MOE}.gate.wg.weight"

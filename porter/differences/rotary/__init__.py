@@ -17,6 +17,7 @@ from porter.cst.nodes import negate
 from porter.differences.base import Difference
 from porter.differences.rotary import pair_rewrites as RP
 from porter.differences.rotary import rewrites as R
+from porter.differences.rotary.probes import add_rotary_probe
 from porter.edits import arguments as A
 from porter.errors import PorterError
 from porter.planner import rw, unsupported
@@ -194,6 +195,9 @@ class Rotary(Difference):
         for method in ("state_dict_for_save_checkpoint", "load_state_dict"):
             p.edit(LANGUAGE_MODEL, "rotary", f"{method} skips the absent position table",
                    rw(R.GuardPositionsState, cls="Embedding", func=method, test=state_test))
+
+    def probes(self, layer):
+        add_rotary_probe(layer)
 
     def from_hf(self, config):
         out = {"position_embedding.type": "rotary"}
