@@ -18,15 +18,12 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from porter.errors import PorterError
-from porter.spec import Spec, schema_of
-
-if TYPE_CHECKING:
-    from porter.differences.base import Difference
+from porter.spec import Differences, Spec, schema_of
 
 # config.json fields that change nothing porter builds or checks (bookkeeping, generation,
 # runtime switches, fields the differences read as a group).
@@ -94,7 +91,7 @@ def model_type_of(hf_class: str) -> str | None:
         return None
 
 
-def spec_values_from_hf(config: HFConfig, differences: Sequence[Difference]) -> dict[str, Any]:
+def spec_values_from_hf(config: HFConfig, differences: Differences) -> dict[str, Any]:
     """Every spec field the config carries, read by the differences."""
     values: dict[str, Any] = {}
     for difference in differences:
@@ -110,7 +107,7 @@ def _name_from(path: Path, model_type: str) -> str:
     return name
 
 
-def spec_from_hf(path: str | Path, differences: Sequence[Difference],
+def spec_from_hf(path: str | Path, differences: Differences,
                  family_specs: Callable[[str], list[Spec]]) -> Spec:
     """The spec an HF config.json (or a model folder holding one) describes, read with the
     differences; `family_specs(model_type)`: the bundled specs of that model type."""

@@ -18,8 +18,11 @@ from typing import TYPE_CHECKING, Any
 from porter.errors import PorterError
 
 if TYPE_CHECKING:
-    from porter.differences.base import Difference
     from porter.schema import Field
+
+# A spec's differences are porter.differences.base.Difference objects (each with `fields`,
+# `validate` and `wanted`); spec.py stays below them and names no class of theirs.
+Differences = Sequence[Any]
 
 MODEL_FIELDS = {
     "name": "the spec's name, as given to `porter apply NAME`",
@@ -46,7 +49,7 @@ class Spec:
     hf_class: str = ""
     training_defaults: dict = field(default_factory=dict)
     renamed_because: tuple[str, ...] = ()  # what the tree already holds under the family's own names (porter.naming)
-    differences: tuple[Difference, ...] = field(default=(), compare=False, repr=False)  # read with these, in plan order
+    differences: tuple = field(default=(), compare=False, repr=False)  # read with these, in plan order
     extends: str | None = None  # the spec this one states its delta from (`extends = "llama"`)
 
     def __getitem__(self, dotted: str) -> Any:
@@ -57,7 +60,7 @@ class Spec:
         """Every field of every difference the spec was read with, dotted name -> Field."""
         return schema_of(self.differences)
 
-    def wanted(self) -> list[Difference]:
+    def wanted(self) -> list:
         """The differences this spec turns on, in plan order."""
         return [d for d in self.differences if d.wanted(self)]
 
@@ -119,7 +122,7 @@ def spec_toml(spec: Spec) -> str:
     return tomli_w.dumps(data)
 
 
-def schema_of(differences: Sequence[Difference]) -> dict[str, Field]:
+def schema_of(differences: Differences) -> dict[str, Field]:
     """Every spec field of the differences, dotted name -> schema Field."""
     out: dict[str, Field] = {}
     for difference in differences:
@@ -136,7 +139,7 @@ def _flatten(table: dict, prefix: str, out: dict[str, Any]) -> None:
             out[name] = value
 
 
-def parse_spec(data: dict, path: str, differences: Sequence[Difference]) -> Spec:
+def parse_spec(data: dict, path: str, differences: Differences) -> Spec:
     """Validate a spec's parsed TOML against the differences' fields and freeze it
     (porter.catalog.parse_spec: with the registered differences)."""
     schema = schema_of(differences)
