@@ -133,10 +133,10 @@ def switch_fields() -> dict[str, str]:
 
 
 def profile_of(tree):
-    """The tree's profile, with every difference's switch spellings looked for."""
+    """The tree's profile, with every difference's switch spellings looked for and its detector run."""
     from porter.profile import build_profile
 
-    return build_profile(tree, spellings())
+    return build_profile(tree, spellings(), {d.name: d.detect for d in _REGISTERED})
 
 
 # -- specs -----------------------------------------------------------------------------------

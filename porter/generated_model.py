@@ -16,7 +16,7 @@ from pathlib import Path
 from porter.edits.imports import InsertImport
 from porter.errors import PorterError
 from porter.planner import Planner, rw, unsupported
-from porter.profile import GPT_MODEL, LANGUAGE_MODEL, MODEL_INIT, PRETRAIN_GPT, TRANSFORMER
+from porter.profile import GPT_MODEL, LANGUAGE_MODEL, MODEL_INIT, PRETRAIN_GPT
 from porter.profile.entry import REUSED_FROM_GPT
 
 # Embedding.__init__ positional parameters -> the argument that fills them in the pipe spec.
@@ -142,20 +142,6 @@ def _export(p: Planner) -> None:
               after="GPTModel"))
 
 
-def _tree_rmsnorm(p: Planner) -> str | None:
-    """The import of the tree's own RMSNorm class for the generated pipe's final norm, when the
-    tree implements the switch with a class megatron.model does not export: the one its model
-    files guard with an import fallback (apex's MixedFusedRMSNorm, porter's RMSNorm without apex)."""
-    if not p.implemented("rmsnorm") or p.model.rmsnorm_exported:
-        return None
-    for file in (GPT_MODEL, TRANSFORMER):
-        for site in p.model.rmsnorm_unavailable:
-            if site.file == file:
-                module = file.removesuffix(".py").replace("/", ".")
-                return f"from {module} import {site.name} as RMSNorm"
-    return None
-
-
 def _explicit_model(p: Planner, model_switches: list[str]) -> None:
     spec = p.spec
     model = p.model
@@ -168,17 +154,10 @@ def _explicit_model(p: Planner, model_switches: list[str]) -> None:
                           f"{model.parallel_style} style, {model.ctor_style} constructors; no switch for "
                           + ", ".join(missing))
     module = f"megatron/model/{spec.module_name}.py"
-    norm = "LayerNorm"
     norm_imports = [model.layernorm_imports.get(GPT_MODEL) or "from megatron.model import LayerNorm"]
-    if "rmsnorm" in p.tests:
-        norm = f"RMSNorm if {p.tests['rmsnorm']} else LayerNorm"
-        tree_class = _tree_rmsnorm(p)
-        if tree_class is not None:
-            norm_imports.append(tree_class)
-        elif norm_imports[0].startswith("from megatron.model import"):
-            norm_imports = ["from megatron.model import LayerNorm, RMSNorm"]
-        else:
-            norm_imports.append("from megatron.model.rmsnorm import RMSNorm")
+    norm, more = p.final_norm or ("LayerNorm", None)
+    if more is not None:  # a difference's norm next to the tree's LayerNorm (its import said by the difference)
+        norm_imports = more(norm_imports)
     embedding_args = []
     for name in model.embedding_params:
         if name in EMBEDDING_ARGUMENTS:

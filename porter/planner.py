@@ -96,6 +96,9 @@ class Planner:
         self.values: dict[str, Any] = {}  # template values, by difference
         self.default_fields: dict[str, str] = {}  # dest -> the spec field whose number it holds
         self.model_doc: list[str] = []  # what differs from GPT, a line per difference (the model's docstring)
+        # the generated model's final norm when a difference replaces LayerNorm: (class expression, a
+        # function from the tree's LayerNorm imports to the imports the expression needs)
+        self.final_norm: tuple[str, Callable[[list[str]], list[str]]] | None = None
 
     # -- recording -----------------------------------------------------------------------------
     def edit(self, file: str, feature: str, reason: str, rewrite=None, **context) -> None:
@@ -120,6 +123,10 @@ class Planner:
         self.defaults[dest] = value
         if field is not None:
             self.default_fields[dest] = field
+
+    def facts(self, difference: str):
+        """What the difference's detector found in the tree (porter.profile.TreeProfile.facts), or None."""
+        return self.profile.facts.get(difference)
 
     def has_dest(self, dest: str) -> bool:
         return dest in self.profile.arguments.dests

@@ -4,6 +4,7 @@ A `Difference` owns:
 - `fields`: its slice of the spec schema (dotted names, e.g. "norm.type");
 - `spellings`: how trees spell its switches (switch name -> spellings, porter's own first);
 - `wanted(spec)`: whether the spec asks for it;
+- `detect(parsed)`: what the tree has that it plans from (`profile.facts[name]`);
 - `plan(planner)`: the edits it plans with their reasons, the switches it reuses or adds, the
   values it hands templates (planner.values[name]);
 - `from_hf(config)` / `to_hf(spec, config)`: its HF config.json field(s), both ways;
@@ -46,6 +47,11 @@ class Difference:
 
     def wanted(self, spec: Spec) -> bool:
         return False
+
+    def detect(self, parsed: Callable[[str], Any]) -> Any:
+        """What the tree has that this difference plans from (its facts, in the profile as
+        `profile.facts[name]`), read from `parsed(path)` (a parsed file, or None); None: nothing."""
+        return None
 
     def plan(self, p: Planner) -> None:
         """Record this difference's edits in the planner (only called when wanted)."""

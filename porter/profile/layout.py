@@ -9,7 +9,7 @@ from __future__ import annotations
 import libcst as cst
 
 from porter.cst import match as m
-from porter.cst.find import findall
+from porter.cst.find import class_named, findall, function_named
 from porter.cst.nodes import code, dotted
 from porter.errors import PorterError
 from porter.layout import WeightLayout
@@ -19,9 +19,10 @@ from porter.spec import Spec
 
 
 def _class(module: cst.Module, name: str, path: str) -> cst.ClassDef:
-    for stmt in module.body:
-        if isinstance(stmt, cst.ClassDef) and stmt.name.value == name:
-            return stmt
+    """The tree's class `name`, which verify and convert need: refused by name when missing."""
+    found = class_named(module, name)
+    if found is not None:
+        return found
     raise PorterError(
         f"{path} has no class {name}",
         file=path,
@@ -29,10 +30,6 @@ def _class(module: cst.Module, name: str, path: str) -> cst.ClassDef:
         found="classes: " + ", ".join(s.name.value for s in module.body if isinstance(s, cst.ClassDef)),
         fix="verify and convert read weight names from the tree's model classes; port the tree first",
     )
-
-
-def _method(cls: cst.ClassDef, name: str) -> cst.FunctionDef | None:
-    return next((s for s in cls.body.body if isinstance(s, cst.FunctionDef) and s.name.value == name), None)
 
 
 def _self_assignments(node: cst.CSTNode) -> list[tuple[str, cst.BaseExpression]]:
@@ -98,7 +95,7 @@ def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
                        "ParallelTransformerLayer.__init__: self.<name> = ParallelAttention(...)", "the attention")
     mlp = _first(_attrs_calling(layer, lambda c: c in ("ParallelMLP", "MoE")), TRANSFORMER,
                  "ParallelTransformerLayer.__init__: self.<name> = ParallelMLP(...)", "the MLP")
-    init = _method(attention_cls, "__init__") or attention_cls
+    init = function_named(attention_cls, "__init__") or attention_cls
     qkv = _first(_attrs_calling(init, lambda c: c == "ColumnParallelLinear"), TRANSFORMER,
                  "ParallelAttention.__init__: self.<name> = ColumnParallelLinear(...)", "the fused QKV projection")
     dense = _first(_attrs_calling(init, lambda c: c == "RowParallelLinear"), TRANSFORMER,
@@ -120,27 +117,6 @@ def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
             construct="ParallelTransformer.__init__: self.<final norm> = <Norm>(...)", found="none",
             fix="report the variant",
         )
-    # Per head [np, 3, hn]; microsoft HEAD groups it as [ng, np/ng + 2, hn], the same layout
-    # when every head has its own key and value (ng = np, the LLaMA spec's multi-head attention).
-    # The profile reads it from the code that splits the projection's output.
-    qkv_layout = profile.model.qkv_layout if profile.model is not None else None
-    if qkv_layout not in ("per_head", "per_group"):
-        blocked = profile.model.blocked_split if profile.model is not None else None
-        found = "another QKV layout (grouped-query attention?)"
-        fix = "convert this tree's weights by hand; porter supports the per-head layout of multi-head attention"
-        if blocked is not None:
-            found = (f"ParallelAttention.{blocked.func} cuts it into q | k | v thirds "
-                     f"({blocked.width} = {blocked.fused}.shape[-1] // 3)")
-            if blocked.split_method is not None:
-                fix = f"run `porter apply`: it splits with the tree's own {blocked.split_method} again"
-        raise PorterError(
-            "the fused QKV layout of this tree is not the per-head [np, 3, hn] layout porter converts",
-            file=TRANSFORMER,
-            construct="ParallelAttention: mixed_x_layer.view(..., np, 3 * hn) and a split in q, k, v",
-            found=found,
-            fix=fix,
-        )
-
     lm = tree.file(LANGUAGE_MODEL).module
     keys: dict[str, str] = {}
     for cls_name in ("Embedding", "TransformerLanguageModel"):
@@ -215,7 +191,7 @@ def rotary_buffers(tree, transformer: cst.Module, layer: cst.ClassDef, attention
                    attention: str) -> tuple[str, ...]:
     """Layer keys of the saved `inv_freq` buffers of the rotary class the tree's layer builds
     (Habana 7086aadb: CoreAttention's rotary_emb), where that class saves them."""
-    core = _class_or_none(transformer, "CoreAttention")
+    core = class_named(transformer, "CoreAttention")
     holders = [(layer, ""), (attention_cls, f"{attention}.")]
     core_attr = next(iter(_attrs_calling(attention_cls, lambda c: c == "CoreAttention")), None)
     if core is not None and core_attr:
@@ -226,14 +202,10 @@ def rotary_buffers(tree, transformer: cst.Module, layer: cst.ClassDef, attention
             name = _called(value)
             if "Rotary" not in name:
                 continue
-            rotary = _class_or_none(transformer, name) or _imported_from(tree, transformer, name, TRANSFORMER)
+            rotary = class_named(transformer, name) or _imported_from(tree, transformer, name, TRANSFORMER)
             if rotary is not None and _saves_inv_freq(rotary):
                 found.append(f"{prefix}{attr}.inv_freq")
     return tuple(dict.fromkeys(found))
-
-
-def _class_or_none(module: cst.Module, name: str) -> cst.ClassDef | None:
-    return next((s for s in module.body if isinstance(s, cst.ClassDef) and s.name.value == name), None)
 
 
 def pipe_layout(profile: TreeProfile, spec: Spec) -> dict:
@@ -244,17 +216,17 @@ def pipe_layout(profile: TreeProfile, spec: Spec) -> dict:
     if source is None:
         return {}
     module = source.module
-    cls = _class_or_none(module, f"{spec.model_class}Pipe")
+    cls = class_named(module, f"{spec.model_class}Pipe")
     if cls is None:
         return {}
-    init = _method(cls, "__init__")
+    init = function_named(cls, "__init__")
     order = read_order(init) if init is not None else None
     if order is None:
         gpt = tree.get(GPT_MODEL)
         bases = {(dotted(b.value) or "").rsplit(".", 1)[-1] for b in cls.bases}
         base = next((s for s in gpt.module.body if isinstance(s, cst.ClassDef) and s.name.value in bases),
                     None) if gpt is not None else None
-        base_init = _method(base, "__init__") if base is not None else None
+        base_init = function_named(base, "__init__") if base is not None else None
         order = read_order(base_init) if base_init is not None else None
         module = gpt.module if order is not None else module
     if order is None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import libcst as cst
 
 from porter.cst import match as m
-from porter.cst.find import findall
+from porter.cst.find import class_named, findall
 from porter.cst.nodes import code, dotted
 
 
@@ -155,7 +155,7 @@ def head_key(module: cst.Module | None, head_class: str | None) -> str | None:
     """`<attr>.weight` of the head class's linear (`self.<attr> = ...ColumnParallelLinear(...)`)."""
     if module is None or head_class is None:
         return None
-    cls = next((s for s in module.body if isinstance(s, cst.ClassDef) and s.name.value == head_class), None)
+    cls = class_named(module, head_class)
     if cls is None:
         return None
     for assign in findall(cls, m.Assign(targets=[m.AssignTarget(target=m.Attribute(value=m.Name("self")))])):

@@ -116,7 +116,7 @@ class ParallelTransformer(MegatronModule):
 def test_bias_helpers_not_typed_optional_are_found_however_typed():
     import libcst as cst
 
-    from porter.profile.model import plain_bias_helpers
+    from porter.differences.bias.detect import plain_bias_helpers
 
     source = '''
 def bias_dropout_add(x, bias, residual, prob, training):

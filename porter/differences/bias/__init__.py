@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from porter.cst.nodes import negate
 from porter.differences.base import Difference
+from porter.differences.bias import detect
 from porter.differences.bias import rewrites as R
 from porter.hf_config import class_defines
 from porter.planner import rw, unsupported
@@ -71,6 +72,9 @@ class Bias(Difference):
         "mlp_bias": (_site_spelling("mlp", "--add-mlp-bias", "With --no-bias: a bias on the MLP linears still."),),
     }
 
+    def detect(self, parsed):
+        return detect.detect(parsed)
+
     def wanted(self, spec):
         return not all(site_bias(spec, site) for site in SITES)
 
@@ -115,15 +119,15 @@ class Bias(Difference):
             else:
                 p.edit(TRANSFORMER, "no_bias", f"{what} linears follow the bias switches, site by site",
                        rw(R.LinearBias, cls=cls, attrs=list(exprs), bias_expr=exprs))
-        model = p.model
-        if model.mlp_bias_unguarded:
+        facts = p.facts(self.name)
+        if facts.mlp_bias_unguarded:
             p.edit(TRANSFORMER, "no_bias", "the MLP adds its bias only when there is one",
                    rw(R.NoneSafeBiasAdd, cls="ParallelMLP", func="forward"))
         else:
             p.reuse("no_bias", "the MLP adds no bias by hand unchecked (its linear adds its own, or checks for None)")
-        for func in model.plain_bias_helpers:
+        for func in facts.plain_bias_helpers:
             p.edit(TRANSFORMER, "no_bias", f"{func} takes an Optional bias", rw(R.OptionalBiasParameter, func=func))
-        if model.expand_as_unguarded:
+        if facts.expand_as_unguarded:
             p.edit(TRANSFORMER, "no_bias", "the layer broadcasts biases only when they exist",
                    rw(R.NoneSafeExpandAs, cls="ParallelTransformerLayer", func="forward"))
         else:
@@ -132,10 +136,10 @@ class Bias(Difference):
     def _repair(self, p):
         """A tree's own no-bias switch can miss a linear (Habana's hand port left its second SwiGLU
         projection with a bias): porter passes `bias=` to the ones without, the tree's way."""
-        if not p.model.bias_gaps:
+        if not p.facts(self.name).gaps:
             return
         bias = negate(p.tests["no_bias"])
-        for cls, attrs in p.model.bias_gaps:
+        for cls, attrs in p.facts(self.name).gaps:
             p.edit(TRANSFORMER, "no_bias", f"repairs {cls}: {', '.join(attrs)} kept a bias under the tree's "
                    f"{p.switches['no_bias'].option} (a known bug of hand ports)",
                    rw(R.LinearBias, cls=cls, attrs=list(attrs), bias_expr=bias))

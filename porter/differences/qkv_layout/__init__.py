@@ -11,7 +11,9 @@ a method is refused: porter cannot say which layout its weights have.
 from __future__ import annotations
 
 from porter.differences.base import Difference
+from porter.differences.qkv_layout import detect
 from porter.differences.qkv_layout import rewrites as Q
+from porter.errors import PorterError
 from porter.planner import rw, unsupported
 from porter.profile import TRANSFORMER
 
@@ -20,11 +22,38 @@ class FusedQKVLayout(Difference):
     name = "qkv_layout"
     changes_model = False
 
+    def detect(self, parsed):
+        return detect.detect(parsed)
+
     def wanted(self, spec):
         return True
 
+    def layout(self, profile, spec):
+        """Refuses to convert or verify a tree whose fused QKV output is not laid out per
+        key/value head [ng, np/ng + 2, hn] (per head [np, 3, hn] when ng = np): the layout of
+        Megatron's checkpoints, which porter converts; microsoft HEAD groups it per key/value head."""
+        facts = profile.facts.get(self.name)
+        if facts is not None and facts.layout in ("per_head", "per_group"):
+            return {}
+        blocked = facts.blocked if facts is not None else None
+        found = "another QKV layout (grouped-query attention?)"
+        fix = "convert this tree's weights by hand; porter supports the per-head layout of multi-head attention"
+        if blocked is not None:
+            found = (f"ParallelAttention.{blocked.func} cuts it into q | k | v thirds "
+                     f"({blocked.width} = {blocked.fused}.shape[-1] // 3)")
+            if blocked.split_method is not None:
+                fix = f"run `porter apply`: it splits with the tree's own {blocked.split_method} again"
+        raise PorterError(
+            "the fused QKV layout of this tree is not the per-head [np, 3, hn] layout porter converts",
+            file=TRANSFORMER,
+            construct="ParallelAttention: mixed_x_layer.view(..., np, 3 * hn) and a split in q, k, v",
+            found=found,
+            fix=fix,
+        )
+
     def plan(self, p):
-        blocked = p.model.blocked_split
+        facts = p.facts(self.name)
+        blocked = facts.blocked if facts is not None else None
         if blocked is None:
             return
         if blocked.split_method is None:

@@ -12,6 +12,7 @@ HF: every LLaMA-family config (RMSNorm is implicit in the modeling code).
 from __future__ import annotations
 
 from porter.differences.base import Difference
+from porter.differences.rmsnorm import detect
 from porter.differences.rmsnorm import rewrites as R
 from porter.edits.imports import FallbackImport, ImportNameAlongside, InsertImport
 from porter.planner import rw, unsupported
@@ -45,18 +46,22 @@ class RMSNormDifference(Difference):
         ),
     }
 
+    def detect(self, parsed):
+        return detect.detect(parsed)
+
     def wanted(self, spec):
         return spec["norm.type"] == "rmsnorm"
 
     def plan(self, p):
         p.describe_model("RMSNorm at every norm site, the final norm included")
         p.switch("rmsnorm")
+        test = p.tests["rmsnorm"]
+        p.final_norm = (f"RMSNorm if {test} else LayerNorm", self._model_norm_imports(p))
         repaired = self.repair_unavailable(p)
         if p.implemented("rmsnorm"):
             return
-        test = p.tests["rmsnorm"]
         model = p.model
-        own = RMSNORM_FILE in p.profile.generated or not model.rmsnorm_exported
+        own = RMSNORM_FILE in p.profile.generated or not p.facts(self.name).exported
         if own:
             p.edit(MODEL_INIT, "rmsnorm", "exports RMSNorm right after LayerNorm, before gpt_model (circular import)",
                    rw(InsertImport, source="from .rmsnorm import RMSNorm", after="LayerNorm"))
@@ -85,14 +90,33 @@ class RMSNormDifference(Difference):
         if own and not repaired:
             p.create(RMSNORM_FILE, "rmsnorm", "RMSNorm", "rmsnorm.py.j2")
 
+    def _model_norm_imports(self, p):
+        """The imports the generated model's final norm needs next to the tree's LayerNorm: the
+        tree's own RMSNorm class where megatron.model exports none (the one its model files guard
+        with an import fallback: apex's MixedFusedRMSNorm, porter's RMSNorm without apex),
+        megatron.model's, or porter's rmsnorm.py."""
+        tree_class = None
+        if p.implemented("rmsnorm") and not p.facts(self.name).exported:
+            tree_class = next((f"from {site.file.removesuffix('.py').replace('/', '.')} import {site.name} as RMSNorm"
+                               for file in (GPT_MODEL, TRANSFORMER) for site in p.facts(self.name).unavailable
+                               if site.file == file), None)
+
+        def imports(layernorm: list[str]) -> list[str]:
+            if tree_class is not None:
+                return [*layernorm, tree_class]
+            if layernorm[0].startswith("from megatron.model import"):
+                return ["from megatron.model import LayerNorm, RMSNorm"]
+            return [*layernorm, "from megatron.model.rmsnorm import RMSNorm"]
+        return imports
+
     def repair_unavailable(self, p) -> bool:
         """The tree's RMSNorm class is None where its (CUDA-only) import fails: that fallback
         becomes porter's RMSNorm, so the port builds and trains anywhere (issue 13 item 3).
         Returns whether porter's rmsnorm.py is planned."""
-        found = p.model.rmsnorm_unavailable
+        found = p.facts(self.name).unavailable
         if not found:
             return False
-        if p.model.rmsnorm_file and RMSNORM_FILE not in p.profile.generated:
+        if p.facts(self.name).own_file and RMSNORM_FILE not in p.profile.generated:
             first = found[0]
             raise unsupported(f"{first.name} is None when its import fails, and {RMSNORM_FILE} (where porter "
                               "would write its RMSNorm) is the tree's own", first.file,

@@ -49,7 +49,7 @@ class NormOffset(Difference):
 
     def plan(self, p):
         p.describe_model("RMSNorm scales by (offset + weight) in fp32 (--rmsnorm-weight-offset; Gemma: 1 + w)")
-        if p.implemented("rmsnorm") or not (RMSNORM_FILE in p.profile.generated or not p.model.rmsnorm_exported):
+        if p.implemented("rmsnorm") or not (RMSNORM_FILE in p.profile.generated or not p.facts("rmsnorm").exported):
             raise unsupported("the tree has its own RMSNorm, which has no weight offset", TRANSFORMER,
                               "porter's own megatron/model/rmsnorm.py at every norm site",
                               "the tree's RMSNorm class (megatron.model exports it)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from porter.cst.nodes import negate
 from porter.differences.base import Difference
+from porter.differences.rotary import detect
 from porter.differences.rotary import pair_rewrites as RP
 from porter.differences.rotary import rewrites as R
 from porter.differences.rotary.probes import add_rotary_probe
@@ -64,6 +65,9 @@ class Rotary(Difference):
                           "args.rope_theta", ((LANGUAGE_MODEL, "rope_theta"),)),
         ),
     }
+
+    def detect(self, parsed):
+        return detect.detect(parsed)
 
     def wanted(self, spec):
         return spec["position_embedding.type"] == "rotary"
@@ -146,7 +150,8 @@ class Rotary(Difference):
     def _repair_pair(self, p) -> None:
         """The tree's own rotary embedding returning [cos, sin] where its apply_rotary_pos_emb
         and attention take the angles (microsoft's FPDT rework): repaired to hand the angles on."""
-        pair = p.profile.rotary_pair
+        facts = p.facts(self.name)
+        pair = facts.pair if facts is not None else None
         if pair is None:
             return
         p.edit(pair.file, "rotary", "repair: the reused RotaryEmbedding returned [cos, sin] of its angles, but "
@@ -164,7 +169,7 @@ class Rotary(Difference):
         flag (Habana's `use_position`) that only the tree's own GPT model sets from the rotary
         switch: the flag follows the switch in the Embedding itself, so that the generated model
         (and any other caller) builds no table either."""
-        gate = p.model.position_gate
+        gate = p.facts(self.name).position_gate
         if gate is None or not gate.startswith("self.") or gate[5:] not in p.model.embedding_params:
             return
         p.names_for(LANGUAGE_MODEL, "rotary")
@@ -174,7 +179,7 @@ class Rotary(Difference):
 
     def _positions(self, p, rotary_test: str) -> None:
         """No learned position table with rotary, in the Embedding's own terms."""
-        gate = p.model.position_gate
+        gate = p.facts(self.name).position_gate
         learned = negate(rotary_test)
         if gate is None or gate == learned:  # no gate, or porter's own from an earlier apply
             p.names_for(LANGUAGE_MODEL, "rotary")

@@ -15,8 +15,8 @@ import libcst as cst
 from porter.cst import match as m
 from porter.cst.find import findall
 from porter.cst.nodes import assigned_names, dotted, mentions, statements, with_comment
+from porter.differences.rotary.detect import _pair
 from porter.edits.base import Rewrite
-from porter.profile.rotary import _pair
 
 
 class RotaryReturnsAngles(Rewrite):

@@ -1,5 +1,5 @@
-"""The tree's own rotary embedding, where porter reuses it: does it hand attention what
-attention takes?
+"""What the tree has around positions: the gate of its learned position table, and its own
+rotary embedding where porter reuses it (does it hand attention what attention takes?).
 
 Detector: a RotaryEmbedding whose forward returns a pair `[angles.cos(), angles.sin()]`
 (microsoft's FPDT rework) while the same module's `apply_rotary_pos_emb(t, freqs)` takes the
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import libcst as cst
 
 from porter.cst import match as m
-from porter.cst.find import findall
+from porter.cst.find import class_named, findall, function_named
 from porter.cst.nodes import code, dotted
 
 ROTARY_CLASS = "RotaryEmbedding"
@@ -115,3 +115,31 @@ def rotary_pair(language_model: cst.Module | None, rotary: cst.Module | None, pa
         return None
     method, attr = unpacking_method(language_model) or (None, None)
     return RotaryPair(path, angles, method, attr)
+
+
+@dataclass(frozen=True)
+class RotaryFacts:
+    position_gate: str | None  # what guards the learned position table in Embedding.__init__
+    pair: RotaryPair | None = None  # the tree's rotary hands attention (cos, sin) where it takes angles
+
+
+def detect(parsed) -> RotaryFacts | None:
+    language_model = parsed("megatron/model/language_model.py")
+    if language_model is None:
+        return None
+    path = module_path(language_model)
+    pair = rotary_pair(language_model, parsed(path) if path else None, path)
+    return RotaryFacts(position_gate(language_model), pair)
+
+
+def position_gate(language_model: cst.Module) -> str | None:
+    """The test of the `if` that creates `self.position_embeddings` in Embedding.__init__, if any."""
+    init = function_named(class_named(language_model, "Embedding"), "__init__")
+    if init is None:
+        return None
+    for stmt in init.body.body:
+        if isinstance(stmt, cst.If):
+            creates = findall(stmt.body, m.Assign(targets=[m.AssignTarget(target=m.Attribute(attr=m.Name("position_embeddings")))]))
+            if creates:
+                return code(stmt.test)
+    return None
