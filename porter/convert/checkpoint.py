@@ -31,7 +31,7 @@ from porter.convert.layout import WeightLayout
 from porter.convert.output import staged
 from porter.convert.shape import ModelShape
 from porter.convert.sharding import _roles, check_divisible, shard_layer, shard_tensor, unshard_layer, unshard_tensor
-from porter.convert.stream import Fill, Progress, Stats, nbytes
+from porter.convert.stream import Fill, Progress, Stats, as_tensor, nbytes
 from porter.convert.tensors import MegatronWeights, Part, layer_names
 from porter.convert.torch_files import TorchFile, tensor_offsets, write_skeleton
 from porter.errors import PorterError
@@ -105,7 +105,8 @@ def _check(layout: WeightLayout, tp: int, pp: int, pipe: bool, num_layers: int) 
 def slots(parts: Iterator[Part], layout: WeightLayout, num_layers: int, count: int, tp: int, pipe: bool
           ) -> Iterator[tuple[str, tuple, torch.Tensor]]:
     """The full model's parts -> (file, key path in it, tensor) of every rank's shard, in order:
-    a layer's files are complete when its layer is done (`count`: experts per MoE layer)."""
+    a layer's files are complete when its layer is done (`count`: experts per MoE layer). A
+    tensor made of pieces (the fused gate+up halves) comes as the tuple of its pieces."""
     roles = _roles(layout)
     module = ("module", layout.language_model_key)
     encoder = (*module, layout.encoder_key)
@@ -127,7 +128,8 @@ def slots(parts: Iterator[Part], layout: WeightLayout, num_layers: int, count: i
                     (mp_rank_file(rank), ("module", *layout.head_keys))
                 yield *where, shard_tensor(value, "rows", tp, rank)
             else:
-                local = shard_layer(value, layout, tp, rank, roles)
+                local = {k: v[0] if len(v) == 1 else v for k, v in
+                         shard_layer(value, layout, tp, rank, roles, pieces=True).items()}
                 files = {}
                 if layout.num_experts:
                     local, files = experts.split_experts(local, i, moe_layer, layout, count)
@@ -144,7 +146,7 @@ def slots(parts: Iterator[Part], layout: WeightLayout, num_layers: int, count: i
 def _set(obj: dict, path: tuple, value) -> None:
     for key in path[:-1]:
         obj = obj.setdefault(key, {})
-    obj[path[-1]] = value
+    obj[path[-1]] = as_tensor(value)
 
 
 def _files(planned: list, base: dict, tp: int, pp: int, pipe: bool) -> dict[str, dict]:

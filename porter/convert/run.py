@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,7 @@ def stamp_tree_args(port: Port, spec, shape: ModelShape, folder: Path, tp: int, 
 def checkpoint_from_hf(model, target, hf_dir, out, *, tp: int = 1, pp: int = 1, pipe: bool = True,
                        progress: Progress | None = None) -> dict:
     """HF directory -> a checkpoint of the ported tree at target, streamed. Returns a summary."""
+    start = time.monotonic()
     port = Port(model, target)
     source = HFDir(Path(hf_dir))
     config = source.config
@@ -171,7 +173,7 @@ def checkpoint_from_hf(model, target, hf_dir, out, *, tp: int = 1, pp: int = 1, 
         "vocab": f"{shape.vocab_size} padded to {padded}",
         "load_with": f"--load {out} --finetune --tensor-model-parallel-size {tp} "
                      f"--pipeline-model-parallel-size {pp}" + ("" if pipe else " --no-pipeline-parallel"),
-        **(_dequantized(source)), **stats.as_dict(),
+        **(_dequantized(source)), **stats.as_dict(), "seconds": round(time.monotonic() - start, 3),
     }
 
 
@@ -205,6 +207,7 @@ def hf_from_checkpoint(model, target, checkpoint, out, *, vocab_size: int | None
                        max_shard_size: int | str | None = None, progress: Progress | None = None) -> dict:
     """A checkpoint of the ported tree at target -> an HF directory, streamed (in safetensors files
     of at most max_shard_size, default 5GB). Returns a summary."""
+    start = time.monotonic()
     max_shard_size = check_shard_size(max_shard_size or DEFAULT_SHARD_SIZE)
     port = Port(model, target)
     reader = CheckpointReader(Path(checkpoint), port.layout, vocab_size=vocab_size)
@@ -217,4 +220,5 @@ def hf_from_checkpoint(model, target, checkpoint, out, *, vocab_size: int | None
         "wrote": str(out), "files": len(files), "tensors": stats.tensors, "layers": reader.shape.num_layers,
         "vocab": reader.shape.vocab_size, "from": f"{reader.extra['tensor_parallel']} tensor-parallel shard(s), "
         f"{'pipeline' if reader.extra['pipe'] else 'plain'} engine", **stats.as_dict(),
+        "seconds": round(time.monotonic() - start, 3),
     }

@@ -8,7 +8,7 @@ Writing: a safetensors file is an 8-byte header length, a JSON header (each tens
 shape and byte range) and the tensors' bytes. The library writes a file only from tensors all
 in memory (`save_file`), so porter writes the header itself from the planned tensors (names,
 shapes, dtypes: known before any byte is read), sizes the file, and puts each tensor's bytes
-at its range when it is ready (`torch_files.write_at`). The sharding into files is
+at its range when it is ready (`file_bytes.write_at`). The sharding into files is
 huggingface_hub's `split_torch_state_dict_into_shards`, the one `save_pretrained` uses, with
 its `max_shard_size` spelling ("5GB", "500MB"); `safe_open` and `from_pretrained` read the
 result like any other.

@@ -36,19 +36,26 @@ def _role(roles: dict[str, str], key: str) -> str:
     return "replicated" if key not in roles and experts.MOE in key else roles[key]
 
 
-def shard_tensor(t: torch.Tensor, how: str, tp: int, rank: int) -> torch.Tensor:
-    """What rank `rank` of `tp` holds of a full tensor: a view where the rank's part is one piece
-    of it (rows, columns), a copy only for the fused gate+up halves."""
+def shard_pieces(t: torch.Tensor, how: str, tp: int, rank: int) -> tuple[torch.Tensor, ...]:
+    """What rank `rank` of `tp` holds of a full tensor, as views of it whose rows, one piece after
+    the other, are the rank's tensor (one piece, but for the fused gate+up halves)."""
     if how == "replicated" or tp == 1:
-        return t
+        return (t,)
     if how == "rows":
-        return t.chunk(tp, dim=0)[rank]
+        return (t.chunk(tp, dim=0)[rank],)
     if how == "columns":
-        return t.chunk(tp, dim=1)[rank]
+        return (t.chunk(tp, dim=1)[rank],)
     if how == "gate_up":  # full [A; B] -> rank r holds [A_r; B_r]
         first, second = t.chunk(2, dim=0)
-        return torch.cat((first.chunk(tp, dim=0)[rank], second.chunk(tp, dim=0)[rank]), dim=0)
+        return first.chunk(tp, dim=0)[rank], second.chunk(tp, dim=0)[rank]
     raise ValueError(how)
+
+
+def shard_tensor(t: torch.Tensor, how: str, tp: int, rank: int) -> torch.Tensor:
+    """What rank `rank` of `tp` holds of a full tensor: a view of it, a copy only for the fused
+    gate+up halves."""
+    pieces = shard_pieces(t, how, tp, rank)
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=0)
 
 
 def unshard_tensor(parts: list[torch.Tensor], how: str) -> torch.Tensor:
@@ -82,10 +89,11 @@ def check_divisible(shape, padded_vocab: int, tp: int) -> None:
 
 
 def shard_layer(layer: dict[str, torch.Tensor], layout: WeightLayout, tp: int, rank: int,
-                roles: dict[str, str] | None = None) -> dict[str, torch.Tensor]:
-    """What rank `rank` of `tp` holds of a full layer."""
+                roles: dict[str, str] | None = None, pieces: bool = False) -> dict:
+    """What rank `rank` of `tp` holds of a full layer (`pieces`: each tensor as shard_pieces gives it)."""
     roles = roles if roles is not None else _roles(layout)
-    return {k: shard_tensor(v, _role(roles, k), tp, rank) for k, v in layer.items()}
+    split = shard_pieces if pieces else shard_tensor
+    return {k: split(v, _role(roles, k), tp, rank) for k, v in layer.items()}
 
 
 def unshard_layer(parts: list[dict[str, torch.Tensor]], layout: WeightLayout,

@@ -23,8 +23,13 @@ from pathlib import Path
 
 import torch
 
-from porter.convert.torch_files import write_at
+from porter.convert.file_bytes import write_at
 from porter.errors import PorterError
+
+# torch's CPU allocator asks for transparent huge pages for its large blocks: a conversion
+# makes a fresh tensor wherever a layout changes, and faulting its memory in 4 kB pages costs
+# more than copying into it (about 2.5x less CPU with huge pages where the kernel offers them).
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
 class Progress:
@@ -60,8 +65,18 @@ class Stats:
                 "seconds": round(self.seconds, 3)}
 
 
-def nbytes(t: torch.Tensor) -> int:
+def nbytes(t) -> int:
+    """The bytes of a tensor, or of pieces (a tuple of tensors written back to back)."""
+    if isinstance(t, tuple):
+        return sum(nbytes(p) for p in t)
     return t.numel() * t.element_size()
+
+
+def as_tensor(value) -> torch.Tensor:
+    """A tensor, or the meta tensor that pieces (a tuple of tensors, one after the other) make."""
+    if isinstance(value, tuple):
+        return torch.cat([p.to("meta") for p in value], dim=0)
+    return value
 
 
 class Fill:
@@ -78,15 +93,16 @@ class Fill:
         self.open: dict[str, int] = {}
         self.done = 0
 
-    def put(self, file: str, key, tensor: torch.Tensor) -> None:
+    def put(self, file: str, key, tensor) -> None:
         """Write the next tensor of the plan (the stream must run as it did when planned)."""
         if self.done >= len(self.planned):
             raise PorterError("the conversion made more tensors than it planned", construct=f"{file}: {key}",
                               fix="report this as a bug in porter convert")
         want_file, want_key, want = self.planned[self.done]
-        if (want_file, want_key) != (file, key) or want.shape != tensor.shape or want.dtype != tensor.dtype:
+        want, made = as_tensor(want), as_tensor(tensor)
+        if (want_file, want_key) != (file, key) or want.shape != made.shape or want.dtype != made.dtype:
             raise PorterError("the conversion made another tensor than it planned", construct=f"{want_file}: {want_key}",
-                              found=f"{file}: {key} {tuple(tensor.shape)} {tensor.dtype}",
+                              found=f"{file}: {key} {tuple(made.shape)} {made.dtype}",
                               fix="report this as a bug in porter convert")
         fd = self.open.get(file)
         if fd is None:

@@ -8,7 +8,7 @@ would stay with the process until its last tensor goes.
 
 Writing: `write_skeleton` saves a file's structure with torch's `skip_data` (the storages'
 space reserved, nothing written: a sparse file), `tensor_offsets` reads back where each
-tensor's bytes go, and `write_at` puts a tensor's bytes there when it is ready. The file is
+tensor's bytes go, and `file_bytes.write_at` puts a tensor's bytes there when it is ready. The file is
 torch.save's own format; `torch.load` reads it as any other.
 
 Objects of a tree's own classes (an enum in a checkpoint's args) load as stand-ins when the
@@ -17,8 +17,6 @@ tree is not importable here (`TOLERANT_PICKLE`).
 
 from __future__ import annotations
 
-import mmap
-import os
 import pickle
 import types
 from collections import OrderedDict
@@ -27,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from porter.convert.file_bytes import mapped
 
 KeyPath = tuple  # the keys from a file's top object down to one tensor
 
@@ -100,13 +100,7 @@ class TorchFile:
         offset = getattr(storage, "_checkpoint_offset", None)
         if offset is None:  # a file torch wrote before its zip format: no offsets, read once whole
             return self._read_whole(meta)
-        size = storage.nbytes()
-        if size == 0:
-            return torch.empty(meta.shape, dtype=meta.dtype)
-        page = offset - offset % mmap.ALLOCATIONGRANULARITY
-        with open(self.path, "rb") as f:
-            mapped = mmap.mmap(f.fileno(), offset - page + size, offset=page, access=mmap.ACCESS_COPY)
-        data = torch.frombuffer(mapped, dtype=torch.uint8, count=size, offset=offset - page)
+        data = mapped(self.path, offset, storage.nbytes())
         return data.view(meta.dtype).as_strided(meta.shape, meta.stride(), meta.storage_offset())
 
     def _read_whole(self, meta: torch.Tensor) -> torch.Tensor:
@@ -144,18 +138,3 @@ def tensor_offsets(path: Path) -> dict[KeyPath, int]:
     for key, meta in tensors_in(structure):
         out[key] = meta.untyped_storage()._checkpoint_offset + meta.storage_offset() * meta.element_size()
     return out
-
-
-def tensor_bytes(tensor: torch.Tensor) -> memoryview:
-    """The bytes of a tensor in row-major order (one copy only when it is not contiguous)."""
-    flat = tensor.detach().contiguous().reshape(-1)
-    return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
-
-
-def write_at(fd: int, offset: int, tensor: torch.Tensor) -> int:
-    """Write a tensor's bytes at offset of the open file fd; returns the bytes written."""
-    data = tensor_bytes(tensor)
-    done = 0
-    while done < len(data):
-        done += os.pwrite(fd, data[done:], offset + done)
-    return done
