@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from porter.cli.common import Debug, Json, Output, Target, app, fail, stderr_is_terminal
+from porter.cli import common
+from porter.cli.common import Debug, Json, Output, Target, app, fail
 from porter.errors import PorterError
 
 convert_app = typer.Typer(
@@ -34,7 +35,7 @@ class _Bar:
         self._bar = None
 
     def start(self, tensors: int, nbytes: int) -> None:
-        if not stderr_is_terminal():
+        if not common.stderr_is_terminal():
             return
         from rich.console import Console
         from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
@@ -42,7 +43,7 @@ class _Bar:
 
         self._bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                              TextColumn("{task.fields[tensors]}/" + str(tensors) + " tensors"), TransferSpeedColumn(),
-                             TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+                             TimeRemainingColumn(), console=Console(stderr=True))
         self._bar.start()
         self._task = self._bar.add_task(self.label, total=nbytes, tensors=0)
         self._tensors = 0

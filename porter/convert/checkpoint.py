@@ -30,7 +30,7 @@ from porter.convert import experts
 from porter.convert.layout import WeightLayout
 from porter.convert.output import staged
 from porter.convert.shape import ModelShape
-from porter.convert.sharding import _roles, check_divisible, shard_layer, shard_tensor, unshard_layer, unshard_tensor
+from porter.convert.sharding import _role, _roles, check_divisible, shard_layer, shard_tensor, unshard_tensor
 from porter.convert.stream import Fill, Progress, Stats, as_tensor, nbytes
 from porter.convert.tensors import MegatronWeights, Part, layer_names
 from porter.convert.torch_files import TorchFile, tensor_offsets, write_skeleton
@@ -218,10 +218,12 @@ def stream_checkpoint(parts_of: Callable[[bool], Iterator[Part]], shape: ModelSh
         try:
             for file, path, tensor in slots(parts_of(False), layout, shape.num_layers, shape.num_experts, tp, pipe):
                 fill.put(file, path, tensor)
+            fill.check()
         finally:
             fill.close()
+            if stamper is not None:  # its process writes into the folder: wait for it, even on Ctrl-C
+                stamper.join()
         if stamper is not None:
-            stamper.join()
             if isinstance(result[0], BaseException):
                 raise result[0]
             stamped = result[0]
@@ -446,8 +448,12 @@ class CheckpointReader:
         ranks = self.ranks
         yield "embedding", None, unshard_tensor([self._get(r.embedding, meta) for r in ranks], "rows")
         for i in range(self.shape.num_layers):
-            shards = [{k: self._get(place, meta) for k, place in r.layers[i].items()} for r in ranks]
-            yield "layer", i, unshard_layer(shards, self.layout, roles)
+            layer = {}
+            for key in ranks[0].layers[i]:
+                how = _role(roles, key)
+                holders = ranks[:1] if how == "replicated" else ranks  # a replica is read from rank 0 only
+                layer[key] = unshard_tensor([self._get(r.layers[i][key], meta) for r in holders], how)
+            yield "layer", i, layer
         first = ranks[0]
         yield "final_norm", None, None if first.final_norm is None else self._get(first.final_norm, meta)
         yield "output", None, None if first.output is None else \

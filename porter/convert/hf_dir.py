@@ -179,6 +179,7 @@ def stream_hf(out: Path, config: dict, tensors_of: Callable[[bool], Iterator[tup
         try:
             for name, tensor in tensors(False):
                 fill.put(split.tensor_to_filename[name], name, tensor)
+            fill.check()
         finally:
             fill.close()
     written = sorted(Path(out).iterdir())

@@ -96,13 +96,6 @@ def shard_layer(layer: dict[str, torch.Tensor], layout: WeightLayout, tp: int, r
     return {k: split(v, _role(roles, k), tp, rank) for k, v in layer.items()}
 
 
-def unshard_layer(parts: list[dict[str, torch.Tensor]], layout: WeightLayout,
-                  roles: dict[str, str] | None = None) -> dict[str, torch.Tensor]:
-    """A full layer from what every rank holds of it, in rank order."""
-    roles = roles if roles is not None else _roles(layout)
-    return {k: unshard_tensor([p[k] for p in parts], _role(roles, k)) for k in parts[0]}
-
-
 def shard(weights: MegatronWeights, layout: WeightLayout, tp: int, rank: int) -> MegatronWeights:
     """What tensor-parallel rank `rank` of `tp` holds, in memory."""
     check_divisible(weights.shape, weights.embedding.shape[0], tp)

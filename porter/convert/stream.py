@@ -120,6 +120,9 @@ class Fill:
         for fd in self.open.values():
             os.close(fd)
         self.open.clear()
+
+    def check(self) -> None:
+        """After the last tensor: every planned one was written."""
         if self.done != len(self.planned):
             raise PorterError("the conversion made fewer tensors than it planned",
                               found=f"{self.done} of {len(self.planned)}", fix="report this as a bug in porter convert")
