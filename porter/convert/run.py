@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-from porter.convert.checkpoint import TAG, read_checkpoint, write_checkpoint
-from porter.convert.hf_dir import read_hf, write_hf
-from porter.convert.tensors import MegatronWeights, hf_to_megatron, megatron_to_hf
+from porter.convert.checkpoint import CheckpointReader, stream_checkpoint
+from porter.convert.hf_dir import DEFAULT_SHARD_SIZE, HFDir, check_shard_size, stream_hf
+from porter.convert.shape import ModelShape
+from porter.convert.stream import Progress
+from porter.convert.tensors import hf_parts, hf_tensors
 from porter.differences.tokenizer import token_ids
 from porter.errors import PorterError
 from porter.hf_config import HFConfig, hf_config_of
@@ -117,16 +120,16 @@ def switchable_fields(spec) -> set[str]:
     return {name for d in spec.differences for name in d.switchable}
 
 
-def stamp_tree_args(port: Port, spec, weights: MegatronWeights, out: Path, tp: int, pp: int,
+def stamp_tree_args(port: Port, spec, shape: ModelShape, folder: Path, tp: int, pp: int,
                     seq_length: int, timeout: float = 300.0) -> str:
-    """Give the checkpoint the args the tree's own parser makes (porter.verify.treeargs).
+    """Give the checkpoint's client state files in `folder` (its tag folder) the args the tree's
+    own parser makes (porter.verify.treeargs).
 
     Returns how the args were made; when the tree cannot run here, the checkpoint keeps
     porter's own args (plain numbers and strings) and the reason is returned.
     """
     from porter.verify.tree_run import RunShape, entry_points, run_in_tree, tree_argv
 
-    shape = weights.shape
     script, provider = entry_points(port.profile.tree, port.spec)
     run_shape = RunShape(shape.num_layers, shape.hidden_size, shape.num_attention_heads, seq_length)
     with tempfile.TemporaryDirectory(prefix="porter-args-") as scratch:
@@ -134,7 +137,7 @@ def stamp_tree_args(port: Port, spec, weights: MegatronWeights, out: Path, tp: i
         job.write_text(json.dumps({
             "script_module": script, "extra_args_provider": provider, "vocab_size": shape.vocab_size,
             "argv": tree_argv(port.spec, port.profile, run_shape, tp, pp) + port.run_argv(spec),
-            "folder": str(Path(out).resolve() / TAG),
+            "folder": str(Path(folder).resolve()), "skeleton": True,
         }))
         try:
             run_in_tree(port.profile.tree.root, "porter.verify.treeargs", job, 1, Path(scratch) / "treeargs.log",
@@ -146,33 +149,43 @@ def stamp_tree_args(port: Port, spec, weights: MegatronWeights, out: Path, tp: i
     return "the tree's own parser"
 
 
-def checkpoint_from_hf(model, target, hf_dir, out, *, tp: int = 1, pp: int = 1, pipe: bool = True) -> dict:
-    """HF directory -> a checkpoint of the ported tree at target. Returns a summary."""
+def checkpoint_from_hf(model, target, hf_dir, out, *, tp: int = 1, pp: int = 1, pipe: bool = True,
+                       progress: Progress | None = None) -> dict:
+    """HF directory -> a checkpoint of the ported tree at target, streamed. Returns a summary."""
+    start = time.monotonic()
     port = Port(model, target)
-    config, state = read_hf(Path(hf_dir))
+    source = HFDir(Path(hf_dir))
+    config = source.config
     spec = port.spec_for(config, str(Path(hf_dir) / "config.json"))
-    weights = hf_to_megatron(state, config, port.layout, tensor_parallel=tp)
-    if weights.shape.num_layers % pp:
-        raise PorterError(
-            f"{weights.shape.num_layers} layers do not split over {pp} pipeline stages",
-            construct="a pipeline-parallel size dividing the layer count", found=f"--pp {pp}",
-            fix="choose --pp dividing num_hidden_layers",
-        )
-    files = write_checkpoint(weights, port.layout, Path(out), tp=tp, pp=pp, pipe=pipe,
-                             args={dest: value for dest, (_, value) in port.numbers(spec).items()}, hf_config=config)
+    shape = ModelShape.from_hf(config)
     seq = int(config.get("max_position_embeddings") or 2048)
-    made_by = stamp_tree_args(port, spec, weights, Path(out), tp, pp, seq)
+    files, stats, made_by = stream_checkpoint(
+        lambda meta: hf_parts(source.take(meta), config, port.layout, tp), shape, port.layout, Path(out),
+        tp=tp, pp=pp, pipe=pipe, args={dest: value for dest, (_, value) in port.numbers(spec).items()},
+        hf_config=config, stamp=lambda folder: stamp_tree_args(port, spec, shape, folder, tp, pp, seq),
+        progress=progress)
+    stats.bytes_read = source.bytes_read
+    padded = port.layout.padded_vocab(shape.vocab_size, tp)
     return {
         "wrote": str(out), "files": len(files), "engine": "pipeline" if pipe else "plain (--no-pipeline-parallel)",
         "tensor_parallel": tp, "pipeline_parallel": pp, "args": made_by,
-        "vocab": f"{weights.shape.vocab_size} padded to {weights.embedding.shape[0]}",
+        "vocab": f"{shape.vocab_size} padded to {padded}",
         "load_with": f"--load {out} --finetune --tensor-model-parallel-size {tp} "
                      f"--pipeline-model-parallel-size {pp}" + ("" if pipe else " --no-pipeline-parallel"),
+        **(_dequantized(source)), **stats.as_dict(), "seconds": round(time.monotonic() - start, 3),
     }
 
 
-def hf_config_for(port: Port, weights: MegatronWeights, dtype) -> dict:
-    """The HF config of a checkpoint: its args' numbers, the spec's architecture, its sizes."""
+def _dequantized(source: HFDir) -> dict:
+    if source.quantized is None:
+        return {}
+    rows, cols = source.quantized.block
+    return {"dequantized": f"block-fp8 ({rows}x{cols} blocks) read as bf16"}
+
+
+def hf_config_for(port: Port, weights, dtype) -> dict:
+    """The HF config of a checkpoint (a CheckpointReader, or the full copy read from it): its
+    args' numbers, the spec's architecture, its sizes."""
     args = weights.extra.get("args")
     spec = port.spec_from_args(args) if args is not None else port.spec
     config = hf_config_of(spec, weights.shape.hf_sizes())
@@ -189,14 +202,22 @@ def hf_config_for(port: Port, weights: MegatronWeights, dtype) -> dict:
     return config
 
 
-def hf_from_checkpoint(model, target, checkpoint, out, *, vocab_size: int | None = None) -> dict:
-    """A checkpoint of the ported tree at target -> an HF directory. Returns a summary."""
+def hf_from_checkpoint(model, target, checkpoint, out, *, vocab_size: int | None = None,
+                       max_shard_size: int | str | None = None, progress: Progress | None = None) -> dict:
+    """A checkpoint of the ported tree at target -> an HF directory, streamed (in safetensors files
+    of at most max_shard_size, default 5GB). Returns a summary."""
+    start = time.monotonic()
+    max_shard_size = check_shard_size(max_shard_size or DEFAULT_SHARD_SIZE)
     port = Port(model, target)
-    weights = read_checkpoint(Path(checkpoint), port.layout, vocab_size=vocab_size)
-    state = megatron_to_hf(weights, port.layout)
-    write_hf(Path(out), hf_config_for(port, weights, weights.embedding.dtype), state, port.spec.hf_class)
+    reader = CheckpointReader(Path(checkpoint), port.layout, vocab_size=vocab_size)
+    dtype = next(reader.parts(meta=True))[2].dtype
+    files, stats = stream_hf(Path(out), hf_config_for(port, reader, dtype),
+                             lambda meta: hf_tensors(reader.parts(meta), reader.shape, port.layout),
+                             port.spec.hf_class, max_shard_size, progress)
+    stats.bytes_read = reader.bytes_read
     return {
-        "wrote": str(out), "tensors": len(state), "layers": weights.shape.num_layers,
-        "vocab": weights.shape.vocab_size, "from": f"{weights.extra['tensor_parallel']} tensor-parallel shard(s), "
-        f"{'pipeline' if weights.extra['pipe'] else 'plain'} engine",
+        "wrote": str(out), "files": len(files), "tensors": stats.tensors, "layers": reader.shape.num_layers,
+        "vocab": reader.shape.vocab_size, "from": f"{reader.extra['tensor_parallel']} tensor-parallel shard(s), "
+        f"{'pipeline' if reader.extra['pipe'] else 'plain'} engine", **stats.as_dict(),
+        "seconds": round(time.monotonic() - start, 3),
     }

@@ -114,20 +114,16 @@ def module_prefix(layout: WeightLayout, i: int) -> str:
     return f"{LANGUAGE_MODEL}.{layout.encoder}.{layout.layers}.{i}."
 
 
-def split_experts(layers: list[dict[str, torch.Tensor]], layout: WeightLayout, count: int
-                  ) -> tuple[list[dict[str, torch.Tensor]], dict[tuple[int, int], dict[str, torch.Tensor]]]:
-    """(the layers without their experts, {(MoE layer, expert): that expert's file}) for a
-    checkpoint: the model's file keeps the router, every expert gets a file of its own."""
-    dense, files = [], {}
-    moe_layer = 0
-    for i, layer in enumerate(layers):
-        experts = {k: v for k, v in layer.items() if f".{EXPERTS}." in k}
-        dense.append({k: v for k, v in layer.items() if k not in experts})
-        if not experts:
-            continue
-        for e in range(count):
-            files[(moe_layer, e)] = {module_prefix(layout, i) + key: experts[key] for key in expert_keys(layout, e)}
-        moe_layer += 1
+def split_experts(layer: dict[str, torch.Tensor], i: int, moe_layer: int, layout: WeightLayout, count: int
+                  ) -> tuple[dict[str, torch.Tensor], dict[tuple[int, int], dict[str, torch.Tensor]]]:
+    """(layer i without its experts, {(MoE layer, expert): that expert's file}) for a checkpoint:
+    the model's file keeps the router, every expert gets a file of its own (none for a dense layer)."""
+    experts = {k: v for k, v in layer.items() if f".{EXPERTS}." in k}
+    dense = {k: v for k, v in layer.items() if k not in experts}
+    if not experts:
+        return dense, {}
+    files = {(moe_layer, e): {module_prefix(layout, i) + key: experts[key] for key in expert_keys(layout, e)}
+             for e in range(count)}
     return dense, files
 
 
@@ -135,21 +131,23 @@ def expert_file(folder: Path, moe_layer: int, expert: int, mp_rank: int) -> Path
     return Path(folder) / f"layer_{moe_layer}_expert_{expert}_mp_rank_{mp_rank:02d}_model_states.pt"
 
 
-def read_expert_files(folder: Path, mp_rank: int, layers: list[dict[str, torch.Tensor]], load) -> int:
-    """Put the experts of a checkpoint's files (one tensor-parallel rank's) into its layers, by
-    the layer number in their keys; returns the number of experts per layer (0: none)."""
+def expert_tensors(folder: Path, mp_rank: int, structure) -> tuple[dict[int, dict[str, tuple[Path, str]]], int]:
+    """Where the experts of a checkpoint's files (one tensor-parallel rank's) are: ({layer: {key in
+    the layer: (file, key in the file)}}, experts per layer (0: none)); `structure(path)` reads a
+    file's keys (and nothing else)."""
     found: dict[int, set[int]] = {}
+    places: dict[int, dict[str, tuple[Path, str]]] = {}
     for path in sorted(Path(folder).glob("layer_*_expert_*_mp_rank_*_model_states.pt")):
         match = FILE.fullmatch(path.name)
         if match is None or int(match.group(3)) != mp_rank:
             continue
-        for key, tensor in load(path).items():
+        for key in structure(path):
             where = re.search(rf"\.{re.escape('layers')}\.(\d+)\.(.*)$", key)
             if where is None or f".{EXPERTS}." not in key:
                 raise PorterError("an expert file holds a tensor porter cannot place", file=str(path), construct=key,
                                   found=key, fix="is this a checkpoint of the generated model with DeepSpeed's MoE layer?")
             layer, rest = int(where.group(1)), where.group(2)
-            layers[layer][rest] = tensor
+            places.setdefault(layer, {})[rest] = (path, key)
             found.setdefault(layer, set()).add(int(match.group(2)))
     counts = {len(v) for v in found.values()}
     if len(counts) > 1:
@@ -157,7 +155,7 @@ def read_expert_files(folder: Path, mp_rank: int, layers: list[dict[str, torch.T
                           construct="layer_<L>_expert_<e>_mp_rank_<MM>_model_states.pt for every expert of every layer",
                           found=str({k: len(v) for k, v in sorted(found.items())}),
                           fix="copy the whole checkpoint folder (some expert files are missing)")
-    return counts.pop() if counts else 0
+    return places, (counts.pop() if counts else 0)
 
 
 def check_engine(layout: WeightLayout, pipe: bool, tp: int) -> None:
