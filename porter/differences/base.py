@@ -9,6 +9,7 @@ A `Difference` owns:
   values it hands templates (planner.values[name]);
 - `from_hf(config)` / `to_hf(spec, config)`: its HF config.json field(s), both ways;
 - `layout(profile, spec, layout)`: its part of the weight layout verify and convert use;
+- `weights(layer)`: its tensors in a transformer layer (HF <-> Megatron, tensor-parallel role);
 - `probes(layer)`: what verify compares where it changes a transformer layer;
 - `validate(values, given, fail)`: combinations of its own fields that make no sense.
 Every method has a neutral default, so a difference says only what it changes.
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from porter.hf_config import HFConfig
     from porter.planner import Planner
     from porter.probe import LayerProbes
+    from porter.weights import LayerWeights
     from porter.spec import Spec
 
 
@@ -69,6 +71,11 @@ class Difference:
     def layout(self, p: Any, spec: Spec) -> dict[str, Any]:
         """WeightLayout fields this difference decides, from the profile (p) and the spec."""
         return {}
+
+    def weights(self, layer: LayerWeights) -> None:
+        """Its tensors in a transformer layer, where it changes them: fill or replace a slot
+        (porter.weights.LayerWeights): the HF names, the tree's key, the layout change, the
+        tensor-parallel role."""
 
     def probes(self, layer: LayerProbes) -> None:
         """What verify compares in a transformer layer, where this difference changes it:
