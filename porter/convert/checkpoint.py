@@ -31,7 +31,8 @@ from porter.convert.layout import WeightLayout
 from porter.convert.output import staged
 from porter.convert.shape import ModelShape
 from porter.convert.sharding import _role, _roles, check_divisible, shard_layer, shard_tensor, unshard_tensor
-from porter.convert.stream import Fill, Progress, Stats, as_tensor, nbytes
+from porter.convert.pieces import as_meta, nbytes
+from porter.convert.stream import Fill, Progress, Stats
 from porter.convert.tensors import MegatronWeights, Part, layer_names
 from porter.convert.torch_files import TorchFile, tensor_offsets, write_skeleton
 from porter.errors import PorterError
@@ -146,7 +147,7 @@ def slots(parts: Iterator[Part], layout: WeightLayout, num_layers: int, count: i
 def _set(obj: dict, path: tuple, value) -> None:
     for key in path[:-1]:
         obj = obj.setdefault(key, {})
-    obj[path[-1]] = as_tensor(value)
+    obj[path[-1]] = as_meta(value)
 
 
 def _files(planned: list, base: dict, tp: int, pp: int, pipe: bool) -> dict[str, dict]:
@@ -443,10 +444,12 @@ class CheckpointReader:
         return read
 
     def parts(self, meta: bool = False) -> Iterator[Part]:
-        """The full model, part by part (on the meta device when asked: nothing read)."""
+        """The full model, part by part (on the meta device when asked: nothing read); the
+        embedding and the head come as pieces (porter/convert/pieces.py)."""
         roles = _roles(self.layout)
         ranks = self.ranks
-        yield "embedding", None, unshard_tensor([self._get(r.embedding, meta) for r in ranks], "rows")
+        # the embedding and the head as their ranks' pieces: written out, never put together
+        yield "embedding", None, tuple(self._get(r.embedding, meta) for r in ranks)
         for i in range(self.shape.num_layers):
             layer = {}
             for key in ranks[0].layers[i]:
@@ -456,8 +459,7 @@ class CheckpointReader:
             yield "layer", i, layer
         first = ranks[0]
         yield "final_norm", None, None if first.final_norm is None else self._get(first.final_norm, meta)
-        yield "output", None, None if first.output is None else \
-            unshard_tensor([self._get(r.output, meta) for r in ranks], "rows")
+        yield "output", None, None if first.output is None else tuple(self._get(r.output, meta) for r in ranks)
 
 
 def read_checkpoint(checkpoint: Path, layout: WeightLayout, vocab_size: int | None = None,

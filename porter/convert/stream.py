@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from porter.convert.file_bytes import write_at
+from porter.convert.pieces import as_meta
 from porter.errors import PorterError
 
 # torch's CPU allocator asks for transparent huge pages for its large blocks: a conversion
@@ -65,20 +66,6 @@ class Stats:
                 "seconds": round(self.seconds, 3)}
 
 
-def nbytes(t) -> int:
-    """The bytes of a tensor, or of pieces (a tuple of tensors written back to back)."""
-    if isinstance(t, tuple):
-        return sum(nbytes(p) for p in t)
-    return t.numel() * t.element_size()
-
-
-def as_tensor(value) -> torch.Tensor:
-    """A tensor, or the meta tensor that pieces (a tuple of tensors, one after the other) make."""
-    if isinstance(value, tuple):
-        return torch.cat([p.to("meta") for p in value], dim=0)
-    return value
-
-
 class Fill:
     """Writes each planned tensor at its place: `places[(file, key)] = offset` in the files under folder."""
 
@@ -99,7 +86,7 @@ class Fill:
             raise PorterError("the conversion made more tensors than it planned", construct=f"{file}: {key}",
                               fix="report this as a bug in porter convert")
         want_file, want_key, want = self.planned[self.done]
-        want, made = as_tensor(want), as_tensor(tensor)
+        want, made = as_meta(want), as_meta(tensor)
         if (want_file, want_key) != (file, key) or want.shape != made.shape or want.dtype != made.dtype:
             raise PorterError("the conversion made another tensor than it planned", construct=f"{want_file}: {want_key}",
                               found=f"{file}: {key} {tuple(made.shape)} {made.dtype}",

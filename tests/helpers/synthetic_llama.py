@@ -105,6 +105,24 @@ def _where(folder: Path) -> dict[str, Path]:
         return dict.fromkeys(f.keys(), folder / "model.safetensors")
 
 
+def differs_from_synthetic(folder: Path, name: str) -> list[str]:
+    """The tensors of an HF folder that are not the synthetic model `name`'s, bit for bit (each
+    made again from its name: the model written by write_model need not be kept)."""
+    from safetensors import safe_open
+
+    shapes = tensor_shapes(config(name))
+    where = _where(Path(folder))
+    differ = sorted(set(shapes) ^ set(where))
+    for tensor in sorted(set(shapes) & set(where)):
+        with safe_open(str(where[tensor]), framework="pt") as f:
+            x = f.get_tensor(tensor)
+            y = synthetic(tensor, shapes[tensor])
+            if x.dtype != y.dtype or x.shape != y.shape or not torch.equal(
+                    x.reshape(-1).view(torch.uint8), y.reshape(-1).view(torch.uint8)):
+                differ.append(tensor)
+    return differ
+
+
 def same_bits(a: Path, b: Path) -> list[str]:
     """The tensors that differ between two HF folders (by name, dtype, shape or any bit), read
     with safetensors itself, one pair in memory at a time."""
