@@ -29,9 +29,9 @@ import torch
 from porter.convert import experts
 from porter.convert.layout import WeightLayout
 from porter.convert.output import staged
+from porter.convert.pieces import as_meta, nbytes
 from porter.convert.shape import ModelShape
 from porter.convert.sharding import _role, _roles, check_divisible, shard_layer, shard_tensor, unshard_tensor
-from porter.convert.pieces import as_meta, nbytes
 from porter.convert.stream import Fill, Progress, Stats
 from porter.convert.tensors import MegatronWeights, Part, layer_names
 from porter.convert.torch_files import TorchFile, tensor_offsets, write_skeleton
@@ -371,18 +371,23 @@ class CheckpointReader:
             files = by_rank[number]
             rank = _Rank()
             ranks.append(rank)
-
-            def place(index: int, key: str | None = None):
-                file = TorchFile(files[index])
-                return (file, file.structure[key]) if key else \
-                    {k: (file, t) for k, t in file.structure.items() if torch.is_tensor(t)}
-
-            rank.embedding = place(layout.pipe_embedding, f"{layout.word_embeddings}.weight")
-            rank.layers = [place(layout.pipe_layer(i)) for i in range(num_layers)]
+            rank.embedding = self._place(files, number, layout.pipe_embedding, f"{layout.word_embeddings}.weight")
+            rank.layers = [self._place(files, number, layout.pipe_layer(i)) for i in range(num_layers)]
             norm_index, out_index = layout.pipe_final_norm(num_layers), layout.pipe_output_layer(num_layers)
-            rank.final_norm = place(norm_index, "weight") if norm_index in files else None
-            rank.output = place(out_index, layout.head_pipe_key) if out_index in files else None
+            rank.final_norm = self._place(files, number, norm_index, "weight") if norm_index in files else None
+            rank.output = self._place(files, number, out_index, layout.head_pipe_key) if out_index in files else None
         return ranks
+
+    def _place(self, files: dict[int, Path], rank: int, index: int, key: str | None = None):
+        """(file, meta tensor) of `key` in a rank's layer file, or {key: (file, meta tensor)} of all of it."""
+        if index not in files:
+            raise PorterError("the checkpoint lacks a layer file", file=str(self.folder),
+                              construct=layer_file(index, rank), found="no such file",
+                              fix="copy the whole checkpoint folder")
+        file = TorchFile(files[index])
+        if key is not None:
+            return file, file.structure[key]
+        return {k: (file, t) for k, t in file.structure.items() if torch.is_tensor(t)}
 
     def _plain_ranks(self, mp_files: list[TorchFile], num_layers: int) -> list[_Rank]:
         layout = self.layout

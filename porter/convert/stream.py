@@ -8,8 +8,8 @@ dropped; a file is closed when its last tensor is in. What is held at a time is 
 the model (a layer, or the embedding) and the tensors read for it, whatever the model's size.
 
 `Stats` are the figures a conversion reports (`--json`): bytes read and written, seconds,
-and the peak resident memory of the process (`ru_maxrss`: everything the process held at
-its worst moment, Python and torch included, mapped file pages too).
+and the peak resident memory of the process (VmHWM: everything the process held at its
+worst moment, Python and torch included, mapped file pages too).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import queue
 import resource
+import sys
 import threading
 import time
 from collections import Counter
@@ -46,8 +47,18 @@ class Progress:
 
 
 def peak_bytes() -> int:
-    """The peak resident memory of this process so far, in bytes (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """The peak resident memory of this process so far, in bytes: Linux's VmHWM (of this program
+    since it started: ru_maxrss would also count the memory of the process that started it,
+    which a fork and exec carry over), else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS says bytes, the others KiB
 
 
 @dataclass

@@ -17,6 +17,7 @@ import torch
 
 # name -> (hidden, layers, heads, key/value heads, ffn, vocabulary): LLaMA-3's shape, scaled
 SHAPES = {
+    "tiny": (64, 2, 4, 2, 192, 256),  # a few MB: what a conversion costs whatever the model
     "0.5GB": (1024, 12, 16, 4, 4096, 32000),
     "1.5GB": (2048, 4, 32, 8, 8192, 128256),
     "3GB": (2048, 16, 32, 8, 8192, 128256),  # 1.5B parameters: the issue's model
