@@ -38,8 +38,14 @@ class _Bar:
         if not common.stderr_is_terminal():
             return
         from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
         self._bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                              TextColumn("{task.fields[tensors]}/" + str(tensors) + " tensors"), TransferSpeedColumn(),

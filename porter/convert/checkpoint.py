@@ -27,9 +27,10 @@ from pathlib import Path
 import torch
 
 from porter.convert.output import staged
+from porter.convert.pieces import as_meta, nbytes
 from porter.convert.shape import ModelShape
 from porter.convert.sharding import _role, _roles, check_divisible, shard_layer, shard_tensor, unshard_tensor
-from porter.convert.stream import Fill, Progress, Stats, as_tensor, nbytes
+from porter.convert.stream import Fill, Progress, Stats
 from porter.convert.tensors import MegatronWeights, Part, layer_names
 from porter.convert.torch_files import TorchFile, tensor_offsets, write_skeleton
 from porter.differences.moe import weights as experts
@@ -146,7 +147,7 @@ def slots(parts: Iterator[Part], layout: WeightLayout, num_layers: int, count: i
 def _set(obj: dict, path: tuple, value) -> None:
     for key in path[:-1]:
         obj = obj.setdefault(key, {})
-    obj[path[-1]] = as_tensor(value)
+    obj[path[-1]] = as_meta(value)
 
 
 def _files(planned: list, base: dict, tp: int, pp: int, pipe: bool) -> dict[str, dict]:
@@ -370,18 +371,23 @@ class CheckpointReader:
             files = by_rank[number]
             rank = _Rank()
             ranks.append(rank)
-
-            def place(index: int, key: str | None = None):
-                file = TorchFile(files[index])
-                return (file, file.structure[key]) if key else \
-                    {k: (file, t) for k, t in file.structure.items() if torch.is_tensor(t)}
-
-            rank.embedding = place(layout.pipe_embedding, f"{layout.word_embeddings}.weight")
-            rank.layers = [place(layout.pipe_layer(i)) for i in range(num_layers)]
+            rank.embedding = self._place(files, number, layout.pipe_embedding, f"{layout.word_embeddings}.weight")
+            rank.layers = [self._place(files, number, layout.pipe_layer(i)) for i in range(num_layers)]
             norm_index, out_index = layout.pipe_final_norm(num_layers), layout.pipe_output_layer(num_layers)
-            rank.final_norm = place(norm_index, "weight") if norm_index in files else None
-            rank.output = place(out_index, layout.head_pipe_key) if out_index in files else None
+            rank.final_norm = self._place(files, number, norm_index, "weight") if norm_index in files else None
+            rank.output = self._place(files, number, out_index, layout.head_pipe_key) if out_index in files else None
         return ranks
+
+    def _place(self, files: dict[int, Path], rank: int, index: int, key: str | None = None):
+        """(file, meta tensor) of `key` in a rank's layer file, or {key: (file, meta tensor)} of all of it."""
+        if index not in files:
+            raise PorterError("the checkpoint lacks a layer file", file=str(self.folder),
+                              construct=layer_file(index, rank), found="no such file",
+                              fix="copy the whole checkpoint folder")
+        file = TorchFile(files[index])
+        if key is not None:
+            return file, file.structure[key]
+        return {k: (file, t) for k, t in file.structure.items() if torch.is_tensor(t)}
 
     def _plain_ranks(self, mp_files: list[TorchFile], num_layers: int) -> list[_Rank]:
         layout = self.layout
@@ -443,10 +449,12 @@ class CheckpointReader:
         return read
 
     def parts(self, meta: bool = False) -> Iterator[Part]:
-        """The full model, part by part (on the meta device when asked: nothing read)."""
+        """The full model, part by part (on the meta device when asked: nothing read); the
+        embedding and the head come as pieces (porter/convert/pieces.py)."""
         roles = _roles(self.layout)
         ranks = self.ranks
-        yield "embedding", None, unshard_tensor([self._get(r.embedding, meta) for r in ranks], "rows")
+        # the embedding and the head as their ranks' pieces: written out, never put together
+        yield "embedding", None, tuple(self._get(r.embedding, meta) for r in ranks)
         for i in range(self.shape.num_layers):
             layer = {}
             for key in ranks[0].layers[i]:
@@ -456,8 +464,7 @@ class CheckpointReader:
             yield "layer", i, layer
         first = ranks[0]
         yield "final_norm", None, None if first.final_norm is None else self._get(first.final_norm, meta)
-        yield "output", None, None if first.output is None else \
-            unshard_tensor([self._get(r.output, meta) for r in ranks], "rows")
+        yield "output", None, None if first.output is None else tuple(self._get(r.output, meta) for r in ranks)
 
 
 def read_checkpoint(checkpoint: Path, layout: WeightLayout, vocab_size: int | None = None,

@@ -23,7 +23,8 @@ import torch
 from porter.convert import fp8
 from porter.convert import safetensors_files as safetensors
 from porter.convert.output import staged
-from porter.convert.stream import Fill, Progress, Stats, nbytes
+from porter.convert.pieces import as_meta, nbytes
+from porter.convert.stream import Fill, Progress, Stats
 from porter.convert.tensors import Take
 from porter.convert.torch_files import TorchFile
 from porter.errors import PorterError
@@ -59,6 +60,7 @@ class HFDir:
         self.quantized = fp8.scheme(self.config, str(directory / "config.json"))
         self.bytes_read = 0
         self._torch_files: dict[Path, TorchFile] = {}
+        self._headers: dict[Path, safetensors.Header] = {}
         self.where: dict[str, Path] = self._safetensors() or self._bins()
         if not self.where:
             raise PorterError(f"{directory} holds no weights", file=str(directory),
@@ -79,7 +81,12 @@ class HFDir:
             return {name: self.directory / file for name, file in weight_map.items()}
         single = self.directory / "model.safetensors"
         files = [single] if single.exists() else sorted(self.directory.glob("*.safetensors"))
-        return {name: path for path in files for name in safetensors.names(path)}
+        return {name: path for path in files for name in self._header(path).names}
+
+    def _header(self, path: Path) -> safetensors.Header:
+        if path not in self._headers:
+            self._headers[path] = safetensors.Header(path)
+        return self._headers[path]
 
     def _bins(self) -> dict[str, Path]:
         where = {}
@@ -94,7 +101,8 @@ class HFDir:
             file = self._torch_files[path]
             stored = file.structure[name]
             return stored if meta else file.read(stored)
-        return safetensors.meta(path, name) if meta else safetensors.read(path, name)
+        header = self._header(path)
+        return header.meta(name) if meta else header.read(name)
 
     def tensor(self, name: str, meta: bool = False) -> torch.Tensor:
         """One tensor, read as it is used (bf16 from block-fp8 ones); on the meta device when asked."""
@@ -160,7 +168,7 @@ def stream_hf(out: Path, config: dict, tensors_of: Callable[[bool], Iterator[tup
     def tensors(meta: bool) -> Iterator[tuple[str, torch.Tensor]]:
         return ((name, t) for name, t in tensors_of(meta) if not (tied and name == "lm_head.weight"))
 
-    plan = dict(tensors(True))
+    plan = {name: as_meta(t) for name, t in tensors(True)}
     split = safetensors.split(plan, max_shard_size)
     planned = [(split.tensor_to_filename[name], name, t) for name, t in plan.items()]
     total = sum(nbytes(t) for t in plan.values())

@@ -20,6 +20,7 @@ from typing import Any
 
 from porter.convert.checkpoint import CheckpointReader, stream_checkpoint
 from porter.convert.hf_dir import DEFAULT_SHARD_SIZE, HFDir, check_shard_size, stream_hf
+from porter.convert.pieces import as_meta
 from porter.convert.shape import ModelShape
 from porter.convert.stream import Progress
 from porter.convert.tensors import hf_parts, hf_tensors
@@ -210,7 +211,7 @@ def hf_from_checkpoint(model, target, checkpoint, out, *, vocab_size: int | None
     max_shard_size = check_shard_size(max_shard_size or DEFAULT_SHARD_SIZE)
     port = Port(model, target)
     reader = CheckpointReader(Path(checkpoint), port.layout, vocab_size=vocab_size)
-    dtype = next(reader.parts(meta=True))[2].dtype
+    dtype = as_meta(next(reader.parts(meta=True))[2]).dtype
     files, stats = stream_hf(Path(out), hf_config_for(port, reader, dtype),
                              lambda meta: hf_tensors(reader.parts(meta), reader.shape, port.layout),
                              port.spec.hf_class, max_shard_size, progress)

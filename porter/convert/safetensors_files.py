@@ -1,8 +1,11 @@
-"""safetensors files one tensor at a time: read through `safe_open`, written by streaming.
+"""safetensors files one tensor at a time: read by mapping each tensor's bytes, written by streaming.
 
-Reading: each `read` opens the file with `safe_open` and takes one tensor, which the library
-maps from the file: it is read as it is used, and its pages go with it (one `safe_open` kept
-for a whole file would keep every page it read until it closes).
+Reading (`Header`): `safe_open` lists a file's tensors; porter maps each tensor's own byte
+range from the file when it is asked for (`file_bytes.mapped`): it is read as it is used,
+its pages go with it, and a tensor written out unchanged is copied file to file by the
+kernel. (The library's own `get_tensor` maps the whole file and says nothing of where a
+tensor's bytes are, so porter reads the ranges from the header: an 8-byte length, then JSON
+giving each tensor's dtype, shape and `data_offsets` after the header.)
 
 Writing: a safetensors file is an 8-byte header length, a JSON header (each tensor's dtype,
 shape and byte range) and the tensors' bytes. The library writes a file only from tensors all
@@ -18,31 +21,12 @@ from __future__ import annotations
 
 import json
 import struct
+from functools import cache
 from pathlib import Path
 
 import torch
 
-
-def names(path: Path) -> list[str]:
-    """The tensor names of a safetensors file (its header only)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return list(f.keys())
-
-
-def read(path: Path, name: str) -> torch.Tensor:
-    """One tensor of a safetensors file, mapped from the file (read as it is used)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return f.get_tensor(name)
-
-
-def meta(path: Path, name: str) -> torch.Tensor:
-    """A tensor's shape and dtype, on the meta device (nothing read)."""
-    tensor = read(path, name)  # mapped, not touched
-    return torch.empty(tensor.shape, dtype=tensor.dtype, device="meta")
+from porter.convert.file_bytes import mapped
 
 
 def dtype_code(dtype: torch.dtype) -> str:
@@ -50,6 +34,47 @@ def dtype_code(dtype: torch.dtype) -> str:
     from safetensors import TensorSpec
 
     return TensorSpec(dtype=str(dtype).removeprefix("torch."), shape=[0], data_ptr=0, data_len=0).dtype
+
+
+@cache
+def _dtypes() -> dict[str, torch.dtype]:
+    """safetensors' dtype names -> torch dtypes, as the library names every torch dtype it knows."""
+    found = {}
+    for name in dir(torch):
+        dtype = getattr(torch, name)
+        if isinstance(dtype, torch.dtype):
+            try:
+                found.setdefault(dtype_code(dtype), dtype)
+            except Exception:  # noqa: BLE001 - a dtype the library has no name for (SafetensorError)
+                pass
+    return found
+
+
+class Header:
+    """A safetensors file's tensors (names, dtypes, shapes, byte ranges), each mapped when asked."""
+
+    def __init__(self, path: Path) -> None:
+        from safetensors import safe_open
+
+        self.path = Path(path)
+        with safe_open(str(self.path), framework="pt") as f:  # the library checks the file
+            self.names = list(f.keys())
+        with open(self.path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            self.entries = json.loads(f.read(length))
+        self.data = 8 + length
+
+    def meta(self, name: str) -> torch.Tensor:
+        """A tensor's shape and dtype, on the meta device (nothing read)."""
+        entry = self.entries[name]
+        return torch.empty(entry["shape"], dtype=_dtypes()[entry["dtype"]], device="meta")
+
+    def read(self, name: str) -> torch.Tensor:
+        """One tensor, mapped from the file (read as it is used)."""
+        entry = self.entries[name]
+        start, end = entry["data_offsets"]
+        dtype = _dtypes()[entry["dtype"]]
+        return mapped(self.path, self.data + start, end - start).view(dtype).view(entry["shape"])
 
 
 def split(tensors: dict[str, torch.Tensor], max_shard_size: int | str):

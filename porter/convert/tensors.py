@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from porter.convert.pieces import first_rows, joined
 from porter.convert.shape import ModelShape
 from porter.differences.moe import weights as experts
 from porter.errors import PorterError
@@ -80,7 +81,7 @@ class MegatronWeights:
             if kind == "layer":
                 found["layers"].append(value)
             else:
-                found[kind] = value
+                found[kind] = None if value is None else joined(value)
         return cls(shape=shape, embedding=found["embedding"], layers=found["layers"],
                    final_norm=found.get("final_norm"), output=found.get("output"), extra=extra or {})
 
@@ -266,17 +267,18 @@ def megatron_layer_to_hf(layer: dict[str, torch.Tensor], i: int, shape: ModelSha
 
 
 def hf_tensors(parts: Iterator[Part], shape: ModelShape, layout: WeightLayout) -> Iterator[tuple[str, torch.Tensor]]:
-    """The tree's full layout, part by part -> HF's (name, tensor), in HF's order."""
+    """The tree's full layout, part by part -> HF's (name, tensor), in HF's order (the embedding and
+    the head may come as pieces, and go as pieces: porter/convert/pieces.py)."""
     v = shape.vocab_size
     for kind, i, value in parts:
         if kind == "embedding":
-            yield "model.embed_tokens.weight", value[:v]
+            yield "model.embed_tokens.weight", first_rows(value, v)
         elif kind == "layer":
             yield from megatron_layer_to_hf(value, i, shape, layout).items()
         elif kind == "final_norm":
             yield "model.norm.weight", value
         elif kind == "output" and value is not None:
-            yield "lm_head.weight", value[:v]
+            yield "lm_head.weight", first_rows(value, v)
 
 
 def megatron_to_hf(weights: MegatronWeights, layout: WeightLayout) -> dict[str, torch.Tensor]:

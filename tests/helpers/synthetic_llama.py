@@ -17,6 +17,7 @@ import torch
 
 # name -> (hidden, layers, heads, key/value heads, ffn, vocabulary): LLaMA-3's shape, scaled
 SHAPES = {
+    "tiny": (64, 2, 4, 2, 192, 256),  # a few MB: what a conversion costs whatever the model
     "0.5GB": (1024, 12, 16, 4, 4096, 32000),
     "1.5GB": (2048, 4, 32, 8, 8192, 128256),
     "3GB": (2048, 16, 32, 8, 8192, 128256),  # 1.5B parameters: the issue's model
@@ -103,6 +104,24 @@ def _where(folder: Path) -> dict[str, Path]:
         return {n: folder / f for n, f in json.loads(index.read_text())["weight_map"].items()}
     with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
         return dict.fromkeys(f.keys(), folder / "model.safetensors")
+
+
+def differs_from_synthetic(folder: Path, name: str) -> list[str]:
+    """The tensors of an HF folder that are not the synthetic model `name`'s, bit for bit (each
+    made again from its name: the model written by write_model need not be kept)."""
+    from safetensors import safe_open
+
+    shapes = tensor_shapes(config(name))
+    where = _where(Path(folder))
+    differ = sorted(set(shapes) ^ set(where))
+    for tensor in sorted(set(shapes) & set(where)):
+        with safe_open(str(where[tensor]), framework="pt") as f:
+            x = f.get_tensor(tensor)
+            y = synthetic(tensor, shapes[tensor])
+            if x.dtype != y.dtype or x.shape != y.shape or not torch.equal(
+                    x.reshape(-1).view(torch.uint8), y.reshape(-1).view(torch.uint8)):
+                differ.append(tensor)
+    return differ
 
 
 def same_bits(a: Path, b: Path) -> list[str]:
