@@ -18,17 +18,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from porter.convert.checkpoint import CheckpointReader, stream_checkpoint
+from porter.convert.checkpoint import CheckpointReader, read_checkpoint, stream_checkpoint
 from porter.convert.hf_dir import DEFAULT_SHARD_SIZE, HFDir, check_shard_size, stream_hf
-from porter.convert.pieces import as_meta
-from porter.convert.shape import ModelShape
 from porter.convert.stream import Progress
-from porter.convert.tensors import hf_parts, hf_tensors
+from porter.convert.tensors import MegatronWeights, hf_parts, hf_tensors, hf_to_megatron
 from porter.differences.tokenizer import token_ids
 from porter.errors import PorterError
 from porter.hf_config import HFConfig, hf_config_of
 from porter.layout import WeightLayout
 from porter.profile.layout import read_layout
+from porter.weights import ModelShape, ModelWeights
 
 # HF config fields kept from the source model on the way back (not architecture: token ids...)
 PASSED_THROUGH = ("bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype", "dtype")
@@ -49,6 +48,41 @@ class Port:
         self.profile = profile_of(tree)
         self.layout: WeightLayout = read_layout(self.profile, self.spec)
         self.switches = make_plan(self.spec, self.profile).switches
+
+    def weights(self, config: dict, shape: ModelShape | None = None, hf_names=None) -> ModelWeights:
+        """The model's weights, layer by layer, as the port's differences lay them out (porter.weights):
+        for an HF config (its sizes, unless `shape`), reading an HF model with `hf_names` at hand."""
+        return ModelWeights(self.layout, shape or ModelShape.from_hf(config), config, self.spec.wanted(), hf_names)
+
+    def read(self, checkpoint: Path, vocab_size: int | None = None, keep_padding: bool = False
+             ) -> tuple[CheckpointReader, ModelWeights]:
+        """A checkpoint of the tree, opened (nothing read yet), and its weights as the port lays
+        them out, for the HF config its args give."""
+        reader = CheckpointReader(Path(checkpoint), self.layout, vocab_size=vocab_size, keep_padding=keep_padding)
+        return reader, self.weights(hf_config_for(self, reader, reader.dtype), reader.shape)
+
+    def read_checkpoint(self, checkpoint: Path, vocab_size: int | None = None) -> MegatronWeights:
+        """A checkpoint of the tree, whole in memory (small models: tests, verify)."""
+        reader, weights = self.read(checkpoint, vocab_size=vocab_size)
+        return read_checkpoint(reader, weights)
+
+    def to_megatron(self, state: dict, config: dict, tensor_parallel: int = 1) -> MegatronWeights:
+        """An HF state dict and config, whole in memory, in the tree's layout (small models: tests, verify)."""
+        return hf_to_megatron(state, config, self.layout, self.spec.wanted(), tensor_parallel)
+
+    def expert_parallel_argv(self, size: int) -> list[str]:
+        """The tree's options that shard the port's experts over `size` ranks (verify, smoke)."""
+        if size == 1:
+            return []
+        argv = [a for d in self.spec.wanted() for a in (d.expert_parallel_argv(self.switches, size) or [])]
+        if not argv:
+            raise PorterError(
+                f"expert parallelism needs experts; the {self.spec.name} port has none",
+                file=self.spec.path, construct="a difference with experts in the spec",
+                found="no difference of the port shards over expert-parallel ranks",
+                fix="drop --ep, or verify a spec with experts (porter list)",
+            )
+        return argv
 
     def spec_for(self, config: dict, path: str = "config.json"):
         """The port's spec with the HF config's numbers; refused where the architecture differs."""
@@ -158,10 +192,11 @@ def checkpoint_from_hf(model, target, hf_dir, out, *, tp: int = 1, pp: int = 1, 
     source = HFDir(Path(hf_dir))
     config = source.config
     spec = port.spec_for(config, str(Path(hf_dir) / "config.json"))
-    shape = ModelShape.from_hf(config)
+    weights = port.weights(config, hf_names=source.names)
+    shape = weights.shape
     seq = int(config.get("max_position_embeddings") or 2048)
     files, stats, made_by = stream_checkpoint(
-        lambda meta: hf_parts(source.take(meta), config, port.layout, tp), shape, port.layout, Path(out),
+        lambda meta: hf_parts(source.take(meta), weights, tp), weights, Path(out),
         tp=tp, pp=pp, pipe=pipe, args={dest: value for dest, (_, value) in port.numbers(spec).items()},
         hf_config=config, stamp=lambda folder: stamp_tree_args(port, spec, shape, folder, tp, pp, seq),
         progress=progress)
@@ -210,10 +245,8 @@ def hf_from_checkpoint(model, target, checkpoint, out, *, vocab_size: int | None
     start = time.monotonic()
     max_shard_size = check_shard_size(max_shard_size or DEFAULT_SHARD_SIZE)
     port = Port(model, target)
-    reader = CheckpointReader(Path(checkpoint), port.layout, vocab_size=vocab_size)
-    dtype = as_meta(next(reader.parts(meta=True))[2]).dtype
-    files, stats = stream_hf(Path(out), hf_config_for(port, reader, dtype),
-                             lambda meta: hf_tensors(reader.parts(meta), reader.shape, port.layout),
+    reader, weights = port.read(Path(checkpoint), vocab_size=vocab_size)
+    files, stats = stream_hf(Path(out), weights.config, lambda meta: hf_tensors(reader.parts(weights, meta), weights),
                              port.spec.hf_class, max_shard_size, progress)
     stats.bytes_read = reader.bytes_read
     return {

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from porter.errors import PorterError
-from porter.hf_config import hf_config_of, installed_rope_spelling, model_type_of
+from porter.hf_config import hf_class_of, hf_config_of, installed_rope_spelling, model_type_of
 from porter.spec import Spec
 
 # HF's own default attention (torch's scaled_dot_product_attention): the reference as HF users run
@@ -67,10 +67,8 @@ def tiny_spec(spec: Spec, tiny: TinyConfig) -> Spec:
 
 def reference_config(spec: Spec, tiny: TinyConfig):
     """The transformers config of the spec's reference class, at the tiny size."""
-    import transformers
-
     check_spec(spec)
-    cls = getattr(transformers, spec.hf_class)
+    cls = hf_class_of(spec.hf_class)
     fields = installed_rope_spelling(hf_config_of(tiny_spec(spec, tiny)))
     config = cls.config_class(**{k: v for k, v in fields.items() if k not in ("architectures", "model_type")})
     config.architectures = [spec.hf_class]
@@ -80,11 +78,9 @@ def reference_config(spec: Spec, tiny: TinyConfig):
 
 def random_reference(spec: Spec, tiny: TinyConfig):
     """The spec's HF class in fp32, eval mode, weights std `tiny.weight_std`, norms in [0.5, 1.5]."""
-    import transformers
-
     config = reference_config(spec, tiny)
     torch.manual_seed(tiny.seed)
-    model = getattr(transformers, spec.hf_class)(config).float().eval()
+    model = hf_class_of(spec.hf_class)(config).float().eval()
     generator = torch.Generator().manual_seed(tiny.seed)
     with torch.no_grad():
         for name, param in model.named_parameters():

@@ -19,6 +19,7 @@ from porter.differences.rotary import detect
 from porter.differences.rotary import pair_rewrites as RP
 from porter.differences.rotary import rewrites as R
 from porter.differences.rotary.probes import add_rotary_probe
+from porter.differences.rotary.weights import saved_frequencies
 from porter.edits import arguments as A
 from porter.errors import PorterError
 from porter.planner import rw, unsupported
@@ -203,6 +204,9 @@ class Rotary(Difference):
 
     def probes(self, layer):
         add_rotary_probe(layer)
+
+    def weights(self, layer):
+        saved_frequencies(layer)
 
     def from_hf(self, config):
         out = {"position_embedding.type": "rotary"}
