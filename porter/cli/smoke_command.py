@@ -71,8 +71,9 @@ def smoke(
     porter smoke llama --target ./Megatron-DeepSpeed --json > smoke.json
     """
     from porter.requirements import require
-    from porter.smoke import SmokeConfig, run_smoke, runs_on_cpu
+    from porter.smoke import SmokeConfig, run_smoke
     from porter.spec import load_spec
+    from porter.treerun.device import runs_on_cpu
     from porter.workfolder import WorkFolder
 
     out = Output(json=json, quiet=quiet, verbose=verbose)

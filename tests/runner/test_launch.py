@@ -1,4 +1,4 @@
-"""porter.smoke.launch: a run that runs past its time is stopped with every process it started."""
+"""porter.treerun.script.launch: a run that runs past its time is stopped with every process it started."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import textwrap
 import time
 
-from porter.smoke import launch
+from porter.treerun.script import launch
 
 
 def _alive(pid: int) -> bool:

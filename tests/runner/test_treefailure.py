@@ -1,4 +1,4 @@
-"""porter.treefailure: a failed run's last traceback, sorted into environment, CUDA and the tree's own.
+"""porter.treerun.failure: a failed run's last traceback, sorted into environment, CUDA and the tree's own.
 
 The tracebacks are real: each comes from a child Python importing a module of a small tree.
 """
@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from porter.treefailure import classify, last_traceback
+from porter.treerun.failure import classify, last_traceback
 
 
 def _fail(tmp_path: Path, body: str) -> tuple[str, Path]:

@@ -1,6 +1,6 @@
 """The import machinery of the stand-ins, inside a run in a scratch copy of a tree.
 
-Imported only by the child processes porter starts in a tree (porter.standins.launch, the
+Imported only by the child processes porter starts in a tree (porter.treerun.standins.launch, the
 verify worker), never by porter's own commands. Two kinds of hook:
 
 - `missing(name, factory)`: serve a module of porter's own for `name` (or, with a trailing
@@ -22,8 +22,7 @@ import sys
 import types
 from collections.abc import Callable
 
-ENV_NAMES = "PORTER_STANDINS"  # comma-separated names of the stand-ins to install
-ENV_REPORT = "PORTER_STANDINS_REPORT"  # the file each stand-in used is written to, one line each
+from porter.treerun.standins import ENV_NAMES, ENV_REPORT, by_name
 
 _reported: set[str] = set()
 
@@ -193,9 +192,7 @@ HOOKS = Hooks()
 
 
 def install(names: list[str]) -> Hooks:
-    """Install the named stand-ins in this process (see porter.standins.STANDINS)."""
-    from porter.standins import by_name
-
+    """Install the named stand-ins in this process (see porter.treerun.standins.MODULES)."""
     if HOOKS not in sys.meta_path:
         sys.meta_path.insert(0, HOOKS)
     for name in names:

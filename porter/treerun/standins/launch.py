@@ -1,7 +1,7 @@
-"""`python -m porter.standins.launch SCRIPT ARGS...` (or `-m MODULE ARGS...`): a run with the stand-ins.
+"""`python -m porter.treerun.standins.launch SCRIPT ARGS...` (or `-m MODULE ARGS...`): a run with the stand-ins.
 
 porter starts what it runs in a tree through this module (under torch.distributed.run with
-`-m porter.standins.launch`): it installs the stand-ins named in PORTER_STANDINS, then runs
+`-m porter.treerun.standins.launch`): it installs the stand-ins named in PORTER_STANDINS, then runs
 SCRIPT (or MODULE) as `__main__`, with sys.argv and sys.path as `python SCRIPT ARGS` (or
 `python -m MODULE ARGS`) would have them.
 """
@@ -14,10 +14,10 @@ import sys
 
 
 def main(argv: list[str]) -> None:
-    from porter.standins.runtime import install_from_environment
+    from porter.treerun.standins.runtime import install_from_environment
 
     if not argv or (argv[0] == "-m" and len(argv) < 2):
-        raise SystemExit("usage: python -m porter.standins.launch SCRIPT [ARGS...] | -m MODULE [ARGS...]")
+        raise SystemExit("usage: python -m porter.treerun.standins.launch SCRIPT [ARGS...] | -m MODULE [ARGS...]")
     install_from_environment()
     if argv[0] == "-m":
         sys.argv = [argv[1], *argv[2:]]

@@ -1,0 +1,82 @@
+"""One of the tree's scripts (pretrain_*.py) run to its end, its losses read from its log as they come."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from porter.treerun.process import environment, output_lines, remove_shared_memory, stop_group
+from porter.treerun.standins import ENV_NAMES
+
+# "iteration 3/20 | ... | lm loss: 6.123456E+00 |", also upstream's right-aligned form; nan/inf parse too.
+LOSS_LINE = re.compile(r"iteration\s+(\d+)\s*/\s*\d+.*?lm loss:\s*([-+0-9.eEnaNif]+)")
+
+
+@dataclass
+class Run:
+    """One training run: the losses rank 0 logged (by iteration), its output, how it ended."""
+
+    losses: dict[int, float]
+    command: list[str]
+    log: str
+    seconds: float
+    returncode: int
+
+
+def launch(
+    tree: Path,
+    script: str,
+    args: list[str],
+    nproc: int = 1,
+    env: dict[str, str] | None = None,
+    on_loss: Callable[[int, float], None] | None = None,
+    timeout: float | None = None,
+    on_line: Callable[[str], None] | None = None,
+    cpu: bool = True,
+) -> Run:
+    """Run `script` of `tree` on CPU in `nproc` processes (torchrun when > 1), streaming its log:
+    `on_loss(step, loss)` hears each step rank 0 logs, `on_line` each line of output."""
+    run_env = environment(Path(tree), nproc, cpu)
+    run_env.update(env or {})
+    # with stand-ins, the script runs under porter.treerun.standins.launch, which installs them first
+    entry = ["-m", "porter.treerun.standins.launch"] if run_env.get(ENV_NAMES) else []
+    if nproc == 1:
+        cmd = [sys.executable, *entry, script, *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+               "--master_addr", "127.0.0.1", "--master_port", run_env["MASTER_PORT"], *entry, script, *args]
+    start = time.monotonic()
+    losses: dict[int, float] = {}
+    lines: list[str] = []
+    # The run is a process group of its own, so that a timeout or Ctrl-C stops every rank of it.
+    proc = subprocess.Popen(cmd, cwd=tree, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        deadline = None if timeout is None else start + timeout
+        for line in output_lines(proc, deadline):
+            if line is None:  # the deadline passed
+                stop_group(proc)
+                lines.append(f"porter: killed after {timeout} s\n")
+                break
+            lines.append(line)
+            if on_line:
+                on_line(line)
+            match = LOSS_LINE.search(line)
+            if match:
+                step, loss = int(match.group(1)), float(match.group(2))
+                if step not in losses:
+                    losses[step] = loss
+                    if on_loss:
+                        on_loss(step, loss)
+        returncode = proc.wait()
+    except BaseException:
+        stop_group(proc)
+        raise
+    finally:  # a run cut short leaves no buffers either: each holds tens of MB of memory
+        remove_shared_memory(run_env)
+    return Run(losses=losses, command=cmd, log="".join(lines), seconds=time.monotonic() - start, returncode=returncode)
