@@ -12,7 +12,7 @@ from porter.corpus import train_sentencepiece, train_tokenizer_json, write_corpu
 from porter.errors import PorterError
 from porter.profile.features import SENTENCEPIECE_CHOICE
 from porter.treerun.failure import classify
-from porter.treerun.process import environment
+from porter.treerun.process import die_with_parent, environment
 
 _BUILD_DATASET = textwrap.dedent(
     """
@@ -73,6 +73,7 @@ def prepare_data(tree: Path, workdir: Path, vocab_size: int, env: dict[str, str]
             [sys.executable, "-c", _BUILD_DATASET, str(jsonl), str(model), str(prefix), tokenizer_type,
              "1" if add_bos else "0"],
             cwd=tree, env={**environment(tree), **(env or {})}, capture_output=True, text=True,
+            preexec_fn=die_with_parent,
         )
         if done.returncode != 0:
             failure = classify(done.stderr, [Path(tree), Path(user_tree or tree)])

@@ -19,7 +19,13 @@ from pathlib import Path
 from porter.errors import PorterError
 from porter.treerun import standins
 from porter.treerun.failure import classify
-from porter.treerun.process import environment, remove_shared_memory, stop_group
+from porter.treerun.process import (
+    child_of_this_process,
+    environment,
+    remove_orphaned_shared_memory,
+    remove_shared_memory,
+    stop_group,
+)
 from porter.treerun.scratch import in_tree_terms, scratch_copy
 
 
@@ -50,9 +56,9 @@ def run_in_tree(tree: Path, module: str, job_path: Path, nproc: int, log: Path, 
                "--master_addr", "127.0.0.1", "--master_port", run_env["MASTER_PORT"], *entry, str(job_path)]
     for stale in folder.glob("out/*.error"):
         stale.unlink()
-    # a process group of its own: a timeout or Ctrl-C stops every rank
+    remove_orphaned_shared_memory()
     proc = subprocess.Popen(cmd, cwd=copy, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            **child_of_this_process())
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
         done = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)

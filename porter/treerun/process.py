@@ -6,6 +6,7 @@ its own, with the tree first on PYTHONPATH and DeepSpeed on the CPU unless told 
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import signal
@@ -64,6 +65,28 @@ def _porter_path() -> list[str]:
     """Where porter's package lies, when the run's Python would not find it by itself (a checkout)."""
     root = Path(porter.__file__).resolve().parent.parent
     return [] if root.name in ("site-packages", "dist-packages") else [str(root)]
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent ends
+
+
+def die_with_parent(signum: int = signal.SIGKILL) -> None:
+    """Make this process end when the one that started it ends, however that ends (a porter
+    killed outright cannot stop its runs itself). Linux only; elsewhere nothing is done."""
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signum)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent ended before the call took effect
+        os._exit(1)
+
+
+def child_of_this_process() -> dict:
+    """Popen keywords for a run that ends with porter: its own session (a timeout or Ctrl-C
+    stops all of it), and killed when porter is."""
+    return {"start_new_session": True, "preexec_fn": die_with_parent}
 
 
 def output_lines(proc: subprocess.Popen, deadline: float | None):
@@ -135,3 +158,28 @@ def remove_shared_memory(env: dict[str, str]) -> None:
         return
     for path in shm.glob(f"deepspeed_allreduce_buffer_{os.getuid()}_{env['MASTER_ADDR']}_{env['MASTER_PORT']}_*"):
         path.unlink(missing_ok=True)
+
+
+def remove_orphaned_shared_memory(older_than: float = 120.0) -> list[Path]:
+    """Delete this user's DeepSpeed shared-memory buffers that no process maps any more and
+    that are older than `older_than` seconds: those of runs that were killed outright (their
+    porter could not remove them). Returns the buffers deleted."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not hasattr(os, "getuid"):
+        return []
+    now = time.time()
+    old = [p for p in shm.glob(f"deepspeed_allreduce_buffer_{os.getuid()}_*")
+           if now - p.stat().st_mtime > older_than]
+    if not old:
+        return []
+    mapped: set[str] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            mapped.update(line.split(None, 5)[-1].strip() for line in maps.read_text().splitlines()
+                          if "/dev/shm/deepspeed_allreduce_buffer_" in line)
+        except OSError:
+            continue
+    removed = [p for p in old if str(p) not in mapped]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed

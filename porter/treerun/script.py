@@ -10,7 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from porter.treerun.process import environment, output_lines, remove_shared_memory, stop_group
+from porter.treerun.process import (
+    child_of_this_process,
+    environment,
+    output_lines,
+    remove_orphaned_shared_memory,
+    remove_shared_memory,
+    stop_group,
+)
 from porter.treerun.standins import ENV_NAMES
 
 # "iteration 3/20 | ... | lm loss: 6.123456E+00 |", also upstream's right-aligned form; nan/inf parse too.
@@ -53,9 +60,9 @@ def launch(
     start = time.monotonic()
     losses: dict[int, float] = {}
     lines: list[str] = []
-    # The run is a process group of its own, so that a timeout or Ctrl-C stops every rank of it.
+    remove_orphaned_shared_memory()
     proc = subprocess.Popen(cmd, cwd=tree, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+                            text=True, **child_of_this_process())
     try:
         deadline = None if timeout is None else start + timeout
         for line in output_lines(proc, deadline):

@@ -16,7 +16,7 @@ checks 4 and 5 run in a scratch copy with porter's stand-ins, as smoke and verif
 that needs CUDA must say so: smoke and verify exit 2 with "this tree needs CUDA".
 No fix of porter's tests is applied to any tree: what passes here passes for a user.
 
-Run it on a folder of trees: `python -m tests.realtrees.acceptance /work/trees [LABEL...]`
+Run it on a folder of trees: `python -m tests.realtrees.acceptance <folder of trees> [LABEL...]`
 (prints a table); tests/realtrees/test_real_trees.py runs it under pytest when
 PORTER_REAL_TREES is set.
 """
@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-# The trees of issue 13 (see /work/trees/TREES.md for where each comes from).
+# The trees of issues 13 and 22 (a TREES.md beside them says where each comes from).
 TREES = ("ms-pre", "ms-merge", "ms-llama", "ms-head", "hab-pre", "hab-llama", "bs-head", "hmd-head",
-         "alcf-head", "ollf-head", "mast-head", "dspin-head")
+         "alcf-head", "ollf-head", "mast-head", "dspin-head", "llmjp-abci")
 SPEC = "llama"
 NEEDS_CUDA = "this tree needs CUDA"
 
@@ -196,7 +196,7 @@ def check_arguments(copy: Path, scratch: Path, spec, result: Acceptance) -> None
     from porter.features import profile_of
     from porter.features.ffn_rule import ffn_hidden_size
     from porter.source import SourceTree
-    from porter.treerun.in_tree import entry_points
+    from porter.treerun.argv import entry_points
 
     tree = SourceTree.open(copy)
     profile = profile_of(tree)

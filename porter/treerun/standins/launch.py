@@ -14,8 +14,10 @@ import sys
 
 
 def main(argv: list[str]) -> None:
+    from porter.treerun.process import die_with_parent
     from porter.treerun.standins.runtime import install_from_environment
 
+    die_with_parent()  # a rank of torch.distributed.run ends with it, even when it is killed outright
     if not argv or (argv[0] == "-m" and len(argv) < 2):
         raise SystemExit("usage: python -m porter.treerun.standins.launch SCRIPT [ARGS...] | -m MODULE [ARGS...]")
     install_from_environment()
