@@ -17,7 +17,8 @@ from porter.cst.nodes import code, dotted, top_level_names
 from porter.profile.arguments import top_level_imports
 
 RMSNORM_PATH = "megatron/model/rmsnorm.py"  # porter's own RMSNorm, when it writes one
-PORTER_FALLBACK_MODULE = "megatron.model.rmsnorm"
+# porter's RMSNorm modules a repaired fallback imports from (rmsnorm_porter: where the tree has its own rmsnorm.py)
+PORTER_FALLBACK_MODULES = ("megatron.model.rmsnorm", "megatron.model.rmsnorm_porter")
 MPU_LAYERS = ("megatron/mpu/layers.py", "megatron/core/tensor_parallel/layers.py")
 # PipelineModule keywords every GPTModelPipe passes; anything else is the tree's own.
 STANDARD_PIPE_KEYWORDS = {"layers", "loss_fn", "topology", "activation_checkpoint_interval", "partition_method"}
@@ -350,7 +351,7 @@ def none_on_import_error(module: cst.Module | None) -> tuple[str, ...]:
                         found.setdefault(target.target.value, None)
             # porter's repair of that fallback (edits/imports.py FallbackImport): still the same site
             for node in findall(handler.body, m.ImportFrom()):
-                if node.module is not None and code(node.module) == PORTER_FALLBACK_MODULE:
+                if node.module is not None and code(node.module) in PORTER_FALLBACK_MODULES:
                     for name in top_level_names([cst.SimpleStatementLine(body=[node])], assignments=False):
                         if name in imported:
                             found.setdefault(name, None)

@@ -35,6 +35,9 @@ MODULES = (
     "device_rng",
     "current_device",
     "deepspeed_config_twice",
+    "apex_optimizers",
+    "apex_multi_tensor",
+    "apex_norms",
 )
 
 

@@ -86,13 +86,16 @@ class Hooks(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """The finder at the front of sys.meta_path that serves stand-ins and runs patches."""
 
     def __init__(self) -> None:
-        self._missing: dict[str, tuple[str, Factory]] = {}  # name or "pkg.*" -> (stand-in, factory)
+        self._missing: dict[str, tuple[str | None, Factory]] = {}  # name or "pkg.*" -> (stand-in, factory)
         self._after: dict[str, list[Callable[[types.ModuleType], None]]] = {}
         self._serving: set[str] = set()  # "pkg.*" roots whose whole package is a stand-in here
 
     # -- registration --------------------------------------------------------------------------
-    def missing(self, name: str, standin: str, factory: Factory) -> None:
+    def missing(self, name: str, standin: str | None, factory: Factory) -> None:
         """Serve factory(name) for `name` ("pkg.*": pkg and every submodule) when it cannot be imported.
+
+        `standin` None: a package that only holds stand-ins served under it (apex's), not
+        reported by itself.
 
         For "pkg.*", a real pkg that fails while it imports (a wheel built for another torch)
         counts as missing: its half-imported modules are dropped and the stand-in serves.
@@ -181,7 +184,8 @@ class Hooks(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     # -- loader --------------------------------------------------------------------------------
     def create_module(self, spec):
         _, standin, factory = self._entry(spec.name)
-        used(standin)
+        if standin is not None:
+            used(standin)
         return factory(spec.name)
 
     def exec_module(self, module) -> None:
