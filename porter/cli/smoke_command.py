@@ -100,6 +100,8 @@ def smoke(
             out.warn(folder.close(passed=False))
         fail(exc, debug, out)
     say_standins(out, result.standins)
+    if result.exit_warning:
+        out.warn(f"warning: {result.exit_warning}")
     kept = folder.close(result.passed)
     if json:
         document = {"model": spec.name, "target": str(target), "workdir": str(folder.path),

@@ -17,6 +17,12 @@ class SmokeResult:
     returncode: int
     standins: list[standins.StandIn] = field(default_factory=list)  # the stand-ins the run used
     error: TreeFailure | None = None  # why the run stopped, when it did
+    exit_warning: str | None = None  # the run failed at its exit only, after its last step (Run.ended_after_training)
+
+    @property
+    def trained(self) -> bool:
+        """The training ran to its end (its exit aside, see exit_warning)."""
+        return self.returncode == 0 or self.exit_warning is not None
 
     @property
     def first(self) -> float:
@@ -28,14 +34,14 @@ class SmokeResult:
 
     @property
     def passed(self) -> bool:
-        return self.returncode == 0 and len(self.losses) >= 10 and self.last < self.first
+        return self.trained and len(self.losses) >= 10 and self.last < self.first
 
     @property
     def failure(self) -> str | None:
         """What failed, in one line (None when the run passed)."""
         if self.passed:
             return None
-        if self.returncode != 0:
+        if not self.trained:
             what = self.error.summary if self.error else "no traceback in its log"
             return f"the training run stopped (exit status {self.returncode}) after {len(self.losses)} steps: {what}"
         if len(self.losses) < 10:
@@ -52,6 +58,7 @@ class SmokeResult:
             "first5_mean": self.first,
             "last5_mean": self.last,
             "returncode": self.returncode,
+            "exit_warning": self.exit_warning,
             "seconds": round(self.seconds, 2),
             "command": self.command,
         }

@@ -82,12 +82,13 @@ def run_smoke(
     run = launch(copy, spec.script, args, nproc=config.nproc, env=env, on_loss=on_loss, on_line=on_line, cpu=cpu)
     log = in_tree_terms(run.log, copy, tree.root)
     (workdir / "train.log").write_text(" ".join(run.command) + "\n\n" + run.log)
-    error = classify(run.log, [copy, tree.root]) if run.returncode != 0 else None
+    exit_warning = run.ended_after_training(config.steps)
+    error = classify(run.log, [copy, tree.root]) if run.returncode != 0 and exit_warning is None else None
     if error is not None and error.is_environment:
         raise error.error("the training run", workdir / "train.log")
     result = SmokeResult(losses=[run.losses[k] for k in sorted(run.losses)], command=run.command, log=log,
                          seconds=run.seconds, returncode=run.returncode, standins=standins.read_used(report),
-                         error=error)
+                         error=error, exit_warning=exit_warning)
     if result.passed:
         shutil.rmtree(copy, ignore_errors=True)  # the data stays for the next run; the copy is made afresh
     return result

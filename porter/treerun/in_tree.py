@@ -48,7 +48,7 @@ def run_in_tree(tree: Path, module: str, job_path: Path, nproc: int, log: Path, 
     if cpu:
         run_env.update(standins.environment(standins.offered(copy), report))
     run_env.update(env or {})
-    entry = ["-m", "porter.treerun.standins.launch", "-m", module] if cpu else ["-m", module]
+    entry = ["-m", "porter.treerun.standins.launch", "-m", module]  # stand-ins when cpu; a clean end
     if nproc == 1:
         cmd = [sys.executable, *entry, str(job_path)]
     else:

@@ -48,6 +48,9 @@ def environment(tree: Path, nproc: int = 1, cpu: bool = True) -> dict[str, str]:
         # runs from different Python environments (their include paths differ), invalidate each
         # other's build in a shared cache, so each has its own.
         TORCH_EXTENSIONS_DIR=str(Path(cache) / f"porter-{_environment_tag()}-np{nproc}"),
+        # what the trees' own launch scripts export: microsoft's 2023 validate_args refuses to start
+        # without it (async tensor-parallel all-reduce); it changes nothing on a CPU
+        CUDA_DEVICE_MAX_CONNECTIONS=env.get("CUDA_DEVICE_MAX_CONNECTIONS", "1"),
     )
     if cpu:
         env.update(DS_ACCELERATOR=env.get("DS_ACCELERATOR", "cpu"), CUDA_VISIBLE_DEVICES=env.get("CUDA_VISIBLE_DEVICES", ""))

@@ -18,10 +18,10 @@ from porter.treerun.process import (
     remove_shared_memory,
     stop_group,
 )
-from porter.treerun.standins import ENV_NAMES
 
 # "iteration 3/20 | ... | lm loss: 6.123456E+00 |", also upstream's right-aligned form; nan/inf parse too.
 LOSS_LINE = re.compile(r"iteration\s+(\d+)\s*/\s*\d+.*?lm loss:\s*([-+0-9.eEnaNif]+)")
+TRACEBACK = "Traceback (most recent call last):"
 
 
 @dataclass
@@ -33,6 +33,20 @@ class Run:
     log: str
     seconds: float
     returncode: int
+
+    def ended_after_training(self, steps: int) -> str | None:
+        """When the run failed only at its exit, after logging the loss of its last step (`steps`)
+        with no Python error after it (a C++ abort as threads are torn down: "terminate called
+        without an active exception"): a warning saying so. None otherwise."""
+        if self.returncode == 0 or max(self.losses, default=0) < steps:
+            return None
+        last = max(m.start() for m in LOSS_LINE.finditer(self.log))
+        after = self.log[last:]
+        if TRACEBACK in after:
+            return None
+        said = [line.strip() for line in after.splitlines()[1:] if line.strip()]
+        return (f"the training run logged all {steps} steps, then ended with exit status {self.returncode} at its "
+                f"exit" + (f" ({said[-1][:200]})" if said else "") + "; its losses are complete")
 
 
 def launch(
@@ -50,8 +64,8 @@ def launch(
     `on_loss(step, loss)` hears each step rank 0 logs, `on_line` each line of output."""
     run_env = environment(Path(tree), nproc, cpu)
     run_env.update(env or {})
-    # with stand-ins, the script runs under porter.treerun.standins.launch, which installs them first
-    entry = ["-m", "porter.treerun.standins.launch"] if run_env.get(ENV_NAMES) else []
+    # under porter.treerun.standins.launch: it installs the stand-ins (if any) first, and ends the run cleanly
+    entry = ["-m", "porter.treerun.standins.launch"]
     if nproc == 1:
         cmd = [sys.executable, *entry, script, *args]
     else:

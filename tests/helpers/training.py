@@ -179,7 +179,12 @@ def run_training(tree: os.PathLike, script: str, extra_args: Sequence[str],
     run = launch(Path(tree), script, [str(a) for a in extra_args], nproc=nproc, env=env, timeout=timeout)
     if log_path is not None:
         Path(log_path).write_text(' '.join(run.command) + '\n\n' + run.log)
-    if run.returncode != 0 or not run.losses:
+    args = [str(a) for a in extra_args]
+    steps = min(int(args[args.index(option) + 1]) for option in ('--train-iters', '--exit-interval') if option in args) \
+        if '--train-iters' in args else None
+    # a run that logged its last step and failed only at its exit trained (porter smoke says so too)
+    finished = run.returncode == 0 or (steps is not None and run.ended_after_training(steps) is not None)
+    if not finished or not run.losses:
         raise TrainingFailed(
             f'{" ".join(run.command)}\nexit code {run.returncode}, '
             f'{len(run.losses)} losses parsed; output tail:\n{run.log[-6000:]}')
