@@ -25,16 +25,32 @@ def _fail(tmp_path: Path, body: str) -> tuple[str, Path]:
 
 
 def test_a_missing_package_is_the_environment_with_the_pip_line(tmp_path):
-    log, tree = _fail(tmp_path, "import os\nimport porter_absent_package_xyz\n")
+    log, tree = _fail(tmp_path, "import os\nimport six_absent\n")
+    log = log.replace("six_absent", "six")  # a package porter knows the pip line of, missing here
     failure = classify(log, [tree])
     assert failure.kind == "missing-package" and failure.is_environment
     assert (failure.where.file, failure.where.line) == ("megatron/model/x.py", 2)
     error = failure.error("the training run")
     assert error.exit_code == 2
-    assert "the environment lacks the Python package 'porter_absent_package_xyz'" in error.message
+    assert "the environment lacks the Python package 'six'" in error.message
     assert "the port is not at fault" in error.message
-    assert error.fix.startswith("pip install porter_absent_package_xyz")
+    assert error.fix.startswith("pip install six")
     assert error.file == "megatron/model/x.py:2"
+
+
+def test_a_package_no_pip_line_gives_is_said_so_with_what_the_tree_uses_it_for(tmp_path):
+    """Issue 22 item 3: a lab's own package (argonne-lcf's `ezpz`): PyPI's project of that name
+    may be another one, so porter gives no pip line; it names what the tree uses it for, and
+    where the tree's own documents say it comes from."""
+    log, tree = _fail(tmp_path, "import porter_lab_pkg\nfrom porter_lab_pkg.dist import get_rank as rank\n"
+                                "porter_lab_pkg.setup_torch()\nSIZE = porter_lab_pkg.get_world_size()\n")
+    (tree / "README.md").write_text("Install [our helpers](https://github.com/some-lab/porter_lab_pkg) first.\n")
+    error = classify(log, [tree]).error("the training run")
+    assert error.exit_code == 2
+    assert "porter cannot tell which pip package provides it" in error.message
+    assert "pip install" not in error.fix
+    assert "the tree uses it for: setup_torch, get_world_size, get_rank" in error.found
+    assert "README.md names https://github.com/some-lab/porter_lab_pkg" in error.fix
 
 
 def test_pip_names_and_the_train_extra_are_named(tmp_path):

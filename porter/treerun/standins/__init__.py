@@ -86,7 +86,8 @@ def read_used(report: Path) -> list[StandIn]:
 
 
 @lru_cache(maxsize=32)
-def _sources(tree: str) -> str:
+def tree_sources(tree: str) -> str:
+    """The text of the tree's Python files: its top-level scripts and megatron/."""
     root = Path(tree)
     files = [*root.glob("*.py"), *(root / "megatron").rglob("*.py")]
     return "\n".join(p.read_text(errors="replace") for p in files if p.is_file())
@@ -94,5 +95,5 @@ def _sources(tree: str) -> str:
 
 def tree_mentions(tree: Path, *needles: str) -> bool:
     """Does any Python file of the tree (its top-level scripts, megatron/) contain one of needles?"""
-    text = _sources(str(Path(tree).resolve()))
+    text = tree_sources(str(Path(tree).resolve()))
     return any(n in text for n in needles)
