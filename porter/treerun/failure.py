@@ -24,6 +24,7 @@ MISSING = re.compile(r"No module named '?(?P<name>[A-Za-z_][\w.]*)'?")
 # Transformer Engine, Megatron's own fused kernels).
 CUDA_ONLY = {"apex", "amp_C", "flash_attn", "transformer_engine", "fused_layer_norm_cuda",
              "fused_mix_prec_layer_norm_cuda", "fused_weight_gradient_mlp_cuda", "xformers"}
+MPI_MISSING = re.compile(r"cannot load MPI library|libmpi[\w.]*\.so|libmpich[\w.]*\.so")
 CUDA_MESSAGE = re.compile(r"Torch not compiled with CUDA|No CUDA GPUs are available|Found no NVIDIA driver|"
                           r"CUDA driver|no CUDA-capable device|requires CUDA support|nvcc|cuda_runtime|CUDA_HOME", re.I)
 @dataclass
@@ -35,7 +36,7 @@ class Frame:
 
 @dataclass
 class TreeFailure:
-    kind: str  # "missing-package", "needs-cuda" or "error"
+    kind: str  # "missing-package", "needs-cuda", "no-mpi" (mpi4py without an MPI library) or "error"
     exception: str  # the exception line, e.g. "ModuleNotFoundError: No module named 'six'"
     where: Frame | None  # the innermost frame in the tree, its path relative to the tree
     package: str | None = None  # missing-package / needs-cuda: the import name
@@ -43,19 +44,37 @@ class TreeFailure:
 
     @property
     def summary(self) -> str:
-        """One line: the exception, and where in the tree it came from."""
+        """One line: the exception, and where in the tree it came from (and why, where porter knows)."""
         if self.where is None:
             return self.exception
-        return f"{self.exception} (at {self.where.file}:{self.where.line}: {self.where.code})"
+        return f"{self.exception} (at {self.where.file}:{self.where.line}: {self.where.code})" + self.known_cause
+
+    @property
+    def known_cause(self) -> str:
+        """Why the tree's own code fails, for failures porter recognises; '' otherwise."""
+        if self.kind == "error" and self.where is not None and "NoneType.__format__" in self.exception \
+                and "loss_scale" in self.where.code:
+            return (f"; the tree's own code at {self.where.file}:{self.where.line} fails in fp32: it formats the loss "
+                    "scale, which is None without fp16 (porter smoke trains in fp32 only, so the tree's "
+                    "mixed-precision path, where the scale is a number, is not taken)")
+        return ""
 
     @property
     def is_environment(self) -> bool:
-        return self.kind in ("missing-package", "needs-cuda")
+        return self.kind in ("missing-package", "needs-cuda", "no-mpi")
 
     def error(self, what: str, log: Path | None = None) -> PorterError:
         """The refusal for an environment failure (exit status 2); `what` names the run."""
         file = f"{self.where.file}:{self.where.line}" if self.where else (str(log) if log else None)
         found = f"{self.exception}, raised by `{self.where.code}`" if self.where and self.where.code else self.exception
+        if self.kind == "no-mpi":
+            return PorterError(
+                f"the tree imports mpi4py, which finds no MPI library on this machine ({what} stopped; the "
+                "environment, not the tree's code nor the port)",
+                file=file, construct="from mpi4py import MPI (with an MPI library installed)", found=found,
+                fix="install an MPI library (apt-get install libopenmpi-dev, or pip install mpich), or run with "
+                    "--cpu: porter stands in a COMM_WORLD of the run's own processes",
+            )
         if self.kind == "needs-cuda":
             cause = f"it imports {self.package} (CUDA-only) at start-up" if self.package else "it requires CUDA at start-up"
             return PorterError(
@@ -147,6 +166,9 @@ def _classify(log: str, roots: list[Path]) -> TreeFailure | None:
             if top == missing["name"] or _not_installed(top):
                 return TreeFailure("missing-package", exception, where, top)
             return TreeFailure("missing-package", exception, where, missing["name"])  # another version
+        if MPI_MISSING.search(exception) or (where is None and any("mpi4py" in f.file for f in frames)
+                                              and exception.startswith(("RuntimeError", "ImportError", "OSError"))):
+            return TreeFailure("no-mpi", exception, where, "mpi4py")
         if CUDA_MESSAGE.search(exception) or (exception.startswith("AssertionError") and where
                                                and "cuda" in where.code.lower()):
             return TreeFailure("needs-cuda", exception, where)

@@ -124,3 +124,31 @@ def test_a_failed_build_step_without_a_traceback_names_the_missing_module():
            "make: *** [Makefile:9: default] Error 1\nMaking C++ dataset helpers module failed, exiting.\n")
     failure = classify(log, [Path("/tmp/x")])
     assert failure.kind == "missing-package" and failure.package == "pybind11_absent"
+
+
+def test_a_training_log_that_formats_the_fp32_loss_scale_is_named(tmp_path):
+    """Issue 22 item 4: a tree's own training_log formats loss_scale as a float; in fp32 it is None."""
+    log, tree = _fail(tmp_path, "loss_scale = None\nline = ' loss scale: {:.1f} |'.format(loss_scale)\n")
+    failure = classify(log, [tree])
+    assert failure.kind == "error" and not failure.is_environment
+    assert "the tree's own code at megatron/model/x.py:2 fails in fp32" in failure.summary
+    assert "porter smoke trains in fp32 only" in failure.summary
+
+
+def test_mpi4py_without_an_mpi_library_is_the_environment(tmp_path):
+    """Issue 22 item 4: the entry point's `from mpi4py import MPI` on a machine with mpi4py and no
+    MPI: the environment, with the install line (not "read the traceback ... the tree's own code")."""
+    site = tmp_path / "site" / "mpi4py"
+    site.mkdir(parents=True)
+    (site / "__init__.py").write_text("")
+    (site / "MPI.py").write_text("raise RuntimeError('cannot load MPI library')\n")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "pretrain_alcf.py").write_text("from mpi4py import MPI\nRANK = MPI.COMM_WORLD.rank\n")
+    done = subprocess.run([sys.executable, "pretrain_alcf.py"], cwd=tree, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"})
+    failure = classify(done.stderr, [tree])
+    assert failure.kind == "no-mpi" and failure.is_environment
+    error = failure.error("the training run")
+    assert error.exit_code == 2 and "finds no MPI library" in error.message
+    assert "apt-get install libopenmpi-dev" in error.fix and "--cpu" in error.fix

@@ -38,6 +38,8 @@ MODULES = (
     "apex_optimizers",
     "apex_multi_tensor",
     "apex_norms",
+    "mpi4py_one_process",
+    "dataset_helpers",
 )
 
 

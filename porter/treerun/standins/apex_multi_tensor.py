@@ -26,7 +26,7 @@ def applies(tree: Path) -> bool:
 
 
 def multi_tensor_apply(name: str):
-    from porter.treerun.standins.runtime import module
+    from porter.treerun.standins.runtime import ReportingModule
 
     class MultiTensorApply:
         available = True
@@ -38,13 +38,14 @@ def multi_tensor_apply(name: str):
         def __call__(self, op, noop_flag_buffer, tensor_lists, *args):
             return op(self.chunk_size, noop_flag_buffer, tensor_lists, *args)
 
-    return module(name, {"MultiTensorApply": MultiTensorApply, "multi_tensor_applier": MultiTensorApply(2048 * 32)})
+    return ReportingModule(name, NAME, {"MultiTensorApply": MultiTensorApply,
+                                        "multi_tensor_applier": MultiTensorApply(2048 * 32)})
 
 
 def amp_c(name: str):
     import torch
 
-    from porter.treerun.standins.runtime import module
+    from porter.treerun.standins.runtime import ReportingModule
 
     def multi_tensor_l2norm(chunk_size, noop_flag, tensor_lists, per_tensor=False):
         (tensors,) = tensor_lists
@@ -60,12 +61,13 @@ def amp_c(name: str):
                     noop_flag.fill_(1)
                 target.copy_(source * scale)
 
-    return module(name, {"multi_tensor_l2norm": multi_tensor_l2norm, "multi_tensor_scale": multi_tensor_scale})
+    return ReportingModule(name, NAME, {"multi_tensor_l2norm": multi_tensor_l2norm,
+                                        "multi_tensor_scale": multi_tensor_scale})
 
 
 def install(hooks) -> None:
     from porter.treerun.standins.runtime import module
 
     hooks.missing("apex", None, module)
-    hooks.missing("apex.multi_tensor_apply", NAME, multi_tensor_apply)
-    hooks.missing("amp_C", NAME, amp_c)
+    hooks.missing("apex.multi_tensor_apply", None, multi_tensor_apply)
+    hooks.missing("amp_C", None, amp_c)

@@ -65,14 +65,14 @@ def _classes() -> dict:
 
 
 def normalization(name: str):
-    from porter.treerun.standins.runtime import module
+    from porter.treerun.standins.runtime import ReportingModule
 
-    return module(name, _classes())
+    return ReportingModule(name, NAME, _classes())
 
 
 def install(hooks) -> None:
     from porter.treerun.standins.runtime import module
 
     hooks.missing("apex", None, module)
-    hooks.missing("apex.normalization", NAME, normalization)
-    hooks.missing("apex.normalization.fused_layer_norm", NAME, normalization)
+    hooks.missing("apex.normalization", None, normalization)
+    hooks.missing("apex.normalization.fused_layer_norm", None, normalization)

@@ -27,7 +27,7 @@ def applies(tree: Path) -> bool:
 def optimizers(name: str):
     import torch
 
-    from porter.treerun.standins.runtime import module
+    from porter.treerun.standins.runtime import ReportingModule
 
     class FusedAdam(torch.optim.Adam):
         """apex.optimizers.FusedAdam's arguments, torch's Adam."""
@@ -56,11 +56,11 @@ def optimizers(name: str):
             super().__init__(params, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                              nesterov=nesterov)
 
-    return module(name, {"FusedAdam": FusedAdam, "FusedSGD": FusedSGD})
+    return ReportingModule(name, NAME, {"FusedAdam": FusedAdam, "FusedSGD": FusedSGD})
 
 
 def install(hooks) -> None:
     from porter.treerun.standins.runtime import module
 
     hooks.missing("apex", None, module)
-    hooks.missing("apex.optimizers", NAME, optimizers)
+    hooks.missing("apex.optimizers", None, optimizers)

@@ -79,6 +79,23 @@ def module(name: str, attributes: dict | None = None, loose: bool = False) -> ty
     return made
 
 
+class ReportingModule(types.ModuleType):
+    """A stand-in module that reports its stand-in as used when the run takes one of its names
+    (a module imported only to find a name it lacks, as a tree's `try:` does, reports nothing)."""
+
+    def __init__(self, name: str, standin: str, attributes: dict) -> None:
+        super().__init__(name)
+        self.__path__ = []
+        self._standin, self._names = standin, attributes
+
+    def __getattr__(self, name: str):
+        names = self.__dict__.get("_names", {})
+        if name not in names:
+            raise AttributeError(f"module {self.__name__!r} (porter's stand-in) has no attribute {name!r}")
+        used(self.__dict__["_standin"])
+        return names[name]
+
+
 Factory = Callable[[str], types.ModuleType]
 
 
@@ -101,6 +118,14 @@ class Hooks(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         counts as missing: its half-imported modules are dropped and the stand-in serves.
         """
         self._missing[name] = (standin, factory)
+
+    def serve(self, root: str, standin: str, factory: Factory) -> None:
+        """Serve factory(name) for the package `root` and its submodules from now on, in place of a
+        real one that is installed but does not work here (its half-imported modules are dropped)."""
+        for loaded in [m for m in sys.modules if m == root or m.startswith(root + ".")]:
+            del sys.modules[loaded]
+        self._missing[root + ".*"] = (standin, factory)
+        self._serving.add(root)
 
     def after(self, name: str, patch: Callable[[types.ModuleType], None]) -> None:
         """Call patch(module) once the real module `name` has been executed."""
