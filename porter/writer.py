@@ -175,8 +175,11 @@ def _record(root: Path, writes: list[FileWrite], created_dirs: list[str]) -> Non
                         for w in writes], "created_dirs": created_dirs}
     path = _pending(root)
     tmp = _write_temp(path, json.dumps(record).encode(), NEW_FILE_MODE)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def recover(root: Path) -> list[str]:
@@ -213,7 +216,6 @@ def recover(root: Path) -> list[str]:
         restored.append(item["path"])
     remove_empty_dirs(root, record["created_dirs"])
     path.unlink()
-    _fsync_dir(path.parent)
     return restored
 
 
