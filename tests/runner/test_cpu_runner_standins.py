@@ -66,3 +66,26 @@ def test_dataset_helpers_without_a_suffix_are_built_for_this_python(tmp_path):
     assert used == ["dataset helpers"]
     built = Path(done.stdout.split("BUILT ")[1].strip())
     assert built.name == "helpers" + sysconfig.get_config_var("EXT_SUFFIX") and built.parent == tree / "megatron/data"
+
+
+def test_the_jit_warm_up_on_cuda_tensors_is_skipped_without_cuda(tmp_path):
+    """microsoft 9e72d571's set_jit_fusion_options() warms its fused kernels up on device='cuda'."""
+    tree = tmp_path / "tree"
+    (tree / "megatron").mkdir(parents=True)
+    (tree / "megatron" / "__init__.py").write_text("")
+    (tree / "megatron" / "initialize.py").write_text(textwrap.dedent("""
+        import torch
+
+        def set_jit_fusion_options():
+            _warmup_jit_function()
+
+        def _warmup_jit_function():
+            torch.rand(4, device='cuda')
+    """))
+    assert "JIT warm-up" in {s.name for s in standins.offered(tree)}
+    done, used = run_with_standins("from megatron.initialize import set_jit_fusion_options\nset_jit_fusion_options()\n"
+                                   "print('STARTED')\n", ["JIT warm-up"], tmp_path, extra_path=[tree])
+    assert done.returncode == 0, done.stderr[-3000:]
+    import torch
+
+    assert "STARTED" in done.stdout and used == ([] if torch.cuda.is_available() else ["JIT warm-up"])

@@ -40,6 +40,7 @@ MODULES = (
     "apex_norms",
     "mpi4py_one_process",
     "dataset_helpers",
+    "jit_warmup",
 )
 
 
