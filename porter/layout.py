@@ -69,7 +69,7 @@ class WeightLayout:
     mlp_bias: bool = False
     final_norm_present: bool = True
     make_vocab_size_divisible_by: int = 128
-    # the generated <Prefix>ModelPipe's layer spec indices (porter/convert/pipe_order.py):
+    # the generated <Prefix>ModelPipe's layer spec indices (porter/profile/pipe_order.py):
     # porter's template: embedding, transpose, the layers, transpose, final norm, head
     pipe_embedding: int = 0
     pipe_first_layer: int = 2

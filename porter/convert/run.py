@@ -2,7 +2,7 @@
 
 HF -> Megatron: the HF config's numbers (norm epsilon, rotary base and scaling, key/value
 heads, head size, MLP width, vocabulary) become the port's switch values, through each
-difference (porter/features/: `from_hf`, then `run_argv`): the tree's own parser makes the
+difference (porter/differences/: `from_hf`, then `run_argv`): the tree's own parser makes the
 checkpoint's args from them, so a plain `--load` needs no extra flags. A config whose
 architecture the port cannot run (a bias the port has no switch for, GQA in a port without
 it...) is refused by field.
@@ -27,6 +27,9 @@ from porter.errors import PorterError
 from porter.hf_config import HFConfig, hf_config_of
 from porter.layout import WeightLayout
 from porter.profile.layout import read_layout
+from porter.treerun.argv import entry_points, is_number, numbers_argv, plan_numbers, tree_argv
+from porter.treerun.in_tree import run_in_tree
+from porter.treerun.shape import RunShape
 from porter.weights import ModelShape, ModelWeights
 
 # HF config fields kept from the source model on the way back (not architecture: token ids...)
@@ -117,37 +120,25 @@ class Port:
         (norm epsilon, rotary base, key/value heads, MLP width, sizes)."""
         from porter.plan import make_plan
 
-        plan = make_plan(spec, self.profile)
-        return {dest: (field, plan.defaults[dest]) for dest, field in plan.default_fields.items()
-                if _number(plan.defaults[dest])}
+        return plan_numbers(make_plan(spec, self.profile))
 
     def run_argv(self, spec) -> list[str]:
         """The tree's options that set the spec's numbers, for its parser (the sizes are the
-        caller's: porter.verify.tree_run.tree_argv)."""
-        argv: list[str] = []
-        for dest, (field, value) in self.numbers(spec).items():
-            argument = self.profile.arguments.by_dest(dest)
-            if argument is not None and not field.startswith("sizes."):
-                argv += [argument.options[0], *(str(v) for v in (value if isinstance(value, list) else [value]))]
-        return argv
+        caller's: porter.treerun.argv.tree_argv)."""
+        from porter.plan import make_plan
+
+        return numbers_argv(make_plan(spec, self.profile), self.profile)
 
     def spec_from_args(self, args) -> Any:
         """The port's spec with the numbers a checkpoint's args hold."""
         values: dict[str, Any] = {}
         for dest, (field, _) in self.numbers(self.spec).items():
             value = getattr(args, dest, None)
-            if isinstance(value, list) and _number(value):
+            if isinstance(value, list) and is_number(value):
                 value = max(value)  # a count per layer (--num-experts): the spec holds the sparse layers'
-            if _number(value):
+            if is_number(value):
                 values[field] = value
         return self.spec.with_values(**values)
-
-
-def _number(value) -> bool:
-    """A number the port's switches take: int or float, or a list of ints (one per layer)."""
-    if isinstance(value, list):
-        return bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def switchable_fields(spec) -> set[str]:
@@ -163,10 +154,9 @@ def stamp_tree_args(port: Port, spec, shape: ModelShape, folder: Path, tp: int, 
     Returns how the args were made; when the tree cannot run here, the checkpoint keeps
     porter's own args (plain numbers and strings) and the reason is returned.
     """
-    from porter.verify.tree_run import RunShape, entry_points, run_in_tree, tree_argv
-
     script, provider = entry_points(port.profile.tree, port.spec)
-    run_shape = RunShape(shape.num_layers, shape.hidden_size, shape.num_attention_heads, seq_length)
+    run_shape = RunShape(num_layers=shape.num_layers, hidden_size=shape.hidden_size,
+                         num_attention_heads=shape.num_attention_heads, seq_length=seq_length, batch_size=1)
     with tempfile.TemporaryDirectory(prefix="porter-args-") as scratch:
         job = Path(scratch) / "job.json"
         job.write_text(json.dumps({

@@ -13,7 +13,7 @@ generated model:
 
 `job` is a plain dict (see `TreeJob`): the script and its extra-args provider, the command
 line the tree's parser reads (tiny model, TP/PP sizes, --load, ...), the real vocabulary.
-The parent process makes it with `porter.verify.parity.tree_job(spec, tree, profile, tiny)`
+The parent process makes it with `porter.treerun.argv.tree_job(spec, tree, profile, tiny)`
 and starts a module of its own in the tree with `parity.run_workers(..., module=...)`
 (the tree and porter on PYTHONPATH; torch.distributed.run when TP x PP > 1).
 Every step goes through the tree's own code: its argument parser with the spec's defaults,

@@ -29,19 +29,14 @@ from porter.errors import PorterError
 from porter.hf_config import hf_class_of
 from porter.naming import spec_in_tree
 from porter.probe import probe_plan
-from porter.smoke import runs_on_cpu
 from porter.source import SourceTree
 from porter.spec import Spec
+from porter.treerun.argv import entry_points, max_positions_allowed, tokenizer_argv, tree_job
+from porter.treerun.device import runs_on_cpu
+from porter.treerun.in_tree import run_in_tree
+from porter.treerun.shape import tiny_spec
 from porter.verify.probes import capture_hf, combine, orient, pipe_module
-from porter.verify.reference import REFERENCE_ATTENTION, TinyConfig, random_reference, tiny_spec, token_batch
-from porter.verify.tree_run import (
-    RunShape,
-    entry_points,
-    max_positions_allowed,
-    run_in_tree,
-    tokenizer_argv,
-    tree_job,
-)
+from porter.verify.reference import REFERENCE_ATTENTION, TinyConfig, random_reference, token_batch
 
 TOLERANCE = 1e-5
 # A probe "diverges" when its difference exceeds this, relative to max(1, its magnitude):
@@ -131,7 +126,7 @@ class VerifyResult:
     results: list[KindResult]
     workdir: str
     seconds: float
-    standins: list = field(default_factory=list)  # porter.standins.StandIn: those the tree's run used
+    standins: list = field(default_factory=list)  # porter.treerun.standins.StandIn: those the tree's run used
 
     @property
     def passed(self) -> bool:
@@ -247,10 +242,9 @@ def _reference_from_checkpoint(port: convert.Port, checkpoint: Path, tiny: TinyC
     convert.write_hf(hf_dir, config, convert.megatron_to_hf(model), port.spec.hf_class)
     reference = hf_class_of(port.spec.hf_class).from_pretrained(
         str(hf_dir), attn_implementation=REFERENCE_ATTENTION).float().eval()
-    tiny = TinyConfig(num_layers=shape.num_layers, hidden_size=shape.hidden_size,
-                      num_attention_heads=shape.num_attention_heads, vocab_size=shape.vocab_size,
-                      seq_length=min(tiny.seq_length, config.get("max_position_embeddings") or tiny.seq_length),
-                      batch_size=tiny.batch_size, weight_std=tiny.weight_std, seed=tiny.seed)
+    tiny = replace(tiny, num_layers=shape.num_layers, hidden_size=shape.hidden_size,
+                   num_attention_heads=shape.num_attention_heads, vocab_size=shape.vocab_size,
+                   seq_length=min(tiny.seq_length, config.get("max_position_embeddings") or tiny.seq_length))
     return reference, tiny, model
 
 
@@ -326,10 +320,8 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
     out.mkdir(exist_ok=True)
     for stale in out.glob("*"):
         stale.unlink()
-    shape = RunShape(tiny.num_layers, tiny.hidden_size, tiny.num_attention_heads, tiny.seq_length,
-                     tiny.batch_size, tiny.seed)
     job = {
-        "tree": tree_job(spec, tree, profile, shape, tiny.vocab_size, tp, pp,
+        "tree": tree_job(spec, tree, profile, tiny, tp, pp,
                          argv_extra + tokenizer_argv(spec, profile, workdir), dp=ep),
         "stamp_args": options.checkpoint is None,
         "kinds": list(kinds), "checkpoints": checkpoints, "out": str(out), "layout": layout.as_dict(),

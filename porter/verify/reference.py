@@ -15,6 +15,7 @@ import torch
 from porter.errors import PorterError
 from porter.hf_config import hf_class_of, hf_config_of, installed_rope_spelling, model_type_of
 from porter.spec import Spec
+from porter.treerun.shape import RunShape, tiny_spec
 
 # HF's own default attention (torch's scaled_dot_product_attention): the reference as HF users run
 # it, and the kernel porter's fused core attention calls, so a port that computes the same
@@ -24,17 +25,11 @@ REFERENCE_ATTENTION = "sdpa"
 
 
 @dataclass(frozen=True)
-class TinyConfig:
-    """The model and batch verify runs: small enough for a CPU, big enough to mean something."""
+class TinyConfig(RunShape):
+    """The model and batch verify runs: small enough for a CPU, big enough to mean something;
+    its weights drawn with std `weight_std`."""
 
-    num_layers: int = 2
-    hidden_size: int = 64
-    num_attention_heads: int = 4
-    vocab_size: int = 256
-    seq_length: int = 32
-    batch_size: int = 2
     weight_std: float = 0.1
-    seed: int = 1234
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -54,15 +49,6 @@ def check_spec(spec: Spec) -> None:
             file=spec.path, construct="model.hf_class: a transformers causal-LM class", found=spec.hf_class,
             fix="name a class transformers has (e.g. LlamaForCausalLM), or upgrade transformers",
         )
-
-
-def tiny_spec(spec: Spec, tiny: TinyConfig) -> Spec:
-    """The spec at verify's tiny size: each difference picks values that show it (2 key/value
-    heads of 4, ...); the spec's own sizes are a real model's and give way."""
-    values: dict = {}
-    for difference in spec.differences:
-        values.update(difference.tiny(spec, tiny))
-    return spec.with_values(**values)
 
 
 def reference_config(spec: Spec, tiny: TinyConfig):

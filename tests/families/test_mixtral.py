@@ -279,12 +279,16 @@ def test_wrong_routing_fails_verify_at_the_moe_router(mixtral_tree, tmp_path, na
 def test_a_checkpoint_the_tree_trains_at_expert_parallel_2_converts_and_verifies(mixtral_tree, smoke_workdir, tmp_path):
     """Two processes train with --moe-expert-parallel-size 2 and DeepSpeed saves (each rank its own
     experts' files); porter converts that to HF, and the tree loading it matches HF's logits."""
-    from porter.smoke import SmokeConfig, launch, prepare_data, training_arguments
+    from porter.smoke import SmokeConfig
+    from porter.smoke.argv import training_arguments
+    from porter.smoke.data import prepare_data
+    from porter.smoke.port import SmokePort
     from porter.source import SourceTree
+    from porter.treerun.script import launch
 
     config = SmokeConfig(steps=2, nproc=2, extra_args=["--moe-expert-parallel-size", "2"])
     model, prefix = prepare_data(mixtral_tree, smoke_workdir, config.vocab_size)
-    args = training_arguments(MIXTRAL, SourceTree.open(mixtral_tree), tmp_path, config, model, prefix)
+    args = training_arguments(SmokePort.of(MIXTRAL, SourceTree.open(mixtral_tree), config), tmp_path, config, model, prefix)
     save = tmp_path / "checkpoint"
     run = launch(mixtral_tree, MIXTRAL.script, args + ["--save", str(save), "--save-interval", "2"], nproc=2)
     assert run.returncode == 0, run.log[-3000:]

@@ -171,6 +171,12 @@ class Rotary(Difference):
         switch: the flag follows the switch in the Embedding itself, so that the generated model
         (and any other caller) builds no table either."""
         gate = p.facts(self.name).position_gate
+        if gate is not None and gate.startswith("self.") and gate[5:] not in p.model.embedding_params \
+                and p.has_dest(gate[5:]):
+            # the gate is a training argument of the tree (microsoft 69e3c6a0's --no-position-embedding,
+            # dest add_position_embedding), which its rotary switch does not turn off: the entry point does
+            p.default(gate[5:], False)
+            return
         if gate is None or not gate.startswith("self.") or gate[5:] not in p.model.embedding_params:
             return
         p.names_for(LANGUAGE_MODEL, "rotary")

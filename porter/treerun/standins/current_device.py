@@ -15,7 +15,7 @@ WHAT = "the tree's get_current_device() / get_current_device_index() (HPU and CU
 
 
 def applies(tree: Path) -> bool:
-    from porter.standins import tree_mentions
+    from porter.treerun.standins import tree_mentions
 
     return tree_mentions(tree, "def get_current_device")
 
@@ -27,7 +27,7 @@ def _cpu_case(function, answer):
 
         device = getattr(get_args(), "device", None)
         if getattr(device, "type", device) == "cpu":
-            from porter.standins.runtime import used
+            from porter.treerun.standins.runtime import used
 
             used(NAME)
             return answer

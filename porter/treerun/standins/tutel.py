@@ -17,12 +17,12 @@ WHAT = ("tutel (Microsoft's MoE kernels, not on PyPI): an empty module, since on
 
 
 def applies(tree: Path) -> bool:
-    from porter.standins import tree_mentions
+    from porter.treerun.standins import tree_mentions
 
     return tree_mentions(tree, "import tutel", "from tutel")
 
 
 def install(hooks) -> None:
-    from porter.standins.runtime import module
+    from porter.treerun.standins.runtime import module
 
     hooks.missing("tutel.*", NAME, lambda name: module(name, loose=True))

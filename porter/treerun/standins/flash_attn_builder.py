@@ -17,7 +17,7 @@ WHAT = ("DeepSpeed's CPU op builder for flash attention: its load() error is als
 
 
 def applies(tree: Path) -> bool:
-    from porter.standins import tree_mentions
+    from porter.treerun.standins import tree_mentions
 
     return tree_mentions(tree, "get_op_builder(")
 
@@ -36,7 +36,7 @@ def _patch(no_impl) -> None:
         try:
             return load(self, *args, **kwargs)
         except ValueError as exc:
-            from porter.standins.runtime import used
+            from porter.treerun.standins.runtime import used
 
             used(NAME)
             raise NotOnThisDevice(str(exc)) from exc

@@ -14,13 +14,13 @@ WHAT = "torch._six (removed in torch 2.0, imported by older trees' gradient clip
 
 
 def applies(tree: Path) -> bool:
-    from porter.standins import tree_mentions
+    from porter.treerun.standins import tree_mentions
 
     return tree_mentions(tree, "torch._six")
 
 
 def install(hooks) -> None:
-    from porter.standins.runtime import module
+    from porter.treerun.standins.runtime import module
 
     hooks.missing("torch._six", NAME, lambda name: module(
         name, {"inf": float("inf"), "string_classes": (str, bytes), "int_classes": int}))

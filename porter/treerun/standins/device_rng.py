@@ -20,7 +20,7 @@ WHAT = ("the tree's device RNG tracker (HPU and CUDA cases only): the CPU genera
 
 
 def applies(tree: Path) -> bool:
-    from porter.standins import tree_mentions
+    from porter.treerun.standins import tree_mentions
 
     return tree_mentions(tree, "RNGStatesTrackerSingleton")
 
@@ -61,7 +61,7 @@ def _patch_random(random) -> None:
     @functools.wraps(get)
     def get_tracker(self):
         if not self.tracker and _on_cpu():
-            from porter.standins.runtime import used
+            from porter.treerun.standins.runtime import used
 
             used(NAME)
             type(self).tracker = CPURNGStatesTracker()

@@ -17,7 +17,7 @@ WHAT = ("deepspeed.initialize(args=<with --deepspeed_config>, config=<that file'
 
 
 def applies(tree: Path) -> bool:
-    from porter.standins import tree_mentions
+    from porter.treerun.standins import tree_mentions
 
     return tree_mentions(tree, "deepspeed.initialize(")
 
@@ -34,7 +34,7 @@ def _patch(deepspeed) -> None:
             getattr(ds_args, "deepspeed_config", None) is not None
         if not both:
             return initialize(*args, **kwargs)
-        from porter.standins.runtime import used
+        from porter.treerun.standins.runtime import used
 
         used(NAME)
         path, ds_args.deepspeed_config = ds_args.deepspeed_config, None

@@ -16,7 +16,7 @@ WHAT = ("deepspeed.compression.compress (removed in DeepSpeed 0.19, imported by 
 
 
 def applies(tree: Path) -> bool:
-    from porter.standins import tree_mentions
+    from porter.treerun.standins import tree_mentions
 
     return tree_mentions(tree, "deepspeed.compression")
 
@@ -26,7 +26,7 @@ def _unchanged(model, *args, **kwargs):
 
 
 def install(hooks) -> None:
-    from porter.standins.runtime import module
+    from porter.treerun.standins.runtime import module
 
     hooks.missing("deepspeed.compression.compress", NAME, lambda name: module(
         name, {"init_compression": _unchanged, "redundancy_clean": _unchanged}))

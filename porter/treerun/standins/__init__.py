@@ -4,8 +4,8 @@ Real Megatron-DeepSpeed trees import or call pieces that a CPU machine with upst
 packages does not have: a module DeepSpeed 0.19 removed, Habana's DeepSpeed fork's
 options, CUDA-only builders, numpy aliases numpy 2 removed, a torchvision that cannot load
 beside CPU torch. None of them concerns the port. `porter smoke` and `porter verify` run on a
-scratch copy of the tree (porter.scratch), and with `--cpu` (automatic without CUDA) each
-child process installs the stand-ins below through porter.standins.runtime: a stand-in
+scratch copy of the tree (porter.treerun.scratch), and with `--cpu` (automatic without CUDA) each
+child process installs the stand-ins below through porter.treerun.standins.runtime: a stand-in
 acts only where the real piece is missing or fails, and says so; the parent prints the
 ones a run used. The tree's files are never changed.
 
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from porter.standins.runtime import ENV_NAMES, ENV_REPORT
+ENV_NAMES = "PORTER_STANDINS"  # comma-separated names of the stand-ins a child process installs
+ENV_REPORT = "PORTER_STANDINS_REPORT"  # the file each stand-in used is written to, one line each
 
 MODULES = (
     "deepspeed_compression",
@@ -34,6 +35,12 @@ MODULES = (
     "device_rng",
     "current_device",
     "deepspeed_config_twice",
+    "apex_optimizers",
+    "apex_multi_tensor",
+    "apex_norms",
+    "mpi4py_one_process",
+    "dataset_helpers",
+    "jit_warmup",
 )
 
 
@@ -45,7 +52,7 @@ class StandIn:
 
 
 def _load(short: str):
-    return importlib.import_module(f"porter.standins.{short}")
+    return importlib.import_module(f"porter.treerun.standins.{short}")
 
 
 def all_standins() -> list[StandIn]:
@@ -69,7 +76,7 @@ def offered(tree: Path) -> list[StandIn]:
 
 
 def environment(standins: list[StandIn], report: Path) -> dict[str, str]:
-    """What a child process needs to install `standins` (porter.standins.runtime reads it)."""
+    """What a child process needs to install `standins` (porter.treerun.standins.runtime reads it)."""
     return {ENV_NAMES: ",".join(s.name for s in standins), ENV_REPORT: str(report)}
 
 
@@ -82,7 +89,8 @@ def read_used(report: Path) -> list[StandIn]:
 
 
 @lru_cache(maxsize=32)
-def _sources(tree: str) -> str:
+def tree_sources(tree: str) -> str:
+    """The text of the tree's Python files: its top-level scripts and megatron/."""
     root = Path(tree)
     files = [*root.glob("*.py"), *(root / "megatron").rglob("*.py")]
     return "\n".join(p.read_text(errors="replace") for p in files if p.is_file())
@@ -90,5 +98,5 @@ def _sources(tree: str) -> str:
 
 def tree_mentions(tree: Path, *needles: str) -> bool:
     """Does any Python file of the tree (its top-level scripts, megatron/) contain one of needles?"""
-    text = _sources(str(Path(tree).resolve()))
+    text = tree_sources(str(Path(tree).resolve()))
     return any(n in text for n in needles)

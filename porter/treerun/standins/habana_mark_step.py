@@ -15,13 +15,13 @@ WHAT = "habana_frameworks.torch.core.mark_step (Habana's lazy-mode step, called 
 
 
 def applies(tree: Path) -> bool:
-    from porter.standins import tree_mentions
+    from porter.treerun.standins import tree_mentions
 
     return tree_mentions(tree, "habana_frameworks.torch.core")
 
 
 def install(hooks) -> None:
-    from porter.standins.runtime import module
+    from porter.treerun.standins.runtime import module
 
     hooks.missing("habana_frameworks", NAME, lambda name: module(name))
     hooks.missing("habana_frameworks.torch", NAME, lambda name: module(name))

@@ -1,6 +1,6 @@
 """The import machinery of the stand-ins, inside a run in a scratch copy of a tree.
 
-Imported only by the child processes porter starts in a tree (porter.standins.launch, the
+Imported only by the child processes porter starts in a tree (porter.treerun.standins.launch, the
 verify worker), never by porter's own commands. Two kinds of hook:
 
 - `missing(name, factory)`: serve a module of porter's own for `name` (or, with a trailing
@@ -22,8 +22,7 @@ import sys
 import types
 from collections.abc import Callable
 
-ENV_NAMES = "PORTER_STANDINS"  # comma-separated names of the stand-ins to install
-ENV_REPORT = "PORTER_STANDINS_REPORT"  # the file each stand-in used is written to, one line each
+from porter.treerun.standins import ENV_NAMES, ENV_REPORT, by_name
 
 _reported: set[str] = set()
 
@@ -80,6 +79,23 @@ def module(name: str, attributes: dict | None = None, loose: bool = False) -> ty
     return made
 
 
+class ReportingModule(types.ModuleType):
+    """A stand-in module that reports its stand-in as used when the run takes one of its names
+    (a module imported only to find a name it lacks, as a tree's `try:` does, reports nothing)."""
+
+    def __init__(self, name: str, standin: str, attributes: dict) -> None:
+        super().__init__(name)
+        self.__path__ = []
+        self._standin, self._names = standin, attributes
+
+    def __getattr__(self, name: str):
+        names = self.__dict__.get("_names", {})
+        if name not in names:
+            raise AttributeError(f"module {self.__name__!r} (porter's stand-in) has no attribute {name!r}")
+        used(self.__dict__["_standin"])
+        return names[name]
+
+
 Factory = Callable[[str], types.ModuleType]
 
 
@@ -87,18 +103,29 @@ class Hooks(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """The finder at the front of sys.meta_path that serves stand-ins and runs patches."""
 
     def __init__(self) -> None:
-        self._missing: dict[str, tuple[str, Factory]] = {}  # name or "pkg.*" -> (stand-in, factory)
+        self._missing: dict[str, tuple[str | None, Factory]] = {}  # name or "pkg.*" -> (stand-in, factory)
         self._after: dict[str, list[Callable[[types.ModuleType], None]]] = {}
         self._serving: set[str] = set()  # "pkg.*" roots whose whole package is a stand-in here
 
     # -- registration --------------------------------------------------------------------------
-    def missing(self, name: str, standin: str, factory: Factory) -> None:
+    def missing(self, name: str, standin: str | None, factory: Factory) -> None:
         """Serve factory(name) for `name` ("pkg.*": pkg and every submodule) when it cannot be imported.
+
+        `standin` None: a package that only holds stand-ins served under it (apex's), not
+        reported by itself.
 
         For "pkg.*", a real pkg that fails while it imports (a wheel built for another torch)
         counts as missing: its half-imported modules are dropped and the stand-in serves.
         """
         self._missing[name] = (standin, factory)
+
+    def serve(self, root: str, standin: str, factory: Factory) -> None:
+        """Serve factory(name) for the package `root` and its submodules from now on, in place of a
+        real one that is installed but does not work here (its half-imported modules are dropped)."""
+        for loaded in [m for m in sys.modules if m == root or m.startswith(root + ".")]:
+            del sys.modules[loaded]
+        self._missing[root + ".*"] = (standin, factory)
+        self._serving.add(root)
 
     def after(self, name: str, patch: Callable[[types.ModuleType], None]) -> None:
         """Call patch(module) once the real module `name` has been executed."""
@@ -182,7 +209,8 @@ class Hooks(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     # -- loader --------------------------------------------------------------------------------
     def create_module(self, spec):
         _, standin, factory = self._entry(spec.name)
-        used(standin)
+        if standin is not None:
+            used(standin)
         return factory(spec.name)
 
     def exec_module(self, module) -> None:
@@ -193,9 +221,7 @@ HOOKS = Hooks()
 
 
 def install(names: list[str]) -> Hooks:
-    """Install the named stand-ins in this process (see porter.standins.STANDINS)."""
-    from porter.standins import by_name
-
+    """Install the named stand-ins in this process (see porter.treerun.standins.MODULES)."""
     if HOOKS not in sys.meta_path:
         sys.meta_path.insert(0, HOOKS)
     for name in names:

@@ -18,7 +18,7 @@ ALIASES = {"float": "float", "int": "int", "bool": "bool", "object": "object", "
 
 
 def applies(tree: Path) -> bool:
-    from porter.standins import tree_mentions
+    from porter.treerun.standins import tree_mentions
 
     return tree_mentions(tree, *(f"np.{alias}" for alias in ALIASES))
 
@@ -28,7 +28,7 @@ def _patch(numpy) -> None:
 
     def __getattr__(name):
         if name in ALIASES and name not in numpy.__dict__:
-            from porter.standins.runtime import used
+            from porter.treerun.standins.runtime import used
 
             used(NAME)
             return getattr(builtins, ALIASES[name])

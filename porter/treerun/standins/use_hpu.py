@@ -18,7 +18,7 @@ WHAT = ("--use_hpu and PipelineModule(use_hpu=) of Habana's DeepSpeed fork: the 
 
 
 def applies(tree: Path) -> bool:
-    from porter.standins import tree_mentions
+    from porter.treerun.standins import tree_mentions
 
     return tree_mentions(tree, "use_hpu")
 
@@ -32,7 +32,7 @@ def _patch_deepspeed(deepspeed) -> None:
     def add_config_arguments(parser):
         parser = add(parser)
         if not any(action.dest == "use_hpu" for action in parser._actions):
-            from porter.standins.runtime import used
+            from porter.treerun.standins.runtime import used
 
             used(NAME)
             parser.add_argument("--use_hpu", action="store_true", help="(porter stand-in: Habana's DeepSpeed fork)")
@@ -50,7 +50,7 @@ def _patch_pipeline_module(module) -> None:
     @functools.wraps(init)
     def __init__(self, *args, **kwargs):
         if "use_hpu" in kwargs:
-            from porter.standins.runtime import used
+            from porter.treerun.standins.runtime import used
 
             used(NAME)
             kwargs.pop("use_hpu")

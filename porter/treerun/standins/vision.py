@@ -17,13 +17,13 @@ WHAT = ("torchvision and PIL (missing here, or a build for another torch): empty
 
 
 def applies(tree: Path) -> bool:
-    from porter.standins import tree_mentions
+    from porter.treerun.standins import tree_mentions
 
     return tree_mentions(tree, "import torchvision", "from torchvision", "from PIL", "import PIL")
 
 
 def install(hooks) -> None:
-    from porter.standins.runtime import module
+    from porter.treerun.standins.runtime import module
 
     for package in ("torchvision", "PIL"):
         hooks.missing(package + ".*", NAME, lambda name: module(name, loose=True))
