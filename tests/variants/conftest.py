@@ -155,9 +155,7 @@ def first_layer_shards(ckpt: Path, layout, tp: int) -> list[dict]:
     """The first transformer layer's tensors in each tensor-parallel shard of a pipe checkpoint."""
     import torch
 
-    from porter.convert.tensors import layer_names
-
-    fc1 = layer_names(layout)["fc1"]
+    fc1 = f"{layout.mlp}.{layout.fc1}.weight"
     shards = []
     for rank in range(tp):
         files = sorted(ckpt.glob(f"*/layer_*-model_{rank:02d}-model_states.pt"))
