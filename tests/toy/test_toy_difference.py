@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from porter import convert
+from porter import catalog, convert
 from porter.catalog import load_spec
 from porter.cli import app
 from porter.verify.parity import VerifyOptions, verify
@@ -30,6 +30,13 @@ hf_class = "tests.toy.mlp_scale.modeling:ScaledLlamaForCausalLM"
 [toy]
 mlp_scale = true
 '''
+
+
+@pytest.fixture(scope="module", autouse=True)
+def toy_only_here():
+    """The toy is registered by the spec that names it; other test modules of this process never see it."""
+    yield
+    catalog.unregister("mlp_scale")
 
 
 @pytest.fixture(scope="module")

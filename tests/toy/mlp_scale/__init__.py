@@ -10,7 +10,6 @@ layer builds), its weight (the scale vector, HF `mlp.scale.weight` <-> the tree'
 
 from __future__ import annotations
 
-from porter import catalog
 from porter.differences.base import Difference
 from porter.planner import rw
 from porter.profile import TRANSFORMER
@@ -56,4 +55,4 @@ class MLPScale(Difference):
         return {FIELD: True} if config.get("model_type") == "scaled_mlp_llama" else {}
 
 
-catalog.register(MLPScale())
+DIFFERENCES = [MLPScale()]  # what a spec's `differences_from` takes in
