@@ -5,7 +5,7 @@ whose reference class has that model type, the one closest to the config (fewest
 differ) gives what config.json leaves implicit in HF's modeling code (RMSNorm, SwiGLU, the
 tokenizer kind...). Then every difference reads its own fields from the config (porter/differences/,
 `from_hf`), and the model's sizes become the entry point's defaults. A field porter cannot
-honour (an unknown rope type, a sliding window on a family without one) is refused by name,
+honour (an unknown rope type, a field the family's class does not have) is refused by name,
 never ignored: every field a difference does not read is checked against the list of fields
 that change nothing porter builds (a field set to null asks for nothing).
 
@@ -139,7 +139,7 @@ def spec_from_hf(path: str | Path, differences: Differences,
                 "(docs/writing-a-spec.md)",
         )
     # a field set to null asks for nothing (transformers writes every field of its config class:
-    # Mixtral's `"sliding_window": null`)
+    # a Mixtral config's window set to null)
     unknown = sorted(k for k in config if config[k] is not None and k not in INERT_FIELDS
                      and not any(k in d.hf_fields for d in differences))
     if unknown:

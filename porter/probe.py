@@ -53,7 +53,7 @@ class LayerProbes:
     input projection(s), its activation, its output projection, the layer's output. A
     difference replaces a slot's probes or adds a slot after another (`probes()` of
     porter/differences/base.py): rotary adds its rotation after the q, k, v projection, the
-    gated MLP fills the input projections, experts replace the MLP.
+    gated MLP fills the input projections, a mixture replaces the MLP.
     """
 
     SLOTS = ("input_norm", "qkv", "attention", "dense", "post_norm", "mlp_in", "mlp_act", "mlp_out", "layer")

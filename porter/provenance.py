@@ -163,7 +163,7 @@ class EditInfo:
 
 
 def _source_of(cls: type) -> str:
-    """A class's file, from the repository root (porter/edits/arguments.py, porter/differences/moe/rewrites.py)."""
+    """A class's file, from the repository root (porter/edits/arguments.py, porter/differences/<name>/rewrites.py)."""
     path = Path(inspect.getsourcefile(cls) or "").resolve()
     root = Path(__file__).resolve().parent.parent
     try:

@@ -7,7 +7,7 @@ shares): input norm, the fused q, k, v projection laid out per key/value head
 and output projections. A difference fills or replaces slots where it changes the layer
 (`Difference.weights(layer)`, in plan order): the gated MLP fuses gate and up, the bias puts a
 bias beside each linear of its sites, rotary adds the frequencies a tree's rotary saves, the
-experts replace the MLP. `porter.convert` maps, shards and writes every layer from its list,
+a mixture replaces the MLP. `porter.convert` maps, shards and writes every layer from its list,
 and verify's structure check reads it: no engine names a difference.
 
 Every `join` and `split` is a pure copy (a fusion, a cut, a reshape), so HF -> Megatron -> HF
@@ -44,7 +44,7 @@ class Weight:
     left out, the one tensor is the other as it is. `made`: a tensor the tree computes itself and
     saves (a rotary embedding's frequencies), with no HF tensor: made on the way in, dropped on
     the way out. `file`: the checkpoint file it is saved in when the engine saves it apart from
-    the layer (DeepSpeed writes each expert to a file of its own): (layer index, index among the
+    the layer (DeepSpeed writes some tensors to files of their own): (layer index, index among the
     layers holding such tensors, tensor-parallel rank) -> (file name, key in that file)."""
 
     key: str
@@ -108,7 +108,7 @@ class ModelShape:
                 f"{heads} attention heads do not share {kv_heads} key/value heads evenly", file=path,
                 construct="num_attention_heads a multiple of num_key_value_heads",
                 found=f"num_attention_heads = {heads}, num_key_value_heads = {kv_heads}",
-                fix="check the config: grouped-query attention needs equal groups",
+                fix="check the config: each key/value head serves the same number of query heads",
             )
         return cls(num_layers=config["num_hidden_layers"], hidden_size=config["hidden_size"], num_attention_heads=heads,
                    ffn_hidden_size=config["intermediate_size"], vocab_size=config["vocab_size"], kv_heads=kv_heads,
@@ -233,7 +233,7 @@ class ModelWeights:
             difference.check_checkpoint(self.layout, pipe, tp)
 
     def client_state(self) -> dict[str, Any]:
-        """What the differences add to a checkpoint's client state (DeepSpeed's expert counts)."""
+        """What the differences add to a checkpoint's client state (counts DeepSpeed's engine lists)."""
         state: dict[str, Any] = {}
         for difference in self.differences:
             state.update(difference.client_state(self))

@@ -7,7 +7,7 @@ A shard is what one tensor-parallel rank holds, written as
     plain engine:     <dir>/<tag>/mp_rank_TT_model_states.pt with 'module' holding the
                       nested dict of the model's state_dict_for_save_checkpoint;
 plus <dir>/latest (DeepSpeed's tag file) and latest_checkpointed_iteration.txt. A layer tensor
-a difference saves apart (DeepSpeed's MoE layer writes every expert to a file of its own) goes
+a difference saves apart (DeepSpeed writes some layers' tensors to files of their own) goes
 where its Weight's `file` says (porter.weights).
 
 Both ways stream (porter/convert/stream.py): `stream_checkpoint` writes the full model's
@@ -81,7 +81,7 @@ def _client_state(weights: ModelWeights, padded_vocab: int, tp: int, pp: int, ar
         "args": checkpoint_args(shape, padded_vocab, layout, tp, pp, args),
         "porter": {"vocab_size": shape.vocab_size, "hf_config": hf_config, "layout": layout.as_dict()},
     }
-    state.update(weights.client_state())  # what the differences add (DeepSpeed's expert counts)
+    state.update(weights.client_state())  # what the differences add to it
     return state
 
 
@@ -108,7 +108,7 @@ def slots(parts: Iterator[Part], weights: ModelWeights, tp: int, pipe: bool) -> 
     layout, num_layers = weights.layout, weights.shape.num_layers
     module = ("module", layout.language_model_key)
     encoder = (*module, layout.encoder_key)
-    holding = 0  # layers so far whose tensors are (partly) saved apart: DeepSpeed numbers its MoE layers so
+    holding = 0  # layers so far with tensors saved apart: DeepSpeed numbers such layers so
     for kind, i, value in parts:
         if value is None:
             continue

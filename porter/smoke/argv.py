@@ -15,7 +15,7 @@ def training_arguments(port: SmokePort, workdir: Path, config: SmokeConfig, mode
     """The tiny-config command line of a smoke run of the ported script.
 
     The entry point's defaults are a real model's, so the spec's numbers are passed at the
-    smoke size (key/value heads that divide the smoke run's heads, a sliding window shorter
+    smoke size (key/value heads that divide the smoke run's heads, a window shorter
     than its sequence, an MLP width for its hidden size).
     """
     profile = port.profile

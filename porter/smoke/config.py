@@ -70,7 +70,7 @@ class SmokeConfig(RunShape):
 
     def for_spec(self, spec: Spec) -> SmokeConfig:
         """The config for this spec's model: a model with a difference the pipeline model cannot
-        carry (a mixture of experts) trains on the plain engine, as its entry point does; a
+        carry trains on the plain engine, as its entry point does; a
         pipeline size above 1 is refused for it, naming the difference."""
         plain_only = [d.name for d in spec.wanted() if not d.pipeline_engine]
         if not plain_only:
@@ -79,5 +79,5 @@ class SmokeConfig(RunShape):
             raise PorterError(f"porter smoke cannot run {spec.name} with --pp {self.pipeline_parallel}",
                               construct="a model the pipeline engine can carry",
                               found=f"{', '.join(plain_only)}: the model trains on DeepSpeed's plain engine only",
-                              fix="pass --pp 1 (data or expert parallel processes with --nproc)")
+                              fix="pass --pp 1 (data-parallel processes with --nproc)")
         return replace(self, pipe=False)

@@ -26,7 +26,7 @@ class RunShape:
 
 def tiny_spec(spec: Spec, shape: RunShape) -> Spec:
     """The spec at a tiny size: each difference picks values that show it (2 key/value heads
-    of 4, a sliding window shorter than the sequence, ...); the spec's own sizes are a real
+    of 4, an attention window shorter than the sequence, ...); the spec's own sizes are a real
     model's and give way."""
     values: dict = {}
     for difference in spec.differences:

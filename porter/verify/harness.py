@@ -322,7 +322,7 @@ def expected_tensors(model, kind: str, folder, tp_rank: int, apart: Iterable[str
 
 
 def apart_tensors(model, folder, tp_rank: int, apart: Iterable[str]) -> dict[str, torch.Tensor]:
-    """This rank's tensors that the engine saves in files of their own (DeepSpeed's experts),
+    """This rank's tensors that the engine saves in files of their own,
     keyed as the model names them: each difference's own reader ('module:function', its
     Difference.apart_tensors) called with the model, the tag folder and the rank."""
     found: dict[str, torch.Tensor] = {}

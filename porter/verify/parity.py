@@ -50,7 +50,7 @@ class VerifyOptions:
     tensor_parallel: int = 1
     pipeline_parallel: int | None = None  # None: 1, or the checkpoint's
     kinds: tuple[str, ...] | None = None  # None: every class the port has ("model", "pipe")
-    expert_parallel: int = 1  # ranks each layer's experts are sharded over (MoE ports; processes: x this)
+    expert_parallel: int = 1  # the run's expert-parallel size (processes: x this; the difference says what it shards)
     tolerance: float = TOLERANCE
     timeout: float = 600.0
     checkpoint: Path | None = None  # verify this checkpoint of the tree instead of a random model
@@ -216,7 +216,7 @@ def compare(kind: str, records: list[dict], probes, ref_logits, captures, labels
 
 def _kinds(spec: Spec, asked: tuple[str, ...] | None) -> tuple[str, ...]:
     """The generated classes to verify: those asked for, else every one the port has (a
-    difference the pipe model cannot carry, such as DeepSpeed's MoE layer, leaves the plain one)."""
+    difference the pipe model cannot carry leaves the plain one)."""
     pipe = all(d.pipeline_engine for d in spec.wanted())
     if asked is None:
         return ("model", "pipe") if pipe else ("model",)

@@ -67,7 +67,7 @@ def capture_hf(model, tokens: torch.Tensor, positions: torch.Tensor | None = Non
         return hook
 
     # every module's output and its hidden-states input: what a probe reads is there, whatever
-    # its family's modules are (a router, an expert, a q/k norm...)
+    # its family's modules are
     for name, module in model.named_modules():
         if name:
             handles.append(module.register_forward_hook(keep(name), with_kwargs=True))

@@ -36,7 +36,7 @@ class FusedQKVLayout(Difference):
         if facts is not None and facts.layout in ("per_head", "per_group"):
             return {}
         blocked = facts.blocked if facts is not None else None
-        found = "another QKV layout (grouped-query attention?)"
+        found = "another QKV layout (fewer key/value heads than query heads, split otherwise?)"
         fix = "convert this tree's weights by hand; porter supports the per-head layout of multi-head attention"
         if blocked is not None:
             found = (f"ParallelAttention.{blocked.func} cuts it into q | k | v thirds "
@@ -65,7 +65,7 @@ class FusedQKVLayout(Difference):
         p.edit(TRANSFORMER, self.name,
                f"repair: ParallelAttention.{blocked.func} cut the fused QKV output into q | k | v thirds "
                f"({blocked.width} = {blocked.fused}.shape[-1] // 3), which is not the per-group layout of the "
-               f"tree's own {blocked.split_method} (nor of its checkpoints) and is wrong under grouped-query "
-               f"attention; it splits with self.{blocked.split_method} again",
+               f"tree's own {blocked.split_method} (nor of its checkpoints) and is wrong with fewer key/value heads than query "
+               f"heads; it splits with self.{blocked.split_method} again",
                rw(Q.GroupedSplitForBlockedThirds, cls="ParallelAttention", func=blocked.func, fused=blocked.fused,
                   width=blocked.width, split_method=blocked.split_method, groups=blocked.groups))

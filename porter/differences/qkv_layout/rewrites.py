@@ -5,7 +5,7 @@ as three equal blocks: `w = x.shape[-1] // 3`, `query_layer = x[:, :, :w]...`,
 `key_layer = x[:, :, w:2w]...`, `value_layer = x[:, :, 2w:]...`. That is not the layout the
 same tree's own per-group split method reads (`torch.split(x, [groups, 1, 1], dim=-2)` on a
 [sq, b, ng, np/ng + 2, hn] view), nor the one its checkpoints and earlier code use, and under
-grouped-query attention the thirds are not even q, k and v (the query block is wider).
+fewer key/value heads than query heads the thirds are not even q, k and v (the query block is wider).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class GroupedSplitForBlockedThirds(Rewrite):
     Why: the thirds read the weights as q | k | v blocks, while the tree's per-group split (and
     its checkpoints) lay them out per key/value group, a group's queries then its key then its
     value; with one key/value head per query head that is the per-head [np, 3, hn] layout.
-    Under grouped-query attention the thirds are wrong outright (the query block is wider than
+    With fewer key/value heads than query heads the thirds are wrong outright (the query block is wider than
     the key and value blocks).
     """
 
