@@ -4,7 +4,7 @@ Some trees (microsoft's FPDT rework of ParallelAttention) split the fused projec
 as three equal blocks: `w = x.shape[-1] // 3`, `query_layer = x[:, :, :w]...`,
 `key_layer = x[:, :, w:2w]...`, `value_layer = x[:, :, 2w:]...`. That is not the layout the
 same tree's own per-group split method reads (`torch.split(x, [groups, 1, 1], dim=-2)` on a
-[sq, b, ng, np/ng + 2, hn] view), nor the one its checkpoints and earlier code use, and under
+[sq, b, ng, np/ng + 2, hn] view), nor the one its checkpoints and earlier code use, and with
 fewer key/value heads than query heads the thirds are not even q, k and v (the query block is wider).
 """
 
