@@ -121,6 +121,86 @@ def run_worker(tree: Path, mode: str, config: dict, threads: int) -> dict:
 
 
 
+def print_times(times: dict, memory: dict, models: list[str], names: dict[str, str]) -> None:
+    reference = times["hf-sdpa"]
+    print("\n| model | s/step (median) | vs HF sdpa | paired (q1..q3) | min..max | vs HF sdpa (min) | CPU s/step | CPU paired "
+          "| page faults/step | peak memory |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in models:
+        t = times[name]
+        peak = f"{memory[name]['peak_bytes'] / 2**20:.0f} MiB" if name in memory else "-"
+        print(f"| {names[name]} | {t['median']:.3f} | {t['median'] / reference['median']:.2f}x | "
+              f"{t['paired_ratio']:.2f}x ({t['paired_q1']:.2f}..{t['paired_q3']:.2f}) | {t['min']:.3f}..{t['max']:.3f} | "
+              f"{t['min'] / reference['min']:.2f}x | {t['cpu_median']:.3f} | {t['cpu_paired_ratio']:.2f}x | "
+              f"{t['faults_median']:.0f} | {peak} |")
+    print("(paired: the median over rounds of a model's step time over HF sdpa's in the same round, and its quartiles; "
+          "CPU: the process's CPU time, all threads; page faults: minor faults, memory the allocator took from the system "
+          "again)")
+
+
+# The categories a profile sums ops into (by name; the first that matches).
+CATEGORIES = (
+    ("matrix products", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_grouped_mm")),
+    ("attention kernel", ("aten::_scaled_dot_product", "aten::_flash_attention", "aten::_efficient_attention")),
+    ("copies, layout, indexing", ("aten::copy_", "aten::cat", "aten::clone", "aten::index", "aten::_index_put",
+                                  "aten::slice_backward", "aten::select_backward", "aten::fill_", "aten::zero_",
+                                  "aten::scatter", "aten::gather", "aten::embedding", "aten::_to_copy")),
+    ("communication", ("c10d::", "gloo:", "record_param_comms")),
+)
+OTHER_OPS, FRAMEWORK = "other tensor ops", "python, autograd, profiler"
+
+
+def category(op: str) -> str:
+    for name, prefixes in CATEGORIES:
+        if op.startswith(prefixes):
+            return name
+    return OTHER_OPS if op.startswith("aten::") else FRAMEWORK
+
+
+def print_profile(profiled: dict, names: dict[str, str], top: int = 12) -> None:
+    """Where each model's step goes (bench/model_worker.py's profile mode), in ms per step."""
+    models = list(profiled)
+    reference = profiled["hf-sdpa"]
+    print(f"\nprofile (torch.profiler, CPU; ms per step; the profiler's own overhead is in every figure):")
+    print("\n| ms per step | " + " | ".join(names[m] for m in models) + " |")
+    print("|---|" + "---|" * len(models))
+    print("| step (profiled) | " + " | ".join(f"{profiled[m]['step_us'] / 1e3:.1f}" for m in models) + " |")
+    groups = [name for name, _ in CATEGORIES] + [OTHER_OPS, FRAMEWORK]
+    by_group = {m: dict.fromkeys(groups, 0.0) for m in models}
+    for m in models:
+        for op, v in profiled[m]["ops"].items():
+            if op.startswith(("aten::", "c10d::", "gloo:", "record_param_comms")):
+                by_group[m][category(op)] += v["self_us"] / 1e3
+        ops_total = sum(by_group[m].values())
+        by_group[m][FRAMEWORK] += profiled[m]["step_us"] / 1e3 - ops_total
+    for group in groups:
+        print(f"| {group} | " + " | ".join(f"{by_group[m][group]:.1f}" for m in models) + " |")
+    for m in models:
+        phases = profiled[m]["phases"]
+        if phases:
+            print(f"| {names[m]}: phases | " + "; ".join(f"{p.removeprefix('engine.')} {v['total_us'] / 1e3:.1f}"
+                                                       for p, v in phases.items()) + " |" + " |" * (len(models) - 1))
+    for m in models:
+        if m == "hf-sdpa":
+            continue
+        ops, ref = profiled[m]["ops"], reference["ops"]
+        keys = [k for k in set(ops) | set(ref) if k.startswith("aten::")]
+        diff = {k: ops.get(k, {}).get("self_us", 0.0) - ref.get(k, {}).get("self_us", 0.0) for k in keys}
+        worst = sorted(keys, key=lambda k: -abs(diff[k]))[:top]
+        print(f"\nops that differ most, {names[m]} against {names['hf-sdpa']} (ms per step, calls per step):")
+        print("| op | this | calls | HF sdpa | calls | difference |")
+        print("|---|---|---|---|---|---|")
+        for k in worst:
+            a, b = ops.get(k, {"self_us": 0.0, "count": 0}), ref.get(k, {"self_us": 0.0, "count": 0})
+            print(f"| {k} | {a['self_us'] / 1e3:.2f} | {a['count']:.0f} | {b['self_us'] / 1e3:.2f} | {b['count']:.0f} | "
+                  f"{diff[k] / 1e3:+.2f} |")
+        for p, v in profiled[m]["phases"].items():
+            if p.startswith("engine.") and p not in ("engine.ForwardPass", "engine.BackwardPass"):
+                inside = sorted(v["ops"].items(), key=lambda kv: -kv[1])[:6]
+                print(f"  {p.removeprefix('engine.')} {v['total_us'] / 1e3:.2f} ms: "
+                      + ", ".join(f"{op} {us / 1e3:.2f}" for op, us in inside if us >= 10))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--families", default="llama,llama3", help="comma-separated bundled specs, one table each")
@@ -136,6 +216,11 @@ def main() -> None:
     parser.add_argument("--kernel-reps", type=int, default=50)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-kernels", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile each model (torch.profiler, interleaved): where its step goes, per op "
+                             "category, phase and engine instruction, and the ops that differ most from HF's")
+    parser.add_argument("--profile-steps", type=int, default=10, help="profiled steps per model")
+    parser.add_argument("--skip-time", action="store_true", help="no timing table (with --profile: the profile only)")
     parser.add_argument("--ablation", action="store_true",
                         help="also time the pipe without the fused attention and with the TorchScript bias-dropout-add")
     cli = parser.parse_args()
@@ -162,7 +247,7 @@ def main() -> None:
             # a model the pipeline engine cannot carry (a mixture of experts) is timed on the plain one only
             plain_only = not all(d.pipeline_engine for d in wanted_differences(spec))
             family_models = [n for n in models if not (plain_only and n.startswith("porter-pipe"))]
-            times = run_worker(tree, "time", {**base, "models": family_models}, cli.threads)
+            times = None if cli.skip_time else run_worker(tree, "time", {**base, "models": family_models}, cli.threads)
             memory = {}
             if not cli.skip_memory:
                 for name in family_models:
@@ -171,16 +256,13 @@ def main() -> None:
                 kernels = run_worker(tree, "kernels", base, cli.threads)
             groups = family["hf_config"].get("num_key_value_heads") or cli.heads
             print(f"\n## {spec.name} ({spec.hf_class}; {groups} key/value heads of {cli.heads})")
-            reference = times["hf-sdpa"]["median"]
             names = labels(spec)
-            print("\n| model | s/step (median) | vs HF sdpa | paired | min..max | vs HF sdpa (min) | peak memory |")
-            print("|---|---|---|---|---|---|---|")
-            for name in family_models:
-                t = times[name]
-                peak = f"{memory[name]['peak_bytes'] / 2**20:.0f} MiB" if name in memory else "-"
-                print(f"| {names[name]} | {t['median']:.3f} | {t['median'] / reference:.2f}x | {t['paired_ratio']:.2f}x | "
-                      f"{t['min']:.3f}..{t['max']:.3f} | {t['min'] / times['hf-sdpa']['min']:.2f}x | {peak} |")
-            print("(paired: the median over rounds of a model's step time over HF sdpa's in the same round)")
+            if times is not None:
+                print_times(times, memory, family_models, names)
+            if cli.profile:
+                profiled = [n for n in family_models if n != "hf-eager"]
+                print_profile(run_worker(tree, "profile", {**base, "models": profiled, "steps": cli.profile_steps},
+                                         cli.threads), names)
 
     if kernels:
         print("\n| kernel: generated vs reference (best of runs) | fwd ms | ref fwd ms | fwd ratio | fwd+bwd ms | ref fwd+bwd ms | fwd+bwd ratio | max abs diff |")

@@ -20,6 +20,7 @@ The models, all with the same config, batch, sequence length, dtype and threads:
                      bias-dropout-add (--ablation)
 """
 
+import contextlib
 import gc
 import json
 import os
@@ -62,6 +63,14 @@ def split_batch(data):
 
 
 # -- the models: each a function that runs one training step -------------------------------------
+PROFILING = mode == "profile"
+
+
+def phase(name: str):
+    """A labelled region of a step for torch.profiler (profile mode); nothing otherwise."""
+    return torch.profiler.record_function(name) if PROFILING else contextlib.nullcontext()
+
+
 def hf_step(attention: str):
     """The family's HF class from the config porter writes for the same model (bench/model.py)."""
     import transformers
@@ -78,11 +87,14 @@ def hf_step(attention: str):
 
     def step():
         (tokens, _, _), (labels, _) = data
-        logits = model(input_ids=tokens).logits
-        loss = torch.nn.functional.cross_entropy(logits.view(-1, V).float(), labels.view(-1))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        with phase("forward"):
+            logits = model(input_ids=tokens).logits
+            loss = torch.nn.functional.cross_entropy(logits.view(-1, V).float(), labels.view(-1))
+        with phase("backward"):
+            loss.backward()
+        with phase("optimizer"):
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         return loss.item()
 
     return step
@@ -100,11 +112,14 @@ def porter_step():
 
     def step():
         (tokens, position_ids, attention_mask), (labels, loss_mask) = data
-        losses = model(tokens, position_ids, attention_mask, labels=labels)[0]
-        loss = torch.sum(losses.view(-1) * loss_mask.view(-1)) / loss_mask.sum()
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        with phase("forward"):
+            losses = model(tokens, position_ids, attention_mask, labels=labels)[0]
+            loss = torch.sum(losses.view(-1) * loss_mask.view(-1)) / loss_mask.sum()
+        with phase("backward"):
+            loss.backward()
+        with phase("optimizer"):
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         return loss.item()
 
     return step
@@ -137,6 +152,7 @@ def porter_pipe_step(as_before: bool = False):
     def step():
         return float(engine.train_batch(data_iter=iter([data])))
 
+    step.engine = engine
     return step
 
 
@@ -150,29 +166,48 @@ BUILDERS = {
 
 
 def time_models() -> dict:
+    """Wall time per step (interleaved, the order rotating), and beside it the process's CPU time
+    and minor page faults per step: on a machine other work is loading, CPU time is disturbed far
+    less than wall time, and page faults show memory handed back to the system and taken again."""
+    import resource
+
     names = config["models"]
     steps = {name: BUILDERS[name]() for name in names}
     seconds: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    faults: dict[str, list[int]] = {name: [] for name in names}
     losses: dict[str, float] = {}
     for round_ in range(config["warmup"] + config["steps"]):
         order = names[round_ % len(names):] + names[: round_ % len(names)]  # rotate: no model always first
         for name in order:
             gc.collect()
-            start = time.perf_counter()
+            faulted = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            start, start_cpu = time.perf_counter(), time.process_time()
             losses[name] = steps[name]()
-            elapsed = time.perf_counter() - start
+            elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
             if round_ >= config["warmup"]:
                 seconds[name].append(elapsed)
-    reference = seconds[names[0]]
-    return {
-        name: {
+                cpu[name].append(elapsed_cpu)
+                faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faulted)
+
+    def paired(values, reference):
+        # each step against the reference's step of the same round: load that comes and
+        # goes over a round hits both and cancels
+        ratios = sorted(t / r for t, r in zip(values, reference, strict=True))
+        return statistics.median(ratios), ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
+
+    reference = names[0]
+    out = {}
+    for name, s in seconds.items():
+        ratio, low, high = paired(s, seconds[reference])
+        cpu_ratio, _, _ = paired(cpu[name], cpu[reference])
+        out[name] = {
             "median": statistics.median(s), "min": min(s), "max": max(s), "loss": losses[name],
-            # each step against the reference's step of the same round: load that comes and
-            # goes over a round hits both and cancels
-            "paired_ratio": statistics.median(t / r for t, r in zip(s, reference, strict=True)),
+            "paired_ratio": ratio, "paired_q1": low, "paired_q3": high,
+            "cpu_median": statistics.median(cpu[name]), "cpu_paired_ratio": cpu_ratio,
+            "faults_median": statistics.median(faults[name]),
         }
-        for name, s in seconds.items()
-    }
+    return out
 
 
 def _status(field: str) -> int:
@@ -349,10 +384,73 @@ def selection() -> dict:
     return found
 
 
+PHASES = ("forward", "backward", "optimizer")
+
+
+def profile_models() -> dict:
+    """Where each model's step goes, per op and per phase, from torch.profiler (CPU).
+
+    The models are profiled one step at a time, interleaved as in `time` (the order rotating),
+    over `steps` rounds after the warm-up, so that load on the machine hits all alike; every
+    figure is a mean per step. Per op: self time and calls. Per phase: the plain loops' forward,
+    backward and optimizer (labelled in their step functions); the pipeline engine's
+    instructions (ForwardPass, BackwardPass, ReduceGrads, OptimizerStep, ...) with the ops
+    inside each.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    names = config["models"]
+    steps = {name: BUILDERS[name]() for name in names}
+    for name in names:
+        engine = getattr(steps[name], "engine", None)
+        if engine is not None:  # label each pipeline instruction, and the loss's aggregation
+            def labelled(function, label):
+                def run(*a, **k):
+                    with phase("engine." + label):
+                        return function(*a, **k)
+                return run
+
+            engine._INSTRUCTION_MAP = {kind: labelled(function, kind.__name__)
+                                       for kind, function in type(engine)._INSTRUCTION_MAP.items()}
+            engine._aggregate_total_loss = labelled(engine._aggregate_total_loss, "aggregate_total_loss")
+    for _ in range(config["warmup"]):
+        for name in names:
+            steps[name]()
+    rounds = config["steps"]
+    ops: dict[str, dict[str, list[float]]] = {name: {} for name in names}
+    phases: dict[str, dict[str, dict]] = {name: {} for name in names}
+    totals: dict[str, float] = {name: 0.0 for name in names}
+    for round_ in range(rounds):
+        for name in names[round_ % len(names):] + names[: round_ % len(names)]:
+            gc.collect()
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                steps[name]()
+            for event in prof.key_averages():
+                entry_ = ops[name].setdefault(event.key, [0.0, 0.0])
+                entry_[0] += event.self_cpu_time_total / rounds
+                entry_[1] += event.count / rounds
+            for event in prof.events():
+                if event.name in PHASES or event.name.startswith("engine."):
+                    region = phases[name].setdefault(event.name, {"total_us": 0.0, "ops": {}})
+                    region["total_us"] += event.cpu_time_total / rounds
+                    stack = list(event.cpu_children)
+                    while stack:
+                        child = stack.pop()
+                        region["ops"][child.name] = region["ops"].get(child.name, 0.0) + child.self_cpu_time_total / rounds
+                        stack.extend(child.cpu_children)
+                if event.cpu_parent is None:
+                    totals[name] += event.cpu_time_total / rounds
+    return {name: {"step_us": totals[name], "phases": phases[name],
+                   "ops": {op: {"self_us": v[0], "count": v[1]} for op, v in ops[name].items()}}
+            for name in names}
+
+
 if mode == "time":
     result = time_models()
 elif mode == "memory":
     result = memory()
+elif mode == "profile":
+    result = profile_models()
 elif mode == "kernels":
     result = kernels()
 else:
