@@ -44,6 +44,8 @@ class Spec:
     hf_class: str = ""
     training_defaults: dict = field(default_factory=dict)
     renamed_because: tuple[str, ...] = ()  # what the tree already holds under the family's own names (porter.naming)
+    # the config.json the spec was read from, as written (porter spec --as hf, verify's reference)
+    hf_source: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def __getitem__(self, dotted: str) -> Any:
         return self.values[dotted]

@@ -60,7 +60,7 @@ def test_porter_list_shows_gemma_and_its_differences():
 
 def test_gemma_7b_config_is_the_gemma_family_with_its_own_numbers(tmp_path):
     spec = load_spec(str(model_folder(tmp_path, GEMMA_7B, "gemma-7b")))
-    assert spec.hf_class == "GemmaForCausalLM" and "closest family: gemma" in spec.description
+    assert spec.hf_class == "GemmaForCausalLM" and "(family: gemma)" in spec.description
     assert spec["activation.type"] == "geglu"  # hidden_activation: gelu_pytorch_tanh
     assert spec["attention.head_dim"] == 256 and spec["attention.num_query_groups"] is None  # 16 of 16: multi-head
     assert spec["mlp.ffn_hidden_size"] == 24576 and spec["embeddings.tied"]
@@ -89,7 +89,7 @@ def test_a_config_transformers_5_saved_is_a_model_too(tmp_path):
 
 @pytest.mark.parametrize(("change", "field"), [
     ({"use_bidirectional_attention": True}, "use_bidirectional_attention"),
-    ({"hidden_activation": "relu"}, "activation.type"),
+    ({"hidden_act": "relu", "hidden_activation": None}, "activation.type"),
 ])
 def test_what_porter_cannot_honour_in_a_gemma_config_is_refused_by_field(tmp_path, change, field):
     with pytest.raises(PorterError) as caught:
