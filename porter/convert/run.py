@@ -6,8 +6,14 @@ difference (porter/features/: `from_hf`, then `run_argv`): the tree's own parser
 checkpoint's args from them, so a plain `--load` needs no extra flags. A config whose
 architecture the port cannot run (a bias the port has no switch for, GQA in a port without
 it...) is refused by field.
-Megatron -> HF: the checkpoint's args give the numbers back (`from_args`), the spec the
-architecture, porter's record (or the tokenizer) the real vocabulary and token ids.
+Megatron -> HF: the checkpoint keeps the source config.json as it was; on the way back that
+file is written again, changed only where the checkpoint's args (what training can change:
+the rotary base and scaling, the window, the norm epsilon, the context) differ from what
+porter read in it, so a published config round-trips to a file transformers reads field for
+field as the original. Without one (a checkpoint the tree trained from scratch) the args give
+the numbers, the spec the architecture, the tokenizer the token ids.
+Both ways every tensor's shape is checked against the config before anything is written
+(porter/convert/shape_check.py).
 """
 
 from __future__ import annotations
@@ -19,11 +25,14 @@ from typing import Any
 
 from porter.convert.checkpoint import TAG, read_checkpoint, write_checkpoint
 from porter.convert.hf_dir import read_hf, write_hf
+from porter.convert import shape_check
 from porter.convert.layout import WeightLayout, read_layout
+from porter.convert.shape import ModelShape
 from porter.convert.tensors import MegatronWeights, hf_to_megatron, megatron_to_hf
 from porter.errors import PorterError
 from porter.features.tokenizer import token_ids
-from porter.hf_config import HFConfig, hf_config_of
+from porter.hf_config import HFConfig, hf_config_of, rope_spelling
+from porter.hf_reading import ROPE_FIELDS, reading, rope_parameters_of
 
 # HF config fields kept from the source model on the way back (not architecture: token ids...)
 PASSED_THROUGH = ("bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype", "dtype")
@@ -43,7 +52,10 @@ class Port:
         self.spec = spec_in_tree(model if isinstance(model, Spec) else load_spec(model), tree)
         self.profile = profile_of(tree)
         self.layout: WeightLayout = read_layout(self.profile, self.spec)
-        self.switches = make_plan(self.spec, self.profile).switches
+        plan = make_plan(self.spec, self.profile)
+        self.switches = plan.switches
+        # the switches of the port a config can turn off or change (rope scaling type, window)
+        self._switchable = {dest: field for dest, field in plan.default_fields.items() if field in switchable_fields()}
 
     def spec_for(self, config: dict, path: str = "config.json"):
         """The port's spec with the HF config's numbers; refused where the architecture differs."""
@@ -79,8 +91,13 @@ class Port:
         from porter.plan import make_plan
 
         plan = make_plan(spec, self.profile)
-        return {dest: (field, plan.defaults[dest]) for dest, field in plan.default_fields.items()
-                if _number(plan.defaults[dest])}
+        out = {dest: (field, plan.defaults[dest]) for dest, field in plan.default_fields.items()
+               if _number(plan.defaults[dest]) or field in switchable_fields()}
+        for dest, field in self._switchable.items():  # off in this spec: said outright, not left to the entry point
+            if dest not in out:
+                value = spec[field]
+                out[dest] = (field, 0 if value is None else value)
+        return out
 
     def run_argv(self, spec) -> list[str]:
         """The tree's options that set the spec's numbers, for its parser (the sizes are the
@@ -88,6 +105,8 @@ class Port:
         argv: list[str] = []
         for dest, (field, value) in self.numbers(spec).items():
             argument = self.profile.arguments.by_dest(dest)
+            if isinstance(value, bool):
+                value = int(value)
             if argument is not None and not field.startswith("sizes."):
                 argv += [argument.options[0], *(str(v) for v in (value if isinstance(value, list) else [value]))]
         return argv
@@ -99,7 +118,7 @@ class Port:
             value = getattr(args, dest, None)
             if isinstance(value, list) and _number(value):
                 value = max(value)  # a count per layer (--num-experts): the spec holds the sparse layers'
-            if _number(value):
+            if _number(value) or (field in switchable_fields() and isinstance(value, str)):
                 values[field] = value
         return self.spec.with_values(**values)
 
@@ -151,8 +170,11 @@ def checkpoint_from_hf(model, target, hf_dir, out, *, tp: int = 1, pp: int = 1, 
     """HF directory -> a checkpoint of the ported tree at target. Returns a summary."""
     port = Port(model, target)
     config, state = read_hf(Path(hf_dir))
-    spec = port.spec_for(config, str(Path(hf_dir) / "config.json"))
-    weights = hf_to_megatron(state, config, port.layout, tensor_parallel=tp)
+    path = str(Path(hf_dir) / "config.json")
+    read = reading(config, path)  # as transformers reads it: what the file leaves out is the class's
+    spec = port.spec_for(config, path)
+    shape_check.check_hf({k: t.shape for k, t in state.items()}, read, port.layout, path)
+    weights = hf_to_megatron(state, read, port.layout, tensor_parallel=tp)
     if weights.shape.num_layers % pp:
         raise PorterError(
             f"{weights.shape.num_layers} layers do not split over {pp} pipeline stages",
@@ -173,29 +195,65 @@ def checkpoint_from_hf(model, target, hf_dir, out, *, tp: int = 1, pp: int = 1, 
 
 
 def hf_config_for(port: Port, weights: MegatronWeights, dtype) -> dict:
-    """The HF config of a checkpoint: its args' numbers, the spec's architecture, its sizes."""
+    """The HF config of a checkpoint: the source config.json it was converted from, changed only
+    where its args differ from what porter read there; else its args' numbers, the spec's
+    architecture, its sizes."""
     args = weights.extra.get("args")
     spec = port.spec_from_args(args) if args is not None else port.spec
-    config = hf_config_of(spec, weights.shape.hf_sizes())
+    trained = hf_config_of(spec, weights.shape.hf_sizes())
     positions = getattr(args, "max_position_embeddings", None) or getattr(args, "seq_length", None)
     if positions:
-        config["max_position_embeddings"] = positions
+        trained["max_position_embeddings"] = positions
     recorded = weights.extra.get("hf_config") or {}
-    for key in PASSED_THROUGH:
-        if key in recorded:
-            config[key] = recorded[key]
+    if recorded.get("model_type"):
+        config = _users_file(port, recorded, trained)
+    else:
+        config = trained
+        for key in PASSED_THROUGH:
+            if key in recorded:
+                config[key] = recorded[key]
     # the token ids of the tokenizer the run trained with, where it is at hand
-    config.update(token_ids(getattr(args, "tokenizer_model", None)))
-    config["torch_dtype" if "torch_dtype" in recorded else "dtype"] = str(dtype).removeprefix("torch.")
+    for key, value in token_ids(getattr(args, "tokenizer_model", None)).items():
+        if config.get(key) != value:
+            config[key] = value
+    name = "torch_dtype" if "torch_dtype" in recorded else "dtype"
+    config[name] = str(dtype).removeprefix("torch.")
     return config
+
+
+def _users_file(port: Port, recorded: dict, trained: dict) -> dict:
+    """The source config.json with what training changed: each HF field where the checkpoint's
+    model (trained) differs from porter's reading of the file (before), in the file's spelling."""
+    read = reading(recorded)
+    before = hf_config_of(port.spec_for(recorded), ModelShape.from_hf(dict(read)).hf_sizes())
+    before["max_position_embeddings"] = read.get("max_position_embeddings")
+    out = dict(recorded)
+    changed_rope = rope_parameters_of(trained) != rope_parameters_of(before)
+    for key, value in trained.items():
+        if key in ROPE_FIELDS or before.get(key) == value:
+            continue
+        if key == "head_dim" and value == read.get("hidden_size", 0) // max(1, read.get("num_attention_heads", 1)) \
+                and "head_dim" not in recorded:
+            continue
+        out[key] = value
+    if changed_rope:
+        spelled = rope_spelling({"rope_parameters": rope_parameters_of(trained)}, legacy="rope_parameters" not in recorded)
+        for key in ROPE_FIELDS:
+            out.pop(key, None)
+        out.update(spelled)
+    return out
 
 
 def hf_from_checkpoint(model, target, checkpoint, out, *, vocab_size: int | None = None) -> dict:
     """A checkpoint of the ported tree at target -> an HF directory. Returns a summary."""
     port = Port(model, target)
     weights = read_checkpoint(Path(checkpoint), port.layout, vocab_size=vocab_size)
+    shape_check.check_megatron(weights, port.layout, str(checkpoint))
     state = megatron_to_hf(weights, port.layout)
-    write_hf(Path(out), hf_config_for(port, weights, weights.embedding.dtype), state, port.spec.hf_class)
+    config = hf_config_for(port, weights, weights.embedding.dtype)
+    write_hf(Path(out), {**config, "tie_word_embeddings": weights.output is None}, state, port.spec.hf_class)
+    if (weights.extra.get("hf_config") or {}).get("model_type"):  # the user's own file, not transformers' rewrite of it
+        (Path(out) / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return {
         "wrote": str(out), "tensors": len(state), "layers": weights.shape.num_layers,
         "vocab": weights.shape.vocab_size, "from": f"{weights.extra['tensor_parallel']} tensor-parallel shard(s), "
