@@ -157,9 +157,10 @@ def check_fields(config: HFConfig) -> None:
             continue
         if name in config.raw or name in config:
             value = config.get(name, config.raw.get(name))
-            if value != defaults.get(name):
+            default = defaults[name] if name in defaults else cls.defaults.get(name)
+            if value != default:
                 problems.append(f"{name} = {_short(config.raw.get(name, value))} ({cls.name}'s default: "
-                                f"{_short(defaults.get(name))})")
+                                f"{_short(default)})")
     if problems:
         raise PorterError(
             f"config.json sets fields porter cannot port: {', '.join(p.split(' = ')[0] for p in problems)}",

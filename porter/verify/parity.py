@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from porter import convert
+from porter.convert import shape_check
 from porter.errors import PorterError
+from porter.hf_reading import reading
 from porter.features.moe import expert_parallel_argv
 from porter.naming import spec_in_tree
 from porter.smoke import runs_on_cpu
@@ -33,6 +35,15 @@ from porter.source import SourceTree
 from porter.spec import Spec
 from porter.verify.probes import capture_hf, combine, orient, pipe_module, probe_plan
 from porter.verify.reference import REFERENCE_ATTENTION, TinyConfig, random_reference, tiny_spec, token_batch
+from porter.verify.user_model import (
+    BYTES,
+    check_memory,
+    describe_shrink,
+    parameter_count,
+    reference_class,
+    reference_from_file,
+    shrink,
+)
 from porter.verify.tree_run import (
     RunShape,
     entry_points,
@@ -61,6 +72,8 @@ class VerifyOptions:
     # position ids restarting mid-sequence, attention causal over the whole row (--reset-position-ids)
     reset_positions: bool = False
     cpu: bool | None = True  # on the CPU with porter's stand-ins (None: when this machine has no CUDA)
+    hf_dir: Path | None = None  # the user's own HF weights, through both sides at their real size
+    dtype: str = "fp32"  # fp32, or bf16 (with --hf: the weights as the user runs them)
 
 
 @dataclass
@@ -131,6 +144,7 @@ class VerifyResult:
     workdir: str
     seconds: float
     standins: list = field(default_factory=list)  # porter.standins.StandIn: those the tree's run used
+    reference: list[str] = field(default_factory=list)  # what the reference is: a user's file, shrunk how
 
     @property
     def passed(self) -> bool:
@@ -138,6 +152,7 @@ class VerifyResult:
 
     def as_dict(self) -> dict:
         return {"passed": self.passed, "spec": self.spec, "target": self.target, "config": self.config,
+                "reference": self.reference,
                 "results": [r.as_dict() for r in self.results], "workdir": self.workdir,
                 "seconds": round(self.seconds, 2), "standins": [s.name for s in self.standins]}
 
@@ -275,6 +290,8 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
     ep = options.expert_parallel
     argv_extra: list[str] = expert_parallel_argv(port, ep)
 
+    source_config = None  # the user's config.json (shrunk) that the HF directory holds
+    report: list[str] = []
     if options.checkpoint is not None:
         reference, tiny, weights = _reference_from_checkpoint(port, Path(options.checkpoint), tiny, workdir)
         kinds = ("pipe",) if weights.extra["pipe"] else ("model",)
@@ -287,10 +304,28 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
             positions = getattr(weights.extra["args"], "max_position_embeddings", None) or tiny.seq_length
             argv_extra += ["--max-position-embeddings", str(positions)]
         checkpoints = {kinds[0]: str(options.checkpoint)}
+    elif options.hf_dir is not None:
+        kinds = _kinds(spec, options.kinds)
+        reference, tiny, report = _users_weights(spec, Path(options.hf_dir), tiny, options.dtype)
+        argv_extra += port.run_argv(port.spec_for(json.loads((Path(options.hf_dir) / "config.json").read_text())))
+    elif spec.hf_source:
+        # the user's own config.json, shrunk: transformers reads it for the reference, porter for the port
+        kinds = _kinds(spec, options.kinds)
+        shrunk = shrink(dict(spec.hf_source), tiny.num_layers, tiny.num_attention_heads, tiny.vocab_size, tiny.seq_length)
+        tiny = replace(tiny, num_layers=shrunk.num_layers, hidden_size=shrunk.hidden_size,
+                       num_attention_heads=shrunk.num_attention_heads, vocab_size=shrunk.vocab_size)
+        reference = reference_from_file(shrunk.config, spec.hf_class, tiny.weight_std, tiny.seed, REFERENCE_ATTENTION)
+        source_config, report = shrunk.config, describe_shrink(shrunk, spec.path)
+        argv_extra += port.run_argv(port.spec_for(shrunk.config, spec.path))
+        positions = reading(shrunk.config).get("max_position_embeddings")
+        if positions and max_positions_allowed(spec, profile):  # the checkpoint's args keep the published context
+            argv_extra += ["--max-position-embeddings", str(max(positions, tiny.seq_length))]
     else:
         kinds = _kinds(spec, options.kinds)
         reference = random_reference(spec, tiny)
         argv_extra += port.run_argv(tiny_spec(spec, tiny))
+    if options.dtype == "bf16":
+        argv_extra += ["--bf16"]
     if tiny.num_layers % pp:
         raise PorterError(f"{tiny.num_layers} layers do not split over {pp} pipeline stages",
                           construct="--layers divisible by --pp", found=f"--layers {tiny.num_layers} --pp {pp}",
@@ -311,10 +346,16 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
 
     if options.checkpoint is None:
         # The user's path: an HF directory, converted by porter convert's own code.
-        hf_dir = workdir / "hf"
-        convert.write_hf(hf_dir, reference.config.to_dict(), reference.state_dict(), spec.hf_class)
+        hf_dir = Path(options.hf_dir) if options.hf_dir is not None else workdir / "hf"
+        if options.hf_dir is None:
+            convert.write_hf(hf_dir, reference.config.to_dict(), reference.state_dict(), spec.hf_class)
+            if source_config is not None:  # the user's file as they wrote it, sizes shrunk
+                (hf_dir / "config.json").write_text(json.dumps(source_config, indent=2))
         config, state = convert.read_hf(hf_dir)
-        weights = convert.hf_to_megatron(state, config, layout, tensor_parallel=tp)
+        read = reading(config, str(hf_dir / "config.json"))
+        shape_check.check_hf({k: t.shape for k, t in state.items()}, read, layout, read.path)
+        weights = convert.hf_to_megatron(state, read, layout, tensor_parallel=tp)
+        del state
         numbers = {dest: value for dest, (_, value) in port.numbers(port.spec_for(config)).items()}
         checkpoints = {}
         for kind in kinds:
@@ -322,6 +363,7 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
             convert.write_checkpoint(weights, layout, path, tp=tp, pp=pp, pipe=kind == "pipe",
                                      args=numbers, hf_config=config)
             checkpoints[kind] = str(path)
+        del weights
 
     out = workdir / "out"
     out.mkdir(exist_ok=True)
@@ -330,8 +372,9 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
     shape = RunShape(tiny.num_layers, tiny.hidden_size, tiny.num_attention_heads, tiny.seq_length,
                      tiny.batch_size, tiny.seed)
     job = {
-        "tree": tree_job(spec, tree, profile, shape, tiny.vocab_size, tp, pp,
-                         argv_extra + tokenizer_argv(spec, profile, workdir), dp=ep),
+        "tree": {**tree_job(spec, tree, profile, shape, tiny.vocab_size, tp, pp,
+                            argv_extra + tokenizer_argv(spec, profile, workdir), dp=ep),
+                 **({"deepspeed_config": {"bf16": {"enabled": True}}} if options.dtype == "bf16" else {})},
         "stamp_args": options.checkpoint is None,
         "kinds": list(kinds), "checkpoints": checkpoints, "out": str(out), "layout": layout.as_dict(),
         "num_layers": tiny.num_layers, "num_heads": tiny.num_attention_heads, "num_groups": groups,
@@ -357,7 +400,34 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
     config = {**tiny.as_dict(), "tensor_parallel": tp, "pipeline_parallel": pp, "expert_parallel": ep,
               "checkpoint": None if options.checkpoint is None else str(options.checkpoint)}
     return VerifyResult(spec=spec.name, target=str(target), config=config, results=results,
-                        workdir=str(workdir), seconds=time.monotonic() - start, standins=used)
+                        workdir=str(workdir), seconds=time.monotonic() - start, standins=used, reference=report)
+
+
+def _users_weights(spec: Spec, hf_dir: Path, tiny: TinyConfig, dtype: str):
+    """The user's own HF model, loaded by transformers at its real size (refused, with the bytes
+    needed, where it would not fit in memory); the run's sizes are its own."""
+    config_path = hf_dir / "config.json"
+    try:
+        raw = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PorterError(f"cannot read {config_path}", file=str(config_path), construct="an HF model folder",
+                          found=str(exc), fix="pass --hf the folder save_pretrained wrote (config.json, *.safetensors)") from None
+    if dtype not in BYTES:
+        raise PorterError(f"unknown --dtype {dtype!r}", construct="--dtype fp32 or bf16", found=dtype,
+                          fix="pass --dtype fp32 or --dtype bf16")
+    check_memory(raw, dtype, str(config_path))
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    cls = reference_class(raw, spec.hf_class)
+    reference = cls.from_pretrained(str(hf_dir), dtype=torch.float32 if dtype == "fp32" else torch.bfloat16,
+                                    attn_implementation=REFERENCE_ATTENTION).eval()
+    read = reading(raw, str(config_path))
+    tiny = replace(tiny, num_layers=read["num_hidden_layers"], hidden_size=read["hidden_size"],
+                   num_attention_heads=read["num_attention_heads"], vocab_size=read["vocab_size"])
+    report = [f"reference: transformers' {cls.__name__}.from_pretrained({hf_dir}) in {dtype}: your own weights, "
+              f"nothing shrunk ({parameter_count(raw):,} parameters)"]
+    return reference, tiny, report
 
 
 def reset_positions(tiny: TinyConfig) -> torch.Tensor:
@@ -372,7 +442,7 @@ def reset_positions(tiny: TinyConfig) -> torch.Tensor:
 
 def describe(result: VerifyResult) -> str:
     """The report a person reads."""
-    lines = []
+    lines = list(result.reference)
     ep = result.config.get("expert_parallel", 1)
     expert_parallel = f", EP={ep}" if ep > 1 else ""
     for r in result.results:
