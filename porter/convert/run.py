@@ -212,9 +212,10 @@ def hf_config_for(port: Port, weights: MegatronWeights, dtype) -> dict:
         for key in PASSED_THROUGH:
             if key in recorded:
                 config[key] = recorded[key]
-    # the token ids of the tokenizer the run trained with, where it is at hand
+    # the token ids of the tokenizer the run trained with, where it is at hand and the source
+    # file says none (the user's file keeps its own)
     for key, value in token_ids(getattr(args, "tokenizer_model", None)).items():
-        if config.get(key) != value:
+        if recorded.get(key) is None:
             config[key] = value
     name = "torch_dtype" if "torch_dtype" in recorded else "dtype"
     config[name] = str(dtype).removeprefix("torch.")
