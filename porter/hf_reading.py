@@ -21,6 +21,7 @@ a list of names:
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import json
@@ -80,7 +81,7 @@ class HFConfig(dict):
                  cls: ConfigClass | None = None) -> None:
         super().__init__(data)
         self.path = path
-        self.raw = dict(data if raw is None else raw)
+        self.raw = copy.deepcopy(data if raw is None else raw)
         self.cls = cls
 
     @property
@@ -249,7 +250,7 @@ def _through_transformers(raw: dict, path: str) -> dict:
     level = logger.get_verbosity()
     logger.set_verbosity_error()
     try:
-        config = cls.from_dict(dict(raw))
+        config = cls.from_dict(copy.deepcopy(raw))  # transformers fills nested dicts in place
     except (TypeError, ValueError, KeyError) as exc:
         raise PorterError(f"transformers' {cls.__name__} refuses this config.json", file=path,
                           construct=f"a config {cls.__name__} reads", found=str(exc).splitlines()[0],

@@ -54,9 +54,15 @@ from porter.verify.tree_run import (
 )
 
 TOLERANCE = 1e-5
+# bf16 (--hf --dtype bf16): both sides round every step to 8 bits of mantissa; the logits may
+# differ by this many bf16 steps (2^-8 of their largest magnitude each)
+BF16_STEPS = 16
 # A probe "diverges" when its difference exceeds this, relative to max(1, its magnitude):
 # float32 reorderings stay near 1e-6; a wrong port is off by 1e-2 or more.
 PROBE_TOLERANCE = 1e-5
+# bf16 (--hf --dtype bf16): both sides round every step to 8 bits of mantissa; the logits may
+# differ by this many bf16 steps (2^-8 of their largest magnitude each)
+BF16_STEPS = 16
 
 
 @dataclass
@@ -388,13 +394,16 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
                        cpu=runs_on_cpu(options.cpu))
 
     probes = probe_plan(layout, tiny.num_layers, tiny.num_attention_heads, groups)
+    tolerance = options.tolerance
+    if options.dtype == "bf16":  # both sides round to bf16: some of its steps at the logits' size
+        tolerance = max(tolerance, BF16_STEPS * 2.0 ** -8 * ref_logits.abs().max().item())
     results = []
     for kind in kinds:
         model_class = spec.model_class + ("Pipe" if kind == "pipe" else "")
         records = _collect(out, kind)
         # data-parallel replicas (expert parallelism) ran the same batch: each is compared, the worst reported
         replicas = [compare(kind, [r for r in records if r.get("dp_rank", 0) == dp], probes, ref_logits, captures,
-                            labels, tiny.vocab_size, options.tolerance, model_class, layout)
+                            labels, tiny.vocab_size, tolerance, model_class, layout)
                     for dp in sorted({r.get("dp_rank", 0) for r in records})]
         results.append(max(replicas, key=lambda r: (not r.passed, r.max_logit_diff)))
     config = {**tiny.as_dict(), "tensor_parallel": tp, "pipeline_parallel": pp, "expert_parallel": ep,

@@ -19,6 +19,7 @@ memory (`memory_needed`).
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 
@@ -59,7 +60,7 @@ def shrink(raw: dict, num_layers: int = 2, heads: int = 4, vocab: int = 256, seq
     W2 = max(2, 2 * round(width / 2))
     F2 = max(1, round(F * W2 / W))
     L2, V2 = min(L, num_layers), min(V, vocab)
-    out = dict(raw)
+    out = copy.deepcopy(raw)
     out.update(num_hidden_layers=L2, hidden_size=W2, num_attention_heads=H2, intermediate_size=F2, vocab_size=V2)
     notes = [f"layers {L} -> {L2}"]
     if "num_key_value_heads" in raw or K2 != H2:
@@ -126,7 +127,7 @@ def reference_from_file(raw: dict, hf_class: str, std: float, seed: int, attenti
     level = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()
     try:
-        config = cls.config_class.from_dict(dict(raw))
+        config = cls.config_class.from_dict(copy.deepcopy(raw))
     finally:
         transformers_logging.set_verbosity(level)
     config._attn_implementation = attention

@@ -1,6 +1,7 @@
 """porter reads each published config.json of the battery exactly as transformers does, or
 refuses it naming what the family has and porter lacks (tests/families/battery.py)."""
 
+import copy
 import json
 from dataclasses import replace
 
@@ -22,7 +23,7 @@ def transformers_reads(config: dict) -> dict:
     from transformers.utils import logging
 
     logging.set_verbosity_error()
-    out = CONFIG_MAPPING[config["model_type"]].from_dict(dict(config)).to_dict()
+    out = CONFIG_MAPPING[config["model_type"]].from_dict(copy.deepcopy(config)).to_dict()
     for key in ("transformers_version", "_name_or_path"):
         out.pop(key, None)
     out["rope_parameters"] = rope_parameters_of(out)
