@@ -62,13 +62,20 @@ class Port:
         from porter.features import fields
         from porter.hf_config import spec_values_from_hf
 
+        from porter.features.bias import SITES, site_bias
+
         values = spec_values_from_hf(HFConfig(config, path))
         schema = fields()
         problems = []
+        candidate = dict(self.spec.values)
+        candidate.update({k: v for k, v in values.items() if k.startswith("linear.")})
+        same_biases = all(site_bias(candidate, site) == site_bias(self.spec, site) for site in SITES)
         for name, value in values.items():
             mine = self.spec[name]
             if name.startswith(("tokenizer.", "sizes.")) or value == mine or value is None:
                 continue  # None: the config says nothing of it (a rule its explicit numbers replace)
+            if name.startswith("linear.") and same_biases:
+                continue  # each site's bias as the port has it, spelled another way
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if number and (mine is not None or schema[name].base is not None):
                 continue  # a number the port's switch takes

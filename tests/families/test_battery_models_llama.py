@@ -34,10 +34,14 @@ def test_the_proof_sees_a_misreading(ported, tmp_path, monkeypatch):
     misread = {k: v for k, v in llama31.values.items() if k.startswith("position_embedding.rope_scaling.")}
     monkeypatch.setattr(RopeScaling, "from_hf", lambda self, config: misread)
     result = verify(spec, tree, tmp_path / "verify", VerifyOptions(kinds=("model",)))
-    report = describe(result)
+    report = describe(result).replace(str(folders["meta-llama--Meta-Llama-3-8B"].parent) + "/", "./")
     print(report)
     assert not result.passed and result.results[0].max_logit_diff > 1e-3
     assert "rotary" in result.results[0].first_divergence.what
+    from tests.docs.runner import checked_block, matches
+
+    shown = checked_block("test_the_proof_sees_a_misreading")  # the README shows this report
+    assert matches(shown.text, report, shown.tolerance), report
 
 
 def test_verify_runs_the_users_own_weights_or_says_the_bytes_they_need(ported, tmp_path):

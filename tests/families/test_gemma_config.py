@@ -31,12 +31,12 @@ def model_folder(tmp_path, config, name):
     return folder
 
 
-def test_the_gemma_spec_is_bundled_with_7bs_numbers_and_multi_query_attention():
+def test_the_gemma_spec_is_bundled_with_2bs_numbers_and_multi_query_attention():
     spec = load_spec("gemma")
     assert spec.hf_class == "GemmaForCausalLM" and spec.model_class == "GemmaModel"
     assert spec["activation.type"] == "geglu" and spec["norm.offset"] == 1.0 and spec["embeddings.scale"]
     assert spec["embeddings.tied"] and not spec["linear.bias"] and spec["norm.eps"] == 1e-6
-    assert (spec["attention.head_dim"], spec["attention.num_query_groups"], spec["mlp.ffn_hidden_size"]) == (256, 1, 24576)
+    assert (spec["attention.head_dim"], spec["attention.num_query_groups"], spec["mlp.ffn_hidden_size"]) == (256, 1, 16384)
     assert spec["tokenizer.type"] == "sentencepiece" and spec["tokenizer.add_bos"]
     assert dict(load_spec_from_toml(spec_toml(spec)).values) == dict(spec.values)
 
