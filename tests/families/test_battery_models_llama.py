@@ -74,3 +74,25 @@ def test_verify_runs_the_users_own_weights_or_says_the_bytes_they_need(ported, t
                         env={"PORTER_MEMORY_AVAILABLE": str(64 << 30)})
     assert big.exit_code == 2, big.output
     assert f"{5 * 4 * 8_030_261_248 + (1 << 30):,} bytes needed, {64 << 30:,} available" in big.output
+
+
+@pytest.mark.slow
+def test_verify_runs_the_users_own_weights_in_bf16(ported, tmp_path):
+    """`--hf DIR --dtype bf16`: both sides in bf16; the logits within 16 bf16 steps of their size."""
+    from porter.spec import load_spec
+    from porter.verify.parity import VerifyOptions, describe, verify
+    from porter.verify.user_model import reference_from_file, shrink
+    from tests.families.battery import published
+
+    import json
+
+    tree, folders = ported
+    shrunk = shrink(published("meta-llama--Meta-Llama-3-8B"))
+    mine = tmp_path / "my-llama3"
+    reference_from_file(shrunk.config, "LlamaForCausalLM", 0.1, 7, "sdpa").save_pretrained(str(mine))
+    (mine / "config.json").write_text(json.dumps(shrunk.config))
+    result = verify(load_spec(str(folders["meta-llama--Meta-Llama-3-8B"])), tree, tmp_path / "verify",
+                    VerifyOptions(kinds=("model",), hf_dir=mine, dtype="bf16"))
+    print(describe(result))
+    assert result.passed and "in bf16" in result.reference[0]
+    assert 1e-3 < result.results[0].tolerance < 1.0

@@ -93,3 +93,21 @@ def test_a_tensor_that_contradicts_the_config_is_refused_before_anything_is_writ
     assert key in result.output and str([expected[0] * 2, expected[1]]) in result.output
     assert str(expected) in result.output and "2 key/value heads" in result.output
     assert not out.exists()
+
+
+def test_a_checkpoint_whose_tensors_contradict_its_args_is_refused(llama3_round_trip, families_tree, tmp_path):
+    import shutil
+
+    root, _, _ = llama3_round_trip
+    broken = tmp_path / "ckpt"
+    shutil.copytree(root / "ckpt", broken)
+    for path in (broken / TAG).glob("mp_rank_*_model_states.pt"):
+        state = torch.load(path, weights_only=False)
+        state["args"].num_key_value_heads = 1  # the args say 1 key/value head; the tensors hold 2
+        torch.save(state, path)
+    out = tmp_path / "hf"
+    result = convert("megatron-to-hf", "--load", str(broken), "--out", str(out), "--target", str(families_tree),
+                     "--model", "llama3")
+    assert result.exit_code == 2, result.output
+    assert "query_key_value.weight" in result.output and "the checkpoint's args" in result.output
+    assert not out.exists()
