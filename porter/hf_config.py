@@ -44,13 +44,10 @@ TRAINING_FIELDS = {"initializer_range": "init_method_std", "attention_dropout": 
 
 
 def model_type_of(hf_class: str) -> str | None:
-    """The model_type of a transformers class name (LlamaForCausalLM -> llama), if installed."""
-    try:
-        import transformers
+    """The model_type of a transformers class name (LlamaForCausalLM -> llama)."""
+    from porter.hf_reading import model_type_of_class
 
-        return getattr(transformers, hf_class).config_class.model_type
-    except (ImportError, AttributeError):
-        return None
+    return model_type_of_class(hf_class)
 
 
 def porter_reads() -> set[str]:

@@ -195,6 +195,23 @@ def config_class(model_type: str | None) -> ConfigClass | None:
     return _installed(model_type) or _from_table(model_type)
 
 
+def causal_lm_of(transformers, model_type: str) -> str:
+    """The causal-LM class name of a model type (LlamaForCausalLM for llama)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type]
+
+
+def model_type_of_class(hf_class: str) -> str | None:
+    """The model_type of a transformers causal-LM class name, through the installed transformers
+    or, without it, the table."""
+    transformers = _transformers()
+    if transformers is not None:
+        found = getattr(transformers, hf_class, None)
+        return found.config_class.model_type if found is not None else None
+    return next((t for t, e in _table()["classes"].items() if e.get("causal_lm") == hf_class), None)
+
+
 def table_entry(cls: ConfigClass) -> dict:
     """The table's entry for a config class (`python -m porter.hf_reading` writes them)."""
     entry = {"class": cls.name, "defaults": cls.defaults, "reads": sorted(cls.reads), "default_theta": cls.default_theta}
@@ -330,7 +347,7 @@ def write_table(path: Path = TABLE) -> dict:
     classes = {}
     for model_type in sorted(types):
         cls = _installed(model_type)
-        classes[model_type] = table_entry(cls)
+        classes[model_type] = {**table_entry(cls), "causal_lm": causal_lm_of(transformers, model_type)}
         if model_type in old.get("classes", {}) and "legacy" in old["classes"][model_type]:
             classes[model_type]["legacy"] = old["classes"][model_type]["legacy"]
     data = {"transformers": transformers.__version__, "base": sorted(_base_fields(transformers)), "classes": classes}

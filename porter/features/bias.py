@@ -8,8 +8,9 @@ keeps its bias while the rest have none gets its own switch (`--add-qkv-bias`, M
 spelling; `--add-attention-output-bias`, `--add-mlp-bias`).
 When porter adds it: every tensor-parallel linear of attention and MLP takes `bias=` from the
 switches, and the tree's bias path becomes None-safe where it adds a bias by hand.
-HF: `attention_bias` and `mlp_bias` (LLaMA); a class without them (Qwen2: QKV bias only, hard-coded)
-reads and writes no bias field: its family spec says where the biases are.
+HF: `attention_bias` (q, k, v and the output) and `mlp_bias`, each read where the config class
+has it (LLaMA both, Gemma attention_bias only); a site whose class has no field keeps the family
+spec's bias (Qwen2's QKV bias, hard-coded in its modeling code; Gemma's bias-free MLP).
 """
 
 from __future__ import annotations
