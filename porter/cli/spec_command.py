@@ -35,7 +35,7 @@ def spec_command(
     Examples:
     porter spec ./Meta-Llama-3.1-8B
     porter spec ./Meta-Llama-3.1-8B/config.json > llama31_8b.toml
-    porter spec ./Meta-Llama-3.1-8B --as hf | diff - ./Meta-Llama-3.1-8B/config.json
+    porter spec ./Meta-Llama-3.1-8B --as hf > as-ported.json
     porter spec llama3
     """
     import json
