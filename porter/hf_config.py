@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import re
 import tomllib
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,47 +35,76 @@ from porter.hf_reading import (
     reading,
     rope_parameters_of,
 )
+from porter.spec import Differences, Spec, schema_of
 
-__all__ = ["HFConfig", "class_defines", "family_of", "hf_config_of", "hf_file_of", "read_config", "spec_from_hf",
-           "spec_values_from_hf"]
+__all__ = ["HFConfig", "class_defines", "family_of", "hf_class_of", "hf_config_of", "hf_file_of", "read_config",
+           "spec_from_hf", "spec_values_from_hf"]
+
+# name -> Spec of every bundled spec with a reference class (porter.catalog.bundled_families)
+Families = Callable[[], Mapping[str, Spec]]
 
 UNPORTED = Path(__file__).with_name("unported_families.toml")
 # config.json fields that are numbers of training, not of the model: the entry point's defaults
 TRAINING_FIELDS = {"initializer_range": "init_method_std", "attention_dropout": "attention_dropout"}
 
 
+def hf_class_of(name: str):
+    """The HF model class a spec names: a transformers class (LlamaForCausalLM), or one of your
+    own as "package.module:Class" (a model transformers does not have). Raises ImportError or
+    AttributeError when it is not there."""
+    import importlib
+
+    if ":" in name:
+        module, _, cls = name.partition(":")
+        return getattr(importlib.import_module(module), cls)
+    import transformers
+
+    return getattr(transformers, name)
+
+
+def causal_lm_class(raw: Mapping, hf_class: str):
+    """transformers' class of a config.json: the causal LM its `architectures` names, where
+    transformers has it, else the family's `hf_class`."""
+    import transformers
+
+    for name in raw.get("architectures") or ():
+        if name.endswith("ForCausalLM") and hasattr(transformers, name):
+            return getattr(transformers, name)
+    return hf_class_of(hf_class)
+
+
 def model_type_of(hf_class: str) -> str | None:
-    """The model_type of a transformers class name (LlamaForCausalLM -> llama)."""
+    """The model_type of an HF class name (LlamaForCausalLM -> llama): through the installed
+    transformers (or the class's own module), else porter's table of transformers' classes."""
     from porter.hf_reading import model_type_of_class
 
+    if ":" in hf_class:
+        try:
+            return hf_class_of(hf_class).config_class.model_type
+        except (ImportError, AttributeError):
+            return None
     return model_type_of_class(hf_class)
 
 
-def porter_reads() -> set[str]:
-    """The config.json fields porter's differences read."""
-    from porter.features import DIFFERENCES
-
-    return {name for d in DIFFERENCES for name in d.hf_fields} | set(ROPE_FIELDS) | set(TRAINING_FIELDS)
+def porter_reads(differences: Differences) -> set[str]:
+    """The config.json fields the differences read."""
+    return {name for d in differences for name in d.hf_fields} | set(ROPE_FIELDS) | set(TRAINING_FIELDS)
 
 
 # -- the family -----------------------------------------------------------------------------------
 
 
-def family_of(config: HFConfig):
-    """The bundled spec of the config's model_type; a family porter does not port is refused."""
-    from porter.spec import available_specs, load_spec
-
+def family_of(config: HFConfig, families: Families) -> Spec:
+    """The bundled spec of the config's model_type (the one named so, else the first whose
+    reference class has that model type); a family porter does not port is refused."""
     model_type = config.model_type
-    known = available_specs()
+    known = families()
     if model_type in known:
-        spec = load_spec(str(known[model_type]))
-        if spec.hf_class:
+        return known[model_type]
+    for spec in known.values():
+        if model_type_of(spec.hf_class) == model_type:
             return spec
-    for path in known.values():
-        spec = load_spec(str(path))
-        if spec.hf_class and model_type_of(spec.hf_class) == model_type:
-            return spec
-    raise unported(config)
+    raise unported(config, known)
 
 
 @functools.cache
@@ -82,7 +112,7 @@ def _unported_table() -> dict:
     return tomllib.loads(UNPORTED.read_text(encoding="utf-8"))
 
 
-def unported(config: HFConfig) -> PorterError:
+def unported(config: HFConfig, families: Mapping[str, Spec]) -> PorterError:
     """The refusal of a family porter does not port: what it has that porter lacks, and the
     bundled family closest to it."""
     model_type = config.model_type
@@ -91,15 +121,15 @@ def unported(config: HFConfig) -> PorterError:
     if entry is not None:
         return PorterError(
             f"porter does not port {entry['name']} (model_type {model_type!r}): it has what no bundled family has",
-            file=config.path, construct="a model_type porter ports (" + ", ".join(_ported_types()) + ")",
+            file=config.path, construct="a model_type porter ports (" + ", ".join(_ported_types(families)) + ")",
             found="; ".join(entry["lacks"]),
             fix=f"the closest family porter has is {entry['closest']} ({entry['why']}): port this model by hand "
                 f"from `porter spec {entry['closest']}`, or report the family",
         )
-    closest, shared = _closest_by_fields(config)
+    closest, shared = _closest_by_fields(config, families)
     return PorterError(
         f"porter has no family for HF model_type {model_type!r}",
-        file=config.path, construct="a model_type porter ports (" + ", ".join(_ported_types()) + ")",
+        file=config.path, construct="a model_type porter ports (" + ", ".join(_ported_types(families)) + ")",
         found=f"model_type = {model_type!r}, architectures = {arch!r}",
         fix=(f"the closest family porter has is {closest} (its config class shares {shared} of this file's fields); "
              f"port this model by hand from `porter spec {closest}`, or report the family") if closest else
@@ -107,17 +137,15 @@ def unported(config: HFConfig) -> PorterError:
     )
 
 
-def _ported_types() -> list[str]:
-    from porter.spec import available_specs, load_spec
-
-    return sorted(name for name, path in available_specs().items() if load_spec(str(path)).hf_class)
+def _ported_types(families: Mapping[str, Spec]) -> list[str]:
+    return sorted(families)
 
 
-def _closest_by_fields(config: HFConfig) -> tuple[str | None, int]:
+def _closest_by_fields(config: HFConfig, families: Mapping[str, Spec]) -> tuple[str | None, int]:
     """The bundled family whose config class shares the most fields with the file."""
     keys = set(config.raw)
     best, count = None, 0
-    for model_type in _ported_types():
+    for model_type in _ported_types(families):
         cls = config_class(model_type)
         if cls is None:
             continue
@@ -135,7 +163,7 @@ def _default_reading(model_type: str) -> HFConfig:
     return reading({"model_type": model_type}, f"{model_type} defaults")
 
 
-def check_fields(config: HFConfig) -> None:
+def check_fields(config: HFConfig, differences: Differences) -> None:
     """Refuse what porter would otherwise ignore: a field transformers' modeling code reads that
     porter does not port, set to something other than what the class makes of a file without it."""
     cls = config.cls
@@ -146,7 +174,7 @@ def check_fields(config: HFConfig) -> None:
                 found=f"{name} = {_short(config.raw[name])}",
                 fix="convert the unquantized checkpoint (its config.json has no quantization_config)",
             )
-    reads = porter_reads()
+    reads = porter_reads(differences)
     defaults = _default_reading(cls.model_type)
     problems = []
     for name in sorted(cls.reads):
@@ -184,15 +212,13 @@ def ignored_fields(config: HFConfig) -> list[str]:
 # -- HF -> spec -----------------------------------------------------------------------------------
 
 
-def spec_values_from_hf(config: HFConfig) -> dict[str, Any]:
+def spec_values_from_hf(config: HFConfig, differences: Differences) -> dict[str, Any]:
     """Every spec field the config's class carries, read by the differences; values porter cannot
     port refused by field."""
-    from porter.features import DIFFERENCES
-
     if not isinstance(config, HFConfig) or config.cls is None and config.model_type:
         config = reading(dict(config), getattr(config, "path", "config.json"))
     values: dict[str, Any] = {}
-    for difference in DIFFERENCES:
+    for difference in differences:
         values.update(difference.from_hf(config))
     return values
 
@@ -205,20 +231,18 @@ def _name_from(path: Path, model_type: str) -> str:
     return name
 
 
-def spec_from_hf(path: str | Path):
-    """The spec an HF config.json (or a model folder holding one) describes."""
-    return spec_from_config(read_config(path), Path(path))
+def spec_from_hf(path: str | Path, differences: Differences, families: Families) -> Spec:
+    """The spec an HF config.json (or a model folder holding one) describes, read with the
+    differences; `families()`: the bundled specs with a reference class, by name."""
+    return spec_from_config(read_config(path), differences, families, Path(path))
 
 
-def spec_from_config(config: HFConfig, path: Path | None = None):
+def spec_from_config(config: HFConfig, differences: Differences, families: Families, path: Path | None = None) -> Spec:
     """The spec of a config.json already read (`path`: where it came from, for the spec's name)."""
-    from porter.features import DIFFERENCES, fields
-    from porter.spec import Spec
-
-    family = family_of(config)
-    check_fields(config)
-    read = spec_values_from_hf(config)
-    schema = fields()
+    family = family_of(config, families)
+    check_fields(config, differences)
+    read = spec_values_from_hf(config, differences)
+    schema = schema_of(differences)
     values = dict(family.values)
     for key, value in read.items():
         try:
@@ -227,7 +251,7 @@ def spec_from_config(config: HFConfig, path: Path | None = None):
             raise PorterError(f"config.json sets {key} to a value porter cannot port", file=config.path,
                               construct=key, found=repr(value), fix=f"porter ports {exc}") from None
     set_here = {k for k, v in read.items() if v != schema[k].base}
-    for difference in DIFFERENCES:
+    for difference in differences:
         difference.validate(values, set_here, lambda f, found, fix, message=None: PorterError(
             message or f"config.json: {f} cannot be {found!r}", file=config.path, construct=f, found=str(found), fix=fix))
     name = _name_from(path or Path(config.path), config.model_type)
@@ -240,17 +264,15 @@ def spec_from_config(config: HFConfig, path: Path | None = None):
         name=name, class_prefix=prefix, script=f"pretrain_{name}.py",
         description=f"{family.description.split(':')[0]} from {config.path} (family: {family.name})",
         path=config.path, values=values, given=frozenset(set_here), hf_class=family.hf_class,
-        training_defaults=training, hf_source=dict(config.raw),
+        training_defaults=training, differences=tuple(differences), hf_source=dict(config.raw),
     )
 
 
 # -- spec -> HF -----------------------------------------------------------------------------------
 
 
-def hf_config_of(spec, sizes: dict[str, Any] | None = None) -> dict[str, Any]:
+def hf_config_of(spec: Spec, sizes: dict[str, Any] | None = None) -> dict[str, Any]:
     """The HF config fields of the spec's model, as porter ports it (sizes override the spec's own)."""
-    from porter.features import DIFFERENCES
-
     config: dict[str, Any] = {}
     source = getattr(spec, "hf_source", None) or {}
     model_type = source.get("model_type") or (model_type_of(spec.hf_class) if spec.hf_class else None)
@@ -258,7 +280,7 @@ def hf_config_of(spec, sizes: dict[str, Any] | None = None) -> dict[str, Any]:
         config["architectures"] = [spec.hf_class]
     if model_type:
         config["model_type"] = model_type
-    for difference in DIFFERENCES:
+    for difference in spec.differences:
         difference.to_hf(spec, config)
     for hf, dest in TRAINING_FIELDS.items():
         if dest in spec.training_defaults and class_defines(model_type, hf, unknown=False):

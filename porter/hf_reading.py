@@ -333,7 +333,7 @@ def class_default(config: HFConfig, name: str) -> Any:
 
 def write_table(path: Path = TABLE) -> dict:
     """The table of the installed config classes porter ports (its families' model types)."""
-    from porter.spec import available_specs, load_spec
+    from porter.catalog import available_specs, load_spec
 
     transformers = _transformers()
     if transformers is None:

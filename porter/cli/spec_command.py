@@ -40,8 +40,9 @@ def spec_command(
     """
     import json
 
+    from porter.catalog import load_spec
     from porter.hf_config import hf_file_of
-    from porter.spec import load_spec, spec_toml
+    from porter.spec import spec_toml
 
     out = Output()
     try:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from porter.convert.shape_check import parameter_count
 from porter.errors import PorterError
 from porter.hf_reading import reading, rope_parameters_of
 
@@ -108,21 +109,12 @@ def describe_shrink(shrunk: Shrunk, path: str) -> list[str]:
             "  kept as published: " + "; ".join(shrunk.kept)]
 
 
-def reference_class(raw: dict, hf_class: str):
-    """The transformers class the file names (architectures), if it is a causal LM; else the family's."""
-    import transformers
-
-    for name in raw.get("architectures") or ():
-        if name.endswith("ForCausalLM") and hasattr(transformers, name):
-            return getattr(transformers, name)
-    return getattr(transformers, hf_class)
-
-
 def reference_from_file(raw: dict, hf_class: str, std: float, seed: int, attention: str):
     """transformers' model of the (shrunk) file, fp32, eval, weights std `std`, norms in [0.5, 1.5]."""
+    from porter.hf_config import causal_lm_class
     from porter.verify.reference import randomize
 
-    cls = reference_class(raw, hf_class)
+    cls = causal_lm_class(raw, hf_class)
     transformers_logging = __import__("transformers").utils.logging
     level = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()
@@ -143,22 +135,6 @@ BYTES = {"fp32": 4, "bf16": 2}
 COPIES = 5  # the HF reference, the state dict read, porter's full copy, and the tree's model and loaded checkpoint
 
 
-def parameter_count(config: dict) -> int:
-    """The parameters of the model a config.json describes (from its tensors' shapes)."""
-    from math import prod
-    from types import SimpleNamespace
-
-    from porter.convert.shape_check import hf_shapes
-
-    read = reading(config)
-    layout = SimpleNamespace(num_experts=read.get("num_local_experts") or 0, qkv_bias=bool(read.get("attention_bias")),
-                             attention_output_bias=bool(read.get("attention_bias")), mlp_bias=bool(read.get("mlp_bias")))
-    shapes = hf_shapes(read, layout)
-    if layout.num_experts:  # count one spelling of the experts
-        shapes = {k: v for k, v in shapes.items() if ".mlp." not in k or "self_attn" in k}
-    return sum(prod(s) for s in shapes.values())
-
-
 def available_memory() -> int | None:
     """Bytes of memory this machine can still give (MemAvailable), or None when unknown."""
     try:
@@ -175,19 +151,19 @@ def available_memory() -> int | None:
         return None
 
 
-def memory_needed(config: dict, dtype: str) -> int:
-    return COPIES * parameter_count(config) * BYTES[dtype] + (1 << 30)
+def memory_needed(config: dict, hf_class: str, dtype: str) -> int:
+    return COPIES * parameter_count(config, hf_class) * BYTES[dtype] + (1 << 30)
 
 
-def check_memory(config: dict, dtype: str, path: str) -> None:
+def check_memory(config: dict, hf_class: str, dtype: str, path: str) -> None:
     """Refuse weights that would not fit in this machine's memory, stating the bytes needed."""
-    need = memory_needed(config, dtype)
+    need = memory_needed(config, hf_class, dtype)
     free = available_memory()
     override = os.environ.get("PORTER_MEMORY_AVAILABLE")  # what a test (or a user who knows better) says
     if override:
         free = int(override)
     if free is not None and need > free:
-        params = parameter_count(config)
+        params = parameter_count(config, hf_class)
         raise PorterError(
             f"the model's weights would not fit in memory: {need:,} bytes needed, {free:,} available",
             file=path, construct=f"{COPIES} copies of {params:,} parameters in {dtype} ({BYTES[dtype]} bytes each) "

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from porter import convert
 from porter.cli import app
-from porter.spec import load_spec
+from porter.catalog import load_spec
 from porter.verify.parity import VerifyOptions, verify
 from tests.conftest import copy_sample_tree
 from tests.families.battery import model_folder

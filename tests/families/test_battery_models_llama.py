@@ -23,8 +23,8 @@ def test_the_proof_sees_a_misreading(ported, tmp_path, monkeypatch):
     """Were porter to give Meta-Llama-3-8B (`rope_scaling: null`) LLaMA-3.1's scaling, as its
     closest-family reading once did, verify's reference (transformers' reading of the user's own
     file) fails the port."""
-    from porter.features.rope_scaling import RopeScaling
-    from porter.spec import load_spec
+    from porter.differences.rope_scaling import RopeScaling
+    from porter.catalog import load_spec
     from porter.verify.parity import VerifyOptions, describe, verify
 
     tree, folders = ported
@@ -52,7 +52,8 @@ def test_verify_runs_the_users_own_weights_or_says_the_bytes_they_need(ported, t
     from typer.testing import CliRunner
 
     from porter.cli import app
-    from porter.verify.user_model import parameter_count, reference_from_file, shrink
+    from porter.convert.shape_check import parameter_count
+    from porter.verify.user_model import reference_from_file, shrink
     from tests.families.battery import published
 
     tree, folders = ported
@@ -69,7 +70,7 @@ def test_verify_runs_the_users_own_weights_or_says_the_bytes_they_need(ported, t
     assert f"from_pretrained({mine}) in fp32: your own weights, nothing shrunk" in result.output
     assert "max |logit - HF| = 0 " in result.output
     # the published 8B: 8,030,261,248 parameters, five copies in fp32, refused where memory is short
-    assert parameter_count(published("meta-llama--Meta-Llama-3-8B")) == 8_030_261_248
+    assert parameter_count(published("meta-llama--Meta-Llama-3-8B"), "LlamaForCausalLM") == 8_030_261_248
     big = runner.invoke(app, ["verify", str(folder), "--target", str(tree), "--hf", str(folder), "--models", "model"],
                         env={"PORTER_MEMORY_AVAILABLE": str(64 << 30)})
     assert big.exit_code == 2, big.output
@@ -79,7 +80,7 @@ def test_verify_runs_the_users_own_weights_or_says_the_bytes_they_need(ported, t
 @pytest.mark.slow
 def test_verify_runs_the_users_own_weights_in_bf16(ported, tmp_path):
     """`--hf DIR --dtype bf16`: both sides in bf16; the logits within 16 bf16 steps of their size."""
-    from porter.spec import load_spec
+    from porter.catalog import load_spec
     from porter.verify.parity import VerifyOptions, describe, verify
     from porter.verify.user_model import reference_from_file, shrink
     from tests.families.battery import published

@@ -12,7 +12,7 @@ from porter.cli import app
 from porter.errors import PorterError
 from porter.hf_config import check_fields, hf_config_of, hf_file_of
 from porter.hf_reading import OUTSIDE_FORWARD, _installed, reading, rope_parameters_of, table_entry
-from porter.spec import load_spec
+from porter.catalog import differences, load_spec
 from tests.families.battery import BATTERY, TINY, Refused, model_folder, published
 
 
@@ -109,14 +109,14 @@ def test_a_field_the_modeling_code_reads_is_refused_by_name_unless_at_the_classs
     config.cls = pretend
     config["logit_scale"] = 0.5
     with pytest.raises(PorterError) as caught:
-        check_fields(config)
+        check_fields(config, differences())
     assert "logit_scale" in caught.value.message and "logit_scale = 0.5" in caught.value.found
     config["logit_scale"] = config.raw["logit_scale"] = 1.0
     from porter.hf_config import _default_reading
 
     _default_reading.cache_clear()
     try:
-        check_fields(config)  # the class's own default: what porter's family port does already
+        check_fields(config, differences())  # the class's own default: what porter's family port does already
     finally:
         _default_reading.cache_clear()
 

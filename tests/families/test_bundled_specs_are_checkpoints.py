@@ -8,7 +8,7 @@ import pytest
 
 from porter.hf_config import hf_config_of
 from porter.hf_reading import OUTSIDE_FORWARD, reading
-from porter.spec import available_specs, load_spec
+from porter.catalog import available_specs, load_spec
 from tests.families.battery import DATA, published
 from tests.families.test_battery_reading import transformers_reads
 
