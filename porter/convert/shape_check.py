@@ -62,9 +62,15 @@ def check_hf(shapes: Mapping[str, Sequence[int]], config: Mapping, hf_class: str
 
 
 def _why(config: Mapping) -> str:
-    keys = ("hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size",
-            "vocab_size", "num_local_experts")
-    return ", ".join(f"{k} {config[k]}" for k in keys if config.get(k) is not None)
+    from porter.hf_reading import reading
+    from porter.weights import ModelShape
+
+    read = reading(dict(config))
+    shape = ModelShape.from_hf(dict(read))
+    experts = read.get("num_local_experts")
+    return (f"hidden_size {shape.hidden_size}, {shape.num_attention_heads} heads of {shape.head_dim}, "
+            f"{shape.kv_heads} key/value heads, intermediate_size {shape.ffn_hidden_size}, "
+            f"vocab_size {shape.vocab_size}" + (f", {experts} experts" if experts else ""))
 
 
 def tree_shapes(weights: ModelWeights, expected_hf: Mapping[str, tuple[int, ...]], i: int) -> dict[str, tuple]:
