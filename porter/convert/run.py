@@ -215,7 +215,7 @@ def checkpoint_from_hf(model, target, hf_dir, out, *, tp: int = 1, pp: int = 1, 
     files, stats, made_by = stream_checkpoint(
         lambda meta: hf_parts(source.take(meta), weights, tp), weights, Path(out),
         tp=tp, pp=pp, pipe=pipe, args={dest: value for dest, (_, value) in port.numbers(spec).items()},
-        hf_config=config, stamp=lambda folder: stamp_tree_args(port, spec, shape, folder, tp, pp, seq),
+        hf_config=_kept_config(source), stamp=lambda folder: stamp_tree_args(port, spec, shape, folder, tp, pp, seq),
         progress=progress)
     stats.bytes_read = source.bytes_read
     padded = port.layout.padded_vocab(shape.vocab_size, tp)
@@ -227,6 +227,14 @@ def checkpoint_from_hf(model, target, hf_dir, out, *, tp: int = 1, pp: int = 1, 
                      f"--pipeline-model-parallel-size {pp}" + ("" if pipe else " --no-pipeline-parallel"),
         **(_dequantized(source)), **stats.as_dict(), "seconds": round(time.monotonic() - start, 3),
     }
+
+
+def _kept_config(source: HFDir) -> dict:
+    """The source config.json the checkpoint keeps (megatron-to-hf writes it back): as it is, but
+    for the quantization of weights read dequantized."""
+    if source.quantized is None:
+        return source.config
+    return {k: v for k, v in source.config.items() if k != "quantization_config"}
 
 
 def _dequantized(source: HFDir) -> dict:
