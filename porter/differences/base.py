@@ -12,6 +12,8 @@ A `Difference` owns:
 - `layout(profile, spec, layout)`: its part of the weight layout verify and convert use;
 - `weights(layer)`: its tensors in a transformer layer (HF <-> Megatron, tensor-parallel role);
 - `probes(layer)`: what verify compares where it changes a transformer layer;
+- `tiny(spec, tiny)` / `shrink_hf(read, out, layers, seq_length)`: its values in verify's tiny
+  model, and in a user's config.json shrunk for verify;
 - `validate(values, given, fail)`: combinations of its own fields that make no sense.
 Every method has a neutral default, so a difference says only what it changes.
 """
@@ -104,6 +106,14 @@ class Difference:
     def probes(self, layer: LayerProbes) -> None:
         """What verify compares in a transformer layer, where this difference changes it:
         replace a slot's probes or add a slot (porter.verify.probes.LayerProbes)."""
+
+    def shrink_hf(self, read: HFConfig, out: dict[str, Any], layers: int, seq_length: int) -> list[str]:
+        """verify's shrinking of a user's config.json (porter.verify.user_model), after the sizes:
+        change its own fields in `out` (the file, shrunk to `layers` layers) where the published
+        value would prove nothing in a `seq_length`-token batch, or counts more layers than
+        there are; `read` is the published file as transformers reads it (`read.raw`: as
+        written). Returns what it changed, for the report; by default nothing."""
+        return []
 
     def tiny(self, spec: Spec, tiny: Any) -> dict[str, Any]:
         """Spec values of verify's tiny model (porter.verify.reference.TinyConfig), chosen so the

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from porter import convert
-from porter.errors import PorterError
 from porter.convert.shape_check import parameter_count
+from porter.errors import PorterError
 from porter.hf_config import causal_lm_class, hf_class_of
 from porter.hf_reading import reading
 from porter.naming import spec_in_tree
@@ -305,7 +305,8 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
     elif spec.hf_source:
         # the user's own config.json, shrunk: transformers reads it for the reference, porter for the port
         kinds = _kinds(spec, options.kinds)
-        shrunk = shrink(dict(spec.hf_source), tiny.num_layers, tiny.num_attention_heads, tiny.vocab_size, tiny.seq_length)
+        shrunk = shrink(dict(spec.hf_source), spec.differences, tiny.num_layers, tiny.num_attention_heads,
+                        tiny.vocab_size, tiny.seq_length)
         tiny = replace(tiny, num_layers=shrunk.num_layers, hidden_size=shrunk.hidden_size,
                        num_attention_heads=shrunk.num_attention_heads, vocab_size=shrunk.vocab_size)
         reference = reference_from_file(shrunk.config, spec.hf_class, tiny.weight_std, tiny.seed, REFERENCE_ATTENTION)

@@ -10,8 +10,10 @@ transformers', the port's numbers are porter's.
 What shrinks is what must for a CPU: layers, width and vocabulary. Every ratio and every other
 number stays as published: the query heads per key/value head, a head size that is not
 hidden / heads (kept as the same fraction of the width), the MLP's multiple of the width, the
-rope type with all its numbers, tying, biases, experts and top-k. A sliding window is made
-shorter than the batch (a window the batch never reaches proves nothing); the report says so.
+rope type with all its numbers, tying, biases, experts and top-k. A difference shrinks what of
+its own would prove nothing at this size (`Difference.shrink_hf`: sliding_window makes a window
+shorter than the batch); the report says what shrank, and which of the differences' fields
+stay as published.
 
 With `--hf DIR` nothing shrinks: the user's own weights go through both sides, if they fit in
 memory (`memory_needed`).
@@ -22,14 +24,21 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from porter.convert.shape_check import parameter_count
 from porter.errors import PorterError
-from porter.hf_reading import reading, rope_parameters_of
+from porter.hf_reading import reading
+
+if TYPE_CHECKING:
+    from porter.spec import Differences
 
 HEAD_SIZE = 16  # the tiny model's head size, when the published one is larger
+# the fields the sizes' shrinking decides (the report's shrunk list names each, changed or not)
+SIZES = ("num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim", "hidden_size",
+         "intermediate_size", "vocab_size")
 
 
 @dataclass
@@ -43,8 +52,11 @@ class Shrunk:
     kept: list[str] = field(default_factory=list)  # what stays as published, said outright
 
 
-def shrink(raw: dict, num_layers: int = 2, heads: int = 4, vocab: int = 256, seq_length: int = 32) -> Shrunk:
-    """The config with its sizes shrunk and every ratio and structural number kept."""
+def shrink(raw: dict, differences: Differences, num_layers: int = 2, heads: int = 4, vocab: int = 256,
+           seq_length: int = 32) -> Shrunk:
+    """The config with its sizes shrunk and every ratio and structural number kept; each of the
+    spec's differences then shrinks what of its own would prove nothing at this size
+    (`Difference.shrink_hf`: a window longer than the batch)."""
     read = reading(raw)
     H, W = read["num_attention_heads"], read["hidden_size"]
     K = read.get("num_key_value_heads") or H
@@ -82,24 +94,24 @@ def shrink(raw: dict, num_layers: int = 2, heads: int = 4, vocab: int = 256, seq
             out[key] = V2 - 1
             if key == "pad_token_id":
                 notes.append(f"pad_token_id {value} -> {V2 - 1} (inside the vocabulary)")
-    window = read.get("sliding_window")
-    if window and window >= seq_length and "sliding_window" in read:
-        out["sliding_window"] = max(1, seq_length // 4)
-        notes.append(f"sliding window {window} -> {out['sliding_window']} (shorter than the {seq_length}-token batch)")
-    if raw.get("layer_types") is not None:
-        out["layer_types"] = list(raw["layer_types"])[:L2]
-    if raw.get("max_window_layers") is not None and raw["max_window_layers"] >= L:
-        out["max_window_layers"] = L2
-    return Shrunk(out, L2, W2, H2, V2, notes, _kept(read))
+    for difference in differences:
+        notes += difference.shrink_hf(read, out, L2, seq_length)
+    return Shrunk(out, L2, W2, H2, V2, notes, _kept(read, reading(out), differences))
 
 
-def _kept(read) -> list[str]:
-    rope = rope_parameters_of(read)
-    kept = [", ".join(f"{k} {v}" for k, v in sorted(rope.items()))]
-    for key in ("tie_word_embeddings", "attention_bias", "mlp_bias", "rms_norm_eps", "hidden_act",
-                "num_local_experts", "num_experts_per_tok"):
-        if key in read:
-            kept.append(f"{key} {read[key]}")
+def _kept(published, shrunk, differences: Differences) -> list[str]:
+    """The differences' config.json fields (their hf_fields) that transformers reads the same
+    from the shrunk file as from the published one, said outright (the sizes apart: the report
+    lists them as shrunk)."""
+    kept = []
+    for name in dict.fromkeys(name for d in differences for name in d.hf_fields):
+        value = published.get(name)
+        if value is None or name in SIZES or shrunk.get(name) != value:
+            continue
+        if isinstance(value, dict):
+            kept.append(", ".join(f"{k} {v}" for k, v in sorted(value.items())))
+        else:
+            kept.append(f"{name} {value}")
     return kept
 
 

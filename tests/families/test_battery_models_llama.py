@@ -23,8 +23,8 @@ def test_the_proof_sees_a_misreading(ported, tmp_path, monkeypatch):
     """Were porter to give Meta-Llama-3-8B (`rope_scaling: null`) LLaMA-3.1's scaling, as its
     closest-family reading once did, verify's reference (transformers' reading of the user's own
     file) fails the port."""
-    from porter.differences.rope_scaling import RopeScaling
     from porter.catalog import load_spec
+    from porter.differences.rope_scaling import RopeScaling
     from porter.verify.parity import VerifyOptions, describe, verify
 
     tree, folders = ported
@@ -51,6 +51,7 @@ def test_verify_runs_the_users_own_weights_or_says_the_bytes_they_need(ported, t
 
     from typer.testing import CliRunner
 
+    from porter.catalog import differences
     from porter.cli import app
     from porter.convert.shape_check import parameter_count
     from porter.verify.user_model import reference_from_file, shrink
@@ -58,7 +59,7 @@ def test_verify_runs_the_users_own_weights_or_says_the_bytes_they_need(ported, t
 
     tree, folders = ported
     folder = folders["meta-llama--Meta-Llama-3-8B"]
-    shrunk = shrink(published("meta-llama--Meta-Llama-3-8B"))
+    shrunk = shrink(published("meta-llama--Meta-Llama-3-8B"), differences())
     mine = tmp_path / "my-llama3"
     reference_from_file(shrunk.config, "LlamaForCausalLM", 0.1, 7, "sdpa").save_pretrained(str(mine))
     (mine / "config.json").write_text(json.dumps(shrunk.config))  # the user's own file
@@ -80,15 +81,15 @@ def test_verify_runs_the_users_own_weights_or_says_the_bytes_they_need(ported, t
 @pytest.mark.slow
 def test_verify_runs_the_users_own_weights_in_bf16(ported, tmp_path):
     """`--hf DIR --dtype bf16`: both sides in bf16; the logits within 16 bf16 steps of their size."""
-    from porter.catalog import load_spec
+    import json
+
+    from porter.catalog import differences, load_spec
     from porter.verify.parity import VerifyOptions, describe, verify
     from porter.verify.user_model import reference_from_file, shrink
     from tests.families.battery import published
 
-    import json
-
     tree, folders = ported
-    shrunk = shrink(published("meta-llama--Meta-Llama-3-8B"))
+    shrunk = shrink(published("meta-llama--Meta-Llama-3-8B"), differences())
     mine = tmp_path / "my-llama3"
     reference_from_file(shrunk.config, "LlamaForCausalLM", 0.1, 7, "sdpa").save_pretrained(str(mine))
     (mine / "config.json").write_text(json.dumps(shrunk.config))

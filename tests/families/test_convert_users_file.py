@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
+from porter.catalog import differences
 from porter.cli import app
 from porter.convert.checkpoint import TAG
 from porter.verify.user_model import reference_from_file, shrink
@@ -17,7 +18,7 @@ from tests.families.battery import published
 
 def users_folder(folder, stem):
     """A tiny model of a published config: the user's file (sizes shrunk) and its weights."""
-    shrunk = shrink(published(stem))
+    shrunk = shrink(published(stem), differences())
     reference_from_file(shrunk.config, "LlamaForCausalLM", 0.1, 3, "sdpa").save_pretrained(str(folder))
     (folder / "config.json").write_text(json.dumps(shrunk.config, indent=2))
     return folder, shrunk.config

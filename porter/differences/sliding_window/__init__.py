@@ -110,6 +110,21 @@ class SlidingWindow(Difference):
                 fix="remove the window from the spec, or name an HF class with one (MistralForCausalLM, Qwen2ForCausalLM)",
             )
 
+    def shrink_hf(self, read, out, layers, seq_length):
+        """A user's window shorter than verify's batch (a window the batch never reaches proves
+        nothing: a quarter of it), and Qwen2's per-layer fields cut to the shrunk layers."""
+        notes = []
+        window = read.get("sliding_window")
+        if window and window >= seq_length:
+            out["sliding_window"] = max(1, seq_length // 4)
+            notes.append(f"sliding window {window} -> {out['sliding_window']} (shorter than the {seq_length}-token batch)")
+        if read.raw.get("layer_types") is not None:
+            out["layer_types"] = list(read.raw["layer_types"])[:layers]
+        windowed_from = read.raw.get("max_window_layers")
+        if windowed_from is not None and windowed_from >= read["num_hidden_layers"]:
+            out["max_window_layers"] = layers
+        return notes
+
     def tiny(self, spec, tiny):
         """A window shorter than verify's sequence (8 of 32 tokens), or the window proves nothing."""
         if not spec[FIELD]:
