@@ -8,11 +8,11 @@ from dataclasses import replace
 import pytest
 from typer.testing import CliRunner
 
+from porter.catalog import differences, load_spec
 from porter.cli import app
 from porter.errors import PorterError
 from porter.hf_config import check_fields, hf_config_of, hf_file_of
 from porter.hf_reading import OUTSIDE_FORWARD, _installed, reading, rope_parameters_of, table_entry
-from porter.catalog import differences, load_spec
 from tests.families.battery import BATTERY, TINY, Refused, model_folder, published
 
 

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
+from porter.catalog import available_specs, load_spec
 from porter.hf_config import hf_config_of
 from porter.hf_reading import OUTSIDE_FORWARD, reading
-from porter.catalog import available_specs, load_spec
 from tests.families.battery import DATA, published
 from tests.families.test_battery_reading import transformers_reads
 

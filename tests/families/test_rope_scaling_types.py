@@ -7,10 +7,10 @@ import types
 import pytest
 import torch
 
+from porter.catalog import load_spec
 from porter.errors import PorterError
 from porter.hf_config import hf_config_of
 from porter.render import environment
-from porter.catalog import load_spec
 from tests.families.battery import model_folder, published
 
 
