@@ -8,9 +8,12 @@ A `Difference` owns:
 - `plan(planner)`: the edits it plans with their reasons, the switches it reuses or adds, the
   values it hands templates (planner.values[name]);
 - `from_hf(config)` / `to_hf(spec, config)`: its HF config.json field(s), both ways;
+  `same_model(spec, values)`: an HF config's values spelling the spec's model another way;
 - `layout(profile, spec, layout)`: its part of the weight layout verify and convert use;
 - `weights(layer)`: its tensors in a transformer layer (HF <-> Megatron, tensor-parallel role);
 - `probes(layer)`: what verify compares where it changes a transformer layer;
+- `tiny(spec, tiny)` / `shrink_hf(read, out, layers, seq_length)`: its values in verify's tiny
+  model, and in a user's config.json shrunk for verify;
 - `validate(values, given, fail)`: combinations of its own fields that make no sense.
 Every method has a neutral default, so a difference says only what it changes.
 """
@@ -72,6 +75,12 @@ class Difference:
     def to_hf(self, spec: Spec, config: dict[str, Any]) -> None:
         """Add this difference's fields to an HF config dict built for the spec."""
 
+    def same_model(self, spec: Spec, values: dict[str, Any]) -> bool:
+        """Do its fields in `values` (an HF config's, from_hf) describe the spec's model, however
+        spelled? (convert takes a config into a port: a bias per site said site by site is the
+        same as one switch for all.) False: each field is compared as it is."""
+        return False
+
     def layout(self, p: Any, spec: Spec) -> dict[str, Any]:
         """WeightLayout fields this difference decides, from the profile (p) and the spec."""
         return {}
@@ -97,6 +106,14 @@ class Difference:
     def probes(self, layer: LayerProbes) -> None:
         """What verify compares in a transformer layer, where this difference changes it:
         replace a slot's probes or add a slot (porter.verify.probes.LayerProbes)."""
+
+    def shrink_hf(self, read: HFConfig, out: dict[str, Any], layers: int, seq_length: int) -> list[str]:
+        """verify's shrinking of a user's config.json (porter.verify.user_model), after the sizes:
+        change its own fields in `out` (the file, shrunk to `layers` layers) where the published
+        value would prove nothing in a `seq_length`-token batch, or counts more layers than
+        there are; `read` is the published file as transformers reads it (`read.raw`: as
+        written). Returns what it changed, for the report; by default nothing."""
+        return []
 
     def tiny(self, spec: Spec, tiny: Any) -> dict[str, Any]:
         """Spec values of verify's tiny model (porter.verify.reference.TinyConfig), chosen so the
