@@ -11,8 +11,9 @@ The mapping is one function per direction for a transformer layer (`hf_layer_to_
 model is a stream of parts, in order: ("embedding", None, t), ("layer", i, {key: t}) for each
 layer, ("final_norm", None, t), ("output", None, t or None); the conversions stream it part by
 part (`hf_parts`, `hf_tensors`), so that no more than one layer is held at a time. A tensor is
-copied only where its layout changes (a fusion, a split, padding rows): the rest are the very
-tensors read (views, mapped from the file), written out as they are. Every function also runs
+copied only where its layout changes and the change is more than an order of rows (a split
+of q, k and v, padding rows): a fusion of rows is its pieces in order (porter/convert/pieces.py),
+and the rest are the very tensors read (views, mapped from the file), written out as they are. Every function also runs
 on tensors of the meta device: that is how a conversion plans its files before reading a byte.
 """
 
@@ -79,7 +80,7 @@ class MegatronWeights:
         found: dict = {"layers": []}
         for kind, _, value in parts:
             if kind == "layer":
-                found["layers"].append(value)
+                found["layers"].append({k: joined(v) for k, v in value.items()})
             else:
                 found[kind] = None if value is None else joined(value)
         return cls(shape=shape, embedding=found["embedding"], layers=found["layers"],
@@ -114,11 +115,12 @@ def layer_names(layout: WeightLayout) -> dict[str, str]:
     }
 
 
-def fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups: int) -> torch.Tensor:
-    """HF q [np*hn, ...], k and v [ng*hn, ...] -> fused [ng * (np/ng + 2) * hn, ...], per group."""
+def fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups: int) -> tuple:
+    """HF q [np*hn, ...], k and v [ng*hn, ...] -> fused [ng * (np/ng + 2) * hn, ...], per group:
+    as pieces (porter/convert/pieces.py), group g's q, k and v rows."""
     rest = q.shape[1:]
-    parts = [t.reshape(groups, -1, *rest) for t in (q, k, v)]
-    return torch.cat(parts, dim=1).reshape(-1, *rest)
+    q, k, v = (t.reshape(groups, -1, *rest) for t in (q, k, v))
+    return tuple(part[g] for g in range(groups) for part in (q, k, v))
 
 
 def split_qkv(qkv: torch.Tensor, shape: ModelShape) -> list[torch.Tensor]:
@@ -140,7 +142,7 @@ def _gate_and_up(names: dict, layout: WeightLayout, gate: torch.Tensor, up: torc
     """HF's gate and up tensors in the tree's MLP: two projections, or one fused in the tree's half order."""
     if layout.up:
         return {names["fc1" + suffix]: gate, names["up" + suffix]: up}
-    return {names["fc1" + suffix]: torch.cat(_gate_up(gate, up, layout.gate_first), dim=0)}
+    return {names["fc1" + suffix]: _gate_up(gate, up, layout.gate_first)}  # pieces: the halves in order
 
 
 def _hf_gate_and_up(names: dict, layout: WeightLayout, layer: dict, ffn: int, suffix: str = "") -> tuple:
