@@ -57,10 +57,9 @@ def trees() -> list[tuple[str, Path]]:
 
 def parsed_files(spec: str, tree: Path) -> tuple[list[Path], str]:
     """The files porter parses on this tree (one in-process port), and how the port ends."""
-    from porter.features import profile_of
+    from porter.catalog import load_spec, profile_of
     from porter.plan import make_plan
     from porter.source import SourceTree
-    from porter.spec import load_spec
     from porter.workspace import Workspace
 
     source = SourceTree.open(tree)
@@ -133,13 +132,12 @@ def stages(spec: str, tree: Path, runs: int) -> dict[str, float]:
     nothing); a refused port stops at its refusal. Each run goes as porter.port.prepare
     runs it (the cycle collector paused).
     """
+    from porter.catalog import load_spec, profile_of
     from porter.checks import check_imports
-    from porter.features import profile_of
     from porter.patch import patch
     from porter.plan import make_plan
     from porter.port import check_stable, no_cyclic_gc
     from porter.source import SourceTree
-    from porter.spec import load_spec
     from porter.workspace import Workspace
 
     times: dict[str, list[float]] = {}

@@ -10,10 +10,13 @@ Either way pretrain_<name>.py reuses the tree's pretrain_gpt.py and sets the def
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from porter.edits.imports import InsertImport
 from porter.errors import PorterError
 from porter.planner import Planner, rw, unsupported
-from porter.profile import GPT_MODEL, LANGUAGE_MODEL, MODEL_INIT, PRETRAIN_GPT, TRANSFORMER
+from porter.profile import GPT_MODEL, LANGUAGE_MODEL, MODEL_INIT, PRETRAIN_GPT
 from porter.profile.entry import REUSED_FROM_GPT
 
 # Embedding.__init__ positional parameters -> the argument that fills them in the pipe spec.
@@ -25,10 +28,19 @@ EMBEDDING_ARGUMENTS = {
 }
 
 
+MODEL_SLOTS = ("imports", "save", "load", "pipe_init")  # where a difference adds to model.py.j2
+
+
 def model_values(p: Planner, wanted: dict[str, bool]) -> dict:
-    """What every template says about the family: its names and which differences are on
-    (difference name -> wanted)."""
+    """What every template says about the family: its names, which differences are on
+    (difference name -> wanted), what differs from GPT (a line each) and what the wanted
+    differences add to the model template's slots (slot -> templates `<package>/<file>`)."""
     spec = p.spec
+    slots: dict[str, list[str]] = {slot: [] for slot in MODEL_SLOTS}
+    for difference in spec.wanted():
+        package = Path(sys.modules[type(difference).__module__].__file__).parent.name
+        for slot, template in difference.model_slots.items():
+            slots[slot].append(f"{package}/{template}")
     return {
         "name": spec.name,
         "class_prefix": spec.class_prefix,
@@ -38,6 +50,8 @@ def model_values(p: Planner, wanted: dict[str, bool]) -> dict:
         "description": spec.description,
         "final_norm": spec["norm.final_norm"],
         "on": dict(wanted),
+        "differs": list(p.model_doc),
+        "slots": slots,
     }
 
 
@@ -128,20 +142,6 @@ def _export(p: Planner) -> None:
               after="GPTModel"))
 
 
-def _tree_rmsnorm(p: Planner) -> str | None:
-    """The import of the tree's own RMSNorm class for the generated pipe's final norm, when the
-    tree implements the switch with a class megatron.model does not export: the one its model
-    files guard with an import fallback (apex's MixedFusedRMSNorm, porter's RMSNorm without apex)."""
-    if not p.implemented("rmsnorm") or p.model.rmsnorm_exported:
-        return None
-    for file in (GPT_MODEL, TRANSFORMER):
-        for site in p.model.rmsnorm_unavailable:
-            if site.file == file:
-                module = file.removesuffix(".py").replace("/", ".")
-                return f"from {module} import {site.name} as RMSNorm"
-    return None
-
-
 def _explicit_model(p: Planner, model_switches: list[str]) -> None:
     spec = p.spec
     model = p.model
@@ -154,17 +154,10 @@ def _explicit_model(p: Planner, model_switches: list[str]) -> None:
                           f"{model.parallel_style} style, {model.ctor_style} constructors; no switch for "
                           + ", ".join(missing))
     module = f"megatron/model/{spec.module_name}.py"
-    norm = "LayerNorm"
     norm_imports = [model.layernorm_imports.get(GPT_MODEL) or "from megatron.model import LayerNorm"]
-    if "rmsnorm" in p.tests:
-        norm = f"RMSNorm if {p.tests['rmsnorm']} else LayerNorm"
-        tree_class = _tree_rmsnorm(p)
-        if tree_class is not None:
-            norm_imports.append(tree_class)
-        elif norm_imports[0].startswith("from megatron.model import"):
-            norm_imports = ["from megatron.model import LayerNorm, RMSNorm"]
-        else:
-            norm_imports.append("from megatron.model.rmsnorm import RMSNorm")
+    norm, more = p.final_norm or ("LayerNorm", None)
+    if more is not None:  # a difference's norm next to the tree's LayerNorm (its import said by the difference)
+        norm_imports = more(norm_imports)
     embedding_args = []
     for name in model.embedding_params:
         if name in EMBEDDING_ARGUMENTS:
@@ -185,7 +178,7 @@ def _explicit_model(p: Planner, model_switches: list[str]) -> None:
              enums_module=model.enums_module or "megatron.model.enums",
              loss_fn=loss,
              loss_name=loss.split("(")[0],
-             moe=model.language_model_moe,
+             tree_moe_api=model.language_model_moe,
              embedding_args=embedding_args,
              output_returns_bias=model.column_returns_bias,
              pipe_keywords=list(model.pipe_keywords))

@@ -19,7 +19,7 @@ from porter.resources import sample_tree_dir
 
 def specs() -> list[str]:
     """Every bundled spec that ports something (gpt, the base, plans nothing)."""
-    from porter.spec import available_specs
+    from porter.catalog import available_specs
 
     return [name for name in available_specs() if name != "gpt"]
 

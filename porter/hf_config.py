@@ -3,9 +3,9 @@
 HF -> spec: the family comes from `model_type` (and `architectures`): of the bundled specs
 whose reference class has that model type, the one closest to the config (fewest fields that
 differ) gives what config.json leaves implicit in HF's modeling code (RMSNorm, SwiGLU, the
-tokenizer kind...). Then every difference reads its own fields from the config (porter/features/,
+tokenizer kind...). Then every difference reads its own fields from the config (porter/differences/,
 `from_hf`), and the model's sizes become the entry point's defaults. A field porter cannot
-honour (an unknown rope type, a sliding window on a family without one) is refused by name,
+honour (an unknown rope type, a field the family's class does not have) is refused by name,
 never ignored: every field a difference does not read is checked against the list of fields
 that change nothing porter builds (a field set to null asks for nothing).
 
@@ -18,10 +18,12 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from porter.errors import PorterError
+from porter.spec import Differences, Spec, schema_of
 
 # config.json fields that change nothing porter builds or checks (bookkeeping, generation,
 # runtime switches, fields the differences read as a group).
@@ -79,33 +81,32 @@ def read_config(path: str | Path) -> HFConfig:
     return HFConfig(data, str(path))
 
 
-def model_type_of(hf_class: str) -> str | None:
-    """The model_type of a transformers class name (LlamaForCausalLM -> llama), if installed."""
-    try:
-        import transformers
+def hf_class_of(name: str):
+    """The HF model class a spec names: a transformers class (LlamaForCausalLM), or one of your
+    own as "package.module:Class" (a model transformers does not have). Raises ImportError or
+    AttributeError when it is not there."""
+    import importlib
 
-        return getattr(transformers, hf_class).config_class.model_type
+    if ":" in name:
+        module, _, cls = name.partition(":")
+        return getattr(importlib.import_module(module), cls)
+    import transformers
+
+    return getattr(transformers, name)
+
+
+def model_type_of(hf_class: str) -> str | None:
+    """The model_type of an HF class name (LlamaForCausalLM -> llama), if installed."""
+    try:
+        return hf_class_of(hf_class).config_class.model_type
     except (ImportError, AttributeError):
         return None
 
 
-def _family_specs(model_type: str):
-    from porter.spec import available_specs, load_spec
-
-    found = []
-    for path in available_specs().values():
-        spec = load_spec(str(path))
-        if spec.hf_class and model_type_of(spec.hf_class) == model_type:
-            found.append(spec)
-    return found
-
-
-def spec_values_from_hf(config: HFConfig) -> dict[str, Any]:
-    """Every spec field the config carries, read by the differences; unknown fields refused."""
-    from porter.features import DIFFERENCES
-
+def spec_values_from_hf(config: HFConfig, differences: Differences) -> dict[str, Any]:
+    """Every spec field the config carries, read by the differences."""
     values: dict[str, Any] = {}
-    for difference in DIFFERENCES:
+    for difference in differences:
         values.update(difference.from_hf(config))
     return values
 
@@ -118,29 +119,29 @@ def _name_from(path: Path, model_type: str) -> str:
     return name
 
 
-def spec_from_hf(path: str | Path):
-    """The spec an HF config.json (or a model folder holding one) describes."""
-    from porter.features import DIFFERENCES, fields
-    from porter.spec import Spec
-
+def spec_from_hf(path: str | Path, differences: Differences,
+                 family_specs: Callable[[str], list[Spec]]) -> Spec:
+    """The spec an HF config.json (or a model folder holding one) describes, read with the
+    differences; `family_specs(model_type)`: the bundled specs of that model type."""
     path = Path(path)
     config = read_config(path)
     model_type = config.get("model_type")
-    families = _family_specs(model_type) if isinstance(model_type, str) else []
+    families = family_specs(model_type) if isinstance(model_type, str) else []
     if not families:
-        from porter.spec import available_specs
+        from porter.resources import specs_dir
 
+        available = [p.stem for p in sorted(specs_dir().glob("*.toml"))]
         raise PorterError(
             f"porter has no spec for HF model_type {model_type!r}",
             file=config.path, construct="model_type (and architectures) of a family porter knows",
             found=f"model_type = {model_type!r}, architectures = {config.get('architectures')!r}",
-            fix="port one of the families in `porter list` (" + ", ".join(available_specs()) + "), or write a spec "
+            fix="port one of the families in `porter list` (" + ", ".join(available) + "), or write a spec "
                 "(docs/writing-a-spec.md)",
         )
     # a field set to null asks for nothing (transformers writes every field of its config class:
-    # Mixtral's `"sliding_window": null`)
+    # a Mixtral config's window set to null)
     unknown = sorted(k for k in config if config[k] is not None and k not in INERT_FIELDS
-                     and not any(k in d.hf_fields for d in DIFFERENCES))
+                     and not any(k in d.hf_fields for d in differences))
     if unknown:
         raise PorterError(
             f"config.json has fields porter cannot honour: {', '.join(unknown)}",
@@ -148,8 +149,8 @@ def spec_from_hf(path: str | Path):
             found=", ".join(f"{k} = {config[k]!r}" for k in unknown),
             fix="porter refuses what it would otherwise ignore; port this model by hand, or report the field",
         )
-    read = spec_values_from_hf(config)
-    schema = fields()
+    read = spec_values_from_hf(config, differences)
+    schema = schema_of(differences)
 
     def distance(spec) -> int:
         return sum(1 for k, v in read.items() if spec[k] != v)
@@ -163,7 +164,7 @@ def spec_from_hf(path: str | Path):
             raise PorterError(f"config.json sets {key} to a value porter cannot port", file=config.path,
                               construct=key, found=repr(value), fix=f"porter ports {exc}") from None
     set_here = {k for k, v in read.items() if v != schema[k].base}
-    for difference in DIFFERENCES:
+    for difference in differences:
         difference.validate(values, set_here, lambda f, found, fix, message=None: PorterError(
             message or f"config.json: {f} cannot be {found!r}", file=config.path, construct=f, found=str(found), fix=fix))
     name = _name_from(path, model_type)
@@ -172,21 +173,19 @@ def spec_from_hf(path: str | Path):
         name=name, class_prefix=prefix, script=f"pretrain_{name}.py",
         description=f"{base.description.split(':')[0]} from {config.path} (closest family: {base.name})",
         path=config.path, values=values, given=frozenset(set_here), hf_class=base.hf_class,
-        training_defaults=dict(base.training_defaults),
+        training_defaults=dict(base.training_defaults), differences=tuple(differences),
     )
 
 
-def hf_config_of(spec, sizes: dict[str, Any] | None = None) -> dict[str, Any]:
+def hf_config_of(spec: Spec, sizes: dict[str, Any] | None = None) -> dict[str, Any]:
     """The HF config fields of the spec's model (sizes override the spec's own)."""
-    from porter.features import DIFFERENCES
-
     config: dict[str, Any] = {}
     model_type = model_type_of(spec.hf_class) if spec.hf_class else None
     if spec.hf_class:
         config["architectures"] = [spec.hf_class]
     if model_type:
         config["model_type"] = model_type
-    for difference in DIFFERENCES:
+    for difference in spec.differences:
         difference.to_hf(spec, config)
     config.update(sizes or {})
     return config

@@ -9,17 +9,18 @@ or written: inspecting a tree reads it and plans, no more.
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from pathlib import Path
 
 from porter import port_state
+from porter.catalog import load_spec, profile_of
 from porter.errors import PorterError
-from porter.features import profile_of
 from porter.naming import spec_in_tree
 from porter.plan import Plan, make_plan
 from porter.profile import TreeProfile
 from porter.source import SourceTree
-from porter.spec import Spec, load_spec
+from porter.spec import Spec
 
 SCHEMA_VERSION = 1
 
@@ -61,14 +62,8 @@ def profile_data(profile: TreeProfile) -> dict:
             "core_attention_class": model.core_attention,
             "query_key_method": model.qk_method,
             "linears_return_bias": model.column_returns_bias,
-            "mlp_bias_unguarded": model.mlp_bias_unguarded,
-            "bias_path_none_safe": model.bias_none_safe,
-            "expand_as_unguarded": model.expand_as_unguarded,
-            "plain_tensor_bias_helpers": list(model.plain_bias_helpers),
             "layernorm_imports": dict(model.layernorm_imports),
-            "rmsnorm_exported": model.rmsnorm_exported,
             "embedding_parameters": list(model.embedding_params),
-            "embedding_position_gate": model.position_gate,
             "language_model_returns_moe_losses": model.language_model_moe,
             "language_model_takes_config": model.language_model_config,
             "enums_module": model.enums_module,
@@ -76,6 +71,8 @@ def profile_data(profile: TreeProfile) -> dict:
             "pipe_extra_keywords": list(model.pipe_keywords),
             "post_language_model_processing": model.gpt_post_processing,
         },
+        # what each difference's detector found (porter/differences/<name>/detect.py)
+        "differences": {name: _plain(fact) for name, fact in profile.facts.items()},
         "entry": None if entry is None else {
             "gpt_functions": list(entry.gpt_names),
             "pipe_condition": entry.pipe_condition,
@@ -134,8 +131,29 @@ def inspect_data(model: str | Spec, target: str | Path) -> dict:
     return data
 
 
+def _plain(value):
+    """A detector's facts as JSON values: dataclasses as objects, tuples as lists."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _yes(value) -> str:
     return "yes" if value else "no"
+
+
+def _said(value) -> str:
+    if isinstance(value, bool):
+        return _yes(value)
+    if value is None or value == [] or value == {}:
+        return "-"
+    if isinstance(value, dict):
+        return "(" + ", ".join(f"{k} {_said(v)}" for k, v in value.items()) + ")"
+    if isinstance(value, list):
+        return ", ".join(_said(v) for v in value)
+    return str(value)
 
 
 def render_text(data: dict) -> str:
@@ -164,23 +182,21 @@ def render_text(data: dict) -> str:
             f"    attention         self.{m['attention_attribute']}; "
             f"{'math in CoreAttention' if m['core_attention_class'] else 'one ParallelAttention class'}; "
             f"query/key in ParallelAttention.{m['query_key_method']}",
-            f"    linears           return (output, bias): {_yes(m['linears_return_bias'])}; "
-            f"MLP adds a bias by hand, unchecked: {_yes(m['mlp_bias_unguarded'])}",
-            f"    bias path         None-safe: {_yes(m['bias_path_none_safe'])}"
-            + (f" (unguarded expand_as: {_yes(m['expand_as_unguarded'])}; plain-Tensor bias helpers: "
-               f"{', '.join(m['plain_tensor_bias_helpers']) or '-'})" if not m["bias_path_none_safe"] else ""),
+            f"    linears           return (output, bias): {_yes(m['linears_return_bias'])}",
         ]
         for file, source in m["layernorm_imports"].items():
             lines.append(f"    LayerNorm in {file}: {source or '-'}")
         lines += [
-            f"    RMSNorm           exported by megatron.model: {_yes(m['rmsnorm_exported'])}",
-            f"    Embedding         ({', '.join(m['embedding_parameters'])}); position table gate: "
-            f"{m['embedding_position_gate'] or 'none'}",
+            f"    Embedding         ({', '.join(m['embedding_parameters'])})",
             f"    language model    returns MoE losses: {_yes(m['language_model_returns_moe_losses'])}; "
             f"takes a config: {_yes(m['language_model_takes_config'])}; enums from {m['enums_module']}",
             f"    GPT pipe          loss {m['pipe_loss_fn']}; extra PipelineModule keywords: "
             f"{', '.join(m['pipe_extra_keywords']) or '-'}",
         ]
+    if p["differences"]:
+        lines.append("  what the differences' detectors found:")
+        for name, fact in p["differences"].items():
+            lines.append(f"    {name:<16} " + "; ".join(f"{k}: {_said(v)}" for k, v in fact.items()))
     e = p["entry"]
     if e is not None:
         lines += [

@@ -17,8 +17,7 @@ import libcst as cst
 from porter.cst import match as m
 from porter.cst.find import findall
 from porter.cst.nodes import dotted
-from porter.render import GENERATED_MARK
-from porter.source import SourceTree
+from porter.source import GENERATED_MARK, SourceTree
 from porter.spec import Spec
 
 MODEL_INIT = "megatron/model/__init__.py"

@@ -1,6 +1,6 @@
 """From a Spec and a TreeProfile to an ordered list of Edits: a loop over the differences.
 
-Each difference the spec wants (porter/features/) plans its own switches, edits and template
+Each difference the spec wants (porter/differences/) plans its own switches, edits and template
 values; the argument checks they collect are inserted once, where the tree checks its
 arguments; then the family's model module and entry point (porter.generated_model). A tree
 whose GPT model already implements every model difference behind switches (microsoft HEAD)
@@ -11,7 +11,6 @@ code. A spec equal to GPT plans nothing.
 from __future__ import annotations
 
 from porter.edits import arguments as A
-from porter.features import DIFFERENCES, MODEL_SWITCHES, wanted
 from porter.generated_model import model_values, plan_model
 from porter.planner import Edit, Plan, Planner, rw
 from porter.profile import ARGUMENTS, TreeProfile
@@ -22,7 +21,7 @@ __all__ = ["Edit", "Plan", "make_plan"]
 
 def make_plan(spec: Spec, profile: TreeProfile) -> Plan:
     p = Planner(spec, profile)
-    differences = wanted(spec)
+    differences = spec.wanted()
     if not any(d.changes_model for d in differences):
         return p.plan(style="none")
     checks_func = p.checks_function
@@ -31,6 +30,6 @@ def make_plan(spec: Spec, profile: TreeProfile) -> Plan:
     if p.checks:
         p.edit(ARGUMENTS, "checks", f"validates the new switches where the tree checks its arguments ({checks_func})",
                rw(A.InsertChecks, func=checks_func, checks=p.checks))
-    p.values["model"] = model_values(p, {d.name: d in differences for d in DIFFERENCES})
-    model_switches = [s for s in MODEL_SWITCHES if any(s in d.spellings for d in differences)]
+    p.values["model"] = model_values(p, {d.name: d in differences for d in spec.differences})
+    model_switches = [s for d in differences for s in d.model_switches]
     return p.plan(style=plan_model(p, model_switches))

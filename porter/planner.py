@@ -1,6 +1,6 @@
 """What a difference plans with: edits with reasons, switches, checks, defaults, template values.
 
-`Planner` is handed to each difference in turn (porter/features/); a difference asks the
+`Planner` is handed to each difference in turn (porter/differences/); a difference asks the
 profile its questions and records what it decides here. Nothing here decides for a
 difference and nothing touches files. `Plan` is the result: the ordered edits, what the
 port reuses, the defaults the entry point sets, and the plain values templates receive.
@@ -95,6 +95,10 @@ class Planner:
         self.checks: list[str] = []  # argument checks, inserted where the tree checks its arguments
         self.values: dict[str, Any] = {}  # template values, by difference
         self.default_fields: dict[str, str] = {}  # dest -> the spec field whose number it holds
+        self.model_doc: list[str] = []  # what differs from GPT, a line per difference (the model's docstring)
+        # the generated model's final norm when a difference replaces LayerNorm: (class expression, a
+        # function from the tree's LayerNorm imports to the imports the expression needs)
+        self.final_norm: tuple[str, Callable[[list[str]], list[str]]] | None = None
 
     # -- recording -----------------------------------------------------------------------------
     def edit(self, file: str, feature: str, reason: str, rewrite=None, **context) -> None:
@@ -102,6 +106,10 @@ class Planner:
 
     def create(self, file: str, feature: str, reason: str, template: str, **context) -> None:
         self.edits.append(Edit(file=file, feature=feature, reason=reason, template=template, context=context))
+
+    def describe_model(self, line: str) -> None:
+        """A line of the generated model's "What differs from GPT" (in plan order)."""
+        self.model_doc.append(line)
 
     def reuse(self, feature: str, what: str) -> None:
         self.reused.append(f"{feature}: {what}")
@@ -115,6 +123,10 @@ class Planner:
         self.defaults[dest] = value
         if field is not None:
             self.default_fields[dest] = field
+
+    def facts(self, difference: str):
+        """What the difference's detector found in the tree (porter.profile.TreeProfile.facts), or None."""
+        return self.profile.facts.get(difference)
 
     def has_dest(self, dest: str) -> bool:
         return dest in self.profile.arguments.dests

@@ -19,15 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from porter import journal, port_state
+from porter.catalog import load_spec, profile_of
 from porter.checks import check_imports
 from porter.errors import PorterError
-from porter.features import profile_of
 from porter.naming import spec_in_tree
 from porter.patch import file_patch
 from porter.plan import Plan, make_plan
 from porter.profile import TreeProfile
 from porter.source import SourceTree
-from porter.spec import Spec, load_spec
+from porter.spec import Spec
 from porter.workspace import FileChange, Workspace
 from porter.writable import marked_writable
 from porter.writer import FileWrite, Transaction, tree_lock

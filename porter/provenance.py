@@ -16,13 +16,13 @@ import base64
 import difflib
 import inspect
 import json
-import pkgutil
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
 from porter.errors import PorterError
 from porter.patch import split_lines
+from porter.render import template_label
 from porter.workspace import sha256
 from porter.writer import JOURNAL, STATE_DIR
 
@@ -158,23 +158,35 @@ def trace(root: Path, path: str) -> list[Origin]:
 class EditInfo:
     kind: str  # "rewrite" | "template"
     name: str  # ChooseNormClass | model.py.j2
-    source: str  # porter/edits/transformer.py | templates/model.py.j2
+    source: str  # porter/differences/rmsnorm/rewrites.py | templates/model.py.j2
     doc: str  # what the rewrite does and why (its docstring); a template's first comment line
+
+
+def _source_of(cls: type) -> str:
+    """A class's file, from the repository root (porter/edits/arguments.py, porter/differences/<name>/rewrites.py)."""
+    path = Path(inspect.getsourcefile(cls) or "").resolve()
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.name
 
 
 @cache
 def _rewrites() -> dict[str, tuple[str, str]]:
-    """Rewrite class name -> (module file, docstring), over porter.edits."""
-    import importlib
+    """Rewrite class name -> (module file, docstring), over every rewrite porter knows: the
+    shared ones in porter.edits and those of every registered difference."""
+    from porter import catalog
+    from porter.edits.base import ModuleRewrite, Rewrite
 
-    import porter.edits as package
-
+    catalog.differences()  # every difference's rewrites are imported with it
     found: dict[str, tuple[str, str]] = {}
-    for info in pkgutil.iter_modules(package.__path__):
-        module = importlib.import_module(f"porter.edits.{info.name}")
-        for name, obj in vars(module).items():
-            if inspect.isclass(obj) and obj.__module__ == module.__name__ and obj.__doc__:
-                found[name] = (f"porter/edits/{info.name}.py", inspect.getdoc(obj) or "")
+    pending = [Rewrite, ModuleRewrite]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls.__doc__ and cls.__name__ not in found and cls not in (Rewrite, ModuleRewrite):
+            found[cls.__name__] = (_source_of(cls), inspect.getdoc(cls) or "")
     return found
 
 
@@ -182,6 +194,6 @@ def describe_edit(name: str) -> EditInfo:
     """What a provenance tag's edit is: a rewrite's docstring, or a template's source."""
     if name.startswith("template "):
         template = name.removeprefix("template ")
-        return EditInfo("template", template, f"templates/{template}", "")
+        return EditInfo("template", template, template_label(template), "")
     source, doc = _rewrites().get(name, ("porter/edits/", ""))
     return EditInfo("rewrite", name, source, doc)

@@ -24,6 +24,11 @@ def templates_dir() -> Path:
     return _data_dir("templates")
 
 
+def differences_dir() -> Path:
+    """porter's differences, one package or module each (their templates sit in their packages)."""
+    return _PACKAGE / "differences"
+
+
 def specs_dir() -> Path:
     return _data_dir("model_diffs")
 

@@ -1,23 +1,28 @@
 """Diff specs: how a model family differs from GPT, as data (model_diffs/<name>.toml).
 
-The schema is itself data, assembled from the differences porter knows
-(porter/features/): every field has its type, its allowed values or range, and GPT's value
-(the base). A spec is validated once, when it is loaded; every error names the file, the
-field, what was found and what is allowed. After that the rest of porter reads plain values
-from the frozen `Spec`: `spec["norm.eps"]`.
+The schema is itself data, assembled from the differences a spec is read with
+(porter/differences/, registered in porter.catalog): every field has its type, its allowed
+values or range, and GPT's value (the base). A spec is validated once, when it is parsed;
+every error names the file, the field, what was found and what is allowed. After that the
+rest of porter reads plain values from the frozen `Spec`: `spec["norm.eps"]`, and the
+differences it was read with from `spec.differences` (`spec.wanted()`: those it turns on).
+Finding a spec by name, or reading one from a file, is porter.catalog's.
 """
 
 from __future__ import annotations
 
-import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from porter.errors import PorterError
-from porter.features import DIFFERENCES, fields
-from porter.resources import specs_dir
+
+if TYPE_CHECKING:
+    from porter.schema import Field
+
+# A spec's differences are porter.differences.base.Difference objects (each with `fields`,
+# `validate` and `wanted`); spec.py stays below them and names no class of theirs.
+Differences = Sequence[Any]
 
 MODEL_FIELDS = {
     "name": "the spec's name, as given to `porter apply NAME`",
@@ -44,9 +49,20 @@ class Spec:
     hf_class: str = ""
     training_defaults: dict = field(default_factory=dict)
     renamed_because: tuple[str, ...] = ()  # what the tree already holds under the family's own names (porter.naming)
+    differences: tuple = field(default=(), compare=False, repr=False)  # read with these, in plan order
+    extends: str | None = None  # the spec this one states its delta from (`extends = "llama"`)
 
     def __getitem__(self, dotted: str) -> Any:
         return self.values[dotted]
+
+    @property
+    def schema(self) -> dict[str, Field]:
+        """Every field of every difference the spec was read with, dotted name -> Field."""
+        return schema_of(self.differences)
+
+    def wanted(self) -> list:
+        """The differences this spec turns on, in plan order."""
+        return [d for d in self.differences if d.wanted(self)]
 
     @property
     def model_class(self) -> str:
@@ -59,7 +75,7 @@ class Spec:
     def with_values(self, **changes: Any) -> Spec:
         """The spec with some fields changed, by dotted name given as keyword
         (`spec.with_values(**{"norm.eps": 1e-5})`); the values are checked like a spec file's."""
-        schema = fields()
+        schema = self.schema
         values = dict(self.values)
         for name, value in changes.items():
             try:
@@ -71,7 +87,7 @@ class Spec:
 
     def summary(self) -> dict[str, str]:
         """field -> 'value (GPT: base)' for the fields that differ from GPT."""
-        schema = fields()
+        schema = self.schema
         return {name: f"{value!r} (GPT: {schema[name].base!r})"
                 for name, value in self.values.items() if value != schema[name].base}
 
@@ -80,7 +96,7 @@ class Spec:
         section, key = dotted.split(".", 1)
         if section == "model":
             return getattr(self, key), None
-        return self.values[dotted], fields()[dotted].base
+        return self.values[dotted], self.schema[dotted].base
 
 
 def spec_toml(spec: Spec) -> str:
@@ -92,7 +108,7 @@ def spec_toml(spec: Spec) -> str:
     if spec.hf_class:
         model["hf_class"] = spec.hf_class
     data: dict[str, Any] = {"model": model}
-    schema = fields()
+    schema = spec.schema
     for name, value in spec.values.items():
         if value is None or value == schema[name].base:
             continue
@@ -106,59 +122,12 @@ def spec_toml(spec: Spec) -> str:
     return tomli_w.dumps(data)
 
 
-def available_specs() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(specs_dir().glob("*.toml"))}
-
-
-def load_spec(name_or_path: str) -> Spec:
-    """Load a spec by name (model_diffs/<name>.toml), by path to a .toml file, or from an HF
-    config.json (or a model folder holding one)."""
-    path = Path(name_or_path)
-    if path.name == "config.json" or (path.is_dir() and (path / "config.json").is_file()):
-        from porter.hf_config import spec_from_hf
-
-        return spec_from_hf(path)
-    if path.suffix != ".toml":
-        known = available_specs()
-        if name_or_path not in known:
-            raise PorterError(
-                f"unknown model {name_or_path!r}",
-                file=f"model_diffs/{name_or_path}.toml",
-                construct="a diff spec named model_diffs/<name>.toml, a .toml file, or an HF config.json",
-                found="specs: " + ", ".join(sorted(known)),
-                fix=f"use one of {', '.join(sorted(known))}, the path to your own .toml spec, "
-                    "or an HF model folder holding config.json",
-            )
-        path = known[name_or_path]
-    if not path.exists():
-        raise PorterError(
-            f"spec file not found: {path}",
-            file=str(path),
-            construct="a diff spec (.toml), see model_diffs/llama.toml",
-            found="nothing at that path",
-            fix="check the path of the .toml spec, or give a spec name (porter list)",
-        )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PorterError(
-            f"cannot read spec file {path}",
-            file=str(path),
-            construct="a readable UTF-8 .toml file",
-            found=str(exc),
-            fix="make the spec a readable UTF-8 text file",
-        ) from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PorterError(
-            f"malformed spec: {exc}",
-            file=str(path),
-            construct="TOML (https://toml.io)",
-            found=str(exc),
-            fix="fix the TOML syntax at the position given",
-        ) from exc
-    return parse_spec(data, str(path))
+def schema_of(differences: Differences) -> dict[str, Field]:
+    """Every spec field of the differences, dotted name -> schema Field."""
+    out: dict[str, Field] = {}
+    for difference in differences:
+        out.update(difference.fields)
+    return out
 
 
 def _flatten(table: dict, prefix: str, out: dict[str, Any]) -> None:
@@ -170,9 +139,10 @@ def _flatten(table: dict, prefix: str, out: dict[str, Any]) -> None:
             out[name] = value
 
 
-def parse_spec(data: dict, path: str = "<spec>") -> Spec:
-    """Validate a spec's parsed TOML and freeze it."""
-    schema = fields()
+def parse_spec(data: dict, path: str, differences: Differences) -> Spec:
+    """Validate a spec's parsed TOML against the differences' fields and freeze it
+    (porter.catalog.parse_spec: with the registered differences)."""
+    schema = schema_of(differences)
 
     def fail(field_name: str, found: Any, allowed: str, message: str | None = None) -> PorterError:
         return PorterError(
@@ -246,7 +216,7 @@ def parse_spec(data: dict, path: str = "<spec>") -> Spec:
         except ValueError as exc:
             raise fail(name, given[name], str(exc)) from None
 
-    for difference in DIFFERENCES:
+    for difference in differences:
         difference.validate(values, set(given), fail)
 
     defaults = data.get("training_defaults", {})
@@ -266,4 +236,5 @@ def parse_spec(data: dict, path: str = "<spec>") -> Spec:
         given=frozenset(given),
         hf_class=model.get("hf_class", ""),
         training_defaults=dict(defaults),
+        differences=tuple(differences),
     )

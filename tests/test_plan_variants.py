@@ -10,14 +10,13 @@ import dataclasses
 
 import pytest
 
+from porter.catalog import load_spec, profile_of, spellings
 from porter.errors import PorterError
-from porter.features import profile_of, spellings
 from porter.plan import make_plan
 from porter.profile.arguments import Argument
 from porter.render import render
 from porter.resources import sample_tree_dir
 from porter.source import SourceTree
-from porter.spec import load_spec
 
 SPEC = load_spec("llama")
 
@@ -121,12 +120,15 @@ def test_habana_option_only_rotary_gets_porters_implementation_on_the_trees_opti
     spellings = dict(profile.spellings)
     spellings["rotary"] = tree_spelling("rotary", "--position-embedding-type", False,
                                         imports=("from megatron.enums import PositionEmbeddingType",))
-    model = dataclasses.replace(profile.model, position_gate="self.use_position", qk_method="sub_forward",
+    model = dataclasses.replace(profile.model, qk_method="sub_forward",
                                 core_attention=True, embedding_params=profile.model.embedding_params + ("use_position",),
-                                mlp_bias_unguarded=False, expand_as_unguarded=False, column_returns_bias=False,
-                                pipe_keywords=("use_hpu=args.device.type=='hpu'",))
+                                column_returns_bias=False, pipe_keywords=("use_hpu=args.device.type=='hpu'",))
+    facts = {**profile.facts,
+             "rotary": dataclasses.replace(profile.facts["rotary"], position_gate="self.use_position"),
+             "no_bias": dataclasses.replace(profile.facts["no_bias"], mlp_bias_unguarded=False, expand_as_unguarded=False)}
     arguments = dataclasses.replace(profile.arguments, forbids_max_positions=True)
-    plan = make_plan(SPEC, dataclasses.replace(profile, spellings=spellings, model=model, arguments=arguments))
+    plan = make_plan(SPEC, dataclasses.replace(profile, spellings=spellings, model=model, arguments=arguments,
+                                               facts=facts))
     assert not any("--position-embedding-type" in e.reason for e in edits(plan, "AddArguments"))
     assert edits(plan, "OptionalRequiredArg")  # required, yet forbidden with rotary
     assert edits(plan, "NarrowPositionGate") and not edits(plan, "EmbeddingPositionsInit")
@@ -190,7 +192,8 @@ def test_a_dest_taken_by_an_unknown_option_is_refused(sample):
 
 
 def test_a_tree_that_gates_positions_otherwise_is_refused_with_what_was_found(sample):
-    model = dataclasses.replace(sample.model, position_gate="self.position_embedding_type == PositionEmbeddingType.absolute")
+    rotary = dataclasses.replace(sample.facts["rotary"],
+                                 position_gate="self.position_embedding_type == PositionEmbeddingType.absolute")
     with pytest.raises(PorterError) as info:
-        make_plan(SPEC, dataclasses.replace(sample, model=model))
+        make_plan(SPEC, dataclasses.replace(sample, facts={**sample.facts, "rotary": rotary}))
     assert "position_embedding_type" in info.value.found

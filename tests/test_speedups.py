@@ -14,7 +14,7 @@ import pytest
 
 from porter.cst import match
 from porter.cst.find import findall
-from porter.edits.transformer import SetActivation
+from porter.differences.gated_mlp.rewrites import SetActivation
 from porter.resources import sample_tree_dir
 from porter.workspace import _EditedModule, _retag
 

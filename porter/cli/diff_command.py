@@ -149,7 +149,7 @@ def show_patch(changes, text: str, color: Color) -> None:
 
 
 def stat_text(port, stats) -> str:
-    from porter.features import switch_fields
+    from porter.catalog import switch_fields
     from porter.patch import feature_stats
 
     if not stats:
@@ -175,7 +175,7 @@ def stat_text(port, stats) -> str:
 
 
 def stat_document(port, stats) -> dict:
-    from porter.features import switch_fields
+    from porter.catalog import switch_fields
     from porter.patch import feature_stats
     from porter.render import spec_label
 

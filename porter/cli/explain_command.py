@@ -109,8 +109,7 @@ def _locate(location: str, target: Path | None) -> tuple[Path, str, int | None, 
 
 def _spec_line(origin) -> str | None:
     """"rmsnorm  (norm.type = 'rmsnorm'; GPT: 'layernorm')" from the spec the apply used."""
-    from porter.features import switch_fields
-    from porter.spec import load_spec
+    from porter.catalog import load_spec, switch_fields
 
     field = switch_fields().get(origin.feature or "")
     if not field:
@@ -191,7 +190,7 @@ def _as_dict(origin) -> dict:
     if origin.tag:
         info = describe_edit(origin.edit or "")
         doc = {"kind": info.kind, "name": info.name, "source": info.source}
-    from porter.features import switch_fields
+    from porter.catalog import switch_fields
 
     return {
         "line": origin.line,

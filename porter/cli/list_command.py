@@ -34,8 +34,8 @@ def list_specs(
     porter list ./my_model.toml
     porter list --json
     """
+    from porter.catalog import available_specs, load_spec
     from porter.render import spec_label
-    from porter.spec import available_specs, load_spec
 
     out = Output(json=json)
     try:

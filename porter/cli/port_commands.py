@@ -139,7 +139,7 @@ DEMO_IGNORE = "# made by porter demo: git ignores this folder and all it holds\n
 def _a_ported_line(changes) -> str | None:
     """FILE:LINE of the first line of code (not blank, not a comment) that porter wrote in an
     existing file for a spec key, for the demo's `porter explain` hint."""
-    from porter.features import switch_fields
+    from porter.catalog import switch_fields
 
     for change in changes:
         if change.created:

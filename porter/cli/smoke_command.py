@@ -70,9 +70,10 @@ def smoke(
     porter smoke llama --target ./Megatron-DeepSpeed --nproc 2 --pp 2 --steps 10
     porter smoke llama --target ./Megatron-DeepSpeed --json > smoke.json
     """
+    from porter.catalog import load_spec
     from porter.requirements import require
-    from porter.smoke import SmokeConfig, run_smoke, runs_on_cpu
-    from porter.spec import load_spec
+    from porter.smoke import SmokeConfig, run_smoke
+    from porter.treerun.device import runs_on_cpu
     from porter.workfolder import WorkFolder
 
     out = Output(json=json, quiet=quiet, verbose=verbose)
@@ -99,6 +100,8 @@ def smoke(
             out.warn(folder.close(passed=False))
         fail(exc, debug, out)
     say_standins(out, result.standins)
+    if result.exit_warning:
+        out.warn(f"warning: {result.exit_warning}")
     kept = folder.close(result.passed)
     if json:
         document = {"model": spec.name, "target": str(target), "workdir": str(folder.path),

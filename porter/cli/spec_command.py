@@ -32,7 +32,8 @@ def spec_command(
     porter spec ./Meta-Llama-3.1-8B/config.json > llama31_8b.toml
     porter spec llama3
     """
-    from porter.spec import load_spec, spec_toml
+    from porter.catalog import load_spec
+    from porter.spec import spec_toml
 
     out = Output()
     try:

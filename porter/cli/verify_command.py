@@ -80,8 +80,8 @@ def verify(
                               found=", ".join(unknown) or "nothing", fix="pass --models model,pipe")
         _check_sizes(tp, pp, layers, heads)
         require("parity", "porter verify")
-        from porter.smoke import runs_on_cpu
-        from porter.spec import load_spec
+        from porter.catalog import load_spec
+        from porter.treerun.device import runs_on_cpu
         from porter.verify.parity import VerifyOptions, describe
         from porter.verify.parity import verify as run_verify
         from porter.verify.reference import TinyConfig

@@ -6,9 +6,9 @@ A shard is what one tensor-parallel rank holds, written as
                       model-parallel rank, MM = pp_rank * TP + tp_rank);
     plain engine:     <dir>/<tag>/mp_rank_TT_model_states.pt with 'module' holding the
                       nested dict of the model's state_dict_for_save_checkpoint;
-plus <dir>/latest (DeepSpeed's tag file) and latest_checkpointed_iteration.txt. With
-DeepSpeed's MoE layer (plain engine only) every expert is a file of its own besides
-(porter/convert/experts.py).
+plus <dir>/latest (DeepSpeed's tag file) and latest_checkpointed_iteration.txt. A layer tensor
+a difference saves apart (DeepSpeed writes some layers' tensors to files of their own) goes
+where its Weight's `file` says (porter.weights).
 
 Both ways stream (porter/convert/stream.py): `stream_checkpoint` writes the full model's
 parts, one at a time, into every rank's files (each layer file closed when its layer is
@@ -26,16 +26,15 @@ from pathlib import Path
 
 import torch
 
-from porter.convert import experts
-from porter.convert.layout import WeightLayout
 from porter.convert.output import staged
 from porter.convert.pieces import as_meta, nbytes
-from porter.convert.shape import ModelShape
-from porter.convert.sharding import _role, _roles, check_divisible, shard_layer, shard_tensor, unshard_tensor
+from porter.convert.sharding import check_divisible, shard_layer, shard_tensor, unshard_tensor
 from porter.convert.stream import Fill, Progress, Stats
-from porter.convert.tensors import MegatronWeights, Part, layer_names
+from porter.convert.tensors import MegatronWeights, Part
 from porter.convert.torch_files import TorchFile, tensor_offsets, write_skeleton
 from porter.errors import PorterError
+from porter.layout import WeightLayout
+from porter.weights import ModelShape, ModelWeights
 
 TAG = "release"
 CHECKPOINT_VERSION = 3.0
@@ -65,8 +64,8 @@ def checkpoint_args(shape: ModelShape, padded_vocab: int, layout: WeightLayout, 
     return argparse.Namespace(**values)
 
 
-def _client_state(shape: ModelShape, padded_vocab: int, layout: WeightLayout, tp: int, pp: int, args: dict,
-                  hf_config: dict) -> dict:
+def _client_state(weights: ModelWeights, padded_vocab: int, tp: int, pp: int, args: dict, hf_config: dict) -> dict:
+    shape, layout = weights.shape, weights.layout
     state = {
         "module": None,
         "buffer_names": [],
@@ -82,19 +81,18 @@ def _client_state(shape: ModelShape, padded_vocab: int, layout: WeightLayout, tp
         "args": checkpoint_args(shape, padded_vocab, layout, tp, pp, args),
         "porter": {"vocab_size": shape.vocab_size, "hf_config": hf_config, "layout": layout.as_dict()},
     }
-    if layout.num_experts:  # DeepSpeed's engine lists the expert count of each of its MoE layers
-        state["num_experts"] = [shape.num_experts] * shape.num_layers
+    state.update(weights.client_state())  # what the differences add to it
     return state
 
 
-def _check(layout: WeightLayout, tp: int, pp: int, pipe: bool, num_layers: int) -> None:
+def _check(weights: ModelWeights, tp: int, pp: int, pipe: bool, num_layers: int) -> None:
     if not pipe and pp != 1:
         raise PorterError(
             "the plain DeepSpeed engine (--no-pipeline-parallel) has no pipeline stages",
             construct="--pp 1 with --no-pipe", found=f"--pp {pp}",
             fix="write a pipeline-engine checkpoint (the default) for pipeline-parallel runs",
         )
-    experts.check_engine(layout, pipe, tp)
+    weights.check_checkpoint(pipe, tp)
     if num_layers % pp:
         raise PorterError(
             f"{num_layers} layers do not split over {pp} pipeline stages",
@@ -103,15 +101,14 @@ def _check(layout: WeightLayout, tp: int, pp: int, pipe: bool, num_layers: int) 
         )
 
 
-def slots(parts: Iterator[Part], layout: WeightLayout, num_layers: int, count: int, tp: int, pipe: bool
-          ) -> Iterator[tuple[str, tuple, torch.Tensor]]:
+def slots(parts: Iterator[Part], weights: ModelWeights, tp: int, pipe: bool) -> Iterator[tuple[str, tuple, torch.Tensor]]:
     """The full model's parts -> (file, key path in it, tensor) of every rank's shard, in order:
-    a layer's files are complete when its layer is done (`count`: experts per MoE layer). A
-    tensor made of pieces (the fused gate+up halves) comes as the tuple of its pieces."""
-    roles = _roles(layout)
+    a layer's files are complete when its layer is done. A tensor made of pieces (the fused
+    gate+up halves) comes as the tuple of its pieces; a tensor saved apart goes to its own file."""
+    layout, num_layers = weights.layout, weights.shape.num_layers
     module = ("module", layout.language_model_key)
     encoder = (*module, layout.encoder_key)
-    moe_layer = 0
+    holding = 0  # layers so far with tensors saved apart: DeepSpeed numbers such layers so
     for kind, i, value in parts:
         if value is None:
             continue
@@ -129,19 +126,17 @@ def slots(parts: Iterator[Part], layout: WeightLayout, num_layers: int, count: i
                     (mp_rank_file(rank), ("module", *layout.head_keys))
                 yield *where, shard_tensor(value, "rows", tp, rank)
             else:
-                local = {k: v[0] if len(v) == 1 else v for k, v in
-                         shard_layer(value, layout, tp, rank, roles, pieces=True).items()}
-                files = {}
-                if layout.num_experts:
-                    local, files = experts.split_experts(local, i, moe_layer, layout, count)
-                for key, tensor in local.items():
-                    yield ((layer_file(layout.pipe_layer(i), rank), (key,)) if pipe else
-                           (mp_rank_file(rank), (*encoder, f"{layout.layers}.{i}.{key}"))) + (tensor,)
-                for (moe, expert), state in files.items():
-                    for key, tensor in state.items():
-                        yield experts.expert_file(Path(), moe, expert, rank).name, (key,), tensor
-        if kind == "layer" and layout.num_experts and any(f".{experts.EXPERTS}." in k for k in value):
-            moe_layer += 1
+                apart = {w.key: w for w in weights.apart(i)}
+                for key, tensor in shard_layer(value, weights.roles(i), tp, rank, pieces=True).items():
+                    tensor = tensor[0] if len(tensor) == 1 else tensor
+                    if key in apart:
+                        file, inside = apart[key].file(i, holding, rank)
+                        yield file, (inside,), tensor
+                    else:
+                        yield ((layer_file(layout.pipe_layer(i), rank), (key,)) if pipe else
+                               (mp_rank_file(rank), (*encoder, f"{layout.layers}.{i}.{key}"))) + (tensor,)
+        if kind == "layer" and weights.apart(i):
+            holding += 1
 
 
 def _set(obj: dict, path: tuple, value) -> None:
@@ -164,7 +159,7 @@ def _files(planned: list, base: dict, tp: int, pp: int, pipe: bool) -> dict[str,
     return files
 
 
-def stream_checkpoint(parts_of: Callable[[bool], Iterator[Part]], shape: ModelShape, layout: WeightLayout,
+def stream_checkpoint(parts_of: Callable[[bool], Iterator[Part]], weights: ModelWeights,
                       out: Path, *, tp: int = 1, pp: int = 1, pipe: bool = True, args: dict | None = None,
                       hf_config: dict | None = None, stamp: Callable[[Path], str] | None = None,
                       progress: Progress | None = None) -> tuple[list[Path], Stats, str | None]:
@@ -176,17 +171,18 @@ def stream_checkpoint(parts_of: Callable[[bool], Iterator[Part]], shape: ModelSh
     kept for the way back; `stamp(tag folder)`: gives the client state files the tree's own args
     (porter.convert.run.stamp_tree_args), before their tensors go in, or meanwhile when they
     hold none (the pipeline engine's). Returns (the files, the figures, what stamp said)."""
-    _check(layout, tp, pp, pipe, shape.num_layers)
+    shape = weights.shape
+    _check(weights, tp, pp, pipe, shape.num_layers)
     progress = progress or Progress()
     stats = Stats()
     planned = []
     padded = None
-    for file, path, tensor in slots(parts_of(True), layout, shape.num_layers, shape.num_experts, tp, pipe):
+    for file, path, tensor in slots(parts_of(True), weights, tp, pipe):
         if padded is None:  # the embedding comes first: its rows are the padded vocabulary
             padded = tensor.shape[0] * tp
             check_divisible(shape, padded, tp)
         planned.append((file, path, tensor))
-    base = _client_state(shape, padded, layout, tp, pp, args or {}, hf_config or {})
+    base = _client_state(weights, padded, tp, pp, args or {}, hf_config or {})
     files = _files(planned, base, tp, pp, pipe)
     total = sum(nbytes(t) for _, _, t in planned)
     progress.start(len(planned), total)
@@ -217,7 +213,7 @@ def stream_checkpoint(parts_of: Callable[[bool], Iterator[Part]], shape: ModelSh
             places.update({(name, path): offset for path, offset in tensor_offsets(folder / name).items()})
         fill = Fill(folder, planned, places, stats, progress)
         try:
-            for file, path, tensor in slots(parts_of(False), layout, shape.num_layers, shape.num_experts, tp, pipe):
+            for file, path, tensor in slots(parts_of(False), weights, tp, pipe):
                 fill.put(file, path, tensor)
             fill.check()
         finally:
@@ -234,18 +230,18 @@ def stream_checkpoint(parts_of: Callable[[bool], Iterator[Part]], shape: ModelSh
     return written, stats.finish(), stamped
 
 
-def write_checkpoint(weights: MegatronWeights, layout: WeightLayout, out: Path, *, tp: int = 1, pp: int = 1,
+def write_checkpoint(model: MegatronWeights, out: Path, *, tp: int = 1, pp: int = 1,
                      pipe: bool = True, args: dict | None = None, hf_config: dict | None = None) -> list[Path]:
     """Write a full copy in memory as the DeepSpeed checkpoint the tree's load_checkpoint reads;
     returns the files (see stream_checkpoint)."""
     def parts_of(meta: bool) -> Iterator[Part]:
-        for kind, i, value in weights.parts():
+        for kind, i, value in model.parts():
             if meta:
                 value = {k: v.to("meta") for k, v in value.items()} if isinstance(value, dict) else \
                     None if value is None else value.to("meta")
             yield kind, i, value
 
-    return stream_checkpoint(parts_of, weights.shape, layout, out, tp=tp, pp=pp, pipe=pipe, args=args,
+    return stream_checkpoint(parts_of, model.weights, out, tp=tp, pp=pp, pipe=pipe, args=args,
                              hf_config=hf_config)[0]
 
 
@@ -302,8 +298,10 @@ class CheckpointReader:
     """A DeepSpeed checkpoint of the tree (either engine, any TP/PP), read part by part.
 
     Opening it reads the files' structure only (no tensor data): the args, the model's shape,
-    where each tensor is. `parts()` then gives the full model part by part, each rank's tensors
-    mapped from their files as the part is made and joined (porter/convert/sharding.py).
+    where each tensor is. `parts(weights)` then gives the full model part by part, each rank's
+    tensors mapped from their files as the part is made and joined (porter/convert/sharding.py),
+    each layer's tensors as its weights (porter.weights.ModelWeights) say, those saved apart read
+    from their own files.
 
     The real vocabulary: `vocab_size`, else what porter recorded, else the tokenizer the run
     trained with; when none is at hand it is refused (padding rows are never written into an
@@ -328,8 +326,6 @@ class CheckpointReader:
         layer_files = sorted(folder.glob("layer_*-model_*-model_states.pt"))
         self.ranks = self._pipe_ranks(layer_files, num_layers) if layer_files else \
             self._plain_ranks([first, *(TorchFile(p) for p in mp_files[1:])], num_layers)
-        num_experts = self._experts(num_layers) if layout.num_experts and not layer_files else 0
-        self._check_keys(num_experts)
         porter_meta = meta.get("porter") or {}
         padded = self.ranks[0].embedding[1].shape[0] * len(self.ranks)
         vocab = vocab_size or porter_meta.get("vocab_size") or _tokenizer_vocab(args) or \
@@ -343,22 +339,36 @@ class CheckpointReader:
                       "is not at hand",
                 fix="give the real size: --vocab-size N (the tokenizer's vocabulary), or run where the tokenizer file is",
             )
-        names = layer_names(layout)
-        first_layers = self.ranks[0].layers
-        halves = 1 if layout.up else 2  # a fused [gate; up] projection is twice the MLP width
-        fc1 = experts.expert_keys(layout, 0)[0] if layout.num_experts else names["fc1"]
-        ffn = first_layers[0][fc1][1].shape[0] // halves * len(self.ranks) if first_layers else args.ffn_hidden_size
         heads = args.num_attention_heads
         self.shape = ModelShape(
             num_layers=num_layers, hidden_size=args.hidden_size, num_attention_heads=heads,
-            ffn_hidden_size=ffn, vocab_size=vocab,
-            num_query_groups=getattr(args, "num_key_value_heads", None) or heads,
-            head_dim=getattr(args, "kv_channels", None) or 0, num_experts=num_experts,
+            ffn_hidden_size=self._ffn(args), vocab_size=vocab,
+            kv_heads=getattr(args, "num_key_value_heads", None) or heads,
+            head_dim=getattr(args, "kv_channels", None) or 0,
         )
         self.padded_vocab = padded
         self.extra = {"hf_config": porter_meta.get("hf_config") or {}, "tensor_parallel": len(self.ranks),
                       "pipeline_parallel": getattr(args, "pipeline_model_parallel_size", 1) or 1,
                       "pipe": bool(layer_files), "args": args}
+        self._files: dict[str, TorchFile] = {}
+
+    def _ffn(self, args) -> int:
+        """The MLP width: the run's --ffn-hidden-size, else the columns of layer 0's MLP output
+        projection on every rank (a row-parallel linear: [h, ffn / tp] each)."""
+        if isinstance(getattr(args, "ffn_hidden_size", None), int):
+            return args.ffn_hidden_size
+        key = f"{self.layout.mlp}.{self.layout.fc2}.weight"
+        first = self.ranks[0].layers
+        if not first or key not in first[0]:
+            raise PorterError("the checkpoint does not say its MLP width", file=str(self.folder),
+                              construct="args.ffn_hidden_size, or layer 0's " + key, found="neither",
+                              fix="pass a checkpoint written by the tree or by porter")
+        return first[0][key][1].shape[1] * len(self.ranks)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The checkpoint's dtype, as its word embeddings have it."""
+        return self.ranks[0].embedding[1].dtype
 
     def _pipe_ranks(self, layer_files: list[Path], num_layers: int) -> list[_Rank]:
         layout = self.layout
@@ -408,37 +418,35 @@ class CheckpointReader:
             rank.output = None if output is None else (file, output)
         return ranks
 
-    def _experts(self, num_layers: int) -> int:
-        """Put each rank's expert files' tensors into its layers; the experts per layer."""
-        count = 0
-        opened: dict[Path, TorchFile] = {}
+    def _apart(self, weight, i: int, holding: int, rank: int):
+        """(file, meta tensor) of a layer tensor saved in a file of its own."""
+        name, key = weight.file(i, holding, rank)
+        if name not in self._files:
+            path = self.folder / name
+            if not path.exists():
+                raise PorterError("the checkpoint lacks a file of its own of a layer tensor", file=str(self.folder),
+                                  construct=f"{name} (layer {i}'s {weight.key})", found="no such file",
+                                  fix="copy the whole checkpoint folder")
+            self._files[name] = TorchFile(path)
+        structure = self._files[name].structure
+        if key not in structure:
+            raise PorterError("a checkpoint file lacks a tensor", file=str(self.folder / name), construct=key,
+                              found=", ".join(k for k in structure if torch.is_tensor(structure[k])) or "no tensors",
+                              fix="is this a checkpoint of the ported model?")
+        return self._files[name], structure[key]
 
-        def structure(path: Path):
-            opened[path] = TorchFile(path)
-            return [key for key, t in opened[path].structure.items() if torch.is_tensor(t)]
-
-        for number, rank in enumerate(self.ranks):
-            places, count = experts.expert_tensors(self.folder, number, structure)
-            for layer, keys in places.items():
-                for rest, (path, key) in keys.items():
-                    rank.layers[layer][rest] = (opened[path], opened[path].structure[key])
-        return count
-
-    def _check_keys(self, num_experts: int) -> None:
-        names = layer_names(self.layout)
-        known = set(names.values()) | set(self.layout.rotary_buffers)
-        if self.layout.num_experts:
-            known |= experts.layer_keys(self.layout, num_experts)
-        for rank in self.ranks:
-            for layer in rank.layers:
-                unknown = sorted(set(layer) - known)
-                if unknown:
-                    raise PorterError(
-                        "the checkpoint holds layer tensors porter's LLaMA layout has no place for",
-                        file=str(self.folder),
-                        construct="the weights of a ported LLaMA layer: " + ", ".join(sorted(known)),
-                        found=", ".join(unknown), fix="is this a checkpoint of the generated LLaMA model?",
-                    )
+    def _check_keys(self, weights: ModelWeights, i: int, rank: _Rank) -> None:
+        """Layer i's tensors in a rank's file are the ones its weights say, no more and no fewer."""
+        wanted = {w.key for w in weights.layer(i) if w.file is None}
+        found = set(rank.layers[i])
+        if found != wanted:
+            raise PorterError(
+                "the checkpoint's layer tensors are not the ported model's",
+                file=str(self.folder), construct=f"layer {i}: " + ", ".join(sorted(wanted)),
+                found=", ".join(f"{k} (unknown)" for k in sorted(found - wanted)) + ("; " if found - wanted else "")
+                + ", ".join(f"{k} (missing)" for k in sorted(wanted - found)),
+                fix="is this a checkpoint of this port's model (porter convert, or the tree's training)?",
+            )
 
     def _get(self, place, meta: bool) -> torch.Tensor:
         file, tensor = place
@@ -448,28 +456,32 @@ class CheckpointReader:
         self.bytes_read += read.numel() * read.element_size()
         return read
 
-    def parts(self, meta: bool = False) -> Iterator[Part]:
+    def parts(self, weights: ModelWeights, meta: bool = False) -> Iterator[Part]:
         """The full model, part by part (on the meta device when asked: nothing read); the
         embedding and the head come as pieces (porter/convert/pieces.py)."""
-        roles = _roles(self.layout)
         ranks = self.ranks
         # the embedding and the head as their ranks' pieces: written out, never put together
         yield "embedding", None, tuple(self._get(r.embedding, meta) for r in ranks)
+        holding = 0
         for i in range(self.shape.num_layers):
             layer = {}
-            for key in ranks[0].layers[i]:
-                how = _role(roles, key)
-                holders = ranks[:1] if how == "replicated" else ranks  # a replica is read from rank 0 only
-                layer[key] = unshard_tensor([self._get(r.layers[i][key], meta) for r in holders], how)
+            for rank in ranks:
+                self._check_keys(weights, i, rank)
+            for weight in weights.layer(i):
+                if weight.made is not None and weight.key not in ranks[0].layers[i]:
+                    continue
+                holders = ranks[:1] if weight.role == "replicated" else ranks  # a replica is read from rank 0 only
+                places = [self._apart(weight, i, holding, n) if weight.file else r.layers[i][weight.key]
+                          for n, r in enumerate(holders)]
+                layer[weight.key] = unshard_tensor([self._get(place, meta) for place in places], weight.role)
+            holding += bool(weights.apart(i))
             yield "layer", i, layer
         first = ranks[0]
         yield "final_norm", None, None if first.final_norm is None else self._get(first.final_norm, meta)
         yield "output", None, None if first.output is None else tuple(self._get(r.output, meta) for r in ranks)
 
 
-def read_checkpoint(checkpoint: Path, layout: WeightLayout, vocab_size: int | None = None,
-                    keep_padding: bool = False) -> MegatronWeights:
+def read_checkpoint(reader: CheckpointReader, weights: ModelWeights) -> MegatronWeights:
     """A DeepSpeed checkpoint of the tree (either engine, any TP/PP) -> one full copy, in memory
     (for small models: verify's; conversions stream with CheckpointReader)."""
-    reader = CheckpointReader(checkpoint, layout, vocab_size=vocab_size, keep_padding=keep_padding)
-    return MegatronWeights.collect(reader.parts(), reader.shape, reader.extra)
+    return MegatronWeights.collect(reader.parts(weights), weights, reader.extra)

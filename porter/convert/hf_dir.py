@@ -28,7 +28,7 @@ from porter.convert.stream import Fill, Progress, Stats
 from porter.convert.tensors import Take
 from porter.convert.torch_files import TorchFile
 from porter.errors import PorterError
-from porter.hf_config import installed_rope_spelling
+from porter.hf_config import hf_class_of, installed_rope_spelling
 
 DEFAULT_SHARD_SIZE = "5GB"
 INDEX = "model.safetensors.index.json"
@@ -132,9 +132,7 @@ def read_hf(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
 
 
 def _write_config(directory: Path, config: dict, hf_class: str) -> None:
-    import transformers
-
-    config_class = getattr(transformers, hf_class).config_class
+    config_class = hf_class_of(hf_class).config_class
     fields = {k: v for k, v in installed_rope_spelling(config).items() if k not in ("model_type",)}
     config_class(**fields).save_pretrained(str(directory))
 

@@ -2,39 +2,17 @@
 
 Row-parallel tensors split by rows (the fused QKV projection's rows are whole key/value
 groups, so each rank holds ng/p groups), column-parallel ones by columns, the fused gate+up
-projection half by half (rank r holds [gate_r; up_r]); norms are replicated. `_roles` is
-the one place the roles come from; the functions work a tensor (or a layer) at a time.
+projection half by half (rank r holds [gate_r; up_r]); norms are replicated. Each layer
+tensor's role is its Weight's (porter.weights); the functions work a tensor (or a layer) at a time.
 """
 
 from __future__ import annotations
 
 import torch
 
-from porter.convert import experts
-from porter.convert.layout import WeightLayout
 from porter.convert.pieces import joined, rows, rows_between
-from porter.convert.tensors import MegatronWeights, layer_names
+from porter.convert.tensors import MegatronWeights
 from porter.errors import PorterError
-
-
-def _roles(layout: WeightLayout) -> dict[str, str]:
-    """layer key -> how it is split over tensor-parallel ranks."""
-    names = layer_names(layout)
-    return {
-        names["input_norm"]: "replicated", names["post_norm"]: "replicated",
-        names["qkv"]: "rows", names["qkv_bias"]: "rows",
-        names["dense"]: "columns", names["dense_bias"]: "replicated",
-        names["fc1"]: "rows" if layout.up else "gate_up", names["fc1_bias"]: "rows" if layout.up else "gate_up",
-        names["up"]: "rows", names["up_bias"]: "rows",
-        names["fc2"]: "columns", names["fc2_bias"]: "replicated",
-        **{key: "replicated" for key in layout.rotary_buffers},
-    }
-
-
-def _role(roles: dict[str, str], key: str) -> str:
-    """How a layer tensor splits; the MoE layer's router and experts are whole on every rank
-    (convert refuses --tp > 1 with experts)."""
-    return "replicated" if key not in roles and experts.MOE in key else roles[key]
 
 
 def shard_pieces(t, how: str, tp: int, rank: int) -> tuple[torch.Tensor, ...]:
@@ -77,7 +55,7 @@ def unshard_tensor(parts: list[torch.Tensor], how: str) -> torch.Tensor:
 def check_divisible(shape, padded_vocab: int, tp: int) -> None:
     """Refuse a tensor-parallel size that does not divide what it splits."""
     for what, value in (("attention heads", shape.num_attention_heads),
-                        ("key/value heads", shape.num_query_groups),
+                        ("key/value heads", shape.kv_heads),
                         ("ffn hidden size", shape.ffn_hidden_size),
                         ("padded vocabulary", padded_vocab)):
         if value % tp:
@@ -90,22 +68,21 @@ def check_divisible(shape, padded_vocab: int, tp: int) -> None:
             )
 
 
-def shard_layer(layer: dict[str, torch.Tensor], layout: WeightLayout, tp: int, rank: int,
-                roles: dict[str, str] | None = None, pieces: bool = False) -> dict:
-    """What rank `rank` of `tp` holds of a full layer (`pieces`: each tensor as shard_pieces gives it)."""
-    roles = roles if roles is not None else _roles(layout)
+def shard_layer(layer: dict[str, torch.Tensor], roles: dict[str, str], tp: int, rank: int,
+                pieces: bool = False) -> dict:
+    """What rank `rank` of `tp` holds of a full layer, each tensor by its role (`pieces`: each
+    tensor as shard_pieces gives it)."""
     split = shard_pieces if pieces else shard_tensor
-    return {k: split(v, _role(roles, k), tp, rank) for k, v in layer.items()}
+    return {k: split(v, roles[k], tp, rank) for k, v in layer.items()}
 
 
-def shard(weights: MegatronWeights, layout: WeightLayout, tp: int, rank: int) -> MegatronWeights:
+def shard(model: MegatronWeights, tp: int, rank: int) -> MegatronWeights:
     """What tensor-parallel rank `rank` of `tp` holds, in memory."""
-    check_divisible(weights.shape, weights.embedding.shape[0], tp)
-    roles = _roles(layout)
+    check_divisible(model.shape, model.embedding.shape[0], tp)
     return MegatronWeights(
-        shape=weights.shape,
-        embedding=shard_tensor(weights.embedding, "rows", tp, rank),
-        layers=[shard_layer(layer, layout, tp, rank, roles) for layer in weights.layers],
-        final_norm=weights.final_norm,
-        output=None if weights.output is None else shard_tensor(weights.output, "rows", tp, rank),
+        weights=model.weights,
+        embedding=shard_tensor(model.embedding, "rows", tp, rank),
+        layers=[shard_layer(layer, model.weights.roles(i), tp, rank) for i, layer in enumerate(model.layers)],
+        final_norm=model.final_norm,
+        output=None if model.output is None else shard_tensor(model.output, "rows", tp, rank),
     )

@@ -167,3 +167,18 @@ def findall(node: cst.CSTNode | cst.MaybeSentinel | cst.RemovalSentinel, matcher
     if types is not None and _by_type_only(matcher):
         return found
     return [candidate for candidate in found if m.matches(candidate, matcher)]
+
+
+def class_named(module: cst.Module | None, name: str) -> cst.ClassDef | None:
+    """The module's top-level class `name` (the first one), or None."""
+    if module is None:
+        return None
+    return next((s for s in module.body if isinstance(s, cst.ClassDef) and s.name.value == name), None)
+
+
+def function_named(scope: cst.Module | cst.ClassDef | None, name: str) -> cst.FunctionDef | None:
+    """The function `name` defined at the top of a module or class (the first one), or None."""
+    if scope is None:
+        return None
+    body = scope.body.body if isinstance(scope, cst.ClassDef) else scope.body
+    return next((s for s in body if isinstance(s, cst.FunctionDef) and s.name.value == name), None)

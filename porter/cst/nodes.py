@@ -188,3 +188,19 @@ def negate(test: str) -> str:
     if isinstance(node, (cst.Name, cst.Attribute)):
         return f"not {test}"
     return f"not ({test})"
+
+
+def self_assign_calls(stmt: cst.CSTNode, attrs: set[str], callees: tuple[str, ...] = ()) -> list[tuple[str, cst.Call]]:
+    """(attr, call) for every `self.attr = Call(...)` inside stmt, attr in attrs or the
+    callee's name (its last dotted part) in callees."""
+    found = []
+    for assign in findall(stmt, m.Assign(value=m.Call())):
+        if len(assign.targets) != 1:
+            continue
+        target = assign.targets[0].target
+        if not (isinstance(target, cst.Attribute) and dotted(target.value) == "self"):
+            continue
+        callee = (dotted(assign.value.func) or "").rsplit(".", 1)[-1]
+        if target.attr.value in attrs or callee in callees:
+            found.append((target.attr.value, assign.value))
+    return found

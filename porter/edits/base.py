@@ -1,7 +1,9 @@
 """What every rewrite shares: finding its anchor by structure, and saying so when it can't.
 
 A rewrite is a small `libcst` transformer that changes one function (or one class's
-method) of one file. It descends only into the class and function it is anchored on
+method) of one file. Its parameters are declared as class annotations (`cls: str`,
+`mask: str = "attention_mask"`), given by keyword (or in that order) when the plan builds it;
+`__post_init__` derives what else it needs from them. It descends only into the class and function it is anchored on
 (`visit_*` returns False elsewhere), so a rewrite costs little more than the parse. Each one
 recognises its own result: run on its own output it changes nothing, which is what makes
 `porter apply` idempotent.
@@ -9,15 +11,48 @@ recognises its own result: run on its own output it changes nothing, which is wh
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import libcst as cst
 
 from porter.cst import match as m
 from porter.cst.find import findall
-from porter.cst.nodes import expression, statements, top_level_names
+from porter.cst.nodes import expression, mentions, statements, top_level_names
 from porter.errors import AnchorError
+
+
+def _parameters(cls: type, bases: tuple[type, ...]) -> list[str]:
+    """The parameters a rewrite class declares (annotations that are not ClassVar), base first."""
+    names: list[str] = []
+    for klass in reversed(cls.__mro__):
+        if klass in bases or not issubclass(klass, bases):
+            continue
+        for name, annotation in vars(klass).get("__annotations__", {}).items():
+            if "ClassVar" not in str(annotation) and name not in names:
+                names.append(name)
+    return names
+
+
+def bind_parameters(rewrite: Any, bases: tuple[type, ...], args: tuple, kwargs: dict) -> None:
+    """Set a rewrite's declared parameters from a call, refusing unknown or missing ones as a
+    function call would, then let it derive the rest (`__post_init__`)."""
+    names = _parameters(type(rewrite), bases)
+    if len(args) > len(names):
+        raise TypeError(f"{type(rewrite).__name__} takes {len(names)} parameters ({', '.join(names)}), got {len(args)}")
+    given = dict(zip(names, args, strict=False))
+    for name, value in kwargs.items():
+        if name not in names:
+            raise TypeError(f"{type(rewrite).__name__} has no parameter {name!r} (it takes {', '.join(names)})")
+        if name in given:
+            raise TypeError(f"{type(rewrite).__name__} got {name!r} twice")
+        given[name] = value
+    for name in names:
+        if name in given:
+            setattr(rewrite, name, given[name])
+        elif not hasattr(type(rewrite), name):
+            raise TypeError(f"{type(rewrite).__name__} needs the parameter {name!r}")
+    rewrite.__post_init__()
 
 
 class Rewrite(cst.CSTTransformer):
@@ -34,7 +69,7 @@ class Rewrite(cst.CSTTransformer):
     func: ClassVar[str] = ""
     construct: ClassVar[str] = ""
 
-    def __init__(self) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()
         self._module: cst.Module | None = None
         self._class_stack: list[str] = []
@@ -42,6 +77,10 @@ class Rewrite(cst.CSTTransformer):
         self._done = 0
         self._functions_seen: list[str] = []
         self._missing: str | None = None
+        bind_parameters(self, (Rewrite,), args, kwargs)
+
+    def __post_init__(self) -> None:
+        """Derive what the rewrite needs from its parameters (after they are set)."""
 
     # -- what subclasses call --------------------------------------------------------------
     def anchored(self) -> None:
@@ -49,6 +88,15 @@ class Rewrite(cst.CSTTransformer):
 
     def already_done(self) -> None:
         self._done += 1
+
+    def recognised(self, body: list[cst.BaseStatement], mark: str | Callable[[cst.CSTNode], bool]) -> bool:
+        """Is the rewrite's own earlier result in the body (a statement mentioning `mark`, or one
+        `mark(statement)` accepts)? Then it is already done."""
+        test = mark if callable(mark) else (lambda stmt: mentions(stmt, mark))
+        if any(test(stmt) for stmt in body):
+            self.already_done()
+            return True
+        return False
 
     def missing(self, what: str) -> None:
         """The function was found, but not the construct inside it: say what is there."""
@@ -238,9 +286,17 @@ def _is_accessor(node: cst.CSTNode) -> bool:
 
 
 class ModuleRewrite(cst.CSTTransformer):
-    """Base of rewrites of a module's top-level statements (imports, exports)."""
+    """Base of rewrites of a module's top-level statements (imports, exports); parameters
+    are declared as Rewrite's are."""
 
     construct: ClassVar[str] = ""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        bind_parameters(self, (ModuleRewrite,), args, kwargs)
+
+    def __post_init__(self) -> None:
+        """Derive what the rewrite needs from its parameters (after they are set)."""
 
     def rewrite_module_body(self, body: list[cst.BaseStatement], path: str) -> list[cst.BaseStatement]:
         raise NotImplementedError

@@ -42,11 +42,12 @@ class ImportNameAlongside(ModuleRewrite):
     (and the circular-import order the tree already relies on).
     """
 
-    def __init__(self, module: str, anchor: str, name: str) -> None:
-        self.module = module
-        self.anchor = anchor
-        self.name = name
-        self.construct = f"`from {module} import {anchor}` at top level"
+    module: str
+    anchor: str
+    name: str
+
+    def __post_init__(self) -> None:
+        self.construct = f"`from {self.module} import {self.anchor}` at top level"
 
     def rewrite_module_body(self, body, path):
         if self.name in defined_names(body):
@@ -74,12 +75,12 @@ class InsertImport(ModuleRewrite):
     import goes after the last top-level import of the module.
     """
 
-    def __init__(self, source: str, after: str | None, why: str = "") -> None:
-        self.source = source
-        self.after = after
-        self.construct = (
-            f"a top-level statement that defines {after}" if after else "top-level imports"
-        )
+    source: str
+    after: str | None
+    why: str = ""
+
+    def __post_init__(self) -> None:
+        self.construct = f"a top-level statement that defines {self.after}" if self.after else "top-level imports"
 
     def rewrite_module_body(self, body, path):
         new = statements(self.source)[0]
@@ -112,11 +113,12 @@ class FallbackImport(ModuleRewrite):
     tree's own (fused) class is still used.
     """
 
-    def __init__(self, name: str, source: str, cls: str) -> None:
-        self.name = name
-        self.source = source
-        self.cls = cls
-        self.construct = f"a top-level `try:` importing {name} whose `except ImportError:` sets `{name} = None`"
+    name: str
+    source: str
+    cls: str
+
+    def __post_init__(self) -> None:
+        self.construct = f"a top-level `try:` importing {self.name} whose `except ImportError:` sets `{self.name} = None`"
 
     def _fallback(self) -> cst.ImportFrom:
         return statements(f"from {self.source} import {self.cls} as {self.name}")[0].body[0]

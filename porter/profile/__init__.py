@@ -8,6 +8,7 @@ prints it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import libcst as cst
@@ -19,11 +20,8 @@ from porter.profile.attention import AttentionSite, find_core_attention
 from porter.profile.entry import EntryProfile, builds_tokenizer_when, read_entry, tokenizer_branches
 from porter.profile.enums import ENUM_FILES, EnumFact, enum_classes, find_uses
 from porter.profile.features import SENTENCEPIECE_CHOICES, Spelling, detect_spellings, porter_spelling
-from porter.profile.model import MPU_LAYERS, RMSNORM_PATH, ModelProfile, read_model
-from porter.profile.rotary import RotaryPair, rotary_pair
-from porter.profile.rotary import module_path as rotary_module_path
-from porter.render import GENERATED_MARK
-from porter.source import SourceTree
+from porter.profile.model import MPU_LAYERS, ModelProfile, read_model
+from porter.source import GENERATED_MARK, SourceTree
 
 ARGUMENTS = "megatron/arguments.py"
 TRANSFORMER = "megatron/model/transformer.py"
@@ -50,7 +48,7 @@ class TreeProfile:
     enums: dict[str, EnumFact] = field(default_factory=dict)
     attention: AttentionSite | None = None  # the core attention porter can fuse, if any
     table: dict[str, tuple[Spelling, ...]] = field(default_factory=dict)  # the spellings looked for
-    rotary_pair: RotaryPair | None = None  # the tree's rotary hands attention (cos, sin) where it takes angles
+    facts: dict[str, object] = field(default_factory=dict)  # difference name -> what its detector found
 
     def porter_spelling(self, switch: str) -> Spelling:
         """porter's own spelling of a switch, to add when the tree has none."""
@@ -84,9 +82,11 @@ def _identifiers(module: cst.Module) -> set[str]:
     return names
 
 
-def build_profile(tree: SourceTree, table: dict[str, tuple[Spelling, ...]]) -> TreeProfile:
-    """What the tree has. `table`: the switch spellings to look for (porter.features.profile_of
-    passes every difference's)."""
+def build_profile(tree: SourceTree, table: dict[str, tuple[Spelling, ...]],
+                  detectors: dict[str, Callable] | None = None) -> TreeProfile:
+    """What the tree has. `table`: the switch spellings to look for; `detectors`: difference name
+    -> its detector, called with `parsed(path)` (the file parsed, or None) and answering with
+    the facts the difference plans from (porter.catalog.profile_of passes every difference's)."""
     args_file = tree.file(ARGUMENTS)
     arguments = read_arguments(ARGUMENTS, args_file.module)
     tokenizer_arg = arguments.by_option("--tokenizer-type")
@@ -118,12 +118,13 @@ def build_profile(tree: SourceTree, table: dict[str, tuple[Spelling, ...]]) -> T
         fact = enums.get(name)
         return fact.members if fact is not None else None
 
-    model_files = {
-        path: _parsed(tree, path)
-        for path in (TRANSFORMER, LANGUAGE_MODEL, GPT_MODEL, MODEL_INIT, OPTIMIZER, RMSNORM_PATH, *MPU_LAYERS)
-    }
-    rotary_path = rotary_module_path(model_files[LANGUAGE_MODEL])
-    rotary = rotary_pair(model_files[LANGUAGE_MODEL], _parsed(tree, rotary_path) if rotary_path else None, rotary_path)
+    model_files = {path: _parsed(tree, path) for path in (TRANSFORMER, LANGUAGE_MODEL, GPT_MODEL, MODEL_INIT, OPTIMIZER,
+                                                          *MPU_LAYERS)}
+
+    def parsed(path: str) -> cst.Module | None:
+        return model_files[path] if path in model_files else _parsed(tree, path)
+
+    facts = {name: detect(parsed) for name, detect in (detectors or {}).items()}
     return TreeProfile(
         tree=tree,
         arguments=arguments,
@@ -137,5 +138,5 @@ def build_profile(tree: SourceTree, table: dict[str, tuple[Spelling, ...]]) -> T
         enums=enums,
         attention=find_core_attention(tree.file(TRANSFORMER).module),
         table=table,
-        rotary_pair=rotary,
+        facts={name: fact for name, fact in facts.items() if fact is not None},
     )

@@ -13,7 +13,7 @@ generated model:
 
 `job` is a plain dict (see `TreeJob`): the script and its extra-args provider, the command
 line the tree's parser reads (tiny model, TP/PP sizes, --load, ...), the real vocabulary.
-The parent process makes it with `porter.verify.parity.tree_job(spec, tree, profile, tiny)`
+The parent process makes it with `porter.treerun.argv.tree_job(spec, tree, profile, tiny)`
 and starts a module of its own in the tree with `parity.run_workers(..., module=...)`
 (the tree and porter on PYTHONPATH; torch.distributed.run when TP x PP > 1).
 Every step goes through the tree's own code: its argument parser with the spec's defaults,
@@ -216,7 +216,7 @@ def padded_vocab(vocab: int, args) -> int:
 
 def site_modules(model, layout: dict, num_layers: int, kind: str) -> dict[tuple[str, int], torch.nn.Module]:
     """(site, layer) -> the module of this process's model that holds it (absent: another stage)."""
-    from porter.convert.layout import WeightLayout
+    from porter.layout import WeightLayout
 
     found: dict[tuple[str, int], torch.nn.Module] = {}
     modules = dict(model.named_modules())
@@ -243,33 +243,36 @@ def site_modules(model, layout: dict, num_layers: int, kind: str) -> dict[tuple[
     return found
 
 
-def attach_probes(model, probes: Iterable, layout: dict, num_layers: int, kind: str) -> tuple[dict, list]:
-    """Forward hooks that keep each probe's value (detached, on CPU). Returns (values, handles)."""
+def attach_probes(model, probes: Iterable[dict], layout: dict, num_layers: int, kind: str) -> tuple[dict, list]:
+    """Forward hooks that keep each probe's value (detached, on CPU). `probes`: each probe's
+    tree side (porter.verify.probes.Probe.tree_side). Returns (values, handles)."""
     values: dict[str, torch.Tensor] = {}
     handles = []
     sites = site_modules(model, layout, num_layers, kind)
     for probe in probes:
-        if probe.site == "output":  # the model's returned logits: see TreeSession.run
+        if probe["site"] == "output":  # the model's returned logits: see TreeSession.run
             continue
-        owner = sites.get((probe.site, probe.layer))
+        owner = sites.get((probe["site"], probe["layer"]))
         if owner is None:
             continue
         try:
-            module = owner.get_submodule(probe.path) if probe.path else owner
+            module = owner.get_submodule(probe["path"]) if probe["path"] else owner
         except AttributeError:
             continue
-        handles.append(module.register_forward_hook(_keeper(values, probe.name, probe.take)))
+        handles.append(module.register_forward_hook(_keeper(values, probe["name"], probe["take"])))
     return values, handles
 
 
 def _keeper(values: dict, name: str, take: str):
+    """A forward hook keeping what `take` says: the output, the input, output + bias, or what a
+    difference's function ('package.module:function') makes of (module, args, output)."""
+    made = _function(take) if ":" in take else None
+
     def hook(module, args, output):
-        if take == "input":
+        if made is not None:
+            value = made(module, args, output)
+        elif take == "input":
             value = args[0]
-        elif take == "pair":  # query [s, b, np, hn] and key [s, b, ng, hn], heads side by side
-            value = torch.cat([t for t in output[:2]], dim=-2)
-        elif take == "routes":  # DeepSpeed's gate: (l_aux, capacity, experts, indices [k, S], locations, weights [k, S], counts)
-            value = _routes(output)
         elif take == "output+bias" and isinstance(output, (tuple, list)):
             value = output[0] if len(output) < 2 or output[1] is None else output[0] + output[1]
         else:
@@ -278,19 +281,16 @@ def _keeper(values: dict, name: str, take: str):
     return hook
 
 
-def _routes(gate_output) -> torch.Tensor:
-    """Each token's weight per expert [S, experts] from DeepSpeed's sparse gate output (an
-    index below 0 is a route dropped for capacity: no weight)."""
-    experts, indices, weights = int(gate_output[2]), gate_output[3].long(), gate_output[5].float()
-    dense = torch.zeros(indices.shape[1], experts)
-    kept = indices >= 0
-    return dense.scatter_add(1, indices.clamp(min=0).t(), (weights * kept).t())
+def _function(dotted: str):
+    module, _, name = dotted.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 # -- structure: the model's tensors against a checkpoint's --------------------------------------------
 
 
-def expected_tensors(model, kind: str, folder, tp_rank: int) -> dict[str, tuple[tuple, tuple | None]]:
+def expected_tensors(model, kind: str, folder, tp_rank: int, apart: Iterable[str] = ()
+                     ) -> dict[str, tuple[tuple, tuple | None]]:
     """name -> (shape in the model, shape in the checkpoint or None), for this rank's model."""
     found: dict[str, tuple[tuple, tuple | None]] = {}
     if kind == "pipe":
@@ -311,7 +311,7 @@ def expected_tensors(model, kind: str, folder, tp_rank: int) -> dict[str, tuple[
         path = os.path.join(folder, f"mp_rank_{tp_rank:02d}_model_states.pt")
         saved = flatten_state(torch.load(path, map_location="cpu", weights_only=False)["module"]) \
             if os.path.exists(path) else {}
-        saved.update(expert_files(model, folder, tp_rank))
+        saved.update(apart_tensors(model, folder, tp_rank, apart))
         mine = flatten_state(model.state_dict_for_save_checkpoint())
         for key, value in mine.items():
             theirs = saved.get(key)
@@ -321,27 +321,13 @@ def expected_tensors(model, kind: str, folder, tp_rank: int) -> dict[str, tuple[
     return found
 
 
-def expert_files(model, folder, tp_rank: int) -> dict[str, torch.Tensor]:
-    """This rank's experts as DeepSpeed loads them: the file of each of its experts (by global
-    id) in MoE-layer order, keyed by module path with the local id."""
-    try:
-        from deepspeed.moe.layer import MoE
-        from deepspeed.utils import groups
-    except ImportError:
-        return {}
+def apart_tensors(model, folder, tp_rank: int, apart: Iterable[str]) -> dict[str, torch.Tensor]:
+    """This rank's tensors that the engine saves in files of their own,
+    keyed as the model names them: each difference's own reader ('module:function', its
+    Difference.apart_tensors) called with the model, the tag folder and the rank."""
     found: dict[str, torch.Tensor] = {}
-    moe_layer = 0
-    for _, module in model.named_modules():
-        if not isinstance(module, MoE):
-            continue
-        rank = groups._get_expert_parallel_rank(module.expert_group_name)
-        for local in range(module.num_local_experts):
-            expert = rank * module.num_local_experts + local
-            path = os.path.join(folder, f"layer_{moe_layer}_expert_{expert}_mp_rank_{tp_rank:02d}_model_states.pt")
-            if os.path.exists(path):
-                for key, tensor in torch.load(path, map_location="cpu", weights_only=False).items():
-                    found[key.replace(f"deepspeed_experts.{expert}.", f"deepspeed_experts.{local}.")] = tensor
-        moe_layer += 1
+    for reader in apart:
+        found.update(_function(reader)(model, folder, tp_rank))
     return found
 
 
@@ -360,7 +346,7 @@ def structure_problems(found: dict[str, tuple[tuple, tuple | None]]) -> list[dic
     return problems
 
 
-def load_loosely(model, kind: str, folder, tp_rank: int, std: float, seed: int) -> None:
+def load_loosely(model, kind: str, folder, tp_rank: int, std: float, seed: int, apart: Iterable[str] = ()) -> None:
     """After a structure mismatch: draw every parameter at random, then copy what fits.
 
     What the LLaMA weights do not fill (a bias left on, say) keeps random values, so the
@@ -379,7 +365,7 @@ def load_loosely(model, kind: str, folder, tp_rank: int, std: float, seed: int) 
     else:
         path = os.path.join(folder, f"mp_rank_{tp_rank:02d}_model_states.pt")
         saved = flatten_state(torch.load(path, map_location="cpu", weights_only=False)["module"])
-        saved.update(expert_files(model, folder, tp_rank))
+        saved.update(apart_tensors(model, folder, tp_rank, apart))
         mine = flatten_state(model.state_dict_for_save_checkpoint(keep_vars=True))
         with torch.no_grad():
             for key, tensor in mine.items():

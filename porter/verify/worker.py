@@ -18,9 +18,7 @@ from pathlib import Path
 
 import torch
 
-from porter.convert.layout import WeightLayout
 from porter.verify import harness, treeargs
-from porter.verify.probes import probe_plan
 
 
 def run_kind(session: harness.TreeSession, kind: str, job: dict, out: Path) -> None:
@@ -42,17 +40,18 @@ def run_kind(session: harness.TreeSession, kind: str, job: dict, out: Path) -> N
         treeargs.stamp(folder, session.args)
     torch.distributed.barrier()
     engine = session.engine(kind)
-    problems = harness.structure_problems(harness.expected_tensors(engine.module, kind, folder, tp_rank))
+    apart = job.get("apart", [])
+    problems = harness.structure_problems(harness.expected_tensors(engine.module, kind, folder, tp_rank, apart))
     record["structure"] = problems
     if problems:
-        harness.load_loosely(engine.module, kind, folder, tp_rank, job["weight_std"], job["seed"] + 7)
+        harness.load_loosely(engine.module, kind, folder, tp_rank, job["weight_std"], job["seed"] + 7, apart)
         record["loaded_by"] = "porter (loosely: the structure differs)"
     else:
         session.args.load = str(checkpoint)
         session.load(engine, strict=True)
         record["loaded_by"] = "the tree's megatron.checkpointing.load_checkpoint"
 
-    probes = probe_plan(WeightLayout.from_dict(layout), job["num_layers"], job["num_heads"], job.get("num_groups"))
+    probes = job["probes"]
     values, handles = harness.attach_probes(engine.module, probes, layout, job["num_layers"], kind)
     try:
         record.update(session.run(engine, tokens, labels, positions))
@@ -62,7 +61,7 @@ def run_kind(session: harness.TreeSession, kind: str, job: dict, out: Path) -> N
     # The logits are what the model returns (not what a hook on its head saw).
     logits = record.pop("logits")
     if logits is not None:
-        values[next(p.name for p in probes if p.site == "output")] = logits
+        values[next(p["name"] for p in probes if p["site"] == "output")] = logits
     record["probes"] = values
     torch.save(record, out / f"{kind}-rank{torch.distributed.get_rank()}.pt")
 

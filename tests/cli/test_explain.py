@@ -37,14 +37,14 @@ def test_a_rewritten_line_names_its_spec_key_rewrite_and_reason(porter, ported):
     assert out.startswith(f"{TRANSFORMER}:{number}: norm_class = RMSNorm if")
     assert "written by porter: apply 1 of llama\n" in out
     assert "spec key: rmsnorm  (norm.type = 'rmsnorm'; GPT: 'layernorm')" in out
-    assert "rewrite: ChooseNormClass  (porter/edits/transformer.py)" in out
+    assert "rewrite: ChooseNormClass  (porter/differences/rmsnorm/rewrites.py)" in out
     assert "why: ParallelTransformerLayer's norm sites follow the norm switch" in out
 
 
 def test_a_created_file_line_names_its_template(porter, ported):
     result = porter("explain", "megatron/model/rmsnorm.py:1", "--target", ported)
     assert result.exit_code == 0
-    assert "template: rmsnorm.py.j2  (templates/rmsnorm.py.j2)" in result.stdout
+    assert "template: rmsnorm.py.j2  (porter/differences/rmsnorm/rmsnorm.py.j2)" in result.stdout
     assert "spec key: rmsnorm" in result.stdout and "why: RMSNorm" in result.stdout
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from porter.spec import load_spec
+from porter.catalog import load_spec
 from tests.cli.conftest import snapshot
 from tests.cli.test_diff import GENERATED, _patch_counts
 

@@ -20,9 +20,10 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from porter.catalog import parse
 from porter.errors import PorterError
 from porter.port import apply
-from porter.spec import Spec, parse_spec
+from porter.spec import Spec
 from tests.helpers.port_check import check_trees, job
 from tests.helpers.trees import copy_sample
 
@@ -42,7 +43,7 @@ def spec_for(on: dict[str, bool]) -> Spec:
         "linear": {"bias": not on["no_bias"]},
         "tokenizer": {"type": "sentencepiece"},
     }
-    return parse_spec(data, f"<combination {label}>")
+    return parse(data, f"<combination {label}>")
 
 
 def label(on: dict[str, bool]) -> str:

@@ -224,7 +224,7 @@ def how_checked(block: Block, excluded: set[str] = frozenset()) -> str | None:
 def tiny_hf_llama(folder: Path) -> None:
     """A small random LLaMA in HF's format, shaped by the bundled llama spec."""
     from porter import convert
-    from porter.spec import load_spec
+    from porter.catalog import load_spec
     from porter.verify.reference import TinyConfig, random_reference
 
     model = random_reference(load_spec("llama"), TinyConfig())

@@ -117,7 +117,7 @@ def test_runner_reads_blocks_commands_statuses_and_files(tmp_path: Path):
 
 
 def test_the_spec_page_documents_every_field_of_the_schema():
-    from porter.features import fields
+    from porter.catalog import fields
 
     text = (REPO / "docs" / "writing-a-spec.md").read_text()
     rows = {name: gpt for name, _, gpt in re.findall(r"^\| `([a-z_]+(?:\.[a-z_]+)+)` \| (.*?) \| (.*?) \|", text, flags=re.M)}

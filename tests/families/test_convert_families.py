@@ -10,8 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from porter import convert
+from porter.catalog import load_spec
 from porter.cli import app
-from porter.spec import load_spec
 from porter.verify.parity import VerifyOptions, verify
 
 NUMBERS = dict(rms_norm_eps=3e-5, num_key_value_heads=2, vocab_size=250, bos_token_id=5, eos_token_id=7,

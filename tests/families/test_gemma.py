@@ -15,9 +15,9 @@ import torch
 from typer.testing import CliRunner
 
 from porter import convert
+from porter.catalog import load_spec
 from porter.cli import app
 from porter.smoke import SmokeConfig, run_smoke
-from porter.spec import load_spec
 from porter.verify.parity import VerifyOptions, verify
 from tests.conftest import copy_sample_tree
 from tests.families.test_gemma_config import GEMMA_7B

@@ -5,9 +5,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from porter.catalog import load_spec
 from porter.cli import app
 from porter.errors import PorterError
-from porter.spec import load_spec, spec_toml
+from porter.spec import spec_toml
 
 # gemma-7b's config.json as published (after the activation fix: hidden_activation beside the legacy hidden_act)
 GEMMA_7B = {
@@ -44,9 +45,9 @@ def test_the_gemma_spec_is_bundled_with_7bs_numbers_and_multi_query_attention():
 def load_spec_from_toml(text):
     import tomllib
 
-    from porter.spec import parse_spec
+    from porter.catalog import parse
 
-    return parse_spec(tomllib.loads(text))
+    return parse(tomllib.loads(text))
 
 
 def test_porter_list_shows_gemma_and_its_differences():
@@ -108,8 +109,8 @@ def test_a_plain_gelu_in_a_llama_config_is_refused_not_read_as_swiglu(tmp_path):
 
 
 def test_a_norm_offset_needs_rmsnorm():
-    from porter.spec import parse_spec
+    from porter.catalog import parse
 
     with pytest.raises(PorterError) as caught:
-        parse_spec({"model": {"name": "x", "class_prefix": "X"}, "norm": {"offset": 1.0}}, "bad.toml")
+        parse({"model": {"name": "x", "class_prefix": "X"}, "norm": {"offset": 1.0}}, "bad.toml")
     assert caught.value.construct == "norm.offset" and caught.value.file == "bad.toml"

@@ -5,9 +5,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from porter.catalog import load_spec
 from porter.cli import app
 from porter.errors import PorterError
-from porter.spec import load_spec
 
 # LLaMA-3.1-8B's config.json as Meta published it (transformers 4 spelling: rope_theta, rope_scaling)
 LLAMA31_8B = {

@@ -8,10 +8,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from porter.catalog import load_spec
 from porter.cli import app
 from porter.errors import PorterError
 from porter.hf_config import hf_config_of
-from porter.spec import load_spec
 from porter.verify.parity import VerifyOptions, verify
 from tests.conftest import copy_sample_tree
 

@@ -4,9 +4,10 @@ TOML and read back the same, and a bad window named by field."""
 import pytest
 from typer.testing import CliRunner
 
+from porter.catalog import load_spec, parse
 from porter.cli import app
 from porter.errors import PorterError
-from porter.spec import load_spec, parse_spec, spec_toml
+from porter.spec import spec_toml
 
 
 def test_porter_list_shows_mistral_and_qwen2_with_their_differences():
@@ -37,5 +38,5 @@ def test_a_spec_written_as_toml_loads_back_the_same(name, tmp_path):
 @pytest.mark.parametrize("value", [-1, 2.5, "4k"])
 def test_a_bad_window_is_named(value):
     with pytest.raises(PorterError) as caught:
-        parse_spec({"model": {"name": "x", "class_prefix": "X"}, "attention": {"sliding_window": value}}, "bad.toml")
+        parse({"model": {"name": "x", "class_prefix": "X"}, "attention": {"sliding_window": value}}, "bad.toml")
     assert caught.value.construct == "attention.sliding_window" and caught.value.file == "bad.toml"

@@ -2,9 +2,10 @@
 
 import pytest
 
+from porter.catalog import available_specs, load_spec, parse
+from porter.differences.ffn_rule import default_ffn_hidden_size, ffn_hidden_size
 from porter.errors import PorterError
-from porter.features.ffn_rule import default_ffn_hidden_size, ffn_hidden_size
-from porter.spec import available_specs, load_spec, parse_spec, spec_toml
+from porter.spec import spec_toml
 
 
 def test_the_llama_family_is_bundled_with_its_numbers():
@@ -54,7 +55,7 @@ def _spec(**sections):
 ])
 def test_a_bad_field_is_named(sections, field):
     with pytest.raises(PorterError) as caught:
-        parse_spec(_spec(**sections), "bad.toml")
+        parse(_spec(**sections), "bad.toml")
     assert caught.value.construct == field, caught.value
     assert caught.value.file == "bad.toml"
 

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from porter.spec import load_spec
+from porter.catalog import load_spec
 from porter.verify.parity import VerifyOptions, verify
 
 LLAMA3 = load_spec("llama3")

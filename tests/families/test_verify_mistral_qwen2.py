@@ -10,7 +10,7 @@ import shutil
 import pytest
 from safetensors import safe_open
 
-from porter.spec import load_spec
+from porter.catalog import load_spec
 from porter.verify.parity import VerifyOptions, verify
 
 MISTRAL, QWEN2 = load_spec("mistral"), load_spec("qwen2")

@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 
 from porter.corpus import train_sentencepiece, write_corpus
-from porter.features.ffn_rule import ffn_hidden_size
+from porter.differences.ffn_rule import ffn_hidden_size
 from porter.spec import Spec
 
 WORKER = Path(__file__).with_name("model_check.py")

@@ -27,8 +27,8 @@ SHAPES = {
 
 def config(name: str) -> dict:
     """The HF config of a synthetic model: the llama3 spec's architecture at that shape, bf16."""
+    from porter.catalog import load_spec
     from porter.hf_config import hf_config_of, installed_rope_spelling
-    from porter.spec import load_spec
 
     hidden, layers, heads, groups, ffn, vocab = SHAPES[name]
     spec = load_spec("llama3")

@@ -28,10 +28,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from porter.catalog import load_spec
 from porter.errors import PorterError
 from porter.port import apply
 from porter.revert import revert
-from porter.spec import load_spec
 from tests.helpers.port_check import check_trees, job
 from tests.helpers.trees import copy_sample, diff_snapshots, snapshot
 from tests.mutation.mutations import Mutation

@@ -6,7 +6,7 @@ combination sweeps look for, made on purpose in a correctly ported sample tree.
 
 import shutil
 
-from porter.spec import load_spec
+from porter.catalog import load_spec
 from tests.helpers.port_check import check_trees, job
 
 # name -> (file, old text, new text, a word the problem report must contain)

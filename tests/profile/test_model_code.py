@@ -4,6 +4,9 @@ import textwrap
 
 import libcst as cst
 
+from porter.cst.find import class_named
+from porter.differences.bias import detect as B
+from porter.differences.rotary import detect as R
 from porter.profile import model as M
 
 
@@ -95,9 +98,9 @@ def test_mpu_style_with_init_method_constructors_and_an_unguarded_bias_path():
     assert M.ctor_style(MPU_STYLE) == "init_method"
     assert M.attention_attr(MPU_STYLE) == "attention"
     assert M.qk_method(MPU_STYLE) == "forward"
-    assert M.mlp_bias_unguarded(MPU_STYLE)
-    assert M.expand_as_unguarded(MPU_STYLE)
-    assert M.plain_bias_helpers(MPU_STYLE) == ("bias_dropout_add",)
+    assert B.mlp_bias_unguarded(MPU_STYLE)
+    assert B.expand_as_unguarded(MPU_STYLE)
+    assert B.plain_bias_helpers(MPU_STYLE) == ("bias_dropout_add",)
     assert M.layernorm_import(MPU_STYLE) == "from megatron.model import LayerNorm"
 
 
@@ -107,9 +110,9 @@ def test_core_style_with_a_config_and_a_none_safe_bias_path():
     assert M.attention_attr(CORE_STYLE) == "self_attention"
     # the method that projects, not the checkpointing helper that also binds the names
     assert M.qk_method(CORE_STYLE) == "forward"
-    assert not M.mlp_bias_unguarded(CORE_STYLE)
-    assert not M.expand_as_unguarded(CORE_STYLE)
-    assert M.plain_bias_helpers(CORE_STYLE) == ()
+    assert not B.mlp_bias_unguarded(CORE_STYLE)
+    assert not B.expand_as_unguarded(CORE_STYLE)
+    assert B.plain_bias_helpers(CORE_STYLE) == ()
     assert M.layernorm_import(CORE_STYLE) == "from megatron.model import LayerNorm"  # just that name
 
 
@@ -172,10 +175,10 @@ class GPTModelPipe(PipelineModule, MegatronModule):
 
 def test_habana_splits_attention_and_returns_the_output_alone():
     assert M.qk_method(HABANA) == "sub_forward"
-    assert M._class(HABANA, "CoreAttention") is not None
+    assert class_named(HABANA, "CoreAttention") is not None
     assert not M.column_returns_bias(HABANA_LAYERS)
     assert M.embedding_params(HABANA_EMBEDDING)[-1] == "use_position"
-    assert M.position_gate(HABANA_EMBEDDING) == "self.use_position"
+    assert R.position_gate(HABANA_EMBEDDING) == "self.use_position"
     assert "num_experts" in M.get_language_model_params(HABANA_EMBEDDING)
     assert M.pipe_keywords(HABANA_GPT) == ("use_hpu=args.device.type=='hpu'",)
     assert M.loss_fn(HABANA_GPT) == "CrossEntropy"

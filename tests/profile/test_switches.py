@@ -4,8 +4,8 @@ import textwrap
 
 import libcst as cst
 
+from porter.catalog import spellings
 from porter.edits.arguments import argument_statement
-from porter.features import spellings
 from porter.profile.arguments import read_arguments
 from porter.profile.features import detect_spellings, porter_spelling
 

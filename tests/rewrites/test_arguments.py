@@ -2,7 +2,8 @@
 
 from functools import partial
 
-from porter.edits import arguments as A
+from porter.differences.ffn_rule.rewrites import FfnHiddenSizeRule, KeepRuleWidth, width_guarded, width_unguarded
+from porter.edits.arguments import AddArguments, ExtendChoices, InsertChecks, argument_statement
 
 PARSE = '''
 def parse_args(extra_args_provider=None, defaults={}, ignore_unknown_args=False):
@@ -38,7 +39,7 @@ def _add_data_args(parser):
 
 
 def test_add_arguments_before_return_aligned_like_the_tree(check):
-    statement = A.argument_statement("--no-bias", action="'store_true'", help="'No bias.'")
+    statement = argument_statement("--no-bias", action="'store_true'", help="'No bias.'")
     after = PARSE.replace(
         "                       help='Tansformer hidden size.')\n    return parser",
         "                       help='Tansformer hidden size.')\n"
@@ -47,12 +48,12 @@ def test_add_arguments_before_return_aligned_like_the_tree(check):
         "                       help='No bias.')\n"
         "    return parser",
     )
-    check(partial(A.AddArguments, func="_add_network_size_args", arguments=[statement]), PARSE, after)
+    check(partial(AddArguments, func="_add_network_size_args", arguments=[statement]), PARSE, after)
 
 
 def test_add_arguments_skips_an_option_already_there(check):
-    statement = A.argument_statement("--hidden-size", type="int")
-    check(partial(A.AddArguments, func="_add_network_size_args", arguments=[statement]), PARSE, PARSE)
+    statement = argument_statement("--hidden-size", type="int")
+    check(partial(AddArguments, func="_add_network_size_args", arguments=[statement]), PARSE, PARSE)
 
 
 def test_extend_choices_keeps_the_list_layout(check):
@@ -61,7 +62,7 @@ def test_extend_choices_keeps_the_list_layout(check):
         "                                'GPT2BPETokenizer',\n                                'SentencePieceTokenizer'],",
     )
     check(
-        partial(A.ExtendChoices, func="_add_data_args", option="--tokenizer-type", value="SentencePieceTokenizer"),
+        partial(ExtendChoices, func="_add_data_args", option="--tokenizer-type", value="SentencePieceTokenizer"),
         PARSE,
         after,
     )
@@ -73,7 +74,7 @@ def test_insert_checks_after_the_defaults_loop(check):
         "            setattr(args, key, defaults[key])\n",
         "            setattr(args, key, defaults[key])\n\n    if args.no_bias:\n        args.bias_gelu_fusion = False\n",
     )
-    check(partial(A.InsertChecks, func="parse_args", checks=checks), PARSE, after)
+    check(partial(InsertChecks, func="parse_args", checks=checks), PARSE, after)
 
 
 def test_ffn_rule_wraps_the_4h_default(check):
@@ -91,7 +92,7 @@ def test_ffn_rule_wraps_the_4h_default(check):
         "        else:\n"
         "            args.ffn_hidden_size = 4 * args.hidden_size\n",
     )
-    check(partial(A.FfnHiddenSizeRule, func="parse_args", dest="ffn_multiple_of", multiplier_dest="ffn_dim_multiplier"),
+    check(partial(FfnHiddenSizeRule, func="parse_args", dest="ffn_multiple_of", multiplier_dest="ffn_dim_multiplier"),
           PARSE, after)
 
 
@@ -103,7 +104,7 @@ def test_ffn_rule_gives_llamas_11008():
 def test_checks_need_the_defaults_loop_or_the_derived_widths(refuses):
     source = PARSE.replace("for key in defaults:", "for key in other:")
     assert "if args.ffn_hidden_size is None:" in source
-    error = refuses(partial(A.InsertChecks, func="parse_args", checks=["x = 1"]),
+    error = refuses(partial(InsertChecks, func="parse_args", checks=["x = 1"]),
                     source.replace("if args.ffn_hidden_size is None:", "if not args.ffn_hidden_size:"))
     assert "for key in defaults" in error.construct
 
@@ -117,7 +118,7 @@ def test_without_the_loop_checks_go_before_the_block_that_derives_the_widths(che
         "    if not args.use_dataset_only:\n        required_args = ['num_layers', 'hidden_size']\n"
         "        if args.ffn_hidden_size is None:\n            args.ffn_hidden_size = 4 * args.hidden_size\n")
     after = source.replace("\n\n    if not args.use_dataset_only:\n", "\n\n    x = 1\n\n    if not args.use_dataset_only:\n")
-    check(partial(A.InsertChecks, func="parse_args", checks=["x = 1"]), source, after)
+    check(partial(InsertChecks, func="parse_args", checks=["x = 1"]), source, after)
 
 
 SWIGLU_OVERRIDE = PARSE.replace(
@@ -148,11 +149,11 @@ def test_the_override_is_skipped_when_the_rule_is_on(check):
         "    if args.swiglu:\n",
         "    # the MLP width rule (or a given --ffn-hidden-size) stands when its switch is on\n"
         "    if args.swiglu and args.ffn_multiple_of is None:\n")
-    check(partial(A.KeepRuleWidth, func="parse_args", test="args.swiglu", dest="ffn_multiple_of"),
+    check(partial(KeepRuleWidth, func="parse_args", test="args.swiglu", dest="ffn_multiple_of"),
           SWIGLU_OVERRIDE, after)
-    assert A.width_unguarded("args.swiglu and args.ffn_multiple_of is None", "ffn_multiple_of") == "args.swiglu"
-    assert A.width_guarded("args.a or args.b", "x") == "(args.a or args.b) and args.x is None"
-    assert A.width_unguarded("(args.a or args.b) and args.x is None", "x") == "args.a or args.b"
+    assert width_unguarded("args.swiglu and args.ffn_multiple_of is None", "ffn_multiple_of") == "args.swiglu"
+    assert width_guarded("args.a or args.b", "x") == "(args.a or args.b) and args.x is None"
+    assert width_unguarded("(args.a or args.b) and args.x is None", "x") == "args.a or args.b"
 
 
 def test_the_rule_and_an_explicit_width_stand_against_the_override():
@@ -162,8 +163,8 @@ def test_the_rule_and_an_explicit_width_stand_against_the_override():
 
     from tests.rewrites.conftest import run
 
-    rule = A.FfnHiddenSizeRule(func="parse_args", dest="ffn_multiple_of", multiplier_dest="ffn_dim_multiplier")
-    source = run(A.KeepRuleWidth(func="parse_args", test="args.swiglu", dest="ffn_multiple_of"),
+    rule = FfnHiddenSizeRule(func="parse_args", dest="ffn_multiple_of", multiplier_dest="ffn_dim_multiplier")
+    source = run(KeepRuleWidth(func="parse_args", test="args.swiglu", dest="ffn_multiple_of"),
                  run(rule, SWIGLU_OVERRIDE))
     checks = source.split("def _add_network_size_args")[0].replace(
         "def parse_args(extra_args_provider=None, defaults={}, ignore_unknown_args=False):\n"

@@ -6,7 +6,7 @@ from functools import partial
 
 import libcst as cst
 
-from porter.edits.attention import FusedCoreAttention
+from porter.differences.fused_attention.rewrites import FusedCoreAttention
 from porter.profile.attention import AttentionSite, find_core_attention
 
 INIT = '''

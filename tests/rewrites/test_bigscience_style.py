@@ -9,8 +9,9 @@ for either of two arguments.
 
 from functools import partial
 
-from porter.edits import model_files as F
-from porter.edits import transformer as T
+from porter.differences.bias.rewrites import NoneSafeBiasAdd, OptionalBiasParameter
+from porter.differences.rmsnorm.rewrites import ChooseNormClass
+from porter.differences.tokenizer.rewrites import BuildTokenizerWhen, TokenizerBranch
 from porter.edits.imports import InsertImport
 
 IMPORTS = '''
@@ -50,7 +51,7 @@ def test_norm_sites_follow_the_switch_under_the_alias(check):
         "        args = get_args()\n",
         f"        args = get_args()\n        norm_class = RMSNorm if {test} else LayerNorm\n",
     ).replace("self.input_layernorm = LayerNorm(", "self.input_layernorm = norm_class(")
-    check(partial(T.ChooseNormClass, cls="ParallelTransformerLayer", test=test), LAYER, after)
+    check(partial(ChooseNormClass, cls="ParallelTransformerLayer", test=test), LAYER, after)
 
 
 MLP = '''
@@ -74,7 +75,7 @@ def test_the_glu_mlp_adds_its_bias_only_when_there_is_one(check):
         "self.activation_func(intermediate_parallel + bias_parallel)",
         "self.activation_func(intermediate_parallel if bias_parallel is None else intermediate_parallel + bias_parallel)",
     )
-    check(partial(T.NoneSafeBiasAdd, cls="ParallelMLP", func="forward"), MLP, after)
+    check(partial(NoneSafeBiasAdd, cls="ParallelMLP", func="forward"), MLP, after)
 
 
 HELPER = '''
@@ -90,7 +91,7 @@ def test_a_bias_added_inside_the_dropout_call_is_guarded(check):
     after = HELPER.replace("(Tensor, Tensor, Tensor, float, bool)", "(Tensor, Optional[Tensor], Tensor, float, bool)").replace(
         "dropout(x + bias,", "dropout(x if bias is None else x + bias,"
     )
-    check(partial(T.OptionalBiasParameter, func="bias_dropout_add"), HELPER, after)
+    check(partial(OptionalBiasParameter, func="bias_dropout_add"), HELPER, after)
 
 
 TOKENIZER = '''
@@ -120,7 +121,7 @@ def test_a_vocab_assert_with_its_own_exception_is_skipped_for_sentencepiece(chec
         "        tokenizer = SentencePieceTokenizer(args.tokenizer_model)\n"
         "    else:\n        raise NotImplementedError",
     )
-    check(partial(F.TokenizerBranch, func="build_tokenizer", name="SentencePieceTokenizer", body=body), TOKENIZER, after)
+    check(partial(TokenizerBranch, func="build_tokenizer", name="SentencePieceTokenizer", body=body), TOKENIZER, after)
 
 
 GLOBAL_VARS = '''
@@ -136,4 +137,4 @@ def test_the_tokenizer_is_built_for_a_model_file_too(check):
         "if args.vocab_file or args.tokenizer_name_or_path:",
         "if args.vocab_file or args.tokenizer_name_or_path or args.tokenizer_model:",
     )
-    check(partial(F.BuildTokenizerWhen, func="set_global_variables", option_dest="tokenizer_model"), GLOBAL_VARS, after)
+    check(partial(BuildTokenizerWhen, func="set_global_variables", option_dest="tokenizer_model"), GLOBAL_VARS, after)

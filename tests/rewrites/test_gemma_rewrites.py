@@ -5,14 +5,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from porter.edits import language_model as L
-from porter.edits import transformer as T
-from porter.features import profile_of
-from porter.features.gated_mlp import GATED, PORTER_GATED_TEST
+from porter.catalog import load_spec, profile_of
+from porter.differences.embedding_scale.rewrites import EmbeddingScaleForward, EmbeddingScaleInit
+from porter.differences.gated_mlp import GATED, PORTER_GATED_TEST
+from porter.differences.gated_mlp.rewrites import FusedGateUp, SetActivation
 from porter.plan import make_plan
 from porter.resources import sample_tree_dir
 from porter.source import SourceTree
-from porter.spec import load_spec
 from tests.rewrites.test_transformer import MLP
 
 
@@ -39,10 +38,10 @@ def test_the_fused_projection_is_doubled_for_every_gated_activation(sample, fami
 
 
 def test_fused_gate_up_and_both_activations_in_one_pass(check, chain):
-    both = chain(partial(T.FusedGateUp, cls="ParallelMLP", attr="dense_h_to_4h", test=PORTER_GATED_TEST),
-                 partial(T.SetActivation, cls="ParallelMLP", test="args.activation_func_type == 'swiglu'",
+    both = chain(partial(FusedGateUp, cls="ParallelMLP", attr="dense_h_to_4h", test=PORTER_GATED_TEST),
+                 partial(SetActivation, cls="ParallelMLP", test="args.activation_func_type == 'swiglu'",
                          func_name="swiglu"),
-                 partial(T.SetActivation, cls="ParallelMLP", test="args.activation_func_type == 'geglu'",
+                 partial(SetActivation, cls="ParallelMLP", test="args.activation_func_type == 'geglu'",
                          func_name="geglu"))
     after = MLP.replace(
         "        args = get_args()\n        self.dense_h_to_4h",
@@ -96,23 +95,23 @@ def test_embedding_scale_is_recorded_after_the_lookup_table_with_args_added(chec
     after = EMBEDDING.replace("            vocab_size, self.hidden_size, init_method=init_method)\n",
                               "            vocab_size, self.hidden_size, init_method=init_method)\n"
                               "        args = get_args()\n" + RECORD)
-    check(partial(L.EmbeddingScaleInit, cls="Embedding", test="args.scale_embeddings"), EMBEDDING, after)
+    check(partial(EmbeddingScaleInit, cls="Embedding", test="args.scale_embeddings"), EMBEDDING, after)
 
 
 def test_embedding_scale_is_recorded_after_the_constructors_own_args(check):
     source = EMBEDDING.replace("        self.embedding_dropout =", "        args = get_args()\n        self.embedding_dropout =")
     after = source.replace("        args = get_args()\n", "        args = get_args()\n" + RECORD)
-    check(partial(L.EmbeddingScaleInit, cls="Embedding", test="args.scale_embeddings"), source, after)
+    check(partial(EmbeddingScaleInit, cls="Embedding", test="args.scale_embeddings"), source, after)
 
 
 def test_the_word_embeddings_are_scaled_right_after_the_lookup(check):
     after = EMBEDDING.replace("        words_embeddings = self.word_embeddings(input_ids)\n", SCALED_FORWARD)
-    check(partial(L.EmbeddingScaleForward, cls="Embedding"), EMBEDDING, after)
+    check(partial(EmbeddingScaleForward, cls="Embedding"), EMBEDDING, after)
 
 
 def test_an_embedding_without_a_word_lookup_is_refused_by_construct(refuses):
     source = EMBEDDING.replace("words_embeddings = self.word_embeddings(input_ids)", "words_embeddings = self.lookup(input_ids)")
-    error = refuses(partial(L.EmbeddingScaleForward, cls="Embedding"), source)
+    error = refuses(partial(EmbeddingScaleForward, cls="Embedding"), source)
     assert "self.word_embeddings(input_ids)" in error.construct and "Embedding.forward" in error.construct
 
 

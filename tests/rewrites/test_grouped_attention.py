@@ -5,7 +5,7 @@ from functools import partial
 
 import torch
 
-from porter.edits import grouped_attention as G
+from porter.differences.grouped_query import rewrites as G
 from porter.render import environment
 
 ATTENTION = '''

@@ -10,9 +10,15 @@ forbidden with rotary.
 
 from functools import partial
 
+from porter.differences.bias.rewrites import LinearBias, OptionalBiasParameter
+from porter.differences.gated_mlp.rewrites import FusedGateUp
+from porter.differences.rotary.rewrites import (
+    AddRotaryEmbedding,
+    ApplyRotaryEmbedding,
+    GuardPositionsState,
+    NarrowPositionGate,
+)
 from porter.edits import arguments as A
-from porter.edits import language_model as L
-from porter.edits import transformer as T
 
 ROTARY = "args.position_embedding_type == PositionEmbeddingType.rotary"
 
@@ -46,8 +52,8 @@ class ParallelMLP(MegatronModule):
 
 def test_bias_and_stride_go_before_a_closing_parenthesis_on_its_own_line(check, chain):
     test = "args.activation_func_type == 'swiglu'"
-    both = chain(partial(T.FusedGateUp, cls="ParallelMLP", attr="dense_h_to_4h", test=test),
-                 partial(T.LinearBias, cls="ParallelMLP", attrs=["dense_h_to_4h"], bias_expr="not args.no_bias"))
+    both = chain(partial(FusedGateUp, cls="ParallelMLP", attr="dense_h_to_4h", test=test),
+                 partial(LinearBias, cls="ParallelMLP", attrs=["dense_h_to_4h"], bias_expr="not args.no_bias"))
 
     after = MLP.replace(
         "        args = get_args()\n\n        # Project to 4h.\n",
@@ -115,9 +121,9 @@ def test_rotary_goes_where_sub_forward_splits_query_and_key(check, chain):
         "            offset = 0 if layer_past is None else layer_past[0].size(0)  # cached keys are rotated already\n"
         "            query_layer, key_layer = self.rotary_emb(query_layer, key_layer, offset=offset)\n\n",
     )
-    both = chain(partial(T.AddRotaryEmbedding, cls="ParallelAttention", test=ROTARY,
+    both = chain(partial(AddRotaryEmbedding, cls="ParallelAttention", test=ROTARY,
                          head_dim="self.hidden_size_per_attention_head", theta="args.rope_theta"),
-                 partial(T.ApplyRotaryEmbedding, cls="ParallelAttention", func="sub_forward"))
+                 partial(ApplyRotaryEmbedding, cls="ParallelAttention", func="sub_forward"))
     check(both, ATTENTION, after)
 
 
@@ -132,7 +138,7 @@ def bias_dropout_add(x, bias, residual, prob, training):
 
 def test_an_already_guarded_bias_add_only_gets_its_type(check):
     after = HELPER.replace("(Tensor, Tensor, Tensor, float, bool)", "(Tensor, Optional[Tensor], Tensor, float, bool)")
-    check(partial(T.OptionalBiasParameter, func="bias_dropout_add"), HELPER, after)
+    check(partial(OptionalBiasParameter, func="bias_dropout_add"), HELPER, after)
 
 
 EMBEDDING = '''
@@ -165,7 +171,7 @@ def test_the_embeddings_own_gate_is_turned_off_with_rotary(check):
         f"        if {ROTARY}:\n"
         "            self.use_position = False\n\n",
     )
-    check(partial(L.NarrowPositionGate, cls="Embedding", gate="self.use_position", test=ROTARY), EMBEDDING, after)
+    check(partial(NarrowPositionGate, cls="Embedding", gate="self.use_position", test=ROTARY), EMBEDDING, after)
 
 
 def test_checkpoint_guard_uses_the_trees_gate(check):
@@ -178,13 +184,13 @@ def test_checkpoint_guard_uses_the_trees_gate(check):
         "                = self.position_embeddings.state_dict(\n"
         "                    destination, prefix, keep_vars)\n",
     )
-    check(partial(L.GuardPositionsState, cls="Embedding", func="state_dict_for_save_checkpoint",
+    check(partial(GuardPositionsState, cls="Embedding", func="state_dict_for_save_checkpoint",
                   test="self.use_position"), EMBEDDING, after)
 
 
 def test_narrowing_needs_the_gate(refuses):
     source = EMBEDDING.replace("        self.use_position = use_position\n", "")
-    error = refuses(partial(L.NarrowPositionGate, cls="Embedding", gate="self.use_position", test=ROTARY), source)
+    error = refuses(partial(NarrowPositionGate, cls="Embedding", gate="self.use_position", test=ROTARY), source)
     assert "self.use_position" in error.found
 
 
@@ -235,7 +241,7 @@ def bias_dropout_add_fused_train(x, bias, residual, prob):
     return bias_dropout_add(x, bias, residual, prob, True)
 '''
     for func in ("bias_dropout_add", "bias_dropout_add_fused_train"):
-        source = run(T.OptionalBiasParameter(func=func), source)
+        source = run(OptionalBiasParameter(func=func), source)
     (tmp_path / "habana_helpers.py").write_text(source)  # TorchScript reads the source file
     monkeypatch.syspath_prepend(str(tmp_path))
     helpers = importlib.import_module("habana_helpers")

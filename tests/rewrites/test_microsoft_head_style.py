@@ -8,7 +8,8 @@ expression statement (a tuple). Our own snippets in that style.
 
 from functools import partial
 
-from porter.edits import arguments as A
+from porter.differences.ffn_rule.rewrites import FfnHiddenSizeRule
+from porter.edits.arguments import AddArguments, argument_statement
 
 VALIDATE = '''
 def validate_args(args, defaults={}):
@@ -50,12 +51,12 @@ def test_the_ffn_rule_goes_first_and_the_trees_own_choice_carries_on_as_elif(che
         "                args.ffn_hidden_size = (width + multiple - 1) // multiple * multiple\n"
         "            elif args.swiglu:\n",
     )
-    check(partial(A.FfnHiddenSizeRule, func="validate_args", dest="ffn_multiple_of", multiplier_dest="ffn_dim_multiplier"),
+    check(partial(FfnHiddenSizeRule, func="validate_args", dest="ffn_multiple_of", multiplier_dest="ffn_dim_multiplier"),
           VALIDATE, after)
 
 
 def test_an_option_is_added_after_a_tuple_statement(check):
-    statement = A.argument_statement("--ffn-multiple-of", type="int", default="None", help="'Round the MLP width.'")
+    statement = argument_statement("--ffn-multiple-of", type="int", default="None", help="'Round the MLP width.'")
     after = VALIDATE.replace(
         "                       help='Untie embeddings and output weights.'),\n    return parser",
         "                       help='Untie embeddings and output weights.'),\n"
@@ -65,4 +66,4 @@ def test_an_option_is_added_after_a_tuple_statement(check):
         "                       help='Round the MLP width.')\n"
         "    return parser",
     )
-    check(partial(A.AddArguments, func="_add_network_size_args", arguments=[statement]), VALIDATE, after)
+    check(partial(AddArguments, func="_add_network_size_args", arguments=[statement]), VALIDATE, after)

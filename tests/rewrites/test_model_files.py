@@ -2,8 +2,9 @@
 
 from functools import partial
 
-from porter.edits import language_model as L
-from porter.edits import model_files as F
+from porter.differences.rmsnorm.rewrites import NoWeightDecayFor, PipeNormChoice
+from porter.differences.rotary.rewrites import EmbeddingPositionsForward, EmbeddingPositionsInit, GuardPositionsState
+from porter.differences.tokenizer.rewrites import TokenizerBranch
 from porter.edits.imports import ImportNameAlongside, InsertImport
 
 EMBEDDING = '''
@@ -51,7 +52,7 @@ def test_position_table_only_when_learned(check):
         "        else:\n"
         "            self.position_embeddings = None\n",
     )
-    check(partial(L.EmbeddingPositionsInit, cls="Embedding", learned_test=learned), EMBEDDING, after)
+    check(partial(EmbeddingPositionsInit, cls="Embedding", learned_test=learned), EMBEDDING, after)
 
 
 def test_forward_adds_positions_only_when_there_is_a_table(check):
@@ -64,7 +65,7 @@ def test_forward_adds_positions_only_when_there_is_a_table(check):
         "        else:\n"
         "            embeddings = words_embeddings\n",
     )
-    check(partial(L.EmbeddingPositionsForward, cls="Embedding"), EMBEDDING, after)
+    check(partial(EmbeddingPositionsForward, cls="Embedding"), EMBEDDING, after)
 
 
 def test_checkpoint_guard_moves_backslash_continuations_too(check):
@@ -77,7 +78,7 @@ def test_checkpoint_guard_moves_backslash_continuations_too(check):
         "                = self.position_embeddings.state_dict(\n"
         "                    destination, prefix, keep_vars)\n",
     )
-    check(partial(L.GuardPositionsState, cls="Embedding", func="state_dict_for_save_checkpoint"), EMBEDDING, after)
+    check(partial(GuardPositionsState, cls="Embedding", func="state_dict_for_save_checkpoint"), EMBEDDING, after)
 
 
 INIT = '''
@@ -125,7 +126,7 @@ def _get_params_for_weight_decay_optimization(modules):
 
 def test_rmsnorm_gets_no_weight_decay(check):
     after = OPTIMIZER.replace("isinstance(module_, LayerNorm)", "isinstance(module_, (LayerNorm, RMSNorm))")
-    check(partial(F.NoWeightDecayFor, func="_get_params_for_weight_decay_optimization"), OPTIMIZER, after)
+    check(partial(NoWeightDecayFor, func="_get_params_for_weight_decay_optimization"), OPTIMIZER, after)
 
 
 GPT_PIPE = '''
@@ -141,7 +142,7 @@ class GPTModelPipe(PipelineModule, MegatronModule):
 
 def test_gpt_pipe_final_norm_follows_the_switch(check):
     after = GPT_PIPE.replace("LayerSpec(LayerNorm,", "LayerSpec(RMSNorm if args.layernorm_type == 'rmsnorm' else LayerNorm,")
-    check(partial(F.PipeNormChoice, cls="GPTModelPipe", test="args.layernorm_type == 'rmsnorm'"), GPT_PIPE, after)
+    check(partial(PipeNormChoice, cls="GPTModelPipe", test="args.layernorm_type == 'rmsnorm'"), GPT_PIPE, after)
 
 
 TOKENIZER = '''
@@ -169,7 +170,7 @@ def test_tokenizer_choice_gets_a_branch(check):
         "    else:\n",
     )
     body = "from .sentencepiece_tokenizer import SentencePieceTokenizer\ntokenizer = SentencePieceTokenizer(args.tokenizer_model)"
-    check(partial(F.TokenizerBranch, func="build_tokenizer", name="SentencePieceTokenizer", body=body), TOKENIZER, after)
+    check(partial(TokenizerBranch, func="build_tokenizer", name="SentencePieceTokenizer", body=body), TOKENIZER, after)
 
 
 def test_checkpoint_guard_splits_a_dict_literal(check):
@@ -192,7 +193,7 @@ class Embedding(MegatronModule):
             state_dict_[self._position_embeddings_key] = self.position_embeddings.state_dict(prefix=prefix)
         return state_dict_
 '''
-    check(partial(L.GuardPositionsState, cls="Embedding", func="state_dict_for_save_checkpoint"), source, after)
+    check(partial(GuardPositionsState, cls="Embedding", func="state_dict_for_save_checkpoint"), source, after)
 
 
 def test_checkpoint_guard_refuses_to_hide_a_binding_used_later(refuses):
@@ -202,5 +203,5 @@ class Embedding(MegatronModule):
         state_dict_ = dict(position=self.position_embeddings.state_dict(prefix=prefix))
         return state_dict_
 '''
-    error = refuses(partial(L.GuardPositionsState, cls="Embedding", func="state_dict_for_save_checkpoint"), source)
+    error = refuses(partial(GuardPositionsState, cls="Embedding", func="state_dict_for_save_checkpoint"), source)
     assert "state_dict_" in error.found

@@ -1,4 +1,4 @@
-"""Before/after tests of the MoE rewrites (porter/edits/moe.py) on the sample tree's shapes, and
+"""Before/after tests of the MoE rewrites (porter/differences/moe/rewrites.py) on the sample tree's shapes, and
 the generated helpers that move the experts in and out of the nested checkpoint dict."""
 
 import importlib.util
@@ -6,7 +6,7 @@ from functools import partial
 
 import torch
 
-from porter.edits import moe as E
+from porter.differences.moe import rewrites as E
 from porter.render import environment
 
 LAYER = '''

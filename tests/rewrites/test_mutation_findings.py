@@ -2,7 +2,9 @@
 
 from functools import partial
 
-from porter.edits import transformer as T
+from porter.differences.bias.rewrites import LinearBias, OptionalBiasParameter
+from porter.differences.gated_mlp.rewrites import SetActivation
+from porter.differences.rmsnorm.rewrites import ChooseNormClass
 
 MLP_CFG = '''
 class ParallelMLP(MegatronModule):
@@ -23,11 +25,11 @@ def test_args_are_bound_where_the_tree_calls_them_cfg(check):
         "        self.activation_func = F.gelu\n",
         "        self.activation_func = F.gelu\n        if args.swiglu:\n            self.activation_func = swiglu\n",
     )
-    check(partial(T.SetActivation, cls="ParallelMLP", test="args.swiglu", func_name="swiglu"), source, after)
+    check(partial(SetActivation, cls="ParallelMLP", test="args.swiglu", func_name="swiglu"), source, after)
 
 
 def test_args_cannot_be_bound_without_get_args(refuses):
-    error = refuses(partial(T.SetActivation, cls="ParallelMLP", test="args.swiglu", func_name="swiglu"), MLP_CFG)
+    error = refuses(partial(SetActivation, cls="ParallelMLP", test="args.swiglu", func_name="swiglu"), MLP_CFG)
     assert "does not bind `args`" in error.found
 
 
@@ -41,7 +43,7 @@ class ParallelAttention(MegatronModule):
 '''
     after = source.replace("(h, 3 * h)", "(h, 3 * h, bias=not args.no_bias)").replace(
         "(h, h)", "(h, h, bias=not args.no_bias)")
-    check(partial(T.LinearBias, cls="ParallelAttention", attrs=["query_key_value", "dense"],
+    check(partial(LinearBias, cls="ParallelAttention", attrs=["query_key_value", "dense"],
                   bias_expr="not args.no_bias"), source, after)
 
 
@@ -59,14 +61,14 @@ def bias_dropout_add_fused_train(x, bias, residual, prob):
 
 
 def test_an_untyped_bias_under_torchscript_is_refused(refuses):
-    error = refuses(partial(T.OptionalBiasParameter, func="bias_dropout_add"), SCRIPTED)
+    error = refuses(partial(OptionalBiasParameter, func="bias_dropout_add"), SCRIPTED)
     assert "TorchScript" in error.found
 
 
 def test_a_bias_annotated_tensor_is_refused(refuses):
     source = "def bias_dropout_add(x: Tensor, bias: Tensor, residual: Tensor, prob: float, training: bool):\n" \
              "    return residual + x + bias\n"
-    error = refuses(partial(T.OptionalBiasParameter, func="bias_dropout_add"), source)
+    error = refuses(partial(OptionalBiasParameter, func="bias_dropout_add"), source)
     assert "annotated `Tensor`" in error.found
 
 
@@ -74,7 +76,7 @@ def test_a_type_comment_on_the_def_line_is_retyped(check):
     source = "def helper(x, bias):  # type: (Tensor, Tensor) -> Tensor\n    return x + bias\n"
     after = "def helper(x, bias):  # type: (Tensor, Optional[Tensor]) -> Tensor\n" \
             "    return x if bias is None else x + bias\n"
-    check(partial(T.OptionalBiasParameter, func="helper"), source, after)
+    check(partial(OptionalBiasParameter, func="helper"), source, after)
 
 
 def test_a_norm_site_with_a_keyword_rmsnorm_lacks_is_refused(refuses):
@@ -84,7 +86,7 @@ class ParallelTransformerLayer(MegatronModule):
         args = get_args()
         self.input_layernorm = LayerNorm(normalized_shape=args.hidden_size, eps=args.layernorm_epsilon)
 '''
-    error = refuses(partial(T.ChooseNormClass, cls="ParallelTransformerLayer", test="args.rms"), source)
+    error = refuses(partial(ChooseNormClass, cls="ParallelTransformerLayer", test="args.rms"), source)
     assert "normalized_shape" in error.found
 
 
@@ -92,7 +94,7 @@ def test_a_type_comment_after_a_docstring_is_retyped(check):
     source = 'def helper(x, bias):\n    """Add."""\n    # type: (Tensor, Tensor) -> Tensor\n    return x + bias\n'
     after = 'def helper(x, bias):\n    """Add."""\n    # type: (Tensor, Optional[Tensor]) -> Tensor\n' \
             "    return x if bias is None else x + bias\n"
-    check(partial(T.OptionalBiasParameter, func="helper"), source, after)
+    check(partial(OptionalBiasParameter, func="helper"), source, after)
 
 
 def test_the_norm_choice_follows_a_local_import_of_the_norms(check):
@@ -108,13 +110,13 @@ class ParallelTransformer(MegatronModule):
         "        from megatron.model import LayerNorm, RMSNorm\n"
         "        norm_class = RMSNorm if args.rms else LayerNorm\n",
     ).replace("= LayerNorm(args.hidden_size", "= norm_class(args.hidden_size")
-    check(partial(T.ChooseNormClass, cls="ParallelTransformer", test="args.rms"), source, after)
+    check(partial(ChooseNormClass, cls="ParallelTransformer", test="args.rms"), source, after)
 
 
 def test_bias_helpers_not_typed_optional_are_found_however_typed():
     import libcst as cst
 
-    from porter.profile.model import plain_bias_helpers
+    from porter.differences.bias.detect import plain_bias_helpers
 
     source = '''
 def bias_dropout_add(x, bias, residual, prob, training):

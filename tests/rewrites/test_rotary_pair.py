@@ -3,8 +3,8 @@ and attention take the angles (microsoft f4157bea's FPDT rework): detector and b
 
 import libcst as cst
 
-from porter.edits.rotary_pair import RotaryAnglesNotUnpacked, RotaryReturnsAngles
-from porter.profile.rotary import module_path, rotary_pair
+from porter.differences.rotary.detect import module_path, rotary_pair
+from porter.differences.rotary.pair_rewrites import RotaryAnglesNotUnpacked, RotaryReturnsAngles
 
 ROTARY = '''
 import torch

@@ -1,10 +1,10 @@
-"""Before/after tests of the sliding-window rewrites (porter/edits/sliding_window.py), and of the
+"""Before/after tests of the sliding-window rewrites (porter/differences/sliding_window/rewrites.py), and of the
 per-site bias rewrite widening an earlier port's bias test (mistral's, then qwen2's QKV bias)."""
 
 from functools import partial
 
-from porter.edits import sliding_window as W
-from porter.edits import transformer as T
+from porter.differences.bias.rewrites import LinearBias
+from porter.differences.sliding_window import rewrites as W
 
 INIT = '''
 class ParallelAttention(MegatronModule):
@@ -92,7 +92,7 @@ def test_a_site_that_keeps_its_bias_widens_an_earlier_ports_bias_test(check):
     """mistral's port wrote `bias=not args.no_bias`; qwen2's QKV projection keeps a bias with
     --add-qkv-bias: its test becomes the wider one, the other sites stay as they are."""
     exprs = {"query_key_value": "not args.no_bias or args.add_qkv_bias", "dense": "not args.no_bias"}
-    check(partial(T.LinearBias, cls="ParallelAttention", attrs=list(exprs), bias_expr=exprs), QKV,
+    check(partial(LinearBias, cls="ParallelAttention", attrs=list(exprs), bias_expr=exprs), QKV,
           QKV.replace("3 * projection_size,\n            bias=not args.no_bias)",
                       "3 * projection_size,\n            bias=not args.no_bias or args.add_qkv_bias)"))
 
@@ -101,5 +101,5 @@ def test_a_wider_bias_test_is_left_as_it_is(check):
     """qwen2 first, then mistral (no site keeps a bias): the QKV's wider test already covers it."""
     wide = QKV.replace("3 * projection_size,\n            bias=not args.no_bias)",
                        "3 * projection_size,\n            bias=not args.no_bias or args.add_qkv_bias)")
-    check(partial(T.LinearBias, cls="ParallelAttention", attrs=["query_key_value", "dense"],
+    check(partial(LinearBias, cls="ParallelAttention", attrs=["query_key_value", "dense"],
                   bias_expr="not args.no_bias"), wide, wide)

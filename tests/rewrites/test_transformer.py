@@ -2,7 +2,10 @@
 
 from functools import partial
 
-from porter.edits import transformer as T
+from porter.differences.bias.rewrites import LinearBias, NoneSafeBiasAdd, NoneSafeExpandAs, OptionalBiasParameter
+from porter.differences.gated_mlp.rewrites import FusedGateUp, SetActivation
+from porter.differences.rmsnorm.rewrites import ChooseNormClass
+from porter.differences.rotary.rewrites import AddRotaryEmbedding, ApplyRotaryEmbedding
 
 MLP = '''
 class ParallelMLP(MegatronModule):
@@ -37,7 +40,7 @@ class ParallelMLP(MegatronModule):
 
 def test_linear_bias_adds_kwarg_in_the_calls_layout(check):
     check(
-        partial(T.LinearBias, cls="ParallelMLP", attrs=["dense_h_to_4h", "dense_4h_to_h"], bias_expr="not args.no_bias"),
+        partial(LinearBias, cls="ParallelMLP", attrs=["dense_h_to_4h", "dense_4h_to_h"], bias_expr="not args.no_bias"),
         MLP,
         MLP.replace(
             "            skip_bias_add=True)\n        self.activation_func",
@@ -55,7 +58,7 @@ def test_linear_bias_leaves_an_explicit_bias_alone(check):
         "init_method=output_layer_init_method, skip_bias_add=True)",
         "init_method=output_layer_init_method, skip_bias_add=True, bias=not args.no_bias)",
     )
-    check(partial(T.LinearBias, cls="ParallelMLP", attrs=["dense_h_to_4h", "dense_4h_to_h"], bias_expr="not args.no_bias"), source, out)
+    check(partial(LinearBias, cls="ParallelMLP", attrs=["dense_h_to_4h", "dense_4h_to_h"], bias_expr="not args.no_bias"), source, out)
 
 
 def test_fused_gate_up_doubles_width_with_stride(check):
@@ -71,7 +74,7 @@ def test_fused_gate_up_doubles_width_with_stride(check):
         "            args.ffn_hidden_size,\n            gather_output=False,\n            init_method=init_method,\n            skip_bias_add=True)",
         "            gate_and_up * args.ffn_hidden_size,\n            gather_output=False,\n            init_method=init_method,\n            skip_bias_add=True,\n            stride=gate_and_up)",
     )
-    check(partial(T.FusedGateUp, cls="ParallelMLP", attr="dense_h_to_4h", test=test), MLP, after)
+    check(partial(FusedGateUp, cls="ParallelMLP", attr="dense_h_to_4h", test=test), MLP, after)
 
 
 def test_set_activation_goes_after_the_trees_choice(check):
@@ -80,7 +83,7 @@ def test_set_activation_goes_after_the_trees_choice(check):
         "            self.activation_func = erf_gelu\n",
         f"            self.activation_func = erf_gelu\n        if {test}:\n            self.activation_func = swiglu\n",
     )
-    check(partial(T.SetActivation, cls="ParallelMLP", test=test, func_name="swiglu"), MLP, after)
+    check(partial(SetActivation, cls="ParallelMLP", test=test, func_name="swiglu"), MLP, after)
 
 
 def test_none_safe_bias_add(check):
@@ -88,7 +91,7 @@ def test_none_safe_bias_add(check):
         "self.activation_func(intermediate_parallel + bias_parallel)",
         "self.activation_func(intermediate_parallel if bias_parallel is None else intermediate_parallel + bias_parallel)",
     )
-    check(partial(T.NoneSafeBiasAdd, cls="ParallelMLP", func="forward"), MLP, after)
+    check(partial(NoneSafeBiasAdd, cls="ParallelMLP", func="forward"), MLP, after)
 
 
 HELPERS = '''
@@ -111,11 +114,11 @@ def test_optional_bias_parameter_types_and_guards(check):
         "# type: (Tensor, Tensor, Tensor, float, bool) -> Tensor",
         "# type: (Tensor, Optional[Tensor], Tensor, float, bool) -> Tensor",
     ).replace("dropout(x + bias,", "dropout(x if bias is None else x + bias,")
-    check(partial(T.OptionalBiasParameter, func="bias_dropout_add"), HELPERS, after)
+    check(partial(OptionalBiasParameter, func="bias_dropout_add"), HELPERS, after)
     after2 = HELPERS.replace(
         "# type: (Tensor, Tensor, Tensor, float) -> Tensor", "# type: (Tensor, Optional[Tensor], Tensor, float) -> Tensor"
     )
-    check(partial(T.OptionalBiasParameter, func="bias_dropout_add_fused_train"), HELPERS, after2)
+    check(partial(OptionalBiasParameter, func="bias_dropout_add_fused_train"), HELPERS, after2)
 
 
 def test_optional_bias_is_accepted_by_torchscript(tmp_path, monkeypatch):
@@ -125,8 +128,8 @@ def test_optional_bias_is_accepted_by_torchscript(tmp_path, monkeypatch):
 
     from tests.rewrites.conftest import run
 
-    source = run(T.OptionalBiasParameter(func="bias_dropout_add"), "import torch\n" + HELPERS)
-    source = run(T.OptionalBiasParameter(func="bias_dropout_add_fused_train"), source)
+    source = run(OptionalBiasParameter(func="bias_dropout_add"), "import torch\n" + HELPERS)
+    source = run(OptionalBiasParameter(func="bias_dropout_add_fused_train"), source)
     (tmp_path / "scripted_helpers.py").write_text(source)  # TorchScript reads the source file
     monkeypatch.syspath_prepend(str(tmp_path))
     helpers = importlib.import_module("scripted_helpers")
@@ -168,7 +171,7 @@ def test_choose_norm_class_at_every_site(check):
         "        args = get_args()\n        super(",
         f"        args = get_args()\n        norm_class = RMSNorm if {test} else LayerNorm\n        super(",
     ).replace("= LayerNorm(", "= norm_class(")
-    check(partial(T.ChooseNormClass, cls="ParallelTransformerLayer", test=test), LAYER, after)
+    check(partial(ChooseNormClass, cls="ParallelTransformerLayer", test=test), LAYER, after)
 
 
 def test_none_safe_expand_as(check):
@@ -176,7 +179,7 @@ def test_none_safe_expand_as(check):
         "attention_bias.expand_as(residual),",
         "attention_bias.expand_as(residual) if attention_bias is not None else None,",
     )
-    check(partial(T.NoneSafeExpandAs, cls="ParallelTransformerLayer", func="forward"), LAYER, after)
+    check(partial(NoneSafeExpandAs, cls="ParallelTransformerLayer", func="forward"), LAYER, after)
 
 
 ATTENTION = '''
@@ -215,9 +218,9 @@ def test_rotary_is_built_and_applied_after_the_qkv_split(check):
         "            query_layer, key_layer = self.rotary_emb(query_layer, key_layer, offset=offset)\n"
         "        if layer_past is not None:\n            past_key",
     )
-    make_init = partial(T.AddRotaryEmbedding, cls="ParallelAttention", test=test,
+    make_init = partial(AddRotaryEmbedding, cls="ParallelAttention", test=test,
                         head_dim="self.hidden_size_per_attention_head", theta="args.rope_theta")
-    make_apply = partial(T.ApplyRotaryEmbedding, cls="ParallelAttention", func="forward")
+    make_apply = partial(ApplyRotaryEmbedding, cls="ParallelAttention", func="forward")
     from tests.rewrites.conftest import run
 
     both = run(make_apply(), run(make_init(), ATTENTION))
@@ -226,7 +229,7 @@ def test_rotary_is_built_and_applied_after_the_qkv_split(check):
 
 
 def test_missing_anchor_names_the_construct_and_what_is_there(refuses):
-    error = refuses(partial(T.FusedGateUp, cls="ParallelMLP", attr="dense_h_to_4h", test="t"),
+    error = refuses(partial(FusedGateUp, cls="ParallelMLP", attr="dense_h_to_4h", test="t"),
                     MLP.replace("class ParallelMLP", "class FeedForward"))
     assert error.file == "snippet.py"
     assert "ParallelMLP.__init__" in error.construct
@@ -234,6 +237,6 @@ def test_missing_anchor_names_the_construct_and_what_is_there(refuses):
 
 
 def test_missing_inner_anchor_says_what_the_function_lacks(refuses):
-    error = refuses(partial(T.ApplyRotaryEmbedding, cls="ParallelAttention", func="forward"),
+    error = refuses(partial(ApplyRotaryEmbedding, cls="ParallelAttention", func="forward"),
                     ATTENTION.replace("query_layer,\n", "q,\n").replace("return query_layer", "return q"))
     assert "query_layer" in error.found

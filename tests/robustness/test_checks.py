@@ -10,9 +10,9 @@ import libcst as cst
 
 from porter.checks import scope_violations
 from porter.cst.nodes import statements
+from porter.differences.gated_mlp import GatedMLP
+from porter.differences.gated_mlp.rewrites import SetActivation
 from porter.edits.base import Rewrite
-from porter.edits.transformer import SetActivation
-from porter.features.gated_mlp import GatedMLP
 from tests.helpers.trees import diff_snapshots, snapshot
 
 BEFORE = textwrap.dedent('''

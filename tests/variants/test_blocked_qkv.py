@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from porter.catalog import profile_of
 from porter.cli import app
-from porter.convert.layout import read_layout
 from porter.errors import PorterError
-from porter.features import profile_of
 from porter.port import prepare
+from porter.profile.layout import read_layout
 from porter.source import SourceTree
 from porter.verify.parity import verify
 from tests.variants.conftest import LLAMA, passed, reapply_then_revert
@@ -29,8 +29,8 @@ CALL = "query_layer, key_layer, value_layer = self.split_tensor(mixed_x_layer.vi
 
 def test_the_profile_reads_the_thirds_and_the_split_method(blocked_qkv_tree):
     profile = profile_of(SourceTree.open(blocked_qkv_tree.pristine))
-    blocked = profile.model.blocked_split
-    assert profile.model.qkv_layout == "blocked"
+    blocked = profile.facts["qkv_layout"].blocked
+    assert profile.facts["qkv_layout"].layout == "blocked"
     assert (blocked.func, blocked.fused, blocked.width, blocked.split_method, blocked.groups) == (
         "forward", "mixed_x_layer", "third", "split_tensor", "self.num_key_value_groups")
 
@@ -55,7 +55,7 @@ def test_the_split_is_repaired_as_an_explained_edit(blocked_qkv_tree):
     assert "GroupedSplitForBlockedThirds" in said and "q | k | v thirds" in said
     # the ported tree's layout is per key/value group (per head here): convert reads it
     profile = profile_of(SourceTree.open(blocked_qkv_tree.root))
-    assert profile.model.qkv_layout == "per_group" and profile.model.blocked_split is None
+    assert profile.facts["qkv_layout"].layout == "per_group" and profile.facts["qkv_layout"].blocked is None
 
 
 def test_a_second_apply_plans_nothing(blocked_qkv_tree):
@@ -86,5 +86,5 @@ def test_microsoft_head_applies_and_verifies(tmp_path):
     assert prepare(LLAMA, tree).changes == []
     assert "// 3" not in (tree / TRANSFORMER).read_text() and CALL in (tree / TRANSFORMER).read_text()
     profile = profile_of(SourceTree.open(tree))
-    assert profile.model.qkv_layout == "per_group" and profile.rotary_pair is None  # both repaired
+    assert profile.facts["qkv_layout"].layout == "per_group" and profile.facts["rotary"].pair is None  # both repaired
     passed(verify(LLAMA, tree, tmp_path / "verify"), ["LLaMAModel", "LLaMAModelPipe"])

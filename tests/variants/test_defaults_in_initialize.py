@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 
-from porter.features import profile_of
-from porter.features.gated_mlp import PORTER_GATED_TEST
+from porter.catalog import profile_of
+from porter.differences.gated_mlp import PORTER_GATED_TEST
 from porter.port import prepare
 from porter.source import SourceTree
 from porter.verify.parity import verify

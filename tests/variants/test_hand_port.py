@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from porter import convert
 from porter.cli import app
-from porter.features.gated_mlp import SEPARATE
+from porter.differences.gated_mlp import SEPARATE
 from porter.port import prepare
 from porter.verify.parity import verify
 from tests.variants.conftest import (

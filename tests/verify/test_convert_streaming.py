@@ -12,10 +12,10 @@ import torch
 from typer.testing import CliRunner
 
 from porter import convert
+from porter.catalog import load_spec
 from porter.cli import app
 from porter.convert import output
 from porter.convert.stream import Progress
-from porter.spec import load_spec
 from porter.verify.reference import TinyConfig, random_reference
 from tests.helpers.synthetic_llama import same_bits
 

@@ -8,8 +8,8 @@ import textwrap
 
 import libcst as cst
 
-from porter.convert.layout import WeightLayout
-from porter.convert.pipe_order import head_key, read_order
+from porter.layout import WeightLayout
+from porter.profile.pipe_order import head_key, read_order
 
 FLAGS_MODEL = '''
 from megatron.model.gpt_model import GPTModel, GPTModelPipe

@@ -5,8 +5,8 @@ import json
 import subprocess
 import sys
 
-from porter.smoke import environment
-from porter.spec import load_spec
+from porter.catalog import load_spec
+from porter.treerun.process import environment
 from porter.verify.parity import VerifyOptions, verify
 
 SPEC = load_spec("llama")

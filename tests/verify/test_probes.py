@@ -2,10 +2,12 @@
 
 import torch
 
-from porter.convert.layout import WeightLayout
-from porter.verify.probes import combine, orient, pipe_module, probe_plan
+from porter.catalog import load_spec
+from porter.layout import WeightLayout
+from porter.probe import probe_plan
+from porter.verify.probes import combine, orient, pipe_module
 
-PROBES = {p.name: p for p in probe_plan(WeightLayout(), num_layers=2, num_heads=4)}
+PROBES = {p.name: p for p in probe_plan(WeightLayout(), num_layers=2, num_heads=4, differences=load_spec("llama").wanted())}
 
 
 def test_probes_are_named_by_the_plain_model_and_the_pipe():

@@ -2,14 +2,15 @@
 checkpoint the tree itself trained and saved."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
+from porter.catalog import load_spec
 from porter.cli import app
 from porter.smoke import SmokeConfig, run_smoke
-from porter.spec import load_spec
 from porter.verify.parity import VerifyOptions, verify
 
 SPEC = load_spec("llama")
@@ -78,8 +79,8 @@ def test_a_real_run_loads_the_converted_checkpoint(ported_tree, tmp_path, smoke_
     done = runner.invoke(app, ["convert", "hf-to-megatron", "--hf", str(tmp_path / "hf"), "--out",
                                str(tmp_path / "converted"), "--target", str(ported_tree)])
     assert done.exit_code == 0, done.output
-    config.extra_args = ["--load", str(tmp_path / "converted"), "--finetune",
-                         "--save", str(tmp_path / "saved"), "--save-interval", "1"]
+    config = replace(config, extra_args=["--load", str(tmp_path / "converted"), "--finetune",
+                                         "--save", str(tmp_path / "saved"), "--save-interval", "1"])
     run = run_smoke(SPEC, ported_tree, smoke_workdir, config)
     assert run.returncode == 0 and len(run.losses) == 1, run.log[-3000:]
     # lr 0: the step changes nothing, so what the run saved is what it loaded, bit for bit

@@ -5,8 +5,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from porter.catalog import load_spec
 from porter.cli import app
-from porter.spec import load_spec
 from porter.verify.parity import VerifyOptions, describe, verify
 from tests.docs.runner import checked_block, matches
 

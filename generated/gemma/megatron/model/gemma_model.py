@@ -12,9 +12,9 @@ What differs from GPT:
   - rotary positions: attention rotates q and k; no learned position table
   - RMSNorm at every norm site, the final norm included
   - RMSNorm scales by (offset + weight) in fp32 (--rmsnorm-weight-offset; Gemma: 1 + w)
+  - no bias in any linear layer
   - word embeddings times sqrt(hidden), the factor in their dtype (--scale-embeddings)
   - MLP width 24576
-  - no bias in any linear layer
 Switches are arguments; pretrain_gemma.py sets their defaults.
 """
 

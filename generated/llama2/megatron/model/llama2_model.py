@@ -11,9 +11,9 @@ What differs from GPT:
   - activation swiglu: the transformer's MLP (--activation-func-type, see transformer.py)
   - rotary positions: attention rotates q and k; no learned position table
   - RMSNorm at every norm site, the final norm included
+  - no bias in any linear layer
   - an untied output projection: its own [vocab/p, h] weight, saved in checkpoints
   - MLP width int(2/3 * 4h) rounded up to 256
-  - no bias in any linear layer
 Switches are arguments; pretrain_llama2.py sets their defaults.
 """
 

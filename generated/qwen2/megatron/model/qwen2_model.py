@@ -11,8 +11,8 @@ What differs from GPT:
   - activation swiglu: the transformer's MLP (--activation-func-type, see transformer.py)
   - rotary positions: attention rotates q and k; no learned position table
   - RMSNorm at every norm site, the final norm included
+  - a bias on the qkv projection only
   - MLP width 4864
-  - no bias in any linear layer
 Switches are arguments; pretrain_qwen2.py sets their defaults.
 """
 

@@ -1,0 +1,171 @@
+"""Bias in the linear layers, per site: the QKV projection, the attention output, the MLP.
+
+Spec: `linear.bias` (GPT: true) for every site, with `linear.qkv_bias`,
+`linear.attention_output_bias`, `linear.mlp_bias` to set one site apart (Qwen2: a bias on the
+QKV projection only). Trees spell "no bias anywhere" as porter's `--no-bias` or microsoft's
+`--disable-bias-linear` (stored inverted, in the training group, implemented). A site that
+keeps its bias while the rest have none gets its own switch (`--add-qkv-bias`, Megatron-LM's
+spelling; `--add-attention-output-bias`, `--add-mlp-bias`).
+When porter adds it: every tensor-parallel linear of attention and MLP takes `bias=` from the
+switches, and the tree's bias path becomes None-safe where it adds a bias by hand.
+HF: `attention_bias` and `mlp_bias` (LLaMA); a class without them (Qwen2: QKV bias only, hard-coded)
+reads and writes no bias field: its family spec says where the biases are.
+"""
+
+from __future__ import annotations
+
+from porter.cst.nodes import negate
+from porter.differences.base import Difference
+from porter.differences.bias import detect
+from porter.differences.bias import rewrites as R
+from porter.differences.bias.weights import bias_weights
+from porter.hf_config import class_defines
+from porter.planner import rw, unsupported
+from porter.profile import TRANSFORMER
+from porter.profile.features import NETWORK, Spelling, tree_spelling
+from porter.schema import flag
+
+# site -> (the linears of the tree's classes it covers, the switch that turns its bias back on)
+SITES = {
+    "qkv": ("ParallelAttention", ("query_key_value", "query", "key_value")),
+    "attention_output": ("ParallelAttention", ("dense",)),
+    "mlp": ("ParallelMLP", ("dense_h_to_4h", "dense_4h_to_h")),
+}
+
+
+def _site_spelling(site: str, option: str, help_text: str) -> Spelling:
+    return Spelling(f"{site}_bias", option, option[2:].replace("-", "_"), True, f"args.{option[2:].replace('-', '_')}",
+                    NETWORK, (("action", "'store_true'"), ("help", repr(help_text))))
+
+
+def site_bias(spec, site: str) -> bool:
+    """Does the spec put a bias on this site?"""
+    value = spec[f"linear.{site}_bias"]
+    return spec["linear.bias"] if value is None else value
+
+
+class Bias(Difference):
+    name = "no_bias"
+    model_switches = ('no_bias',)
+    hf_fields = ("attention_bias", "mlp_bias")
+    fields = {
+        "linear.bias": flag(True, help="bias in every linear layer"),
+        "linear.qkv_bias": flag(None, help="bias on the QKV projection (default: linear.bias)"),
+        "linear.attention_output_bias": flag(None, help="bias on the attention output (default: linear.bias)"),
+        "linear.mlp_bias": flag(None, help="bias on the MLP's linears (default: linear.bias)"),
+    }
+    switch_fields = {f"{site}_bias": f"linear.{site}_bias" for site in SITES}
+    spellings = {
+        "no_bias": (
+            Spelling(
+                "no_bias", "--no-bias", "no_bias", True, "args.no_bias", NETWORK,
+                (("action", "'store_true'"), ("help", "'No bias in any linear layer (attention, MLP).'")),
+            ),
+            # stored inverted, and registered in the training group
+            tree_spelling("no_bias", "--disable-bias-linear", "add_bias_linear", False, "not args.add_bias_linear",
+                          ((TRANSFORMER, "add_bias_linear"),)),
+            # Habana's hand port (7086aadb): porter's own option name, registered its own way.
+            tree_spelling("no_bias", "--no-bias", "no_bias", True, "args.no_bias", ((TRANSFORMER, "no_bias"),)),
+        ),
+        "qkv_bias": (_site_spelling("qkv", "--add-qkv-bias", "With --no-bias: a bias on the QKV projection still."),),
+        "attention_output_bias": (_site_spelling("attention_output", "--add-attention-output-bias",
+                                                 "With --no-bias: a bias on the attention output still."),),
+        "mlp_bias": (_site_spelling("mlp", "--add-mlp-bias", "With --no-bias: a bias on the MLP linears still."),),
+    }
+
+    def detect(self, parsed):
+        return detect.detect(parsed)
+
+    def wanted(self, spec):
+        return not all(site_bias(spec, site) for site in SITES)
+
+    def plan(self, p):
+        kept = [site.replace("_", " ") for site in SITES if site_bias(p.spec, site)]
+        p.describe_model(f"a bias on the {' and '.join(kept)} projection only" if kept else "no bias in any linear layer")
+        p.switch("no_bias")
+        if p.has_dest("bias_gelu_fusion"):
+            p.defaults["bias_gelu_fusion"] = False
+        kept = [site for site in SITES if site_bias(p.spec, site)]
+        if p.implemented("no_bias") and not kept:
+            self._repair(p)
+            return
+        for site in kept:
+            p.switch(f"{site}_bias")
+        test = p.tests["no_bias"]
+        if p.implemented("no_bias"):
+            raise unsupported("the tree implements --no-bias itself; porter cannot keep one site's bias on it",
+                              TRANSFORMER, "porter's per-site bias switches on the tree's linears",
+                              f"{p.switches['no_bias'].option}, implemented by the tree, and the spec's bias on "
+                              + ", ".join(kept))
+        if p.has_dest("bias_gelu_fusion"):
+            p.checks.append(
+                f"""
+                if {test}:
+                    # the bias-gelu fusion adds a bias: there is none
+                    args.bias_gelu_fusion = False
+                """
+            )
+        p.names_for(TRANSFORMER, "no_bias")
+        by_class: dict[str, dict[str, str]] = {}
+        for site, (cls, attrs) in SITES.items():
+            expr = negate(test)
+            if site in kept:
+                expr = f"{expr} or {p.tests[f'{site}_bias']}"
+            by_class.setdefault(cls, {}).update(dict.fromkeys(attrs, expr))
+        for cls, what in (("ParallelMLP", "MLP"), ("ParallelAttention", "attention")):
+            exprs = by_class[cls]
+            if len(set(exprs.values())) == 1:
+                p.edit(TRANSFORMER, "no_bias", f"{what} linears follow the bias switch",
+                       rw(R.LinearBias, cls=cls, attrs=list(exprs), bias_expr=next(iter(exprs.values()))))
+            else:
+                p.edit(TRANSFORMER, "no_bias", f"{what} linears follow the bias switches, site by site",
+                       rw(R.LinearBias, cls=cls, attrs=list(exprs), bias_expr=exprs))
+        facts = p.facts(self.name)
+        if facts.mlp_bias_unguarded:
+            p.edit(TRANSFORMER, "no_bias", "the MLP adds its bias only when there is one",
+                   rw(R.NoneSafeBiasAdd, cls="ParallelMLP", func="forward"))
+        else:
+            p.reuse("no_bias", "the MLP adds no bias by hand unchecked (its linear adds its own, or checks for None)")
+        for func in facts.plain_bias_helpers:
+            p.edit(TRANSFORMER, "no_bias", f"{func} takes an Optional bias", rw(R.OptionalBiasParameter, func=func))
+        if facts.expand_as_unguarded:
+            p.edit(TRANSFORMER, "no_bias", "the layer broadcasts biases only when they exist",
+                   rw(R.NoneSafeExpandAs, cls="ParallelTransformerLayer", func="forward"))
+        else:
+            p.reuse("no_bias", "the layer's bias path is None-safe already")
+
+    def _repair(self, p):
+        """A tree's own no-bias switch can miss a linear (Habana's hand port left its second SwiGLU
+        projection with a bias): porter passes `bias=` to the ones without, the tree's way."""
+        if not p.facts(self.name).gaps:
+            return
+        bias = negate(p.tests["no_bias"])
+        for cls, attrs in p.facts(self.name).gaps:
+            p.edit(TRANSFORMER, "no_bias", f"repairs {cls}: {', '.join(attrs)} kept a bias under the tree's "
+                   f"{p.switches['no_bias'].option} (a known bug of hand ports)",
+                   rw(R.LinearBias, cls=cls, attrs=list(attrs), bias_expr=bias))
+
+    def weights(self, layer):
+        bias_weights(layer)
+
+    def from_hf(self, config):
+        out = {}
+        if not class_defines(config.get("model_type"), "attention_bias"):
+            return out  # the family's code fixes its biases (Qwen2: QKV only): its spec says where
+        attention, mlp = config.get("attention_bias"), config.get("mlp_bias")
+        if attention is not None or mlp is not None:
+            out["linear.bias"] = bool(attention) and bool(mlp if mlp is not None else attention)
+            if attention is not None and bool(attention) != out["linear.bias"]:
+                out["linear.qkv_bias"] = out["linear.attention_output_bias"] = bool(attention)
+            if mlp is not None and bool(mlp) != out["linear.bias"]:
+                out["linear.mlp_bias"] = bool(mlp)
+        return out
+
+    def to_hf(self, spec, config):
+        if not class_defines(config.get("model_type"), "attention_bias"):
+            return  # nothing to write: the HF class puts its biases where its code says
+        config["attention_bias"] = site_bias(spec, "qkv")
+        config["mlp_bias"] = site_bias(spec, "mlp")
+
+    def layout(self, profile, spec):
+        return {f"{site}_bias": site_bias(spec, site) for site in SITES}

@@ -1,0 +1,35 @@
+"""What verify compares for rotary position embeddings: q and k after the rotation."""
+
+from __future__ import annotations
+
+import torch
+
+from porter.probe import LayerProbes
+
+QUERY_KEY = "porter.differences.rotary.probes:query_key"
+
+
+def query_key(module, args, output) -> torch.Tensor:
+    """The tree's rotary embedding returns (query [s, b, np, hn], key [s, b, ng, hn]): heads side by side."""
+    return torch.cat([t for t in output[:2]], dim=-2)
+
+
+def add_rotary_probe(layer: LayerProbes) -> None:
+    """After the q, k, v projection: q and k rotated, [b, s, np + ng, hn] (HF's apply_rotary_pos_emb
+    on its own q, k projections, with its rotary embedding's cos and sin)."""
+    heads = layer.num_heads
+
+    def rotated(c, hf=layer.hf):
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        q, k = c[f"{hf}.self_attn.q_proj"], c[f"{hf}.self_attn.k_proj"]
+        b, s = q.shape[:2]
+        head_dim = q.shape[-1] // heads
+        q, k = (t.reshape(b, s, -1, head_dim).transpose(1, 2) for t in (q, k))
+        cos, sin = c["model.rotary_emb"]
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        return torch.cat((q.transpose(1, 2), k.transpose(1, 2)), dim=2)
+
+    path = f"{layer.layout.attention}.{layer.layout.rotary}"
+    layer.add_after("qkv", "rotary", [layer.probe(path, "rotary position embedding of q and k", rotated,
+                                                  take=QUERY_KEY, combine="query_key", heads=heads)])
