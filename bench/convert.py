@@ -11,13 +11,15 @@ in one run:
   4. runs `porter convert megatron-to-hf --json` back, timed likewise;
   5. checks the round trip bit for bit, tensor by tensor (safetensors itself reads both sides).
 Before each timed command the page cache's dirty pages are written out (`sync`), so that one
-command's writes are not charged to the next. Ratios: peak memory over the model's size, time
+command's writes are not charged to the next. Each command runs `--runs` times (3), in turn
+with the others, and the fastest run is shown (the least disturbed by whatever else the
+machine runs), with the least CPU time (user + system, of all the command's processes). Ratios: peak memory over the model's size, time
 over the copy of the same files just before. The process floor is the peak memory of a Python
 that imports what the conversion imports and converts nothing; the fixed cost is the time of
 both commands on a tiny model (a few MB: Python's start, imports, reading the tree, the tree's
 own argument parser), and "streamed / copy" is (convert s - fixed cost) / copy s.
 
-usage: python bench/convert.py [--sizes 0.5GB,1.5GB,3GB] [--tp 2] [--pp 2] [--workdir DIR]
+usage: python bench/convert.py [--sizes 0.5GB,1.5GB,3GB] [--tp 2] [--pp 2] [--runs 3] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -62,8 +64,9 @@ def environment() -> dict:
     return env
 
 
-def timed(cmd: list[str], cwd: Path) -> tuple[float, int, str]:
-    """(wall seconds, the largest peak resident memory of the command's processes (wait4), stdout)."""
+def timed(cmd: list[str], cwd: Path) -> dict:
+    """A command's wall and CPU seconds (its processes' user + system time, wait4), the largest
+    peak resident memory of its processes, and its stdout."""
     os.sync()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.monotonic()
@@ -76,13 +79,13 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, int, str]:
         text = out.read().decode()
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{text[-3000:]}\n{err.read().decode()[-3000:]}")
-    return seconds, usage.ru_maxrss * 1024, text
+    return {"wall": seconds, "cpu": usage.ru_utime + usage.ru_stime, "largest": usage.ru_maxrss * 1024, "out": text}
 
 
-def copy_seconds(source: Path, dest: Path) -> float:
-    seconds, _, _ = timed(["cp", "-r", str(source), str(dest)], dest.parent)
+def copy(source: Path, dest: Path) -> dict:
+    run = timed(["cp", "-r", str(source), str(dest)], dest.parent)
     shutil.rmtree(dest)
-    return seconds
+    return run
 
 
 def size_of(folder: Path) -> int:
@@ -106,30 +109,41 @@ def floor_bytes() -> int:
 
 
 def convert(direction: str, args: list[str], folder: Path) -> dict:
-    wall, largest, out = timed([sys.executable, "-m", "porter", "convert", direction, *args, "--json"], folder)
-    return {**json.loads(out), "wall": wall, "largest": largest}
+    run = timed([sys.executable, "-m", "porter", "convert", direction, *args, "--json"], folder)
+    return {**json.loads(run.pop("out")), **run}
 
 
-def bench_size(name: str, tree: Path, work: Path, tp: int, pp: int) -> list[dict]:
+def best(runs: list[dict]) -> dict:
+    """The least disturbed of repeated runs (the fastest), with the least CPU time of any."""
+    return {**min(runs, key=lambda r: r["wall"]), "cpu": min(r["cpu"] for r in runs)}
+
+
+def bench_size(name: str, tree: Path, work: Path, tp: int, pp: int, runs: int) -> list[dict]:
+    """Both directions on the synthetic model `name`, each beside a copy of its input, `runs` times
+    in turn; the fastest of each."""
     hf, ckpt, back = work / f"hf-{name}", work / f"ckpt-{name}", work / f"back-{name}"
     helper(f"from tests.helpers.synthetic_llama import write_model; write_model({str(hf)!r}, {name!r})")
     model_bytes = size_of(hf)
-    rows = []
-    copy = copy_seconds(hf, work / "copy")
-    there = convert("hf-to-megatron", ["--hf", str(hf), "--out", str(ckpt), "--target", str(tree), "--model", "llama3",
-                                       "--tp", str(tp), "--pp", str(pp)], work)
-    rows.append({"model": name, "bytes": model_bytes, "direction": f"hf-to-megatron --tp {tp} --pp {pp}",
-                 "copy": copy, **there})
-    copy = copy_seconds(ckpt, work / "copy")
-    again = convert("megatron-to-hf", ["--load", str(ckpt), "--out", str(back), "--target", str(tree),
-                                       "--model", "llama3"], work)
-    rows.append({"model": name, "bytes": model_bytes, "direction": "megatron-to-hf", "copy": copy, **again})
+    found: dict[str, list] = {"copy hf": [], "there": [], "copy ckpt": [], "back": []}
+    for run in range(runs):
+        if run:
+            shutil.rmtree(ckpt)
+            shutil.rmtree(back)
+        found["copy hf"].append(copy(hf, work / "copy"))
+        found["there"].append(convert("hf-to-megatron", ["--hf", str(hf), "--out", str(ckpt), "--target", str(tree),
+                                                         "--model", "llama3", "--tp", str(tp), "--pp", str(pp)], work))
+        found["copy ckpt"].append(copy(ckpt, work / "copy"))
+        found["back"].append(convert("megatron-to-hf", ["--load", str(ckpt), "--out", str(back), "--target", str(tree),
+                                                        "--model", "llama3"], work))
     differ = helper(f"from tests.helpers.synthetic_llama import same_bits; print(same_bits({str(hf)!r}, {str(back)!r}))")
+    rows = [{"model": name, "bytes": model_bytes, "direction": f"hf-to-megatron --tp {tp} --pp {pp}",
+             "copy": best(found["copy hf"]), **best(found["there"])},
+            {"model": name, "bytes": model_bytes, "direction": "megatron-to-hf", "copy": best(found["copy ckpt"]),
+             **best(found["back"])}]
     for row in rows:
         row["bit_exact"] = differ.strip() == "[]"
-    shutil.rmtree(hf)
-    shutil.rmtree(ckpt)
-    shutil.rmtree(back)
+    for folder in (hf, ckpt, back):
+        shutil.rmtree(folder)
     return rows
 
 
@@ -138,6 +152,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="0.5GB,1.5GB,3GB", help=f"of {', '.join(SIZES)}")
     parser.add_argument("--tp", type=int, default=2)
     parser.add_argument("--pp", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3, help="repeats of each command, in turn; the fastest is shown")
     parser.add_argument("--workdir", type=Path, default=None, help="where the models go (default: a temporary folder)")
     cli = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="porter-bench-convert-", dir=cli.workdir))
@@ -145,28 +160,31 @@ def main() -> None:
         tree = ported_tree(work)
         floor = floor_bytes()
         load = os.getloadavg()
-        fixed = {row["direction"]: row["wall"] for row in bench_size("tiny", tree, work, cli.tp, cli.pp)}
-        rows = [row for name in cli.sizes.split(",") for row in bench_size(name, tree, work, cli.tp, cli.pp)]
+        fixed = {row["direction"]: row for row in bench_size("tiny", tree, work, cli.tp, cli.pp, cli.runs)}
+        rows = [row for name in cli.sizes.split(",") for row in bench_size(name, tree, work, cli.tp, cli.pp, cli.runs)]
+        after = os.getloadavg()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"# porter convert vs cp -r of the same files, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
-          f"{os.cpu_count()} cores, load average {load[0]:.1f} at the start; "
-          f"{versions('torch', 'safetensors', 'transformers')}")
+          f"{os.cpu_count()} cores, load average {load[0]:.1f} at the start and {after[0]:.1f} at the end, "
+          f"fastest of {cli.runs} runs each; {versions('torch', 'safetensors', 'transformers')}")
     print(f"# process floor (Python with torch, transformers and porter imported): {human(floor)}; fixed cost "
-          + ", ".join(f"{d}: {s:.1f} s" for d, s in fixed.items()) + "\n")
-    print("| model | direction | copy s | convert s | convert / copy | streamed / copy | peak memory | peak / model | "
-          "largest process | read | written | bit-exact |")
+          "(the tiny model): " + ", ".join(f"{d}: {r['wall']:.1f} s ({r['cpu']:.1f} s CPU)" for d, r in fixed.items())
+          + "\n")
+    print("| model | direction | copy s | convert s | convert / copy | streamed / copy | CPU s: copy, convert, "
+          "streamed | peak memory | peak / model | read | written | bit-exact |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        streamed = (r["wall"] - fixed[r["direction"]]) / r["copy"]
-        print(f"| {r['model']} ({human(r['bytes'])}) | {r['direction']} | {r['copy']:.2f} | {r['wall']:.2f} | "
-              f"{r['wall'] / r['copy']:.2f}x | {streamed:.2f}x | {human(r['peak_bytes'])} | "
-              f"{r['peak_bytes'] / r['bytes']:.2f}x | {human(r['largest'])} | {human(r['bytes_read'])} | "
+        base = fixed[r["direction"]]
+        streamed, cpu = (r["wall"] - base["wall"]) / r["copy"]["wall"], r["cpu"] - base["cpu"]
+        print(f"| {r['model']} ({human(r['bytes'])}) | {r['direction']} | {r['copy']['wall']:.2f} | {r['wall']:.2f} | "
+              f"{r['wall'] / r['copy']['wall']:.2f}x | {streamed:.2f}x | {r['copy']['cpu']:.2f}, {r['cpu']:.2f}, "
+              f"{cpu:.2f} | {human(r['peak_bytes'])} | {r['peak_bytes'] / r['bytes']:.2f}x | {human(r['bytes_read'])} | "
               f"{human(r['bytes_written'])} | {'yes' if r['bit_exact'] else 'NO'} |")
-    print("(convert s: the whole command, Python's start and the tree's own argument parser included; "
-          "in-process seconds: " + ", ".join(f"{r['seconds']:.2f}" for r in rows) + ". peak memory: the porter "
-          "process's own, as --json reports it (VmHWM); largest process: the largest peak of the command's "
-          "processes (wait4's ru_maxrss), the tree's argument parser included)")
+    print("(convert s: the whole command, Python's start, imports and the tree's own argument parser included; "
+          "streamed: less the fixed cost. CPU s: user + system time of the command's processes. peak memory: the "
+          "porter process's own, as --json reports it (VmHWM); the largest of the command's processes: "
+          + ", ".join(human(r["largest"]) for r in rows) + ")")
 
 
 if __name__ == "__main__":

@@ -40,7 +40,10 @@ class Weight:
 
     `key` is relative to the tree's layer (its state dict: "attention.query_key_value.weight"),
     each of `hf` relative to HF's layer ("self_attn.q_proj.weight" of model.layers.<i>.).
-    `join` makes the tree's tensor from HF's (in `hf` order), `split` HF's from the tree's;
+    `join` makes the tree's tensor from HF's (in `hf` order): a tensor, or, where the tree's rows
+    are HF's rows in another order (a fusion), a tuple of pieces whose rows one after the other
+    are the tensor (porter/convert/pieces.py: written out back to back, never put together);
+    `split` HF's from the tree's;
     left out, the one tensor is the other as it is. `made`: a tensor the tree computes itself and
     saves (a rotary embedding's frequencies), with no HF tensor: made on the way in, dropped on
     the way out. `file`: the checkpoint file it is saved in when the engine saves it apart from
@@ -50,7 +53,7 @@ class Weight:
     key: str
     hf: tuple[str, ...] = ()
     role: str = "replicated"
-    join: Callable[[Sequence[Tensor]], Tensor] | None = None
+    join: Callable[[Sequence[Tensor]], Tensor | tuple[Tensor, ...]] | None = None
     split: Callable[[Tensor], Sequence[Tensor]] | None = None
     made: Callable[[], Tensor] | None = None
     file: Callable[[int, int, int], tuple[str, str]] | None = None
@@ -59,8 +62,8 @@ class Weight:
         if self.role not in ROLES:
             raise ValueError(f"{self.key}: role {self.role!r} is not one of {', '.join(ROLES)}")
 
-    def to_tree(self, tensors: Sequence[Tensor]) -> Tensor:
-        """HF's tensors (in `hf` order) -> the tree's."""
+    def to_tree(self, tensors: Sequence[Tensor]) -> Tensor | tuple[Tensor, ...]:
+        """HF's tensors (in `hf` order) -> the tree's (a tensor, or its pieces)."""
         if self.made is not None:
             return self.made()
         return self.join(tensors) if self.join is not None else tensors[0]
@@ -127,11 +130,12 @@ class ModelShape:
         return sizes
 
 
-def fuse_qkv(q: Tensor, k: Tensor, v: Tensor, kv_heads: int) -> Tensor:
-    """HF q [np*hn, ...], k and v [ng*hn, ...] -> fused [ng * (np/ng + 2) * hn, ...], per key/value head."""
+def fuse_qkv(q: Tensor, k: Tensor, v: Tensor, kv_heads: int) -> tuple[Tensor, ...]:
+    """HF q [np*hn, ...], k and v [ng*hn, ...] -> fused [ng * (np/ng + 2) * hn, ...], per key/value
+    head: as pieces (porter/convert/pieces.py), head g's q, k and v rows, views of HF's tensors."""
     rest = q.shape[1:]
-    parts = [t.reshape(kv_heads, -1, *rest) for t in (q, k, v)]
-    return torch.cat(parts, dim=1).reshape(-1, *rest)
+    q, k, v = (t.reshape(kv_heads, -1, *rest) for t in (q, k, v))
+    return tuple(part[g] for g in range(kv_heads) for part in (q, k, v))
 
 
 def split_qkv(qkv: Tensor, shape: ModelShape) -> list[Tensor]:

@@ -10,30 +10,32 @@ from __future__ import annotations
 
 import torch
 
+from porter.convert.pieces import joined, rows, rows_between
 from porter.convert.tensors import MegatronWeights
 from porter.errors import PorterError
 
 
-def shard_pieces(t: torch.Tensor, how: str, tp: int, rank: int) -> tuple[torch.Tensor, ...]:
-    """What rank `rank` of `tp` holds of a full tensor, as views of it whose rows, one piece after
-    the other, are the rank's tensor (one piece, but for the fused gate+up halves)."""
+def shard_pieces(t, how: str, tp: int, rank: int) -> tuple[torch.Tensor, ...]:
+    """What rank `rank` of `tp` holds of a full tensor (or of its pieces: porter/convert/pieces.py),
+    as pieces: views, whose rows one after the other are the rank's tensor."""
     if how == "replicated" or tp == 1:
-        return (t,)
+        return t if isinstance(t, tuple) else (t,)
+    count = rows(t)
     if how == "rows":
-        return (t.chunk(tp, dim=0)[rank],)
+        return rows_between(t, rank * count // tp, (rank + 1) * count // tp)
     if how == "columns":
-        return (t.chunk(tp, dim=1)[rank],)
+        return (joined(t).chunk(tp, dim=1)[rank],)
     if how == "gate_up":  # full [A; B] -> rank r holds [A_r; B_r]
-        first, second = t.chunk(2, dim=0)
-        return first.chunk(tp, dim=0)[rank], second.chunk(tp, dim=0)[rank]
+        half = count // 2
+        return rows_between(t, rank * half // tp, (rank + 1) * half // tp) + \
+            rows_between(t, half + rank * half // tp, half + (rank + 1) * half // tp)
     raise ValueError(how)
 
 
-def shard_tensor(t: torch.Tensor, how: str, tp: int, rank: int) -> torch.Tensor:
-    """What rank `rank` of `tp` holds of a full tensor: a view of it, a copy only for the fused
-    gate+up halves."""
-    pieces = shard_pieces(t, how, tp, rank)
-    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=0)
+def shard_tensor(t, how: str, tp: int, rank: int) -> torch.Tensor:
+    """What rank `rank` of `tp` holds of a full tensor: a view of it, a copy only where its rows
+    come from several pieces."""
+    return joined(shard_pieces(t, how, tp, rank))
 
 
 def unshard_tensor(parts: list[torch.Tensor], how: str) -> torch.Tensor:

@@ -10,8 +10,9 @@ The mapping is one function per direction for a transformer layer (`hf_layer_to_
 model is a stream of parts, in order: ("embedding", None, t), ("layer", i, {key: t}) for each
 layer, ("final_norm", None, t), ("output", None, t or None); the conversions stream it part by
 part (`hf_parts`, `hf_tensors`), so that no more than one layer is held at a time. A tensor is
-copied only where its layout changes (a fusion, a split, padding rows): the rest are the very
-tensors read (views, mapped from the file), written out as they are. Every function also runs
+copied only where its layout changes and the change is more than an order of rows (a split
+of q, k and v, padding rows): a fusion of rows is its pieces in order (porter/convert/pieces.py),
+and the rest are the very tensors read (views, mapped from the file), written out as they are. Every function also runs
 on tensors of the meta device: that is how a conversion plans its files before reading a byte.
 """
 
@@ -82,7 +83,7 @@ class MegatronWeights:
         found: dict = {"layers": []}
         for kind, _, value in parts:
             if kind == "layer":
-                found["layers"].append(value)
+                found["layers"].append({k: joined(v) for k, v in value.items()})
             else:
                 found[kind] = None if value is None else joined(value)
         return cls(weights=weights, embedding=found["embedding"], layers=found["layers"],

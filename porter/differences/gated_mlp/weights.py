@@ -8,8 +8,6 @@ second the up one (Habana's hand port). Pure copies both ways.
 
 from __future__ import annotations
 
-import torch
-
 from porter.weights import LayerWeights, Weight
 
 GATE_UP = ("mlp.gate_proj.weight", "mlp.up_proj.weight")
@@ -25,7 +23,7 @@ def gated_weights(layer: LayerWeights) -> None:
 
     def join(tensors):
         gate, up = tensors
-        return torch.cat((gate, up) if first else (up, gate), dim=0)
+        return (gate, up) if first else (up, gate)  # pieces: the halves in order, never put together
 
     def split(fused):
         a, b = fused.chunk(2, dim=0)

@@ -78,7 +78,7 @@ def expert_weights(layer: LayerWeights) -> None:
         else:
             experts += [
                 Weight(fc1, (f"{DISK}.experts.{e}.w1.weight", f"{DISK}.experts.{e}.w3.weight"), file=_placed(prefix + fc1, e),
-                       join=lambda t: torch.cat(t if first else t[::-1], dim=0),
+                       join=lambda t: tuple(t if first else t[::-1]),  # pieces: the halves in order
                        split=lambda fused: fused.chunk(2, dim=0)[::1 if first else -1]),
                 Weight(fc2, (f"{DISK}.experts.{e}.w2.weight",), file=_placed(prefix + fc2, e))]
     layer.replace("mlp_in", [Weight(f"{m}.{ROUTER}", (f"{block}.gate.weight",))])
@@ -96,13 +96,13 @@ def _expert(fused: torch.Tensor, e: int, count: int) -> torch.Tensor:
     return fused[e]
 
 
-def _fused_from_memory(gate_up: torch.Tensor, e: int, count: int, gate_first: bool) -> torch.Tensor:
+def _fused_from_memory(gate_up: torch.Tensor, e: int, count: int, gate_first: bool):
     """Expert e of transformers 5's [E, 2 * ffn, h] (gate first), in the port's half order."""
     fused = _expert(gate_up, e, count)
     if gate_first:
         return fused
     gate, up = fused.chunk(2, dim=0)
-    return torch.cat((up, gate), dim=0)
+    return up, gate  # pieces: the halves in the port's order
 
 
 def _count_error(key: str, found, count: int) -> PorterError:
