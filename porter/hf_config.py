@@ -30,6 +30,7 @@ from porter.hf_reading import (
     REFUSED_ANYWHERE,
     ROPE_FIELDS,
     HFConfig,
+    class_defines,
     config_class,
     read_config,
     reading,
@@ -37,7 +38,7 @@ from porter.hf_reading import (
 )
 from porter.spec import Differences, Spec, schema_of
 
-__all__ = ["HFConfig", "class_defines", "family_of", "hf_class_of", "hf_config_of", "hf_file_of", "read_config",
+__all__ = ["HFConfig", "family_of", "hf_class_of", "hf_config_of", "hf_file_of", "read_config",
            "spec_from_hf", "spec_values_from_hf"]
 
 # name -> Spec of every bundled spec with a reference class (porter.catalog.bundled_families)
@@ -336,12 +337,3 @@ def installed_rope_spelling(config: dict[str, Any]) -> dict[str, Any]:
     if out.get("rope_scaling", 0) is None:
         del out["rope_scaling"]
     return out
-
-
-def class_defines(model_type: str | None, name: str, unknown: bool = True) -> bool:
-    """Does the transformers config class of `model_type` define the field `name`? LlamaConfig
-    defines attention_bias; Qwen2Config does not (Qwen2's modeling code hard-codes its q, k, v
-    biases), so there the family spec, not config.json, says where the biases are. An unknown
-    model type answers `unknown`."""
-    cls = config_class(model_type)
-    return unknown if cls is None else cls.defines(name)

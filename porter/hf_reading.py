@@ -213,7 +213,7 @@ def model_type_of_class(hf_class: str) -> str | None:
 
 
 def table_entry(cls: ConfigClass) -> dict:
-    """The table's entry for a config class (`python -m porter.hf_reading` writes them)."""
+    """The table's entry for a config class (`python -m porter.hf_table` writes them)."""
     entry = {"class": cls.name, "defaults": cls.defaults, "reads": sorted(cls.reads), "default_theta": cls.default_theta}
     if cls.legacy:
         entry["legacy"] = cls.legacy
@@ -331,30 +331,10 @@ def class_default(config: HFConfig, name: str) -> Any:
     return None if config.cls is None else config.cls.defaults.get(name)
 
 
-def write_table(path: Path = TABLE) -> dict:
-    """The table of the installed config classes porter ports (its families' model types)."""
-    from porter.catalog import available_specs, load_spec
-
-    transformers = _transformers()
-    if transformers is None:
-        raise SystemExit("transformers is not installed: the table describes its config classes")
-    types = set()
-    for spec_path in available_specs().values():
-        spec = load_spec(str(spec_path))
-        if spec.hf_class:
-            types.add(getattr(transformers, spec.hf_class).config_class.model_type)
-    old = _table()
-    classes = {}
-    for model_type in sorted(types):
-        cls = _installed(model_type)
-        classes[model_type] = {**table_entry(cls), "causal_lm": causal_lm_of(transformers, model_type)}
-        if model_type in old.get("classes", {}) and "legacy" in old["classes"][model_type]:
-            classes[model_type]["legacy"] = old["classes"][model_type]["legacy"]
-    data = {"transformers": transformers.__version__, "base": sorted(_base_fields(transformers)), "classes": classes}
-    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    return data
-
-
-if __name__ == "__main__":
-    write_table()
-    print(f"wrote {TABLE}")
+def class_defines(model_type: str | None, name: str, unknown: bool = True) -> bool:
+    """Does the transformers config class of `model_type` define the field `name`? LlamaConfig
+    defines attention_bias; Qwen2Config does not (Qwen2's modeling code hard-codes its q, k, v
+    biases), so there the family spec, not config.json, says where the biases are. An unknown
+    model type answers `unknown`."""
+    cls = config_class(model_type)
+    return unknown if cls is None else cls.defines(name)

@@ -149,7 +149,7 @@ def test_the_table_is_the_installed_transformers():
 
         installed = {**table_entry(_installed(model_type)), "causal_lm": causal_lm_of(transformers, model_type)}
         assert {k: v for k, v in entry.items() if k != "legacy"} == installed, \
-            f"{model_type}: run `python -m porter.hf_reading` and review"
+            f"{model_type}: run `python -m porter.hf_table` and review"
 
 
 def test_without_transformers_porter_reads_every_config_the_same(tmp_path, monkeypatch):

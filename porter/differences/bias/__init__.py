@@ -20,7 +20,7 @@ from porter.differences.base import Difference
 from porter.differences.bias import detect
 from porter.differences.bias import rewrites as R
 from porter.differences.bias.weights import bias_weights
-from porter.hf_config import class_defines
+from porter.hf_reading import class_defines
 from porter.planner import rw, unsupported
 from porter.profile import TRANSFORMER
 from porter.profile.features import NETWORK, Spelling, tree_spelling

@@ -18,7 +18,7 @@ from __future__ import annotations
 from porter.differences.base import Difference
 from porter.differences.sliding_window import rewrites as W
 from porter.errors import PorterError
-from porter.hf_config import class_defines
+from porter.hf_reading import class_defines
 from porter.planner import rw, unsupported
 from porter.profile import TRANSFORMER
 from porter.profile.features import NETWORK, Spelling
