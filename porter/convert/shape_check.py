@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 
+from porter.convert.pieces import as_meta
 from porter.errors import PorterError
 from porter.weights import ModelWeights
 
@@ -82,7 +83,7 @@ def tree_shapes(weights: ModelWeights, expected_hf: Mapping[str, tuple[int, ...]
         if weight.made is not None or not all(pre + n in expected_hf for n in weight.hf):
             continue
         metas = [torch.empty(expected_hf[pre + n], device="meta") for n in weight.hf]
-        out[weight.key] = tuple(weight.to_tree(metas).shape)
+        out[weight.key] = tuple(as_meta(weight.to_tree(metas)).shape)  # a join may give pieces
     return out
 
 
@@ -109,8 +110,9 @@ def check_megatron(parts: Iterator, weights: ModelWeights, hf_class: str, path: 
             bad.append(("final norm", (h,), tuple(value.shape)))
         elif kind == "layer":
             expected = tree_shapes(weights, expected_hf, i)
-            bad += [(f"layer {i}: {key}", expected[key], tuple(t.shape)) for key, t in value.items()
-                    if key in expected and tuple(t.shape) != expected[key]]
+            found = {key: tuple(as_meta(t).shape) for key, t in value.items()}  # a fusion may come as pieces
+            bad += [(f"layer {i}: {key}", expected[key], shape) for key, shape in found.items()
+                    if key in expected and shape != expected[key]]
     why = (f"num_layers {shape.num_layers}, hidden_size {h}, {shape.num_attention_heads} heads of {shape.head_dim}, "
            f"{shape.kv_heads} key/value groups, ffn_hidden_size {shape.ffn_hidden_size}")
     _refuse(bad, path, "the checkpoint's args", why)
