@@ -20,8 +20,8 @@ import torch
 from typer.testing import CliRunner
 
 from porter import convert
-from porter.cli import app
 from porter.catalog import load_spec
+from porter.cli import app
 from porter.verify.parity import VerifyOptions, verify
 from tests.conftest import copy_sample_tree
 from tests.families.battery import model_folder
@@ -72,8 +72,14 @@ def check_config(tree: Path, folder: Path, workdir: Path) -> dict:
     with torch.no_grad():
         drift = (again(tokens).logits - original(tokens).logits).abs().max().item()
     assert drift <= 1e-5
-    figures = {"model": result.results[0].model_class, "max_abs_logit_diff": result.results[0].max_logit_diff,
-               "argmax_equal": result.results[0].argmax_equal, "round_trip_logit_diff": drift,
-               "shrunk": result.reference[1].strip()}
+    run = result.results[0]
+    worst = max(run.probes, key=lambda p: p.max_diff / max(1.0, p.scale), default=None)
+    figures = {"model": run.model_class, "max_abs_logit_diff": run.max_logit_diff, "tolerance": run.tolerance,
+               "argmax_equal": run.argmax_equal, "loss_diff": abs(run.loss - run.reference_loss),
+               "max_abs_token_loss_diff": run.max_token_loss_diff,
+               "worst_probe": "every probe 0" if worst is None or worst.max_diff == 0 else
+               f"{worst.name} ({worst.what}) {worst.max_diff:.3g}",
+               "round_trip_logit_diff": drift, "seconds": round(result.seconds, 1),
+               "shrunk": result.reference[1].strip(), "kept": result.reference[2].strip()}
     print(json.dumps(figures))
     return figures

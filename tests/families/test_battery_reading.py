@@ -166,3 +166,15 @@ def test_without_transformers_porter_reads_every_config_the_same(tmp_path, monke
             assert dict(without.values) == with_it[stem], stem
     finally:
         hf_config._default_reading.cache_clear()
+
+
+def test_the_battery_table_says_exact_or_refused_with_the_features(tmp_path):
+    """python -m tests.families.battery_table (issue 17's closing note): its reading rows."""
+    from tests.families.battery_table import reading_row
+
+    assert reading_row(tmp_path, "meta-llama--Meta-Llama-3-8B") == {
+        "config": "meta-llama--Meta-Llama-3-8B", "verdict": "exact", "family": "llama",
+        "detail": BATTERY["meta-llama--Meta-Llama-3-8B"][1]}
+    refused = reading_row(tmp_path, "Qwen--Qwen3-8B")
+    assert refused["verdict"] == "refused" and refused["detail"].endswith("(q_norm, k_norm); closest: qwen2")
+    assert refused["family"] is None
