@@ -52,7 +52,7 @@ def test_rmsnorm_backward_is_autograds_through_the_reference(dtype, offset):
     def close(a, b):
         return (a.float() - b.float()).abs().max().item() <= tolerance * max(1.0, b.float().abs().max().item())
 
-    for name, a, b in zip(("output", "dx", "dweight"), got, want):
+    for name, a, b in zip(("output", "dx", "dweight"), got, want, strict=True):
         assert close(a, b), name
     # the comparison can fail: another function's gradient is told apart
     wrong = grads(lambda x, w: reference(x, w) * 1.1, x, weight)
@@ -70,7 +70,7 @@ def test_rmsnorm_backward_of_a_transposed_input():
     weight = norm.weight.detach()
     want = grads(lambda x, w: rmsnorm.rms_norm_reference(x, w, 1e-5), x, weight)
     got = grads(lambda x, w: rmsnorm.RMSNormFunction.apply(x, w, 1e-5), x, weight)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
