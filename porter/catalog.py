@@ -30,6 +30,7 @@ from porter.differences.grouped_query import GroupedQueryAttention
 from porter.differences.head_dim import HeadDim
 from porter.differences.moe import MixtureOfExperts
 from porter.differences.norm_eps import NormEps
+from porter.differences.qk_norm import QueryKeyNorm
 from porter.differences.qkv_layout import FusedQKVLayout
 from porter.differences.rmsnorm import RMSNormDifference
 from porter.differences.rmsnorm.offset import NormOffset
@@ -57,6 +58,7 @@ _REGISTERED: list[Difference] = [
     GroupedQueryAttention(),
     SlidingWindow(),
     HeadDim(),
+    QueryKeyNorm(),
     Bias(),
     UntiedHead(),
     EmbeddingScale(),
