@@ -30,6 +30,7 @@ from porter.differences.grouped_query import GroupedQueryAttention
 from porter.differences.head_dim import HeadDim
 from porter.differences.moe import MixtureOfExperts
 from porter.differences.norm_eps import NormEps
+from porter.differences.post_norm import PostNorm
 from porter.differences.qk_norm import QueryKeyNorm
 from porter.differences.qkv_layout import FusedQKVLayout
 from porter.differences.rmsnorm import RMSNormDifference
@@ -66,6 +67,7 @@ _REGISTERED: list[Difference] = [
     Tokenizer(),
     NormEps(),
     FinalNorm(),
+    PostNorm(),
     Sizes(),
     MixtureOfExperts(),
 ]

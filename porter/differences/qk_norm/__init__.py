@@ -97,9 +97,12 @@ class QueryKeyNorm(Difference):
         """q_layernorm and k_layernorm beside the projection: whole on every rank per head, split
         by heads (as the projection's rows) over the whole projection. The kind is the HF
         class's (its model type): what HF's tensors are, which to_hf holds the spec to."""
-        kind = HF_KINDS.get(layer.config.get("model_type"), "none")
-        if kind == "none":
-            return
+        model_type = layer.config.get("model_type")
+        kind = HF_KINDS.get(model_type)
+        if kind is None:
+            raise PorterError(f"porter does not know how the HF model type {model_type!r} normalises query and key",
+                              construct="an HF model type with a query/key norm", found=repr(model_type),
+                              fix=f"convert one of {', '.join(HF_KINDS)}, or report the family")
         a, role = layer.layout.attention, "rows" if kind == "projection" else "replicated"
         layer.add_after("qkv", SWITCH, [Weight(f"{a}.{x}_layernorm.weight", (f"self_attn.{x}_norm.weight",), role)
                                         for x in "qk"])
