@@ -22,7 +22,7 @@ def add_qk_norm_probes(layer: LayerProbes) -> None:
         return c[f"{hf}.self_attn.q_norm"].flatten(2), c[f"{hf}.self_attn.k_norm"].flatten(2)
 
     layer.add_after("qkv", "qk_norm", [
-        layer.probe(f"{a}.{x}_layernorm", f"{what} norm (RMSNorm of the {what}s before rotary)",
+        layer.probe(f"{a}.{x}_layernorm", f"{what} norm (RMSNorm of the {whats} before rotary)",
                     lambda c, i=i: normed(c)[i], combine="cat", reshape=_heads_flat)
-        for i, (x, what) in enumerate((("q", "query"), ("k", "key")))])
+        for i, (x, what, whats) in enumerate((("q", "query", "queries"), ("k", "key", "keys")))])
     layer.hf_query_key = normed
