@@ -30,7 +30,7 @@ from porter.differences.grouped_query import GroupedQueryAttention
 from porter.differences.head_dim import HeadDim
 from porter.differences.moe import MixtureOfExperts
 from porter.differences.norm_eps import NormEps
-from porter.differences.post_norm import PostNorm
+from porter.differences.norm_placement import NormPlacement, PostNorm
 from porter.differences.qk_norm import QueryKeyNorm
 from porter.differences.qkv_layout import FusedQKVLayout
 from porter.differences.rmsnorm import RMSNormDifference
@@ -54,6 +54,8 @@ _REGISTERED: list[Difference] = [
     RopeScaling(),
     RMSNormDifference(),
     NormOffset(),
+    NormPlacement(),
+    PostNorm(),
     FusedAttention(),
     FusedQKVLayout(),
     GroupedQueryAttention(),
@@ -67,7 +69,6 @@ _REGISTERED: list[Difference] = [
     Tokenizer(),
     NormEps(),
     FinalNorm(),
-    PostNorm(),
     Sizes(),
     MixtureOfExperts(),
 ]

@@ -88,8 +88,7 @@ ROTARY = """        # Rotary position embedding: rotate query and key [sq, b, np
             query_layer, key_layer = self.rotary_emb(query_layer, key_layer, offset=offset)
 """
 ALL_REDUCE = "            squares = _SumOverRanks.apply(squares, group)\n"
-ATTENTION_POST_NORM = ("            attention_output = self.attention_output_layernorm(attention_output if attention_bias "
-                       "is None else attention_output + attention_bias)\n")
+ATTENTION_POST_NORM = "            attention_output = self.attention_output_layernorm(attention_output)\n"
 PRE_MLP_NORM = "        layernorm_output = self.post_attention_layernorm(layernorm_input)\n"
 # a port missing one of the differences: (spec, verify options, the edits, the module verify must name)
 BREAKS = {
@@ -98,8 +97,7 @@ BREAKS = {
     "qk norm per rank at tp2": (OLMO2, TP2, [("megatron/model/qk_norm.py", ALL_REDUCE, "            pass\n")],
                                 f"{LAYER0}.attention.q_layernorm"),
     "post-norm after the residual add": (OLMO2, TP1, [
-        ("megatron/model/transformer.py", ATTENTION_POST_NORM, ATTENTION_POST_NORM.replace(
-            "self.attention_output_layernorm(", "(")),
+        ("megatron/model/transformer.py", ATTENTION_POST_NORM, "            pass\n"),
         ("megatron/model/transformer.py", PRE_MLP_NORM,
          "        if self.attention_output_layernorm is not None:\n"
          "            layernorm_input = self.attention_output_layernorm(layernorm_input)\n" + PRE_MLP_NORM)],

@@ -241,6 +241,11 @@ def _add_network_size_args(parser):
                        default='layernorm',
                        choices=['layernorm', 'rmsnorm'],
                        help='Norm at every transformer norm site, the final norm included.')
+    group.add_argument('--norm-placement',
+                       type=str,
+                       default='pre',
+                       choices=['pre', 'sandwich', 'post'],
+                       help='Where each layer normalises: before attention and MLP (pre), before and after both, the outputs normalised before each residual add (sandwich: Gemma-2/3), or the outputs only (post: OLMo-2).')
     group.add_argument('--qk-norm',
                        type=str,
                        default='none',
@@ -257,11 +262,6 @@ def _add_network_size_args(parser):
                        type=float,
                        default=None,
                        help='With --ffn-multiple-of: multiply int(2/3 * 4h) by this before rounding (LLaMA-3: 1.3).')
-    group.add_argument('--norm-placement',
-                       type=str,
-                       default='pre',
-                       choices=['pre', 'post'],
-                       help='Where the transformer layer normalises: pre, x + attn(norm(x)) (GPT), or post, x + norm(attn(x)) with no norm before attention or the MLP (OLMo-2).')
     return parser
 
 

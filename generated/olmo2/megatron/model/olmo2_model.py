@@ -11,11 +11,12 @@ What differs from GPT:
   - activation swiglu: the transformer's MLP (--activation-func-type, see transformer.py)
   - rotary positions: attention rotates q and k; no learned position table
   - RMSNorm at every norm site, the final norm included
+  - post-norm (--norm-placement post): x + norm(attn(x)), then x + norm(mlp(.)),
+    no norm before attention or the MLP
   - query/key norm (projection): RMSNorm on q and k before rotary (--qk-norm)
   - no bias in any linear layer
   - an untied output projection: its own [vocab/p, h] weight, saved in checkpoints
   - MLP width int(2/3 * 4h) rounded up to 256
-  - post-norm: x + norm(attn(x)), then x + norm(mlp(x)), no norm before them (--norm-placement)
 Switches are arguments; pretrain_olmo2.py sets their defaults.
 """
 

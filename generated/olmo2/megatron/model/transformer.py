@@ -366,16 +366,14 @@ class ParallelTransformerLayer(MegatronModule):
         self.post_attention_layernorm = norm_class(
             args.hidden_size,
             eps=args.layernorm_epsilon)
-        # Post-norm (OLMo-2): the outputs of attention and of the MLP are normalised before each residual add,
-        # by norms built as the one after attention; nothing is normalised before them.
-        self.attention_output_layernorm = self.mlp_output_layernorm = None
+        # Output norms (sandwich, Gemma-2/3; post, OLMo-2): the attention's and the MLP's outputs are normalised before each residual add (None: a pre-norm layer).
+        self.attention_output_layernorm = None
+        self.mlp_output_layernorm = None
+        if args.norm_placement != 'pre':
+            self.attention_output_layernorm = norm_class(args.hidden_size, eps=args.layernorm_epsilon)
+            self.mlp_output_layernorm = norm_class(args.hidden_size, eps=args.layernorm_epsilon)
+        # Post-norm (OLMo-2): nothing is normalised before attention or the MLP, only their outputs.
         if args.norm_placement == 'post':
-            self.attention_output_layernorm = norm_class(
-                args.hidden_size,
-                eps=args.layernorm_epsilon)
-            self.mlp_output_layernorm = norm_class(
-                args.hidden_size,
-                eps=args.layernorm_epsilon)
             self.input_layernorm = torch.nn.Identity()
             self.post_attention_layernorm = torch.nn.Identity()
 
@@ -423,10 +421,9 @@ class ParallelTransformerLayer(MegatronModule):
         else:
             bias_dropout_add_func = get_bias_dropout_add(self.training)
 
-        # Post-norm: the attention's output (its bias added) is normalised before the residual add.
         if self.attention_output_layernorm is not None:
-            attention_output = self.attention_output_layernorm(attention_output if attention_bias is None else attention_output + attention_bias)
-            attention_bias = None if attention_bias is None else torch.zeros_like(attention_bias)
+            # Output norms: the attention output is normalised before the residual add.
+            attention_output = self.attention_output_layernorm(attention_output)
         with torch.enable_grad():
             layernorm_input = bias_dropout_add_func(
                 attention_output,
@@ -465,10 +462,9 @@ class ParallelTransformerLayer(MegatronModule):
         else:
             residual = layernorm_input
 
-        # Post-norm: the MLP's output (its bias added) is normalised before the residual add.
         if self.mlp_output_layernorm is not None:
-            mlp_output = self.mlp_output_layernorm(mlp_output if mlp_bias is None else mlp_output + mlp_bias)
-            mlp_bias = None if mlp_bias is None else torch.zeros_like(mlp_bias)
+            # Output norms: the mlp output is normalised before the residual add.
+            mlp_output = self.mlp_output_layernorm(mlp_output)
         with torch.enable_grad():
             output = bias_dropout_add_func(
                 mlp_output,
