@@ -55,12 +55,12 @@ def test_qwen3_round_trips_bit_exact_with_its_per_head_qk_norms(qwen3_olmo2_tree
 
 @pytest.mark.parametrize("load", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["convert", "and-load"])
 def test_olmo2_round_trips_bit_exact_with_its_post_norms_and_split_qk_norms(qwen3_olmo2_tree, tmp_path, load):
-    hf = save_tiny("Olmo2ForCausalLM", tmp_path / "hf", rope_theta=5e5, tie_word_embeddings=False,
-                   rms_norm_eps=1e-6)
+    hf = save_tiny("Olmo2ForCausalLM", tmp_path / "hf", num_key_value_heads=4, rope_theta=5e5,
+                   tie_word_embeddings=False, rms_norm_eps=1e-6)
     state, config, ranks, ckpt = round_trip(qwen3_olmo2_tree, tmp_path, "olmo2", hf)
     assert config["architectures"] == ["Olmo2ForCausalLM"]
     assert not [k for k in state if "input_layernorm" in k]
-    for x, width in (("q", 64), ("k", 32)):  # all heads' channels, each rank its own heads' half
+    for x, width in (("q", 64), ("k", 64)):  # all heads' channels, each rank its own heads' half
         hf_norm = state[f"model.layers.0.self_attn.{x}_norm.weight"]
         assert hf_norm.shape == (width,)
         for rank, half in zip(ranks, hf_norm.chunk(2), strict=True):
