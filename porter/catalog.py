@@ -30,6 +30,8 @@ from porter.differences.grouped_query import GroupedQueryAttention
 from porter.differences.head_dim import HeadDim
 from porter.differences.moe import MixtureOfExperts
 from porter.differences.norm_eps import NormEps
+from porter.differences.norm_placement import NormPlacement, PostNorm
+from porter.differences.qk_norm import QueryKeyNorm
 from porter.differences.qkv_layout import FusedQKVLayout
 from porter.differences.rmsnorm import RMSNormDifference
 from porter.differences.rmsnorm.offset import NormOffset
@@ -52,11 +54,14 @@ _REGISTERED: list[Difference] = [
     RopeScaling(),
     RMSNormDifference(),
     NormOffset(),
+    NormPlacement(),
+    PostNorm(),
     FusedAttention(),
     FusedQKVLayout(),
     GroupedQueryAttention(),
     SlidingWindow(),
     HeadDim(),
+    QueryKeyNorm(),
     Bias(),
     UntiedHead(),
     EmbeddingScale(),
