@@ -31,6 +31,8 @@ from porter.differences.head_dim import HeadDim
 from porter.differences.latent_attention import LatentAttention
 from porter.differences.moe import MixtureOfExperts
 from porter.differences.norm_eps import NormEps
+from porter.differences.norm_placement import NormPlacement, PostNorm
+from porter.differences.qk_norm import QueryKeyNorm
 from porter.differences.qkv_layout import FusedQKVLayout
 from porter.differences.rmsnorm import RMSNormDifference
 from porter.differences.rmsnorm.offset import NormOffset
@@ -53,12 +55,15 @@ _REGISTERED: list[Difference] = [
     RopeScaling(),
     RMSNormDifference(),
     NormOffset(),
+    NormPlacement(),
+    PostNorm(),
     FusedAttention(),
     FusedQKVLayout(),
     GroupedQueryAttention(),
     SlidingWindow(),
     HeadDim(),
     LatentAttention(),
+    QueryKeyNorm(),
     Bias(),
     UntiedHead(),
     EmbeddingScale(),

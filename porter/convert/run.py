@@ -73,6 +73,10 @@ class Port:
         """An HF state dict and config, whole in memory, in the tree's layout (small models: tests, verify)."""
         return hf_to_megatron(state, config, self.layout, self.spec.wanted(), tensor_parallel)
 
+    def pipeline_engine(self) -> bool:
+        """Does the port's model run on the pipeline engine (else only on the plain one)?"""
+        return all(d.pipeline_engine for d in self.spec.wanted())
+
     def expert_parallel_argv(self, size: int) -> list[str]:
         """The tree's options that shard the port's experts over `size` ranks (verify, smoke)."""
         if size == 1:
@@ -132,9 +136,10 @@ class Port:
     def spec_from_args(self, args) -> Any:
         """The port's spec with the numbers a checkpoint's args hold."""
         values: dict[str, Any] = {}
+        schema = self.spec.schema
         for dest, (field, _) in self.numbers(self.spec).items():
             value = getattr(args, dest, None)
-            if isinstance(value, list) and is_number(value):
+            if isinstance(value, list) and value and is_number(value) and list not in schema[field].kinds:
                 value = max(value)  # a count per layer (--num-experts): the spec holds the sparse layers'
             if is_number(value):
                 values[field] = value
@@ -174,11 +179,15 @@ def stamp_tree_args(port: Port, spec, shape: ModelShape, folder: Path, tp: int, 
     return "the tree's own parser"
 
 
-def checkpoint_from_hf(model, target, hf_dir, out, *, tp: int = 1, pp: int = 1, pipe: bool = True,
+def checkpoint_from_hf(model, target, hf_dir, out, *, tp: int = 1, pp: int = 1, pipe: bool | None = None,
                        progress: Progress | None = None) -> dict:
-    """HF directory -> a checkpoint of the ported tree at target, streamed. Returns a summary."""
+    """HF directory -> a checkpoint of the ported tree at target, streamed. Returns a summary.
+    `pipe`: for the pipeline engine or the plain one; None: the engine the port has (the
+    pipeline engine, or the plain one where a difference keeps the model off the pipe model)."""
     start = time.monotonic()
     port = Port(model, target)
+    if pipe is None:
+        pipe = port.pipeline_engine()
     source = HFDir(Path(hf_dir))
     config = source.config
     spec = port.spec_for(config, str(Path(hf_dir) / "config.json"))

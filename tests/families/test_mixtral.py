@@ -63,8 +63,8 @@ def test_the_spec_is_8_experts_top_2_and_the_port_defaults_to_it(mixtral_tree):
     assert listed.exit_code == 0 and "mixtral  (model_diffs/mixtral.toml)" in listed.output
     assert "moe.num_experts                8 (GPT: None)" in listed.output
     entry = (mixtral_tree / "pretrain_mixtral.py").read_text()
-    for default in ("num_experts=[8]", "topk=2", "moe_token_dropping=False", "moe_top2_2nd_expert_sampling=False",
-                    "moe_loss_coeff=0.02", "no_pipeline_parallel=True"):
+    for default in ("num_experts=[8]", "topk=2", "moe_norm_topk_prob=True", "moe_loss_coeff=0.02",
+                    "no_pipeline_parallel=True", "expert_interval=1", "moe_dense_layers=[]"):
         assert default in entry
 
 
@@ -87,8 +87,8 @@ def test_the_config_save_pretrained_writes_ports_too(tmp_path):
 
 @pytest.mark.parametrize(("change", "field"), [
     ({"router_jitter_noise": 0.1}, "router_jitter_noise"),
-    ({"num_experts_per_tok": 1}, "moe.top_k"),
     ({"num_experts_per_tok": 9}, "moe.top_k"),
+    ({"moe_intermediate_size": 768}, "moe_intermediate_size"),  # Qwen3-MoE's field: not Mixtral's
 ])
 def test_what_porter_cannot_honour_is_refused_by_name(tmp_path, change, field):
     with pytest.raises(PorterError) as caught:
@@ -100,7 +100,7 @@ def test_what_porter_cannot_honour_is_refused_by_name(tmp_path, change, field):
 
 @pytest.mark.parametrize(("sections", "field"), [
     ({"moe": {"top_k": 2}}, "moe.top_k"),  # experts per token without experts
-    ({"moe": {"num_experts": 8, "top_k": 1}}, "moe.top_k"),  # DeepSpeed's top-1 weighs by the probability
+    ({"moe": {"num_experts": 8, "top_k": 9}}, "moe.top_k"),  # more experts per token than experts
     ({"moe": {"num_experts": 8}, "linear": {"bias": True}}, "linear.mlp_bias"),  # DeepSpeed drops the MLP bias
 ])
 def test_specs_porter_cannot_build_on_deepspeeds_moe_layer_are_refused(sections, field):
@@ -188,13 +188,15 @@ def test_both_hf_spellings_convert_bit_exact_both_ways(mixtral_tree, tmp_path):
     assert all(torch.equal(back[k], on_disk[k]) for k in on_disk)
 
 
-def test_the_moe_checkpoint_is_the_plain_engines_at_tp_1(mixtral_tree, tmp_path):
+def test_convert_writes_the_plain_engines_checkpoint_the_moe_model_runs_on(mixtral_tree, tmp_path):
     folder, _ = tiny_mixtral(tmp_path / "hf")
     runner = CliRunner()
-    for extra, expected in ((["--no-pipe", "--tp", "2"], "--tp 1"), ([], "--no-pipe")):
-        done = runner.invoke(app, ["convert", "hf-to-megatron", "--hf", str(folder), "--out", str(tmp_path / "c"),
-                                   "--model", "mixtral", "--target", str(mixtral_tree), *extra])
-        assert done.exit_code == 2 and expected in done.output, done.output
+    convert_to = ["convert", "hf-to-megatron", "--hf", str(folder), "--model", "mixtral", "--target", str(mixtral_tree)]
+    done = runner.invoke(app, [*convert_to, "--out", str(tmp_path / "c")])  # no engine named: the port's
+    assert done.exit_code == 0 and "plain (--no-pipeline-parallel) engine" in done.output, done.output
+    assert (tmp_path / "c/release/layer_1_expert_3_mp_rank_00_model_states.pt").exists()
+    done = runner.invoke(app, [*convert_to, "--out", str(tmp_path / "p"), "--pipe"])
+    assert done.exit_code == 2 and "--no-pipe" in done.output and not (tmp_path / "p").exists(), done.output
     done = runner.invoke(app, ["verify", "mixtral", "--target", str(mixtral_tree), "--models", "pipe",
                                "--workdir", str(tmp_path / "v")])
     assert done.exit_code == 2 and "MixtralModelPipe cannot carry experts" in done.output
@@ -252,9 +254,9 @@ def test_a_converted_checkpoint_loads_with_the_trees_own_loader_at_expert_parall
 
 @pytest.mark.parametrize(("name", "edit"), [
     ("top-1", ("k=args.topk,", "k=1,")),
-    pytest.param("second expert sampled", ("top2_2nd_expert_sampling=args.moe_top2_2nd_expert_sampling",
-                                           "top2_2nd_expert_sampling=True"), marks=pytest.mark.slow),
-    pytest.param("tokens dropped", ("drop_tokens=args.moe_token_dropping", "drop_tokens=True"),
+    pytest.param("probabilities not renormalised", ("normalize=args.moe_norm_topk_prob,", "normalize=False,"),
+                 marks=pytest.mark.slow),
+    pytest.param("DeepSpeed's gate kept", ("self.mlp.deepspeed_moe.gate = Router(", "Router("),
                  marks=pytest.mark.slow),
 ])
 def test_wrong_routing_fails_verify_at_the_moe_router(mixtral_tree, tmp_path, name, edit):
