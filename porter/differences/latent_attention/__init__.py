@@ -183,6 +183,7 @@ class LatentAttention(Difference):
         if not self.wanted(spec):
             return
         config.update({hf: spec[PREFIX + key] for key, hf in HF_NAMES.items()})
+        config["head_dim"] = spec[PREFIX + "qk_rope_head_dim"]  # transformers' derived field: the rotary part
         interleave = spec[PREFIX + "rope_interleave"]
         if class_defines(config.get("model_type"), "rope_interleave", unknown=True):
             config["rope_interleave"] = interleave

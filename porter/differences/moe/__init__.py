@@ -292,11 +292,18 @@ class MixtureOfExperts(Difference):
                 construct="the config fields of the model type's experts (" + ", ".join(fields.names()) + ")",
                 found=", ".join(f"{n} = {config[n]!r}" for n in foreign),
                 fix="remove them, or check the model_type: porter reads each family's experts by its own fields")
+        for name, value in fields.agreed.items():
+            if config.get(name) is not None and config[name] != value:
+                raise PorterError(
+                    f"config.json sets {name}, which transformers' {config.get('model_type')} model does not read",
+                    file=config.path, construct=f"{name} = {value!r} (where transformers and the model's own code agree)",
+                    found=f"{name} = {config[name]!r}",
+                    fix=f"set {name} to {value!r} if transformers' model is the one you train, or port this model by hand")
         count = fields.count(config)
         if not count:
             return {}
         out = {"moe.num_experts": count, "moe.top_k": int(fields.read(config, fields.top_k) or 2),
-               "moe.norm_topk_prob": True if fields.norm_topk_prob is None else
+               "moe.norm_topk_prob": fields.renormalised if fields.norm_topk_prob is None else
                bool(fields.read(config, fields.norm_topk_prob))}
         coef = fields.read(config, fields.aux_loss_coef)
         if coef is not None:
@@ -305,8 +312,8 @@ class MixtureOfExperts(Difference):
             out["moe.ffn_hidden_size"] = int(fields.read(config, fields.width))
         if fields.interval is not None:
             out["moe.layer_interval"] = int(fields.read(config, fields.interval) or 1)
-        if fields.dense_layers is not None:
-            out["moe.dense_layers"] = list(fields.read(config, fields.dense_layers) or [])
+        if fields.dense_layers is not None or fields.first_dense is not None:
+            out["moe.dense_layers"] = fields.dense_of(config)
         return out
 
     def to_hf(self, spec, config):
@@ -319,11 +326,21 @@ class MixtureOfExperts(Difference):
         if spec["moe.aux_loss_coef"] is not None:
             written[fields.aux_loss_coef] = spec["moe.aux_loss_coef"]
         said = [  # (the config's field, its value, the spec field, whether the spec asks for it)
-            (fields.norm_topk_prob, bool(spec["moe.norm_topk_prob"]), "moe.norm_topk_prob", not spec["moe.norm_topk_prob"]),
+            (fields.norm_topk_prob, bool(spec["moe.norm_topk_prob"]), "moe.norm_topk_prob",
+             bool(spec["moe.norm_topk_prob"]) != fields.renormalised),
             (fields.width, spec["moe.ffn_hidden_size"], "moe.ffn_hidden_size", spec["moe.ffn_hidden_size"] is not None),
             (fields.interval, interval(spec), "moe.layer_interval", interval(spec) != 1),
             (fields.dense_layers, list(spec["moe.dense_layers"]), "moe.dense_layers", bool(spec["moe.dense_layers"])),
         ]
+        dense = list(spec["moe.dense_layers"])
+        if fields.first_dense is not None:
+            if dense != list(range(len(dense))):
+                raise PorterError(
+                    f"{spec.hf_class or 'the HF class'} keeps dense MLPs in its first layers only", file=spec.path,
+                    construct="moe.dense_layers = [0, 1, ..., k - 1] (first_k_dense_replace = k)",
+                    found=f"moe.dense_layers = {dense!r}", fix="list the first k layers, or name another HF class")
+            written[fields.first_dense] = len(dense)
+            said.pop()
         for name, value, field, asked in said:
             if name is not None:
                 written[name] = value
@@ -344,5 +361,6 @@ class MixtureOfExperts(Difference):
         out = {"moe.num_experts": count, "moe.top_k": max(1, min(top_k(spec), count // 2))}
         if spec["moe.ffn_hidden_size"] is not None:
             out["moe.ffn_hidden_size"] = tiny.hidden_size // 2
-        out["moe.dense_layers"] = [i for i in spec["moe.dense_layers"] if i < tiny.num_layers]
+        dense = [i for i in spec["moe.dense_layers"] if i < tiny.num_layers]
+        out["moe.dense_layers"] = dense[:tiny.num_layers - 1]  # a sparse layer left (DeepSeek-V3: 3 dense first)
         return out

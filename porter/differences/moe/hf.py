@@ -24,7 +24,12 @@ class ExpertFields:
     width: str | None = None  # the experts' own MLP width
     interval: str | None = None  # experts in every interval-th layer
     dense_layers: str | None = None  # 0-based layers that keep a dense MLP
+    first_dense: str | None = None  # how many layers, from the first, keep a dense MLP (DeepSeek)
     jitter: str | None = None  # noise on the router's input in training
+    renormalised: bool = True  # without a norm_topk_prob field: does the model renormalise its top-k?
+    # fields transformers' modeling code does not read, at the one value where it and the model's
+    # own code agree (any other value is refused: which of the two would porter follow?)
+    agreed: dict[str, Any] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)  # transformers' config class defaults
     # how save_pretrained writes the MoE block: its module under model.layers.<i>., and expert e's
     # gate, up and down projections under <block>.experts.<e>. (the router: <block>.gate.weight)
@@ -32,7 +37,7 @@ class ExpertFields:
 
     def names(self) -> tuple[str, ...]:
         return tuple(n for n in (*self.counts, self.top_k, self.aux_loss_coef, self.norm_topk_prob, self.width,
-                                 self.interval, self.dense_layers, self.jitter) if n)
+                                 self.interval, self.dense_layers, self.first_dense, self.jitter, *self.agreed) if n)
 
     def read(self, config: dict, name: str | None) -> Any:
         """The field as transformers reads it: the config's value, else the class's default."""
@@ -40,6 +45,12 @@ class ExpertFields:
             return None
         value = config.get(name)
         return self.defaults.get(name) if value is None else value
+
+    def dense_of(self, config: dict) -> list[int]:
+        """The 0-based layers that keep a dense MLP: listed, or the first k."""
+        if self.first_dense is not None:
+            return list(range(int(self.read(config, self.first_dense) or 0)))
+        return list(self.read(config, self.dense_layers) or [])
 
     def count(self, config: dict) -> int | None:
         for name in self.counts:
@@ -60,7 +71,24 @@ QWEN3_MOE = ExpertFields(
               "norm_topk_prob": False, "moe_intermediate_size": 768, "decoder_sparse_step": 1,
               "mlp_only_layers": []},
 )
-BY_MODEL_TYPE = {"mixtral": MIXTRAL, "qwen3_moe": QWEN3_MOE}
+# DeepSeek: 'n_routed_experts' routed experts (the shared ones: porter/differences/shared_experts),
+# experts in every layer from first_k_dense_replace on; transformers reads neither moe_layer_freq
+# nor DeepSeek-V2's norm_topk_prob (its V2 router never renormalises, the original code does when
+# true). aux_loss_alpha is DeepSeek's own (transformers computes no load-balancing loss for it).
+DEEPSEEK_V2 = ExpertFields(
+    counts=("n_routed_experts",), aux_loss_coef="aux_loss_alpha", width="moe_intermediate_size",
+    first_dense="first_k_dense_replace", renormalised=False, disk=("mlp", "gate_proj", "up_proj", "down_proj"),
+    agreed={"norm_topk_prob": False, "moe_layer_freq": 1},
+    defaults={"n_routed_experts": 64, "moe_intermediate_size": 1407, "first_k_dense_replace": 0, "aux_loss_alpha": 0.0},
+)
+DEEPSEEK_V3 = ExpertFields(
+    counts=("n_routed_experts",), aux_loss_coef="aux_loss_alpha", norm_topk_prob="norm_topk_prob",
+    width="moe_intermediate_size", first_dense="first_k_dense_replace", disk=("mlp", "gate_proj", "up_proj", "down_proj"),
+    agreed={"moe_layer_freq": 1},
+    defaults={"n_routed_experts": 256, "num_experts_per_tok": 8, "moe_intermediate_size": 2048,
+              "first_k_dense_replace": 3, "norm_topk_prob": True, "aux_loss_alpha": 0.0},
+)
+BY_MODEL_TYPE = {"mixtral": MIXTRAL, "qwen3_moe": QWEN3_MOE, "deepseek_v2": DEEPSEEK_V2, "deepseek_v3": DEEPSEEK_V3}
 UNKNOWN = ExpertFields(counts=("num_local_experts",), jitter="router_jitter_noise")
 
 

@@ -50,10 +50,11 @@ def experts_of(config: dict) -> int:
 
 def sparse_layers(config: dict, num_layers: int) -> list[bool]:
     """Which layers of an HF model have experts, as transformers builds them (Qwen3-MoE's decoder
-    layer: not in mlp_only_layers, and (index + 1) % decoder_sparse_step == 0)."""
+    layer: not in mlp_only_layers, and (index + 1) % decoder_sparse_step == 0; DeepSeek's: from
+    first_k_dense_replace on)."""
     fields = fields_of(config.get("model_type"))
     step = fields.read(config, fields.interval) or 1
-    dense = fields.read(config, fields.dense_layers) or []
+    dense = fields.dense_of(config)
     return [i not in dense and (i + 1) % step == 0 for i in range(num_layers)]
 
 
