@@ -27,7 +27,14 @@ from porter.errors import PorterError
 from porter.hf_config import HFConfig, hf_config_of
 from porter.layout import WeightLayout
 from porter.profile.layout import read_layout
-from porter.treerun.argv import entry_points, is_number, numbers_argv, plan_numbers, tree_argv
+from porter.treerun.argv import (
+    entry_points,
+    expert_parallel_argv,
+    is_number,
+    numbers_argv,
+    plan_numbers,
+    tree_argv,
+)
 from porter.treerun.in_tree import run_in_tree
 from porter.treerun.shape import RunShape
 from porter.weights import ModelShape, ModelWeights
@@ -79,17 +86,7 @@ class Port:
 
     def expert_parallel_argv(self, size: int) -> list[str]:
         """The tree's options that shard the port's experts over `size` ranks (verify, smoke)."""
-        if size == 1:
-            return []
-        argv = [a for d in self.spec.wanted() for a in (d.expert_parallel_argv(self.switches, size) or [])]
-        if not argv:
-            raise PorterError(
-                f"expert parallelism needs experts; the {self.spec.name} port has none",
-                file=self.spec.path, construct="a difference with experts in the spec",
-                found="no difference of the port shards over expert-parallel ranks",
-                fix="drop --ep, or verify a spec with experts (porter list)",
-            )
-        return argv
+        return expert_parallel_argv(self.spec, self.switches, size)
 
     def spec_for(self, config: dict, path: str = "config.json"):
         """The port's spec with the HF config's numbers; refused where the architecture differs."""

@@ -30,11 +30,12 @@ def mistral_qwen2_tree(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def mixtral_tree(tmp_path_factory) -> Path:
-    """mixtral applied to a copy of the sample tree (shared: tests must not modify it)."""
-    tree = copy_sample_tree(tmp_path_factory.mktemp("mixtral") / "Megatron-DeepSpeed")
-    result = CliRunner().invoke(app, ["apply", "mixtral", "--target", str(tree)])
-    assert result.exit_code == 0, result.output
+def moe_tree(tmp_path_factory) -> Path:
+    """mixtral then qwen3_moe applied to one copy of the sample tree (shared: tests must not modify it)."""
+    tree = copy_sample_tree(tmp_path_factory.mktemp("moe") / "Megatron-DeepSpeed")
+    for family in ("mixtral", "qwen3_moe"):
+        result = CliRunner().invoke(app, ["apply", family, "--target", str(tree)])
+        assert result.exit_code == 0, result.output
     return tree
 
 

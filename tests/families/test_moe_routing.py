@@ -23,10 +23,10 @@ MIXTRAL = load_spec("mixtral")
 
 
 @pytest.fixture(scope="module")
-def generated(mixtral_tree):
+def generated(moe_tree):
     """The port's megatron/model/mixture_of_experts.py, imported from the tree (it needs torch only)."""
     found = importlib.util.spec_from_file_location("ported_mixture_of_experts",
-                                                   mixtral_tree / "megatron/model/mixture_of_experts.py")
+                                                   moe_tree / "megatron/model/mixture_of_experts.py")
     module = importlib.util.module_from_spec(found)
     found.loader.exec_module(module)
     return module
@@ -78,21 +78,21 @@ def test_the_router_weighs_the_top_k_as_the_model_does(generated):
         torch.testing.assert_close(dense[1].sum(dim=(1, 2)), weights.sum(0))
 
 
-def test_router_and_experts_start_independent_with_the_models_std(mixtral_tree, tmp_path):
+def test_router_and_experts_start_independent_with_the_models_std(moe_tree, tmp_path):
     """The tree builds MixtralModel at expert-parallel size 2 (two processes, four experts each):
     the router is the model's (N(0, init_method_std), the same on both ranks) and every expert is
     its own draw (N(0, std) in, N(0, std / sqrt(2 * layers)) out): DeepSpeed's MoE layer alone
     would copy one MLP into all of them and leave the router at torch's default init."""
-    tree = SourceTree.open(mixtral_tree)
+    tree = SourceTree.open(moe_tree)
     spec = spec_in_tree(MIXTRAL, tree)
-    port = convert.Port(spec, mixtral_tree)
+    port = convert.Port(spec, moe_tree)
     tiny = TinyConfig()
     argv = port.expert_parallel_argv(2) + port.run_argv(tiny_spec(spec, tiny)) + \
         tokenizer_argv(spec, port.profile, tmp_path)
     job = tmp_path / "job.json"
     job.write_text(json.dumps({"tree": tree_job(spec, tree, port.profile, tiny, argv_extra=argv, dp=2),
                                "out": str(tmp_path / "out")}))
-    run_in_tree(mixtral_tree, "tests.helpers.moe_start", job, 2, tmp_path / "run.log", 600, "building MixtralModel")
+    run_in_tree(moe_tree, "tests.helpers.moe_start", job, 2, tmp_path / "run.log", 600, "building MixtralModel")
     ranks = [torch.load(tmp_path / f"out/rank{r}.pt", weights_only=False) for r in (0, 1)]
     std = spec.training_defaults["init_method_std"]
     layers = sorted(ranks[0])

@@ -118,10 +118,6 @@ def top_k(spec) -> int:
     return spec["moe.top_k"] or 2
 
 
-def interval(spec) -> int:
-    return spec["moe.layer_interval"] or 1
-
-
 class MixtureOfExperts(Difference):
     name = SWITCH
     fields = {
@@ -130,8 +126,8 @@ class MixtureOfExperts(Difference):
         "moe.norm_topk_prob": flag(True, help="the top-k router probabilities renormalised to sum to 1"),
         "moe.aux_loss_coef": number(None, low=None, help="weight of the router's load-balancing loss in training"),
         "moe.ffn_hidden_size": number(None, whole=True, low=0, help="each expert's MLP width (unset: the MLP's)"),
-        "moe.layer_interval": number(None, whole=True, low=0,
-                                     help="experts in every k-th layer (1-based numbers divisible by it; default 1)"),
+        "moe.layer_interval": number(1, whole=True, low=0,
+                                     help="experts in every k-th layer (1-based numbers divisible by it)"),
         "moe.dense_layers": whole_numbers([], help="layers (0-based) that keep a dense MLP"),
     }
     switch_fields = {"moe_top_k": "moe.top_k", "moe_loss_coeff": "moe.aux_loss_coef",
@@ -151,8 +147,7 @@ class MixtureOfExperts(Difference):
     def validate(self, values, given, fail):
         count, k, coef = values["moe.num_experts"], values["moe.top_k"], values["moe.aux_loss_coef"]
         if count is None:
-            for key in ("moe.top_k", "moe.aux_loss_coef", "moe.ffn_hidden_size", "moe.layer_interval",
-                        "moe.dense_layers"):
+            for key in ("moe.top_k", "moe.aux_loss_coef", "moe.ffn_hidden_size", "moe.dense_layers"):
                 if key in given and values[key] not in (None, []):
                     raise fail(key, f"{key} = {values[key]!r} without moe.num_experts",
                                "set moe.num_experts, or remove " + key,
@@ -188,7 +183,7 @@ class MixtureOfExperts(Difference):
             return
         norm = p.switch("moe_norm_topk_prob", on=bool(spec["moe.norm_topk_prob"]))
         width = p.switch("moe_ffn_hidden_size", on=spec["moe.ffn_hidden_size"], field="moe.ffn_hidden_size")
-        every = p.switch("moe_interval", on=interval(spec), field="moe.layer_interval")
+        every = p.switch("moe_interval", on=spec["moe.layer_interval"], field="moe.layer_interval")
         dense = p.switch("moe_dense_layers", on=list(spec["moe.dense_layers"]), field="moe.dense_layers")
         self._checks(p, num, k, parallel)
         p.values[SWITCH] = {"counts": f"args.{num.dest}", "porter_layer": True, "coeff": f"args.{coeff.dest}"}
@@ -253,10 +248,10 @@ class MixtureOfExperts(Difference):
         p.switch("moe_token_dropping")
         p.switch("moe_second_expert_sampling")
         if p.profile.spellings.get("moe_interval") is not None:
-            p.switch("moe_interval", on=interval(spec), field="moe.layer_interval")
-        elif interval(spec) != 1:
+            p.switch("moe_interval", on=spec["moe.layer_interval"], field="moe.layer_interval")
+        elif spec["moe.layer_interval"] != 1:
             raise unsupported("the tree's own MoE layer has experts in every layer", TRANSFORMER,
-                              "--expert-interval", f"moe.layer_interval = {interval(spec)}")
+                              "--expert-interval", f"moe.layer_interval = {spec['moe.layer_interval']}")
         p.values[SWITCH] = {"counts": f"args.{num.dest}", "porter_layer": False, "coeff": None}
 
     def probes(self, layer):
@@ -329,7 +324,7 @@ class MixtureOfExperts(Difference):
             (fields.norm_topk_prob, bool(spec["moe.norm_topk_prob"]), "moe.norm_topk_prob",
              bool(spec["moe.norm_topk_prob"]) != fields.renormalised),
             (fields.width, spec["moe.ffn_hidden_size"], "moe.ffn_hidden_size", spec["moe.ffn_hidden_size"] is not None),
-            (fields.interval, interval(spec), "moe.layer_interval", interval(spec) != 1),
+            (fields.interval, spec["moe.layer_interval"], "moe.layer_interval", spec["moe.layer_interval"] != 1),
             (fields.dense_layers, list(spec["moe.dense_layers"]), "moe.dense_layers", bool(spec["moe.dense_layers"])),
         ]
         dense = list(spec["moe.dense_layers"])
