@@ -31,6 +31,7 @@ from porter.differences.grouped_query import GroupedQueryAttention
 from porter.differences.head_dim import HeadDim
 from porter.differences.latent_attention import LatentAttention
 from porter.differences.moe import MixtureOfExperts
+from porter.differences.multi_token_prediction import MultiTokenPrediction
 from porter.differences.norm_eps import NormEps
 from porter.differences.norm_placement import NormPlacement, PostNorm
 from porter.differences.qk_norm import QueryKeyNorm
@@ -77,6 +78,7 @@ _REGISTERED: list[Difference] = [
     MixtureOfExperts(),
     GroupedRouting(),
     SharedExperts(),
+    MultiTokenPrediction(),
 ]
 
 

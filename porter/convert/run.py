@@ -204,8 +204,20 @@ def checkpoint_from_hf(model, target, hf_dir, out, *, tp: int = 1, pp: int = 1, 
         "vocab": f"{shape.vocab_size} padded to {padded}",
         "load_with": f"--load {out} --finetune --tensor-model-parallel-size {tp} "
                      f"--pipeline-model-parallel-size {pp}" + ("" if pipe else " --no-pipeline-parallel"),
-        **(_dequantized(source)), **stats.as_dict(), "seconds": round(time.monotonic() - start, 3),
+        **(_dequantized(source)), **_dropped(port.spec, config, source.names), **stats.as_dict(),
+        "seconds": round(time.monotonic() - start, 3),
     }
+
+
+def _dropped(spec, config: dict, names) -> dict:
+    """The HF tensors left out as transformers leaves them out, by the differences that say so."""
+    said = []
+    for difference in spec.differences:
+        for prefix, why in difference.dropped(config).items():
+            count = sum(1 for name in names if name.startswith(prefix))
+            if count:
+                said.append(f"{prefix}* ({count} tensors): {why}")
+    return {"dropped": said} if said else {}
 
 
 def _dequantized(source: HFDir) -> dict:

@@ -47,3 +47,13 @@ def qwen3_olmo2_tree(tmp_path_factory) -> Path:
         result = CliRunner().invoke(app, ["apply", family, "--target", str(tree)])
         assert result.exit_code == 0, result.output
     return tree
+
+
+@pytest.fixture(scope="session")
+def deepseek_tree(tmp_path_factory) -> Path:
+    """deepseek_v2_lite then deepseek_v3 applied to one copy of the sample tree (shared: tests must not modify it)."""
+    tree = copy_sample_tree(tmp_path_factory.mktemp("deepseek") / "Megatron-DeepSpeed")
+    for family in ("deepseek_v2_lite", "deepseek_v3"):
+        result = CliRunner().invoke(app, ["apply", family, "--target", str(tree)])
+        assert result.exit_code == 0, result.output
+    return tree

@@ -94,11 +94,7 @@ class Router(torch.nn.Module):
         per expert) with sparse_routes (DeepSpeed's sparse dispatch, and its Tutel path on older
         versions), else (statistics, combine weights [S, E, C], dispatch mask, tokens per expert).
         The statistics [2, experts] take the place of DeepSpeed's l_aux: see `routing_statistics`."""
-        logits = F.linear(input.float(), self.wg.weight.float())
-        probs = torch.softmax(logits, dim=-1)
-        weights, experts = torch.topk(probs, self.k, dim=-1)
-        if self.normalize:
-            weights = weights / weights.sum(dim=-1, keepdim=True)
+        probs, weights, experts = self.route(input)
         chosen = torch.zeros_like(probs, dtype=torch.bool).scatter_(1, experts, True)
         counts = chosen.sum(dim=0)
         capacity = counts.max()
@@ -107,7 +103,7 @@ class Router(torch.nn.Module):
         capacity = int(capacity)
         capacity = -(-capacity // self.pad_to) * self.pad_to
         locations = (torch.cumsum(chosen, dim=0) - 1).gather(1, experts)  # [S, k]: each route's place in its expert
-        statistics = routing_statistics(chosen, probs)
+        statistics = self.statistics(chosen, probs)
         if sparse_routes:
             return (statistics, capacity, self.num_experts, experts.t().to(torch.int32).contiguous(),
                     locations.t().to(torch.int32).contiguous(), weights.t().contiguous(), counts)
@@ -117,6 +113,20 @@ class Router(torch.nn.Module):
         dispatch = torch.zeros_like(combine, dtype=torch.bool).index_put((tokens, experts, locations),
                                                                          torch.ones_like(experts, dtype=torch.bool))
         return statistics, combine, dispatch, counts
+
+    def route(self, input):
+        """(probabilities [S, E], the top-k weights [S, k], the top-k experts [S, k]) of tokens [S, h]:
+        the softmax of the fp32 logits, its top k, renormalised when `normalize`."""
+        logits = F.linear(input.float(), self.wg.weight.float())
+        probs = torch.softmax(logits, dim=-1)
+        weights, experts = torch.topk(probs, self.k, dim=-1)
+        if self.normalize:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        return probs, weights, experts
+
+    def statistics(self, chosen, probs):
+        """What the layer returns as its loss: its routing statistics (`routing_statistics`)."""
+        return routing_statistics(chosen, probs)
 
 
 def routing_statistics(chosen, probs):
