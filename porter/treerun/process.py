@@ -120,7 +120,7 @@ def output_lines(proc: subprocess.Popen, deadline: float | None):
 def stop_group(proc: subprocess.Popen) -> None:
     """Kill a run started in a session of its own, with every process it started (torchrun's ranks,
     which torchrun starts in sessions of their own: found by parent, not by group)."""
-    for pid in _descendants(proc.pid):
+    for pid in descendants(proc.pid):
         try:
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -132,7 +132,7 @@ def stop_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """The processes below pid, from /proc (none where there is no /proc)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from porter.port import apply
+from porter.treerun.process import descendants
 from tests.helpers.trees import copy_sample, diff_snapshots, snapshot
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,22 +106,6 @@ def test_apply_and_revert_killed_at_random_moments(tmp_path, expected):
     assert not diff_snapshots(original, snapshot(tree))
 
 
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(stat.parent.name))
-    found, queue = set(), list(children.get(pid, []))
-    while queue:
-        child = queue.pop()
-        found.add(child)
-        queue.extend(children.get(child, []))
-    return found
-
-
 def _running(pids: set[int]) -> set[int]:
     alive = set()
     for pid in pids:
@@ -144,10 +129,10 @@ def test_a_killed_smoke_leaves_no_process_and_the_tree_free(tmp_path, ported_tre
     deadline = time.monotonic() + 60
     while not children and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)  # until the run has started a process of its own (the dataset build, the training)
-        children = _descendants(proc.pid)
+        children = set(descendants(proc.pid))
     assert children, "porter smoke started no process"
     time.sleep(random.Random(os.getpid()).uniform(0.0, 1.5))
-    children |= _descendants(proc.pid)
+    children |= set(descendants(proc.pid))
     proc.kill()
     proc.wait()
     deadline = time.monotonic() + 10
