@@ -402,3 +402,21 @@ def test_verify_names_the_broken_module(deepseek_tree, tmp_path, name):
     first = r.first_divergence
     assert first is not None and first.name == module, [(p.name, p.max_diff) for p in r.probes]
     assert first.max_diff > 1e-3
+
+
+# -- training ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["deepseek_v2_lite", "deepseek_v3"])
+def test_smoke_trains_at_expert_parallel_2(deepseek_tree, smoke_workdir, family):
+    """Two processes, each layer's routed experts split over them (--moe-expert-parallel-size 2):
+    the loss (with the model's router loss) falls over 20 steps on the plain engine."""
+    done = CliRunner().invoke(app, ["smoke", family, "--target", str(deepseek_tree), "--workdir", str(smoke_workdir),
+                                    "--nproc", "2", "--ep", "2", "--steps", "20", "--json"])
+    assert done.exit_code == 0, done.output[-3000:]
+    doc = json.loads(done.stdout)
+    assert doc["passed"] and doc["last5_mean"] < doc["first5_mean"]
+    log = (smoke_workdir / "train.log").read_text()
+    assert "ep_size_2" in log and f"pretrain_{family}.py" in log
+    print(f"smoke {family} EP=2: {doc['first5_mean']:.4f} -> {doc['last5_mean']:.4f}")

@@ -235,6 +235,9 @@ def test_smoke_trains_at_expert_parallel_2(moe_tree, smoke_workdir):
     from porter.cli import app
 
     result = CliRunner().invoke(app, ["smoke", "qwen3_moe", "--target", str(moe_tree), "--workdir",
-                                      str(smoke_workdir), "--nproc", "2", "--ep", "2", "--steps", "20"])
-    assert result.exit_code == 0, result.output
-    assert "smoke passed" in result.output
+                                      str(smoke_workdir), "--nproc", "2", "--ep", "2", "--steps", "20", "--json"])
+    assert result.exit_code == 0, result.output[-3000:]
+    doc = json.loads(result.stdout)
+    assert doc["passed"] and doc["last5_mean"] < doc["first5_mean"]
+    assert "ep_size_2" in (smoke_workdir / "train.log").read_text()
+    print(f"smoke qwen3_moe EP=2: {doc['first5_mean']:.4f} -> {doc['last5_mean']:.4f}")
