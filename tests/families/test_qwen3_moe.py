@@ -175,6 +175,8 @@ def test_qwen3_moe_matches_hf_at_every_parallel_size(moe_tree, tmp_path, tp, ep,
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="known defect: megatron-to-hf of this checkpoint reads head_dim as the bundled "
+                   "spec's 128 where the model's is hidden / heads (16), and split_qkv fails")
 def test_a_converted_checkpoint_loads_with_the_trees_own_loader_at_tensor_and_expert_parallel_2(moe_tree, tmp_path):
     from typer.testing import CliRunner
 
