@@ -38,6 +38,9 @@ INERT_FIELDS = {
     "repetition_penalty", "num_return_sequences", "pruned_heads", "finetuning_task", "cross_attention_hidden_size",
     "output_router_logits", "_attn_implementation_autoset",
     "tf_legacy_loss", "use_bfloat16", "chunk_size",
+    # remote code for a model type porter reads with transformers' own class (a model type porter
+    # has no spec for is refused before the fields are looked at): transformers' class is used
+    "auto_map",
 }
 
 

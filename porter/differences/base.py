@@ -11,7 +11,8 @@ A `Difference` owns:
 - `layout(profile, spec, layout)`: its part of the weight layout verify and convert use;
 - `weights(layer)`: its tensors in a transformer layer (HF <-> Megatron, tensor-parallel role);
 - `probes(layer)`: what verify compares where it changes a transformer layer;
-- `validate(values, given, fail)`: combinations of its own fields that make no sense.
+- `validate(values, given, fail)`: combinations of its own fields that make no sense;
+- `dropped(config)`: HF tensors the port leaves out, as transformers does.
 Every method has a neutral default, so a difference says only what it changes.
 """
 
@@ -85,6 +86,12 @@ class Difference:
         """The tree's options that shard this difference's experts over `size` ranks (verify,
         smoke); None: it has no experts."""
         return None
+
+    def dropped(self, config: dict) -> dict[str, str]:
+        """HF tensors of a model's checkpoint that the port leaves out, as transformers does: name
+        prefix -> why (convert says what it dropped). Asked of every difference a spec was read
+        with, wanted or not: a checkpoint can hold what no spec field describes."""
+        return {}
 
     def check_checkpoint(self, layout: Any, pipe: bool, tp: int) -> None:
         """Refuse a checkpoint this difference's weights cannot be written in (an engine, a

@@ -315,7 +315,7 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
                                      args=numbers, hf_config=config)
             checkpoints[kind] = str(path)
 
-    probes = probe_plan(layout, tiny.num_layers, tiny.num_attention_heads, spec.wanted())
+    probes = probe_plan(layout, tiny.num_layers, tiny.num_attention_heads, spec.wanted(), reference.config.to_dict())
     out = workdir / "out"
     out.mkdir(exist_ok=True)
     for stale in out.glob("*"):
