@@ -6,10 +6,14 @@ Computed in fp32 and cast back to the input dtype. The offset is 0 for LLaMA and
 Gemma (x * (1 + w), with 1 + w formed in fp32); it comes from the tree's
 --rmsnorm-weight-offset (0 when the tree has no such option), or a site's
 apply_layernorm_1p, so one module serves every family ported into the tree. The weight
-starts at 1 - offset: a fresh model scales by 1. The kernel is the fastest present,
-chosen once at import:
+starts at 1 - offset: a fresh model scales by 1. The kernel is chosen per call by the
+tensor's device (see rms_norm_kernel):
   - Intel Gaudi: habana_frameworks' FusedRMSNorm, on HPU tensors;
-  - PyTorch's fused torch.nn.functional.rms_norm (PyTorch >= 2.4), on any device;
+  - CPU: RMSNormFunction below, forward and backward written out (torch's rms_norm has no
+    CPU kernel: autograd runs it as pow, mean, add, rsqrt and two products, and their
+    backward, each a pass over x; this computes the same forward and writes the backward in
+    fewer passes, keeping only x and the per-token statistic for it);
+  - PyTorch's fused torch.nn.functional.rms_norm (PyTorch >= 2.4) on other devices;
   - otherwise the reference math below.
 """
 
@@ -27,6 +31,8 @@ def rms_norm_kernel(device_type):
     """Name of the kernel RMSNorm uses on a device type ('cpu', 'cuda', 'hpu')."""
     if device_type == "hpu" and _GaudiRMSNorm is not None:
         return "habana FusedRMSNorm"
+    if device_type == "cpu":
+        return "RMSNormFunction (torch ops, its own backward)"
     if _fused_rms_norm is not None:
         return "torch.nn.functional.rms_norm"
     return "reference (fp32 math)"
@@ -37,6 +43,35 @@ def rms_norm_reference(x, weight, eps):
     x32 = x.float()
     y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
     return (y * weight.float()).to(x.dtype)
+
+
+class RMSNormFunction(torch.autograd.Function):
+    """rms_norm_reference(x, scale, eps) with its backward written out, in fp32.
+
+    Forward: rstd = 1 / sqrt(mean(x^2) + eps) per token; y = x * rstd * scale, rounded as the
+    reference rounds. Saved: x (its own dtype) and rstd [..., 1]. Backward, with
+    xhat = x * rstd: dscale = sum over tokens of g * xhat;
+    dx = rstd * (g * scale - xhat * mean(g * scale * xhat)).
+    """
+
+    @staticmethod
+    def forward(ctx, x, scale, eps):
+        x32 = x.float()
+        rstd = x32.pow(2).mean(-1, keepdim=True).add_(eps).rsqrt_()  # the reference's rounding, step for step
+        ctx.save_for_backward(x, scale, rstd)
+        return (x32 * rstd).mul_(scale.float()).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, scale, rstd = ctx.saved_tensors
+        hidden = x.size(-1)
+        scale32, grad32 = scale.float(), grad.float()
+        xhat = x.float() * rstd
+        products = (grad32 * xhat).view(-1, hidden)  # g * xhat per token
+        dscale = products.sum(0)
+        mean = torch.mv(products, scale32).view(rstd.shape).div_(hidden)  # mean(g * scale * xhat)
+        dx = (grad32 * scale32).addcmul_(xhat, mean, value=-1).mul_(rstd)
+        return dx.to(x.dtype), dscale.to(scale.dtype), None
 
 
 def weight_offset_argument():
@@ -75,6 +110,8 @@ class RMSNorm(torch.nn.Module):
         # x: [..., h] -> [..., h]
         if _GaudiRMSNorm is not None and x.device.type == "hpu" and not self.offset:
             return _GaudiRMSNorm.apply(x, self.weight, self.eps)
+        if x.device.type == "cpu":
+            return RMSNormFunction.apply(x, self._scale(), self.eps)
         if _fused_rms_norm is not None:
             return _fused_rms_norm(x.float(), (x.size(-1),), self._scale().float(), self.eps).to(x.dtype)
         return rms_norm_reference(x, self._scale(), self.eps)
