@@ -46,7 +46,7 @@ from porter.differences.sliding_window import SlidingWindow
 from porter.differences.tokenizer import Tokenizer
 from porter.differences.untied_head import UntiedHead
 from porter.errors import PorterError
-from porter.hf_config import model_type_of, spec_from_hf
+from porter.hf_config import spec_from_hf
 from porter.render import add_template_folder
 from porter.resources import specs_dir
 from porter.schema import Field
@@ -277,16 +277,17 @@ def load_spec(name_or_path: str) -> Spec:
     config.json (or a model folder holding one)."""
     path = Path(name_or_path)
     if path.name == "config.json" or (path.is_dir() and (path / "config.json").is_file()):
-        return spec_from_hf(path, differences(), family_specs)
+        return spec_from_hf(path, differences(), bundled_families)
     path = _spec_path(name_or_path)
     return parse(_read_toml(path), str(path))
 
 
-def family_specs(model_type: str) -> list[Spec]:
-    """The bundled specs whose reference class has this HF model type."""
-    found = []
-    for path in available_specs().values():
+def bundled_families() -> dict[str, Spec]:
+    """name -> the bundled spec, for every bundled spec with a reference class (hf_class): the
+    families a config.json is read into by its model_type."""
+    found = {}
+    for name, path in available_specs().items():
         spec = load_spec(str(path))
-        if spec.hf_class and model_type_of(spec.hf_class) == model_type:
-            found.append(spec)
+        if spec.hf_class:
+            found[name] = spec
     return found

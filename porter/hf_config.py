@@ -1,87 +1,51 @@
-"""An HF config.json as a MODEL: the spec it describes, and the config a spec describes.
+"""An HF config.json as a MODEL: the spec it describes, and the config.json a spec describes.
 
-HF -> spec: the family comes from `model_type` (and `architectures`): of the bundled specs
-whose reference class has that model type, the one closest to the config (fewest fields that
-differ) gives what config.json leaves implicit in HF's modeling code (RMSNorm, SwiGLU, the
-tokenizer kind...). Then every difference reads its own fields from the config (porter/differences/,
-`from_hf`), and the model's sizes become the entry point's defaults. A field porter cannot
-honour (an unknown rope type, a field the family's class does not have) is refused by name,
-never ignored: every field a difference does not read is checked against the list of fields
-that change nothing porter builds (a field set to null asks for nothing).
+HF -> spec: the file is read as transformers reads it (porter/hf_reading.py: the installed
+config class, defaults and the class's own rules included). The family is the bundled spec
+of the file's `model_type` (model_diffs/<model_type>.toml); it gives only what transformers'
+modeling code fixes and no config field says (RMSNorm, the gate's activation wiring, where
+Qwen2's biases sit, the norm offset, the tokenizer kind when no tokenizer file is beside the
+config). Every number comes from the reading, a field left out included: Meta-Llama-3-8B's
+`"rope_scaling": null` is no scaling, whatever the family's spec has. A field the modeling code
+reads that porter does not port, with a value other than the class's default, is refused by
+name; a field the class neither defines nor reads changes nothing and is accepted. A family
+porter does not port is refused with what it lacks and the closest family porter has.
 
-spec -> HF: every difference the spec wants writes its fields (`to_hf`); verify builds its
-reference from that, at a tiny size, and convert writes it next to the weights.
+spec -> HF: every difference the spec wants writes its fields (`to_hf`); `porter spec --as hf`
+prints that with the user's own fields that porter does not model, to diff against the file.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import re
-from collections.abc import Callable
+import tomllib
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from porter.errors import PorterError
+from porter.hf_reading import (
+    OUTSIDE_FORWARD,
+    REFUSED_ANYWHERE,
+    ROPE_FIELDS,
+    HFConfig,
+    config_class,
+    read_config,
+    reading,
+    rope_parameters_of,
+)
 from porter.spec import Differences, Spec, schema_of
 
-# config.json fields that change nothing porter builds or checks (bookkeeping, generation,
-# runtime switches, fields the differences read as a group).
-INERT_FIELDS = {
-    "architectures", "model_type", "transformers_version", "torch_dtype", "dtype", "bos_token_id",
-    "eos_token_id", "pad_token_id", "use_cache", "initializer_range", "pretraining_tp", "attention_dropout",
-    "hidden_dropout", "_name_or_path", "return_dict", "output_hidden_states", "output_attentions",
-    "tie_encoder_decoder", "is_decoder", "is_encoder_decoder", "add_cross_attention", "torchscript",
-    "chunk_size_feed_forward", "tokenizer_class", "prefix", "sep_token_id", "decoder_start_token_id",
-    "task_specific_params", "problem_type", "id2label", "label2id", "quantization_config",
-    "bad_words_ids", "max_length", "min_length", "do_sample", "num_beams", "temperature", "top_k", "top_p",
-    "repetition_penalty", "num_return_sequences", "pruned_heads", "finetuning_task", "cross_attention_hidden_size",
-    "output_router_logits", "_attn_implementation_autoset",
-    "tf_legacy_loss", "use_bfloat16", "chunk_size",
-    # remote code for a model type porter reads with transformers' own class (a model type porter
-    # has no spec for is refused before the fields are looked at): transformers' class is used
-    "auto_map",
-}
+__all__ = ["HFConfig", "class_defines", "family_of", "hf_class_of", "hf_config_of", "hf_file_of", "read_config",
+           "spec_from_hf", "spec_values_from_hf"]
 
+# name -> Spec of every bundled spec with a reference class (porter.catalog.bundled_families)
+Families = Callable[[], Mapping[str, Spec]]
 
-class HFConfig(dict):
-    """A config.json's fields, with the rope fields read in either transformers' spelling."""
-
-    def __init__(self, data: dict, path: str = "config.json") -> None:
-        super().__init__(data)
-        self.path = path
-
-    def rope_parameters(self) -> dict[str, Any]:
-        """rope_theta, rope_type and the scaling fields, from `rope_parameters` (transformers 5)
-        or `rope_theta` + `rope_scaling` (transformers 4)."""
-        params = dict(self.get("rope_parameters") or {})
-        if "rope_theta" in self and "rope_theta" not in params:
-            params["rope_theta"] = self["rope_theta"]
-        scaling = self.get("rope_scaling") or {}
-        for key, value in scaling.items():
-            params.setdefault("rope_type" if key == "type" else key, value)
-        params.setdefault("rope_type", params.pop("type", "default"))
-        return params
-
-
-def read_config(path: str | Path) -> HFConfig:
-    """config.json (or the folder holding it), parsed; errors name the file."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "config.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise PorterError(f"cannot read {path}", file=str(path), construct="an HF config.json",
-                          found=str(exc), fix="pass an HF model folder or its config.json") from exc
-    except json.JSONDecodeError as exc:
-        raise PorterError(f"malformed config.json: {exc.msg}", file=str(path), construct="JSON",
-                          found=f"line {exc.lineno} column {exc.colno}",
-                          fix="fix the JSON at the position given (or download the file again)") from exc
-    if not isinstance(data, dict):
-        raise PorterError("config.json is not a JSON object", file=str(path), construct="{...}",
-                          found=type(data).__name__, fix="pass an HF model's config.json")
-    return HFConfig(data, str(path))
+UNPORTED = Path(__file__).with_name("unported_families.toml")
+# config.json fields that are numbers of training, not of the model: the entry point's defaults
+TRAINING_FIELDS = {"initializer_range": "init_method_std", "attention_dropout": "attention_dropout"}
 
 
 def hf_class_of(name: str):
@@ -98,16 +62,161 @@ def hf_class_of(name: str):
     return getattr(transformers, name)
 
 
+def causal_lm_class(raw: Mapping, hf_class: str):
+    """transformers' class of a config.json: the causal LM its `architectures` names, where
+    transformers has it, else the family's `hf_class`."""
+    import transformers
+
+    for name in raw.get("architectures") or ():
+        if name.endswith("ForCausalLM") and hasattr(transformers, name):
+            return getattr(transformers, name)
+    return hf_class_of(hf_class)
+
+
 def model_type_of(hf_class: str) -> str | None:
-    """The model_type of an HF class name (LlamaForCausalLM -> llama), if installed."""
-    try:
-        return hf_class_of(hf_class).config_class.model_type
-    except (ImportError, AttributeError):
-        return None
+    """The model_type of an HF class name (LlamaForCausalLM -> llama): through the installed
+    transformers (or the class's own module), else porter's table of transformers' classes."""
+    from porter.hf_reading import model_type_of_class
+
+    if ":" in hf_class:
+        try:
+            return hf_class_of(hf_class).config_class.model_type
+        except (ImportError, AttributeError):
+            return None
+    return model_type_of_class(hf_class)
+
+
+def porter_reads(differences: Differences) -> set[str]:
+    """The config.json fields the differences read."""
+    return {name for d in differences for name in d.hf_fields} | set(ROPE_FIELDS) | set(TRAINING_FIELDS)
+
+
+# -- the family -----------------------------------------------------------------------------------
+
+
+def family_of(config: HFConfig, families: Families) -> Spec:
+    """The bundled spec of the config's model_type (the one named so, else the first whose
+    reference class has that model type); a family porter does not port is refused."""
+    model_type = config.model_type
+    known = families()
+    if model_type in known:
+        return known[model_type]
+    for spec in known.values():
+        if model_type_of(spec.hf_class) == model_type:
+            return spec
+    raise unported(config, known)
+
+
+@functools.cache
+def _unported_table() -> dict:
+    return tomllib.loads(UNPORTED.read_text(encoding="utf-8"))
+
+
+def unported(config: HFConfig, families: Mapping[str, Spec]) -> PorterError:
+    """The refusal of a family porter does not port: what it has that porter lacks, and the
+    bundled family closest to it."""
+    model_type = config.model_type
+    arch = config.raw.get("architectures")
+    entry = _unported_table().get(model_type or "")
+    if entry is not None:
+        return PorterError(
+            f"porter does not port {entry['name']} (model_type {model_type!r}): it has what no bundled family has",
+            file=config.path, construct="a model_type porter ports (" + ", ".join(_ported_types(families)) + ")",
+            found="; ".join(entry["lacks"]),
+            fix=f"the closest family porter has is {entry['closest']} ({entry['why']}): port this model by hand "
+                f"from `porter spec {entry['closest']}`, or report the family",
+        )
+    closest, shared = _closest_by_fields(config, families)
+    return PorterError(
+        f"porter has no family for HF model_type {model_type!r}",
+        file=config.path, construct="a model_type porter ports (" + ", ".join(_ported_types(families)) + ")",
+        found=f"model_type = {model_type!r}, architectures = {arch!r}",
+        fix=(f"the closest family porter has is {closest} (its config class shares {shared} of this file's fields); "
+             f"port this model by hand from `porter spec {closest}`, or report the family") if closest else
+            "port one of porter's families (`porter list`), or write a spec (docs/writing-a-spec.md)",
+    )
+
+
+def _ported_types(families: Mapping[str, Spec]) -> list[str]:
+    return sorted(families)
+
+
+def _closest_by_fields(config: HFConfig, families: Mapping[str, Spec]) -> tuple[str | None, int]:
+    """The bundled family whose config class shares the most fields with the file."""
+    keys = set(config.raw)
+    best, count = None, 0
+    for model_type in _ported_types(families):
+        cls = config_class(model_type)
+        if cls is None:
+            continue
+        shared = len(keys & (set(cls.defaults) | set(ROPE_FIELDS)))
+        if shared > count:
+            best, count = model_type, shared
+    return best, count
+
+
+# -- which fields matter --------------------------------------------------------------------------
+
+
+@functools.cache
+def _default_reading(model_type: str) -> HFConfig:
+    return reading({"model_type": model_type}, f"{model_type} defaults")
+
+
+def check_fields(config: HFConfig, differences: Differences) -> None:
+    """Refuse what porter would otherwise ignore: a field transformers' modeling code reads that
+    porter does not port, set to something other than what the class makes of a file without it."""
+    cls = config.cls
+    for name in config.raw:
+        if name in REFUSED_ANYWHERE and config.raw[name] is not None:
+            raise PorterError(
+                f"config.json has {name}: {REFUSED_ANYWHERE[name]}", file=config.path, construct=name,
+                found=f"{name} = {_short(config.raw[name])}",
+                fix="convert the unquantized checkpoint (its config.json has no quantization_config)",
+            )
+    reads = porter_reads(differences)
+    defaults = _default_reading(cls.model_type)
+    problems = []
+    for name in sorted(cls.reads):
+        if name.startswith("_") or name in reads or name in OUTSIDE_FORWARD or name in cls.base:
+            continue
+        if name in config.raw or name in config:
+            value = config.get(name, config.raw.get(name))
+            default = defaults[name] if name in defaults else cls.defaults.get(name)
+            if value != default:
+                problems.append(f"{name} = {_short(config.raw.get(name, value))} ({cls.name}'s default: "
+                                f"{_short(default)})")
+    if problems:
+        raise PorterError(
+            f"config.json sets fields porter cannot port: {', '.join(p.split(' = ')[0] for p in problems)}",
+            file=config.path, construct=f"the fields {cls.name}'s modeling code reads ({cls.origin})",
+            found="; ".join(problems),
+            fix="porter refuses what it would otherwise ignore; port this model by hand, or report the field",
+        )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def ignored_fields(config: HFConfig) -> list[str]:
+    """The file's fields transformers' class for it neither defines nor reads (they change nothing)."""
+    cls = config.cls
+    if cls is None:
+        return []
+    return sorted(k for k in config.raw if k not in cls.base and not cls.defines(k) and k not in cls.reads
+                  and k not in REFUSED_ANYWHERE)
+
+
+# -- HF -> spec -----------------------------------------------------------------------------------
 
 
 def spec_values_from_hf(config: HFConfig, differences: Differences) -> dict[str, Any]:
-    """Every spec field the config carries, read by the differences."""
+    """Every spec field the config's class carries, read by the differences; values porter cannot
+    port refused by field."""
+    if not isinstance(config, HFConfig) or config.cls is None and config.model_type:
+        config = reading(dict(config), getattr(config, "path", "config.json"))
     values: dict[str, Any] = {}
     for difference in differences:
         values.update(difference.from_hf(config))
@@ -122,44 +231,19 @@ def _name_from(path: Path, model_type: str) -> str:
     return name
 
 
-def spec_from_hf(path: str | Path, differences: Differences,
-                 family_specs: Callable[[str], list[Spec]]) -> Spec:
+def spec_from_hf(path: str | Path, differences: Differences, families: Families) -> Spec:
     """The spec an HF config.json (or a model folder holding one) describes, read with the
-    differences; `family_specs(model_type)`: the bundled specs of that model type."""
-    path = Path(path)
-    config = read_config(path)
-    model_type = config.get("model_type")
-    families = family_specs(model_type) if isinstance(model_type, str) else []
-    if not families:
-        from porter.resources import specs_dir
+    differences; `families()`: the bundled specs with a reference class, by name."""
+    return spec_from_config(read_config(path), differences, families, Path(path))
 
-        available = [p.stem for p in sorted(specs_dir().glob("*.toml"))]
-        raise PorterError(
-            f"porter has no spec for HF model_type {model_type!r}",
-            file=config.path, construct="model_type (and architectures) of a family porter knows",
-            found=f"model_type = {model_type!r}, architectures = {config.get('architectures')!r}",
-            fix="port one of the families in `porter list` (" + ", ".join(available) + "), or write a spec "
-                "(docs/writing-a-spec.md)",
-        )
-    # a field set to null asks for nothing (transformers writes every field of its config class:
-    # a Mixtral config's window set to null)
-    unknown = sorted(k for k in config if config[k] is not None and k not in INERT_FIELDS
-                     and not any(k in d.hf_fields for d in differences))
-    if unknown:
-        raise PorterError(
-            f"config.json has fields porter cannot honour: {', '.join(unknown)}",
-            file=config.path, construct="the config fields of the family's differences",
-            found=", ".join(f"{k} = {config[k]!r}" for k in unknown),
-            fix="porter refuses what it would otherwise ignore; port this model by hand, or report the field",
-        )
+
+def spec_from_config(config: HFConfig, differences: Differences, families: Families, path: Path | None = None) -> Spec:
+    """The spec of a config.json already read (`path`: where it came from, for the spec's name)."""
+    family = family_of(config, families)
+    check_fields(config, differences)
     read = spec_values_from_hf(config, differences)
     schema = schema_of(differences)
-
-    def distance(spec) -> int:
-        return sum(1 for k, v in read.items() if spec[k] != v)
-
-    base = min(families, key=distance)
-    values = dict(base.values)
+    values = dict(family.values)
     for key, value in read.items():
         try:
             values[key] = schema[key].check(value)
@@ -170,72 +254,94 @@ def spec_from_hf(path: str | Path, differences: Differences,
     for difference in differences:
         difference.validate(values, set_here, lambda f, found, fix, message=None: PorterError(
             message or f"config.json: {f} cannot be {found!r}", file=config.path, construct=f, found=str(found), fix=fix))
-    name = _name_from(path, model_type)
+    name = _name_from(path or Path(config.path), config.model_type)
     prefix = "".join(part.capitalize() for part in name.split("_"))
+    training = dict(family.training_defaults)
+    for hf, dest in TRAINING_FIELDS.items():
+        if config.get(hf) is not None and (config.cls is None or config.cls.defines(hf)):
+            training[dest] = config[hf]
     return Spec(
         name=name, class_prefix=prefix, script=f"pretrain_{name}.py",
-        description=f"{base.description.split(':')[0]} from {config.path} (closest family: {base.name})",
-        path=config.path, values=values, given=frozenset(set_here), hf_class=base.hf_class,
-        training_defaults=dict(base.training_defaults), differences=tuple(differences),
+        description=f"{family.description.split(':')[0]} from {config.path} (family: {family.name})",
+        path=config.path, values=values, given=frozenset(set_here), hf_class=family.hf_class,
+        training_defaults=training, differences=tuple(differences), hf_source=dict(config.raw),
     )
 
 
+# -- spec -> HF -----------------------------------------------------------------------------------
+
+
 def hf_config_of(spec: Spec, sizes: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The HF config fields of the spec's model (sizes override the spec's own)."""
+    """The HF config fields of the spec's model, as porter ports it (sizes override the spec's own)."""
     config: dict[str, Any] = {}
-    model_type = model_type_of(spec.hf_class) if spec.hf_class else None
+    source = getattr(spec, "hf_source", None) or {}
+    model_type = source.get("model_type") or (model_type_of(spec.hf_class) if spec.hf_class else None)
     if spec.hf_class:
         config["architectures"] = [spec.hf_class]
     if model_type:
         config["model_type"] = model_type
     for difference in spec.differences:
         difference.to_hf(spec, config)
+    for hf, dest in TRAINING_FIELDS.items():
+        if dest in spec.training_defaults and class_defines(model_type, hf, unknown=False):
+            config[hf] = spec.training_defaults[dest]
     config.update(sizes or {})
     return config
 
 
+def hf_file_of(spec) -> dict[str, Any]:
+    """`porter spec --as hf`: the config.json of the model porter ports. porter's own fields,
+    then the source file's fields porter does not model (token ids, dtype...) as they are; rope
+    in the source's spelling (`rope_theta` + `rope_scaling`, or `rope_parameters`)."""
+    out = hf_config_of(spec)
+    source = getattr(spec, "hf_source", None) or {}
+    for key, value in source.items():
+        if key not in out and key not in ROPE_FIELDS:
+            out[key] = value
+    legacy = source and "rope_parameters" not in source
+    return rope_spelling(out, legacy=bool(legacy) if source else not transformers_uses_rope_parameters())
+
+
+def rope_spelling(config: dict[str, Any], legacy: bool) -> dict[str, Any]:
+    """The config with its rope fields as `rope_theta` + `rope_scaling` (legacy) or `rope_parameters`."""
+    out = dict(config)
+    params = rope_parameters_of(out)
+    for key in ROPE_FIELDS:
+        out.pop(key, None)
+    if not params.get("rope_theta") and params.get("rope_type", "default") == "default":
+        return out
+    if not legacy:
+        out["rope_parameters"] = params
+        return out
+    out["rope_theta"] = params.pop("rope_theta", 10000.0)
+    out["rope_scaling"] = params if params.get("rope_type", "default") != "default" else None
+    return out
+
+
 def transformers_uses_rope_parameters() -> bool:
     """Does the installed transformers spell rope as `rope_parameters` (5.x) or `rope_theta` +
-    `rope_scaling` (4.x)?"""
+    `rope_scaling` (4.x)? (5.x's spelling when transformers is not installed.)"""
     import inspect
 
-    from transformers import LlamaConfig
-
+    try:
+        from transformers import LlamaConfig
+    except ImportError:
+        return True
     return "rope_parameters" in inspect.signature(LlamaConfig.__init__).parameters
 
 
 def installed_rope_spelling(config: dict[str, Any]) -> dict[str, Any]:
     """The config with its rope fields as the installed transformers reads them."""
-    out = dict(config)
-    params = HFConfig(out).rope_parameters()
-    for key in ("rope_parameters", "rope_theta", "rope_scaling"):
-        out.pop(key, None)
-    if not params.get("rope_theta") and params.get("rope_type", "default") == "default":
-        return out
-    if transformers_uses_rope_parameters():
-        out["rope_parameters"] = params
-    else:
-        out["rope_theta"] = params.pop("rope_theta", 10000.0)
-        if params.get("rope_type", "default") != "default":
-            out["rope_scaling"] = params
+    out = rope_spelling(config, legacy=not transformers_uses_rope_parameters())
+    if out.get("rope_scaling", 0) is None:
+        del out["rope_scaling"]
     return out
 
 
 def class_defines(model_type: str | None, name: str, unknown: bool = True) -> bool:
     """Does the transformers config class of `model_type` define the field `name`? LlamaConfig
     defines attention_bias; Qwen2Config does not (Qwen2's modeling code hard-codes its q, k, v
-    biases), so there the family spec, not config.json, says where the biases are. An unknown or
-    missing model type (or no transformers installed) answers `unknown`."""
-    found = _defines(model_type, name) if model_type else None
-    return unknown if found is None else found
-
-
-@functools.cache
-def _defines(model_type: str, name: str) -> bool | None:
-    try:
-        from transformers import CONFIG_MAPPING
-
-        config = CONFIG_MAPPING[model_type]()
-    except (ImportError, KeyError):
-        return None
-    return hasattr(config, name)
+    biases), so there the family spec, not config.json, says where the biases are. An unknown
+    model type answers `unknown`."""
+    cls = config_class(model_type)
+    return unknown if cls is None else cls.defines(name)

@@ -51,6 +51,8 @@ class Spec:
     renamed_because: tuple[str, ...] = ()  # what the tree already holds under the family's own names (porter.naming)
     differences: tuple = field(default=(), compare=False, repr=False)  # read with these, in plan order
     extends: str | None = None  # the spec this one states its delta from (`extends = "llama"`)
+    # the config.json the spec was read from, as written (porter spec --as hf, verify's reference)
+    hf_source: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def __getitem__(self, dotted: str) -> Any:
         return self.values[dotted]

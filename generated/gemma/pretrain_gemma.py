@@ -32,7 +32,7 @@ def gemma_defaults(parser):
         kv_channels=256,
         no_bias=True,
         scale_embeddings=True,
-        ffn_hidden_size=24576,
+        ffn_hidden_size=16384,
         add_bos_token=True,
         tokenizer_type='SentencePieceTokenizer',
         layernorm_epsilon=1e-06,

@@ -25,7 +25,7 @@ def mistral_defaults(parser):
         activation_func_type='swiglu',
         bias_gelu_fusion=False,
         position_embedding_type='rotary',
-        rope_theta=1000000.0,
+        rope_theta=10000.0,
         layernorm_type='rmsnorm',
         num_key_value_heads=8,
         sliding_window=4096,

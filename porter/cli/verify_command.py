@@ -36,6 +36,12 @@ def verify(
     load: Annotated[Path | None, typer.Option("--load", help="Verify this checkpoint of the tree (its --save "
                                                              "folder) against its own HF conversion, instead of "
                                                              "a random model. Example: --load ./checkpoints")] = None,
+    hf: Annotated[Path | None, typer.Option("--hf", help="Your own HF model folder (config.json, *.safetensors): "
+                                                         "its weights through both sides at their real size, "
+                                                         "refused with the bytes needed where they would not fit "
+                                                         "in memory. Example: --hf ./Meta-Llama-3-8B")] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="With --hf: fp32, or bf16 (the weights as you run them; "
+                                                       "compare with a larger --tolerance). Example: --dtype bf16")] = "fp32",
     cpu: Cpu = None,
     workdir: Annotated[Path | None, typer.Option(help="Folder for the HF model, checkpoints, logs and the scratch copy "
                                                       "of the tree; kept (default: a temporary folder, removed when "
@@ -52,6 +58,11 @@ def verify(
     run on the same batch. Passes when max |logit difference| <= --tolerance and every argmax
     agrees; otherwise names the first module whose output diverges.
 
+    With an HF config.json (or its folder) as MODEL, the reference is transformers' class built
+    from that file as transformers reads it, only its sizes shrunk (layers, width, vocabulary;
+    every ratio, the rope numbers, tying, biases, experts kept): the report says what shrank.
+    With --hf DIR, your own weights run through both sides, nothing shrunk.
+
     With --load, the reference is that checkpoint converted to HF (megatron-to-hf), and the
     tree loads the checkpoint itself: a proof of a trained checkpoint's conversion.
 
@@ -65,6 +76,8 @@ def verify(
     porter verify llama --target ./Megatron-DeepSpeed
     porter verify llama --target ./Megatron-DeepSpeed --tp 2
     porter verify mixtral --target ./Megatron-DeepSpeed --ep 2
+    porter verify ./Meta-Llama-3-8B --target ./Megatron-DeepSpeed
+    porter verify ./Meta-Llama-3-8B --target ./Megatron-DeepSpeed --hf ./Meta-Llama-3-8B
     porter verify llama --target ./Megatron-DeepSpeed --load ./checkpoints --json > verify.json
     """
     from porter.requirements import require
@@ -91,7 +104,7 @@ def verify(
                           seq_length=seq, batch_size=batch, weight_std=std, seed=seed)
         options = VerifyOptions(tiny=tiny, tensor_parallel=tp, pipeline_parallel=pp, kinds=kinds, expert_parallel=ep,
                                 tolerance=tolerance, checkpoint=load.resolve() if load else None,
-                                cpu=runs_on_cpu(cpu))
+                                cpu=runs_on_cpu(cpu), hf_dir=hf.resolve() if hf else None, dtype=dtype)
         folder = WorkFolder.open(workdir, "verify", target)
         result = run_verify(spec, target, folder.path, options)
     except PorterError as exc:

@@ -6,8 +6,14 @@ difference (porter/differences/: `from_hf`, then `run_argv`): the tree's own par
 checkpoint's args from them, so a plain `--load` needs no extra flags. A config whose
 architecture the port cannot run (a bias the port has no switch for, GQA in a port without
 it...) is refused by field.
-Megatron -> HF: the checkpoint's args give the numbers back (`from_args`), the spec the
-architecture, porter's record (or the tokenizer) the real vocabulary and token ids.
+Megatron -> HF: the checkpoint keeps the source config.json as it was; on the way back that
+file is written again, changed only where the checkpoint's args (what training can change:
+the rotary base and scaling, the window, the norm epsilon, the context) differ from what
+porter read in it, so a published config round-trips to a file transformers reads field for
+field as the original. Without one (a checkpoint the tree trained from scratch) the args give
+the numbers, the spec the architecture, the tokenizer the token ids.
+Both ways every tensor's shape is checked against the config before anything is written
+(porter/convert/shape_check.py).
 """
 
 from __future__ import annotations
@@ -18,13 +24,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from porter.convert import shape_check
 from porter.convert.checkpoint import CheckpointReader, read_checkpoint, stream_checkpoint
 from porter.convert.hf_dir import DEFAULT_SHARD_SIZE, HFDir, check_shard_size, stream_hf
 from porter.convert.stream import Progress
 from porter.convert.tensors import MegatronWeights, hf_parts, hf_tensors, hf_to_megatron
 from porter.differences.tokenizer import token_ids
 from porter.errors import PorterError
-from porter.hf_config import HFConfig, hf_config_of
+from porter.hf_config import HFConfig, hf_config_of, rope_spelling
+from porter.hf_reading import ROPE_FIELDS, reading, rope_parameters_of
 from porter.layout import WeightLayout
 from porter.profile.layout import read_layout
 from porter.treerun.argv import (
@@ -57,12 +65,20 @@ class Port:
         self.spec = spec_in_tree(model if isinstance(model, Spec) else load_spec(model), tree)
         self.profile = profile_of(tree)
         self.layout: WeightLayout = read_layout(self.profile, self.spec)
-        self.switches = make_plan(self.spec, self.profile).switches
+        plan = make_plan(self.spec, self.profile)
+        self.switches = plan.switches
+        # the switches of the port a config can turn off or change (rope scaling type, window)
+        self._switchable = {dest: field for dest, field in plan.default_fields.items() if field in switchable_fields(self.spec)}
 
     def weights(self, config: dict, shape: ModelShape | None = None, hf_names=None) -> ModelWeights:
         """The model's weights, layer by layer, as the port's differences lay them out (porter.weights):
         for an HF config (its sizes, unless `shape`), reading an HF model with `hf_names` at hand."""
         return ModelWeights(self.layout, shape or ModelShape.from_hf(config), config, self.spec.wanted(), hf_names)
+
+    def check_hf_shapes(self, shapes: dict, config: HFConfig) -> None:
+        """Refuse HF tensors (name -> shape) that contradict the config (read as transformers reads it)."""
+        shape_check.check_hf(shapes, config.raw if isinstance(config, HFConfig) else config, self.spec.hf_class,
+                             getattr(config, "path", "config.json"))
 
     def read(self, checkpoint: Path, vocab_size: int | None = None, keep_padding: bool = False
              ) -> tuple[CheckpointReader, ModelWeights]:
@@ -96,9 +112,11 @@ class Port:
         values = spec_values_from_hf(HFConfig(config, path), self.spec.differences)
         schema = fields()
         problems = []
+        # a difference's fields that spell the port's model another way (a bias per site)
+        same = {name for d in self.spec.differences if d.same_model(self.spec, values) for name in d.fields}
         for name, value in values.items():
             mine = self.spec[name]
-            if name.startswith(("tokenizer.", "sizes.")) or value == mine or value is None:
+            if name.startswith(("tokenizer.", "sizes.")) or value == mine or value is None or name in same:
                 continue  # None: the config says nothing of it (a rule its explicit numbers replace)
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if number and (mine is not None or schema[name].base is not None):
@@ -121,14 +139,20 @@ class Port:
         (norm epsilon, rotary base, key/value heads, MLP width, sizes)."""
         from porter.plan import make_plan
 
-        return plan_numbers(make_plan(spec, self.profile))
+        return self._numbers(make_plan(spec, self.profile), spec)
+
+    def _numbers(self, plan, spec) -> dict[str, tuple[str, Any]]:
+        out = plan_numbers(plan, switchable_fields(self.spec))
+        for dest, field in self._switchable.items():  # off in this spec: said outright, not left to the entry point
+            if dest not in out:
+                value = spec[field]
+                out[dest] = (field, 0 if value is None else value)
+        return out
 
     def run_argv(self, spec) -> list[str]:
         """The tree's options that set the spec's numbers, for its parser (the sizes are the
         caller's: porter.treerun.argv.tree_argv)."""
-        from porter.plan import make_plan
-
-        return numbers_argv(make_plan(spec, self.profile), self.profile)
+        return numbers_argv(self.numbers(spec), self.profile)
 
     def spec_from_args(self, args) -> Any:
         """The port's spec with the numbers a checkpoint's args hold."""
@@ -138,7 +162,7 @@ class Port:
             value = getattr(args, dest, None)
             if isinstance(value, list) and value and is_number(value) and list not in schema[field].kinds:
                 value = max(value)  # a count per layer (--num-experts): the spec holds the sparse layers'
-            if is_number(value):
+            if is_number(value) or (field in switchable_fields(self.spec) and isinstance(value, str)):
                 values[field] = value
         return self.spec.with_values(**values)
 
@@ -187,14 +211,17 @@ def checkpoint_from_hf(model, target, hf_dir, out, *, tp: int = 1, pp: int = 1, 
         pipe = port.pipeline_engine()
     source = HFDir(Path(hf_dir))
     config = source.config
-    spec = port.spec_for(config, str(Path(hf_dir) / "config.json"))
-    weights = port.weights(config, hf_names=source.names)
+    path = str(Path(hf_dir) / "config.json")
+    read = reading(config, path)  # as transformers reads it: what the file leaves out is the class's
+    spec = port.spec_for(config, path)
+    port.check_hf_shapes({name: source.tensor(name, meta=True).shape for name in source.names}, read)
+    weights = port.weights(read, hf_names=source.names)
     shape = weights.shape
     seq = int(config.get("max_position_embeddings") or 2048)
     files, stats, made_by = stream_checkpoint(
         lambda meta: hf_parts(source.take(meta), weights, tp), weights, Path(out),
         tp=tp, pp=pp, pipe=pipe, args={dest: value for dest, (_, value) in port.numbers(spec).items()},
-        hf_config=config, stamp=lambda folder: stamp_tree_args(port, spec, shape, folder, tp, pp, seq),
+        hf_config=_kept_config(source), stamp=lambda folder: stamp_tree_args(port, spec, shape, folder, tp, pp, seq),
         progress=progress)
     stats.bytes_read = source.bytes_read
     padded = port.layout.padded_vocab(shape.vocab_size, tp)
@@ -220,6 +247,14 @@ def _dropped(spec, config: dict, names) -> dict:
     return {"dropped": said} if said else {}
 
 
+def _kept_config(source: HFDir) -> dict:
+    """The source config.json the checkpoint keeps (megatron-to-hf writes it back): as it is, but
+    for the quantization of weights read dequantized."""
+    if source.quantized is None:
+        return source.config
+    return {k: v for k, v in source.config.items() if k != "quantization_config"}
+
+
 def _dequantized(source: HFDir) -> dict:
     if source.quantized is None:
         return {}
@@ -228,22 +263,54 @@ def _dequantized(source: HFDir) -> dict:
 
 
 def hf_config_for(port: Port, weights, dtype) -> dict:
-    """The HF config of a checkpoint (a CheckpointReader, or the full copy read from it): its
-    args' numbers, the spec's architecture, its sizes."""
+    """The HF config of a checkpoint (a CheckpointReader, or the full copy read from it): the
+    source config.json it was converted from, changed only where its args differ from what
+    porter read there; else its args' numbers, the spec's architecture, its sizes."""
     args = weights.extra.get("args")
     spec = port.spec_from_args(args) if args is not None else port.spec
-    config = hf_config_of(spec, weights.shape.hf_sizes())
+    trained = hf_config_of(spec, weights.shape.hf_sizes())
     positions = getattr(args, "max_position_embeddings", None) or getattr(args, "seq_length", None)
     if positions:
-        config["max_position_embeddings"] = positions
+        trained["max_position_embeddings"] = positions
     recorded = weights.extra.get("hf_config") or {}
-    for key in PASSED_THROUGH:
-        if key in recorded:
-            config[key] = recorded[key]
-    # the token ids of the tokenizer the run trained with, where it is at hand
-    config.update(token_ids(getattr(args, "tokenizer_model", None)))
-    config["torch_dtype" if "torch_dtype" in recorded else "dtype"] = str(dtype).removeprefix("torch.")
+    if recorded.get("model_type"):
+        config = _users_file(port, recorded, trained)
+    else:
+        config = trained
+        for key in PASSED_THROUGH:
+            if key in recorded:
+                config[key] = recorded[key]
+    # the token ids of the tokenizer the run trained with, where it is at hand and the source
+    # file says none (the user's file keeps its own)
+    for key, value in token_ids(getattr(args, "tokenizer_model", None)).items():
+        if recorded.get(key) is None:
+            config[key] = value
+    name = "torch_dtype" if "torch_dtype" in recorded else "dtype"
+    config[name] = str(dtype).removeprefix("torch.")
     return config
+
+
+def _users_file(port: Port, recorded: dict, trained: dict) -> dict:
+    """The source config.json with what training changed: each HF field where the checkpoint's
+    model (trained) differs from porter's reading of the file (before), in the file's spelling."""
+    read = reading(recorded)
+    before = hf_config_of(port.spec_for(recorded), ModelShape.from_hf(dict(read)).hf_sizes())
+    before["max_position_embeddings"] = read.get("max_position_embeddings")
+    out = dict(recorded)
+    changed_rope = rope_parameters_of(trained) != rope_parameters_of(before)
+    for key, value in trained.items():
+        if key in ROPE_FIELDS or before.get(key) == value:
+            continue
+        if key == "head_dim" and value == read.get("hidden_size", 0) // max(1, read.get("num_attention_heads", 1)) \
+                and "head_dim" not in recorded:
+            continue
+        out[key] = value
+    if changed_rope:
+        spelled = rope_spelling({"rope_parameters": rope_parameters_of(trained)}, legacy="rope_parameters" not in recorded)
+        for key in ROPE_FIELDS:
+            out.pop(key, None)
+        out.update(spelled)
+    return out
 
 
 def hf_from_checkpoint(model, target, checkpoint, out, *, vocab_size: int | None = None,
@@ -254,8 +321,13 @@ def hf_from_checkpoint(model, target, checkpoint, out, *, vocab_size: int | None
     max_shard_size = check_shard_size(max_shard_size or DEFAULT_SHARD_SIZE)
     port = Port(model, target)
     reader, weights = port.read(Path(checkpoint), vocab_size=vocab_size)
-    files, stats = stream_hf(Path(out), weights.config, lambda meta: hf_tensors(reader.parts(weights, meta), weights),
+    shape_check.check_megatron(reader.parts(weights, meta=True), weights, port.spec.hf_class, str(checkpoint))
+    config = weights.config
+    files, stats = stream_hf(Path(out), {**config, "tie_word_embeddings": port.layout.tied},
+                             lambda meta: hf_tensors(reader.parts(weights, meta), weights),
                              port.spec.hf_class, max_shard_size, progress)
+    if reader.extra["hf_config"].get("model_type"):  # the user's own file, not transformers' rewrite of it
+        (Path(out) / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     stats.bytes_read = reader.bytes_read
     return {
         "wrote": str(out), "files": len(files), "tensors": stats.tensors, "layers": reader.shape.num_layers,

@@ -8,6 +8,7 @@ A `Difference` owns:
 - `plan(planner)`: the edits it plans with their reasons, the switches it reuses or adds, the
   values it hands templates (planner.values[name]);
 - `from_hf(config)` / `to_hf(spec, config)`: its HF config.json field(s), both ways;
+  `same_model(spec, values)`: an HF config's values spelling the spec's model another way;
 - `layout(profile, spec, layout)`: its part of the weight layout verify and convert use;
 - `weights(layer)`: its tensors in a transformer layer (HF <-> Megatron, tensor-parallel role);
 - `probes(layer)`: what verify compares where it changes a transformer layer;
@@ -72,6 +73,12 @@ class Difference:
 
     def to_hf(self, spec: Spec, config: dict[str, Any]) -> None:
         """Add this difference's fields to an HF config dict built for the spec."""
+
+    def same_model(self, spec: Spec, values: dict[str, Any]) -> bool:
+        """Do its fields in `values` (an HF config's, from_hf) describe the spec's model, however
+        spelled? (convert takes a config into a port: a bias per site said site by site is the
+        same as one switch for all.) False: each field is compared as it is."""
+        return False
 
     def layout(self, p: Any, spec: Spec) -> dict[str, Any]:
         """WeightLayout fields this difference decides, from the profile (p) and the spec."""

@@ -3,6 +3,7 @@ its parser accepts (only the options the tree has)."""
 
 from __future__ import annotations
 
+from collections.abc import Container
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,19 +108,22 @@ def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def plan_numbers(plan: Plan) -> dict[str, tuple[str, Any]]:
+def plan_numbers(plan: Plan, switchable: Container[str] = ()) -> dict[str, tuple[str, Any]]:
     """dest -> (spec field, value) of the plan's numbers, as the port's entry point sets them
-    (norm epsilon, rotary base, key/value heads, MLP width, sizes)."""
+    (norm epsilon, rotary base, key/value heads, MLP width, sizes), and of the `switchable`
+    fields whatever their value (a rope scaling type, a flag)."""
     return {dest: (field, plan.defaults[dest]) for dest, field in plan.default_fields.items()
-            if is_number(plan.defaults[dest])}
+            if is_number(plan.defaults[dest]) or field in switchable}
 
 
-def numbers_argv(plan: Plan, profile: TreeProfile) -> list[str]:
-    """The tree's options that set the plan's numbers, for its parser (the sizes are the
-    caller's: tree_argv)."""
+def numbers_argv(numbers: dict[str, tuple[str, Any]], profile: TreeProfile) -> list[str]:
+    """The tree's options that set the numbers (dest -> (spec field, value): plan_numbers), for
+    its parser (the sizes are the caller's: tree_argv); a flag's value as 0 or 1."""
     argv: list[str] = []
-    for dest, (field, value) in plan_numbers(plan).items():
+    for dest, (field, value) in numbers.items():
         argument = profile.arguments.by_dest(dest)
+        if isinstance(value, bool):
+            value = int(value)
         if argument is not None and not field.startswith("sizes."):
             argv += [argument.options[0], *(str(v) for v in (value if isinstance(value, list) else [value]))]
     return argv

@@ -26,7 +26,9 @@ import torch.nn.functional as F
 
 from porter import convert
 from porter.errors import PorterError
-from porter.hf_config import hf_class_of
+from porter.convert.shape_check import parameter_count
+from porter.hf_config import causal_lm_class, hf_class_of
+from porter.hf_reading import reading
 from porter.naming import spec_in_tree
 from porter.probe import probe_plan
 from porter.source import SourceTree
@@ -37,8 +39,18 @@ from porter.treerun.in_tree import run_in_tree
 from porter.treerun.shape import tiny_spec
 from porter.verify.probes import capture_hf, combine, orient, pipe_module
 from porter.verify.reference import REFERENCE_ATTENTION, TinyConfig, random_reference, token_batch
+from porter.verify.user_model import (
+    BYTES,
+    check_memory,
+    describe_shrink,
+    reference_from_file,
+    shrink,
+)
 
 TOLERANCE = 1e-5
+# bf16 (--hf --dtype bf16): both sides round every step to 8 bits of mantissa; the logits may
+# differ by this many bf16 steps (2^-8 of their largest magnitude each)
+BF16_STEPS = 16
 # A probe "diverges" when its difference exceeds this, relative to max(1, its magnitude):
 # float32 reorderings stay near 1e-6; a wrong port is off by 1e-2 or more.
 PROBE_TOLERANCE = 1e-5
@@ -57,6 +69,8 @@ class VerifyOptions:
     # position ids restarting mid-sequence, attention causal over the whole row (--reset-position-ids)
     reset_positions: bool = False
     cpu: bool | None = True  # on the CPU with porter's stand-ins (None: when this machine has no CUDA)
+    hf_dir: Path | None = None  # the user's own HF weights, through both sides at their real size
+    dtype: str = "fp32"  # fp32, or bf16 (with --hf: the weights as the user runs them)
 
 
 @dataclass
@@ -127,6 +141,7 @@ class VerifyResult:
     workdir: str
     seconds: float
     standins: list = field(default_factory=list)  # porter.treerun.standins.StandIn: those the tree's run used
+    reference: list[str] = field(default_factory=list)  # what the reference is: a user's file, shrunk how
 
     @property
     def passed(self) -> bool:
@@ -134,6 +149,7 @@ class VerifyResult:
 
     def as_dict(self) -> dict:
         return {"passed": self.passed, "spec": self.spec, "target": self.target, "config": self.config,
+                "reference": self.reference,
                 "results": [r.as_dict() for r in self.results], "workdir": self.workdir,
                 "seconds": round(self.seconds, 2), "standins": [s.name for s in self.standins]}
 
@@ -268,6 +284,8 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
     ep = options.expert_parallel
     argv_extra: list[str] = port.expert_parallel_argv(ep)
 
+    source_config = None  # the user's config.json (shrunk) that the HF directory holds
+    report: list[str] = []
     if options.checkpoint is not None:
         reference, tiny, model = _reference_from_checkpoint(port, Path(options.checkpoint), tiny, workdir)
         kinds = ("pipe",) if model.extra["pipe"] else ("model",)
@@ -280,10 +298,28 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
             positions = getattr(model.extra["args"], "max_position_embeddings", None) or tiny.seq_length
             argv_extra += ["--max-position-embeddings", str(positions)]
         checkpoints = {kinds[0]: str(options.checkpoint)}
+    elif options.hf_dir is not None:
+        kinds = _kinds(spec, options.kinds)
+        reference, tiny, report = _users_weights(spec, Path(options.hf_dir), tiny, options.dtype)
+        argv_extra += port.run_argv(port.spec_for(json.loads((Path(options.hf_dir) / "config.json").read_text())))
+    elif spec.hf_source:
+        # the user's own config.json, shrunk: transformers reads it for the reference, porter for the port
+        kinds = _kinds(spec, options.kinds)
+        shrunk = shrink(dict(spec.hf_source), tiny.num_layers, tiny.num_attention_heads, tiny.vocab_size, tiny.seq_length)
+        tiny = replace(tiny, num_layers=shrunk.num_layers, hidden_size=shrunk.hidden_size,
+                       num_attention_heads=shrunk.num_attention_heads, vocab_size=shrunk.vocab_size)
+        reference = reference_from_file(shrunk.config, spec.hf_class, tiny.weight_std, tiny.seed, REFERENCE_ATTENTION)
+        source_config, report = shrunk.config, describe_shrink(shrunk, spec.path)
+        argv_extra += port.run_argv(port.spec_for(shrunk.config, spec.path))
+        positions = reading(shrunk.config).get("max_position_embeddings")
+        if positions and max_positions_allowed(spec, profile):  # the checkpoint's args keep the published context
+            argv_extra += ["--max-position-embeddings", str(max(positions, tiny.seq_length))]
     else:
         kinds = _kinds(spec, options.kinds)
         reference = random_reference(spec, tiny)
         argv_extra += port.run_argv(tiny_spec(spec, tiny))
+    if options.dtype == "bf16":
+        argv_extra += ["--bf16"]
     if tiny.num_layers % pp:
         raise PorterError(f"{tiny.num_layers} layers do not split over {pp} pipeline stages",
                           construct="--layers divisible by --pp", found=f"--layers {tiny.num_layers} --pp {pp}",
@@ -303,10 +339,16 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
 
     if options.checkpoint is None:
         # The user's path: an HF directory, converted by porter convert's own code.
-        hf_dir = workdir / "hf"
-        convert.write_hf(hf_dir, reference.config.to_dict(), reference.state_dict(), spec.hf_class)
+        hf_dir = Path(options.hf_dir) if options.hf_dir is not None else workdir / "hf"
+        if options.hf_dir is None:
+            convert.write_hf(hf_dir, reference.config.to_dict(), reference.state_dict(), spec.hf_class)
+            if source_config is not None:  # the user's file as they wrote it, sizes shrunk
+                (hf_dir / "config.json").write_text(json.dumps(source_config, indent=2))
         config, state = convert.read_hf(hf_dir)
-        model = port.to_megatron(state, config, tensor_parallel=tp)
+        read = reading(config, str(hf_dir / "config.json"))
+        port.check_hf_shapes({k: t.shape for k, t in state.items()}, read)
+        model = port.to_megatron(state, read, tensor_parallel=tp)
+        del state
         numbers = {dest: value for dest, (_, value) in port.numbers(port.spec_for(config)).items()}
         checkpoints = {}
         for kind in kinds:
@@ -314,6 +356,7 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
             convert.write_checkpoint(model, path, tp=tp, pp=pp, pipe=kind == "pipe",
                                      args=numbers, hf_config=config)
             checkpoints[kind] = str(path)
+        del model
 
     probes = probe_plan(layout, tiny.num_layers, tiny.num_attention_heads, spec.wanted(), reference.config.to_dict())
     out = workdir / "out"
@@ -321,8 +364,9 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
     for stale in out.glob("*"):
         stale.unlink()
     job = {
-        "tree": tree_job(spec, tree, profile, tiny, tp, pp,
-                         argv_extra + tokenizer_argv(spec, profile, workdir), dp=ep),
+        "tree": {**tree_job(spec, tree, profile, tiny, tp, pp,
+                            argv_extra + tokenizer_argv(spec, profile, workdir), dp=ep),
+                 **({"deepspeed_config": {"bf16": {"enabled": True}}} if options.dtype == "bf16" else {})},
         "stamp_args": options.checkpoint is None,
         "kinds": list(kinds), "checkpoints": checkpoints, "out": str(out), "layout": layout.as_dict(),
         "num_layers": tiny.num_layers, "probes": [p.tree_side() for p in probes],
@@ -336,19 +380,49 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
                        options.timeout, what=f"building, loading and running the generated {spec.model_class}",
                        cpu=runs_on_cpu(options.cpu))
 
+    tolerance = options.tolerance
+    if options.dtype == "bf16":  # both sides round to bf16: some of its steps at the logits' size
+        tolerance = max(tolerance, BF16_STEPS * 2.0 ** -8 * ref_logits.abs().max().item())
     results = []
     for kind in kinds:
         model_class = spec.model_class + ("Pipe" if kind == "pipe" else "")
         records = _collect(out, kind)
         # data-parallel replicas (expert parallelism) ran the same batch: each is compared, the worst reported
         replicas = [compare(kind, [r for r in records if r.get("dp_rank", 0) == dp], probes, ref_logits, captures,
-                            labels, tiny.vocab_size, options.tolerance, model_class, layout)
+                            labels, tiny.vocab_size, tolerance, model_class, layout)
                     for dp in sorted({r.get("dp_rank", 0) for r in records})]
         results.append(max(replicas, key=lambda r: (not r.passed, r.max_logit_diff)))
     config = {**tiny.as_dict(), "tensor_parallel": tp, "pipeline_parallel": pp, "expert_parallel": ep,
               "checkpoint": None if options.checkpoint is None else str(options.checkpoint)}
     return VerifyResult(spec=spec.name, target=str(target), config=config, results=results,
-                        workdir=str(workdir), seconds=time.monotonic() - start, standins=used)
+                        workdir=str(workdir), seconds=time.monotonic() - start, standins=used, reference=report)
+
+
+def _users_weights(spec: Spec, hf_dir: Path, tiny: TinyConfig, dtype: str):
+    """The user's own HF model, loaded by transformers at its real size (refused, with the bytes
+    needed, where it would not fit in memory); the run's sizes are its own."""
+    config_path = hf_dir / "config.json"
+    try:
+        raw = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PorterError(f"cannot read {config_path}", file=str(config_path), construct="an HF model folder",
+                          found=str(exc), fix="pass --hf the folder save_pretrained wrote (config.json, *.safetensors)") from None
+    if dtype not in BYTES:
+        raise PorterError(f"unknown --dtype {dtype!r}", construct="--dtype fp32 or bf16", found=dtype,
+                          fix="pass --dtype fp32 or --dtype bf16")
+    check_memory(raw, spec.hf_class, dtype, str(config_path))
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    cls = causal_lm_class(raw, spec.hf_class)
+    reference = cls.from_pretrained(str(hf_dir), dtype=torch.float32 if dtype == "fp32" else torch.bfloat16,
+                                    attn_implementation=REFERENCE_ATTENTION).eval()
+    read = reading(raw, str(config_path))
+    tiny = replace(tiny, num_layers=read["num_hidden_layers"], hidden_size=read["hidden_size"],
+                   num_attention_heads=read["num_attention_heads"], vocab_size=read["vocab_size"])
+    report = [f"reference: transformers' {cls.__name__}.from_pretrained({hf_dir}) in {dtype}: your own weights, "
+              f"nothing shrunk ({parameter_count(raw, spec.hf_class):,} parameters)"]
+    return reference, tiny, report
 
 
 def reset_positions(tiny: TinyConfig) -> torch.Tensor:
@@ -363,7 +437,7 @@ def reset_positions(tiny: TinyConfig) -> torch.Tensor:
 
 def describe(result: VerifyResult) -> str:
     """The report a person reads."""
-    lines = []
+    lines = list(result.reference)
     ep = result.config.get("expert_parallel", 1)
     expert_parallel = f", EP={ep}" if ep > 1 else ""
     for r in result.results:

@@ -68,19 +68,24 @@ def random_reference(spec: Spec, tiny: TinyConfig):
     config = reference_config(spec, tiny)
     torch.manual_seed(tiny.seed)
     model = hf_class_of(spec.hf_class)(config).float().eval()
-    generator = torch.Generator().manual_seed(tiny.seed)
+    randomize(model, tiny.weight_std, tiny.seed)
+    return model
+
+
+def randomize(model, std: float, seed: int) -> None:
+    """Every matrix drawn with std `std`, every norm weight uniformly from [0.5, 1.5]."""
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith("norm.weight") or "layernorm" in name:
                 param.copy_(torch.rand(param.shape, generator=generator) + 0.5)
             else:
-                param.copy_(torch.randn(param.shape, generator=generator) * tiny.weight_std)
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
         # saved buffers are weights too (DeepSeek-V3's expert correction bias): drawn as well
         saved = model.state_dict()
         for name, buffer in model.named_buffers():
             if name in saved and buffer.is_floating_point():
-                buffer.copy_(torch.randn(buffer.shape, generator=generator) * tiny.weight_std)
-    return model
+                buffer.copy_(torch.randn(buffer.shape, generator=generator) * std)
 
 
 def token_batch(tiny: TinyConfig) -> tuple[torch.Tensor, torch.Tensor]:

@@ -71,7 +71,7 @@ def test_gemma_7b_config_matches_hf_at_tp2(gemma_tree, gemma_7b_folder, tmp_path
                     ["Gemma7bModel", "Gemma7bModelPipe"])
     assert result.results[0].tensor_parallel == 2
     config = json.loads((tmp_path / "7b" / "hf" / "config.json").read_text())
-    assert (config["num_key_value_heads"], config["head_dim"]) == (4, 32)
+    assert (config["num_key_value_heads"], config["head_dim"]) == (4, 16)  # 7B shrunk: one per query head, 16 x 4 > hidden 48
     refused = CliRunner().invoke(app, ["verify", "gemma", "--target", str(gemma_tree), "--tp", "2",
                                        "--workdir", str(tmp_path / "mqa")])
     assert refused.exit_code == 2 and "key/value heads 1, --tp 2" in refused.output

@@ -32,12 +32,12 @@ def model_folder(tmp_path, config, name):
     return folder
 
 
-def test_the_gemma_spec_is_bundled_with_7bs_numbers_and_multi_query_attention():
+def test_the_gemma_spec_is_bundled_with_2bs_numbers_and_multi_query_attention():
     spec = load_spec("gemma")
     assert spec.hf_class == "GemmaForCausalLM" and spec.model_class == "GemmaModel"
     assert spec["activation.type"] == "geglu" and spec["norm.offset"] == 1.0 and spec["embeddings.scale"]
     assert spec["embeddings.tied"] and not spec["linear.bias"] and spec["norm.eps"] == 1e-6
-    assert (spec["attention.head_dim"], spec["attention.num_query_groups"], spec["mlp.ffn_hidden_size"]) == (256, 1, 24576)
+    assert (spec["attention.head_dim"], spec["attention.num_query_groups"], spec["mlp.ffn_hidden_size"]) == (256, 1, 16384)
     assert spec["tokenizer.type"] == "sentencepiece" and spec["tokenizer.add_bos"]
     assert dict(load_spec_from_toml(spec_toml(spec)).values) == dict(spec.values)
 
@@ -61,7 +61,7 @@ def test_porter_list_shows_gemma_and_its_differences():
 
 def test_gemma_7b_config_is_the_gemma_family_with_its_own_numbers(tmp_path):
     spec = load_spec(str(model_folder(tmp_path, GEMMA_7B, "gemma-7b")))
-    assert spec.hf_class == "GemmaForCausalLM" and "closest family: gemma" in spec.description
+    assert spec.hf_class == "GemmaForCausalLM" and "(family: gemma)" in spec.description
     assert spec["activation.type"] == "geglu"  # hidden_activation: gelu_pytorch_tanh
     assert spec["attention.head_dim"] == 256 and spec["attention.num_query_groups"] is None  # 16 of 16: multi-head
     assert spec["mlp.ffn_hidden_size"] == 24576 and spec["embeddings.tied"]
@@ -90,7 +90,7 @@ def test_a_config_transformers_5_saved_is_a_model_too(tmp_path):
 
 @pytest.mark.parametrize(("change", "field"), [
     ({"use_bidirectional_attention": True}, "use_bidirectional_attention"),
-    ({"hidden_activation": "relu"}, "activation.type"),
+    ({"hidden_act": "relu", "hidden_activation": None}, "activation.type"),
 ])
 def test_what_porter_cannot_honour_in_a_gemma_config_is_refused_by_field(tmp_path, change, field):
     with pytest.raises(PorterError) as caught:

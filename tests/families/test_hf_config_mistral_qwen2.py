@@ -48,7 +48,7 @@ def model_folder(tmp_path, config, name, tokenizer):
 
 def test_mistral_v03_is_the_mistral_family_without_a_window(tmp_path):
     spec = load_spec(str(model_folder(tmp_path, MISTRAL_7B_V03, "Mistral-7B-v0.3", "tokenizer.model")))
-    assert spec.hf_class == "MistralForCausalLM" and "closest family: mistral" in spec.description
+    assert spec.hf_class == "MistralForCausalLM" and "(family: mistral)" in spec.description
     assert spec["attention.sliding_window"] == 0  # null: none, where the family's own default has one
     assert spec["attention.num_query_groups"] == 8 and spec["position_embedding.rope_theta"] == 1e6
     assert spec["mlp.ffn_hidden_size"] == 14336 and spec["sizes.vocab_size"] == 32768
@@ -77,7 +77,7 @@ def spec_from(config):
 
 def test_qwen25_is_the_qwen2_family_with_its_qkv_bias_from_the_spec(tmp_path):
     spec = load_spec(str(model_folder(tmp_path, QWEN25_05B, "Qwen2.5-0.5B", "tokenizer.json")))
-    assert spec.hf_class == "Qwen2ForCausalLM" and "closest family: qwen2" in spec.description
+    assert spec.hf_class == "Qwen2ForCausalLM" and "(family: qwen2)" in spec.description
     assert spec["linear.qkv_bias"] is True and spec["linear.bias"] is False
     assert spec["linear.attention_output_bias"] is None and spec["linear.mlp_bias"] is None
     assert spec["embeddings.tied"] and spec["attention.num_query_groups"] == 2

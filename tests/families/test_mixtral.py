@@ -70,7 +70,7 @@ def test_the_spec_is_8_experts_top_2_and_the_port_defaults_to_it(moe_tree):
 
 def test_mixtrals_config_json_is_the_mixtral_family_with_its_numbers(tmp_path):
     spec = load_spec(str(model_folder(tmp_path, MIXTRAL_8X7B)))
-    assert "closest family: mixtral" in spec.description and spec.hf_class == "MixtralForCausalLM"
+    assert "(family: mixtral)" in spec.description and spec.hf_class == "MixtralForCausalLM"
     assert (spec["moe.num_experts"], spec["moe.top_k"], spec["moe.aux_loss_coef"]) == (8, 2, 0.02)
     assert spec["attention.num_query_groups"] == 8 and spec["mlp.ffn_hidden_size"] == 14336
     assert spec["position_embedding.rope_theta"] == 1e6

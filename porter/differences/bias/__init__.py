@@ -8,8 +8,9 @@ keeps its bias while the rest have none gets its own switch (`--add-qkv-bias`, M
 spelling; `--add-attention-output-bias`, `--add-mlp-bias`).
 When porter adds it: every tensor-parallel linear of attention and MLP takes `bias=` from the
 switches, and the tree's bias path becomes None-safe where it adds a bias by hand.
-HF: `attention_bias` and `mlp_bias` (LLaMA); a class without them (Qwen2: QKV bias only, hard-coded)
-reads and writes no bias field: its family spec says where the biases are.
+HF: `attention_bias` (q, k, v and the output) and `mlp_bias`, each read where the config class
+has it (LLaMA both, Gemma attention_bias only); a site whose class has no field keeps the family
+spec's bias (Qwen2's QKV bias, hard-coded in its modeling code; Gemma's bias-free MLP).
 """
 
 from __future__ import annotations
@@ -149,23 +150,35 @@ class Bias(Difference):
         bias_weights(layer)
 
     def from_hf(self, config):
+        """Each site's bias from the field the class has for it (attention_bias: q, k, v and the
+        output; mlp_bias: the MLP); a site without one keeps the family's (Qwen2's QKV bias and
+        Gemma's bias-free MLP are in their modeling code)."""
+        attention = config.get("attention_bias") if config.defines("attention_bias") else None
+        mlp = config.get("mlp_bias") if config.defines("mlp_bias") else None
         out = {}
-        if not class_defines(config.get("model_type"), "attention_bias"):
-            return out  # the family's code fixes its biases (Qwen2: QKV only): its spec says where
-        attention, mlp = config.get("attention_bias"), config.get("mlp_bias")
-        if attention is not None or mlp is not None:
-            out["linear.bias"] = bool(attention) and bool(mlp if mlp is not None else attention)
-            if attention is not None and bool(attention) != out["linear.bias"]:
+        if attention is not None and mlp is not None:
+            out["linear.bias"] = bool(attention) and bool(mlp)
+            out["linear.qkv_bias"] = out["linear.attention_output_bias"] = out["linear.mlp_bias"] = None
+            if bool(attention) != out["linear.bias"]:
                 out["linear.qkv_bias"] = out["linear.attention_output_bias"] = bool(attention)
-            if mlp is not None and bool(mlp) != out["linear.bias"]:
+            if bool(mlp) != out["linear.bias"]:
                 out["linear.mlp_bias"] = bool(mlp)
+        elif attention is not None:
+            out["linear.qkv_bias"] = out["linear.attention_output_bias"] = bool(attention)
         return out
 
     def to_hf(self, spec, config):
-        if not class_defines(config.get("model_type"), "attention_bias"):
-            return  # nothing to write: the HF class puts its biases where its code says
-        config["attention_bias"] = site_bias(spec, "qkv")
-        config["mlp_bias"] = site_bias(spec, "mlp")
+        model_type = config.get("model_type")
+        if class_defines(model_type, "attention_bias"):  # none: the HF class puts its biases where its code says
+            config["attention_bias"] = site_bias(spec, "qkv")
+        if class_defines(model_type, "mlp_bias"):
+            config["mlp_bias"] = site_bias(spec, "mlp")
+
+    def same_model(self, spec, values):
+        """Each site's bias as the spec has it, whether said by linear.bias or site by site."""
+        candidate = dict(spec.values)
+        candidate.update({k: v for k, v in values.items() if k in self.fields})
+        return all(site_bias(candidate, site) == site_bias(spec, site) for site in SITES)
 
     def layout(self, profile, spec):
         return {f"{site}_bias": site_bias(spec, site) for site in SITES}

@@ -122,7 +122,8 @@ class GatedMLP(Difference):
         gated_weights(layer)
 
     def from_hf(self, config):
-        act = config.get("hidden_activation") or config.get("hidden_act")
+        # transformers 4's GemmaConfig has hidden_activation, which wins; 5's reads hidden_act only
+        act = (config.get("hidden_activation") if config.defines("hidden_activation") else None) or config.get("hidden_act")
         if act == "gelu" and config.get("model_type") in LEGACY_TANH_GELU:
             act = "gelu_pytorch_tanh"
         if act is None:

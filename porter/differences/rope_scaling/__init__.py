@@ -1,24 +1,29 @@
-"""Rotary frequency scaling for long contexts: LLaMA-3.1's "llama3" type.
+"""Rotary frequency scaling for long contexts: LLaMA-3.1's "llama3", "linear" and "yarn".
 
-Spec: `position_embedding.rope_scaling.type` ("none", GPT and LLaMA-1/2/3.0; "llama3") with
-its `factor`, `low_freq_factor`, `high_freq_factor` and `original_max_position_embeddings`
-(LLaMA-3.1: 8, 1, 4, 8192). It changes the logits at every length: long wavelengths are
-slowed down by the factor. porter's switches: `--rope-scaling-type` and one option per number;
-the tree's RotaryEmbedding (porter's, rotary_embedding.py) takes `scaling=rope_scaling_of(args)`.
-A tree whose own rotary embedding porter reuses has no scaling: refused, by field.
-HF: `rope_scaling` (transformers 4) or `rope_parameters` (5) with `rope_type` "llama3"; any
-other rope type is refused by name.
+Spec: `position_embedding.rope_scaling.type` ("none", GPT and LLaMA-1/2/3.0; "llama3";
+"linear", longchat's position interpolation: every frequency divided by the factor; "yarn",
+Qwen2.5's long-context setting: frequencies interpolated by dimension between beta_fast and
+beta_slow rotations of the original context, and cos/sin scaled by an attention factor, given
+or computed from the factor and mscale / mscale_all_dim as HF computes it) with its numbers
+(LLaMA-3.1: factor 8, low 1, high 4, original 8192). It changes the logits at every length.
+porter's switches: `--rope-scaling-type` and one option per number (yarn's only where a spec
+asks for yarn); the tree's RotaryEmbedding (porter's, rotary_embedding.py) takes
+`scaling=rope_scaling_of(args)`. A tree whose own rotary embedding porter reuses has no
+scaling: refused, by field.
+HF: `rope_scaling` (transformers 4) or `rope_parameters` (5) with its `rope_type`; a type
+porter lacks (longrope, dynamic...) is refused by name.
 """
 
 from __future__ import annotations
 
 from porter.differences.base import Difference
+from porter.edits import arguments as A
 from porter.edits.calls import AddKeyword
 from porter.errors import PorterError
 from porter.planner import rw, unsupported
-from porter.profile import TRANSFORMER
+from porter.profile import ARGUMENTS, TRANSFORMER
 from porter.profile.features import NETWORK, Spelling
-from porter.schema import choice, number
+from porter.schema import choice, flag, number
 
 PREFIX = "position_embedding.rope_scaling."
 # spec field -> (switch, option, type, default, help)
@@ -32,8 +37,28 @@ OPTIONS = {
     "original_max_position_embeddings": ("rope_scaling_original_max_positions", "--rope-scaling-original-max-positions",
                                          "int", "8192", "Rotary scaling: the context the model was first trained on."),
 }
-HF_NAMES = {"factor": "factor", "low_freq_factor": "low_freq_factor", "high_freq_factor": "high_freq_factor",
-            "original_max_position_embeddings": "original_max_position_embeddings"}
+# yarn's own numbers (added to a tree only where a spec asks for yarn)
+YARN_OPTIONS = {
+    "attention_factor": ("rope_scaling_attention_factor", "--rope-scaling-attention-factor", "float", "None",
+                         "Rotary scaling (yarn): the factor on cos and sin; default from the factor and mscale."),
+    "beta_fast": ("rope_scaling_beta_fast", "--rope-scaling-beta-fast", "float", "32.0",
+                  "Rotary scaling (yarn): rotations of the original context below which frequencies are kept."),
+    "beta_slow": ("rope_scaling_beta_slow", "--rope-scaling-beta-slow", "float", "1.0",
+                  "Rotary scaling (yarn): rotations above which frequencies are interpolated."),
+    "mscale": ("rope_scaling_mscale", "--rope-scaling-mscale", "float", "None",
+               "Rotary scaling (yarn): mscale of the attention factor (with mscale_all_dim)."),
+    "mscale_all_dim": ("rope_scaling_mscale_all_dim", "--rope-scaling-mscale-all-dim", "float", "None",
+                       "Rotary scaling (yarn): mscale_all_dim of the attention factor (with mscale)."),
+    "truncate": ("rope_scaling_truncate", "--rope-scaling-truncate", "int", "1",
+                 "Rotary scaling (yarn): 1 rounds the interpolation range to whole dimensions, 0 does not."),
+}
+TYPES = ("llama3", "linear", "yarn")
+# the numbers each type reads (HF's names are the spec's)
+USES = {
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+    "linear": ("factor",),
+    "yarn": ("factor", "original_max_position_embeddings", *YARN_OPTIONS),
+}
 
 
 def _spelling(switch: str, option: str, kind: str, default: str, text: str) -> Spelling:
@@ -44,11 +69,17 @@ def _spelling(switch: str, option: str, kind: str, default: str, text: str) -> S
 class RopeScaling(Difference):
     name = "rope_scaling"
     fields = {
-        PREFIX + "type": choice("none", "none", "llama3", help="rotary frequency scaling"),
-        PREFIX + "factor": number(1.0, help="llama3: slow-down of long wavelengths"),
+        PREFIX + "type": choice("none", "none", *TYPES, help="rotary frequency scaling"),
+        PREFIX + "factor": number(1.0, help="slow-down of long wavelengths (linear: of all)"),
         PREFIX + "low_freq_factor": number(1.0, help="llama3: low-frequency bound factor"),
         PREFIX + "high_freq_factor": number(4.0, help="llama3: high-frequency bound factor"),
-        PREFIX + "original_max_position_embeddings": number(8192, whole=True, help="llama3: the original context"),
+        PREFIX + "original_max_position_embeddings": number(8192, whole=True, help="llama3, yarn: the original context"),
+        PREFIX + "attention_factor": number(None, help="yarn: the factor on cos and sin (unset: from factor, mscale)"),
+        PREFIX + "beta_fast": number(None, help="yarn: fast boundary in rotations (unset: 32)"),
+        PREFIX + "beta_slow": number(None, help="yarn: slow boundary in rotations (unset: 1)"),
+        PREFIX + "mscale": number(None, help="yarn: mscale of the attention factor"),
+        PREFIX + "mscale_all_dim": number(None, help="yarn: mscale_all_dim of the attention factor"),
+        PREFIX + "truncate": flag(None, help="yarn: round the interpolation range to whole dimensions (unset: true)"),
     }
     switchable = (PREFIX + "type",)
     hf_fields = ("rope_scaling",)
@@ -56,14 +87,14 @@ class RopeScaling(Difference):
         "rope_scaling": (
             Spelling("rope_scaling", "--rope-scaling-type", "rope_scaling_type", "llama3",
                      "args.rope_scaling_type != 'none'", NETWORK,
-                     (("type", "str"), ("default", "'none'"), ("choices", "['none', 'llama3']"),
-                      ("help", "'Rotary frequency scaling for long contexts: none, or llama3 (LLaMA-3.1).'"))),
+                     (("type", "str"), ("default", "'none'"), ("choices", repr(["none", *TYPES])),
+                      ("help", "'Rotary frequency scaling for long contexts: none, llama3 (LLaMA-3.1), linear or yarn.'"))),
         ),
         **{switch: (_spelling(switch, option, kind, default, text),)
-           for switch, option, kind, default, text in OPTIONS.values()},
+           for switch, option, kind, default, text in (*OPTIONS.values(), *YARN_OPTIONS.values())},
     }
     switch_fields = {"rope_scaling": PREFIX + "type",
-                     **{switch: PREFIX + key for key, (switch, *_rest) in OPTIONS.items()}}
+                     **{switch: PREFIX + key for key, (switch, *_rest) in (*OPTIONS.items(), *YARN_OPTIONS.items())}}
 
     def wanted(self, spec):
         return spec[PREFIX + "type"] != "none"
@@ -73,6 +104,9 @@ class RopeScaling(Difference):
             raise fail(PREFIX + "type", f"position_embedding.type = {values['position_embedding.type']!r}",
                        "remove the rope scaling, or set position_embedding.type = 'rotary'",
                        message="inconsistent spec: rope scaling applies to rotary positions only")
+        if values[PREFIX + "type"] in ("linear", "yarn") and not values[PREFIX + "factor"] >= 1.0:
+            raise fail(PREFIX + "factor", f"factor {values[PREFIX + 'factor']}", "a factor of 1 or more",
+                       message=f"inconsistent spec: {values[PREFIX + 'type']} rope scaling slows frequencies down")
         if values[PREFIX + "type"] == "llama3" and not values[PREFIX + "low_freq_factor"] < values[PREFIX + "high_freq_factor"]:
             raise fail(PREFIX + "high_freq_factor", f"low {values[PREFIX + 'low_freq_factor']}, "
                        f"high {values[PREFIX + 'high_freq_factor']}", "make high_freq_factor larger than low_freq_factor",
@@ -84,9 +118,18 @@ class RopeScaling(Difference):
                               "porter's RotaryEmbedding (rope_scaling_of), or the tree's with a scaling option",
                               f"the tree's rotary embedding ({p.switches['rotary'].option}); spec "
                               f"{PREFIX}type = {p.spec[PREFIX + 'type']!r}")
-        p.switch("rope_scaling", on=p.spec[PREFIX + "type"], field=PREFIX + "type")
+        kind = p.spec[PREFIX + "type"]
+        spelling = p.switch("rope_scaling", on=kind, field=PREFIX + "type")
+        argument = p.profile.arguments.by_option(spelling.option)
+        if argument is not None and argument.choices is not None and kind not in argument.choices:
+            p.edit(ARGUMENTS, "rope_scaling", f"{spelling.option} (added by porter earlier) takes {kind!r} too",
+                   rw(A.ExtendChoices, func=argument.function, option=spelling.option, value=kind))
         for key, (switch, *_rest) in OPTIONS.items():
             p.switch(switch, on=p.spec[PREFIX + key], field=PREFIX + key)
+        if kind == "yarn":
+            for key, (switch, *_rest) in YARN_OPTIONS.items():
+                value = p.spec[PREFIX + key]
+                p.switch(switch, on=int(value) if isinstance(value, bool) else value, field=PREFIX + key)
         p.import_into(TRANSFORMER, "rope_scaling", "from megatron.model.rotary_embedding import rope_scaling_of",
                       "imports the rotary scaling switches' reader")
         p.edit(TRANSFORMER, "rope_scaling", "the rotary embedding scales its frequencies as the switches say",
@@ -96,33 +139,41 @@ class RopeScaling(Difference):
     def from_hf(self, config):
         params = config.rope_parameters()
         kind = params.get("rope_type", "default")
-        if kind == "default":
-            return {}
-        if kind != "llama3":
+        if kind == "default":  # said outright: the family's own scaling does not carry over
+            return {PREFIX + "type": "none"}
+        if kind not in TYPES:
             raise PorterError(
                 f"porter cannot port rope scaling of type {kind!r}", file=config.path,
-                construct="rope_scaling.rope_type (or rope_parameters.rope_type): 'default' or 'llama3'",
+                construct="rope_scaling.rope_type (or rope_parameters.rope_type): 'default', " + ", ".join(map(repr, TYPES)),
                 found=f"rope_type = {kind!r}: {params}",
-                fix="porter ports LLaMA-3.1's llama3 scaling only; port this model by hand, or report the type",
+                fix="porter ports llama3, linear and yarn scaling; port this model by hand, or report the type",
             )
-        out = {PREFIX + "type": "llama3"}
-        for key, hf in HF_NAMES.items():
-            if hf not in params:
-                raise PorterError(f"llama3 rope scaling without {hf}", file=config.path,
-                                  construct=f"rope_scaling.{hf}", found=str(params), fix="fix the config")
-            out[PREFIX + key] = params[hf]
+        out = {PREFIX + "type": kind}
+        if kind == "yarn" and params.get("factor") is None and params.get("original_max_position_embeddings"):
+            params["factor"] = config["max_position_embeddings"] / params["original_max_position_embeddings"]
+        for key in USES[kind]:
+            if key in YARN_OPTIONS:
+                if params.get(key) is not None:
+                    out[PREFIX + key] = bool(params[key]) if key == "truncate" else float(params[key])
+                continue
+            if params.get(key) is None:
+                raise PorterError(f"{kind} rope scaling without {key}", file=config.path,
+                                  construct=f"rope_scaling.{key}", found=str(params), fix="fix the config")
+            out[PREFIX + key] = params[key]
         return out
 
     def tiny(self, spec, tiny):
         """An original context shorter than verify's sequence: the scaled band falls inside it."""
-        if not self.wanted(spec):
+        if not self.wanted(spec) or "original_max_position_embeddings" not in USES[spec[PREFIX + "type"]]:
             return {}
         return {PREFIX + "original_max_position_embeddings": min(spec[PREFIX + "original_max_position_embeddings"],
                                                                  tiny.seq_length // 2)}
 
     def to_hf(self, spec, config):
         if self.wanted(spec):
+            kind = spec[PREFIX + "type"]
             params = config.setdefault("rope_parameters", {})
-            params["rope_type"] = spec[PREFIX + "type"]
-            for key, hf in HF_NAMES.items():
-                params[hf] = spec[PREFIX + key]
+            params["rope_type"] = kind
+            for key in USES[kind]:
+                if spec[PREFIX + key] is not None:
+                    params[key] = spec[PREFIX + key]

@@ -71,12 +71,27 @@ class SlidingWindow(Difference):
         p.create("megatron/model/sliding_window.py", SWITCH, "the sliding-window mask", "sliding_window.py.j2")
 
     def from_hf(self, config):
-        if "use_sliding_window" in config or "max_window_layers" in config or "layer_types" in config:
-            return _qwen_style(config)
-        if "sliding_window" not in config:
+        """The window as the class reads it: Qwen2's is dropped unless use_sliding_window, and
+        sits on the layers `layer_types` (or max_window_layers) says; porter windows all or none."""
+        if not config.defines("sliding_window"):
             return {}
-        window = config["sliding_window"]
-        return {FIELD: int(window) if window else 0}  # null: no window, where the family's default has one
+        window = config.get("sliding_window")
+        types = config.get("layer_types") if config.defines("layer_types") else None
+        if types is None:
+            return {FIELD: int(window) if window else 0}  # null: no window, where the class's default has one
+        windowed = [t == "sliding_attention" for t in types]
+        if not window or not any(windowed):
+            return {FIELD: None}
+        if not all(windowed):
+            where = (f"layer_types = {config.raw['layer_types']!r}" if "layer_types" in config.raw else
+                     f"max_window_layers = {config.get('max_window_layers')} of num_hidden_layers = {len(types)}")
+            raise PorterError(
+                "porter cannot port a sliding window on some layers only", file=config.path,
+                construct="use_sliding_window with max_window_layers (or layer_types): the window on every layer or none",
+                found=f"use_sliding_window = true, sliding_window = {window}, {where}",
+                fix="porter's --sliding-window windows every layer; port this model by hand, or report it",
+            )
+        return {FIELD: int(window)}
 
     def to_hf(self, spec, config):
         window = spec[FIELD] or None
@@ -100,33 +115,3 @@ class SlidingWindow(Difference):
         if not spec[FIELD]:
             return {}
         return {FIELD: min(spec[FIELD], max(1, tiny.seq_length // 4))}
-
-
-def _qwen_style(config) -> dict:
-    """Qwen2's fields: `use_sliding_window`, and the layers windowed (from `max_window_layers`
-    on, or as `layer_types` lists them). porter windows all layers or none."""
-    # left out: the class's default (Qwen2Config: off), or on where the class has no such switch
-    switched = config.get("use_sliding_window",
-                          not class_defines(config.get("model_type"), "use_sliding_window", unknown=True))
-    window = config.get("sliding_window") if switched else None
-    layers = config.get("num_hidden_layers")
-    types = config.get("layer_types")
-    if types is not None:
-        windowed = [t == "sliding_attention" for t in types]
-        where = f"layer_types = {types!r}"
-    elif layers is not None:
-        first = config.get("max_window_layers", 0)
-        windowed = [i >= first for i in range(layers)]
-        where = f"max_window_layers = {first} of num_hidden_layers = {layers}"
-    else:
-        windowed, where = [True], "every layer"
-    if not window or not any(windowed):
-        return {FIELD: None}
-    if not all(windowed):
-        raise PorterError(
-            "porter cannot port a sliding window on some layers only", file=config.path,
-            construct="use_sliding_window with max_window_layers (or layer_types): the window on every layer or none",
-            found=f"use_sliding_window = true, sliding_window = {window}, {where}",
-            fix="porter's --sliding-window windows every layer; port this model by hand, or report it",
-        )
-    return {FIELD: int(window)}

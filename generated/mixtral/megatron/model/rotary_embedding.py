@@ -11,8 +11,8 @@ used for HPU tensors; elsewhere the reference math below.
 
 The angles are computed in fp32 whatever the module's dtype (a bf16 model keeps fp32
 frequencies: in bf16, position 4095's angles would be off by radians), then cast. Long-context
-scaling of the frequencies (LLaMA-3.1's "llama3" type) is switched by the tree's arguments
-(rope_scaling_of).
+scaling of the frequencies (LLaMA-3.1's "llama3", "linear", "yarn") is switched by the tree's
+arguments (rope_scaling_of); yarn also scales cos and sin by its attention factor.
 """
 
 import math
@@ -63,21 +63,34 @@ def apply_rotary_pos_emb(t, cos, sin):
     return t * cos + rotate_half(t) * sin
 
 
+# scaling type -> {its keyword: (the argument holding it, its value when the tree has no such argument)}
+SCALING_ARGUMENTS = {
+    "llama3": {"factor": ("rope_scaling_factor", None), "low_freq_factor": ("rope_scaling_low_freq_factor", None),
+               "high_freq_factor": ("rope_scaling_high_freq_factor", None),
+               "original_max_position_embeddings": ("rope_scaling_original_max_positions", None)},
+    "linear": {"factor": ("rope_scaling_factor", None)},
+    "yarn": {"factor": ("rope_scaling_factor", None),
+             "original_max_position_embeddings": ("rope_scaling_original_max_positions", None),
+             "attention_factor": ("rope_scaling_attention_factor", None),
+             "beta_fast": ("rope_scaling_beta_fast", 32.0), "beta_slow": ("rope_scaling_beta_slow", 1.0),
+             "mscale": ("rope_scaling_mscale", None), "mscale_all_dim": ("rope_scaling_mscale_all_dim", None),
+             "truncate": ("rope_scaling_truncate", 1)},
+}
+
+
 def rope_scaling_of(args):
     """The frequency scaling the arguments ask for (--rope-scaling-type ...), or None."""
     kind = getattr(args, "rope_scaling_type", None)
     if kind in (None, "none"):
         return None
-    return {"type": kind, "factor": args.rope_scaling_factor,
-            "low_freq_factor": args.rope_scaling_low_freq_factor,
-            "high_freq_factor": args.rope_scaling_high_freq_factor,
-            "original_max_position_embeddings": args.rope_scaling_original_max_positions}
+    options = {key: getattr(args, dest, default) for key, (dest, default) in SCALING_ARGUMENTS[kind].items()}
+    return {"type": kind, **options}
 
 
-def llama3_scaled(inv_freq, factor, low_freq_factor, high_freq_factor, original_max_position_embeddings):
+def llama3_scaled(inv_freq, theta, dim, factor, low_freq_factor, high_freq_factor, original_max_position_embeddings):
     """LLaMA-3.1's frequencies: long wavelengths (beyond the original context / low_freq_factor)
     slowed down by `factor`, short ones (below it / high_freq_factor) kept, those between
-    interpolated smoothly. fp32 throughout, in the order of Meta's reference."""
+    interpolated smoothly. fp32 throughout, in the order of Meta's reference. cos and sin unscaled."""
     low_freq_wavelen = original_max_position_embeddings / low_freq_factor
     high_freq_wavelen = original_max_position_embeddings / high_freq_factor
     wavelen = 2 * math.pi / inv_freq
@@ -85,10 +98,48 @@ def llama3_scaled(inv_freq, factor, low_freq_factor, high_freq_factor, original_
     smooth = (original_max_position_embeddings / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
     smoothed = (1 - smooth) * scaled / factor + smooth * scaled
     medium = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
-    return torch.where(medium, smoothed, scaled)
+    return torch.where(medium, smoothed, scaled), 1.0
 
 
-SCALINGS = {"llama3": llama3_scaled}
+def linear_scaled(inv_freq, theta, dim, factor):
+    """Position interpolation (longchat): every frequency slowed down by `factor`."""
+    return inv_freq / factor, 1.0
+
+
+def yarn_mscale(scale, mscale=1.0):
+    """YaRN's attention factor for a context `scale` times longer: 0.1 * mscale * ln(scale) + 1."""
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+
+def yarn_scaled(inv_freq, theta, dim, factor, original_max_position_embeddings, attention_factor=None, beta_fast=32.0,
+                beta_slow=1.0, mscale=None, mscale_all_dim=None, truncate=1):
+    """YaRN (Peng et al. 2023): frequencies turning more than beta_fast times over the original
+    context are kept, those turning fewer than beta_slow times are slowed down by `factor`, a
+    linear ramp over the dimensions between; cos and sin are scaled by the attention factor
+    (given, or from the factor and mscale / mscale_all_dim). fp32, in the order of HF's reference."""
+    if attention_factor is None:
+        if mscale and mscale_all_dim:
+            attention_factor = float(yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim))
+        else:
+            attention_factor = yarn_mscale(factor)
+
+    def correction_dim(rotations):
+        return (dim * math.log(original_max_position_embeddings / (rotations * 2 * math.pi))) / (2 * math.log(theta))
+
+    low, high = correction_dim(beta_fast or 32), correction_dim(beta_slow or 1)
+    if truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001  # no singularity
+    ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low), 0, 1)
+    pos_freqs = theta ** (torch.arange(0, dim, 2).to(dtype=torch.float) / dim)
+    extrapolation, interpolation = 1.0 / pos_freqs, 1.0 / (factor * pos_freqs)
+    keep = 1 - ramp
+    return interpolation * (1 - keep) + extrapolation * keep, attention_factor
+
+
+SCALINGS = {"llama3": llama3_scaled, "linear": linear_scaled, "yarn": yarn_scaled}
 
 
 class RotaryEmbedding(torch.nn.Module):
@@ -100,9 +151,10 @@ class RotaryEmbedding(torch.nn.Module):
     def __init__(self, dim, theta=10000.0, scaling=None):
         super().__init__()
         inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+        self.attention_scaling = 1.0  # the factor on cos and sin (yarn's attention factor)
         if scaling is not None:
             options = {k: v for k, v in scaling.items() if k != "type"}
-            inv_freq = SCALINGS[scaling["type"]](inv_freq, **options)
+            inv_freq, self.attention_scaling = SCALINGS[scaling["type"]](inv_freq, theta, dim, **options)
         # A plain attribute, not a buffer: a module cast (.bfloat16(), .half()) must leave it fp32.
         self.inv_freq = inv_freq
         self._cached = 0
@@ -113,8 +165,8 @@ class RotaryEmbedding(torch.nn.Module):
             positions = torch.arange(length, device=device, dtype=torch.float32)
             freqs = torch.outer(positions, self.inv_freq.to(device=device, dtype=torch.float32))  # [s, hn/2]
             angles = torch.cat((freqs, freqs), dim=-1)  # [s, hn]
-            self._cos = angles.cos()[:, None, None, :].to(dtype)  # [s, 1, 1, hn]
-            self._sin = angles.sin()[:, None, None, :].to(dtype)
+            self._cos = (angles.cos() * self.attention_scaling)[:, None, None, :].to(dtype)  # [s, 1, 1, hn]
+            self._sin = (angles.sin() * self.attention_scaling)[:, None, None, :].to(dtype)
             self._cached = length
         return self._cos[:length], self._sin[:length]
 
@@ -122,7 +174,7 @@ class RotaryEmbedding(torch.nn.Module):
         """cos/sin [s, b, 1, hn] of position ids [b, s], in fp32 then cast."""
         freqs = positions.float()[..., None] * self.inv_freq.to(device=positions.device, dtype=torch.float32)
         angles = torch.cat((freqs, freqs), dim=-1).transpose(0, 1)[:, :, None, :]  # [s, b, 1, hn]
-        return angles.cos().to(dtype), angles.sin().to(dtype)
+        return (angles.cos() * self.attention_scaling).to(dtype), (angles.sin() * self.attention_scaling).to(dtype)
 
     def forward(self, query, key, offset=0):
         """Rotate query [sq, b, np, hn] and key [sk, b, np, hn]; both start at `offset`, or at the

@@ -1,0 +1,360 @@
+"""A config.json read the way transformers reads it.
+
+transformers builds a model from config.json through its model type's config class
+(`CONFIG_MAPPING[model_type].from_dict(...)`, which is what `from_pretrained` does). A field
+the file leaves out, or sets to null, becomes whatever the class makes of it: its default, or
+one of its own rules (`num_key_value_heads: null` means one per query head; Qwen2 drops its
+window when `use_sliding_window` is off; Gemma reads the legacy "gelu" as the tanh GELU).
+porter reads through the installed class, so it ports what transformers builds. Without
+transformers it reads through `hf_classes.json`, a table of the same classes that a test
+keeps equal to the installed ones.
+
+Whether a field matters is decided here too, from the class and its modeling code, not from
+a list of names:
+- a field of transformers' base config class (architectures, dtype, id2label...) is bookkeeping;
+- a field the model's class defines matters when the family's modeling code reads it, except
+  the few that code reads only outside the forward pass (OUTSIDE_FORWARD);
+- a field the class does not define is kept by transformers as a plain attribute. It matters
+  only if the modeling code reads it anyway. SmolLM2's `is_llama_config` and Qwen2.5's
+  `use_mrope: false` change nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from porter.errors import PorterError
+
+TABLE = Path(__file__).with_name("hf_classes.json")
+ROPE_FIELDS = ("rope_theta", "rope_scaling", "rope_parameters")
+# Rope types whose parameters carry the pre-training context (transformers fills it from
+# max_position_embeddings when it is left out).
+ROPE_WITH_ORIGINAL = ("llama3", "yarn", "longrope")
+
+# Fields the modeling code reads for something other than the function it computes from its
+# weights: the generation cache, dropout and the router's loss in training, the embedding's
+# padding row (its gradient), the initialisation of fresh weights.
+OUTSIDE_FORWARD = {
+    "use_cache": "the generation cache",
+    "pad_token_id": "the embedding's padding row (no gradient in training)",
+    "attention_dropout": "dropout in training",
+    "initializer_range": "the initialisation of new weights",
+    "output_router_logits": "returning the router's logits for the training loss",
+}
+# Fields read outside the modeling code that change what the weights mean.
+REFUSED_ANYWHERE = {
+    "quantization_config": "quantized weights (porter converts and verifies unquantized weights)",
+}
+
+
+@dataclass(frozen=True)
+class ConfigClass:
+    """A transformers config class, as porter needs it."""
+
+    model_type: str
+    name: str  # e.g. LlamaConfig
+    defaults: dict  # each field the class defines -> its declared default
+    reads: frozenset  # the names the family's modeling code reads from its config
+    default_theta: float  # the rotary base when the file gives none
+    origin: str  # "transformers 5.25.0", or the table's
+    legacy: dict  # field -> {legacy value: what the class reads it as}
+    base: frozenset  # the base config class's fields (bookkeeping)
+    window_switch: bool = False  # the class drops its window unless use_sliding_window (Qwen2)
+
+    def defines(self, name: str) -> bool:
+        return name in self.defaults or name in ROPE_FIELDS
+
+
+class HFConfig(dict):
+    """A config.json as transformers reads it: every field of the config class, defaults filled
+    in and the class's own rules applied, the rotary fields as `rope_parameters`; the file itself
+    is `raw`. Without a config class (a family porter does not port) it holds the file as written."""
+
+    def __init__(self, data: dict, path: str = "config.json", raw: dict | None = None,
+                 cls: ConfigClass | None = None) -> None:
+        super().__init__(data)
+        self.path = path
+        self.raw = copy.deepcopy(data if raw is None else raw)
+        self.cls = cls
+
+    @property
+    def model_type(self) -> str | None:
+        value = self.raw.get("model_type")
+        return value if isinstance(value, str) else None
+
+    def defines(self, name: str) -> bool:
+        """Does the config class define the field? (True where no class is known.)"""
+        return True if self.cls is None else self.cls.defines(name)
+
+    def rope_parameters(self) -> dict[str, Any]:
+        """rope_theta, rope_type and the scaling fields, from `rope_parameters` (transformers 5)
+        or `rope_theta` + `rope_scaling` (transformers 4)."""
+        return rope_parameters_of(self)
+
+
+def rope_parameters_of(fields: dict) -> dict[str, Any]:
+    params = dict(fields.get("rope_parameters") or {})
+    if fields.get("rope_theta") is not None and "rope_theta" not in params:
+        params["rope_theta"] = fields["rope_theta"]
+    for key, value in (fields.get("rope_scaling") or {}).items():
+        params.setdefault("rope_type" if key == "type" else key, value)
+    kind = params.pop("type", None)
+    params.setdefault("rope_type", kind or "default")
+    return params
+
+
+# -- the config classes ---------------------------------------------------------------------------
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError:
+        return None
+    return transformers
+
+
+@functools.cache
+def _installed(model_type: str) -> ConfigClass | None:
+    transformers = _transformers()
+    if transformers is None:
+        return None
+    try:
+        cls = transformers.CONFIG_MAPPING[model_type]
+    except KeyError:
+        return None
+    base = _base_fields(transformers)
+    defaults = {}
+    for name, param in inspect.signature(cls.__init__).parameters.items():
+        if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or name in base:
+            continue
+        defaults[name] = None if param.default is inspect.Parameter.empty else param.default
+    return ConfigClass(
+        model_type=model_type, name=cls.__name__, defaults=_plain(defaults), reads=frozenset(_modeling_reads(model_type)),
+        default_theta=float(getattr(cls, "default_theta", 10000.0)), origin=f"transformers {transformers.__version__}",
+        legacy={}, base=frozenset(base),
+        window_switch="use_sliding_window" in defaults,
+    )
+
+
+def _base_fields(transformers) -> set[str]:
+    base = transformers.PretrainedConfig
+    names = {n for n in inspect.signature(base.__init__).parameters if n != "self"}
+    return names | set(base().to_dict()) | {"torch_dtype", "_name_or_path", "transformers_version", "model_type"}
+
+
+def _plain(value):
+    """JSON-able: what the table can hold."""
+    return json.loads(json.dumps(value, default=lambda v: None))
+
+
+def _modeling_reads(model_type: str) -> set[str]:
+    """The names the family's modeling module reads from its config (`config.x`,
+    `getattr(config, "x", ...)`)."""
+    import importlib
+
+    try:
+        module = importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
+        source = inspect.getsource(module)
+    except (ImportError, OSError):
+        return set()
+    return set(re.findall(r"config\.(\w+)", source)) | set(
+        re.findall(r"getattr\(\s*(?:self\.)?config\s*,\s*[\"'](\w+)[\"']", source))
+
+
+@functools.cache
+def _table() -> dict:
+    if not TABLE.is_file():
+        return {"classes": {}, "base": [], "transformers": "none"}
+    return json.loads(TABLE.read_text(encoding="utf-8"))
+
+
+def _from_table(model_type: str) -> ConfigClass | None:
+    table = _table()
+    entry = table["classes"].get(model_type)
+    if entry is None:
+        return None
+    return ConfigClass(
+        model_type=model_type, name=entry["class"], defaults=dict(entry["defaults"]), reads=frozenset(entry["reads"]),
+        default_theta=float(entry["default_theta"]), origin=f"porter's table of transformers {table['transformers']}",
+        legacy=entry.get("legacy", {}), base=frozenset(table["base"]), window_switch="use_sliding_window" in entry["defaults"],
+    )
+
+
+def config_class(model_type: str | None) -> ConfigClass | None:
+    """The config class of a model type: the installed transformers', else porter's table."""
+    if not model_type:
+        return None
+    return _installed(model_type) or _from_table(model_type)
+
+
+def causal_lm_of(transformers, model_type: str) -> str:
+    """The causal-LM class name of a model type (LlamaForCausalLM for llama)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type]
+
+
+def model_type_of_class(hf_class: str) -> str | None:
+    """The model_type of a transformers causal-LM class name, through the installed transformers
+    or, without it, the table."""
+    transformers = _transformers()
+    if transformers is not None:
+        found = getattr(transformers, hf_class, None)
+        return found.config_class.model_type if found is not None else None
+    return next((t for t, e in _table()["classes"].items() if e.get("causal_lm") == hf_class), None)
+
+
+def table_entry(cls: ConfigClass) -> dict:
+    """The table's entry for a config class (`python -m porter.hf_reading` writes them)."""
+    entry = {"class": cls.name, "defaults": cls.defaults, "reads": sorted(cls.reads), "default_theta": cls.default_theta}
+    if cls.legacy:
+        entry["legacy"] = cls.legacy
+    return entry
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+
+def read_config(path: str | Path) -> HFConfig:
+    """config.json (or the folder holding it), read as transformers reads it; errors name the file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PorterError(f"cannot read {path}", file=str(path), construct="an HF config.json",
+                          found=str(exc), fix="pass an HF model folder or its config.json") from exc
+    except json.JSONDecodeError as exc:
+        raise PorterError(f"malformed config.json: {exc.msg}", file=str(path), construct="JSON",
+                          found=f"line {exc.lineno} column {exc.colno}",
+                          fix="fix the JSON at the position given (or download the file again)") from exc
+    if not isinstance(data, dict):
+        raise PorterError("config.json is not a JSON object", file=str(path), construct="{...}",
+                          found=type(data).__name__, fix="pass an HF model's config.json")
+    return reading(data, str(path))
+
+
+def reading(raw: dict, path: str = "config.json") -> HFConfig:
+    """A config dict as transformers reads it (the installed class, or porter's table of it)."""
+    model_type = raw.get("model_type")
+    cls = config_class(model_type if isinstance(model_type, str) else None)
+    if cls is None:
+        return HFConfig(raw, path, raw)
+    if _installed(cls.model_type) is not None:
+        fields = _through_transformers(raw, path)
+    else:
+        fields = _through_table(raw, cls)
+    rope = _standard_rope(fields, cls)
+    # the class's fields only: what it does not define, its modeling code does not see as a field
+    fields = {k: v for k, v in fields.items() if k in cls.defaults or k in cls.base}
+    fields["rope_parameters"] = rope
+    return HFConfig(fields, path, raw, cls)
+
+
+def _through_transformers(raw: dict, path: str) -> dict:
+    transformers = _transformers()
+    cls = transformers.CONFIG_MAPPING[raw["model_type"]]
+    logger = transformers.utils.logging
+    level = logger.get_verbosity()
+    logger.set_verbosity_error()
+    try:
+        config = cls.from_dict(copy.deepcopy(raw))  # transformers fills nested dicts in place
+    except (TypeError, ValueError, KeyError) as exc:
+        raise PorterError(f"transformers' {cls.__name__} refuses this config.json", file=path,
+                          construct=f"a config {cls.__name__} reads", found=str(exc).splitlines()[0],
+                          fix="fix the field it names (transformers could not load this model either)") from None
+    finally:
+        logger.set_verbosity(level)
+    return config.to_dict()
+
+
+def _through_table(raw: dict, cls: ConfigClass) -> dict:
+    """What the installed class would make of the file, by its table (kept equal by a test)."""
+    fields = {**cls.defaults, **raw}
+    for name, values in cls.legacy.items():
+        if isinstance(fields.get(name), str) and fields[name] in values:
+            fields[name] = values[fields[name]]
+    if fields.get("num_key_value_heads") is None and "num_key_value_heads" in cls.defaults:
+        fields["num_key_value_heads"] = fields.get("num_attention_heads")
+    if cls.window_switch:
+        if not fields.get("use_sliding_window"):
+            fields["sliding_window"] = None
+        if fields.get("layer_types") is None:
+            start = fields.get("max_window_layers") or 0
+            fields["layer_types"] = ["sliding_attention" if fields["sliding_window"] is not None and i >= start
+                                     else "full_attention" for i in range(fields.get("num_hidden_layers") or 0)]
+    return fields
+
+
+def _standard_rope(fields: dict, cls: ConfigClass) -> dict:
+    """transformers' standard form: rope_type, rope_theta (the class's default base when the file
+    has none) and the scaling numbers, the pre-training context filled in where a type has one."""
+    params = rope_parameters_of(fields)
+    if params.get("rope_theta") is None:
+        params["rope_theta"] = cls.default_theta
+    if params["rope_type"] in ROPE_WITH_ORIGINAL:
+        params.setdefault("original_max_position_embeddings", fields.get("max_position_embeddings"))
+    return params
+
+
+# -- what a field means ---------------------------------------------------------------------------
+
+
+def field_kind(config: HFConfig, name: str) -> str:
+    """How a config.json field bears on the model: 'bookkeeping', 'outside' (read outside the
+    forward pass), 'model' (the modeling code reads it), 'ignored' (the class neither defines
+    nor reads it), or 'refused' (REFUSED_ANYWHERE)."""
+    cls = config.cls
+    if name in REFUSED_ANYWHERE:
+        return "refused"
+    if cls is None:
+        return "model"
+    if name in cls.base:
+        return "bookkeeping"
+    if name in OUTSIDE_FORWARD:
+        return "outside"
+    if cls.defines(name) or name in cls.reads:
+        return "model"
+    return "ignored"
+
+
+def class_default(config: HFConfig, name: str) -> Any:
+    return None if config.cls is None else config.cls.defaults.get(name)
+
+
+def write_table(path: Path = TABLE) -> dict:
+    """The table of the installed config classes porter ports (its families' model types)."""
+    from porter.catalog import available_specs, load_spec
+
+    transformers = _transformers()
+    if transformers is None:
+        raise SystemExit("transformers is not installed: the table describes its config classes")
+    types = set()
+    for spec_path in available_specs().values():
+        spec = load_spec(str(spec_path))
+        if spec.hf_class:
+            types.add(getattr(transformers, spec.hf_class).config_class.model_type)
+    old = _table()
+    classes = {}
+    for model_type in sorted(types):
+        cls = _installed(model_type)
+        classes[model_type] = {**table_entry(cls), "causal_lm": causal_lm_of(transformers, model_type)}
+        if model_type in old.get("classes", {}) and "legacy" in old["classes"][model_type]:
+            classes[model_type]["legacy"] = old["classes"][model_type]["legacy"]
+    data = {"transformers": transformers.__version__, "base": sorted(_base_fields(transformers)), "classes": classes}
+    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return data
+
+
+if __name__ == "__main__":
+    write_table()
+    print(f"wrote {TABLE}")

@@ -1,0 +1,56 @@
+"""verify's shrinking of a user's config.json: only layers, width and vocabulary shrink; every
+ratio and structural number stays as published, and the report says what shrank."""
+
+from porter.hf_reading import reading
+from porter.verify.user_model import shrink
+from tests.families.battery import published
+
+
+def sizes(config):
+    read = reading(config)
+    heads, kv, hidden = read["num_attention_heads"], read["num_key_value_heads"], read["hidden_size"]
+    head_dim = read.get("head_dim") or hidden // heads
+    return {"per_group": heads // kv, "attention_width": heads * head_dim / hidden,
+            "mlp": read["intermediate_size"] / hidden, "rope": read["rope_parameters"],
+            "tied": read["tie_word_embeddings"], "layers": read["num_hidden_layers"], "vocab": read["vocab_size"]}
+
+
+def test_mistral_nemo_keeps_its_head_size_below_hidden_over_heads():
+    published_ = published("mistralai--Mistral-Nemo-Base-2407")
+    shrunk = shrink(published_)
+    before, after = sizes(published_), sizes(shrunk.config)
+    assert after["attention_width"] == before["attention_width"] == 0.8
+    assert after["per_group"] == before["per_group"] == 4 and after["mlp"] == before["mlp"] == 2.8
+    assert after["rope"] == before["rope"] and (after["layers"], after["vocab"]) == (2, 256)
+    assert shrunk.config["head_dim"] * shrunk.config["num_attention_heads"] != shrunk.config["hidden_size"]
+    assert "hidden 5120 -> 160 (heads x head size = 0.8 x hidden, as published)" in shrunk.shrunk
+
+
+def test_every_ratio_and_number_is_kept_for_every_published_config():
+    from tests.families.battery import BATTERY, Refused
+
+    for stem, expected in BATTERY.items():
+        if isinstance(expected, Refused):
+            continue
+        before, after = sizes(published(stem)), sizes(shrink(published(stem)).config)
+        for key in ("per_group", "rope", "tied"):
+            assert after[key] == before[key], (stem, key)
+        assert abs(after["attention_width"] - before["attention_width"]) < 0.05, stem
+        assert abs(after["mlp"] - before["mlp"]) < 0.05, stem
+        assert (after["layers"], after["vocab"]) == (2, 256), stem
+
+
+def test_a_window_shrinks_below_the_batch_and_the_report_says_so():
+    shrunk = shrink(published("mistralai--Mistral-7B-v0.1"))
+    assert shrunk.config["sliding_window"] == 8
+    assert "sliding window 4096 -> 8 (shorter than the 32-token batch)" in shrunk.shrunk
+    assert "sliding_window" not in shrink(published("mistralai--Mistral-7B-v0.3")).config or \
+        shrink(published("mistralai--Mistral-7B-v0.3")).config["sliding_window"] is None
+
+
+def test_experts_top_k_and_llama3_numbers_are_kept():
+    mixtral = shrink(published("mistralai--Mixtral-8x7B-v0.1")).config
+    assert (mixtral["num_local_experts"], mixtral["num_experts_per_tok"]) == (8, 2)
+    llama = shrink(published("meta-llama--Llama-3.1-8B"))
+    assert llama.config["rope_scaling"] == published("meta-llama--Llama-3.1-8B")["rope_scaling"]
+    assert any("original_max_position_embeddings 8192" in line for line in llama.kept)
