@@ -221,7 +221,7 @@ def checkpoint_from_hf(model, target, hf_dir, out, *, tp: int = 1, pp: int = 1, 
     files, stats, made_by = stream_checkpoint(
         lambda meta: hf_parts(source.take(meta), weights, tp), weights, Path(out),
         tp=tp, pp=pp, pipe=pipe, args={dest: value for dest, (_, value) in port.numbers(spec).items()},
-        hf_config=_kept_config(source), stamp=lambda folder: stamp_tree_args(port, spec, shape, folder, tp, pp, seq),
+        hf_config=_kept_config(source, port.spec), stamp=lambda folder: stamp_tree_args(port, spec, shape, folder, tp, pp, seq),
         progress=progress)
     stats.bytes_read = source.bytes_read
     padded = port.layout.padded_vocab(shape.vocab_size, tp)
@@ -247,12 +247,16 @@ def _dropped(spec, config: dict, names) -> dict:
     return {"dropped": said} if said else {}
 
 
-def _kept_config(source: HFDir) -> dict:
+def _kept_config(source: HFDir, spec) -> dict:
     """The source config.json the checkpoint keeps (megatron-to-hf writes it back): as it is, but
-    for the quantization of weights read dequantized."""
-    if source.quantized is None:
-        return source.config
-    return {k: v for k, v in source.config.items() if k != "quantization_config"}
+    for the quantization of weights read dequantized and the parts the port left out (each
+    difference that drops tensors says how the file says they are gone)."""
+    kept = dict(source.config)
+    if source.quantized is not None:
+        kept.pop("quantization_config", None)
+    for difference in spec.differences:
+        kept.update(difference.without_dropped(source.config))
+    return kept
 
 
 def _dequantized(source: HFDir) -> dict:
@@ -269,6 +273,10 @@ def hf_config_for(port: Port, weights, dtype) -> dict:
     args = weights.extra.get("args")
     spec = port.spec_from_args(args) if args is not None else port.spec
     trained = hf_config_of(spec, weights.shape.hf_sizes())
+    if trained.get("head_dim") not in (None, weights.shape.head_dim):
+        # the checkpoint's heads (its kv_channels, hidden / heads where it has none), not the
+        # bundled spec's head size: a Qwen3-MoE trained at hidden / heads writes that back
+        trained["head_dim"] = weights.shape.head_dim
     positions = getattr(args, "max_position_embeddings", None) or getattr(args, "seq_length", None)
     if positions:
         trained["max_position_embeddings"] = positions

@@ -100,6 +100,11 @@ class Difference:
         with, wanted or not: a checkpoint can hold what no spec field describes."""
         return {}
 
+    def without_dropped(self, config: dict) -> dict[str, Any]:
+        """The config.json fields that say the tensors `dropped` names are gone (the source file
+        a converted checkpoint keeps, and writes back, describes the weights it holds)."""
+        return {}
+
     def check_checkpoint(self, layout: Any, pipe: bool, tp: int) -> None:
         """Refuse a checkpoint this difference's weights cannot be written in (an engine, a
         tensor-parallel size): raise a PorterError naming the option and the fix."""

@@ -45,7 +45,7 @@ class HeadDim(Difference):
 
     def from_hf(self, config):
         head_dim, hidden, heads = config.get("head_dim"), config.get("hidden_size"), config.get("num_attention_heads")
-        if not config.defines("head_dim") or not hidden or not heads:
+        if not config.carries("head_dim") or not hidden or not heads:
             return {}
         if head_dim is None:  # the class's modeling code takes hidden / heads (Mixtral's head_dim: null)
             return {"attention.head_dim": None}

@@ -41,15 +41,17 @@ def model_folder(tmp_path, config, name):
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_each_spec_is_its_published_config(tmp_path, name):
-    """The published config.json as MODEL reads as the bundled spec, field for field."""
+    """The published config.json as MODEL reads as the bundled spec, field for field (YaRN's
+    numbers too)."""
     config = published(name)
-    config.pop("rope_scaling")  # YaRN: the rope scaling difference's (issue 17)
     read = load_spec(str(model_folder(tmp_path, config, name.replace("_", "-"))))
     bundled = load_spec(name)
     assert read.hf_class == bundled.hf_class
-    differ = {k: (read[k], bundled[k]) for k in bundled.values if read[k] != bundled[k]
-              and not k.startswith("position_embedding.rope_scaling")}
+    # a difference's fields that spell the same model another way (a bias per site, or one for all)
+    same = {k for d in bundled.differences if d.same_model(bundled, dict(read.values)) for k in d.fields}
+    differ = {k: (read[k], bundled[k]) for k in bundled.values if read[k] != bundled[k] and k not in same}
     assert not differ
+    assert read["position_embedding.rope_scaling.type"] == "yarn" and read["position_embedding.rope_scaling.factor"] == 40
 
 
 @pytest.mark.parametrize(("name", "change", "named"), [
@@ -63,7 +65,7 @@ def test_each_spec_is_its_published_config(tmp_path, name):
     ("deepseek_v3", {"scoring_func": "softmax"}, "scoring_func"),
 ])
 def test_what_transformers_would_read_otherwise_is_refused_by_name(tmp_path, name, change, named):
-    config = {k: v for k, v in published(name).items() if k != "rope_scaling"}
+    config = published(name)
     with pytest.raises(PorterError) as caught:
         load_spec(str(model_folder(tmp_path, {**config, **change}, "model")))
     error = caught.value
@@ -328,6 +330,9 @@ def test_deepseek_v3_matches_hf_at_expert_parallel_2(deepseek_tree, tmp_path):
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert (config["n_group"], config["topk_group"], config["num_experts_per_tok"], config["first_k_dense_replace"],
             config["n_shared_experts"]) == (4, 2, 3, 1, 1)
+    # YaRN as DeepSeek-V3's: the latent attention's softmax scale times mscale(40, 1.0)^2 = 1.87
+    rope = config.get("rope_parameters") or config.get("rope_scaling")
+    assert (rope["rope_type"], rope["factor"], rope["mscale_all_dim"]) == ("yarn", 40.0, 1.0)
     hf = convert.read_hf(tmp_path / "hf")[1]["model.layers.1.mlp.gate.e_score_correction_bias"]
     assert hf.abs().max() > 0.05  # the bias was drawn, so the router probe proves it is carried
     assert "ep_size_2" in (tmp_path / "worker.log").read_text()
@@ -374,6 +379,10 @@ BREAKS = {
                                ("self.softmax_scale = softmax_scale(qk_head_dim, scaling)",
                                 "self.softmax_scale = softmax_scale(self.rope, scaling)"),
                                f"{LAYER0}.attention"),
+    # YaRN: the softmax scale without mscale(factor, mscale_all_dim)^2 (cos and sin keep theirs)
+    "yarn softmax scale": ("megatron/model/latent_attention.py",
+                           ('scale *= yarn_mscale(scaling["factor"], scaling["mscale_all_dim"]) ** 2', "scale *= 1.0"),
+                           f"{LAYER0}.attention"),
     # DeepSeek's router: the correction bias left out of the choice
     "correction bias ignored": ("megatron/model/grouped_routing.py",
                                 ("choice = scores if self.e_score_correction_bias is None else "

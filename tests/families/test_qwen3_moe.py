@@ -14,22 +14,13 @@ from porter.catalog import load_spec
 from porter.hf_config import hf_config_of
 from porter.verify.parity import VerifyOptions, verify
 from porter.verify.reference import TinyConfig
+from tests.families.battery import published
 
 QWEN3_MOE = load_spec("qwen3_moe")
 LAYER = "language_model.encoder.layers"
 
-# Qwen3-30B-A3B's config.json as Alibaba published it (transformers 4.51 spelling)
-QWEN3_30B_A3B = {
-    "architectures": ["Qwen3MoeForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
-    "bos_token_id": 151643, "decoder_sparse_step": 1, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu",
-    "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 6144, "max_position_embeddings": 40960,
-    "max_window_layers": 48, "mlp_only_layers": [], "model_type": "qwen3_moe", "moe_intermediate_size": 768,
-    "norm_topk_prob": True, "num_attention_heads": 32, "num_experts": 128, "num_experts_per_tok": 8,
-    "num_hidden_layers": 48, "num_key_value_heads": 4, "output_router_logits": False, "rms_norm_eps": 1e-06,
-    "rope_scaling": None, "rope_theta": 1000000.0, "router_aux_loss_coef": 0.001, "sliding_window": None,
-    "tie_word_embeddings": False, "torch_dtype": "bfloat16", "transformers_version": "4.51.0", "use_cache": True,
-    "use_sliding_window": False, "vocab_size": 151936,
-}
+# Qwen3-30B-A3B's config.json as Alibaba published it (transformers 4.51 spelling; the battery's)
+QWEN3_30B_A3B = published("Qwen--Qwen3-30B-A3B")
 # the fields transformers' Qwen3MoeConfig holds for the experts, and what the model is built from
 READ = ("num_local_experts", "num_experts_per_tok", "norm_topk_prob", "moe_intermediate_size", "decoder_sparse_step",
         "mlp_only_layers", "router_aux_loss_coef", "intermediate_size", "head_dim", "num_key_value_heads",
@@ -74,7 +65,7 @@ def tiny_qwen3_moe(folder, **more):
 
 def test_the_bundled_spec_is_qwen3_30b_a3b_and_its_config_json_ports_as_transformers_reads_it(tmp_path):
     read = load_spec(str(model_folder(tmp_path, QWEN3_30B_A3B)))
-    assert "closest family: qwen3_moe" in read.description and read.hf_class == "Qwen3MoeForCausalLM"
+    assert "(family: qwen3_moe)" in read.description and read.hf_class == "Qwen3MoeForCausalLM"
     for spec in (QWEN3_MOE, read):
         assert (spec["moe.num_experts"], spec["moe.top_k"], spec["moe.norm_topk_prob"], spec["moe.aux_loss_coef"],
                 spec["moe.ffn_hidden_size"], spec["moe.layer_interval"], spec["moe.dense_layers"]) == \

@@ -9,32 +9,18 @@ from typer.testing import CliRunner
 
 from porter.catalog import load_spec
 from porter.cli import app
+from porter.differences.bias import SITES, site_bias
 from porter.hf_config import hf_config_of
+from tests.families.battery import published
 from tests.helpers.training import SAMPLE_TREE
 
-# the published config.json files, as released
-QWEN3_8B = {
-    "architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 151643,
-    "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02,
-    "intermediate_size": 12288, "max_position_embeddings": 40960, "max_window_layers": 36, "model_type": "qwen3",
-    "num_attention_heads": 32, "num_hidden_layers": 36, "num_key_value_heads": 8, "rms_norm_eps": 1e-06,
-    "rope_scaling": None, "rope_theta": 1000000, "sliding_window": None, "tie_word_embeddings": False,
-    "torch_dtype": "bfloat16", "transformers_version": "4.51.0", "use_cache": True, "use_sliding_window": False,
-    "vocab_size": 151936,
-}
+# the published config.json files, as released (the battery's)
+QWEN3_8B = published("Qwen--Qwen3-8B")
 QWEN3_0_6B = {**QWEN3_8B, "hidden_size": 1024, "intermediate_size": 3072, "max_window_layers": 28,
               "num_attention_heads": 16, "num_hidden_layers": 28, "tie_word_embeddings": True}
-OLMO2_7B = {
-    "architectures": ["Olmo2ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": None,
-    "eos_token_id": 100257, "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02,
-    "intermediate_size": 11008, "max_position_embeddings": 4096, "model_type": "olmo2", "num_attention_heads": 32,
-    "num_hidden_layers": 32, "num_key_value_heads": 32, "pad_token_id": 100277, "rms_norm_eps": 1e-06,
-    "rope_scaling": None, "rope_theta": 500000, "tie_word_embeddings": False, "torch_dtype": "float32",
-    "transformers_version": "4.47.0.dev0", "use_cache": True, "vocab_size": 100352,
-}
+OLMO2_7B = published("allenai--OLMo-2-1124-7B")
 # what the specs must say of each (the fields porter builds from)
-ARCHITECTURE = ("attention.qk_norm", "norm.placement", "attention.num_query_groups", "linear.bias",
-                "linear.qkv_bias", "embeddings.tied", "position_embedding.rope_theta", "norm.eps", "activation.type",
+ARCHITECTURE = ("attention.qk_norm", "norm.placement", "attention.num_query_groups", "embeddings.tied", "position_embedding.rope_theta", "norm.eps", "activation.type",
                 "sizes.num_layers", "sizes.hidden_size", "sizes.num_attention_heads", "sizes.vocab_size",
                 "sizes.max_position_embeddings")
 
@@ -49,9 +35,11 @@ def model_folder(tmp_path, config, name):
 @pytest.mark.parametrize(("family", "config"), [("qwen3", QWEN3_8B), ("olmo2", OLMO2_7B)])
 def test_the_bundled_spec_is_the_released_checkpoint(tmp_path, family, config):
     bundled, read = load_spec(family), load_spec(str(model_folder(tmp_path, config, family)))
-    assert f"closest family: {family}" in read.description and read.hf_class == bundled.hf_class
+    assert f"(family: {family})" in read.description and read.hf_class == bundled.hf_class
     for key in ARCHITECTURE:
         assert bundled[key] == read[key], key
+    for site in SITES:  # each site's bias, however spelled (one switch for all, or site by site)
+        assert site_bias(bundled, site) == site_bias(read, site) is False, site
     for spec in (bundled, read):  # and both say what the config says, as transformers' class reads it
         hf = hf_config_of(spec)
         for key in ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",

@@ -241,6 +241,51 @@ def _add_network_size_args(parser):
                        type=float,
                        default=10000.0,
                        help='Base of the rotary embedding frequencies.')
+    group.add_argument('--rope-scaling-type',
+                       type=str,
+                       default='none',
+                       choices=['none', 'llama3', 'linear', 'yarn'],
+                       help='Rotary frequency scaling for long contexts: none, llama3 (LLaMA-3.1), linear or yarn.')
+    group.add_argument('--rope-scaling-factor',
+                       type=float,
+                       default=8.0,
+                       help='Rotary scaling: how much slower the long wavelengths turn (LLaMA-3.1: 8).')
+    group.add_argument('--rope-scaling-low-freq-factor',
+                       type=float,
+                       default=1.0,
+                       help='Rotary scaling: wavelengths beyond original context / this are scaled (LLaMA-3.1: 1).')
+    group.add_argument('--rope-scaling-high-freq-factor',
+                       type=float,
+                       default=4.0,
+                       help='Rotary scaling: wavelengths below original context / this are kept (LLaMA-3.1: 4).')
+    group.add_argument('--rope-scaling-original-max-positions',
+                       type=int,
+                       default=8192,
+                       help='Rotary scaling: the context the model was first trained on.')
+    group.add_argument('--rope-scaling-attention-factor',
+                       type=float,
+                       default=None,
+                       help='Rotary scaling (yarn): the factor on cos and sin; default from the factor and mscale.')
+    group.add_argument('--rope-scaling-beta-fast',
+                       type=float,
+                       default=32.0,
+                       help='Rotary scaling (yarn): rotations of the original context below which frequencies are kept.')
+    group.add_argument('--rope-scaling-beta-slow',
+                       type=float,
+                       default=1.0,
+                       help='Rotary scaling (yarn): rotations above which frequencies are interpolated.')
+    group.add_argument('--rope-scaling-mscale',
+                       type=float,
+                       default=None,
+                       help='Rotary scaling (yarn): mscale of the attention factor (with mscale_all_dim).')
+    group.add_argument('--rope-scaling-mscale-all-dim',
+                       type=float,
+                       default=None,
+                       help='Rotary scaling (yarn): mscale_all_dim of the attention factor (with mscale).')
+    group.add_argument('--rope-scaling-truncate',
+                       type=int,
+                       default=1,
+                       help='Rotary scaling (yarn): 1 rounds the interpolation range to whole dimensions, 0 does not.')
     group.add_argument('--layernorm-type',
                        type=str,
                        default='layernorm',

@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from porter.differences.base import Difference
 from porter.differences.grouped_routing import rewrites as G
 from porter.differences.grouped_routing.weights import correction_bias
+from porter.differences.moe.hf import fields_of
 from porter.errors import PorterError
+from porter.hf_reading import as_read, raw_of
 from porter.planner import rw, unsupported
 from porter.profile import TRANSFORMER
 from porter.profile.features import NETWORK, Spelling
@@ -91,15 +93,12 @@ class RouterFields:
 
     score: str
     expert_bias: bool
-    methods: dict  # topk_method -> its group score (None: no groups)
-    defaults: dict  # transformers' config class defaults
+    methods: dict  # topk_method -> its group score (None: no groups); the first: what an absent one computes
 
 
 BY_MODEL_TYPE = {
-    "deepseek_v2": RouterFields("softmax", False, {"greedy": None, "group_limited_greedy": "max"},
-                                {"topk_method": "greedy", "routed_scaling_factor": 1.0}),
-    "deepseek_v3": RouterFields("sigmoid", True, {"noaux_tc": "top2_sum"},
-                                {"topk_method": "noaux_tc", "routed_scaling_factor": 2.5, "n_group": 8, "topk_group": 4}),
+    "deepseek_v2": RouterFields("softmax", False, {"greedy": None, "group_limited_greedy": "max"}),
+    "deepseek_v3": RouterFields("sigmoid", True, {"noaux_tc": "top2_sum"}),
 }
 
 
@@ -191,37 +190,44 @@ class GroupedRouting(Difference):
         fields = BY_MODEL_TYPE.get(config.get("model_type"))
         if fields is None:
             return {}
+        if not fields_of(config.get("model_type")).experts(config):  # every layer dense: no router
+            return {key: field.base for key, field in self.fields.items()}
 
-        def read(name):
-            return fields.defaults.get(name) if config.get(name) is None else config[name]
+        read, raw = as_read(config), raw_of(config)
 
-        scoring = config.get("scoring_func")
+        def field(name):  # as transformers reads it where its class has the field, else as the file says
+            return read.get(name) if read.defines(name) else raw.get(name)
+
+        scoring = field("scoring_func")
         if scoring is not None and scoring != fields.score:
             raise _disagrees(config, "scoring_func", scoring, fields.score)
-        method = read("topk_method")
+        method = field("topk_method")
+        method = next(iter(fields.methods)) if method is None else method
         if method not in fields.methods:
             raise _disagrees(config, "topk_method", method, " or ".join(map(repr, fields.methods)))
         out = {PREFIX + "score": fields.score, PREFIX + "expert_bias": fields.expert_bias,
-               PREFIX + "scaling_factor": float(read("routed_scaling_factor"))}
+               PREFIX + "scaling_factor": float(field("routed_scaling_factor"))}
         group_score = fields.methods[method]
         if group_score is not None:
-            if read("n_group") is None or read("topk_group") is None:
+            if field("n_group") is None or field("topk_group") is None:
                 raise PorterError(f"topk_method {method!r} without its groups", file=config.path,
                                   construct="n_group and topk_group", found=f"n_group = {config.get('n_group')!r}, "
                                   f"topk_group = {config.get('topk_group')!r}", fix="set both")
-            out.update({PREFIX + "num_groups": int(read("n_group")), PREFIX + "group_topk": int(read("topk_group")),
+            out.update({PREFIX + "num_groups": int(field("n_group")), PREFIX + "group_topk": int(field("topk_group")),
                         PREFIX + "group_score": group_score})
-        if config.get("aux_loss_alpha"):
-            if config.get("seq_aux") is False:
+        if raw.get("aux_loss_alpha"):  # DeepSeek's own training loss: fields of the file, not of the class
+            if raw.get("seq_aux") is False:
                 raise PorterError("porter ports DeepSeek's sequence-level load-balancing loss only", file=config.path,
                                   construct="seq_aux = true with aux_loss_alpha > 0",
-                                  found=f"seq_aux = false, aux_loss_alpha = {config['aux_loss_alpha']}",
+                                  found=f"seq_aux = false, aux_loss_alpha = {raw['aux_loss_alpha']}",
                                   fix="set seq_aux to true (DeepSeek-V2's), or aux_loss_alpha to 0")
             out[PREFIX + "load_balancing"] = "seq_aux_loss"
         return out
 
     def to_hf(self, spec, config):
         fields = BY_MODEL_TYPE.get(config.get("model_type"))
+        if fields is not None and spec["moe.num_experts"] is None:
+            return  # no experts, no router (the MoE difference makes every layer dense)
         if fields is None:
             if self.wanted(spec):
                 raise PorterError(f"{spec.hf_class} has no DeepSeek router", file=spec.path, construct="[moe.router]",
@@ -240,11 +246,11 @@ class GroupedRouting(Difference):
         if found:
             raise PorterError(f"{spec.hf_class} routes otherwise", file=spec.path, construct="[moe.router]",
                               found=", ".join(found), fix="a spec of that class's routing, or another class")
-        config.update(scoring_func=fields.score, topk_method=method,
-                      routed_scaling_factor=spec[PREFIX + "scaling_factor"],
-                      seq_aux=spec[PREFIX + "load_balancing"] == "seq_aux_loss")
-        if group_score is not None:
-            config.update(n_group=spec[PREFIX + "num_groups"], topk_group=spec[PREFIX + "group_topk"])
+        config.update(scoring_func=fields.score, topk_method=method, routed_scaling_factor=spec[PREFIX + "scaling_factor"])
+        if spec[PREFIX + "load_balancing"] == "seq_aux_loss":  # DeepSeek's own field (the class has none)
+            config["seq_aux"] = True
+        # no groups: one group of every expert (DeepSeek-V2-Lite's n_group = topk_group = 1), the same choice
+        config.update(n_group=spec[PREFIX + "num_groups"] or 1, topk_group=spec[PREFIX + "group_topk"] or 1)
 
     def tiny(self, spec, tiny):
         """Groups that choose (4 of 16 experts each, 2 groups kept, top-3), the spec's scores,

@@ -26,6 +26,7 @@ from porter.differences.latent_attention.probes import latent_probes
 from porter.differences.latent_attention.weights import dims, interleaved, latent_weights
 from porter.errors import PorterError
 from porter.hf_config import class_defines
+from porter.hf_reading import raw_of
 from porter.planner import rw, unsupported
 from porter.profile import TRANSFORMER
 from porter.profile.features import NETWORK, Spelling
@@ -166,7 +167,7 @@ class LatentAttention(Difference):
         if config.get("kv_lora_rank") is None:
             return {}
         out = {PREFIX + key: (None if config.get(hf) is None else int(config[hf])) for key, hf in HF_NAMES.items()}
-        derived = config.get("qk_head_dim")
+        derived = raw_of(config).get("qk_head_dim")  # the file's: transformers keeps what it is given
         if derived is not None and derived != (config.get("qk_nope_head_dim") or 0) + (config.get("qk_rope_head_dim") or 0):
             raise PorterError("config.json's qk_head_dim is not qk_nope_head_dim + qk_rope_head_dim", file=config.path,
                               construct="qk_head_dim = qk_nope_head_dim + qk_rope_head_dim (transformers derives it)",

@@ -49,6 +49,7 @@ from porter.differences.moe import weights as W
 from porter.differences.moe.hf import every_name, fields_of
 from porter.differences.moe.probes import expert_probes
 from porter.errors import PorterError
+from porter.hf_reading import raw_of
 from porter.planner import rw, unsupported
 from porter.profile import ARGUMENTS, TRANSFORMER
 from porter.profile.features import NETWORK, Spelling, tree_spelling
@@ -280,27 +281,21 @@ class MixtureOfExperts(Difference):
                 found=f"router_jitter_noise = {jitter!r}",
                 fix="set router_jitter_noise to 0.0 in config.json (it only acts in training), or port this model by hand",
             )
-        foreign = [n for n in every_name() if n not in fields.names() and config.get(n) not in (None, [], 0)]
-        if foreign:
-            raise PorterError(
-                f"config.json has expert fields the {config.get('model_type')!r} model does not read", file=config.path,
-                construct="the config fields of the model type's experts (" + ", ".join(fields.names()) + ")",
-                found=", ".join(f"{n} = {config[n]!r}" for n in foreign),
-                fix="remove them, or check the model_type: porter reads each family's experts by its own fields")
+        raw = raw_of(config)
         for name, value in fields.agreed.items():
-            if config.get(name) is not None and config[name] != value:
+            if raw.get(name) is not None and raw[name] != value:
                 raise PorterError(
                     f"config.json sets {name}, which transformers' {config.get('model_type')} model does not read",
                     file=config.path, construct=f"{name} = {value!r} (where transformers and the model's own code agree)",
-                    found=f"{name} = {config[name]!r}",
+                    found=f"{name} = {raw[name]!r}",
                     fix=f"set {name} to {value!r} if transformers' model is the one you train, or port this model by hand")
-        count = fields.count(config)
-        if not count:
-            return {}
+        count = fields.experts(config)
+        if not count:  # said outright where the class has experts by default (DeepSeek's, all dense)
+            return {"moe.num_experts": None} if fields.all_dense(config) else {}
         out = {"moe.num_experts": count, "moe.top_k": int(fields.read(config, fields.top_k) or 2),
                "moe.norm_topk_prob": fields.renormalised if fields.norm_topk_prob is None else
                bool(fields.read(config, fields.norm_topk_prob))}
-        coef = fields.read(config, fields.aux_loss_coef)
+        coef = fields.loss_coef(config)
         if coef is not None:
             out["moe.aux_loss_coef"] = float(coef)
         if fields.width is not None:
@@ -312,14 +307,16 @@ class MixtureOfExperts(Difference):
         return out
 
     def to_hf(self, spec, config):
-        if not self.wanted(spec):
-            return
         fields = fields_of(config.get("model_type"))
-        written = {fields.counts[0]: experts(spec), fields.top_k: top_k(spec)}
+        if not self.wanted(spec):
+            if fields.first_dense is not None and spec["sizes.num_layers"]:  # every layer dense
+                config[fields.first_dense] = spec["sizes.num_layers"]
+            return
+        written = {fields.count: experts(spec), fields.top_k: top_k(spec)}
         if fields.jitter:
             written[fields.jitter] = 0.0
-        if spec["moe.aux_loss_coef"] is not None:
-            written[fields.aux_loss_coef] = spec["moe.aux_loss_coef"]
+        if spec["moe.aux_loss_coef"] is not None and (spec["moe.aux_loss_coef"] or not fields.own_loss):
+            written[fields.aux_loss_coef] = spec["moe.aux_loss_coef"]  # the model's own field: none is no loss
         said = [  # (the config's field, its value, the spec field, whether the spec asks for it)
             (fields.norm_topk_prob, bool(spec["moe.norm_topk_prob"]), "moe.norm_topk_prob",
              bool(spec["moe.norm_topk_prob"]) != fields.renormalised),

@@ -1,10 +1,14 @@
-"""How each HF model type spells its experts in config.json, and what transformers reads when a
-field is absent (its config class's default): the facts of transformers' configuration_*.py.
+"""How each HF model type spells its experts in config.json: the names of transformers'
+configuration_*.py. The values are read as transformers reads them (porter.hf_reading): a field
+absent or null is the config class's default (a Qwen3-MoE config without norm_topk_prob does
+not renormalise), either of a class's names for a field is the field (Qwen3-MoE's num_experts
+is its num_local_experts). A model type porter does not know is read by Mixtral's names.
 
-A field absent from config.json is read as transformers reads it: the config class's default
-(a Qwen3-MoE config without norm_topk_prob does not renormalise). Every field is read only for
-the model types listed here; a model type porter does not know is read by Mixtral's names,
-with no defaults (a config without num_local_experts has no experts).
+DeepSeek's own fields that transformers' class does not define (moe_layer_freq, DeepSeek-V2's
+unread norm_topk_prob) are read from the file as written: at the one value where transformers'
+model and the model's own code agree they change nothing; any other value is refused (which of
+the two would porter follow?). aux_loss_alpha is DeepSeek's training loss, which transformers
+does not compute: read from the file, absent is none.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from porter.hf_reading import as_read, raw_of
+
 
 @dataclass(frozen=True)
 class ExpertFields:
     """One model type's config fields for its experts (None: the type has no such field)."""
 
-    counts: tuple[str, ...]  # the expert count, first present wins (transformers 5 maps num_experts here)
+    count: str  # the expert count (the class's name; its other names read the same)
     top_k: str = "num_experts_per_tok"
     aux_loss_coef: str = "router_aux_loss_coef"
     norm_topk_prob: str | None = None  # None: the top-k weights are always renormalised
@@ -30,21 +36,26 @@ class ExpertFields:
     # fields transformers' modeling code does not read, at the one value where it and the model's
     # own code agree (any other value is refused: which of the two would porter follow?)
     agreed: dict[str, Any] = field(default_factory=dict)
-    defaults: dict[str, Any] = field(default_factory=dict)  # transformers' config class defaults
+    own_loss: bool = False  # aux_loss_coef is the model's own field, not the class's (DeepSeek)
     # how save_pretrained writes the MoE block: its module under model.layers.<i>., and expert e's
     # gate, up and down projections under <block>.experts.<e>. (the router: <block>.gate.weight)
     disk: tuple[str, str, str, str] = ("block_sparse_moe", "w1", "w3", "w2")
 
     def names(self) -> tuple[str, ...]:
-        return tuple(n for n in (*self.counts, self.top_k, self.aux_loss_coef, self.norm_topk_prob, self.width,
+        return tuple(n for n in (self.count, self.top_k, self.aux_loss_coef, self.norm_topk_prob, self.width,
                                  self.interval, self.dense_layers, self.first_dense, self.jitter, *self.agreed) if n)
 
     def read(self, config: dict, name: str | None) -> Any:
-        """The field as transformers reads it: the config's value, else the class's default."""
+        """The field as transformers reads it (its class's default where the file has none)."""
         if name is None:
             return None
-        value = config.get(name)
-        return self.defaults.get(name) if value is None else value
+        return as_read(config).get(name)
+
+    def loss_coef(self, config: dict) -> float | None:
+        if self.own_loss:
+            return float(raw_of(config).get(self.aux_loss_coef) or 0.0)
+        coef = self.read(config, self.aux_loss_coef)
+        return None if coef is None else float(coef)
 
     def dense_of(self, config: dict) -> list[int]:
         """The 0-based layers that keep a dense MLP: listed, or the first k."""
@@ -52,44 +63,40 @@ class ExpertFields:
             return list(range(int(self.read(config, self.first_dense) or 0)))
         return list(self.read(config, self.dense_layers) or [])
 
-    def count(self, config: dict) -> int | None:
-        for name in self.counts:
-            if config.get(name) is not None:
-                return int(config[name])
-        return self.defaults.get(self.counts[0])
+    def experts(self, config: dict) -> int | None:
+        """The expert count; None where the model has none (a DeepSeek config whose layers are
+        all dense, first_k_dense_replace >= num_hidden_layers, holds the class's default count)."""
+        count = self.read(config, self.count)
+        if count is None or self.all_dense(config):
+            return None
+        return int(count)
+
+    def all_dense(self, config: dict) -> bool:
+        layers = as_read(config).get("num_hidden_layers")
+        return self.first_dense is not None and isinstance(layers, int) and len(self.dense_of(config)) >= layers
 
 
-MIXTRAL = ExpertFields(
-    counts=("num_local_experts",), jitter="router_jitter_noise",
-    defaults={"num_local_experts": 8, "num_experts_per_tok": 2, "router_aux_loss_coef": 0.001,
-              "router_jitter_noise": 0.0},
-)
+MIXTRAL = ExpertFields(count="num_local_experts", jitter="router_jitter_noise")
 QWEN3_MOE = ExpertFields(
-    counts=("num_local_experts", "num_experts"), norm_topk_prob="norm_topk_prob", width="moe_intermediate_size",
+    count="num_experts", norm_topk_prob="norm_topk_prob", width="moe_intermediate_size",
     interval="decoder_sparse_step", dense_layers="mlp_only_layers", disk=("mlp", "gate_proj", "up_proj", "down_proj"),
-    defaults={"num_local_experts": 128, "num_experts_per_tok": 8, "router_aux_loss_coef": 0.001,
-              "norm_topk_prob": False, "moe_intermediate_size": 768, "decoder_sparse_step": 1,
-              "mlp_only_layers": []},
 )
 # DeepSeek: 'n_routed_experts' routed experts (the shared ones: porter/differences/shared_experts),
 # experts in every layer from first_k_dense_replace on; transformers reads neither moe_layer_freq
 # nor DeepSeek-V2's norm_topk_prob (its V2 router never renormalises, the original code does when
 # true). aux_loss_alpha is DeepSeek's own (transformers computes no load-balancing loss for it).
 DEEPSEEK_V2 = ExpertFields(
-    counts=("n_routed_experts",), aux_loss_coef="aux_loss_alpha", width="moe_intermediate_size",
+    count="n_routed_experts", aux_loss_coef="aux_loss_alpha", width="moe_intermediate_size",
     first_dense="first_k_dense_replace", renormalised=False, disk=("mlp", "gate_proj", "up_proj", "down_proj"),
-    agreed={"norm_topk_prob": False, "moe_layer_freq": 1},
-    defaults={"n_routed_experts": 64, "moe_intermediate_size": 1407, "first_k_dense_replace": 0, "aux_loss_alpha": 0.0},
+    agreed={"norm_topk_prob": False, "moe_layer_freq": 1}, own_loss=True,
 )
 DEEPSEEK_V3 = ExpertFields(
-    counts=("n_routed_experts",), aux_loss_coef="aux_loss_alpha", norm_topk_prob="norm_topk_prob",
+    count="n_routed_experts", aux_loss_coef="aux_loss_alpha", norm_topk_prob="norm_topk_prob",
     width="moe_intermediate_size", first_dense="first_k_dense_replace", disk=("mlp", "gate_proj", "up_proj", "down_proj"),
-    agreed={"moe_layer_freq": 1},
-    defaults={"n_routed_experts": 256, "num_experts_per_tok": 8, "moe_intermediate_size": 2048,
-              "first_k_dense_replace": 3, "norm_topk_prob": True, "aux_loss_alpha": 0.0},
+    agreed={"moe_layer_freq": 1}, own_loss=True,
 )
 BY_MODEL_TYPE = {"mixtral": MIXTRAL, "qwen3_moe": QWEN3_MOE, "deepseek_v2": DEEPSEEK_V2, "deepseek_v3": DEEPSEEK_V3}
-UNKNOWN = ExpertFields(counts=("num_local_experts",), jitter="router_jitter_noise")
+UNKNOWN = ExpertFields(count="num_local_experts", jitter="router_jitter_noise")
 
 
 def fields_of(model_type: str | None) -> ExpertFields:

@@ -41,7 +41,7 @@ MEMORY = "mlp"  # transformers 5's MoE block in memory
 
 
 def experts_of(config: dict) -> int:
-    count = fields_of(config.get("model_type")).count(config)
+    count = fields_of(config.get("model_type")).experts(config)
     if not count:
         raise PorterError("the HF config has no experts for the port's MoE layers", construct="num_local_experts",
                           found="none", fix="convert a mixture of experts (its config.json carries its expert count)")

@@ -29,6 +29,9 @@ class MultiTokenPrediction(Difference):
         why = f"a multi-token prediction layer ({FIELD} = {count}), not part of transformers' model"
         return {f"model.layers.{layers + i}.": why for i in range(count)}
 
+    def without_dropped(self, config):
+        return {FIELD: 0} if config.get(FIELD) else {}
+
     def to_hf(self, spec, config):
         if class_defines(config.get("model_type"), FIELD, unknown=False):
             config[FIELD] = 0  # the port's weights hold no such layer

@@ -14,10 +14,12 @@ built by transformers as one MLP n_shared_experts x moe_intermediate_size wide.
 from __future__ import annotations
 
 from porter.differences.base import Difference
+from porter.differences.moe.hf import fields_of
 from porter.differences.shared_experts import rewrites as S
 from porter.differences.shared_experts.probes import shared_probes
 from porter.differences.shared_experts.weights import shared_weights
 from porter.errors import PorterError
+from porter.hf_reading import as_read
 from porter.planner import rw, unsupported
 from porter.profile import TRANSFORMER
 from porter.profile.features import NETWORK, Spelling
@@ -25,9 +27,9 @@ from porter.schema import number
 
 SWITCH = "moe_shared_experts"
 FIELD = "moe.shared_ffn_hidden_size"
-# model type -> (its count field, its width field, transformers' defaults of both)
-BY_MODEL_TYPE = {"deepseek_v2": ("n_shared_experts", "moe_intermediate_size", 2, 1407),
-                 "deepseek_v3": ("n_shared_experts", "moe_intermediate_size", 1, 2048)}
+# model type -> (its count field, its width field)
+BY_MODEL_TYPE = {"deepseek_v2": ("n_shared_experts", "moe_intermediate_size"),
+                 "deepseek_v3": ("n_shared_experts", "moe_intermediate_size")}
 
 
 class SharedExperts(Difference):
@@ -102,7 +104,8 @@ class SharedExperts(Difference):
 
 def _width(config) -> int:
     """n_shared_experts x moe_intermediate_size, as transformers reads them (its defaults where absent)."""
-    count, width, count_default, width_default = BY_MODEL_TYPE[config["model_type"]]
-    n = config.get(count)
-    w = config.get(width)
-    return int(count_default if n is None else n) * int(width_default if w is None else w)
+    count, width = BY_MODEL_TYPE[config["model_type"]]
+    if not fields_of(config["model_type"]).experts(config):  # every layer dense: nothing beside experts
+        return 0
+    read = as_read(config)
+    return int(read.get(count) or 0) * int(read.get(width) or 0)

@@ -34,7 +34,7 @@ from megatron import get_args
 from megatron import mpu
 from megatron.model import LayerNorm, RMSNorm
 from megatron.model.module import MegatronModule
-from megatron.model.rotary_embedding import RotaryEmbedding
+from megatron.model.rotary_embedding import RotaryEmbedding, rope_scaling_of
 
 LATENT_NORM_EPS = 1e-6  # HF's DeepSeek attention builds its latent norms with the class default
 
@@ -94,7 +94,7 @@ class LatentAttention(MegatronModule):
                                                   gather_output=False, init_method=init_method, bias=False)
         self.dense = mpu.RowParallelLinear(heads * self.v_head_dim, hidden, input_is_parallel=True,
                                            init_method=output_layer_init_method, skip_bias_add=True, bias=False)
-        scaling = None
+        scaling = rope_scaling_of(args)
         self.rotary_emb = RotaryEmbedding(self.rope, theta=args.rope_theta, scaling=scaling)
         self.softmax_scale = softmax_scale(qk_head_dim, scaling)
         self.attention_dropout = args.attention_dropout

@@ -23,6 +23,7 @@ import deepspeed
 from deepspeed.accelerator import get_accelerator
 from megatron.model.swiglu import geglu, swiglu
 from megatron.model.rotary_embedding import RotaryEmbedding
+from megatron.model.rotary_embedding import rope_scaling_of
 from megatron.model.fused_attention import fused_attention, fused_attention_applies
 from megatron.model.latent_attention import LatentAttention
 from deepspeed.moe.layer import MoE
@@ -173,7 +174,7 @@ class ParallelAttention(MegatronModule):
         # Rotary position embedding (applied to query and key in forward).
         self.rotary_emb = None
         if args.position_embedding_type == 'rotary':
-            self.rotary_emb = RotaryEmbedding(self.hidden_size_per_attention_head, theta=args.rope_theta)
+            self.rotary_emb = RotaryEmbedding(self.hidden_size_per_attention_head, theta=args.rope_theta, scaling=rope_scaling_of(args))
 
     def forward(self, hidden_states, attention_mask, layer_past=None,
                 get_key_value=False, encoder_output=None):
