@@ -361,8 +361,6 @@ def mla_tree(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known defect: a spec without experts on a DeepSeek class is refused (the "
-                   "class's default routing and expert fields are read as the model's)")
 @pytest.mark.parametrize(("spec", "tp"), [("mla_dense_v2", 1), ("mla_dense_v3", 2)])
 def test_latent_attention_alone_matches_hf_on_both_engines(mla_tree, tmp_path, spec, tp):
     """Dense layers: the latent attention on the pipeline engine too, and split by heads at TP=2."""
