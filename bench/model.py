@@ -43,6 +43,7 @@ from porter.resources import sample_tree_dir
 from porter.smoke import SmokeConfig
 from porter.smoke.ds_config import deepspeed_config
 from porter.treerun.process import environment, remove_shared_memory
+from porter.treerun.shape import RunShape, tiny_spec
 
 WORKER = Path(__file__).with_name("model_worker.py")
 MODELS = ["hf-sdpa", "hf-eager", "porter", "porter-pipe"]
@@ -82,6 +83,15 @@ def bench_spec(spec, cli):
         values["attention.head_dim"] = 2 * cli.hidden // cli.heads
     if isinstance(spec["mlp.ffn_hidden_size"], int):  # a real model's width: the bench's, given as a width too
         values["mlp.ffn_hidden_size"] = default_ffn_hidden_size(cli.hidden, "2/3*4h", 64)
+    if spec["moe.num_experts"] is not None:  # verify's routing (at most 16 experts, top-k at most half; groups)
+        shape = RunShape(num_layers=cli.layers, hidden_size=cli.hidden, num_attention_heads=cli.heads)
+        tiny = tiny_spec(spec, shape)
+        values.update({k: tiny[k] for k in tiny.values if k.startswith("moe.")})
+    if spec["attention.latent.kv_lora_rank"] is not None:  # DeepSeek's latent at the bench's hidden size
+        head = cli.hidden // cli.heads
+        values.update({"attention.latent.kv_lora_rank": cli.hidden // 4, "attention.latent.qk_nope_head_dim": 2 * head,
+                       "attention.latent.qk_rope_head_dim": head, "attention.latent.v_head_dim": 2 * head,
+                       "attention.latent.q_lora_rank": cli.hidden // 2 if spec["attention.latent.q_lora_rank"] else None})
     return spec.with_values(**values)
 
 
@@ -227,7 +237,6 @@ def main() -> None:
     models = MODELS + (["porter-pipe-before"] if cli.ablation else [])
 
     from porter.catalog import load_spec
-    from porter.catalog import wanted as wanted_differences
 
     families = [load_spec(name) for name in cli.families.split(",")]
     print(f"# generated models vs their HF classes: training step (forward + backward + optimizer), "
@@ -245,7 +254,7 @@ def main() -> None:
                     "vocab": cli.vocab, "warmup": cli.warmup, "steps": cli.steps, "kernel_reps": cli.kernel_reps,
                     **family}
             # a model the pipeline engine cannot carry (a mixture of experts) is timed on the plain one only
-            plain_only = not all(d.pipeline_engine for d in wanted_differences(spec))
+            plain_only = not all(d.pipeline_engine for d in spec.wanted())
             family_models = [n for n in models if not (plain_only and n.startswith("porter-pipe"))]
             times = None if cli.skip_time else run_worker(tree, "time", {**base, "models": family_models}, cli.threads)
             memory = {}

@@ -26,14 +26,20 @@ from porter.differences.ffn_rule import FfnRule
 from porter.differences.final_norm import FinalNorm
 from porter.differences.fused_attention import FusedAttention
 from porter.differences.gated_mlp import GatedMLP
+from porter.differences.grouped_routing import GroupedRouting
 from porter.differences.grouped_query import GroupedQueryAttention
 from porter.differences.head_dim import HeadDim
+from porter.differences.latent_attention import LatentAttention
 from porter.differences.moe import MixtureOfExperts
+from porter.differences.multi_token_prediction import MultiTokenPrediction
 from porter.differences.norm_eps import NormEps
+from porter.differences.norm_placement import NormPlacement, PostNorm
+from porter.differences.qk_norm import QueryKeyNorm
 from porter.differences.qkv_layout import FusedQKVLayout
 from porter.differences.rmsnorm import RMSNormDifference
 from porter.differences.rmsnorm.offset import NormOffset
 from porter.differences.rope_scaling import RopeScaling
+from porter.differences.shared_experts import SharedExperts
 from porter.differences.rotary import Rotary
 from porter.differences.sizes import Sizes
 from porter.differences.sliding_window import SlidingWindow
@@ -52,11 +58,15 @@ _REGISTERED: list[Difference] = [
     RopeScaling(),
     RMSNormDifference(),
     NormOffset(),
+    NormPlacement(),
+    PostNorm(),
     FusedAttention(),
     FusedQKVLayout(),
     GroupedQueryAttention(),
     SlidingWindow(),
     HeadDim(),
+    LatentAttention(),
+    QueryKeyNorm(),
     Bias(),
     UntiedHead(),
     EmbeddingScale(),
@@ -66,6 +76,9 @@ _REGISTERED: list[Difference] = [
     FinalNorm(),
     Sizes(),
     MixtureOfExperts(),
+    GroupedRouting(),
+    SharedExperts(),
+    MultiTokenPrediction(),
 ]
 
 

@@ -28,7 +28,10 @@ EMBEDDING_ARGUMENTS = {
 }
 
 
-MODEL_SLOTS = ("imports", "save", "load", "pipe_init")  # where a difference adds to model.py.j2
+# where a difference adds to model.py.j2: imports; the end of <Prefix>Model.__init__ (init); what the
+# model does with the losses its layers return beside the output, right after its language model ran
+# (losses: the tree's MoE-loss API); its checkpoint dict (save, load); <Prefix>ModelPipe.__init__
+MODEL_SLOTS = ("imports", "init", "losses", "save", "load", "pipe_init")
 
 
 def model_values(p: Planner, wanted: dict[str, bool]) -> dict:

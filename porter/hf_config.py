@@ -34,6 +34,7 @@ from porter.hf_reading import (
     config_class,
     read_config,
     reading,
+    refused_anywhere,
     rope_parameters_of,
 )
 from porter.spec import Differences, Spec, schema_of
@@ -143,16 +144,19 @@ def _ported_types(families: Mapping[str, Spec]) -> list[str]:
 
 
 def _closest_by_fields(config: HFConfig, families: Mapping[str, Spec]) -> tuple[str | None, int]:
-    """The bundled family whose config class shares the most fields with the file."""
+    """The bundled family whose config class shares the most fields with the file; of those
+    sharing as many, the one whose class has the fewest fields the file lacks (LLaMA's, not
+    DeepSeek's, which has LLaMA's fields and its experts' and latent attention's besides)."""
     keys = set(config.raw)
-    best, count = None, 0
+    best, count, extra = None, 0, 0
     for model_type in _ported_types(families):
         cls = config_class(model_type)
         if cls is None:
             continue
-        shared = len(keys & (set(cls.defaults) | set(ROPE_FIELDS)))
-        if shared > count:
-            best, count = model_type, shared
+        fields = set(cls.defaults) | set(ROPE_FIELDS)
+        shared, lacking = len(keys & fields), len(fields - keys)
+        if shared > count or (shared == count and shared and lacking < extra):
+            best, count, extra = model_type, shared, lacking
     return best, count
 
 
@@ -169,7 +173,7 @@ def check_fields(config: HFConfig, differences: Differences) -> None:
     porter does not port, set to something other than what the class makes of a file without it."""
     cls = config.cls
     for name in config.raw:
-        if name in REFUSED_ANYWHERE and config.raw[name] is not None:
+        if refused_anywhere(name, config.raw[name]):
             raise PorterError(
                 f"config.json has {name}: {REFUSED_ANYWHERE[name]}", file=config.path, construct=name,
                 found=f"{name} = {_short(config.raw[name])}",

@@ -26,7 +26,7 @@ import functools
 import inspect
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,28 @@ OUTSIDE_FORWARD = {
 }
 # Fields read outside the modeling code that change what the weights mean.
 REFUSED_ANYWHERE = {
-    "quantization_config": "quantized weights (porter converts and verifies unquantized weights)",
+    "quantization_config": "quantized weights (porter converts and verifies unquantized weights, and "
+                           "dequantizes block-fp8 ones as it reads them)",
 }
+
+
+def fp8_blocks(quant: Any) -> tuple[int, int] | None:
+    """The blocks of a block-fp8 quantization_config (DeepSeek-V3's; transformers'
+    FineGrainedFP8Config writes it too), which porter dequantizes to bf16 as it reads the
+    weights (porter/convert/fp8.py); None for any other quantization."""
+    if not isinstance(quant, dict) or quant.get("quant_method") != "fp8" or quant.get("fmt", "e4m3") != "e4m3":
+        return None
+    block = quant.get("weight_block_size")
+    if isinstance(block, (list, tuple)) and len(block) == 2:
+        return int(block[0]), int(block[1])
+    return None
+
+
+def refused_anywhere(name: str, value: Any) -> bool:
+    """Does this field of config.json change what the weights mean in a way porter cannot read?"""
+    if name not in REFUSED_ANYWHERE or value is None:
+        return False
+    return not (name == "quantization_config" and fp8_blocks(value))
 
 
 @dataclass(frozen=True)
@@ -67,9 +87,12 @@ class ConfigClass:
     legacy: dict  # field -> {legacy value: what the class reads it as}
     base: frozenset  # the base config class's fields (bookkeeping)
     window_switch: bool = False  # the class drops its window unless use_sliding_window (Qwen2)
+    # the class's other names of a field (its attribute_map: Qwen3-MoE's num_experts is kept as
+    # num_local_experts, DeepSeek-V3's num_mtp_layers as num_nextn_predict_layers)
+    aliases: dict = field(default_factory=dict)
 
     def defines(self, name: str) -> bool:
-        return name in self.defaults or name in ROPE_FIELDS
+        return name in self.defaults or name in ROPE_FIELDS or name in self.aliases or name in self.aliases.values()
 
 
 class HFConfig(dict):
@@ -92,6 +115,11 @@ class HFConfig(dict):
     def defines(self, name: str) -> bool:
         """Does the config class define the field? (True where no class is known.)"""
         return True if self.cls is None else self.cls.defines(name)
+
+    def carries(self, name: str) -> bool:
+        """Does the model read the field: the class defines it, or its modeling code reads it
+        anyway (Qwen3-MoE's head_dim: no field of Qwen3MoeConfig, read with getattr)?"""
+        return self.defines(name) or name in self.cls.reads
 
     def rope_parameters(self) -> dict[str, Any]:
         """rope_theta, rope_type and the scaling fields, from `rope_parameters` (transformers 5)
@@ -140,7 +168,7 @@ def _installed(model_type: str) -> ConfigClass | None:
         model_type=model_type, name=cls.__name__, defaults=_plain(defaults), reads=frozenset(_modeling_reads(model_type)),
         default_theta=float(getattr(cls, "default_theta", 10000.0)), origin=f"transformers {transformers.__version__}",
         legacy={}, base=frozenset(base),
-        window_switch="use_sliding_window" in defaults,
+        window_switch="use_sliding_window" in defaults, aliases=_plain(dict(getattr(cls, "attribute_map", {}) or {})),
     )
 
 
@@ -185,6 +213,7 @@ def _from_table(model_type: str) -> ConfigClass | None:
         model_type=model_type, name=entry["class"], defaults=dict(entry["defaults"]), reads=frozenset(entry["reads"]),
         default_theta=float(entry["default_theta"]), origin=f"porter's table of transformers {table['transformers']}",
         legacy=entry.get("legacy", {}), base=frozenset(table["base"]), window_switch="use_sliding_window" in entry["defaults"],
+        aliases=dict(entry.get("aliases", {})),
     )
 
 
@@ -217,6 +246,8 @@ def table_entry(cls: ConfigClass) -> dict:
     entry = {"class": cls.name, "defaults": cls.defaults, "reads": sorted(cls.reads), "default_theta": cls.default_theta}
     if cls.legacy:
         entry["legacy"] = cls.legacy
+    if cls.aliases:
+        entry["aliases"] = cls.aliases
     return entry
 
 
@@ -254,10 +285,30 @@ def reading(raw: dict, path: str = "config.json") -> HFConfig:
     else:
         fields = _through_table(raw, cls)
     rope = _standard_rope(fields, cls)
-    # the class's fields only: what it does not define, its modeling code does not see as a field
-    fields = {k: v for k, v in fields.items() if k in cls.defaults or k in cls.base}
+    # the class's fields, and those its modeling code reads anyway: the rest change nothing
+    fields = {k: v for k, v in _both_names(fields, raw, cls).items() if cls.defines(k) or k in cls.base or k in cls.reads}
     fields["rope_parameters"] = rope
     return HFConfig(fields, path, raw, cls)
+
+
+def as_read(config: dict) -> HFConfig:
+    """A config as transformers reads it: an HFConfig read so already as it is, else read now
+    (a dict porter wrote, a file's fields as they are)."""
+    if isinstance(config, HFConfig) and (config.cls is not None or config_class(config.model_type) is None):
+        return config
+    raw = config.raw if isinstance(config, HFConfig) else config
+    read = _reading_of(json.dumps(raw, sort_keys=True, default=str), getattr(config, "path", "config.json"))
+    return HFConfig(dict(read), read.path, read.raw, read.cls)
+
+
+@functools.lru_cache(maxsize=64)
+def _reading_of(text: str, path: str) -> HFConfig:
+    return reading(json.loads(text), path)
+
+
+def raw_of(config: dict) -> dict:
+    """The file's own fields (those transformers' class leaves out included)."""
+    return config.raw if isinstance(config, HFConfig) else config
 
 
 def _through_transformers(raw: dict, path: str) -> dict:
@@ -275,6 +326,17 @@ def _through_transformers(raw: dict, path: str) -> dict:
     finally:
         logger.set_verbosity(level)
     return config.to_dict()
+
+
+def _both_names(fields: dict, raw: dict, cls: ConfigClass) -> dict:
+    """Each aliased field under both of the class's names (the modeling code reads either): the
+    file's value under either name, else the class's."""
+    out = dict(fields)
+    for alias, stored in cls.aliases.items():
+        given = next((raw[n] for n in (alias, stored) if raw.get(n) is not None), None)
+        value = given if given is not None else fields.get(stored) if fields.get(stored) is not None else fields.get(alias)
+        out[alias] = out[stored] = value
+    return out
 
 
 def _through_table(raw: dict, cls: ConfigClass) -> dict:

@@ -58,13 +58,20 @@ class LayerProbes:
 
     SLOTS = ("input_norm", "qkv", "attention", "dense", "post_norm", "mlp_in", "mlp_act", "mlp_out", "layer")
 
-    def __init__(self, layout: WeightLayout, i: int, num_heads: int) -> None:
+    def __init__(self, layout: WeightLayout, i: int, num_heads: int, config: dict | None = None,
+                 num_layers: int = 0) -> None:
         self.layout = layout
         self.i = i
         self.num_heads = num_heads
+        self.config = config or {}  # the reference's HF config: what a difference's probes may depend on by layer
+        self.num_layers = num_layers
         self.base = f"{layout.language_model_key}.{layout.encoder}.{layout.layers}.{i}"  # the tree's layer
         self.hf = f"model.layers.{i}"  # HF's layer
         self.slots: dict[str, list[Probe]] = {slot: [] for slot in self.SLOTS}
+        # HF's query and key as rotary takes them, [b, s, heads * hn] each, from HF's captures: the
+        # projections' outputs, unless a difference changes them on the way (a query/key norm)
+        self.hf_query_key: Callable[[dict], tuple[torch.Tensor, torch.Tensor]] = \
+            lambda c, hf=self.hf: (c[f"{hf}.self_attn.q_proj"], c[f"{hf}.self_attn.k_proj"])
         a, m = layout.attention, layout.mlp
         self.slots["input_norm"] = [self.probe(layout.input_norm, "input norm", self.ref("input_layernorm"))]
         self.slots["qkv"] = [self.probe(f"{a}.{layout.qkv}", "fused q, k, v projection (per group [ng, np/ng + 2, hn])", self._qkv, take="output+bias", combine="cat")]
@@ -115,9 +122,10 @@ class LayerProbes:
         return torch.cat(parts, dim=3).reshape(b, s, -1)
 
 
-def probe_plan(layout: WeightLayout, num_layers: int, num_heads: int, differences=()) -> list[Probe]:
+def probe_plan(layout: WeightLayout, num_layers: int, num_heads: int, differences=(),
+               config: dict | None = None) -> list[Probe]:
     """Every probe, in forward order: the embedding, each layer's slots as the differences shape
-    them, the final norm and the logits."""
+    them (for the reference's HF config), the final norm and the logits."""
     lm = f"{layout.language_model_key}"
     encoder = f"{lm}.{layout.encoder}"
     # What the embedding hands the first layer: HF's embed_tokens output, scaled (Gemma) by HF's
@@ -125,7 +133,7 @@ def probe_plan(layout: WeightLayout, num_layers: int, num_heads: int, difference
     probes = [Probe(f"{lm}.{layout.embedding}", "word embeddings (the first layer's input)", "embedding", -1, "",
                     "output", "same", lambda c: c["model.layers.0:input"])]
     for i in range(num_layers):
-        layer = LayerProbes(layout, i, num_heads)
+        layer = LayerProbes(layout, i, num_heads, config, num_layers)
         for difference in differences:
             difference.probes(layer)
         probes += layer.flat()

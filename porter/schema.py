@@ -37,6 +37,8 @@ class Field:
             parts.append(text + (" " + " and ".join(bounds) if bounds else ""))
         if str in self.kinds:
             parts.append("one of " + ", ".join(repr(c) for c in self.choices) if self.choices else "a string")
+        if list in self.kinds:
+            parts.append("a list of whole numbers" + (f" >= {self.low + 1:g}" if self.low is not None else ""))
         if bool in self.kinds:
             parts.append(_KIND_NAMES[bool])
         return ", or ".join(parts)
@@ -46,6 +48,11 @@ class Field:
         None (not set) is allowed where the base is None."""
         if value is None and self.base is None:
             return None
+        if isinstance(value, list) and list in self.kinds:
+            if not all(isinstance(v, int) and not isinstance(v, bool) and (self.low is None or v > self.low)
+                       for v in value):
+                raise ValueError(self.describe())
+            return list(value)
         if isinstance(value, bool):
             if bool not in self.kinds:
                 raise ValueError(self.describe())
@@ -72,6 +79,11 @@ def number(base: Any, *, whole: bool = False, low: float | None = 0.0, high: flo
 
 def choice(base: str, *choices: str, help: str = "") -> Field:
     return Field((str,), base, choices=tuple(choices), help=help)
+
+
+def whole_numbers(base: list | None, *, low: float | None = -1, help: str = "") -> Field:
+    """A list of whole numbers (layer indices: each > low)."""
+    return Field((list,), base, low=low, help=help)
 
 
 def flag(base: bool | None, help: str = "") -> Field:

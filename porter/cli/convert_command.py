@@ -88,8 +88,11 @@ def hf_to_megatron(
     target: Target = Path("."),
     tp: Annotated[int, typer.Option("--tp", help="Tensor-parallel size of the checkpoint. Example: --tp 2")] = 1,
     pp: Annotated[int, typer.Option("--pp", help="Pipeline-parallel size (pipeline engine only). Example: --pp 2")] = 1,
-    no_pipe: Annotated[bool, typer.Option("--no-pipe", help="For --no-pipeline-parallel runs (the plain <Prefix>Model). Example: --no-pipe")]
-    = False,
+    pipe: Annotated[bool | None, typer.Option(
+        "--pipe/--no-pipe", show_default=False,
+        help="For the pipeline engine (<Prefix>ModelPipe) or --no-pipeline-parallel runs (the plain <Prefix>Model). "
+             "Default: the pipeline engine, or the plain one for a port whose <Prefix>ModelPipe cannot carry its "
+             "model. Example: --no-pipe")] = None,
     model: SpecOption = "llama",
     json: Json = False,
     debug: Debug = False,
@@ -111,7 +114,7 @@ def hf_to_megatron(
     printer = Output(json=json)
     try:
         with _Bar("hf-to-megatron") as bar:
-            summary = checkpoint_from_hf(model, target, hf, out, tp=tp, pp=pp, pipe=not no_pipe, progress=bar)
+            summary = checkpoint_from_hf(model, target, hf, out, tp=tp, pp=pp, pipe=pipe, progress=bar)
     except PorterError as exc:
         fail(exc, debug, printer)
     _report(summary, printer, f"wrote {out}: {summary['files']} files, TP={tp} PP={pp}, {summary['engine']} engine, "

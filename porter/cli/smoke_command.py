@@ -35,6 +35,8 @@ def smoke(
     nproc: Annotated[int, typer.Option(help="Processes (torchrun when > 1). Example: --nproc 2")] = 1,
     pp: Annotated[int, typer.Option("--pp", help="Pipeline-parallel size. Example: --nproc 2 --pp 2")] = 1,
     tp: Annotated[int, typer.Option("--tp", help="Tensor-parallel size. Example: --nproc 2 --tp 2")] = 1,
+    ep: Annotated[int, typer.Option("--ep", help="Expert-parallel size of a port with experts (of the data-parallel "
+                                                 "processes). Example: --nproc 2 --ep 2")] = 1,
     zero_stage: Annotated[int, typer.Option("--zero-stage", help="DeepSpeed ZeRO stage (2 and 3 with --no-pipe). "
                                             "Example: --nproc 2 --zero-stage 3 --no-pipe")] = 0,
     no_pipe: Annotated[
@@ -68,6 +70,7 @@ def smoke(
     Examples:
     porter smoke llama --target ./Megatron-DeepSpeed
     porter smoke llama --target ./Megatron-DeepSpeed --nproc 2 --pp 2 --steps 10
+    porter smoke qwen3_moe --target ./Megatron-DeepSpeed --nproc 2 --ep 2
     porter smoke llama --target ./Megatron-DeepSpeed --json > smoke.json
     """
     from porter.catalog import load_spec
@@ -77,7 +80,8 @@ def smoke(
     from porter.workfolder import WorkFolder
 
     out = Output(json=json, quiet=quiet, verbose=verbose)
-    config = SmokeConfig(steps=steps, nproc=nproc, pipeline_parallel=pp, tensor_parallel=tp, pipe=not no_pipe,
+    config = SmokeConfig(steps=steps, nproc=nproc, pipeline_parallel=pp, tensor_parallel=tp, expert_parallel=ep,
+                         pipe=not no_pipe,
                          zero_stage=zero_stage)
     folder = None
     try:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from porter.errors import PorterError
+from porter.hf_reading import fp8_blocks
 
 SCALE = "_scale_inv"
 
@@ -44,9 +45,9 @@ def scheme(config: dict, path: str) -> BlockFp8 | None:
     if not quant:
         return None
     method = quant.get("quant_method")
-    block = quant.get("weight_block_size")
-    if method == "fp8" and quant.get("fmt", "e4m3") == "e4m3" and isinstance(block, (list, tuple)) and len(block) == 2:
-        return BlockFp8((int(block[0]), int(block[1])))
+    block = fp8_blocks(quant)
+    if block is not None:
+        return BlockFp8(block)
     raise PorterError(
         f"porter does not convert {method or 'this'}-quantized checkpoints",
         file=path, construct="quantization_config: none, or quant_method fp8 with fmt e4m3 and a weight_block_size "

@@ -35,7 +35,14 @@ from porter.hf_config import HFConfig, hf_config_of, rope_spelling
 from porter.hf_reading import ROPE_FIELDS, reading, rope_parameters_of
 from porter.layout import WeightLayout
 from porter.profile.layout import read_layout
-from porter.treerun.argv import entry_points, is_number, numbers_argv, plan_numbers, tree_argv
+from porter.treerun.argv import (
+    entry_points,
+    expert_parallel_argv,
+    is_number,
+    numbers_argv,
+    plan_numbers,
+    tree_argv,
+)
 from porter.treerun.in_tree import run_in_tree
 from porter.treerun.shape import RunShape
 from porter.weights import ModelShape, ModelWeights
@@ -89,19 +96,13 @@ class Port:
         """An HF state dict and config, whole in memory, in the tree's layout (small models: tests, verify)."""
         return hf_to_megatron(state, config, self.layout, self.spec.wanted(), tensor_parallel)
 
+    def pipeline_engine(self) -> bool:
+        """Does the port's model run on the pipeline engine (else only on the plain one)?"""
+        return all(d.pipeline_engine for d in self.spec.wanted())
+
     def expert_parallel_argv(self, size: int) -> list[str]:
         """The tree's options that shard the port's experts over `size` ranks (verify, smoke)."""
-        if size == 1:
-            return []
-        argv = [a for d in self.spec.wanted() for a in (d.expert_parallel_argv(self.switches, size) or [])]
-        if not argv:
-            raise PorterError(
-                f"expert parallelism needs experts; the {self.spec.name} port has none",
-                file=self.spec.path, construct="a difference with experts in the spec",
-                found="no difference of the port shards over expert-parallel ranks",
-                fix="drop --ep, or verify a spec with experts (porter list)",
-            )
-        return argv
+        return expert_parallel_argv(self.spec, self.switches, size)
 
     def spec_for(self, config: dict, path: str = "config.json"):
         """The port's spec with the HF config's numbers; refused where the architecture differs."""
@@ -156,9 +157,10 @@ class Port:
     def spec_from_args(self, args) -> Any:
         """The port's spec with the numbers a checkpoint's args hold."""
         values: dict[str, Any] = {}
+        schema = self.spec.schema
         for dest, (field, _) in self.numbers(self.spec).items():
             value = getattr(args, dest, None)
-            if isinstance(value, list) and is_number(value):
+            if isinstance(value, list) and value and is_number(value) and list not in schema[field].kinds:
                 value = max(value)  # a count per layer (--num-experts): the spec holds the sparse layers'
             if is_number(value) or (field in switchable_fields(self.spec) and isinstance(value, str)):
                 values[field] = value
@@ -198,11 +200,15 @@ def stamp_tree_args(port: Port, spec, shape: ModelShape, folder: Path, tp: int, 
     return "the tree's own parser"
 
 
-def checkpoint_from_hf(model, target, hf_dir, out, *, tp: int = 1, pp: int = 1, pipe: bool = True,
+def checkpoint_from_hf(model, target, hf_dir, out, *, tp: int = 1, pp: int = 1, pipe: bool | None = None,
                        progress: Progress | None = None) -> dict:
-    """HF directory -> a checkpoint of the ported tree at target, streamed. Returns a summary."""
+    """HF directory -> a checkpoint of the ported tree at target, streamed. Returns a summary.
+    `pipe`: for the pipeline engine or the plain one; None: the engine the port has (the
+    pipeline engine, or the plain one where a difference keeps the model off the pipe model)."""
     start = time.monotonic()
     port = Port(model, target)
+    if pipe is None:
+        pipe = port.pipeline_engine()
     source = HFDir(Path(hf_dir))
     config = source.config
     path = str(Path(hf_dir) / "config.json")
@@ -215,7 +221,7 @@ def checkpoint_from_hf(model, target, hf_dir, out, *, tp: int = 1, pp: int = 1, 
     files, stats, made_by = stream_checkpoint(
         lambda meta: hf_parts(source.take(meta), weights, tp), weights, Path(out),
         tp=tp, pp=pp, pipe=pipe, args={dest: value for dest, (_, value) in port.numbers(spec).items()},
-        hf_config=_kept_config(source), stamp=lambda folder: stamp_tree_args(port, spec, shape, folder, tp, pp, seq),
+        hf_config=_kept_config(source, port.spec), stamp=lambda folder: stamp_tree_args(port, spec, shape, folder, tp, pp, seq),
         progress=progress)
     stats.bytes_read = source.bytes_read
     padded = port.layout.padded_vocab(shape.vocab_size, tp)
@@ -225,16 +231,32 @@ def checkpoint_from_hf(model, target, hf_dir, out, *, tp: int = 1, pp: int = 1, 
         "vocab": f"{shape.vocab_size} padded to {padded}",
         "load_with": f"--load {out} --finetune --tensor-model-parallel-size {tp} "
                      f"--pipeline-model-parallel-size {pp}" + ("" if pipe else " --no-pipeline-parallel"),
-        **(_dequantized(source)), **stats.as_dict(), "seconds": round(time.monotonic() - start, 3),
+        **(_dequantized(source)), **_dropped(port.spec, config, source.names), **stats.as_dict(),
+        "seconds": round(time.monotonic() - start, 3),
     }
 
 
-def _kept_config(source: HFDir) -> dict:
+def _dropped(spec, config: dict, names) -> dict:
+    """The HF tensors left out as transformers leaves them out, by the differences that say so."""
+    said = []
+    for difference in spec.differences:
+        for prefix, why in difference.dropped(config).items():
+            count = sum(1 for name in names if name.startswith(prefix))
+            if count:
+                said.append(f"{prefix}* ({count} tensors): {why}")
+    return {"dropped": said} if said else {}
+
+
+def _kept_config(source: HFDir, spec) -> dict:
     """The source config.json the checkpoint keeps (megatron-to-hf writes it back): as it is, but
-    for the quantization of weights read dequantized."""
-    if source.quantized is None:
-        return source.config
-    return {k: v for k, v in source.config.items() if k != "quantization_config"}
+    for the quantization of weights read dequantized and the parts the port left out (each
+    difference that drops tensors says how the file says they are gone)."""
+    kept = dict(source.config)
+    if source.quantized is not None:
+        kept.pop("quantization_config", None)
+    for difference in spec.differences:
+        kept.update(difference.without_dropped(source.config))
+    return kept
 
 
 def _dequantized(source: HFDir) -> dict:
@@ -251,6 +273,10 @@ def hf_config_for(port: Port, weights, dtype) -> dict:
     args = weights.extra.get("args")
     spec = port.spec_from_args(args) if args is not None else port.spec
     trained = hf_config_of(spec, weights.shape.hf_sizes())
+    if trained.get("head_dim") not in (None, weights.shape.head_dim):
+        # the checkpoint's heads (its kv_channels, hidden / heads where it has none), not the
+        # bundled spec's head size: a Qwen3-MoE trained at hidden / heads writes that back
+        trained["head_dim"] = weights.shape.head_dim
     positions = getattr(args, "max_position_embeddings", None) or getattr(args, "seq_length", None)
     if positions:
         trained["max_position_embeddings"] = positions

@@ -14,7 +14,8 @@ A `Difference` owns:
 - `probes(layer)`: what verify compares where it changes a transformer layer;
 - `tiny(spec, tiny)` / `shrink_hf(read, out, layers, seq_length)`: its values in verify's tiny
   model, and in a user's config.json shrunk for verify;
-- `validate(values, given, fail)`: combinations of its own fields that make no sense.
+- `validate(values, given, fail)`: combinations of its own fields that make no sense;
+- `dropped(config)`: HF tensors the port leaves out, as transformers does.
 Every method has a neutral default, so a difference says only what it changes.
 """
 
@@ -94,6 +95,17 @@ class Difference:
         """The tree's options that shard this difference's experts over `size` ranks (verify,
         smoke); None: it has no experts."""
         return None
+
+    def dropped(self, config: dict) -> dict[str, str]:
+        """HF tensors of a model's checkpoint that the port leaves out, as transformers does: name
+        prefix -> why (convert says what it dropped). Asked of every difference a spec was read
+        with, wanted or not: a checkpoint can hold what no spec field describes."""
+        return {}
+
+    def without_dropped(self, config: dict) -> dict[str, Any]:
+        """The config.json fields that say the tensors `dropped` names are gone (the source file
+        a converted checkpoint keeps, and writes back, describes the weights it holds)."""
+        return {}
 
     def check_checkpoint(self, layout: Any, pipe: bool, tp: int) -> None:
         """Refuse a checkpoint this difference's weights cannot be written in (an engine, a

@@ -7,7 +7,13 @@ from pathlib import Path
 from porter.smoke.config import SmokeConfig
 from porter.smoke.ds_config import deepspeed_config
 from porter.smoke.port import SmokePort
-from porter.treerun.argv import fused_kernels_off, max_positions_allowed, numbers_argv, plan_numbers
+from porter.treerun.argv import (
+    expert_parallel_argv,
+    fused_kernels_off,
+    max_positions_allowed,
+    numbers_argv,
+    plan_numbers,
+)
 
 
 def training_arguments(port: SmokePort, workdir: Path, config: SmokeConfig, model: Path, prefix: Path,
@@ -52,5 +58,6 @@ def training_arguments(port: SmokePort, workdir: Path, config: SmokeConfig, mode
     if not config.pipe:
         args.append("--no-pipeline-parallel")
     args += numbers_argv(plan_numbers(port.plan), profile)
+    args += expert_parallel_argv(port.spec, port.plan.switches, config.expert_parallel)
     args += config.extra_args
     return args

@@ -18,6 +18,7 @@ class SmokeConfig(RunShape):
     nproc: int = 1
     pipeline_parallel: int = 1
     tensor_parallel: int = 1
+    expert_parallel: int = 1  # ranks each layer's experts are sharded over (of the data-parallel ones)
     pipe: bool = True  # DeepSpeed's pipeline engine; False: --no-pipeline-parallel
     global_batch_size: int = 8
     lr: float = 1e-3
@@ -55,6 +56,10 @@ class SmokeConfig(RunShape):
              "attention heads of the tiny model", "--tp 1, 2 or 4"),
         ]
         if parallel >= 1 and self.nproc >= parallel and self.nproc % parallel == 0:
+            problems.append((self.expert_parallel < 1 or self.data_parallel % self.expert_parallel != 0,
+                             f"--ep {self.expert_parallel} (data parallel {self.data_parallel})",
+                             "an expert-parallel size that divides the data-parallel processes",
+                             f"--nproc {parallel * self.expert_parallel}"))
             problems.append((self.global_batch_size % (self.batch_size * self.data_parallel) != 0,
                              f"--nproc {self.nproc} (data parallel {self.data_parallel})",
                              f"a data-parallel size that divides the global batch of {self.global_batch_size} "

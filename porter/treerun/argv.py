@@ -101,9 +101,10 @@ def tree_job(spec: Spec, tree: SourceTree, profile: TreeProfile, shape: RunShape
 
 
 def is_number(value) -> bool:
-    """A number the port's switches take: int or float, or a list of ints (one per layer)."""
+    """A number the port's switches take: int or float, or a list of ints (one per layer, or
+    layer indices: maybe none)."""
     if isinstance(value, list):
-        return bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        return all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -125,4 +126,20 @@ def numbers_argv(numbers: dict[str, tuple[str, Any]], profile: TreeProfile) -> l
             value = int(value)
         if argument is not None and not field.startswith("sizes."):
             argv += [argument.options[0], *(str(v) for v in (value if isinstance(value, list) else [value]))]
+    return argv
+
+
+def expert_parallel_argv(spec: Spec, switches: dict, size: int) -> list[str]:
+    """The tree's options that shard the port's experts over `size` ranks (verify, smoke): each
+    difference with experts says its own (Difference.expert_parallel_argv)."""
+    if size == 1:
+        return []
+    argv = [a for d in spec.wanted() for a in (d.expert_parallel_argv(switches, size) or [])]
+    if not argv:
+        raise PorterError(
+            f"expert parallelism needs experts; the {spec.name} port has none",
+            file=spec.path, construct="a difference with experts in the spec",
+            found="no difference of the port shards over expert-parallel ranks",
+            fix="drop --ep, or use a spec with experts (porter list)",
+        )
     return argv

@@ -359,7 +359,7 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
             checkpoints[kind] = str(path)
         del model
 
-    probes = probe_plan(layout, tiny.num_layers, tiny.num_attention_heads, spec.wanted())
+    probes = probe_plan(layout, tiny.num_layers, tiny.num_attention_heads, spec.wanted(), reference.config.to_dict())
     out = workdir / "out"
     out.mkdir(exist_ok=True)
     for stale in out.glob("*"):

@@ -3,7 +3,8 @@
 HF's default initialisation (std 0.02, unit norm weights) makes attention nearly uniform:
 measured on a real tree, a RoPE bug that moves logits by 2.1 under std 0.1 moves them by
 only 5.6e-3 under the default, with every argmax right. So every matrix here is drawn with
-std 0.1 and every norm weight uniformly from [0.5, 1.5]: a wrong port cannot hide.
+std 0.1 and every norm weight uniformly from [0.5, 1.5] (a saved buffer, such as a router's
+correction bias, with std 0.1 too): a wrong port cannot hide.
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ def randomize(model, std: float, seed: int) -> None:
                 param.copy_(torch.rand(param.shape, generator=generator) + 0.5)
             else:
                 param.copy_(torch.randn(param.shape, generator=generator) * std)
+        # saved buffers are weights too (DeepSeek-V3's expert correction bias): drawn as well
+        saved = model.state_dict()
+        for name, buffer in model.named_buffers():
+            if name in saved and buffer.is_floating_point():
+                buffer.copy_(torch.randn(buffer.shape, generator=generator) * std)
 
 
 def token_batch(tiny: TinyConfig) -> tuple[torch.Tensor, torch.Tensor]:

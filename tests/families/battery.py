@@ -62,15 +62,20 @@ BATTERY: dict[str, tuple[str, str] | Refused] = {
     "google--gemma-2b": ("gemma", "Gemma 2B: multi-query, legacy hidden_act gelu (the tanh GELU)"),
     "google--gemma-7b": ("gemma", "Gemma 7B: head_dim 256, 16 x 256 > hidden 3072"),
     "google--gemma-1.1-2b-it": ("gemma", "Gemma 1.1 2B: hidden_activation beside hidden_act"),
+    "Qwen--Qwen3-8B": ("qwen3", "Qwen3 8B: RMSNorm on each head's q and k, head_dim 128, no bias, untied"),
+    "allenai--OLMo-2-1124-7B": ("olmo2", "OLMo-2 7B: post-norm layers, q/k RMSNorm over the projection"),
+    "Qwen--Qwen3-30B-A3B": ("qwen3_moe", "Qwen3-30B-A3B: 128 experts top-8 renormalised, num_experts spelled so"),
+    "deepseek-ai--DeepSeek-V2-Lite": ("deepseek_v2_lite", "DeepSeek-V2-Lite: latent attention, 64+2 experts, "
+                                      "YaRN with mscale 0.707, DeepSeek's own fields (seq_aux, scoring_func)"),
+    "deepseek-ai--DeepSeek-V3": ("deepseek_v3", "DeepSeek-V3: a query latent, 256+1 experts in groups, block-fp8, "
+                                 "a multi-token prediction layer, YaRN"),
     "tiiuae--falcon-7b": Refused(("parallel", "ALiBi", "multi-query"), "gemma"),
     "EleutherAI--pythia-1b": Refused(("partial rotary", "parallel residual", "LayerNorm"), "llama"),
     "internlm--internlm2-7b": Refused(("auto_map", "wqkv"), "llama"),
     "baichuan-inc--Baichuan2-7B-Base": Refused(("ALiBi", "NormHead", "W_pack"), "llama"),
     "meta-llama--Llama-4-Scout-17B-16E": Refused(("chunked local attention", "NoPE", "shared expert"), "mixtral"),
     "google--gemma-2-2b": Refused(("soft-capped", "every other layer"), "gemma"),
-    "Qwen--Qwen3-8B": Refused(("q_norm",), "qwen2"),
     "microsoft--Phi-3-mini-4k-instruct": Refused(("qkv_proj", "LongRoPE"), "llama"),
-    "deepseek-ai--DeepSeek-V3": Refused(("latent attention", "shared experts", "fp8"), "mixtral"),
 }
 
 # A tiny model of each of these (same structure, sizes shrunk) goes through apply, convert both

@@ -30,9 +30,30 @@ def mistral_qwen2_tree(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def mixtral_tree(tmp_path_factory) -> Path:
-    """mixtral applied to a copy of the sample tree (shared: tests must not modify it)."""
-    tree = copy_sample_tree(tmp_path_factory.mktemp("mixtral") / "Megatron-DeepSpeed")
-    result = CliRunner().invoke(app, ["apply", "mixtral", "--target", str(tree)])
-    assert result.exit_code == 0, result.output
+def moe_tree(tmp_path_factory) -> Path:
+    """mixtral then qwen3_moe applied to one copy of the sample tree (shared: tests must not modify it)."""
+    tree = copy_sample_tree(tmp_path_factory.mktemp("moe") / "Megatron-DeepSpeed")
+    for family in ("mixtral", "qwen3_moe"):
+        result = CliRunner().invoke(app, ["apply", family, "--target", str(tree)])
+        assert result.exit_code == 0, result.output
+    return tree
+
+
+@pytest.fixture(scope="session")
+def qwen3_olmo2_tree(tmp_path_factory) -> Path:
+    """qwen3 then olmo2 applied to one copy of the sample tree (shared: tests must not modify it)."""
+    tree = copy_sample_tree(tmp_path_factory.mktemp("qwen3_olmo2") / "Megatron-DeepSpeed")
+    for family in ("qwen3", "olmo2"):
+        result = CliRunner().invoke(app, ["apply", family, "--target", str(tree)])
+        assert result.exit_code == 0, result.output
+    return tree
+
+
+@pytest.fixture(scope="session")
+def deepseek_tree(tmp_path_factory) -> Path:
+    """deepseek_v2_lite then deepseek_v3 applied to one copy of the sample tree (shared: tests must not modify it)."""
+    tree = copy_sample_tree(tmp_path_factory.mktemp("deepseek") / "Megatron-DeepSpeed")
+    for family in ("deepseek_v2_lite", "deepseek_v3"):
+        result = CliRunner().invoke(app, ["apply", family, "--target", str(tree)])
+        assert result.exit_code == 0, result.output
     return tree

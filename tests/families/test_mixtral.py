@@ -56,15 +56,15 @@ def model_folder(tmp_path, config, name="Mixtral-8x7B-v0.1"):
 # -- the spec and config.json ----------------------------------------------------------------------
 
 
-def test_the_spec_is_8_experts_top_2_and_the_port_defaults_to_it(mixtral_tree):
+def test_the_spec_is_8_experts_top_2_and_the_port_defaults_to_it(moe_tree):
     assert (MIXTRAL["moe.num_experts"], MIXTRAL["moe.top_k"], MIXTRAL["moe.aux_loss_coef"]) == (8, 2, 0.02)
     assert MIXTRAL.hf_class == "MixtralForCausalLM"
     listed = CliRunner().invoke(app, ["list"])
     assert listed.exit_code == 0 and "mixtral  (model_diffs/mixtral.toml)" in listed.output
     assert "moe.num_experts                8 (GPT: None)" in listed.output
-    entry = (mixtral_tree / "pretrain_mixtral.py").read_text()
-    for default in ("num_experts=[8]", "topk=2", "moe_token_dropping=False", "moe_top2_2nd_expert_sampling=False",
-                    "moe_loss_coeff=0.02", "no_pipeline_parallel=True"):
+    entry = (moe_tree / "pretrain_mixtral.py").read_text()
+    for default in ("num_experts=[8]", "topk=2", "moe_norm_topk_prob=True", "moe_loss_coeff=0.02",
+                    "no_pipeline_parallel=True", "expert_interval=1", "moe_dense_layers=[]"):
         assert default in entry
 
 
@@ -87,8 +87,8 @@ def test_the_config_save_pretrained_writes_ports_too(tmp_path):
 
 @pytest.mark.parametrize(("change", "field"), [
     ({"router_jitter_noise": 0.1}, "router_jitter_noise"),
-    ({"num_experts_per_tok": 1}, "moe.top_k"),
     ({"num_experts_per_tok": 9}, "moe.top_k"),
+    ({"moe_intermediate_size": 768}, "moe_intermediate_size"),  # Qwen3-MoE's field: not Mixtral's
 ])
 def test_what_porter_cannot_honour_is_refused_by_name(tmp_path, change, field):
     with pytest.raises(PorterError) as caught:
@@ -100,7 +100,7 @@ def test_what_porter_cannot_honour_is_refused_by_name(tmp_path, change, field):
 
 @pytest.mark.parametrize(("sections", "field"), [
     ({"moe": {"top_k": 2}}, "moe.top_k"),  # experts per token without experts
-    ({"moe": {"num_experts": 8, "top_k": 1}}, "moe.top_k"),  # DeepSpeed's top-1 weighs by the probability
+    ({"moe": {"num_experts": 8, "top_k": 9}}, "moe.top_k"),  # more experts per token than experts
     ({"moe": {"num_experts": 8}, "linear": {"bias": True}}, "linear.mlp_bias"),  # DeepSpeed drops the MLP bias
 ])
 def test_specs_porter_cannot_build_on_deepspeeds_moe_layer_are_refused(sections, field):
@@ -149,18 +149,18 @@ def test_a_tree_with_deepspeeds_moe_behind_its_own_switches_is_reused_not_rewrit
         a for a in arguments if a.dest != "moe_top2_2nd_expert_sampling"))
     with pytest.raises(PorterError) as caught:
         make_plan(MIXTRAL, dataclasses.replace(profile, arguments=older, spellings=found))
-    assert "Gumbel" in caught.value.message and caught.value.file == "megatron/model/transformer.py"
+    assert "Gumbel" in caught.value.found and caught.value.file == "megatron/model/transformer.py"
 
 
 # -- weights -------------------------------------------------------------------------------------------
 
 
-def test_both_hf_spellings_convert_bit_exact_both_ways(mixtral_tree, tmp_path):
+def test_both_hf_spellings_convert_bit_exact_both_ways(moe_tree, tmp_path):
     """save_pretrained's per-expert w1/w3/w2 and transformers 5's fused gate_up_proj/down_proj give
     the same tree weights; a plain-engine checkpoint (one file per expert) reads back to the same
     bits in HF's on-disk names."""
     folder, model = tiny_mixtral(tmp_path / "hf", experts=4)
-    port = convert.Port("mixtral", mixtral_tree)
+    port = convert.Port("mixtral", moe_tree)
     config, on_disk = convert.read_hf(folder)
     assert "model.layers.0.block_sparse_moe.experts.3.w1.weight" in on_disk  # what save_pretrained writes
     fused = model.state_dict()
@@ -188,14 +188,16 @@ def test_both_hf_spellings_convert_bit_exact_both_ways(mixtral_tree, tmp_path):
     assert all(torch.equal(back[k], on_disk[k]) for k in on_disk)
 
 
-def test_the_moe_checkpoint_is_the_plain_engines_at_tp_1(mixtral_tree, tmp_path):
+def test_convert_writes_the_plain_engines_checkpoint_the_moe_model_runs_on(moe_tree, tmp_path):
     folder, _ = tiny_mixtral(tmp_path / "hf")
     runner = CliRunner()
-    for extra, expected in ((["--no-pipe", "--tp", "2"], "--tp 1"), ([], "--no-pipe")):
-        done = runner.invoke(app, ["convert", "hf-to-megatron", "--hf", str(folder), "--out", str(tmp_path / "c"),
-                                   "--model", "mixtral", "--target", str(mixtral_tree), *extra])
-        assert done.exit_code == 2 and expected in done.output, done.output
-    done = runner.invoke(app, ["verify", "mixtral", "--target", str(mixtral_tree), "--models", "pipe",
+    convert_to = ["convert", "hf-to-megatron", "--hf", str(folder), "--model", "mixtral", "--target", str(moe_tree)]
+    done = runner.invoke(app, [*convert_to, "--out", str(tmp_path / "c")])  # no engine named: the port's
+    assert done.exit_code == 0 and "plain (--no-pipeline-parallel) engine" in done.output, done.output
+    assert (tmp_path / "c/release/layer_1_expert_3_mp_rank_00_model_states.pt").exists()
+    done = runner.invoke(app, [*convert_to, "--out", str(tmp_path / "p"), "--pipe"])
+    assert done.exit_code == 2 and "--no-pipe" in done.output and not (tmp_path / "p").exists(), done.output
+    done = runner.invoke(app, ["verify", "mixtral", "--target", str(moe_tree), "--models", "pipe",
                                "--workdir", str(tmp_path / "v")])
     assert done.exit_code == 2 and "MixtralModelPipe cannot carry experts" in done.output
 
@@ -214,8 +216,8 @@ def passed(result):
 
 
 @pytest.mark.parametrize("ep", [1, 2], ids=["tp1", "ep2"])
-def test_mixtral_matches_hf(mixtral_tree, tmp_path, ep):
-    result = verify(MIXTRAL, mixtral_tree, tmp_path, VerifyOptions(expert_parallel=ep))
+def test_mixtral_matches_hf(moe_tree, tmp_path, ep):
+    result = verify(MIXTRAL, moe_tree, tmp_path, VerifyOptions(expert_parallel=ep))
     passed(result)
     assert result.config["expert_parallel"] == ep
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
@@ -225,26 +227,26 @@ def test_mixtral_matches_hf(mixtral_tree, tmp_path, ep):
         assert "data parallel 2" in log and "ep_size_2" in log  # two processes, the experts split over them
 
 
-def test_a_converted_checkpoint_loads_with_the_trees_own_loader_at_expert_parallel_2(mixtral_tree, tmp_path):
+def test_a_converted_checkpoint_loads_with_the_trees_own_loader_at_expert_parallel_2(moe_tree, tmp_path):
     """HF (4 experts, its own numbers) -> `porter convert` -> the tree's load_checkpoint on 2 ranks,
     each reading its own experts' files -> HF's logits; and back to HF bit-exact."""
     folder, _ = tiny_mixtral(tmp_path / "hf", experts=4)
     runner = CliRunner()
     ckpt, back = tmp_path / "ckpt", tmp_path / "back"
     done = runner.invoke(app, ["convert", "hf-to-megatron", "--hf", str(folder), "--out", str(ckpt), "--no-pipe",
-                               "--model", "mixtral", "--target", str(mixtral_tree)])
+                               "--model", "mixtral", "--target", str(moe_tree)])
     assert done.exit_code == 0, done.output
     args = torch.load(ckpt / "release" / "mp_rank_00_model_states.pt", weights_only=False)["args"]
     assert (args.num_experts, args.topk, args.moe_loss_coeff, args.num_key_value_heads) == ([4], 2, 0.01, 2)
     done = runner.invoke(app, ["convert", "megatron-to-hf", "--load", str(ckpt), "--out", str(back),
-                               "--model", "mixtral", "--target", str(mixtral_tree)])
+                               "--model", "mixtral", "--target", str(moe_tree)])
     assert done.exit_code == 0, done.output
     (config, state), (config2, state2) = convert.read_hf(folder), convert.read_hf(back)
     assert sorted(state) == sorted(state2) and all(torch.equal(state[k], state2[k]) for k in state)
     for key in ("num_local_experts", "num_experts_per_tok", "router_aux_loss_coef", "rms_norm_eps", "eos_token_id"):
         assert config2[key] == config[key], key
 
-    result = verify(MIXTRAL, mixtral_tree, tmp_path / "verify", VerifyOptions(checkpoint=ckpt, expert_parallel=2))
+    result = verify(MIXTRAL, moe_tree, tmp_path / "verify", VerifyOptions(checkpoint=ckpt, expert_parallel=2))
     (r,) = result.results
     assert result.passed and r.max_logit_diff <= 1e-5, result.as_dict()
     assert r.loaded_by == "the tree's megatron.checkpointing.load_checkpoint"
@@ -252,14 +254,14 @@ def test_a_converted_checkpoint_loads_with_the_trees_own_loader_at_expert_parall
 
 @pytest.mark.parametrize(("name", "edit"), [
     ("top-1", ("k=args.topk,", "k=1,")),
-    pytest.param("second expert sampled", ("top2_2nd_expert_sampling=args.moe_top2_2nd_expert_sampling",
-                                           "top2_2nd_expert_sampling=True"), marks=pytest.mark.slow),
-    pytest.param("tokens dropped", ("drop_tokens=args.moe_token_dropping", "drop_tokens=True"),
+    pytest.param("probabilities not renormalised", ("normalize=args.moe_norm_topk_prob,", "normalize=False,"),
+                 marks=pytest.mark.slow),
+    pytest.param("DeepSpeed's gate kept", ("self.mlp.deepspeed_moe.gate = Router(", "Router("),
                  marks=pytest.mark.slow),
 ])
-def test_wrong_routing_fails_verify_at_the_moe_router(mixtral_tree, tmp_path, name, edit):
+def test_wrong_routing_fails_verify_at_the_moe_router(moe_tree, tmp_path, name, edit):
     broken = tmp_path / "broken"
-    shutil.copytree(mixtral_tree, broken, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(moe_tree, broken, ignore=shutil.ignore_patterns("__pycache__"))
     transformer = broken / "megatron/model/transformer.py"
     text = transformer.read_text()
     assert text.count(edit[0]) == 1
@@ -276,7 +278,7 @@ def test_wrong_routing_fails_verify_at_the_moe_router(mixtral_tree, tmp_path, na
 
 
 @pytest.mark.slow
-def test_a_checkpoint_the_tree_trains_at_expert_parallel_2_converts_and_verifies(mixtral_tree, smoke_workdir, tmp_path):
+def test_a_checkpoint_the_tree_trains_at_expert_parallel_2_converts_and_verifies(moe_tree, smoke_workdir, tmp_path):
     """Two processes train with --moe-expert-parallel-size 2 and DeepSpeed saves (each rank its own
     experts' files); porter converts that to HF, and the tree loading it matches HF's logits."""
     from porter.smoke import SmokeConfig
@@ -287,10 +289,10 @@ def test_a_checkpoint_the_tree_trains_at_expert_parallel_2_converts_and_verifies
     from porter.treerun.script import launch
 
     config = SmokeConfig(steps=2, nproc=2, extra_args=["--moe-expert-parallel-size", "2"])
-    model, prefix = prepare_data(mixtral_tree, smoke_workdir, config.vocab_size)
-    args = training_arguments(SmokePort.of(MIXTRAL, SourceTree.open(mixtral_tree), config), tmp_path, config, model, prefix)
+    model, prefix = prepare_data(moe_tree, smoke_workdir, config.vocab_size)
+    args = training_arguments(SmokePort.of(MIXTRAL, SourceTree.open(moe_tree), config), tmp_path, config, model, prefix)
     save = tmp_path / "checkpoint"
-    run = launch(mixtral_tree, MIXTRAL.script, args + ["--save", str(save), "--save-interval", "2"], nproc=2)
+    run = launch(moe_tree, MIXTRAL.script, args + ["--save", str(save), "--save-interval", "2"], nproc=2)
     assert run.returncode == 0, run.log[-3000:]
     assert "ep_size_2" in run.log and "moe loss" in run.log
     folder = save / (save / "latest").read_text().strip()
@@ -300,18 +302,18 @@ def test_a_checkpoint_the_tree_trains_at_expert_parallel_2_converts_and_verifies
     assert all(not torch.equal(a, b) for a, b in zip(first.values(), second.values(), strict=True))
 
     done = CliRunner().invoke(app, ["convert", "megatron-to-hf", "--load", str(save), "--out", str(tmp_path / "hf"),
-                                    "--model", "mixtral", "--target", str(mixtral_tree)])
+                                    "--model", "mixtral", "--target", str(moe_tree)])
     assert done.exit_code == 0, done.output
     config_json = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert (config_json["num_local_experts"], config_json["num_experts_per_tok"]) == (8, 2)
-    result = verify(MIXTRAL, mixtral_tree, tmp_path / "verify", VerifyOptions(checkpoint=save))
+    result = verify(MIXTRAL, moe_tree, tmp_path / "verify", VerifyOptions(checkpoint=save))
     (r,) = result.results
     assert result.passed and r.max_logit_diff <= 1e-5, result.as_dict()
 
 
 @pytest.mark.slow
-def test_smoke_training_loss_falls(mixtral_tree, smoke_workdir):
-    result = CliRunner().invoke(app, ["smoke", "mixtral", "--target", str(mixtral_tree), "--workdir",
+def test_smoke_training_loss_falls(moe_tree, smoke_workdir):
+    result = CliRunner().invoke(app, ["smoke", "mixtral", "--target", str(moe_tree), "--workdir",
                                       str(smoke_workdir), "--steps", "20"])
     assert result.exit_code == 0, result.output
     assert "smoke passed" in result.output

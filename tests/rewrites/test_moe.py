@@ -32,6 +32,8 @@ class ParallelTransformerLayer(MegatronModule):
 STACK = '''
 class ParallelTransformer(MegatronModule):
     def __init__(self, init_method, output_layer_init_method, num_experts=[1]):
+        args = get_args()
+
         def build_layer(layer_number, n_e):
             return ParallelTransformerLayer(init_method, output_layer_init_method, layer_number, num_experts=n_e)
 
@@ -57,8 +59,8 @@ def parse_args(extra_args_provider=None, defaults={}):
 '''
 
 SPARSE = partial(E.SparseMLP, cls="ParallelTransformerLayer", experts="num_experts", topk="args.topk",
-                 expert_parallel="args.moe_expert_parallel_size", token_dropping="args.moe_token_dropping",
-                 second_expert_sampling="args.moe_top2_2nd_expert_sampling", loss_coeff="args.moe_loss_coeff")
+                 expert_parallel="args.moe_expert_parallel_size", normalize="args.moe_norm_topk_prob",
+                 expert_width="args.moe_ffn_hidden_size")
 
 
 def test_the_layer_wraps_its_mlp_in_deepspeeds_moe_layer_where_the_tree_refused_experts(check, chain):
@@ -70,40 +72,43 @@ def test_the_layer_wraps_its_mlp_in_deepspeeds_moe_layer_where_the_tree_refused_
                                output_layer_init_method)
 ''', '''
         self.num_experts = num_experts
-        # Mixture of experts (Mixtral): DeepSpeed's MoE layer sends each token to the top-k of
-        # num_experts copies of ParallelMLP and sums their outputs, weighted by the router's
-        # renormalised probabilities; the experts are sharded over expert-parallel ranks.
+        # Mixture of experts: DeepSpeed's MoE layer holds the experts (copies of ParallelMLP, sharded
+        # over expert-parallel ranks) and moves the tokens; the model's router takes its gate's
+        # place, and every expert is drawn on its own (megatron/model/mixture_of_experts.py).
         if num_experts > 1:
             self.mlp = MoE(args.hidden_size,
-                           ParallelMLP(init_method, output_layer_init_method),
+                           built_at_width(args, args.moe_ffn_hidden_size, lambda: ParallelMLP(init_method, output_layer_init_method)),
                            num_experts=num_experts,
                            ep_size=args.moe_expert_parallel_size,
-                           k=args.topk,
-                           drop_tokens=args.moe_token_dropping,
-                           top2_2nd_expert_sampling=args.moe_top2_2nd_expert_sampling)
-            self.moe_loss_coeff = args.moe_loss_coeff
+                           enable_expert_tensor_parallelism=args.tensor_model_parallel_size > 1)
+            self.mlp.deepspeed_moe.gate = Router(args.hidden_size, num_experts, k=args.topk,
+                                                 normalize=args.moe_norm_topk_prob, std=args.init_method_std,
+                                                 seed=(args.seed, layer_number), pad_to=args.tensor_model_parallel_size)
+            draw_experts(self.mlp, args.init_method_std, args.num_layers, (args.seed, layer_number),
+                         args.tensor_model_parallel_size)
         else:
             self.mlp = ParallelMLP(init_method, output_layer_init_method)
 '''))
 
 
-def test_the_forward_takes_the_load_balancing_loss_as_the_layers_moe_loss(check):
+def test_the_forward_takes_the_routing_statistics_as_the_layers_moe_loss(check):
     check(partial(E.MoEForward, cls="ParallelTransformerLayer"), LAYER, LAYER.replace('''
         mlp_output, mlp_bias = self.mlp(layernorm_output)
 ''', '''
         if self.num_experts == 1:
             mlp_output, mlp_bias = self.mlp(layernorm_output)
         else:
-            # DeepSpeed's MoE layer: (output, load-balancing loss, tokens per expert); no bias
+            # DeepSpeed's MoE layer: (output, the router's routing statistics, tokens per expert), no
+            # bias; the model pools every MoE layer's statistics into its load-balancing loss
             mlp_output, moe_loss, _ = self.mlp(layernorm_output)
-            moe_loss = moe_loss * self.moe_loss_coeff
             mlp_bias = None
 '''))
 
 
 def test_each_layer_gets_its_expert_count(check, chain):
     check(chain(partial(E.DropExpertsRefusal, cls="ParallelTransformer", func="__init__", name="num_experts"),
-                partial(E.ExpertsPerLayer, cls="ParallelTransformer", experts="num_experts")), STACK, STACK.replace('''
+                partial(E.ExpertsPerLayer, cls="ParallelTransformer", experts="num_experts",
+                        interval="args.expert_interval", dense_layers="args.moe_dense_layers")), STACK, STACK.replace('''
         assert all(n == 1 for n in num_experts), \\
             'mixture-of-experts is not supported here'
         # Layer numbers are 1-based and global across pipeline stages.
@@ -112,7 +117,7 @@ def test_each_layer_gets_its_expert_count(check, chain):
 ''', '''
         # Layer numbers are 1-based and global across pipeline stages.
         self.layers = torch.nn.ModuleList(
-            [build_layer(i + 1 + offset, experts_of_layer(num_experts, i + 1 + offset)) for i in range(self.num_layers)])
+            [build_layer(i + 1 + offset, experts_of_layer(num_experts, i + 1 + offset, args.expert_interval, args.moe_dense_layers)) for i in range(self.num_layers)])
 '''))
 
 
@@ -132,6 +137,8 @@ def test_a_layer_without_a_parallel_mlp_is_refused_by_construct(refuses):
 def test_a_layer_and_stack_without_microsofts_num_experts_plumbing_are_refused(refuses):
     error = refuses(SPARSE, LAYER.replace(", num_experts=1):", "):"))
     assert "takes no `num_experts` parameter" in error.found
+    error = refuses(SPARSE, LAYER.replace("layer_number, num_experts=1):", "number, num_experts=1):"))
+    assert "takes no `layer_number` parameter" in error.found
     error = refuses(partial(E.ExpertsPerLayer, cls="ParallelTransformer", experts="num_experts"),
                     STACK.replace(", num_experts=[1]):", "):"))
     assert "takes no `num_experts` parameter" in error.found
@@ -171,3 +178,5 @@ def test_experts_leave_the_nested_checkpoint_dict_by_module_path_and_come_back()
                        torch.full((3,), 2.0))
     assert [helpers.experts_of_layer([8], n) for n in (1, 2)] == [8, 8]
     assert [helpers.experts_of_layer([1, 4], n) for n in (1, 2)] == [1, 4]
+    # HF's decoder_sparse_step 2 (experts where (index + 1) % 2 == 0) and mlp_only_layers [3]
+    assert [helpers.experts_of_layer([8], n, 2, [3]) for n in (1, 2, 3, 4, 5, 6)] == [1, 8, 1, 1, 1, 8]

@@ -104,14 +104,12 @@ def parse_args(extra_args_provider=None, defaults={},
         'mixture of experts: --num-experts takes one count for every layer, or one per layer'
         assert args.no_pipeline_parallel, \
         'mixture of experts: the model runs on the plain DeepSpeed engine; pass --no-pipeline-parallel'
-        assert args.tensor_model_parallel_size == 1, \
-        'mixture of experts: each expert is a whole ParallelMLP; use --tensor-model-parallel-size 1'
         assert all(n % args.moe_expert_parallel_size == 0 for n in args.num_experts), \
         'mixture of experts: --moe-expert-parallel-size must divide the expert counts'
         assert args.data_parallel_size % args.moe_expert_parallel_size == 0, \
         'mixture of experts: --moe-expert-parallel-size must divide the data-parallel size'
-        assert 2 <= args.topk <= min(n for n in args.num_experts if n > 1), \
-        'mixture of experts: --topk must be 2 or more (and no more than the experts)'
+        assert 1 <= args.topk <= min(n for n in args.num_experts if n > 1), \
+        'mixture of experts: --topk must be 1 or more (and no more than the experts)'
 
     # Batch sizes.
     assert args.micro_batch_size is not None and args.micro_batch_size > 0
@@ -259,6 +257,22 @@ def _add_network_size_args(parser):
                        type=int,
                        default=1,
                        help='Experts each token is routed to (top-k of the router).')
+    group.add_argument('--moe-norm-topk-prob',
+                       action='store_true',
+                       help='The router weighs each token\'s top-k experts by their probabilities renormalised to sum to 1 (else by the probabilities).')
+    group.add_argument('--moe-ffn-hidden-size',
+                       type=int,
+                       default=None,
+                       help='Each expert\'s MLP width (default: --ffn-hidden-size).')
+    group.add_argument('--expert-interval',
+                       type=int,
+                       default=1,
+                       help='Experts in every expert-interval-th layer (layer number divisible by it); a dense MLP in the others.')
+    group.add_argument('--moe-dense-layers',
+                       type=int,
+                       nargs='*',
+                       default=[],
+                       help='Layers (0-based) that keep a dense MLP whatever --num-experts says.')
     return parser
 
 
@@ -325,14 +339,6 @@ def _add_training_args(parser):
     group.add_argument('--no-pipeline-parallel', action='store_true',
                        help='Use the plain DeepSpeed engine instead of the '
                        'pipeline engine.')
-    group.add_argument('--disable-moe-token-dropping',
-                       action='store_false',
-                       dest='moe_token_dropping',
-                       help='Every token reaches its experts (no capacity limit).')
-    group.add_argument('--disable-moe-top2-2nd-expert-sampling',
-                       action='store_false',
-                       dest='moe_top2_2nd_expert_sampling',
-                       help='Top-2 routing picks the second expert by probability, without Gumbel noise.')
     group.add_argument('--moe-loss-coeff',
                        type=float,
                        default=0.01,

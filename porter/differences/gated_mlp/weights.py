@@ -14,11 +14,14 @@ GATE_UP = ("mlp.gate_proj.weight", "mlp.up_proj.weight")
 
 
 def gated_weights(layer: LayerWeights) -> None:
-    layout, m = layer.layout, layer.layout.mlp
+    layer.replace("mlp_in", gate_up_weights(layer.layout, layer.layout.mlp, GATE_UP))
+
+
+def gate_up_weights(layout, module: str, hf: tuple[str, str]) -> list[Weight]:
+    """A gated MLP's input projection(s) at `module` of the tree's layer, from HF's (gate, up)."""
     if layout.up:
-        layer.replace("mlp_in", [Weight(f"{m}.{layout.fc1}.weight", GATE_UP[:1], "rows"),
-                                 Weight(f"{m}.{layout.up}.weight", GATE_UP[1:], "rows")])
-        return
+        return [Weight(f"{module}.{layout.fc1}.weight", hf[:1], "rows"),
+                Weight(f"{module}.{layout.up}.weight", hf[1:], "rows")]
     first = layout.gate_first
 
     def join(tensors):
@@ -29,4 +32,4 @@ def gated_weights(layer: LayerWeights) -> None:
         a, b = fused.chunk(2, dim=0)
         return (a, b) if first else (b, a)
 
-    layer.replace("mlp_in", [Weight(f"{m}.{layout.fc1}.weight", GATE_UP, "gate_up", join, split)])
+    return [Weight(f"{module}.{layout.fc1}.weight", hf, "gate_up", join, split)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from porter.differences.moe.weights import sparse_layers
 from porter.probe import LayerProbes
 
 ROUTES = "porter.differences.moe.probes:routes"
@@ -26,8 +27,11 @@ def _tokens_in_layer_order(value: torch.Tensor, batch_size: int) -> torch.Tensor
 
 def expert_probes(layer: LayerProbes) -> None:
     """DeepSpeed's MoE layer as the MLP: its router's decision (each token's weight per expert:
-    the top-k of the softmax, renormalised; 0 elsewhere), then the layer's output (the experts'
-    outputs summed with those weights)."""
+    the top-k of the softmax, renormalised where the model does; 0 elsewhere), then the layer's
+    output (the experts' outputs summed with those weights). A layer the model keeps dense keeps
+    the MLP's probes."""
+    if not sparse_layers(layer.config, layer.num_layers)[layer.i]:
+        return
     m = layer.layout.mlp
 
     def hf_routes(c, hf=layer.hf):
@@ -38,8 +42,7 @@ def expert_probes(layer: LayerProbes) -> None:
         return dense.reshape(b, s, -1)
 
     layer.replace("mlp_in", [layer.probe(f"{m}.deepspeed_moe.gate", "MoE router: each token's weight per expert "
-                                         "(top-k, renormalised)", hf_routes, take=ROUTES,
+                                         "(top-k of the softmax)", hf_routes, take=ROUTES,
                                          reshape=_tokens_in_layer_order)])
     layer.replace("mlp_act", [])
-    layer.replace("mlp_out", [layer.probe(m, "MoE layer: top-k experts per token, weighted by the renormalised "
-                                          "router probabilities", layer.ref("mlp"))])
+    layer.replace("mlp_out", [layer.probe(m, "MoE layer: top-k experts per token, weighted by the router", layer.ref("mlp"))])

@@ -1,11 +1,12 @@
-"""Rewrites for a sparse mixture-of-experts MLP on DeepSpeed's own MoE layer (Mixtral).
+"""Rewrites for a sparse mixture-of-experts MLP on DeepSpeed's own MoE layer (Mixtral, Qwen3-MoE).
 
 Trees shaped like microsoft/Megatron-DeepSpeed f01c9e6e carry the plumbing already: the
 layer, the stack and the language model take `num_experts`, the layer returns
 (output, moe_loss), pretrain_gpt.py adds the MoE losses. What such a tree may lack is the
 layer itself; these rewrites add it where the tree refuses it (`assert num_experts == 1`):
-the layer wraps its ParallelMLP in `deepspeed.moe.layer.MoE`, the stack hands each layer its
-expert count, and the layer's forward takes the MoE layer's (output, l_aux, counts).
+the layer wraps its ParallelMLP in `deepspeed.moe.layer.MoE` with the model's router, the
+stack hands each layer its expert count, the layer's forward takes the MoE layer's (output,
+routing statistics, counts), and ParallelMLP takes a width of its own for the experts.
 """
 
 from __future__ import annotations
@@ -81,16 +82,21 @@ def one_line(call: cst.Call) -> str:
 
 
 class SparseMLP(_TakesExperts):
-    """Build DeepSpeed's MoE layer around the tree's ParallelMLP when the layer has experts.
+    """Build DeepSpeed's MoE layer around the tree's MLP when the layer has experts, with the
+    model's router in its gate's place and every expert drawn on its own.
 
-    Why: Mixtral replaces every MLP with 8 copies of it (the experts) and a router that sends
-    each token to its top-2 experts, their outputs summed with the renormalised router
-    probabilities. DeepSpeed's `MoE` does exactly that with the tree's own ParallelMLP as the
-    expert (its fused gate+up projection is HF's gate_up_proj), and shards the experts over
-    expert-parallel ranks. Token dropping and the Gumbel noise on the second expert are
-    switches (off for Mixtral: eval logits stay deterministic). The load-balancing loss is
-    scaled by its coefficient in the layer (`self.moe_loss_coeff`), since the tree's
-    forward step adds the layers' MoE losses as they come.
+    Why: a mixture of experts replaces the MLP with `num_experts` copies of it (the experts) and
+    a router that sends each token to its top-k experts, their outputs summed with the router's
+    weights. DeepSpeed's `MoE` holds the tree's own ParallelMLP as the expert (its fused gate+up
+    projection is HF's gate_up_proj), shards the experts over expert-parallel ranks (and, at a
+    tensor-parallel size above 1, each expert over the tensor-parallel ranks, as the tree's
+    ParallelMLP is) and moves the tokens. Its gates cannot route as the model does (they
+    renormalise always, drop tokens over a capacity, give a first-choice loss per layer), so the
+    layer puts the port's `Router` (megatron/model/mixture_of_experts.py) in the gate's place,
+    and draws each expert on its own (DeepSpeed copies one MLP into every expert). The router
+    needs the layer's number (its draw is seeded by it). An expert narrower than the dense MLP
+    (Qwen3-MoE) is built at its own width (`built_at_width`: the tree's MLP reads its width from
+    the args).
     """
 
     construct = "`self.mlp = ParallelMLP(...)` in ParallelTransformerLayer.__init__ (which takes num_experts)"
@@ -100,15 +106,20 @@ class SparseMLP(_TakesExperts):
     experts: str
     topk: str
     expert_parallel: str
-    token_dropping: str
-    second_expert_sampling: str
-    loss_coeff: str
+    normalize: str
+    expert_width: str | None = None  # the experts' own MLP width (the tree's MLP reads it from the args)
+    layer_number: str = "layer_number"
 
-    def __post_init__(self) -> None:
-        self.keywords = {
-            "num_experts": self.experts, "ep_size": self.expert_parallel, "k": self.topk,
-            "drop_tokens": self.token_dropping, "top2_2nd_expert_sampling": self.second_expert_sampling,
-        }
+    def _router(self, attr: str) -> str:
+        """The router in the gate's place and the experts drawn, as lines of code."""
+        gate = f"self.{attr}.deepspeed_moe.gate = Router("
+        draw = "draw_experts("
+        seed = f"(args.seed, {self.layer_number})"
+        return (f"{gate}args.hidden_size, {self.experts}, k={self.topk},\n"
+                f"{' ' * len(gate)}normalize={self.normalize}, std=args.init_method_std,\n"
+                f"{' ' * len(gate)}seed={seed}, pad_to=args.tensor_model_parallel_size)\n"
+                f"{draw}self.{attr}, args.init_method_std, args.num_layers, {seed},\n"
+                f"{' ' * len(draw)}args.tensor_model_parallel_size)\n")
 
     @staticmethod
     def _mlp(stmt):
@@ -124,6 +135,9 @@ class SparseMLP(_TakesExperts):
             return body
         if not self.takes_experts():
             return body
+        if self.layer_number not in self._params:
+            self.missing(f"{self.where()} takes no `{self.layer_number}` parameter (the router's draw is seeded by it)")
+            return body
         if not any("self.num_experts" in assigned_names(s) for s in body):
             self.missing("no `self.num_experts = ...` (the layer's forward tells dense from sparse by it)")
             return body
@@ -132,31 +146,37 @@ class SparseMLP(_TakesExperts):
             self.missing("no `self.<mlp> = ParallelMLP(...)` statement")
             return body
         attr, call = self._mlp(body[index])
-        expert = one_line(call)
+        dense = one_line(call)
+        expert = dense if self.expert_width is None else f"built_at_width(args, {self.expert_width}, lambda: {dense})"
         indent = " " * len(f"self.{attr} = {MOE_CALL}(")
-        keywords = "".join(f",\n    {indent}{key}={value}" for key, value in self.keywords.items())
+        keywords = {"num_experts": self.experts, "ep_size": self.expert_parallel,
+                    "enable_expert_tensor_parallelism": "args.tensor_model_parallel_size > 1"}
+        keyword_lines = "".join(f",\n    {indent}{key}={value}" for key, value in keywords.items())
+        router = "".join(f"    {line}\n" for line in self._router(attr).splitlines())
         new = statements(
             f"if {self.experts} > 1:\n"
             f"    self.{attr} = {MOE_CALL}(args.hidden_size,\n"
-            f"    {indent}{expert}{keywords})\n"
-            f"    self.moe_loss_coeff = {self.loss_coeff}\n"
+            f"    {indent}{expert}{keyword_lines})\n"
+            f"{router}"
             f"else:\n"
-            f"    self.{attr} = {expert}\n"
+            f"    self.{attr} = {dense}\n"
         )[0]
-        new = with_comment(new, "Mixture of experts (Mixtral): DeepSpeed's MoE layer sends each token to the top-k of")
-        new = with_comment(new, f"{self.experts} copies of ParallelMLP and sums their outputs, weighted by the router's")
-        new = with_comment(new, "renormalised probabilities; the experts are sharded over expert-parallel ranks.")
+        new = with_comment(new, "Mixture of experts: DeepSpeed's MoE layer holds the experts (copies of ParallelMLP, sharded")
+        new = with_comment(new, "over expert-parallel ranks) and moves the tokens; the model's router takes its gate's")
+        new = with_comment(new, "place, and every expert is drawn on its own (megatron/model/mixture_of_experts.py).")
         new = new.with_changes(leading_lines=[*body[index].leading_lines, *new.leading_lines])
         self.anchored()
         return [*body[:index], new, *body[index + 1:]]
 
 
 class ExpertsPerLayer(_TakesExperts):
-    """Give each layer its expert count: `build_layer(number, 1)` -> `build_layer(number, experts_of_layer(...))`.
+    """Give each layer its expert count: `build_layer(number, 1)` ->
+    `build_layer(number, experts_of_layer(num_experts, number, <interval>, <dense layers>))`.
 
     Why: the stack passes 1 to every layer whatever `num_experts` says. `--num-experts`
-    holds one count for every layer (Mixtral: every layer is sparse) or one per layer;
-    `experts_of_layer` (megatron/model/mixture_of_experts.py) picks the layer's by its
+    holds one count for every layer or one per layer; the model may keep a dense MLP in some
+    layers (HF's decoder_sparse_step: experts in every interval-th layer; mlp_only_layers).
+    `experts_of_layer` (megatron/model/mixture_of_experts.py) picks the layer's count by its
     global number, so the pipeline stages agree.
     """
 
@@ -165,6 +185,8 @@ class ExpertsPerLayer(_TakesExperts):
     func = "__init__"
     cls: str
     experts: str
+    interval: str = "1"
+    dense_layers: str = "()"
 
     def rewrite_body(self, body):
         builders = {s.name.value for s in body if isinstance(s, cst.FunctionDef)}
@@ -177,7 +199,8 @@ class ExpertsPerLayer(_TakesExperts):
             for call in findall(stmt, m.Call(func=m.Name())):
                 if call.func.value in builders and len(call.args) == 2 and m.matches(call.args[1].value, m.Integer("1")):
                     number = code(call.args[0].value)
-                    new_arg = call.args[1].with_changes(value=expression(f"experts_of_layer({self.experts}, {number})"))
+                    new_arg = call.args[1].with_changes(value=expression(
+                        f"experts_of_layer({self.experts}, {number}, {self.interval}, {self.dense_layers})"))
                     stmt = stmt.deep_replace(call, call.with_changes(args=[call.args[0], new_arg]))
                     self.anchored()
                     break
@@ -189,13 +212,15 @@ class ExpertsPerLayer(_TakesExperts):
 
 
 class MoEForward(Rewrite):
-    """Take the MoE layer's (output, l_aux, expert counts) where the layer runs its MLP.
+    """Take the MoE layer's (output, routing statistics, expert counts) where the layer runs its MLP.
 
-    Why: the tree's MLP returns (output, bias); DeepSpeed's MoE returns the output, the
-    router's load-balancing loss and the tokens each expert got. The loss (times its
-    coefficient) becomes the layer's `moe_loss`, which the tree already returns and its
-    forward step adds to the language-model loss; the experts add no bias (DeepSpeed drops
-    the one ParallelMLP returns apart, so the spec refuses an MLP bias with experts).
+    Why: the tree's MLP returns (output, bias); DeepSpeed's MoE returns the output, what its
+    gate gave as the loss (the port's router: this layer's routing statistics) and the tokens
+    each expert got. The statistics become the layer's `moe_loss`, which the tree already
+    returns up the stack: the model pools its MoE layers' statistics into one load-balancing
+    loss (the model's own, over all layers; its coefficient applied there, once). The experts
+    add no bias (DeepSpeed drops the one ParallelMLP returns apart, so the spec refuses an MLP
+    bias with experts).
     """
 
     construct = "`<out>, <bias> = self.mlp(<input>)` and a `moe_loss = ...` in ParallelTransformerLayer.forward"
@@ -204,18 +229,19 @@ class MoEForward(Rewrite):
     cls: str
     attr: str = "mlp"
 
-    def _runs_mlp(self, stmt):
+    def _runs_mlp(self, stmt, targets=2):
         if not isinstance(stmt, cst.SimpleStatementLine):
             return None
         for assign in findall(stmt, m.Assign(value=m.Call())):
             target = assign.targets[0].target
             if dotted(assign.value.func) == f"self.{self.attr}" and isinstance(target, cst.Tuple) \
-                    and len(target.elements) == 2:
+                    and len(target.elements) == targets:
                 return assign
         return None
 
     def rewrite_body(self, body):
-        if self.recognised(body, "self.moe_loss_coeff"):
+        if self.recognised(body, lambda s: isinstance(s, cst.If) and any(
+                self._runs_mlp(t, 3) for t in findall(s, m.SimpleStatementLine()))):
             return body
         index = next((i for i, s in enumerate(body) if self._runs_mlp(s)), None)
         if index is None or not any("moe_loss" in {dotted(t.target) for a in findall(s, m.Assign()) for t in a.targets}
@@ -230,9 +256,9 @@ class MoEForward(Rewrite):
             if self.num_experts == 1:
                 {output}, {bias} = self.{self.attr}({argument})
             else:
-                # DeepSpeed's MoE layer: (output, load-balancing loss, tokens per expert); no bias
+                # DeepSpeed's MoE layer: (output, the router's routing statistics, tokens per expert), no
+                # bias; the model pools every MoE layer's statistics into its load-balancing loss
                 {output}, moe_loss, _ = self.{self.attr}({argument})
-                moe_loss = moe_loss * self.moe_loss_coeff
                 {bias} = None
             """
         )[0]

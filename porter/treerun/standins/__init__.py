@@ -27,6 +27,7 @@ MODULES = (
     "deepspeed_compression",
     "vision",
     "tutel",
+    "moe_gather_gloo",
     "numpy_aliases",
     "torch_six",
     "flash_attn_builder",

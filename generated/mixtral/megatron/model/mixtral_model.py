@@ -14,8 +14,8 @@ What differs from GPT:
   - no bias in any linear layer
   - an untied output projection: its own [vocab/p, h] weight, saved in checkpoints
   - MLP width 14336
-  - a sparse MLP: DeepSpeed's MoE layer routes each token to the top-k of the experts
-    (args.num_experts); the plain engine only (MixtralModelPipe refuses experts)
+  - a sparse MLP: DeepSpeed's MoE layer sends each token to the top-k of the experts (args.num_experts),
+    by the model's router; the plain engine only (MixtralModelPipe refuses experts)
 Switches are arguments; pretrain_mixtral.py sets their defaults.
 """
 
@@ -27,7 +27,7 @@ from megatron.model import LayerNorm, RMSNorm
 from megatron.model.enums import AttnMaskType
 from megatron.model.gpt_model import CrossEntropy
 from megatron.model.language_model import EmbeddingPipe, get_language_model
-from megatron.model.mixture_of_experts import expert_state, with_experts, without_experts
+from megatron.model.mixture_of_experts import expert_state, load_balancing_loss, with_experts, without_experts
 from megatron.model.module import MegatronModule
 from megatron.model.transformer import ParallelTransformerLayerPipe
 from megatron.model.utils import init_method_normal, scaled_init_method_normal
@@ -85,6 +85,8 @@ class MixtralModel(MegatronModule):
             self.output_layer = MixtralModelOutputLayer(
                 args.hidden_size, args.padded_vocab_size, init_method_normal(args.init_method_std))
             self._output_layer_key = "output_layer"
+        # the weight of the load-balancing loss, applied once to the loss of all MoE layers
+        self.moe_loss_coeff = args.moe_loss_coeff
 
     def set_input_tensor(self, input_tensor):
         self.language_model.set_input_tensor(input_tensor)
@@ -96,6 +98,8 @@ class MixtralModel(MegatronModule):
         lm_output, *moe_losses = self.language_model(
             input_ids, position_ids, attention_mask,
             tokentype_ids=tokentype_ids, layer_past=layer_past, get_key_value=get_key_value)
+        # the MoE layers' routing statistics -> the model's load-balancing loss (mixture_of_experts.py)
+        moe_losses = load_balancing_loss(moe_losses, self.moe_loss_coeff)
         if self.post_process:
             if get_key_value:
                 lm_output, presents = lm_output

@@ -26,7 +26,7 @@ from megatron.model.rotary_embedding import RotaryEmbedding
 from megatron.model.fused_attention import fused_attention, fused_attention_applies
 from megatron.model.grouped_attention import repeat_key_value, split_query_key_value
 from deepspeed.moe.layer import MoE
-from megatron.model.mixture_of_experts import experts_of_layer
+from megatron.model.mixture_of_experts import Router, built_at_width, draw_experts, experts_of_layer
 
 
 class ParallelMLP(MegatronModule):
@@ -366,18 +366,20 @@ class ParallelTransformerLayer(MegatronModule):
                 eps=args.layernorm_epsilon)
 
         self.num_experts = num_experts
-        # Mixture of experts (Mixtral): DeepSpeed's MoE layer sends each token to the top-k of
-        # num_experts copies of ParallelMLP and sums their outputs, weighted by the router's
-        # renormalised probabilities; the experts are sharded over expert-parallel ranks.
+        # Mixture of experts: DeepSpeed's MoE layer holds the experts (copies of ParallelMLP, sharded
+        # over expert-parallel ranks) and moves the tokens; the model's router takes its gate's
+        # place, and every expert is drawn on its own (megatron/model/mixture_of_experts.py).
         if num_experts > 1:
             self.mlp = MoE(args.hidden_size,
-                           ParallelMLP(init_method, output_layer_init_method),
+                           built_at_width(args, args.moe_ffn_hidden_size, lambda: ParallelMLP(init_method, output_layer_init_method)),
                            num_experts=num_experts,
                            ep_size=args.moe_expert_parallel_size,
-                           k=args.topk,
-                           drop_tokens=args.moe_token_dropping,
-                           top2_2nd_expert_sampling=args.moe_top2_2nd_expert_sampling)
-            self.moe_loss_coeff = args.moe_loss_coeff
+                           enable_expert_tensor_parallelism=args.tensor_model_parallel_size > 1)
+            self.mlp.deepspeed_moe.gate = Router(args.hidden_size, num_experts, k=args.topk,
+                                                 normalize=args.moe_norm_topk_prob, std=args.init_method_std,
+                                                 seed=(args.seed, layer_number), pad_to=args.tensor_model_parallel_size)
+            draw_experts(self.mlp, args.init_method_std, args.num_layers, (args.seed, layer_number),
+                         args.tensor_model_parallel_size)
         else:
             self.mlp = ParallelMLP(init_method, output_layer_init_method)
 
@@ -444,9 +446,9 @@ class ParallelTransformerLayer(MegatronModule):
         if self.num_experts == 1:
             mlp_output, mlp_bias = self.mlp(layernorm_output)
         else:
-            # DeepSpeed's MoE layer: (output, load-balancing loss, tokens per expert); no bias
+            # DeepSpeed's MoE layer: (output, the router's routing statistics, tokens per expert), no
+            # bias; the model pools every MoE layer's statistics into its load-balancing loss
             mlp_output, moe_loss, _ = self.mlp(layernorm_output)
-            moe_loss = moe_loss * self.moe_loss_coeff
             mlp_bias = None
 
         if self.apply_residual_connection_post_layernorm:
@@ -526,7 +528,7 @@ class ParallelTransformer(MegatronModule):
 
         # Layer numbers are 1-based and global across pipeline stages.
         self.layers = torch.nn.ModuleList(
-            [build_layer(i + 1 + offset, experts_of_layer(num_experts, i + 1 + offset)) for i in range(self.num_layers)])
+            [build_layer(i + 1 + offset, experts_of_layer(num_experts, i + 1 + offset, args.expert_interval, args.moe_dense_layers)) for i in range(self.num_layers)])
 
         if self.post_process:
             self.final_layernorm = norm_class(
