@@ -171,7 +171,7 @@ def print_profile(profiled: dict, names: dict[str, str], top: int = 12) -> None:
     """Where each model's step goes (bench/model_worker.py's profile mode), in ms per step."""
     models = list(profiled)
     reference = profiled["hf-sdpa"]
-    print(f"\nprofile (torch.profiler, CPU; ms per step; the profiler's own overhead is in every figure):")
+    print("\nprofile (torch.profiler, CPU; ms per step; the profiler's own overhead is in every figure):")
     print("\n| ms per step | " + " | ".join(names[m] for m in models) + " |")
     print("|---|" + "---|" * len(models))
     print("| step (profiled) | " + " | ".join(f"{profiled[m]['step_us'] / 1e3:.1f}" for m in models) + " |")

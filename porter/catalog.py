@@ -26,8 +26,8 @@ from porter.differences.ffn_rule import FfnRule
 from porter.differences.final_norm import FinalNorm
 from porter.differences.fused_attention import FusedAttention
 from porter.differences.gated_mlp import GatedMLP
-from porter.differences.grouped_routing import GroupedRouting
 from porter.differences.grouped_query import GroupedQueryAttention
+from porter.differences.grouped_routing import GroupedRouting
 from porter.differences.head_dim import HeadDim
 from porter.differences.latent_attention import LatentAttention
 from porter.differences.moe import MixtureOfExperts
@@ -39,8 +39,8 @@ from porter.differences.qkv_layout import FusedQKVLayout
 from porter.differences.rmsnorm import RMSNormDifference
 from porter.differences.rmsnorm.offset import NormOffset
 from porter.differences.rope_scaling import RopeScaling
-from porter.differences.shared_experts import SharedExperts
 from porter.differences.rotary import Rotary
+from porter.differences.shared_experts import SharedExperts
 from porter.differences.sizes import Sizes
 from porter.differences.sliding_window import SlidingWindow
 from porter.differences.tokenizer import Tokenizer

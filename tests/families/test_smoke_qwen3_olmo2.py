@@ -45,9 +45,9 @@ def test_qk_norm_weights_train_alike_on_two_tensor_parallel_ranks(qwen3_olmo2_tr
     ranks = []
     for path in files:
         state = torch.load(path, map_location="cpu", weights_only=False)["module"]
-        flat = {}
+        flat: dict = {}
 
-        def walk(prefix, value):
+        def walk(prefix, value, flat=flat):
             if isinstance(value, dict):
                 for key, inner in value.items():
                     walk(f"{prefix}.{key}" if prefix else key, inner)
