@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from porter.differences.attention_scale import AttentionScale
 from porter.differences.base import Difference
 from porter.differences.bias import Bias
 from porter.differences.embedding_scale import EmbeddingScale
@@ -29,6 +30,7 @@ from porter.differences.gated_mlp import GatedMLP
 from porter.differences.grouped_query import GroupedQueryAttention
 from porter.differences.head_dim import HeadDim
 from porter.differences.moe import MixtureOfExperts
+from porter.differences.norm_placement import NormPlacement
 from porter.differences.norm_eps import NormEps
 from porter.differences.qkv_layout import FusedQKVLayout
 from porter.differences.rmsnorm import RMSNormDifference
@@ -37,6 +39,8 @@ from porter.differences.rope_scaling import RopeScaling
 from porter.differences.rotary import Rotary
 from porter.differences.sizes import Sizes
 from porter.differences.sliding_window import SlidingWindow
+from porter.differences.softcap import AttentionSoftcap
+from porter.differences.softcap.final import FinalLogitSoftcap
 from porter.differences.tokenizer import Tokenizer
 from porter.differences.untied_head import UntiedHead
 from porter.errors import PorterError
@@ -52,13 +56,17 @@ _REGISTERED: list[Difference] = [
     RopeScaling(),
     RMSNormDifference(),
     NormOffset(),
+    NormPlacement(),
     FusedAttention(),
     FusedQKVLayout(),
     GroupedQueryAttention(),
     SlidingWindow(),
+    AttentionSoftcap(),
     HeadDim(),
+    AttentionScale(),
     Bias(),
     UntiedHead(),
+    FinalLogitSoftcap(),
     EmbeddingScale(),
     FfnRule(),
     Tokenizer(),

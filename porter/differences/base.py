@@ -44,7 +44,8 @@ class Difference:
     # behind its own switches gets the "flags" port (porter.generated_model)
     model_switches: ClassVar[tuple[str, ...]] = ()
     # what it adds to the generated model (templates/model.py.j2) at a named slot: slot -> a template
-    # of its package (slots: imports, save, load, pipe_init)
+    # of its package (slots: imports, save, load, pipe_init; logits: code that changes `logits`, this
+    # rank's [b, s, vocab/p], where the plain and the pipe model hold them before the loss)
     model_slots: ClassVar[dict[str, str]] = {}
 
     def wanted(self, spec: Spec) -> bool:
