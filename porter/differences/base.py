@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from porter.hf_config import HFConfig
     from porter.planner import Planner
     from porter.probe import LayerProbes
-    from porter.weights import LayerWeights
     from porter.spec import Spec
+    from porter.weights import LayerWeights
 
 
 class Difference:
@@ -47,6 +47,10 @@ class Difference:
     # of its package (slots: imports, save, load, pipe_init; logits: code that changes `logits`, this
     # rank's [b, s, vocab/p], where the plain and the pipe model hold them before the loss)
     model_slots: ClassVar[dict[str, str]] = {}
+    # a function of the tree's process ("module:function", called with the model, the checkpoint's
+    # tag folder and the tensor-parallel rank) giving this rank's tensors that the engine saves in
+    # files of their own, keyed as the model names them (verify's structure check)
+    apart_tensors: ClassVar[str | None] = None
 
     def wanted(self, spec: Spec) -> bool:
         return False
@@ -77,6 +81,19 @@ class Difference:
         """Its tensors in a transformer layer, where it changes them: fill or replace a slot
         (porter.weights.LayerWeights): the HF names, the tree's key, the layout change, the
         tensor-parallel role."""
+
+    def expert_parallel_argv(self, switches: dict, size: int) -> list[str] | None:
+        """The tree's options that shard this difference's experts over `size` ranks (verify,
+        smoke); None: it has no experts."""
+        return None
+
+    def check_checkpoint(self, layout: Any, pipe: bool, tp: int) -> None:
+        """Refuse a checkpoint this difference's weights cannot be written in (an engine, a
+        tensor-parallel size): raise a PorterError naming the option and the fix."""
+
+    def client_state(self, weights: Any) -> dict[str, Any]:
+        """What a checkpoint's client state holds for this difference (porter.weights.ModelWeights)."""
+        return {}
 
     def probes(self, layer: LayerProbes) -> None:
         """What verify compares in a transformer layer, where this difference changes it:

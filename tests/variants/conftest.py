@@ -173,5 +173,15 @@ def rmsnorm_apex_only_tree(tmp_path_factory) -> Ported:
 
 
 @pytest.fixture(scope="session")
+def apex_at_startup_tree(tmp_path_factory) -> Ported:
+    return _ported(tmp_path_factory, "apex_at_startup")
+
+
+@pytest.fixture(scope="session")
+def own_rmsnorm_apex_fallback_tree(tmp_path_factory) -> Ported:
+    return _ported(tmp_path_factory, "own_rmsnorm_apex_fallback")
+
+
+@pytest.fixture(scope="session")
 def blocked_qkv_tree(tmp_path_factory) -> Ported:
     return _ported(tmp_path_factory, "blocked_qkv_thirds")
