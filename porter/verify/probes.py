@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from porter.layout import WeightLayout
-from porter.probe import Probe
+from porter.probe import LOGITS, Probe
 
 
 def pipe_module(probe: Probe, num_layers: int, layout=None) -> str:
@@ -79,6 +79,7 @@ def capture_hf(model, tokens: torch.Tensor, positions: torch.Tensor | None = Non
             if positions is None:
                 positions = torch.arange(tokens.shape[1]).unsqueeze(0).expand_as(tokens)
             logits = model(input_ids=tokens, position_ids=positions, attention_mask=keep, use_cache=False).logits
+        captures[LOGITS] = logits.detach().clone()
     finally:
         for handle in handles:
             handle.remove()
