@@ -38,6 +38,9 @@ INERT_FIELDS = {
     "repetition_penalty", "num_return_sequences", "pruned_heads", "finetuning_task", "cross_attention_hidden_size",
     "output_router_logits", "_attn_implementation_autoset",
     "tf_legacy_loss", "use_bfloat16", "chunk_size",
+    # Gemma-2/3: the generation cache's kind, and gemma-2-9b/27b's old name of sliding_window (read by
+    # nothing in transformers; sliding_window is)
+    "cache_implementation", "sliding_window_size",
 }
 
 
