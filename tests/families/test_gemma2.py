@@ -66,12 +66,18 @@ def test_gemma2_matches_hf(gemma2_tree, tmp_path):
 def test_gemma2_matches_hf_at_tp2_and_pp2(gemma2_tree, tmp_path, options):
     """TP=2 with gemma-2-9b's config.json as MODEL (8 key/value heads: 2 of 4 at the tiny size, one per
     rank); PP=2: the windowed layer on one stage, the global one on the other."""
-    folder = tmp_path / "gemma-2-9b"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(GEMMA2_9B))
-    spec = load_spec(str(folder)) if options.tensor_parallel == 2 else GEMMA2
+    tree, spec = gemma2_tree, GEMMA2
+    if options.tensor_parallel == 2:  # the file as MODEL: its own port, into a copy of the shared tree
+        folder = tmp_path / "gemma-2-9b"
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(GEMMA2_9B))
+        tree = tmp_path / "tree"
+        shutil.copytree(gemma2_tree, tree, ignore=shutil.ignore_patterns("__pycache__"))
+        done = CliRunner().invoke(app, ["apply", str(folder), "--target", str(tree)])
+        assert done.exit_code == 0, done.output
+        spec = load_spec(str(folder))
     classes = [spec.model_class, f"{spec.model_class}Pipe"] if options.pipeline_parallel is None else [f"{spec.model_class}Pipe"]
-    result = passed(verify(spec, gemma2_tree, tmp_path / "verify", options), classes)
+    result = passed(verify(spec, tree, tmp_path / "verify", options), classes)
     print(f"gemma2 {options.tensor_parallel=} {options.pipeline_parallel=}: "
           + ", ".join(f"{r.model_class} {r.max_logit_diff:.3g}" for r in result.results))
 
