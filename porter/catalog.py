@@ -30,8 +30,9 @@ from porter.differences.gated_mlp import GatedMLP
 from porter.differences.grouped_query import GroupedQueryAttention
 from porter.differences.head_dim import HeadDim
 from porter.differences.moe import MixtureOfExperts
-from porter.differences.norm_placement import NormPlacement
 from porter.differences.norm_eps import NormEps
+from porter.differences.norm_placement import NormPlacement, PostNorm
+from porter.differences.qk_norm import QueryKeyNorm
 from porter.differences.qkv_layout import FusedQKVLayout
 from porter.differences.rmsnorm import RMSNormDifference
 from porter.differences.rmsnorm.offset import NormOffset
@@ -57,6 +58,7 @@ _REGISTERED: list[Difference] = [
     RMSNormDifference(),
     NormOffset(),
     NormPlacement(),
+    PostNorm(),
     FusedAttention(),
     FusedQKVLayout(),
     GroupedQueryAttention(),
@@ -64,6 +66,7 @@ _REGISTERED: list[Difference] = [
     AttentionSoftcap(),
     HeadDim(),
     AttentionScale(),
+    QueryKeyNorm(),
     Bias(),
     UntiedHead(),
     FinalLogitSoftcap(),

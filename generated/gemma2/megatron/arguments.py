@@ -250,8 +250,8 @@ def _add_network_size_args(parser):
     group.add_argument('--norm-placement',
                        type=str,
                        default='pre',
-                       choices=['pre', 'sandwich'],
-                       help='Where each layer normalises: before attention and MLP (pre), or before and after both, the outputs normalised before each residual add (sandwich: Gemma-2/3).')
+                       choices=['pre', 'sandwich', 'post'],
+                       help='Where each layer normalises: before attention and MLP (pre), before and after both, the outputs normalised before each residual add (sandwich: Gemma-2/3), or the outputs only (post: OLMo-2).')
     group.add_argument('--num-key-value-heads',
                        type=int,
                        default=None,

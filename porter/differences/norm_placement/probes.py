@@ -1,4 +1,5 @@
-"""What verify compares in a sandwich layer: the four norms, each against its HF twin."""
+"""What verify compares in a sandwich layer: the four norms, each against its HF twin (a post-norm
+layer: the two output norms)."""
 
 from __future__ import annotations
 
@@ -18,3 +19,9 @@ def sandwich_probes(layer: LayerProbes) -> None:
     layer.add_after("mlp_out", "mlp_output_norm", [
         layer.probe(MLP_NORM, "MLP output norm (HF's post_feedforward_layernorm)",
                     layer.ref("post_feedforward_layernorm"))])
+
+
+def post_probes(layer: LayerProbes) -> None:
+    """After sandwich_probes: a post-norm layer normalises nothing before attention or the MLP."""
+    layer.replace("input_norm", [])
+    layer.replace("post_norm", [])

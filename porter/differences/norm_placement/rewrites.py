@@ -1,5 +1,6 @@
 """Rewrites of the tree's transformer layer for sandwich norms (Gemma-2/3): output norms of
-attention and MLP, built beside the layer's own norms and applied before each residual add."""
+attention and MLP, built beside the layer's own norms and applied before each residual add; and
+for post-norm (OLMo-2), the layer's own norms before attention and the MLP made identities."""
 
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ class OutputNorms(Rewrite):
     cls: str
     test: str
     anchor: str = "post_attention_layernorm"
+    comment: str = ("Sandwich norms (Gemma-2/3): the attention's and the MLP's outputs are normalised before each "
+                    "residual add (None: a pre-norm layer).")
 
     def rewrite_body(self, body):
         if self.recognised(body, f"self.{ATTENTION_NORM}"):
@@ -57,8 +60,7 @@ class OutputNorms(Rewrite):
             f"    self.{ATTENTION_NORM} = {call}\n"
             f"    self.{MLP_NORM} = {call}\n"
         )
-        new[0] = with_comment(new[0], "Sandwich norms (Gemma-2/3): the attention's and the MLP's outputs are normalised "
-                                      "before each residual add (None: a pre-norm layer).")
+        new[0] = with_comment(new[0], self.comment)
         return [*body[:at + 1], *new, *body[at + 1:]]
 
 
@@ -84,6 +86,7 @@ class NormalizeOutput(Rewrite):
     cls: str
     output: str
     norm: str
+    label: str = "Sandwich norms"
 
     def rewrite_body(self, body):
         if self.recognised(body, lambda s: mentions(s, f"self.{self.norm}")):
@@ -100,7 +103,7 @@ class NormalizeOutput(Rewrite):
         self.anchored()
         new = statements(
             f"if self.{self.norm} is not None:\n"
-            f"    # Sandwich norms: the {self.output.replace('_', ' ')} is normalised before the residual add.\n"
+            f"    # {self.label}: the {self.output.replace('_', ' ')} is normalised before the residual add.\n"
             f"    {self.output} = self.{self.norm}({self.output})\n"
         )
         first = body[at]
@@ -110,3 +113,39 @@ class NormalizeOutput(Rewrite):
             blank += 1
         new[0] = new[0].with_changes(leading_lines=[*lines[:blank], *new[0].leading_lines])
         return [*body[:at], *new, first.with_changes(leading_lines=lines[blank:]), *body[at + 1:]]
+
+
+class NoInputNorms(Rewrite):
+    """Make the layer's norms before attention and before the MLP identities under the switch.
+
+    Why: a post-norm layer (OLMo-2) normalises the sublayers' outputs only (the output norms
+    OutputNorms builds). Its input norm and its norm before the MLP become `torch.nn.Identity()`
+    right after the output norms are built: the tree's forward passes the hidden states through
+    them unchanged, and no unused weight is saved or trained.
+    """
+
+    construct = "`self.<input norm> = ...` before the output norms porter builds in the layer's __init__"
+
+    func = "__init__"
+    cls: str
+    test: str
+    input_norm: str = "input_layernorm"
+    anchor: str = "post_attention_layernorm"
+
+    def rewrite_body(self, body):
+        if self.recognised(body, lambda s: isinstance(s, cst.If) and code(s.test) == self.test):
+            return body
+        built = [i for i, s in enumerate(body) if f"self.{ATTENTION_NORM}" in assigned_names(s)]
+        inputs = [i for i, s in enumerate(body) if f"self.{self.input_norm}" in assigned_names(s)]
+        if not built or not inputs or inputs[-1] > built[-1]:
+            self.missing(f"no self.{self.input_norm} = ... before porter's self.{ATTENTION_NORM} = ...")
+            return body
+        self.anchored()
+        new = statements(
+            f"if {self.test}:\n"
+            f"    self.{self.input_norm} = torch.nn.Identity()\n"
+            f"    self.{self.anchor} = torch.nn.Identity()\n"
+        )
+        new[0] = with_comment(new[0], "Post-norm (OLMo-2): nothing is normalised before attention or the MLP, "
+                                      "only their outputs.")
+        return [*body[:built[-1] + 1], *new, *body[built[-1] + 1:]]

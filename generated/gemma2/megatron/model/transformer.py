@@ -363,10 +363,10 @@ class ParallelTransformerLayer(MegatronModule):
         self.post_attention_layernorm = norm_class(
             args.hidden_size,
             eps=args.layernorm_epsilon)
-        # Sandwich norms (Gemma-2/3): the attention's and the MLP's outputs are normalised before each residual add (None: a pre-norm layer).
+        # Output norms (sandwich, Gemma-2/3; post, OLMo-2): the attention's and the MLP's outputs are normalised before each residual add (None: a pre-norm layer).
         self.attention_output_layernorm = None
         self.mlp_output_layernorm = None
-        if args.norm_placement == 'sandwich':
+        if args.norm_placement != 'pre':
             self.attention_output_layernorm = norm_class(args.hidden_size, eps=args.layernorm_epsilon)
             self.mlp_output_layernorm = norm_class(args.hidden_size, eps=args.layernorm_epsilon)
 
@@ -415,7 +415,7 @@ class ParallelTransformerLayer(MegatronModule):
             bias_dropout_add_func = get_bias_dropout_add(self.training)
 
         if self.attention_output_layernorm is not None:
-            # Sandwich norms: the attention output is normalised before the residual add.
+            # Output norms: the attention output is normalised before the residual add.
             attention_output = self.attention_output_layernorm(attention_output)
         with torch.enable_grad():
             layernorm_input = bias_dropout_add_func(
@@ -456,7 +456,7 @@ class ParallelTransformerLayer(MegatronModule):
             residual = layernorm_input
 
         if self.mlp_output_layernorm is not None:
-            # Sandwich norms: the mlp output is normalised before the residual add.
+            # Output norms: the mlp output is normalised before the residual add.
             mlp_output = self.mlp_output_layernorm(mlp_output)
         with torch.enable_grad():
             output = bias_dropout_add_func(
