@@ -29,6 +29,7 @@ from porter.differences.fused_attention import FusedAttention
 from porter.differences.gated_mlp import GatedMLP
 from porter.differences.grouped_query import GroupedQueryAttention
 from porter.differences.head_dim import HeadDim
+from porter.differences.local_rotary import LocalRotary
 from porter.differences.moe import MixtureOfExperts
 from porter.differences.norm_eps import NormEps
 from porter.differences.norm_placement import NormPlacement, PostNorm
@@ -63,6 +64,7 @@ _REGISTERED: list[Difference] = [
     FusedQKVLayout(),
     GroupedQueryAttention(),
     SlidingWindow(),
+    LocalRotary(),
     AttentionSoftcap(),
     HeadDim(),
     AttentionScale(),

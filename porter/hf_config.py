@@ -44,6 +44,10 @@ INERT_FIELDS = {
 }
 
 
+# the layer types of a model with a rotary per layer type (Gemma-3's nested rope_parameters)
+GLOBAL_LAYERS, LOCAL_LAYERS = "full_attention", "sliding_attention"
+
+
 class HFConfig(dict):
     """A config.json's fields, with the rope fields read in either transformers' spelling."""
 
@@ -53,8 +57,12 @@ class HFConfig(dict):
 
     def rope_parameters(self) -> dict[str, Any]:
         """rope_theta, rope_type and the scaling fields, from `rope_parameters` (transformers 5)
-        or `rope_theta` + `rope_scaling` (transformers 4)."""
+        or `rope_theta` + `rope_scaling` (transformers 4); a model with a rotary per layer type
+        (Gemma-3: `rope_parameters.full_attention` and `.sliding_attention`) gives its global
+        layers' (the local ones' base is porter.differences.local_rotary's)."""
         params = dict(self.get("rope_parameters") or {})
+        if isinstance(params.get(GLOBAL_LAYERS), dict):
+            params = dict(params[GLOBAL_LAYERS])
         if "rope_theta" in self and "rope_theta" not in params:
             params["rope_theta"] = self["rope_theta"]
         scaling = self.get("rope_scaling") or {}
@@ -205,11 +213,19 @@ def transformers_uses_rope_parameters() -> bool:
 
 
 def installed_rope_spelling(config: dict[str, Any]) -> dict[str, Any]:
-    """The config with its rope fields as the installed transformers reads them."""
+    """The config with its rope fields as the installed transformers reads them (a rotary per
+    layer type: transformers 5's nested `rope_parameters`, or transformers 4's `rope_theta`,
+    `rope_scaling` and `rope_local_base_freq`)."""
     out = dict(config)
     params = HFConfig(out).rope_parameters()
+    nested = (out.get("rope_parameters") or {}).get(LOCAL_LAYERS)
     for key in ("rope_parameters", "rope_theta", "rope_scaling"):
         out.pop(key, None)
+    if isinstance(nested, dict):
+        if transformers_uses_rope_parameters():
+            out["rope_parameters"] = {GLOBAL_LAYERS: params, LOCAL_LAYERS: dict(nested)}
+            return out
+        out["rope_local_base_freq"] = nested.get("rope_theta")
     if not params.get("rope_theta") and params.get("rope_type", "default") == "default":
         return out
     if transformers_uses_rope_parameters():

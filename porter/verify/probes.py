@@ -64,10 +64,13 @@ def capture_hf(model, tokens: torch.Tensor, positions: torch.Tensor | None = Non
             hidden = args[0] if args else kwargs.get("hidden_states")
             if torch.is_tensor(hidden):
                 captures[f"{name}:input"] = hidden.detach().clone()
+            if kwargs.get("position_embeddings") is not None:  # the rotary angles this module was given
+                captures[f"{name}:position_embeddings"] = _kept(kwargs["position_embeddings"])
         return hook
 
     # every module's output and its hidden-states input: what a probe reads is there, whatever
-    # its family's modules are (a router, an expert, a q/k norm...)
+    # its family's modules are (a router, an expert, a q/k norm...); and the rotary angles each
+    # was handed (a model with a rotary per layer type, Gemma-3, gives each layer its own)
     for name, module in model.named_modules():
         if name:
             handles.append(module.register_forward_hook(keep(name), with_kwargs=True))
