@@ -1,4 +1,4 @@
-"""Gemma-2 ported into a tree Gemma was ported into first: verified against Gemma2ForCausalLM at TP=1,
+"""Gemma-2 ported into a tree Gemma was ported into first (and Gemma-3 after it): verified against Gemma2ForCausalLM at TP=1,
 TP=2 (gemma-2-9b's own config.json as MODEL) and PP=2, broken on purpose once per new difference,
 converted both ways bit-exact at TP=2 and PP=2 (all four norms of every layer), and trained on
 both engines.
@@ -20,7 +20,6 @@ from porter import convert
 from porter.catalog import load_spec
 from porter.cli import app
 from porter.verify.parity import VerifyOptions, verify
-from tests.conftest import copy_sample_tree
 from tests.families.test_gemma2_config import GEMMA2_9B
 
 GEMMA2 = load_spec("gemma2")
@@ -29,13 +28,8 @@ NORMS = ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layerno
 
 
 @pytest.fixture(scope="module")
-def gemma2_tree(tmp_path_factory):
-    """gemma, then gemma2 applied to one copy of the sample tree (shared: tests must not modify it)."""
-    tree = copy_sample_tree(tmp_path_factory.mktemp("gemma2") / "Megatron-DeepSpeed")
-    for model in ("gemma", "gemma2"):
-        result = CliRunner().invoke(app, ["apply", model, "--target", str(tree)])
-        assert result.exit_code == 0, result.output
-    return tree
+def gemma2_tree(gemmas_tree):
+    return gemmas_tree
 
 
 def passed(result, classes):
