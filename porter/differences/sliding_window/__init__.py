@@ -85,8 +85,8 @@ class SlidingWindow(Difference):
         spelling = p.switch(SWITCH, on=p.spec[FIELD], field=FIELD)
         pattern = p.switch(PATTERN_SWITCH, on=p.spec[PATTERN], field=PATTERN)
         if p.spec[PATTERN] is not None:
-            p.describe_model(f"sliding-window attention on all layers but every {p.spec[PATTERN]}-th "
-                             f"({spelling.option}, {pattern.option})")
+            p.describe_model(f"sliding-window attention on all layers but one in every {p.spec[PATTERN]}, which "
+                             f"attends to every position ({spelling.option}, {pattern.option})")
         p.checks.append(
             f"""
             if args.{spelling.dest} is not None:

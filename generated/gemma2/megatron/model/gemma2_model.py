@@ -14,7 +14,7 @@ What differs from GPT:
   - RMSNorm scales by (offset + weight) in fp32 (--rmsnorm-weight-offset; Gemma: 1 + w)
   - sandwich norms (--norm-placement sandwich): the attention's and the MLP's outputs
     are normalised too, before each residual add
-  - sliding-window attention on all layers but every 2-th (--sliding-window, --sliding-window-pattern)
+  - sliding-window attention on all layers but one in every 2, which attends to every position (--sliding-window, --sliding-window-pattern)
   - attention scores soft-capped, cap * tanh(scores / cap) (--attention-softcap), in the
     tree's own attention: torch's fused kernel takes no function of the scores
   - attention scores scaled by 1/sqrt(--query-pre-attn-scalar), not 1/sqrt(head size)

@@ -14,7 +14,7 @@ What differs from GPT:
   - RMSNorm scales by (offset + weight) in fp32 (--rmsnorm-weight-offset; Gemma: 1 + w)
   - sandwich norms (--norm-placement sandwich): the attention's and the MLP's outputs
     are normalised too, before each residual add
-  - sliding-window attention on all layers but every 6-th (--sliding-window, --sliding-window-pattern)
+  - sliding-window attention on all layers but one in every 6, which attends to every position (--sliding-window, --sliding-window-pattern)
   - the layers under the sliding window rotate with a base of their own, unscaled (--local-rope-theta)
   - attention scores scaled by 1/sqrt(--query-pre-attn-scalar), not 1/sqrt(head size)
   - query/key norm (per head): RMSNorm on q and k before rotary (--qk-norm)
