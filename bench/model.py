@@ -13,7 +13,8 @@ copy of the bundled sample tree, then, inside it, per family (bench/model_worker
   3. times RMSNorm, RoPE, SwiGLU and the attention core of the generated code against the
      simplest reference implementations, and reports which kernel the generated code selects
      on this device, on CUDA and on Gaudi.
-Ratios are against HF with its default (sdpa) attention; below 1.00x is faster than HF.
+Ratios are against HF with its default (sdpa) attention, or its eager attention where the class
+cannot run SDPA (Gemma-2: soft-capped scores); below 1.00x is faster than HF.
 
 Default config: 4 layers, hidden 256, 8 heads, seq 256, micro-batch 4, vocabulary 1024, fp32, CPU;
 a family with grouped-query attention gets heads / 4 key/value heads (LLaMA-3 8B's ratio).
@@ -142,7 +143,8 @@ def main() -> None:
     models = MODELS + (["porter-pipe-before"] if cli.ablation else [])
 
     from porter.catalog import load_spec
-    from porter.catalog import wanted as wanted_differences
+    from porter.hf_config import hf_class_of
+    from porter.verify.reference import reference_attention
 
     families = [load_spec(name) for name in cli.families.split(",")]
     print(f"# generated models vs their HF classes: training step (forward + backward + optimizer), "
@@ -160,8 +162,11 @@ def main() -> None:
                     "vocab": cli.vocab, "warmup": cli.warmup, "steps": cli.steps, "kernel_reps": cli.kernel_reps,
                     **family}
             # a model the pipeline engine cannot carry (a mixture of experts) is timed on the plain one only
-            plain_only = not all(d.pipeline_engine for d in wanted_differences(spec))
-            family_models = [n for n in models if not (plain_only and n.startswith("porter-pipe"))]
+            plain_only = not all(d.pipeline_engine for d in spec.wanted())
+            # HF's own best attention is the reference: SDPA, or eager where the class cannot run SDPA (Gemma-2)
+            hf = "hf-sdpa" if reference_attention(hf_class_of(spec.hf_class)) == "sdpa" else "hf-eager"
+            family_models = [n for n in models if not (plain_only and n.startswith("porter-pipe"))
+                             and not (hf == "hf-eager" and n == "hf-sdpa")]
             times = run_worker(tree, "time", {**base, "models": family_models}, cli.threads)
             memory = {}
             if not cli.skip_memory:
@@ -171,16 +176,17 @@ def main() -> None:
                 kernels = run_worker(tree, "kernels", base, cli.threads)
             groups = family["hf_config"].get("num_key_value_heads") or cli.heads
             print(f"\n## {spec.name} ({spec.hf_class}; {groups} key/value heads of {cli.heads})")
-            reference = times["hf-sdpa"]["median"]
+            reference = times[hf]["median"]
             names = labels(spec)
-            print("\n| model | s/step (median) | vs HF sdpa | paired | min..max | vs HF sdpa (min) | peak memory |")
+            ref = hf.removeprefix("hf-")
+            print(f"\n| model | s/step (median) | vs HF {ref} | paired | min..max | vs HF {ref} (min) | peak memory |")
             print("|---|---|---|---|---|---|---|")
             for name in family_models:
                 t = times[name]
                 peak = f"{memory[name]['peak_bytes'] / 2**20:.0f} MiB" if name in memory else "-"
                 print(f"| {names[name]} | {t['median']:.3f} | {t['median'] / reference:.2f}x | {t['paired_ratio']:.2f}x | "
-                      f"{t['min']:.3f}..{t['max']:.3f} | {t['min'] / times['hf-sdpa']['min']:.2f}x | {peak} |")
-            print("(paired: the median over rounds of a model's step time over HF sdpa's in the same round)")
+                      f"{t['min']:.3f}..{t['max']:.3f} | {t['min'] / times[hf]['min']:.2f}x | {peak} |")
+            print(f"(paired: the median over rounds of a model's step time over HF {ref}'s in the same round)")
 
     if kernels:
         print("\n| kernel: generated vs reference (best of runs) | fwd ms | ref fwd ms | fwd ratio | fwd+bwd ms | ref fwd+bwd ms | fwd+bwd ratio | max abs diff |")

@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from porter.differences.attention_scale import AttentionScale
 from porter.differences.base import Difference
 from porter.differences.bias import Bias
 from porter.differences.embedding_scale import EmbeddingScale
@@ -28,8 +29,11 @@ from porter.differences.fused_attention import FusedAttention
 from porter.differences.gated_mlp import GatedMLP
 from porter.differences.grouped_query import GroupedQueryAttention
 from porter.differences.head_dim import HeadDim
+from porter.differences.local_rotary import LocalRotary
 from porter.differences.moe import MixtureOfExperts
 from porter.differences.norm_eps import NormEps
+from porter.differences.norm_placement import NormPlacement, PostNorm
+from porter.differences.qk_norm import QueryKeyNorm
 from porter.differences.qkv_layout import FusedQKVLayout
 from porter.differences.rmsnorm import RMSNormDifference
 from porter.differences.rmsnorm.offset import NormOffset
@@ -37,6 +41,8 @@ from porter.differences.rope_scaling import RopeScaling
 from porter.differences.rotary import Rotary
 from porter.differences.sizes import Sizes
 from porter.differences.sliding_window import SlidingWindow
+from porter.differences.softcap import AttentionSoftcap
+from porter.differences.softcap.final import FinalLogitSoftcap
 from porter.differences.tokenizer import Tokenizer
 from porter.differences.untied_head import UntiedHead
 from porter.errors import PorterError
@@ -52,13 +58,20 @@ _REGISTERED: list[Difference] = [
     RopeScaling(),
     RMSNormDifference(),
     NormOffset(),
+    NormPlacement(),
+    PostNorm(),
     FusedAttention(),
     FusedQKVLayout(),
     GroupedQueryAttention(),
     SlidingWindow(),
+    LocalRotary(),
+    AttentionSoftcap(),
     HeadDim(),
+    AttentionScale(),
+    QueryKeyNorm(),
     Bias(),
     UntiedHead(),
+    FinalLogitSoftcap(),
     EmbeddingScale(),
     FfnRule(),
     Tokenizer(),

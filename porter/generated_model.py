@@ -28,7 +28,7 @@ EMBEDDING_ARGUMENTS = {
 }
 
 
-MODEL_SLOTS = ("imports", "save", "load", "pipe_init")  # where a difference adds to model.py.j2
+MODEL_SLOTS = ("imports", "save", "load", "pipe_init", "logits")  # where a difference adds to model.py.j2
 
 
 def model_values(p: Planner, wanted: dict[str, bool]) -> dict:
@@ -190,6 +190,12 @@ def _explicit_model(p: Planner, model_switches: list[str]) -> None:
 def _flags_model(p: Planner, model_switches: list[str]) -> None:
     spec = p.spec
     switches = [(p.tests[s], p.switches[s].switch) for s in model_switches if s in p.tests]
+    changes_logits = [d.name for d in spec.wanted() if "logits" in d.model_slots]
+    if changes_logits:
+        raise unsupported(f"the tree's own GPT classes carry the {spec.name} port here, and they have no place "
+                          f"for what {', '.join(changes_logits)} does to the logits", GPT_MODEL,
+                          "porter's model template (its logits slot), which needs mpu/(init_method, ...) constructors",
+                          f"{p.model.parallel_style} style, {p.model.ctor_style} constructors")
     if not spec["norm.final_norm"]:
         raise unsupported("the tree's GPT model always has a final norm; the spec has none", GPT_MODEL,
                           "a switch that removes the final norm", "none")

@@ -38,7 +38,14 @@ INERT_FIELDS = {
     "repetition_penalty", "num_return_sequences", "pruned_heads", "finetuning_task", "cross_attention_hidden_size",
     "output_router_logits", "_attn_implementation_autoset",
     "tf_legacy_loss", "use_bfloat16", "chunk_size",
+    # Gemma-2/3: the generation cache's kind, and gemma-2-9b/27b's old name of sliding_window (read by
+    # nothing in transformers; sliding_window is)
+    "cache_implementation", "sliding_window_size",
 }
+
+
+# the layer types of a model with a rotary per layer type (Gemma-3's nested rope_parameters)
+GLOBAL_LAYERS, LOCAL_LAYERS = "full_attention", "sliding_attention"
 
 
 class HFConfig(dict):
@@ -50,8 +57,12 @@ class HFConfig(dict):
 
     def rope_parameters(self) -> dict[str, Any]:
         """rope_theta, rope_type and the scaling fields, from `rope_parameters` (transformers 5)
-        or `rope_theta` + `rope_scaling` (transformers 4)."""
+        or `rope_theta` + `rope_scaling` (transformers 4); a model with a rotary per layer type
+        (Gemma-3: `rope_parameters.full_attention` and `.sliding_attention`) gives its global
+        layers' (the local ones' base is porter.differences.local_rotary's)."""
         params = dict(self.get("rope_parameters") or {})
+        if isinstance(params.get(GLOBAL_LAYERS), dict):
+            params = dict(params[GLOBAL_LAYERS])
         if "rope_theta" in self and "rope_theta" not in params:
             params["rope_theta"] = self["rope_theta"]
         scaling = self.get("rope_scaling") or {}
@@ -202,11 +213,19 @@ def transformers_uses_rope_parameters() -> bool:
 
 
 def installed_rope_spelling(config: dict[str, Any]) -> dict[str, Any]:
-    """The config with its rope fields as the installed transformers reads them."""
+    """The config with its rope fields as the installed transformers reads them (a rotary per
+    layer type: transformers 5's nested `rope_parameters`, or transformers 4's `rope_theta`,
+    `rope_scaling` and `rope_local_base_freq`)."""
     out = dict(config)
     params = HFConfig(out).rope_parameters()
+    nested = (out.get("rope_parameters") or {}).get(LOCAL_LAYERS)
     for key in ("rope_parameters", "rope_theta", "rope_scaling"):
         out.pop(key, None)
+    if isinstance(nested, dict):
+        if transformers_uses_rope_parameters():
+            out["rope_parameters"] = {GLOBAL_LAYERS: params, LOCAL_LAYERS: dict(nested)}
+            return out
+        out["rope_local_base_freq"] = nested.get("rope_theta")
     if not params.get("rope_theta") and params.get("rope_type", "default") == "default":
         return out
     if transformers_uses_rope_parameters():

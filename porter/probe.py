@@ -19,6 +19,11 @@ import torch
 from porter.layout import WeightLayout
 
 
+# HF's logits as its model returns them (a soft-capped model changes lm_head's output after it):
+# what the tree's side of the output probe holds too (its model's return value)
+LOGITS = "logits"
+
+
 @dataclass(frozen=True)
 class Probe:
     name: str  # the tree's module path in the plain model
@@ -65,6 +70,10 @@ class LayerProbes:
         self.base = f"{layout.language_model_key}.{layout.encoder}.{layout.layers}.{i}"  # the tree's layer
         self.hf = f"model.layers.{i}"  # HF's layer
         self.slots: dict[str, list[Probe]] = {slot: [] for slot in self.SLOTS}
+        # HF's query and key as rotary takes them, [b, s, heads * hn] each, from HF's captures: the
+        # projections' outputs, unless a difference changes them on the way (a query/key norm)
+        self.hf_query_key: Callable[[dict], tuple[torch.Tensor, torch.Tensor]] = \
+            lambda c, hf=self.hf: (c[f"{hf}.self_attn.q_proj"], c[f"{hf}.self_attn.k_proj"])
         a, m = layout.attention, layout.mlp
         self.slots["input_norm"] = [self.probe(layout.input_norm, "input norm", self.ref("input_layernorm"))]
         self.slots["qkv"] = [self.probe(f"{a}.{layout.qkv}", "fused q, k, v projection (per group [ng, np/ng + 2, hn])", self._qkv, take="output+bias", combine="cat")]
@@ -132,5 +141,5 @@ def probe_plan(layout: WeightLayout, num_layers: int, num_heads: int, difference
     probes.append(Probe(f"{encoder}.{layout.final_norm}", "final norm", "final_norm", -1, "", "output", "same",
                         lambda c: c["model.norm"]))
     probes.append(Probe(layout.head_module, "output projection: logits", "output", -1, "", "output", "cat",
-                        lambda c: c["lm_head"]))
+                        lambda c: c[LOGITS]))
     return probes

@@ -10,6 +10,8 @@ HF: `head_dim`.
 
 from __future__ import annotations
 
+import functools
+
 from porter.differences.base import Difference
 from porter.planner import unsupported
 from porter.profile import ARGUMENTS, TRANSFORMER
@@ -51,8 +53,29 @@ class HeadDim(Difference):
     def to_hf(self, spec, config):
         if self.wanted(spec):
             config["head_dim"] = spec["attention.head_dim"]
+            return
+        hidden, heads = spec["sizes.hidden_size"], spec["sizes.num_attention_heads"]
+        if hidden and heads and own_default(config.get("model_type")):
+            config["head_dim"] = hidden // heads  # said outright: the class's own default would win (Qwen3: 128)
 
     def tiny(self, spec, tiny):
         if not self.wanted(spec):
             return {}
         return {"attention.head_dim": 2 * tiny.hidden_size // tiny.num_attention_heads}  # differs from hidden / heads
+
+
+@functools.cache
+def own_default(model_type: str | None) -> bool:
+    """Does the transformers config class of `model_type` give head_dim a default of its own
+    (Qwen3: 128, Gemma: 256) rather than hidden / heads (LLaMA, Mistral)? Then a config without
+    head_dim is read with that default, and one equal to hidden / heads must say so."""
+    if not model_type:
+        return False
+    try:
+        from transformers import CONFIG_MAPPING
+
+        config = CONFIG_MAPPING[model_type](hidden_size=96, num_attention_heads=4)
+    except (ImportError, KeyError, TypeError, ValueError):
+        return False
+    head_dim = getattr(config, "head_dim", None)
+    return head_dim is not None and head_dim != 96 // 4

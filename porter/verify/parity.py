@@ -36,7 +36,7 @@ from porter.treerun.device import runs_on_cpu
 from porter.treerun.in_tree import run_in_tree
 from porter.treerun.shape import tiny_spec
 from porter.verify.probes import capture_hf, combine, orient, pipe_module
-from porter.verify.reference import REFERENCE_ATTENTION, TinyConfig, random_reference, token_batch
+from porter.verify.reference import TinyConfig, random_reference, reference_attention, token_batch
 
 TOLERANCE = 1e-5
 # A probe "diverges" when its difference exceeds this, relative to max(1, its magnitude):
@@ -240,8 +240,8 @@ def _reference_from_checkpoint(port: convert.Port, checkpoint: Path, tiny: TinyC
     weights = port.weights(config, shape)
     model = convert.read_checkpoint(reader, weights)
     convert.write_hf(hf_dir, config, convert.megatron_to_hf(model), port.spec.hf_class)
-    reference = hf_class_of(port.spec.hf_class).from_pretrained(
-        str(hf_dir), attn_implementation=REFERENCE_ATTENTION).float().eval()
+    cls = hf_class_of(port.spec.hf_class)
+    reference = cls.from_pretrained(str(hf_dir), attn_implementation=reference_attention(cls)).float().eval()
     tiny = replace(tiny, num_layers=shape.num_layers, hidden_size=shape.hidden_size,
                    num_attention_heads=shape.num_attention_heads, vocab_size=shape.vocab_size,
                    seq_length=min(tiny.seq_length, config.get("max_position_embeddings") or tiny.seq_length))

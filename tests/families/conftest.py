@@ -36,3 +36,23 @@ def mixtral_tree(tmp_path_factory) -> Path:
     result = CliRunner().invoke(app, ["apply", "mixtral", "--target", str(tree)])
     assert result.exit_code == 0, result.output
     return tree
+
+
+@pytest.fixture(scope="session")
+def qwen3_olmo2_tree(tmp_path_factory) -> Path:
+    """qwen3 then olmo2 applied to one copy of the sample tree (shared: tests must not modify it)."""
+    tree = copy_sample_tree(tmp_path_factory.mktemp("qwen3_olmo2") / "Megatron-DeepSpeed")
+    for family in ("qwen3", "olmo2"):
+        result = CliRunner().invoke(app, ["apply", family, "--target", str(tree)])
+        assert result.exit_code == 0, result.output
+    return tree
+
+
+@pytest.fixture(scope="session")
+def gemmas_tree(tmp_path_factory) -> Path:
+    """gemma, gemma2 then gemma3 applied to one copy of the sample tree (shared: tests must not modify it)."""
+    tree = copy_sample_tree(tmp_path_factory.mktemp("gemmas") / "Megatron-DeepSpeed")
+    for family in ("gemma", "gemma2", "gemma3"):
+        result = CliRunner().invoke(app, ["apply", family, "--target", str(tree)])
+        assert result.exit_code == 0, result.output
+    return tree

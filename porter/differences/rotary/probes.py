@@ -16,17 +16,19 @@ def query_key(module, args, output) -> torch.Tensor:
 
 def add_rotary_probe(layer: LayerProbes) -> None:
     """After the q, k, v projection: q and k rotated, [b, s, np + ng, hn] (HF's apply_rotary_pos_emb
-    on its own q, k projections, with its rotary embedding's cos and sin)."""
+    on its own q, k as they enter it (layer.hf_query_key), with its rotary embedding's cos and sin)."""
     heads = layer.num_heads
 
-    def rotated(c, hf=layer.hf):
+    def rotated(c):
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-        q, k = c[f"{hf}.self_attn.q_proj"], c[f"{hf}.self_attn.k_proj"]
+        q, k = layer.hf_query_key(c)  # read when compared: a later difference may change them
         b, s = q.shape[:2]
         head_dim = q.shape[-1] // heads
         q, k = (t.reshape(b, s, -1, head_dim).transpose(1, 2) for t in (q, k))
-        cos, sin = c["model.rotary_emb"]
+        # the angles this layer's attention was given (Gemma-3: its layer type's), else the model's one table
+        given = f"{layer.hf}.self_attn:position_embeddings"
+        cos, sin = c[given] if given in c else c["model.rotary_emb"]
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         return torch.cat((q.transpose(1, 2), k.transpose(1, 2)), dim=2)
 

@@ -1,0 +1,151 @@
+"""Rewrites of the tree's transformer layer for sandwich norms (Gemma-2/3): output norms of
+attention and MLP, built beside the layer's own norms and applied before each residual add; and
+for post-norm (OLMo-2), the layer's own norms before attention and the MLP made identities."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from porter.cst import match as m
+from porter.cst.find import findall
+from porter.cst.nodes import assigned_names, code, mentions, statements, with_comment
+from porter.edits.base import Rewrite
+
+ATTENTION_NORM = "attention_output_layernorm"
+MLP_NORM = "mlp_output_layernorm"
+ATTENTION_OUTPUT = "attention_output"
+MLP_OUTPUT = "mlp_output"
+
+
+def _reads(stmt: cst.CSTNode, name: str) -> bool:
+    """Is `name` read in the statement (a plain name, not an assignment target)?"""
+    targets = {id(n) for a in findall(stmt, m.Assign()) for t in a.targets for n in findall(t.target, m.Name(name))}
+    return any(id(n) not in targets for n in findall(stmt, m.Name(name)))
+
+
+class OutputNorms(Rewrite):
+    """Build the two output norms right after the layer's post-attention norm, with its class and arguments.
+
+    Why: Gemma-2/3 normalise the attention's output and the MLP's output before each residual
+    add, with norms like the layer's others (RMSNorm x (1 + w)). The layer's own norm call
+    (`self.post_attention_layernorm = norm_class(args.hidden_size, eps=...)`, as the tree and
+    the RMSNorm port spell it) is repeated under the switch, so the new norms follow the tree's
+    norm choice; off, they are None and the forward pass is the tree's.
+    """
+
+    construct = "`self.<anchor> = <Norm>(...)` in the layer's __init__"
+
+    func = "__init__"
+    cls: str
+    test: str
+    anchor: str = "post_attention_layernorm"
+    comment: str = ("Sandwich norms (Gemma-2/3): the attention's and the MLP's outputs are normalised before each "
+                    "residual add (None: a pre-norm layer).")
+
+    def rewrite_body(self, body):
+        if self.recognised(body, f"self.{ATTENTION_NORM}"):
+            return body
+        target = f"self.{self.anchor}"
+        at = next((i for i, s in enumerate(body) if isinstance(s, cst.SimpleStatementLine)
+                   and target in assigned_names(s) and m.matches(s.body[0], m.Assign(value=m.Call()))), None)
+        if at is None:
+            self.missing(f"no `{target} = <Norm>(...)` statement in __init__")
+            return body
+        self.anchored()
+        call = _one_line(body[at].body[0].value)
+        new = statements(
+            f"self.{ATTENTION_NORM} = None\n"
+            f"self.{MLP_NORM} = None\n"
+            f"if {self.test}:\n"
+            f"    self.{ATTENTION_NORM} = {call}\n"
+            f"    self.{MLP_NORM} = {call}\n"
+        )
+        new[0] = with_comment(new[0], self.comment)
+        return [*body[:at + 1], *new, *body[at + 1:]]
+
+
+def _one_line(call: cst.Call) -> str:
+    """A call's source on one line (its arguments as the tree wrote them, without its line breaks)."""
+    args = [(f"{a.keyword.value}=" if a.keyword is not None else "") + ("*" * len(a.star)) + code(a.value)
+            for a in call.args]
+    return f"{code(call.func)}({', '.join(args)})"
+
+
+class NormalizeOutput(Rewrite):
+    """Normalise a sublayer's output (`attention_output`, `mlp_output`) before its residual add.
+
+    Why: in a sandwich layer the residual stream gets norm(attn(.)) and norm(mlp(.)). The output
+    is final once the sublayer's call has bound it (and a key/value cache has been split off
+    it); the norm goes right before the first statement after that which reads it (the tree's
+    bias-dropout-add), so dropout and the residual add stay the tree's own.
+    """
+
+    construct = "`<output>, <bias> = self.<sublayer>(...)` then a statement reading <output> in the layer's forward"
+
+    func = "forward"
+    cls: str
+    output: str
+    norm: str
+    label: str = "Sandwich norms"
+
+    def rewrite_body(self, body):
+        if self.recognised(body, lambda s: mentions(s, f"self.{self.norm}")):
+            return body
+        bound = next((i for i, s in enumerate(body) if self.output in assigned_names(s)), None)
+        if bound is None:
+            self.missing(f"no statement binds {self.output}")
+            return body
+        at = next((i for i in range(bound + 1, len(body))
+                   if _reads(body[i], self.output) and self.output not in assigned_names(body[i])), None)
+        if at is None:
+            self.missing(f"nothing reads {self.output} after it is bound")
+            return body
+        self.anchored()
+        new = statements(
+            f"if self.{self.norm} is not None:\n"
+            f"    # {self.label}: the {self.output.replace('_', ' ')} is normalised before the residual add.\n"
+            f"    {self.output} = self.{self.norm}({self.output})\n"
+        )
+        first = body[at]
+        lines = list(first.leading_lines)
+        blank = 0  # the blank lines above the anchor go above the new statement; its comments stay with it
+        while blank < len(lines) and lines[blank].comment is None:
+            blank += 1
+        new[0] = new[0].with_changes(leading_lines=[*lines[:blank], *new[0].leading_lines])
+        return [*body[:at], *new, first.with_changes(leading_lines=lines[blank:]), *body[at + 1:]]
+
+
+class NoInputNorms(Rewrite):
+    """Make the layer's norms before attention and before the MLP identities under the switch.
+
+    Why: a post-norm layer (OLMo-2) normalises the sublayers' outputs only (the output norms
+    OutputNorms builds). Its input norm and its norm before the MLP become `torch.nn.Identity()`
+    right after the output norms are built: the tree's forward passes the hidden states through
+    them unchanged, and no unused weight is saved or trained.
+    """
+
+    construct = "`self.<input norm> = ...` before the output norms porter builds in the layer's __init__"
+
+    func = "__init__"
+    cls: str
+    test: str
+    input_norm: str = "input_layernorm"
+    anchor: str = "post_attention_layernorm"
+
+    def rewrite_body(self, body):
+        if self.recognised(body, lambda s: isinstance(s, cst.If) and code(s.test) == self.test):
+            return body
+        built = [i for i, s in enumerate(body) if f"self.{ATTENTION_NORM}" in assigned_names(s)]
+        inputs = [i for i, s in enumerate(body) if f"self.{self.input_norm}" in assigned_names(s)]
+        if not built or not inputs or inputs[-1] > built[-1]:
+            self.missing(f"no self.{self.input_norm} = ... before porter's self.{ATTENTION_NORM} = ...")
+            return body
+        self.anchored()
+        new = statements(
+            f"if {self.test}:\n"
+            f"    self.{self.input_norm} = torch.nn.Identity()\n"
+            f"    self.{self.anchor} = torch.nn.Identity()\n"
+        )
+        new[0] = with_comment(new[0], "Post-norm (OLMo-2): nothing is normalised before attention or the MLP, "
+                                      "only their outputs.")
+        return [*body[:built[-1] + 1], *new, *body[built[-1] + 1:]]
