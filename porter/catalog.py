@@ -28,6 +28,7 @@ from porter.differences.fused_attention import FusedAttention
 from porter.differences.gated_mlp import GatedMLP
 from porter.differences.grouped_query import GroupedQueryAttention
 from porter.differences.head_dim import HeadDim
+from porter.differences.hf_fused_weights import HFFusedWeights
 from porter.differences.moe import MixtureOfExperts
 from porter.differences.norm_eps import NormEps
 from porter.differences.qkv_layout import FusedQKVLayout
@@ -57,6 +58,7 @@ _REGISTERED: list[Difference] = [
     GroupedQueryAttention(),
     SlidingWindow(),
     HeadDim(),
+    HFFusedWeights(),
     Bias(),
     UntiedHead(),
     EmbeddingScale(),

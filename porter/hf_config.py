@@ -38,6 +38,9 @@ INERT_FIELDS = {
     "repetition_penalty", "num_return_sequences", "pruned_heads", "finetuning_task", "cross_attention_hidden_size",
     "output_router_logits", "_attn_implementation_autoset",
     "tf_legacy_loss", "use_bfloat16", "chunk_size",
+    # remote code a config offers (transformers reads the file with its own class unless trusted),
+    # and dropout rates (training only, like attention_dropout; Phi-3: resid_pdrop, embd_pdrop)
+    "auto_map", "resid_pdrop", "embd_pdrop",
 }
 
 
@@ -215,12 +218,25 @@ def class_defines(model_type: str | None, name: str, unknown: bool = True) -> bo
     return unknown if found is None else found
 
 
+def class_default(model_type: str | None, name: str) -> Any:
+    """The value the transformers config class of `model_type` gives the field `name` when
+    config.json leaves it out (Phi3Config: original_max_position_embeddings 4096); None where
+    the class has no such field, or is unknown."""
+    config = _config(model_type) if model_type else None
+    return getattr(config, name, None)
+
+
 @functools.cache
-def _defines(model_type: str, name: str) -> bool | None:
+def _config(model_type: str):
+    """The transformers config class of a model type, built with its defaults (None: unknown)."""
     try:
         from transformers import CONFIG_MAPPING
 
-        config = CONFIG_MAPPING[model_type]()
+        return CONFIG_MAPPING[model_type]()
     except (ImportError, KeyError):
         return None
-    return hasattr(config, name)
+
+
+def _defines(model_type: str, name: str) -> bool | None:
+    config = _config(model_type)
+    return None if config is None else hasattr(config, name)

@@ -69,6 +69,9 @@ class WeightLayout:
     mlp_bias: bool = False
     final_norm_present: bool = True
     num_experts: int = 0  # experts per layer (DeepSpeed's MoE layer as the MLP); 0: a dense MLP
+    # projections HF's checkpoint holds fused, where the tree's slot is made of their parts
+    # ("qkv": Phi-3's qkv_proj; "gate_up": its gate_up_proj)
+    hf_fused: tuple[str, ...] = ()
     make_vocab_size_divisible_by: int = 128
     # the generated <Prefix>ModelPipe's layer spec indices (porter/convert/pipe_order.py):
     # porter's template: embedding, transpose, the layers, transpose, final norm, head

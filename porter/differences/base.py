@@ -46,6 +46,9 @@ class Difference:
     # what it adds to the generated model (templates/model.py.j2) at a named slot: slot -> a template
     # of its package (slots: imports, save, load, pipe_init)
     model_slots: ClassVar[dict[str, str]] = {}
+    # what it changes outside the tree only (HF's checkpoint layout), for `porter diff --stat`:
+    # a difference that writes no line in the tree says so there
+    converts_only: ClassVar[str] = ""
 
     def wanted(self, spec: Spec) -> bool:
         return False
