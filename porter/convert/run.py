@@ -96,9 +96,10 @@ class Port:
     def spec_from_args(self, args) -> Any:
         """The port's spec with the numbers a checkpoint's args hold."""
         values: dict[str, Any] = {}
+        schema = self.spec.schema
         for dest, (field, _) in self.numbers(self.spec).items():
             value = getattr(args, dest, None)
-            if isinstance(value, list) and _number(value):
+            if isinstance(value, list) and _number(value) and list not in schema[field].kinds:
                 value = max(value)  # a count per layer (--num-experts): the spec holds the sparse layers'
             if _number(value):
                 values[field] = value
@@ -106,9 +107,10 @@ class Port:
 
 
 def _number(value) -> bool:
-    """A number the port's switches take: int or float, or a list of ints (one per layer)."""
+    """A number the port's switches take: int or float, or a list of them (one per layer, one per
+    rotary frequency)."""
     if isinstance(value, list):
-        return bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        return bool(value) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
