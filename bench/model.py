@@ -43,7 +43,9 @@ import porter
 from porter.differences.ffn_rule import default_ffn_hidden_size
 from porter.differences.rope_scaling import longrope
 from porter.resources import sample_tree_dir
-from porter.smoke import SmokeConfig, deepspeed_config, environment, remove_shared_memory
+from porter.smoke import SmokeConfig
+from porter.smoke.ds_config import deepspeed_config
+from porter.treerun.process import environment, remove_shared_memory
 
 WORKER = Path(__file__).with_name("model_worker.py")
 MODELS = ["hf-sdpa", "hf-eager", "porter", "porter-pipe"]
@@ -99,7 +101,7 @@ def family_config(spec, cli, tree: Path) -> dict:
 
 
 def megatron_args(cli, folder: Path) -> list[str]:
-    smoke = SmokeConfig(micro_batch_size=cli.micro_batch, global_batch_size=cli.micro_batch)
+    smoke = SmokeConfig(batch_size=cli.micro_batch, global_batch_size=cli.micro_batch)
     return [
         "--num-layers", str(cli.layers), "--hidden-size", str(cli.hidden), "--num-attention-heads", str(cli.heads),
         "--seq-length", str(cli.seq), "--micro-batch-size", str(cli.micro_batch),

@@ -96,15 +96,28 @@ def register(difference: Difference, after: str | None = None) -> Difference:
     return difference
 
 
+def unregister(name: str) -> None:
+    """Take a difference registered from outside porter away again (by name)."""
+    _REGISTERED[:] = [d for d in _REGISTERED if d.name != name]
+
+
 def load_plugins(modules: list[str], path: str) -> None:
-    """Import the modules a spec names in `differences_from`: each registers its differences."""
+    """Register the differences of the modules a spec names in `differences_from`: each module
+    offers them in its DIFFERENCES list (each after the difference its `after` names, if any)."""
     for name in modules:
         try:
-            importlib.import_module(name)
+            module = importlib.import_module(name)
         except ImportError as exc:
             raise PorterError(f"cannot import the difference module {name!r} the spec names", file=path,
                               construct="differences_from = [importable Python modules]", found=str(exc),
                               fix=f"make {name} importable (pip install it, or put its folder on PYTHONPATH)") from None
+        offered = getattr(module, "DIFFERENCES", None)
+        if not offered:
+            raise PorterError(f"the difference module {name!r} offers no differences", file=path,
+                              construct=f"DIFFERENCES = [...] in {name}", found="no DIFFERENCES list",
+                              fix=f"list the module's Difference objects in {name}.DIFFERENCES")
+        for difference in offered:
+            register(difference, after=getattr(difference, "after", None))
 
 
 def fields() -> dict[str, Field]:

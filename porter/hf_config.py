@@ -84,12 +84,24 @@ def read_config(path: str | Path) -> HFConfig:
     return HFConfig(data, str(path))
 
 
-def model_type_of(hf_class: str) -> str | None:
-    """The model_type of a transformers class name (LlamaForCausalLM -> llama), if installed."""
-    try:
-        import transformers
+def hf_class_of(name: str):
+    """The HF model class a spec names: a transformers class (LlamaForCausalLM), or one of your
+    own as "package.module:Class" (a model transformers does not have). Raises ImportError or
+    AttributeError when it is not there."""
+    import importlib
 
-        return getattr(transformers, hf_class).config_class.model_type
+    if ":" in name:
+        module, _, cls = name.partition(":")
+        return getattr(importlib.import_module(module), cls)
+    import transformers
+
+    return getattr(transformers, name)
+
+
+def model_type_of(hf_class: str) -> str | None:
+    """The model_type of an HF class name (LlamaForCausalLM -> llama), if installed."""
+    try:
+        return hf_class_of(hf_class).config_class.model_type
     except (ImportError, AttributeError):
         return None
 

@@ -56,8 +56,8 @@ _LEAVES = {
     "apply": "nothing was written: the tree is as it was (porter writes all or nothing)",
     "revert": "nothing was written: the tree is as it was (porter writes all or nothing)",
     "demo": "the demo's copy of the sample tree may be incomplete; `porter demo` replaces it",
-    "convert": "the tree was not changed; the --out folder may hold part of the conversion: "
-    "delete it and convert again",
+    "convert": "nothing was written: the tree was not changed, and porter writes --out under a temporary name "
+    "that it removes (renamed to --out only when complete)",
     "smoke": "the tree was not changed; the --workdir folder may hold part of a run (a next run redoes it)",
     "diff": "nothing was written (porter diff writes no file of the tree)",
 }

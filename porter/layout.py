@@ -59,7 +59,7 @@ class WeightLayout:
     # persistent=False): the layer keys of those buffers, which a converted checkpoint must hold
     # for the tree's strict --load (HF keeps them unsaved)
     rotary_buffers: tuple[str, ...] = ()
-    # what the spec and the port fix (each difference's layout(), porter/features/)
+    # what the spec and the port fix (each difference's layout(), porter/differences/)
     qkv_order: str = "per_head"  # [np, 3, hn]
     gate_first: bool = True
     activation: str = "swiglu"  # the gated activation on the fused gate+up output (swiglu, geglu)
@@ -68,12 +68,11 @@ class WeightLayout:
     attention_output_bias: bool = False
     mlp_bias: bool = False
     final_norm_present: bool = True
-    num_experts: int = 0  # experts per layer (DeepSpeed's MoE layer as the MLP); 0: a dense MLP
     # projections HF's checkpoint holds fused, where the tree's slot is made of their parts
     # ("qkv": Phi-3's qkv_proj; "gate_up": its gate_up_proj)
     hf_fused: tuple[str, ...] = ()
     make_vocab_size_divisible_by: int = 128
-    # the generated <Prefix>ModelPipe's layer spec indices (porter/convert/pipe_order.py):
+    # the generated <Prefix>ModelPipe's layer spec indices (porter/profile/pipe_order.py):
     # porter's template: embedding, transpose, the layers, transpose, final norm, head
     pipe_embedding: int = 0
     pipe_first_layer: int = 2

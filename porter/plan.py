@@ -1,6 +1,6 @@
 """From a Spec and a TreeProfile to an ordered list of Edits: a loop over the differences.
 
-Each difference the spec wants (porter/features/) plans its own switches, edits and template
+Each difference the spec wants (porter/differences/) plans its own switches, edits and template
 values; the argument checks they collect are inserted once, where the tree checks its
 arguments; then the family's model module and entry point (porter.generated_model). A tree
 whose GPT model already implements every model difference behind switches (microsoft HEAD)

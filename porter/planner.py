@@ -1,6 +1,6 @@
 """What a difference plans with: edits with reasons, switches, checks, defaults, template values.
 
-`Planner` is handed to each difference in turn (porter/features/); a difference asks the
+`Planner` is handed to each difference in turn (porter/differences/); a difference asks the
 profile its questions and records what it decides here. Nothing here decides for a
 difference and nothing touches files. `Plan` is the result: the ordered edits, what the
 port reuses, the defaults the entry point sets, and the plain values templates receive.

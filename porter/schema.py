@@ -1,6 +1,6 @@
 """A spec field as data: its types, allowed values or bounds, and GPT's value (the base).
 
-Every difference (porter/features/) declares the fields it owns with these; the spec loader
+Every difference (porter/differences/) declares the fields it owns with these; the spec loader
 validates a spec's TOML against all of them, and every error names the field.
 """
 

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import torch
 
+from porter.errors import PorterError
 from porter.layout import WeightLayout
 
 Tensor = torch.Tensor
@@ -89,9 +91,40 @@ class ModelShape:
         object.__setattr__(self, "kv_heads", self.kv_heads or self.num_attention_heads)
         object.__setattr__(self, "head_dim", self.head_dim or self.hidden_size // self.num_attention_heads)
 
+    @classmethod
+    def from_hf(cls, config: dict, path: str = "config.json") -> ModelShape:
+        missing = [k for k in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size")
+                   if not isinstance(config.get(k), int)]
+        if missing:
+            raise PorterError(
+                "the HF config lacks the model's sizes", file=path, construct=", ".join(missing),
+                found="missing or not whole numbers: " + ", ".join(missing),
+                fix="pass the config.json of a causal LM saved by transformers (save_pretrained)",
+            )
+        heads = config["num_attention_heads"]
+        kv_heads = config.get("num_key_value_heads") or heads
+        if heads % kv_heads:
+            raise PorterError(
+                f"{heads} attention heads do not share {kv_heads} key/value heads evenly", file=path,
+                construct="num_attention_heads a multiple of num_key_value_heads",
+                found=f"num_attention_heads = {heads}, num_key_value_heads = {kv_heads}",
+                fix="check the config: grouped-query attention needs equal groups",
+            )
+        return cls(num_layers=config["num_hidden_layers"], hidden_size=config["hidden_size"], num_attention_heads=heads,
+                   ffn_hidden_size=config["intermediate_size"], vocab_size=config["vocab_size"], kv_heads=kv_heads,
+                   head_dim=config.get("head_dim") or 0)
+
     @property
     def heads_per_group(self) -> int:
         return self.num_attention_heads // self.kv_heads
+
+    def hf_sizes(self) -> dict:
+        sizes = dict(num_hidden_layers=self.num_layers, hidden_size=self.hidden_size,
+                     num_attention_heads=self.num_attention_heads, num_key_value_heads=self.kv_heads,
+                     intermediate_size=self.ffn_hidden_size, vocab_size=self.vocab_size)
+        if self.head_dim != self.hidden_size // self.num_attention_heads:
+            sizes["head_dim"] = self.head_dim
+        return sizes
 
 
 def fuse_qkv(q: Tensor, k: Tensor, v: Tensor, kv_heads: int) -> Tensor:
@@ -164,11 +197,44 @@ class LayerWeights:
         return [w for weights in self.slots.values() for w in weights]
 
 
-def layer_weights(layout: WeightLayout, shape: ModelShape, config: dict[str, Any], differences: Sequence[Any],
-                  index: int, hf_names: Container[str] | None = None) -> list[Weight]:
-    """Every weight of transformer layer `index`: the base slots as each difference (in plan
-    order) fills them."""
-    layer = LayerWeights(layout, shape, config, index, hf_names)
-    for difference in differences:
-        difference.weights(layer)
-    return layer.all()
+class ModelWeights:
+    """The weights of one model, layer by layer: the base slots as the wanted differences (in
+    plan order) fill them, for the tree's layout, the model's shape and its HF config.
+
+    `hf_names`: the HF tensors at hand where an HF model is read (None where one is written)."""
+
+    def __init__(self, layout: WeightLayout, shape: ModelShape, config: dict[str, Any], differences: Sequence[Any],
+                 hf_names: Container[str] | None = None) -> None:
+        self.layout = layout
+        self.shape = shape
+        self.config = config
+        self.differences = tuple(differences)
+        self.hf_names = hf_names
+        self.layer = cache(self._layer)
+
+    def _layer(self, index: int) -> tuple[Weight, ...]:
+        """Every weight of transformer layer `index`, in the tree's order."""
+        layer = LayerWeights(self.layout, self.shape, self.config, index, self.hf_names)
+        for difference in self.differences:
+            difference.weights(layer)
+        return tuple(layer.all())
+
+    def roles(self, index: int) -> dict[str, str]:
+        """Layer `index`'s tensor-parallel roles, by the tree's key."""
+        return {w.key: w.role for w in self.layer(index)}
+
+    def apart(self, index: int) -> list[Weight]:
+        """Layer `index`'s weights the engine saves in files of their own."""
+        return [w for w in self.layer(index) if w.file is not None]
+
+    def check_checkpoint(self, pipe: bool, tp: int) -> None:
+        """Each difference refuses the checkpoints it cannot have (an engine, a tensor-parallel size)."""
+        for difference in self.differences:
+            difference.check_checkpoint(self.layout, pipe, tp)
+
+    def client_state(self) -> dict[str, Any]:
+        """What the differences add to a checkpoint's client state (DeepSpeed's expert counts)."""
+        state: dict[str, Any] = {}
+        for difference in self.differences:
+            state.update(difference.client_state(self))
+        return state

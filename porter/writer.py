@@ -15,12 +15,20 @@ bytes every file must hold now and the bytes it must hold after (None: absent), 
    where it is answered the same way: nothing is left half written, and the roll-back itself
    is not cut short.
 
-The lock (`.porter/lock`, created with O_EXCL) is held across a whole apply or revert, from
-reading the tree to writing it, so two porter runs cannot interleave.
+The lock (`.porter/lock`, an fcntl.flock on that file) is held across a whole apply or
+revert, from reading the tree to writing it, so two porter runs cannot interleave. The kernel
+releases it when its process ends, however it ends: a run killed outright (SIGKILL, a machine
+that lost power) leaves the file but no lock, and the next run takes it. Before staging, a
+transaction records what every file holds now (`.porter/pending.json`, removed once the
+change is whole or rolled back); the next run to take the lock finds the record of a killed
+one and puts those files back first (`recover`), so the tree is as it was before that run.
 """
 
 from __future__ import annotations
 
+import base64
+import fcntl
+import json
 import os
 import shlex
 import stat
@@ -37,6 +45,7 @@ from porter.writable import check_writable, marked_writable
 STATE_DIR = ".porter"
 LOCK = "lock"
 JOURNAL = "journal.json"  # kept by porter.journal
+PENDING = "pending.json"  # a transaction's record of the files as they were, while it writes
 NEW_FILE_MODE = 0o644
 
 
@@ -72,15 +81,38 @@ def _lock_holder(lock: Path) -> str:
     pid = int(text)
     if _pid_alive(pid):
         return f"process {pid}, still running"
-    return f"process {pid}, which is no longer running (a stale lock: that run was killed)"
+    return f"process {pid}, which does not run on this machine (a porter run on another machine sharing the tree?)"
+
+
+def _take(lock: Path) -> int | None:
+    """The lock file, open and flocked by this process; None when another process holds it.
+
+    A holder that finishes unlinks the file while it still holds it: a file taken after that
+    is no longer the one at the path, and is taken again."""
+    while True:
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            current = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            return fd
+        os.close(fd)
 
 
 @contextmanager
 def tree_lock(root: Path) -> Iterator[None]:
     """Hold `.porter/lock` in the tree; refuse when another porter run holds it.
 
-    The `.porter` folder is removed again on the way out when nothing else was kept in it,
-    so a run that writes nothing leaves the tree as it found it.
+    A lock file left by a run that was killed is taken over, and what that run's transaction
+    had begun to write is put back first (`recover`). The `.porter` folder is removed again on
+    the way out when nothing else was kept in it, so a run that writes nothing leaves the tree
+    as it found it.
     """
     root = Path(root)
     state = root / STATE_DIR
@@ -95,15 +127,7 @@ def tree_lock(root: Path) -> Iterator[None]:
     existed = state.exists()
     try:
         state.mkdir(exist_ok=True)
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        raise PorterError(
-            "another porter run is working on this tree",
-            file=str(lock),
-            construct="an unlocked tree",
-            found=f"the lock file {lock}, held by {_lock_holder(lock)}",
-            fix=f"wait for the other run to finish; if none is running, delete {lock}",
-        ) from None
+        fd = _take(lock)
     except OSError as exc:
         if not existed:
             try:
@@ -116,16 +140,83 @@ def tree_lock(root: Path) -> Iterator[None]:
             construct="a writable tree root (porter keeps its lock and journal in .porter/)",
             fix="make the tree writable (nothing was written)",
         ) from exc
+    if fd is None:
+        raise PorterError(
+            "another porter run is working on this tree",
+            file=str(lock),
+            construct="an unlocked tree",
+            found=f"the lock file {lock}, held by {_lock_holder(lock)}",
+            fix="wait for the other run to finish (its lock ends with it)",
+        )
     try:
+        os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
+        recover(root)
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        lock.unlink(missing_ok=True)  # while still held: a run waiting for it takes a new file
+        os.close(fd)
         try:
             state.rmdir()  # only when empty: no journal was kept
         except OSError:
             pass
+
+
+# -- a killed run's transaction, put back ------------------------------------------------------
+
+
+def _pending(root: Path) -> Path:
+    return Path(root) / STATE_DIR / PENDING
+
+
+def _record(root: Path, writes: list[FileWrite], created_dirs: list[str]) -> None:
+    """Write the pending record (atomically, flushed): every file as it is now, the folders to be made."""
+    record = {"files": [{"path": w.path, "now": None if w.now is None else base64.b64encode(w.now).decode()}
+                        for w in writes], "created_dirs": created_dirs}
+    path = _pending(root)
+    tmp = _write_temp(path, json.dumps(record).encode(), NEW_FILE_MODE)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def recover(root: Path) -> list[str]:
+    """Put back what a killed run's transaction had begun to change (its pending record):
+    temporaries removed, files moved aside moved back, every file its bytes from before that
+    run, folders it made removed when empty. Returns the files put back."""
+    root = Path(root)
+    path = _pending(root)
+    for leftover in path.parent.glob(f".{PENDING}.*.porter-tmp"):
+        leftover.unlink(missing_ok=True)  # killed while writing the record: nothing was staged yet
+    if not path.exists():
+        return []
+    record = json.loads(path.read_text())
+    restored = []
+    for item in record["files"]:
+        target = root / item["path"]
+        now = None if item["now"] is None else base64.b64decode(item["now"])
+        for tmp in target.parent.glob(f".{target.name}.*.porter-tmp"):
+            tmp.unlink(missing_ok=True)
+        aside = target.with_name(f".{target.name}.porter-deleted")
+        if aside.exists():
+            if target.exists():
+                aside.unlink()
+            else:
+                os.replace(aside, target)
+        current = _current(target)
+        if current == now:
+            continue
+        if now is None:
+            target.unlink()
+        else:
+            mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else NEW_FILE_MODE
+            os.replace(_write_temp(target, now, mode), target)
+        restored.append(item["path"])
+    remove_empty_dirs(root, record["created_dirs"])
+    path.unlink()
+    return restored
 
 
 # -- checks before writing ---------------------------------------------------------------------
@@ -188,6 +279,16 @@ class Transaction:
                     fix="another program is writing the tree; let it finish and run porter again (nothing was written)",
                 )
 
+    def _missing_dirs(self) -> list[str]:
+        """The folders the writes need that do not exist yet, outermost first."""
+        missing: set[str] = set()
+        for write in self.writes:
+            folder = (self.root / write.path).parent
+            while write.after is not None and not folder.exists():
+                missing.add(str(folder.relative_to(self.root)).replace(os.sep, "/"))
+                folder = folder.parent
+        return sorted(missing, key=lambda d: (d.count("/"), d))
+
     def _make_dirs(self, folder: Path) -> None:
         missing = []
         while not folder.exists():
@@ -204,6 +305,7 @@ class Transaction:
         done: list[tuple[FileWrite, Path | None]] = []  # with the aside path of deleted files
         with interrupts.Held() as interrupt:  # Ctrl-C takes effect only where stopping is safe
             try:
+                _record(self.root, self.writes, self._missing_dirs())
                 for write in self.writes:
                     interrupt.stop_here()
                     path = self.root / write.path
@@ -227,6 +329,7 @@ class Transaction:
                     _fsync_dir(folder)
             except BaseException as exc:
                 self._roll_back(done, staged)
+                _pending(self.root).unlink(missing_ok=True)
                 if isinstance(exc, OSError):
                     raise PorterError(
                         f"writing the tree failed: {exc.strerror or exc}",
@@ -240,6 +343,7 @@ class Transaction:
             for _, aside in done:
                 if aside is not None:
                     aside.unlink(missing_ok=True)
+            _pending(self.root).unlink(missing_ok=True)
             interrupts.written.append(self.root)
 
     def _roll_back(self, done, staged) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from porter.cli import common
 from porter.cli.common import Debug, Json, Output, Target, app, fail
 from porter.errors import PorterError
 
@@ -25,12 +26,59 @@ SpecOption = Annotated[
 ]
 
 
-def _report(summary: dict, printer: Output) -> None:
+class _Bar:
+    """A conversion's progress (porter.convert.stream.Progress) as a bar on a terminal (stderr):
+    tensors and bytes written, speed, time left; nothing elsewhere (a pipe, CI)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._bar = None
+
+    def start(self, tensors: int, nbytes: int) -> None:
+        if not common.stderr_is_terminal():
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                             TextColumn("{task.fields[tensors]}/" + str(tensors) + " tensors"), TransferSpeedColumn(),
+                             TimeRemainingColumn(), console=Console(stderr=True))
+        self._bar.start()
+        self._task = self._bar.add_task(self.label, total=nbytes, tensors=0)
+        self._tensors = 0
+
+    def advance(self, tensors: int, nbytes: int) -> None:
+        if self._bar is not None:
+            self._tensors += tensors
+            self._bar.update(self._task, advance=nbytes, tensors=self._tensors)
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _figures(summary: dict) -> str:
+    from porter.convert.output import human
+
+    return (f"{human(summary['bytes_read'])} read, {human(summary['bytes_written'])} written in "
+            f"{summary['seconds']:.1f} s, peak memory {human(summary['peak_bytes'])}")
+
+
+def _report(summary: dict, printer: Output, line: str) -> None:
     if printer.json:
         printer.emit("porter.convert/1", summary)
-        return
-    for key, value in summary.items():
-        printer.result(f"{key}: {value}")
+    else:
+        printer.result(line)
 
 
 @convert_app.command("hf-to-megatron")
@@ -62,10 +110,13 @@ def hf_to_megatron(
 
     printer = Output(json=json)
     try:
-        summary = checkpoint_from_hf(model, target, hf, out, tp=tp, pp=pp, pipe=not no_pipe)
+        with _Bar("hf-to-megatron") as bar:
+            summary = checkpoint_from_hf(model, target, hf, out, tp=tp, pp=pp, pipe=not no_pipe, progress=bar)
     except PorterError as exc:
         fail(exc, debug, printer)
-    _report(summary, printer)
+    _report(summary, printer, f"wrote {out}: {summary['files']} files, TP={tp} PP={pp}, {summary['engine']} engine, "
+            f"vocabulary {summary['vocab']}, args by {summary['args']}; {_figures(summary)}. "
+            f"Train from it with {summary['load_with']}")
 
 
 @convert_app.command("megatron-to-hf")
@@ -76,6 +127,10 @@ def megatron_to_hf(
     vocab_size: Annotated[int | None, typer.Option(help="Real vocabulary size; the padding rows are dropped. "
                                                         "Default: what porter recorded, else the padded size. Example: --vocab-size 32000")]
     = None,
+    max_shard_size: Annotated[str | None, typer.Option(
+        help="Largest safetensors file to write, as save_pretrained spells it (default 5GB); a larger model is "
+             "split in several, with model.safetensors.index.json. Example: --max-shard-size 2GB",
+        show_default=False)] = None,
     model: SpecOption = "llama",
     json: Json = False,
     debug: Debug = False,
@@ -93,7 +148,10 @@ def megatron_to_hf(
 
     printer = Output(json=json)
     try:
-        summary = hf_from_checkpoint(model, target, load, out, vocab_size=vocab_size)
+        with _Bar("megatron-to-hf") as bar:
+            summary = hf_from_checkpoint(model, target, load, out, vocab_size=vocab_size,
+                                         max_shard_size=max_shard_size, progress=bar)
     except PorterError as exc:
         fail(exc, debug, printer)
-    _report(summary, printer)
+    _report(summary, printer, f"wrote {out}: {summary['files']} files, {summary['tensors']} tensors, "
+            f"{summary['layers']} layers, vocabulary {summary['vocab']}, from {summary['from']}; {_figures(summary)}")

@@ -72,7 +72,8 @@ def smoke(
     """
     from porter.catalog import load_spec
     from porter.requirements import require
-    from porter.smoke import SmokeConfig, run_smoke, runs_on_cpu
+    from porter.smoke import SmokeConfig, run_smoke
+    from porter.treerun.device import runs_on_cpu
     from porter.workfolder import WorkFolder
 
     out = Output(json=json, quiet=quiet, verbose=verbose)
@@ -99,6 +100,8 @@ def smoke(
             out.warn(folder.close(passed=False))
         fail(exc, debug, out)
     say_standins(out, result.standins)
+    if result.exit_warning:
+        out.warn(f"warning: {result.exit_warning}")
     kept = folder.close(result.passed)
     if json:
         document = {"model": spec.name, "target": str(target), "workdir": str(folder.path),

@@ -81,7 +81,7 @@ def verify(
         _check_sizes(tp, pp, layers, heads)
         require("parity", "porter verify")
         from porter.catalog import load_spec
-        from porter.smoke import runs_on_cpu
+        from porter.treerun.device import runs_on_cpu
         from porter.verify.parity import VerifyOptions, describe
         from porter.verify.parity import verify as run_verify
         from porter.verify.reference import TinyConfig

@@ -2,7 +2,7 @@
 
 HF -> Megatron: the HF config's numbers (norm epsilon, rotary base and scaling, key/value
 heads, head size, MLP width, vocabulary) become the port's switch values, through each
-difference (porter/features/: `from_hf`, then `run_argv`): the tree's own parser makes the
+difference (porter/differences/: `from_hf`, then `run_argv`): the tree's own parser makes the
 checkpoint's args from them, so a plain `--load` needs no extra flags. A config whose
 architecture the port cannot run (a bias the port has no switch for, GQA in a port without
 it...) is refused by field.
@@ -14,17 +14,23 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-from porter.convert.checkpoint import TAG, read_checkpoint, write_checkpoint
-from porter.convert.hf_dir import read_hf, write_hf
-from porter.convert.tensors import MegatronWeights, hf_to_megatron, megatron_to_hf
+from porter.convert.checkpoint import CheckpointReader, read_checkpoint, stream_checkpoint
+from porter.convert.hf_dir import DEFAULT_SHARD_SIZE, HFDir, check_shard_size, stream_hf
+from porter.convert.stream import Progress
+from porter.convert.tensors import MegatronWeights, hf_parts, hf_tensors, hf_to_megatron
 from porter.differences.tokenizer import token_ids
 from porter.errors import PorterError
 from porter.hf_config import HFConfig, hf_config_of
 from porter.layout import WeightLayout
 from porter.profile.layout import read_layout
+from porter.treerun.argv import entry_points, is_number, numbers_argv, plan_numbers, tree_argv
+from porter.treerun.in_tree import run_in_tree
+from porter.treerun.shape import RunShape
+from porter.weights import ModelShape, ModelWeights
 
 # HF config fields kept from the source model on the way back (not architecture: token ids...)
 PASSED_THROUGH = ("bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype", "dtype")
@@ -45,6 +51,41 @@ class Port:
         self.profile = profile_of(tree)
         self.layout: WeightLayout = read_layout(self.profile, self.spec)
         self.switches = make_plan(self.spec, self.profile).switches
+
+    def weights(self, config: dict, shape: ModelShape | None = None, hf_names=None) -> ModelWeights:
+        """The model's weights, layer by layer, as the port's differences lay them out (porter.weights):
+        for an HF config (its sizes, unless `shape`), reading an HF model with `hf_names` at hand."""
+        return ModelWeights(self.layout, shape or ModelShape.from_hf(config), config, self.spec.wanted(), hf_names)
+
+    def read(self, checkpoint: Path, vocab_size: int | None = None, keep_padding: bool = False
+             ) -> tuple[CheckpointReader, ModelWeights]:
+        """A checkpoint of the tree, opened (nothing read yet), and its weights as the port lays
+        them out, for the HF config its args give."""
+        reader = CheckpointReader(Path(checkpoint), self.layout, vocab_size=vocab_size, keep_padding=keep_padding)
+        return reader, self.weights(hf_config_for(self, reader, reader.dtype), reader.shape)
+
+    def read_checkpoint(self, checkpoint: Path, vocab_size: int | None = None) -> MegatronWeights:
+        """A checkpoint of the tree, whole in memory (small models: tests, verify)."""
+        reader, weights = self.read(checkpoint, vocab_size=vocab_size)
+        return read_checkpoint(reader, weights)
+
+    def to_megatron(self, state: dict, config: dict, tensor_parallel: int = 1) -> MegatronWeights:
+        """An HF state dict and config, whole in memory, in the tree's layout (small models: tests, verify)."""
+        return hf_to_megatron(state, config, self.layout, self.spec.wanted(), tensor_parallel)
+
+    def expert_parallel_argv(self, size: int) -> list[str]:
+        """The tree's options that shard the port's experts over `size` ranks (verify, smoke)."""
+        if size == 1:
+            return []
+        argv = [a for d in self.spec.wanted() for a in (d.expert_parallel_argv(self.switches, size) or [])]
+        if not argv:
+            raise PorterError(
+                f"expert parallelism needs experts; the {self.spec.name} port has none",
+                file=self.spec.path, construct="a difference with experts in the spec",
+                found="no difference of the port shards over expert-parallel ranks",
+                fix="drop --ep, or verify a spec with experts (porter list)",
+            )
+        return argv
 
     def spec_for(self, config: dict, path: str = "config.json"):
         """The port's spec with the HF config's numbers; refused where the architecture differs."""
@@ -79,19 +120,14 @@ class Port:
         (norm epsilon, rotary base, key/value heads, MLP width, sizes)."""
         from porter.plan import make_plan
 
-        plan = make_plan(spec, self.profile)
-        return {dest: (field, plan.defaults[dest]) for dest, field in plan.default_fields.items()
-                if _number(plan.defaults[dest])}
+        return plan_numbers(make_plan(spec, self.profile))
 
     def run_argv(self, spec) -> list[str]:
         """The tree's options that set the spec's numbers, for its parser (the sizes are the
-        caller's: porter.verify.tree_run.tree_argv)."""
-        argv: list[str] = []
-        for dest, (field, value) in self.numbers(spec).items():
-            argument = self.profile.arguments.by_dest(dest)
-            if argument is not None and not field.startswith("sizes."):
-                argv += [argument.options[0], *(str(v) for v in (value if isinstance(value, list) else [value]))]
-        return argv
+        caller's: porter.treerun.argv.tree_argv)."""
+        from porter.plan import make_plan
+
+        return numbers_argv(make_plan(spec, self.profile), self.profile)
 
     def spec_from_args(self, args) -> Any:
         """The port's spec with the numbers a checkpoint's args hold."""
@@ -99,19 +135,11 @@ class Port:
         schema = self.spec.schema
         for dest, (field, _) in self.numbers(self.spec).items():
             value = getattr(args, dest, None)
-            if isinstance(value, list) and _number(value) and list not in schema[field].kinds:
+            if isinstance(value, list) and is_number(value) and list not in schema[field].kinds:
                 value = max(value)  # a count per layer (--num-experts): the spec holds the sparse layers'
-            if _number(value):
+            if is_number(value):
                 values[field] = value
         return self.spec.with_values(**values)
-
-
-def _number(value) -> bool:
-    """A number the port's switches take: int or float, or a list of them (one per layer, one per
-    rotary frequency)."""
-    if isinstance(value, list):
-        return bool(value) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def switchable_fields(spec) -> set[str]:
@@ -119,24 +147,23 @@ def switchable_fields(spec) -> set[str]:
     return {name for d in spec.differences for name in d.switchable}
 
 
-def stamp_tree_args(port: Port, spec, weights: MegatronWeights, out: Path, tp: int, pp: int,
+def stamp_tree_args(port: Port, spec, shape: ModelShape, folder: Path, tp: int, pp: int,
                     seq_length: int, timeout: float = 300.0) -> str:
-    """Give the checkpoint the args the tree's own parser makes (porter.verify.treeargs).
+    """Give the checkpoint's client state files in `folder` (its tag folder) the args the tree's
+    own parser makes (porter.verify.treeargs).
 
     Returns how the args were made; when the tree cannot run here, the checkpoint keeps
     porter's own args (plain numbers and strings) and the reason is returned.
     """
-    from porter.verify.tree_run import RunShape, entry_points, run_in_tree, tree_argv
-
-    shape = weights.shape
     script, provider = entry_points(port.profile.tree, port.spec)
-    run_shape = RunShape(shape.num_layers, shape.hidden_size, shape.num_attention_heads, seq_length)
+    run_shape = RunShape(num_layers=shape.num_layers, hidden_size=shape.hidden_size,
+                         num_attention_heads=shape.num_attention_heads, seq_length=seq_length, batch_size=1)
     with tempfile.TemporaryDirectory(prefix="porter-args-") as scratch:
         job = Path(scratch) / "job.json"
         job.write_text(json.dumps({
             "script_module": script, "extra_args_provider": provider, "vocab_size": shape.vocab_size,
             "argv": tree_argv(port.spec, port.profile, run_shape, tp, pp) + port.run_argv(spec),
-            "folder": str(Path(out).resolve() / TAG),
+            "folder": str(Path(folder).resolve()), "skeleton": True,
         }))
         try:
             run_in_tree(port.profile.tree.root, "porter.verify.treeargs", job, 1, Path(scratch) / "treeargs.log",
@@ -148,33 +175,44 @@ def stamp_tree_args(port: Port, spec, weights: MegatronWeights, out: Path, tp: i
     return "the tree's own parser"
 
 
-def checkpoint_from_hf(model, target, hf_dir, out, *, tp: int = 1, pp: int = 1, pipe: bool = True) -> dict:
-    """HF directory -> a checkpoint of the ported tree at target. Returns a summary."""
+def checkpoint_from_hf(model, target, hf_dir, out, *, tp: int = 1, pp: int = 1, pipe: bool = True,
+                       progress: Progress | None = None) -> dict:
+    """HF directory -> a checkpoint of the ported tree at target, streamed. Returns a summary."""
+    start = time.monotonic()
     port = Port(model, target)
-    config, state = read_hf(Path(hf_dir))
+    source = HFDir(Path(hf_dir))
+    config = source.config
     spec = port.spec_for(config, str(Path(hf_dir) / "config.json"))
-    weights = hf_to_megatron(state, config, port.layout, tensor_parallel=tp)
-    if weights.shape.num_layers % pp:
-        raise PorterError(
-            f"{weights.shape.num_layers} layers do not split over {pp} pipeline stages",
-            construct="a pipeline-parallel size dividing the layer count", found=f"--pp {pp}",
-            fix="choose --pp dividing num_hidden_layers",
-        )
-    files = write_checkpoint(weights, port.layout, Path(out), tp=tp, pp=pp, pipe=pipe,
-                             args={dest: value for dest, (_, value) in port.numbers(spec).items()}, hf_config=config)
+    weights = port.weights(config, hf_names=source.names)
+    shape = weights.shape
     seq = int(config.get("max_position_embeddings") or 2048)
-    made_by = stamp_tree_args(port, spec, weights, Path(out), tp, pp, seq)
+    files, stats, made_by = stream_checkpoint(
+        lambda meta: hf_parts(source.take(meta), weights, tp), weights, Path(out),
+        tp=tp, pp=pp, pipe=pipe, args={dest: value for dest, (_, value) in port.numbers(spec).items()},
+        hf_config=config, stamp=lambda folder: stamp_tree_args(port, spec, shape, folder, tp, pp, seq),
+        progress=progress)
+    stats.bytes_read = source.bytes_read
+    padded = port.layout.padded_vocab(shape.vocab_size, tp)
     return {
         "wrote": str(out), "files": len(files), "engine": "pipeline" if pipe else "plain (--no-pipeline-parallel)",
         "tensor_parallel": tp, "pipeline_parallel": pp, "args": made_by,
-        "vocab": f"{weights.shape.vocab_size} padded to {weights.embedding.shape[0]}",
+        "vocab": f"{shape.vocab_size} padded to {padded}",
         "load_with": f"--load {out} --finetune --tensor-model-parallel-size {tp} "
                      f"--pipeline-model-parallel-size {pp}" + ("" if pipe else " --no-pipeline-parallel"),
+        **(_dequantized(source)), **stats.as_dict(), "seconds": round(time.monotonic() - start, 3),
     }
 
 
-def hf_config_for(port: Port, weights: MegatronWeights, dtype) -> dict:
-    """The HF config of a checkpoint: its args' numbers, the spec's architecture, its sizes."""
+def _dequantized(source: HFDir) -> dict:
+    if source.quantized is None:
+        return {}
+    rows, cols = source.quantized.block
+    return {"dequantized": f"block-fp8 ({rows}x{cols} blocks) read as bf16"}
+
+
+def hf_config_for(port: Port, weights, dtype) -> dict:
+    """The HF config of a checkpoint (a CheckpointReader, or the full copy read from it): its
+    args' numbers, the spec's architecture, its sizes."""
     args = weights.extra.get("args")
     spec = port.spec_from_args(args) if args is not None else port.spec
     config = hf_config_of(spec, weights.shape.hf_sizes())
@@ -191,14 +229,20 @@ def hf_config_for(port: Port, weights: MegatronWeights, dtype) -> dict:
     return config
 
 
-def hf_from_checkpoint(model, target, checkpoint, out, *, vocab_size: int | None = None) -> dict:
-    """A checkpoint of the ported tree at target -> an HF directory. Returns a summary."""
+def hf_from_checkpoint(model, target, checkpoint, out, *, vocab_size: int | None = None,
+                       max_shard_size: int | str | None = None, progress: Progress | None = None) -> dict:
+    """A checkpoint of the ported tree at target -> an HF directory, streamed (in safetensors files
+    of at most max_shard_size, default 5GB). Returns a summary."""
+    start = time.monotonic()
+    max_shard_size = check_shard_size(max_shard_size or DEFAULT_SHARD_SIZE)
     port = Port(model, target)
-    weights = read_checkpoint(Path(checkpoint), port.layout, vocab_size=vocab_size)
-    state = megatron_to_hf(weights, port.layout)
-    write_hf(Path(out), hf_config_for(port, weights, weights.embedding.dtype), state, port.spec.hf_class)
+    reader, weights = port.read(Path(checkpoint), vocab_size=vocab_size)
+    files, stats = stream_hf(Path(out), weights.config, lambda meta: hf_tensors(reader.parts(weights, meta), weights),
+                             port.spec.hf_class, max_shard_size, progress)
+    stats.bytes_read = reader.bytes_read
     return {
-        "wrote": str(out), "tensors": len(state), "layers": weights.shape.num_layers,
-        "vocab": weights.shape.vocab_size, "from": f"{weights.extra['tensor_parallel']} tensor-parallel shard(s), "
-        f"{'pipeline' if weights.extra['pipe'] else 'plain'} engine",
+        "wrote": str(out), "files": len(files), "tensors": stats.tensors, "layers": reader.shape.num_layers,
+        "vocab": reader.shape.vocab_size, "from": f"{reader.extra['tensor_parallel']} tensor-parallel shard(s), "
+        f"{'pipeline' if reader.extra['pipe'] else 'plain'} engine", **stats.as_dict(),
+        "seconds": round(time.monotonic() - start, 3),
     }

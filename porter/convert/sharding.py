@@ -2,55 +2,44 @@
 
 Row-parallel tensors split by rows (the fused QKV projection's rows are whole key/value
 groups, so each rank holds ng/p groups), column-parallel ones by columns, the fused gate+up
-projection half by half (rank r holds [gate_r; up_r]); norms are replicated.
+projection half by half (rank r holds [gate_r; up_r]); norms are replicated. Each layer
+tensor's role is its Weight's (porter.weights); the functions work a tensor (or a layer) at a time.
 """
 
 from __future__ import annotations
 
 import torch
 
-from porter.convert.tensors import MegatronWeights, layer_names
-from porter.differences.moe import weights as experts
+from porter.convert.tensors import MegatronWeights
 from porter.errors import PorterError
-from porter.layout import WeightLayout
 
 
-def _roles(layout: WeightLayout) -> dict[str, str]:
-    """layer key -> how it is split over tensor-parallel ranks."""
-    names = layer_names(layout)
-    return {
-        names["input_norm"]: "replicated", names["post_norm"]: "replicated",
-        names["qkv"]: "rows", names["qkv_bias"]: "rows",
-        names["dense"]: "columns", names["dense_bias"]: "replicated",
-        names["fc1"]: "rows" if layout.up else "gate_up", names["fc1_bias"]: "rows" if layout.up else "gate_up",
-        names["up"]: "rows", names["up_bias"]: "rows",
-        names["fc2"]: "columns", names["fc2_bias"]: "replicated",
-        **{key: "replicated" for key in layout.rotary_buffers},
-    }
-
-
-def _role(roles: dict[str, str], key: str) -> str:
-    """How a layer tensor splits; the MoE layer's router and experts are whole on every rank
-    (convert refuses --tp > 1 with experts)."""
-    return "replicated" if key not in roles and experts.MOE in key else roles[key]
-
-
-def _shard(t: torch.Tensor, how: str, tp: int, rank: int) -> torch.Tensor:
+def shard_pieces(t: torch.Tensor, how: str, tp: int, rank: int) -> tuple[torch.Tensor, ...]:
+    """What rank `rank` of `tp` holds of a full tensor, as views of it whose rows, one piece after
+    the other, are the rank's tensor (one piece, but for the fused gate+up halves)."""
     if how == "replicated" or tp == 1:
-        return t.clone()
+        return (t,)
     if how == "rows":
-        return t.chunk(tp, dim=0)[rank].clone()
+        return (t.chunk(tp, dim=0)[rank],)
     if how == "columns":
-        return t.chunk(tp, dim=1)[rank].clone()
+        return (t.chunk(tp, dim=1)[rank],)
     if how == "gate_up":  # full [A; B] -> rank r holds [A_r; B_r]
         first, second = t.chunk(2, dim=0)
-        return torch.cat((first.chunk(tp, dim=0)[rank], second.chunk(tp, dim=0)[rank]), dim=0)
+        return first.chunk(tp, dim=0)[rank], second.chunk(tp, dim=0)[rank]
     raise ValueError(how)
 
 
-def _unshard(parts: list[torch.Tensor], how: str) -> torch.Tensor:
+def shard_tensor(t: torch.Tensor, how: str, tp: int, rank: int) -> torch.Tensor:
+    """What rank `rank` of `tp` holds of a full tensor: a view of it, a copy only for the fused
+    gate+up halves."""
+    pieces = shard_pieces(t, how, tp, rank)
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=0)
+
+
+def unshard_tensor(parts: list[torch.Tensor], how: str) -> torch.Tensor:
+    """The full tensor from every rank's part, in rank order (rank 0's own where they are replicas)."""
     if how == "replicated" or len(parts) == 1:
-        return parts[0].clone()
+        return parts[0]
     if how == "rows":
         return torch.cat(parts, dim=0)
     if how == "columns":
@@ -61,12 +50,12 @@ def _unshard(parts: list[torch.Tensor], how: str) -> torch.Tensor:
     raise ValueError(how)
 
 
-def _check_divisible(weights: MegatronWeights, tp: int) -> None:
-    shape = weights.shape
+def check_divisible(shape, padded_vocab: int, tp: int) -> None:
+    """Refuse a tensor-parallel size that does not divide what it splits."""
     for what, value in (("attention heads", shape.num_attention_heads),
-                        ("key/value heads", shape.num_query_groups),
+                        ("key/value heads", shape.kv_heads),
                         ("ffn hidden size", shape.ffn_hidden_size),
-                        ("padded vocabulary", weights.embedding.shape[0])):
+                        ("padded vocabulary", padded_vocab)):
         if value % tp:
             raise PorterError(
                 f"{what} ({value}) do not split over {tp} tensor-parallel ranks",
@@ -77,30 +66,21 @@ def _check_divisible(weights: MegatronWeights, tp: int) -> None:
             )
 
 
-def shard(weights: MegatronWeights, layout: WeightLayout, tp: int, rank: int) -> MegatronWeights:
-    """What tensor-parallel rank `rank` of `tp` holds."""
-    _check_divisible(weights, tp)
-    roles = _roles(layout)
+def shard_layer(layer: dict[str, torch.Tensor], roles: dict[str, str], tp: int, rank: int,
+                pieces: bool = False) -> dict:
+    """What rank `rank` of `tp` holds of a full layer, each tensor by its role (`pieces`: each
+    tensor as shard_pieces gives it)."""
+    split = shard_pieces if pieces else shard_tensor
+    return {k: split(v, roles[k], tp, rank) for k, v in layer.items()}
+
+
+def shard(model: MegatronWeights, tp: int, rank: int) -> MegatronWeights:
+    """What tensor-parallel rank `rank` of `tp` holds, in memory."""
+    check_divisible(model.shape, model.embedding.shape[0], tp)
     return MegatronWeights(
-        shape=weights.shape,
-        embedding=_shard(weights.embedding, "rows", tp, rank),
-        layers=[{k: _shard(v, _role(roles, k), tp, rank) for k, v in layer.items()} for layer in weights.layers],
-        final_norm=None if weights.final_norm is None else weights.final_norm.clone(),
-        output=None if weights.output is None else _shard(weights.output, "rows", tp, rank),
+        weights=model.weights,
+        embedding=shard_tensor(model.embedding, "rows", tp, rank),
+        layers=[shard_layer(layer, model.weights.roles(i), tp, rank) for i, layer in enumerate(model.layers)],
+        final_norm=model.final_norm,
+        output=None if model.output is None else shard_tensor(model.output, "rows", tp, rank),
     )
-
-
-def unshard(parts: list[MegatronWeights], layout: WeightLayout) -> MegatronWeights:
-    """The full copy from the shards of every tensor-parallel rank, in rank order."""
-    roles = _roles(layout)
-    first = parts[0]
-    return MegatronWeights(
-        shape=first.shape,
-        embedding=_unshard([p.embedding for p in parts], "rows"),
-        layers=[{k: _unshard([p.layers[i][k] for p in parts], _role(roles, k)) for k in layer}
-                for i, layer in enumerate(first.layers)],
-        final_norm=None if first.final_norm is None else first.final_norm.clone(),
-        output=None if first.output is None else _unshard([p.output for p in parts], "rows"),
-    )
-
-

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from porter.hf_config import HFConfig
     from porter.planner import Planner
     from porter.probe import LayerProbes
-    from porter.weights import LayerWeights
     from porter.spec import Spec
+    from porter.weights import LayerWeights
 
 
 class Difference:
@@ -49,6 +49,10 @@ class Difference:
     # what it changes outside the tree only (HF's checkpoint layout), for `porter diff --stat`:
     # a difference that writes no line in the tree says so there
     converts_only: ClassVar[str] = ""
+    # a function of the tree's process ("module:function", called with the model, the checkpoint's
+    # tag folder and the tensor-parallel rank) giving this rank's tensors that the engine saves in
+    # files of their own, keyed as the model names them (verify's structure check)
+    apart_tensors: ClassVar[str | None] = None
 
     def wanted(self, spec: Spec) -> bool:
         return False
@@ -79,6 +83,19 @@ class Difference:
         """Its tensors in a transformer layer, where it changes them: fill or replace a slot
         (porter.weights.LayerWeights): the HF names, the tree's key, the layout change, the
         tensor-parallel role."""
+
+    def expert_parallel_argv(self, switches: dict, size: int) -> list[str] | None:
+        """The tree's options that shard this difference's experts over `size` ranks (verify,
+        smoke); None: it has no experts."""
+        return None
+
+    def check_checkpoint(self, layout: Any, pipe: bool, tp: int) -> None:
+        """Refuse a checkpoint this difference's weights cannot be written in (an engine, a
+        tensor-parallel size): raise a PorterError naming the option and the fix."""
+
+    def client_state(self, weights: Any) -> dict[str, Any]:
+        """What a checkpoint's client state holds for this difference (porter.weights.ModelWeights)."""
+        return {}
 
     def probes(self, layer: LayerProbes) -> None:
         """What verify compares in a transformer layer, where this difference changes it:

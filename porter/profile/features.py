@@ -2,7 +2,7 @@
 
 Each switch can be spelled by different options in different trees (four spellings of
 "no bias", three of SwiGLU...). The spellings are data, each difference's own
-(porter/features/): for every switch, the spellings porter knows, each with the expression
+(porter/differences/): for every switch, the spellings porter knows, each with the expression
 that is true when the switch is on and the value that turns it on. porter's own spelling comes first; it is recognised only when the option
 is registered exactly as porter registers it (a tree that porter already ported), so a
 tree's option that happens to share its name (`--position-embedding-type` in Habana's and

@@ -13,7 +13,7 @@ generated model:
 
 `job` is a plain dict (see `TreeJob`): the script and its extra-args provider, the command
 line the tree's parser reads (tiny model, TP/PP sizes, --load, ...), the real vocabulary.
-The parent process makes it with `porter.verify.parity.tree_job(spec, tree, profile, tiny)`
+The parent process makes it with `porter.treerun.argv.tree_job(spec, tree, profile, tiny)`
 and starts a module of its own in the tree with `parity.run_workers(..., module=...)`
 (the tree and porter on PYTHONPATH; torch.distributed.run when TP x PP > 1).
 Every step goes through the tree's own code: its argument parser with the spec's defaults,
@@ -289,7 +289,8 @@ def _function(dotted: str):
 # -- structure: the model's tensors against a checkpoint's --------------------------------------------
 
 
-def expected_tensors(model, kind: str, folder, tp_rank: int) -> dict[str, tuple[tuple, tuple | None]]:
+def expected_tensors(model, kind: str, folder, tp_rank: int, apart: Iterable[str] = ()
+                     ) -> dict[str, tuple[tuple, tuple | None]]:
     """name -> (shape in the model, shape in the checkpoint or None), for this rank's model."""
     found: dict[str, tuple[tuple, tuple | None]] = {}
     if kind == "pipe":
@@ -310,7 +311,7 @@ def expected_tensors(model, kind: str, folder, tp_rank: int) -> dict[str, tuple[
         path = os.path.join(folder, f"mp_rank_{tp_rank:02d}_model_states.pt")
         saved = flatten_state(torch.load(path, map_location="cpu", weights_only=False)["module"]) \
             if os.path.exists(path) else {}
-        saved.update(expert_files(model, folder, tp_rank))
+        saved.update(apart_tensors(model, folder, tp_rank, apart))
         mine = flatten_state(model.state_dict_for_save_checkpoint())
         for key, value in mine.items():
             theirs = saved.get(key)
@@ -320,27 +321,13 @@ def expected_tensors(model, kind: str, folder, tp_rank: int) -> dict[str, tuple[
     return found
 
 
-def expert_files(model, folder, tp_rank: int) -> dict[str, torch.Tensor]:
-    """This rank's experts as DeepSpeed loads them: the file of each of its experts (by global
-    id) in MoE-layer order, keyed by module path with the local id."""
-    try:
-        from deepspeed.moe.layer import MoE
-        from deepspeed.utils import groups
-    except ImportError:
-        return {}
+def apart_tensors(model, folder, tp_rank: int, apart: Iterable[str]) -> dict[str, torch.Tensor]:
+    """This rank's tensors that the engine saves in files of their own (DeepSpeed's experts),
+    keyed as the model names them: each difference's own reader ('module:function', its
+    Difference.apart_tensors) called with the model, the tag folder and the rank."""
     found: dict[str, torch.Tensor] = {}
-    moe_layer = 0
-    for _, module in model.named_modules():
-        if not isinstance(module, MoE):
-            continue
-        rank = groups._get_expert_parallel_rank(module.expert_group_name)
-        for local in range(module.num_local_experts):
-            expert = rank * module.num_local_experts + local
-            path = os.path.join(folder, f"layer_{moe_layer}_expert_{expert}_mp_rank_{tp_rank:02d}_model_states.pt")
-            if os.path.exists(path):
-                for key, tensor in torch.load(path, map_location="cpu", weights_only=False).items():
-                    found[key.replace(f"deepspeed_experts.{expert}.", f"deepspeed_experts.{local}.")] = tensor
-        moe_layer += 1
+    for reader in apart:
+        found.update(_function(reader)(model, folder, tp_rank))
     return found
 
 
@@ -359,7 +346,7 @@ def structure_problems(found: dict[str, tuple[tuple, tuple | None]]) -> list[dic
     return problems
 
 
-def load_loosely(model, kind: str, folder, tp_rank: int, std: float, seed: int) -> None:
+def load_loosely(model, kind: str, folder, tp_rank: int, std: float, seed: int, apart: Iterable[str] = ()) -> None:
     """After a structure mismatch: draw every parameter at random, then copy what fits.
 
     What the LLaMA weights do not fill (a bias left on, say) keeps random values, so the
@@ -378,7 +365,7 @@ def load_loosely(model, kind: str, folder, tp_rank: int, std: float, seed: int) 
     else:
         path = os.path.join(folder, f"mp_rank_{tp_rank:02d}_model_states.pt")
         saved = flatten_state(torch.load(path, map_location="cpu", weights_only=False)["module"])
-        saved.update(expert_files(model, folder, tp_rank))
+        saved.update(apart_tensors(model, folder, tp_rank, apart))
         mine = flatten_state(model.state_dict_for_save_checkpoint(keep_vars=True))
         with torch.no_grad():
             for key, tensor in mine.items():

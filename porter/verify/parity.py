@@ -18,30 +18,25 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from porter import convert
-from porter.differences.moe import expert_parallel_argv
 from porter.errors import PorterError
+from porter.hf_config import hf_class_of
 from porter.naming import spec_in_tree
 from porter.probe import probe_plan
-from porter.smoke import runs_on_cpu
 from porter.source import SourceTree
 from porter.spec import Spec
+from porter.treerun.argv import entry_points, max_positions_allowed, tokenizer_argv, tree_job
+from porter.treerun.device import runs_on_cpu
+from porter.treerun.in_tree import run_in_tree
+from porter.treerun.shape import tiny_spec
 from porter.verify.probes import capture_hf, combine, orient, pipe_module
-from porter.verify.reference import REFERENCE_ATTENTION, TinyConfig, random_reference, tiny_spec, token_batch
-from porter.verify.tree_run import (
-    RunShape,
-    entry_points,
-    max_positions_allowed,
-    run_in_tree,
-    tokenizer_argv,
-    tree_job,
-)
+from porter.verify.reference import REFERENCE_ATTENTION, TinyConfig, random_reference, token_batch
 
 TOLERANCE = 1e-5
 # A probe "diverges" when its difference exceeds this, relative to max(1, its magnitude):
@@ -131,7 +126,7 @@ class VerifyResult:
     results: list[KindResult]
     workdir: str
     seconds: float
-    standins: list = field(default_factory=list)  # porter.standins.StandIn: those the tree's run used
+    standins: list = field(default_factory=list)  # porter.treerun.standins.StandIn: those the tree's run used
 
     @property
     def passed(self) -> bool:
@@ -235,23 +230,22 @@ def _kinds(spec: Spec, asked: tuple[str, ...] | None) -> tuple[str, ...]:
 
 def _reference_from_checkpoint(port: convert.Port, checkpoint: Path, tiny: TinyConfig, workdir: Path):
     """The HF reference converted from a checkpoint of the tree (the tree's padding rows kept)."""
-    import transformers
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    weights = convert.read_checkpoint(checkpoint, port.layout, keep_padding=True)
-    weights.shape.vocab_size = weights.embedding.shape[0]  # keep every row: the losses stay comparable
-    shape = weights.shape
+    reader = convert.CheckpointReader(checkpoint, port.layout, keep_padding=True)
+    reader.shape = shape = replace(reader.shape, vocab_size=reader.padded_vocab)  # every row: comparable losses
     hf_dir = workdir / "hf"
-    config = convert.hf_config_for(port, weights, torch.float32)
-    convert.write_hf(hf_dir, config, convert.megatron_to_hf(weights, port.layout), port.spec.hf_class)
-    reference = getattr(transformers, port.spec.hf_class).from_pretrained(
+    config = convert.hf_config_for(port, reader, torch.float32)
+    weights = port.weights(config, shape)
+    model = convert.read_checkpoint(reader, weights)
+    convert.write_hf(hf_dir, config, convert.megatron_to_hf(model), port.spec.hf_class)
+    reference = hf_class_of(port.spec.hf_class).from_pretrained(
         str(hf_dir), attn_implementation=REFERENCE_ATTENTION).float().eval()
-    tiny = TinyConfig(num_layers=shape.num_layers, hidden_size=shape.hidden_size,
-                      num_attention_heads=shape.num_attention_heads, vocab_size=shape.vocab_size,
-                      seq_length=min(tiny.seq_length, config.get("max_position_embeddings") or tiny.seq_length),
-                      batch_size=tiny.batch_size, weight_std=tiny.weight_std, seed=tiny.seed)
-    return reference, tiny, weights
+    tiny = replace(tiny, num_layers=shape.num_layers, hidden_size=shape.hidden_size,
+                   num_attention_heads=shape.num_attention_heads, vocab_size=shape.vocab_size,
+                   seq_length=min(tiny.seq_length, config.get("max_position_embeddings") or tiny.seq_length))
+    return reference, tiny, model
 
 
 def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | None = None) -> VerifyResult:
@@ -272,18 +266,18 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
     workdir.mkdir(parents=True, exist_ok=True)
     tp, pp = options.tensor_parallel, options.pipeline_parallel or 1
     ep = options.expert_parallel
-    argv_extra: list[str] = expert_parallel_argv(port, ep)
+    argv_extra: list[str] = port.expert_parallel_argv(ep)
 
     if options.checkpoint is not None:
-        reference, tiny, weights = _reference_from_checkpoint(port, Path(options.checkpoint), tiny, workdir)
-        kinds = ("pipe",) if weights.extra["pipe"] else ("model",)
-        tp = weights.extra["tensor_parallel"]
-        pp = options.pipeline_parallel or weights.extra["pipeline_parallel"]
+        reference, tiny, model = _reference_from_checkpoint(port, Path(options.checkpoint), tiny, workdir)
+        kinds = ("pipe",) if model.extra["pipe"] else ("model",)
+        tp = model.extra["tensor_parallel"]
+        pp = options.pipeline_parallel or model.extra["pipeline_parallel"]
         # what the tree's load_checkpoint compares with the checkpoint's args
-        argv_extra += port.run_argv(port.spec_from_args(weights.extra["args"])) + \
-            ["--ffn-hidden-size", str(weights.shape.ffn_hidden_size)]
+        argv_extra += port.run_argv(port.spec_from_args(model.extra["args"])) + \
+            ["--ffn-hidden-size", str(model.shape.ffn_hidden_size)]
         if max_positions_allowed(spec, profile):
-            positions = getattr(weights.extra["args"], "max_position_embeddings", None) or tiny.seq_length
+            positions = getattr(model.extra["args"], "max_position_embeddings", None) or tiny.seq_length
             argv_extra += ["--max-position-embeddings", str(positions)]
         checkpoints = {kinds[0]: str(options.checkpoint)}
     else:
@@ -312,12 +306,12 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
         hf_dir = workdir / "hf"
         convert.write_hf(hf_dir, reference.config.to_dict(), reference.state_dict(), spec.hf_class)
         config, state = convert.read_hf(hf_dir)
-        weights = convert.hf_to_megatron(state, config, layout, tensor_parallel=tp)
+        model = port.to_megatron(state, config, tensor_parallel=tp)
         numbers = {dest: value for dest, (_, value) in port.numbers(port.spec_for(config)).items()}
         checkpoints = {}
         for kind in kinds:
             path = workdir / f"megatron-{kind}-tp{tp}-pp{pp}"
-            convert.write_checkpoint(weights, layout, path, tp=tp, pp=pp, pipe=kind == "pipe",
+            convert.write_checkpoint(model, path, tp=tp, pp=pp, pipe=kind == "pipe",
                                      args=numbers, hf_config=config)
             checkpoints[kind] = str(path)
 
@@ -326,14 +320,13 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
     out.mkdir(exist_ok=True)
     for stale in out.glob("*"):
         stale.unlink()
-    shape = RunShape(tiny.num_layers, tiny.hidden_size, tiny.num_attention_heads, tiny.seq_length,
-                     tiny.batch_size, tiny.seed)
     job = {
-        "tree": tree_job(spec, tree, profile, shape, tiny.vocab_size, tp, pp,
+        "tree": tree_job(spec, tree, profile, tiny, tp, pp,
                          argv_extra + tokenizer_argv(spec, profile, workdir), dp=ep),
         "stamp_args": options.checkpoint is None,
         "kinds": list(kinds), "checkpoints": checkpoints, "out": str(out), "layout": layout.as_dict(),
         "num_layers": tiny.num_layers, "probes": [p.tree_side() for p in probes],
+        "apart": [d.apart_tensors for d in spec.wanted() if d.apart_tensors],
         "tokens": tokens.tolist(), "labels": labels.tolist(),
         "positions": None if positions is None else positions.tolist(), "weight_std": tiny.weight_std, "seed": tiny.seed,
     }

@@ -40,13 +40,22 @@ def parse(script_module: str, provider: str | None, argv: list[str], vocab_size:
     return args
 
 
-def stamp(folder: Path, args: argparse.Namespace) -> list[Path]:
-    """Put args into every mp_rank_*_model_states.pt of a checkpoint's tag folder."""
+def stamp(folder: Path, args: argparse.Namespace, skeleton: bool = False) -> list[Path]:
+    """Put args into every mp_rank_*_model_states.pt of a checkpoint's tag folder.
+
+    `skeleton`: the files are a conversion's, written before their tensors' bytes
+    (porter.convert.torch_files): their structure is rewritten and the space left for the
+    tensors again, nothing read."""
+    from porter.convert.torch_files import write_skeleton
+
     done = []
     for path in sorted(Path(folder).glob("mp_rank_*_model_states.pt")):
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="meta" if skeleton else "cpu", weights_only=False)
         state["args"] = plain(args)
-        torch.save(state, path)
+        if skeleton:
+            write_skeleton(path, state)
+        else:
+            torch.save(state, path)
         done.append(path)
     return done
 
@@ -55,7 +64,7 @@ def main(path: str) -> int:
     job = json.loads(Path(path).read_text())
     try:
         args = parse(job["script_module"], job["extra_args_provider"], job["argv"], job["vocab_size"])
-        stamp(Path(job["folder"]), args)
+        stamp(Path(job["folder"]), args, skeleton=job.get("skeleton", False))
     except BaseException:
         out = Path(path).parent / "out"
         out.mkdir(exist_ok=True)

@@ -40,10 +40,11 @@ def run_kind(session: harness.TreeSession, kind: str, job: dict, out: Path) -> N
         treeargs.stamp(folder, session.args)
     torch.distributed.barrier()
     engine = session.engine(kind)
-    problems = harness.structure_problems(harness.expected_tensors(engine.module, kind, folder, tp_rank))
+    apart = job.get("apart", [])
+    problems = harness.structure_problems(harness.expected_tensors(engine.module, kind, folder, tp_rank, apart))
     record["structure"] = problems
     if problems:
-        harness.load_loosely(engine.module, kind, folder, tp_rank, job["weight_std"], job["seed"] + 7)
+        harness.load_loosely(engine.module, kind, folder, tp_rank, job["weight_std"], job["seed"] + 7, apart)
         record["loaded_by"] = "porter (loosely: the structure differs)"
     else:
         session.args.load = str(checkpoint)

@@ -97,6 +97,19 @@ def test_stat_counts_the_lines_of_the_patch_per_file_and_per_spec_key(porter, pr
     assert by_key["model"][1] == sum(a for p, (a, _) in counts.items() if "llama" in p) + 1  # + the export line
 
 
+@pytest.mark.parametrize("model, file", [("llama", "sentencepiece_tokenizer.py"), ("llama3", "tokenizer_json.py")])
+def test_the_tokenizer_key_is_named_for_the_tokenizer_whatever_its_kind(porter, pristine, model, file):
+    """--stat's key for the tokenizer is `tokenizer` for a SentencePiece model and for an HF
+    tokenizer.json alike (it said `sentencepiece` for both), as the generated file's header."""
+    result = porter("diff", model, "--target", pristine, "--stat")
+    assert result.exit_code == 1
+    keys = [line.split(":")[0].strip() for line in result.stdout.split("by spec key")[1].splitlines()[1:]]
+    assert "tokenizer" in keys and "sentencepiece" not in keys
+    assert f"megatron/tokenizer/{file} (new)" in result.stdout
+    header = (GENERATED / model / "megatron/tokenizer" / file).read_text().splitlines()[0]
+    assert "for the tokenizer difference" in header
+
+
 def test_every_added_line_of_the_port_belongs_to_a_spec_key(pristine):
     port = prepare("llama", pristine)
     for change in port.changes:

@@ -82,7 +82,7 @@ def test_qwen2_round_trips_bit_exact_with_its_qkv_bias_and_tied_head(mistral_qwe
     args = first["args"]
     assert (args.add_qkv_bias, args.no_bias, args.num_key_value_heads) == (True, True, 2)
     port = convert.Port("qwen2", mistral_qwen2_tree)
-    weights = convert.read_checkpoint(ckpt, port.layout)
+    weights = port.read_checkpoint(ckpt)
     assert weights.output is None  # tied: the head is the embedding, on every stage that needs it
     for layer in weights.layers:
         assert {k for k in layer if k.endswith(".bias")} == {"attention.query_key_value.bias"}

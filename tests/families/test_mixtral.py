@@ -165,8 +165,8 @@ def test_both_hf_spellings_convert_bit_exact_both_ways(mixtral_tree, tmp_path):
     assert "model.layers.0.block_sparse_moe.experts.3.w1.weight" in on_disk  # what save_pretrained writes
     fused = model.state_dict()
     assert fused["model.layers.0.mlp.experts.gate_up_proj"].shape == (4, 192, 64)
-    from_disk = convert.hf_to_megatron(on_disk, config, port.layout)
-    from_memory = convert.hf_to_megatron(fused, config, port.layout)
+    from_disk = port.to_megatron(on_disk, config)
+    from_memory = port.to_megatron(fused, config)
     for mine, theirs in zip(from_disk.layers, from_memory.layers, strict=True):
         assert sorted(mine) == sorted(theirs)
         assert all(torch.equal(mine[k], theirs[k]) for k in mine)
@@ -176,15 +176,14 @@ def test_both_hf_spellings_convert_bit_exact_both_ways(mixtral_tree, tmp_path):
 
     numbers = {dest: value for dest, (_, value) in port.numbers(port.spec_for(config)).items()}
     assert numbers["num_experts"] == [4] and numbers["topk"] == 2
-    files = convert.write_checkpoint(from_disk, port.layout, tmp_path / "ckpt", pipe=False, args=numbers)
+    files = convert.write_checkpoint(from_disk, tmp_path / "ckpt", pipe=False, args=numbers)
     names = sorted(p.name for p in files)
     assert "layer_1_expert_3_mp_rank_00_model_states.pt" in names and len(names) == 2 * 4 + 1
     main = torch.load(tmp_path / "ckpt/release/mp_rank_00_model_states.pt", weights_only=False)
     assert main["num_experts"] == [4, 4]
     encoder = main["module"]["language_model"]["encoder"]
     assert "layers.0.mlp.deepspeed_moe.gate.wg.weight" in encoder and not any("experts" in k for k in encoder)
-    back = convert.megatron_to_hf(convert.read_checkpoint(tmp_path / "ckpt", port.layout, vocab_size=250),
-                                  port.layout)
+    back = convert.megatron_to_hf(port.read_checkpoint(tmp_path / "ckpt", vocab_size=250))
     assert sorted(back) == sorted(on_disk)
     assert all(torch.equal(back[k], on_disk[k]) for k in on_disk)
 
@@ -280,12 +279,16 @@ def test_wrong_routing_fails_verify_at_the_moe_router(mixtral_tree, tmp_path, na
 def test_a_checkpoint_the_tree_trains_at_expert_parallel_2_converts_and_verifies(mixtral_tree, smoke_workdir, tmp_path):
     """Two processes train with --moe-expert-parallel-size 2 and DeepSpeed saves (each rank its own
     experts' files); porter converts that to HF, and the tree loading it matches HF's logits."""
-    from porter.smoke import SmokeConfig, launch, prepare_data, training_arguments
+    from porter.smoke import SmokeConfig
+    from porter.smoke.argv import training_arguments
+    from porter.smoke.data import prepare_data
+    from porter.smoke.port import SmokePort
     from porter.source import SourceTree
+    from porter.treerun.script import launch
 
     config = SmokeConfig(steps=2, nproc=2, extra_args=["--moe-expert-parallel-size", "2"])
     model, prefix = prepare_data(mixtral_tree, smoke_workdir, config.vocab_size)
-    args = training_arguments(MIXTRAL, SourceTree.open(mixtral_tree), tmp_path, config, model, prefix)
+    args = training_arguments(SmokePort.of(MIXTRAL, SourceTree.open(mixtral_tree), config), tmp_path, config, model, prefix)
     save = tmp_path / "checkpoint"
     run = launch(mixtral_tree, MIXTRAL.script, args + ["--save", str(save), "--save-interval", "2"], nproc=2)
     assert run.returncode == 0, run.log[-3000:]

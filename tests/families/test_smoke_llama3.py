@@ -34,7 +34,7 @@ def test_llama3_trains_with_its_tokenizer_json_and_bos(families_tree, tmp_path):
 
     from tokenizers import Tokenizer
 
-    from porter.smoke import environment
+    from porter.treerun.process import environment
 
     workdir = tmp_path / "smoke"
     smoke(families_tree, workdir)

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from porter.corpus import stdlib_docstrings
 from porter.corpus import train_sentencepiece as porter_train_sentencepiece
-from porter.smoke import environment, free_port, launch  # noqa: F401  (free_port: re-exported for tests)
+from porter.treerun.process import environment, free_port  # noqa: F401  (free_port: re-exported for tests)
+from porter.treerun.script import launch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_TREE = REPO_ROOT / 'sample_tree'
@@ -172,13 +173,18 @@ def run_training(tree: os.PathLike, script: str, extra_args: Sequence[str],
                  nproc: int = 1, env: dict | None = None,
                  timeout: float = 600, log_path: os.PathLike | None = None
                  ) -> LossList:
-    """Run ``script`` of ``tree`` on CPU with ``nproc`` ranks (porter.smoke.launch); return the
+    """Run ``script`` of ``tree`` on CPU with ``nproc`` ranks (porter.treerun.script.launch); return the
     per-iteration losses printed by rank 0.  Raises TrainingFailed (with the tail of the log) if
     the run fails or prints no loss."""
     run = launch(Path(tree), script, [str(a) for a in extra_args], nproc=nproc, env=env, timeout=timeout)
     if log_path is not None:
         Path(log_path).write_text(' '.join(run.command) + '\n\n' + run.log)
-    if run.returncode != 0 or not run.losses:
+    args = [str(a) for a in extra_args]
+    steps = min(int(args[args.index(option) + 1]) for option in ('--train-iters', '--exit-interval') if option in args) \
+        if '--train-iters' in args else None
+    # a run that logged its last step and failed only at its exit trained (porter smoke says so too)
+    finished = run.returncode == 0 or (steps is not None and run.ended_after_training(steps) is not None)
+    if not finished or not run.losses:
         raise TrainingFailed(
             f'{" ".join(run.command)}\nexit code {run.returncode}, '
             f'{len(run.losses)} losses parsed; output tail:\n{run.log[-6000:]}')

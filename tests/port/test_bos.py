@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from porter.smoke import environment
+from porter.treerun.process import environment
 
 DOCS = ["Return the value of the named attribute of an object.",
         "An object's hash never changes during its lifetime.",

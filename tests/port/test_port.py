@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from porter.cli import app
-from porter.smoke import environment
+from porter.treerun.process import environment
 from tests.conftest import copy_sample_tree
 from tests.port.conftest import checksums
 
@@ -132,7 +132,21 @@ def test_fused_attention_matches_the_trees_unfused_attention(ported_tree, senten
 
 
 @pytest.mark.parametrize("mode", ["pipe", "pp2"])
-def test_smoke_training_loss_falls(ported_tree, smoke_workdir, mode):
+def test_smoke_training_loss_falls(ported_tree, smoke_workdir, mode, monkeypatch):
+    """...and one `porter smoke` profiles the tree once and plans once (the spec at its size)."""
+    import porter.profile
+    from porter.planner import Planner
+
+    calls = {"profile": 0, "plan": 0}
+
+    def counted(name, function):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(porter.profile, "build_profile", counted("profile", porter.profile.build_profile))
+    monkeypatch.setattr(Planner, "plan", counted("plan", Planner.plan))
     args = ["smoke", "llama", "--target", str(ported_tree), "--workdir", str(smoke_workdir), "--steps", "20"]
     if mode == "pp2":
         args += ["--nproc", "2", "--pp", "2"]
@@ -140,6 +154,7 @@ def test_smoke_training_loss_falls(ported_tree, smoke_workdir, mode):
     assert result.exit_code == 0, result.output
     assert "smoke passed" in result.output
     assert result.output.count("loss ") >= 20
+    assert calls == {"profile": 1, "plan": 1}
 
 
 def test_real_checkpoint_of_the_non_pipe_engine_holds_the_head(ported_tree, smoke_workdir, tmp_path):
@@ -147,13 +162,17 @@ def test_real_checkpoint_of_the_non_pipe_engine_holds_the_head(ported_tree, smok
     import torch
 
     from porter.catalog import load_spec
-    from porter.smoke import SmokeConfig, launch, prepare_data, training_arguments
+    from porter.smoke import SmokeConfig
+    from porter.smoke.argv import training_arguments
+    from porter.smoke.data import prepare_data
+    from porter.smoke.port import SmokePort
     from porter.source import SourceTree
+    from porter.treerun.script import launch
 
     spec = load_spec("llama")
     config = SmokeConfig(steps=2, pipe=False)
     model, prefix = prepare_data(ported_tree, smoke_workdir, config.vocab_size)
-    args = training_arguments(spec, SourceTree.open(ported_tree), tmp_path, config, model, prefix)
+    args = training_arguments(SmokePort.of(spec, SourceTree.open(ported_tree), config), tmp_path, config, model, prefix)
     save = tmp_path / "checkpoint"
     run = launch(ported_tree, spec.script, args + ["--save", str(save), "--save-interval", "2"])
     assert run.returncode == 0, run.log[-3000:]

@@ -16,7 +16,7 @@ checks 4 and 5 run in a scratch copy with porter's stand-ins, as smoke and verif
 that needs CUDA must say so: smoke and verify exit 2 with "this tree needs CUDA".
 No fix of porter's tests is applied to any tree: what passes here passes for a user.
 
-Run it on a folder of trees: `python -m tests.realtrees.acceptance /work/trees [LABEL...]`
+Run it on a folder of trees: `python -m tests.realtrees.acceptance <folder of trees> [LABEL...]`
 (prints a table); tests/realtrees/test_real_trees.py runs it under pytest when
 PORTER_REAL_TREES is set.
 """
@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-# The trees of issue 13 (see /work/trees/TREES.md for where each comes from).
+# The trees of issues 13 and 22 (a TREES.md beside them says where each comes from).
 TREES = ("ms-pre", "ms-merge", "ms-llama", "ms-head", "hab-pre", "hab-llama", "bs-head", "hmd-head",
-         "alcf-head", "ollf-head", "mast-head", "dspin-head")
+         "alcf-head", "ollf-head", "mast-head", "dspin-head", "llmjp-abci")
 SPEC = "llama"
 NEEDS_CUDA = "this tree needs CUDA"
 
@@ -147,8 +147,8 @@ _IMPORT_SCRIPT = "import importlib, os\nfor name in os.environ['MODULES'].split(
 _CUDA_IMPORTS = textwrap.dedent(
     """
     import sys
-    from porter.standins.runtime import HOOKS, module
-    from porter.treefailure import CUDA_ONLY
+    from porter.treerun.standins.runtime import HOOKS, module
+    from porter.treerun.failure import CUDA_ONLY
 
     if HOOKS not in sys.meta_path:
         sys.meta_path.insert(0, HOOKS)
@@ -168,10 +168,10 @@ def in_scratch(tree: Path, scratch: Path, code: str, env: dict[str, str]) -> sub
     When the tree stops on a CUDA-only import, the check runs again with those imports as
     empty modules (the note says so): a CUDA tree must still parse and import.
     """
-    from porter import standins
-    from porter.scratch import scratch_copy
-    from porter.smoke import environment
-    from porter.treefailure import classify
+    from porter.treerun import standins
+    from porter.treerun.failure import classify
+    from porter.treerun.process import environment
+    from porter.treerun.scratch import scratch_copy
 
     copy = scratch_copy(tree, scratch / "tree")
     script = scratch / "check.py"
@@ -179,7 +179,7 @@ def in_scratch(tree: Path, scratch: Path, code: str, env: dict[str, str]) -> sub
     run_env["PYTHONPATH"] = os.pathsep.join([str(copy), str(REPO)])
     for stubs in (False, True):
         script.write_text((_CUDA_IMPORTS if stubs else "") + code)
-        done = subprocess.run([sys.executable, "-m", "porter.standins.launch", str(script)], cwd=copy, env=run_env,
+        done = subprocess.run([sys.executable, "-m", "porter.treerun.standins.launch", str(script)], cwd=copy, env=run_env,
                               capture_output=True, text=True, timeout=600)
         failure = classify(done.stderr, [copy]) if done.returncode else None
         if stubs or failure is None or failure.kind != "needs-cuda":
@@ -196,7 +196,7 @@ def check_arguments(copy: Path, scratch: Path, spec, result: Acceptance) -> None
     from porter.catalog import profile_of
     from porter.differences.ffn_rule import ffn_hidden_size
     from porter.source import SourceTree
-    from porter.verify.tree_run import entry_points
+    from porter.treerun.argv import entry_points
 
     tree = SourceTree.open(copy)
     profile = profile_of(tree)

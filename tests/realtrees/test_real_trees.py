@@ -1,8 +1,8 @@
 """Opt-in: issue 13's acceptance on real Megatron-DeepSpeed trees, with porter's own commands.
 
 Set PORTER_REAL_TREES to a folder holding the trees extracted at the commits of
-/work/trees/TREES.md (labels ms-pre, ms-merge, ms-llama, ms-head, hab-pre, hab-llama, bs-head,
-hmd-head, alcf-head, ollf-head, mast-head, dspin-head). Without it every test here skips (CI
+the TREES.md beside them (labels ms-pre, ms-merge, ms-llama, ms-head, hab-pre, hab-llama, bs-head,
+hmd-head, alcf-head, ollf-head, mast-head, dspin-head, llmjp-abci). Without it every test here skips (CI
 has none). A tree that applies takes 3 to 5 minutes on 2 cores (20 training steps and both
 verify classes).
 """

@@ -59,6 +59,15 @@ main()
 """
 
 
+@pytest.fixture(autouse=True)
+def sigint_as_a_terminal_delivers_it():
+    """Python's own SIGINT handler for each test, whatever this run started with (under nohup, or
+    a runner that starts tests with SIGINT ignored, the tests here would otherwise see SIG_IGN)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _press(moment: str, *command: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", PRESS_CTRL_C, moment, *command], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
@@ -137,3 +146,16 @@ def test_a_sigint_during_the_roll_back_does_not_cut_it_short(tree, monkeypatch):
         apply("llama", tree)
     monkeypatch.undo()
     assert not diff_snapshots(before, snapshot(tree))
+
+
+def test_these_tests_hold_when_started_with_sigint_ignored():
+    """As under nohup: the process starts with SIGINT ignored (SIG_IGN), and the tests here set the
+    disposition they need themselves."""
+    code = ("import signal, sys, pytest\n"
+            "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "sys.exit(pytest.main(['-n', '0', '-q', '-p', 'no:cacheprovider', sys.argv[1], '-k', "
+            "'between_renames and 8']))\n")
+    done = subprocess.run([sys.executable, "-c", code, __file__], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "1 passed" in done.stdout

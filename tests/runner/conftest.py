@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from porter.smoke import environment
-from porter.standins.runtime import ENV_NAMES, ENV_REPORT
+from porter.treerun.process import environment
+from porter.treerun.standins import ENV_NAMES, ENV_REPORT
 
 
 def run_with_standins(code: str, names: list[str], tmp_path: Path, extra_path: list[Path] = ()) -> tuple[subprocess.CompletedProcess, list[str]]:
@@ -28,7 +28,7 @@ def run_with_standins(code: str, names: list[str], tmp_path: Path, extra_path: l
     env["PYTHONPATH"] = os.pathsep.join([*map(str, extra_path), env["PYTHONPATH"]])
     script = tmp_path / "child.py"
     script.write_text(code)
-    done = subprocess.run([sys.executable, "-m", "porter.standins.launch", str(script)], env=env, cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-m", "porter.treerun.standins.launch", str(script)], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     return done, report.read_text().splitlines() if report.exists() else []
 

@@ -1,4 +1,4 @@
-"""porter.scratch: the copy a run writes into instead of the user's tree."""
+"""porter.treerun.scratch: the copy a run writes into instead of the user's tree."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from porter.scratch import LINK_ABOVE, in_tree_terms, scratch_copy
+from porter.treerun.scratch import LINK_ABOVE, in_tree_terms, scratch_copy
 
 
 def test_the_copy_has_the_sources_with_their_times_and_leaves_out_git_caches_and_journal(tmp_path):

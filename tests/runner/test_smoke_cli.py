@@ -76,13 +76,16 @@ def test_a_failed_smoke_says_what_failed_and_keeps_its_named_work_folder(damaged
     assert (kept[0] / "tree" / "pretrain_llama.py").is_file()  # the scratch copy, to rerun the command
 
 
-def test_a_package_the_tree_imports_and_the_environment_lacks_is_exit_2_with_the_pip_line(damaged_port, temp_dir):
-    tree = damaged_port("megatron/__init__.py", "\n", "\nimport porter_absent_package_xyz\n")
+def test_a_package_the_tree_imports_and_the_environment_lacks_is_exit_2_naming_its_use(damaged_port, temp_dir):
+    """A package porter knows no pip line for: said so, with what the tree uses it for (a PyPI
+    project of that name may be another one); a known one gets its pip line (test_treefailure)."""
+    tree = damaged_port("megatron/__init__.py", "\n", "\nimport porter_absent_package_xyz\nporter_absent_package_xyz.setup()\n")
     result = porter("smoke", "llama", "--target", tree)
     assert result.exit_code == 2
     assert "the environment lacks the Python package 'porter_absent_package_xyz'" in result.stderr
-    assert "the port is not at fault" in result.stderr
-    assert "fix:        pip install porter_absent_package_xyz, then run porter again" in result.stderr
+    assert "the port is not at fault" in result.stderr and "porter cannot tell which pip package provides it" in result.stderr
+    assert "the tree uses it for: setup" in result.stderr
+    assert "pip install porter_absent_package_xyz" not in result.stderr
     assert "file:       megatron/__init__.py:" in result.stderr
     assert "fix the port" not in result.output
 

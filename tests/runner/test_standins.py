@@ -1,6 +1,6 @@
-"""porter.standins: each stand-in acts only where the real piece is missing or fails, and says so.
+"""porter.treerun.standins: each stand-in acts only where the real piece is missing or fails, and says so.
 
-Every check runs a real child Python through porter.standins.launch, as porter's runs in a
+Every check runs a real child Python through porter.treerun.standins.launch, as porter's runs in a
 tree do, with the real packages of this environment (DeepSpeed, numpy, torch).
 """
 
@@ -12,7 +12,7 @@ import textwrap
 import numpy
 import pytest
 
-from porter import standins
+from porter.treerun import standins
 from tests.runner.conftest import run_with_standins
 
 
@@ -42,13 +42,13 @@ def test_deepspeed_compression_is_served_only_when_deepspeed_lacks_it(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     if importlib.util.find_spec("deepspeed.compression.compress") is None:  # DeepSpeed 0.19 and later
         assert used == ["deepspeed.compression"]
-        assert "IMPORTED porter.standins.deepspeed_compression" in done.stdout
+        assert "IMPORTED porter.treerun.standins.deepspeed_compression" in done.stdout
     else:
         assert used == [] and "IMPORTED deepspeed.compression.compress" in done.stdout
 
 
 def test_the_compression_standin_returns_the_model_unchanged():
-    from porter.standins.deepspeed_compression import _unchanged
+    from porter.treerun.standins.deepspeed_compression import _unchanged
 
     model = object()
     assert _unchanged(model, "ds_config.json", teacher_model=None) is model

@@ -1,4 +1,4 @@
-"""porter.treefailure: a failed run's last traceback, sorted into environment, CUDA and the tree's own.
+"""porter.treerun.failure: a failed run's last traceback, sorted into environment, CUDA and the tree's own.
 
 The tracebacks are real: each comes from a child Python importing a module of a small tree.
 """
@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from porter.treefailure import classify, last_traceback
+from porter.treerun.failure import classify, last_traceback
 
 
 def _fail(tmp_path: Path, body: str) -> tuple[str, Path]:
@@ -25,16 +25,32 @@ def _fail(tmp_path: Path, body: str) -> tuple[str, Path]:
 
 
 def test_a_missing_package_is_the_environment_with_the_pip_line(tmp_path):
-    log, tree = _fail(tmp_path, "import os\nimport porter_absent_package_xyz\n")
+    log, tree = _fail(tmp_path, "import os\nimport six_absent\n")
+    log = log.replace("six_absent", "six")  # a package porter knows the pip line of, missing here
     failure = classify(log, [tree])
     assert failure.kind == "missing-package" and failure.is_environment
     assert (failure.where.file, failure.where.line) == ("megatron/model/x.py", 2)
     error = failure.error("the training run")
     assert error.exit_code == 2
-    assert "the environment lacks the Python package 'porter_absent_package_xyz'" in error.message
+    assert "the environment lacks the Python package 'six'" in error.message
     assert "the port is not at fault" in error.message
-    assert error.fix.startswith("pip install porter_absent_package_xyz")
+    assert error.fix.startswith("pip install six")
     assert error.file == "megatron/model/x.py:2"
+
+
+def test_a_package_no_pip_line_gives_is_said_so_with_what_the_tree_uses_it_for(tmp_path):
+    """Issue 22 item 3: a lab's own package (argonne-lcf's `ezpz`): PyPI's project of that name
+    may be another one, so porter gives no pip line; it names what the tree uses it for, and
+    where the tree's own documents say it comes from."""
+    log, tree = _fail(tmp_path, "import porter_lab_pkg\nfrom porter_lab_pkg.dist import get_rank as rank\n"
+                                "porter_lab_pkg.setup_torch()\nSIZE = porter_lab_pkg.get_world_size()\n")
+    (tree / "README.md").write_text("Install [our helpers](https://github.com/some-lab/porter_lab_pkg) first.\n")
+    error = classify(log, [tree]).error("the training run")
+    assert error.exit_code == 2
+    assert "porter cannot tell which pip package provides it" in error.message
+    assert "pip install" not in error.fix
+    assert "the tree uses it for: setup_torch, get_world_size, get_rank" in error.found
+    assert "README.md names https://github.com/some-lab/porter_lab_pkg" in error.fix
 
 
 def test_pip_names_and_the_train_extra_are_named(tmp_path):
@@ -108,3 +124,31 @@ def test_a_failed_build_step_without_a_traceback_names_the_missing_module():
            "make: *** [Makefile:9: default] Error 1\nMaking C++ dataset helpers module failed, exiting.\n")
     failure = classify(log, [Path("/tmp/x")])
     assert failure.kind == "missing-package" and failure.package == "pybind11_absent"
+
+
+def test_a_training_log_that_formats_the_fp32_loss_scale_is_named(tmp_path):
+    """Issue 22 item 4: a tree's own training_log formats loss_scale as a float; in fp32 it is None."""
+    log, tree = _fail(tmp_path, "loss_scale = None\nline = ' loss scale: {:.1f} |'.format(loss_scale)\n")
+    failure = classify(log, [tree])
+    assert failure.kind == "error" and not failure.is_environment
+    assert "the tree's own code at megatron/model/x.py:2 fails in fp32" in failure.summary
+    assert "porter smoke trains in fp32 only" in failure.summary
+
+
+def test_mpi4py_without_an_mpi_library_is_the_environment(tmp_path):
+    """Issue 22 item 4: the entry point's `from mpi4py import MPI` on a machine with mpi4py and no
+    MPI: the environment, with the install line (not "read the traceback ... the tree's own code")."""
+    site = tmp_path / "site" / "mpi4py"
+    site.mkdir(parents=True)
+    (site / "__init__.py").write_text("")
+    (site / "MPI.py").write_text("raise RuntimeError('cannot load MPI library')\n")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "pretrain_alcf.py").write_text("from mpi4py import MPI\nRANK = MPI.COMM_WORLD.rank\n")
+    done = subprocess.run([sys.executable, "pretrain_alcf.py"], cwd=tree, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"})
+    failure = classify(done.stderr, [tree])
+    assert failure.kind == "no-mpi" and failure.is_environment
+    error = failure.error("the training run")
+    assert error.exit_code == 2 and "finds no MPI library" in error.message
+    assert "apt-get install libopenmpi-dev" in error.fix and "--cpu" in error.fix

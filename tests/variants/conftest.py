@@ -155,9 +155,7 @@ def first_layer_shards(ckpt: Path, layout, tp: int) -> list[dict]:
     """The first transformer layer's tensors in each tensor-parallel shard of a pipe checkpoint."""
     import torch
 
-    from porter.convert.tensors import layer_names
-
-    fc1 = layer_names(layout)["fc1"]
+    fc1 = f"{layout.mlp}.{layout.fc1}.weight"
     shards = []
     for rank in range(tp):
         files = sorted(ckpt.glob(f"*/layer_*-model_{rank:02d}-model_states.pt"))
@@ -170,6 +168,16 @@ def first_layer_shards(ckpt: Path, layout, tp: int) -> list[dict]:
 @pytest.fixture(scope="session")
 def rmsnorm_apex_only_tree(tmp_path_factory) -> Ported:
     return _ported(tmp_path_factory, "rmsnorm_apex_only")
+
+
+@pytest.fixture(scope="session")
+def apex_at_startup_tree(tmp_path_factory) -> Ported:
+    return _ported(tmp_path_factory, "apex_at_startup")
+
+
+@pytest.fixture(scope="session")
+def own_rmsnorm_apex_fallback_tree(tmp_path_factory) -> Ported:
+    return _ported(tmp_path_factory, "own_rmsnorm_apex_fallback")
 
 
 @pytest.fixture(scope="session")

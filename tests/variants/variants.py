@@ -458,6 +458,12 @@ def rmsnorm_apex_only(root: Path) -> None:
     the model cannot be built. This variant adds the same option, imports and sites (the
     decoder's cross-attention norm stays LayerNorm: a GPT has none).
     """
+    _apex_rmsnorm_switch(root, NORM_FALLBACK_NONE)
+
+
+def _apex_rmsnorm_switch(root: Path, norm_import: str, cls: str = "MixedFusedRMSNorm") -> None:
+    """microsoft's --normalization switch building `cls`, which the model files import by `norm_import`
+    (after their LayerNorm import)."""
     args_py = "megatron/arguments.py"
     edit(root, args_py,
          "    group.add_argument('--onnx-safe', type=bool, required=False,\n"
@@ -469,14 +475,14 @@ def rmsnorm_apex_only(root: Path) -> None:
          "                       help='The norm at every norm site (rmsnorm needs apex).')\n")
     transformer = "megatron/model/transformer.py"
     edit(root, transformer, "from megatron.model import LayerNorm\n",
-         "from megatron.model import LayerNorm\n" + NORM_FALLBACK_NONE)
+         "from megatron.model import LayerNorm\n" + norm_import)
     for site in ("input_layernorm", "post_attention_layernorm"):
         edit(root, transformer,
              f"        self.{site} = LayerNorm(\n"
              "            args.hidden_size,\n"
              "            eps=args.layernorm_epsilon)\n",
              "        if args.normalization == 'rmsnorm':\n"
-             f"            self.{site} = MixedFusedRMSNorm(args.hidden_size, args.layernorm_epsilon)\n"
+             f"            self.{site} = {cls}(args.hidden_size, args.layernorm_epsilon)\n"
              "        else:\n"
              f"            self.{site} = LayerNorm(\n"
              "                args.hidden_size,\n"
@@ -486,26 +492,83 @@ def rmsnorm_apex_only(root: Path) -> None:
          "                args.hidden_size,\n"
          "                eps=args.layernorm_epsilon)\n",
          "            if args.normalization == 'rmsnorm':\n"
-         "                self.final_layernorm = MixedFusedRMSNorm(args.hidden_size, args.layernorm_epsilon)\n"
+         f"                self.final_layernorm = {cls}(args.hidden_size, args.layernorm_epsilon)\n"
          "            else:\n"
          "                self.final_layernorm = LayerNorm(\n"
          "                    args.hidden_size,\n"
          "                    eps=args.layernorm_epsilon)\n")
     gpt_model = "megatron/model/gpt_model.py"
     edit(root, gpt_model, "from megatron.model import LayerNorm\n",
-         "from megatron.model import LayerNorm\n" + NORM_FALLBACK_NONE)
+         "from megatron.model import LayerNorm\n" + norm_import)
     edit(root, gpt_model,
          "        self.specs.append(\n"
          "            LayerSpec(LayerNorm,\n"
          "                      args.hidden_size,\n"
          "                      eps=args.layernorm_epsilon))\n",
          "        if args.normalization == 'rmsnorm':\n"
-         "            self.specs.append(LayerSpec(MixedFusedRMSNorm, args.hidden_size, args.layernorm_epsilon))\n"
+         f"            self.specs.append(LayerSpec({cls}, args.hidden_size, args.layernorm_epsilon))\n"
          "        else:\n"
          "            self.specs.append(\n"
          "                LayerSpec(LayerNorm,\n"
          "                          args.hidden_size,\n"
          "                          eps=args.layernorm_epsilon))\n")
+
+
+# -- 8. apex imported at start-up, unconditionally -----------------------------------------------
+
+
+def apex_at_startup(root: Path) -> None:
+    """apex imported at start-up with no fallback, like microsoft/Megatron-DeepSpeed 69e3c6a0 (and
+    9e72d571, BigScience 8387ae17): the optimizer module takes `FusedAdam as Adam` and `FusedSGD as
+    SGD` from apex.optimizers, megatron/utils.py computes the parameters' norm with apex's
+    `multi_tensor_applier(amp_C.multi_tensor_l2norm, ...)`, and microsoft's --normalization switch
+    builds apex's `MixedFusedRMSNorm`, which megatron/model/__init__.py exports as RMSNorm (as
+    llm-jp 9f3e45c7 does on CUDA) and transformer.py and gpt_model.py import from there.
+    On a CPU machine (no apex) the tree stops at its first import unless porter stands in.
+    """
+    _apex_rmsnorm_switch(root, "from megatron.model import RMSNorm\n", cls="RMSNorm")
+    edit(root, "megatron/model/__init__.py", "    from torch.nn import LayerNorm\n",
+         "    from torch.nn import LayerNorm\nfrom apex.normalization import MixedFusedRMSNorm as RMSNorm\n")
+    optimizer = "megatron/optimizer/__init__.py"
+    edit(root, optimizer, "from torch.optim import AdamW as Adam\nfrom torch.optim import SGD\n",
+         "from apex.optimizers import FusedAdam as Adam\nfrom apex.optimizers import FusedSGD as SGD\n")
+    utils = "megatron/utils.py"
+    edit(root, utils, "import torch\n", "import amp_C\nimport torch\nfrom apex.multi_tensor_apply import multi_tensor_applier\n")
+    edit(root, utils,
+         "            if param_is_not_tensor_parallel_duplicate(p):\n"
+         "                total += p.detach().float().norm().cpu() ** 2\n",
+         "            if param_is_not_tensor_parallel_duplicate(p):\n"
+         "                norm, _ = multi_tensor_applier(amp_C.multi_tensor_l2norm, torch.zeros(1, dtype=torch.int),\n"
+         "                                               [[p.detach()]], False)\n"
+         "                total += norm.cpu() ** 2\n")
+
+
+# -- 9. the tree's own rmsnorm.py beside apex's RMSNorm with a None fallback -----------------------
+
+
+def own_rmsnorm_apex_fallback(root: Path) -> None:
+    """A tree that holds its own megatron/model/rmsnorm.py (a torch RMSNorm) while gpt_model.py and
+    transformer.py import apex's `MixedFusedRMSNorm` with a None fallback, like llm-jp/Megatron-DeepSpeed
+    9f3e45c7 (microsoft's late-2023 layout with a torch RMSNorm module of its own). porter cannot
+    write its RMSNorm at the path the tree uses.
+    """
+    rmsnorm_apex_only(root)
+    add(root, "megatron/model/rmsnorm.py", '''
+        import torch
+
+
+        class RMSNorm(torch.nn.Module):
+            """This tree's own RMSNorm (used by its other model code)."""
+
+            def __init__(self, dim, eps=1e-6):
+                super().__init__()
+                self.eps = eps
+                self.weight = torch.nn.Parameter(torch.ones(dim))
+
+            def forward(self, x):
+                scale = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
+                return (x.float() * scale).type_as(x) * self.weight
+    ''')
 
 
 # -- 7. a q | k | v thirds split next to a per-group split method ----------------------------------
@@ -570,6 +633,8 @@ VARIANTS: dict[str, Callable[[Path], None]] = {
     "extra_state_linears": extra_state_linears,
     "rmsnorm_apex_only": rmsnorm_apex_only,
     "blocked_qkv_thirds": blocked_qkv_thirds,
+    "apex_at_startup": apex_at_startup,
+    "own_rmsnorm_apex_fallback": own_rmsnorm_apex_fallback,
 }
 
 

@@ -49,15 +49,15 @@ def _same_state(a: dict, b: dict) -> None:
                                         (1, 2, True), (2, 2, True), (4, 1, True)])
 def test_hf_to_megatron_to_hf_is_bit_exact(port, layout, hf_dir, tmp_path, tp, pp, pipe):
     config, state = convert.read_hf(hf_dir)
-    weights = convert.hf_to_megatron(state, config, layout, tensor_parallel=tp)
+    weights = port.to_megatron(state, config, tensor_parallel=tp)
     assert weights.embedding.shape[0] == layout.padded_vocab(250, tp)
     numbers = {dest: value for dest, (_, value) in port.numbers(port.spec_for(config)).items()}
-    convert.write_checkpoint(weights, layout, tmp_path / "ckpt", tp=tp, pp=pp, pipe=pipe, args=numbers,
+    convert.write_checkpoint(weights, tmp_path / "ckpt", tp=tp, pp=pp, pipe=pipe, args=numbers,
                              hf_config=config)
-    back = convert.read_checkpoint(tmp_path / "ckpt", layout)
+    back = port.read_checkpoint(tmp_path / "ckpt")
     assert back.extra["tensor_parallel"] == tp and back.extra["pipe"] == pipe
     out = convert.write_hf(tmp_path / "hf-again", convert.hf_config_for(port, back, torch.float32),
-                           convert.megatron_to_hf(back, layout))
+                           convert.megatron_to_hf(back))
     config_again, state_again = convert.read_hf(out)
     _same_state(state, state_again)
     for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -69,11 +69,11 @@ def test_the_output_is_what_from_pretrained_reads(port, layout, hf_dir, tmp_path
     from transformers import LlamaForCausalLM
 
     config, state = convert.read_hf(hf_dir)
-    weights = convert.hf_to_megatron(state, config, layout, tensor_parallel=2)
-    convert.write_checkpoint(weights, layout, tmp_path / "ckpt", tp=2)
-    back = convert.read_checkpoint(tmp_path / "ckpt", layout)
+    weights = port.to_megatron(state, config, tensor_parallel=2)
+    convert.write_checkpoint(weights, tmp_path / "ckpt", tp=2)
+    back = port.read_checkpoint(tmp_path / "ckpt")
     out = convert.write_hf(tmp_path / "hf", convert.hf_config_for(port, back, torch.float32),
-                           convert.megatron_to_hf(back, layout))
+                           convert.megatron_to_hf(back))
     original = LlamaForCausalLM.from_pretrained(str(hf_dir), attn_implementation="eager").eval()
     again = LlamaForCausalLM.from_pretrained(str(out), attn_implementation="eager").eval()
     tokens = torch.randint(0, 250, (2, 16), generator=torch.Generator().manual_seed(0))
@@ -81,10 +81,10 @@ def test_the_output_is_what_from_pretrained_reads(port, layout, hf_dir, tmp_path
         assert torch.equal(original(tokens).logits, again(tokens).logits)
 
 
-def test_shards_hold_whole_heads_and_gate_then_up(layout, hf_dir):
+def test_shards_hold_whole_heads_and_gate_then_up(port, layout, hf_dir):
     """What rank 1 of 2 holds, spelled out against HF's tensors."""
     config, state = convert.read_hf(hf_dir)
-    local = convert.shard(convert.hf_to_megatron(state, config, layout, tensor_parallel=2), layout, 2, 1)
+    local = convert.shard(port.to_megatron(state, config, tensor_parallel=2), 2, 1)
     layer = local.layers[0]
     hn, ffn = 16, ffn_hidden_size(SPEC, 64)
     p = "model.layers.0."
@@ -138,15 +138,16 @@ def test_a_head_held_by_the_language_model(ported_tree, hf_dir, tmp_path):
                                  "            args.hidden_size, args.padded_vocab_size, bias=False)\n"
                                  "        self._output_layer_key = 'output_layer'\n"))
     layout = read_layout(profile_of(SourceTree.open(tree)), SPEC)
+    port = convert.Port(SPEC, tree)
     assert layout.head_module == "language_model.output_layer"
     assert layout.head_keys == ("language_model", "output_layer", "weight")
     config, state = convert.read_hf(hf_dir)
-    weights = convert.hf_to_megatron(state, config, layout, tensor_parallel=2)
-    convert.write_checkpoint(weights, layout, tmp_path / "ckpt", tp=2, pipe=False)
+    weights = port.to_megatron(state, config, tensor_parallel=2)
+    convert.write_checkpoint(weights, tmp_path / "ckpt", tp=2, pipe=False)
     module = torch.load(tmp_path / "ckpt" / "release" / "mp_rank_01_model_states.pt", weights_only=False)["module"]
     assert torch.equal(module["language_model"]["output_layer"]["weight"][:122], state["lm_head.weight"][128:])
     assert "output_layer" not in module
-    _same_state(state, convert.megatron_to_hf(convert.read_checkpoint(tmp_path / "ckpt", layout), layout))
+    _same_state(state, convert.megatron_to_hf(port.read_checkpoint(tmp_path / "ckpt")))
 
 
 def test_grouped_qkv_of_multi_head_attention_is_the_per_head_layout(ported_tree, tmp_path):

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from porter.catalog import load_spec
-from porter.smoke import environment
+from porter.treerun.process import environment
 from porter.verify.parity import VerifyOptions, verify
 
 SPEC = load_spec("llama")

@@ -9,8 +9,10 @@ import textwrap
 import libcst as cst
 import torch
 
+from porter.catalog import load_spec
 from porter.convert.sharding import shard
-from porter.convert.tensors import hf_to_megatron, megatron_to_hf, rotary_inv_freq
+from porter.convert.tensors import hf_to_megatron, megatron_to_hf
+from porter.differences.rotary.weights import rotary_inv_freq
 from porter.layout import WeightLayout
 from porter.profile.layout import rotary_buffers
 from porter.source import REQUIRED_FILES, SourceTree
@@ -83,9 +85,9 @@ def test_the_checkpoint_holds_the_frequencies_and_hf_never_sees_them():
              pre + "mlp.down_proj.weight": torch.randn(h, ffn)}
     key = "attention.core_attention.rotary_emb.inv_freq"
     layout = WeightLayout(rotary_buffers=(key,))
-    weights = hf_to_megatron(state, config, layout)
+    weights = hf_to_megatron(state, config, layout, load_spec("llama").wanted())
     expected = 1.0 / (500000.0 ** (torch.arange(0, 8, 2).float() / 8))
     assert torch.equal(weights.layers[0][key], expected) and torch.equal(rotary_inv_freq(8, 500000.0), expected)
-    assert torch.equal(shard(weights, layout, 2, 1).layers[0][key], expected)  # whole on every rank
-    back = megatron_to_hf(weights, layout)
+    assert torch.equal(shard(weights, 2, 1).layers[0][key], expected)  # whole on every rank
+    back = megatron_to_hf(weights)
     assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from porter.errors import PorterError
-from porter.verify.tree_run import run_in_tree
+from porter.treerun.in_tree import run_in_tree
 
 SLEEPER = """
 import os, sys, time

@@ -2,6 +2,7 @@
 checkpoint the tree itself trained and saved."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -78,8 +79,8 @@ def test_a_real_run_loads_the_converted_checkpoint(ported_tree, tmp_path, smoke_
     done = runner.invoke(app, ["convert", "hf-to-megatron", "--hf", str(tmp_path / "hf"), "--out",
                                str(tmp_path / "converted"), "--target", str(ported_tree)])
     assert done.exit_code == 0, done.output
-    config.extra_args = ["--load", str(tmp_path / "converted"), "--finetune",
-                         "--save", str(tmp_path / "saved"), "--save-interval", "1"]
+    config = replace(config, extra_args=["--load", str(tmp_path / "converted"), "--finetune",
+                                         "--save", str(tmp_path / "saved"), "--save-interval", "1"])
     run = run_smoke(SPEC, ported_tree, smoke_workdir, config)
     assert run.returncode == 0 and len(run.losses) == 1, run.log[-3000:]
     # lr 0: the step changes nothing, so what the run saved is what it loaded, bit for bit

@@ -18,6 +18,7 @@ from porter.cst.nodes import negate
 from porter.differences.base import Difference
 from porter.differences.bias import detect
 from porter.differences.bias import rewrites as R
+from porter.differences.bias.weights import bias_weights
 from porter.hf_config import class_defines
 from porter.planner import rw, unsupported
 from porter.profile import TRANSFORMER
@@ -143,6 +144,9 @@ class Bias(Difference):
             p.edit(TRANSFORMER, "no_bias", f"repairs {cls}: {', '.join(attrs)} kept a bias under the tree's "
                    f"{p.switches['no_bias'].option} (a known bug of hand ports)",
                    rw(R.LinearBias, cls=cls, attrs=list(attrs), bias_expr=bias))
+
+    def weights(self, layer):
+        bias_weights(layer)
 
     def from_hf(self, config):
         out = {}

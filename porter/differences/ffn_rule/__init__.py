@@ -68,7 +68,9 @@ class FfnRule(Difference):
 
     def validate(self, values, given, fail):
         for key in ("mlp.multiple_of", "mlp.ffn_multiplier"):
-            if values["mlp.ffn_hidden_size"] != "2/3*4h" and key in given:
+            # GPT's value (no rounding, no multiplier) goes with any width: a spec that extends one
+            # with the rule states it to leave the rule behind
+            if values["mlp.ffn_hidden_size"] != "2/3*4h" and key in given and values[key] != self.fields[key].base:
                 raise fail(key, f"ffn_hidden_size = {values['mlp.ffn_hidden_size']!r}, {key.split('.')[1]} = {values[key]}",
                            f"remove {key}, or set mlp.ffn_hidden_size = '2/3*4h'",
                            message=f"inconsistent spec: {key} only applies to mlp.ffn_hidden_size = '2/3*4h'")

@@ -21,6 +21,7 @@ from __future__ import annotations
 from porter.differences.base import Difference
 from porter.differences.gated_mlp import rewrites as R
 from porter.differences.gated_mlp.probes import gated_probes
+from porter.differences.gated_mlp.weights import gated_weights
 from porter.planner import rw, unsupported
 from porter.profile import TRANSFORMER
 from porter.profile.features import NETWORK, Spelling, tree_spelling
@@ -116,6 +117,9 @@ class GatedMLP(Difference):
 
     def probes(self, layer):
         gated_probes(layer)
+
+    def weights(self, layer):
+        gated_weights(layer)
 
     def from_hf(self, config):
         act = config.get("hidden_activation") or config.get("hidden_act")

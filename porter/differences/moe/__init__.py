@@ -17,7 +17,7 @@ model runs on the plain DeepSpeed engine (`--no-pipeline-parallel`, a default of
 point; the generated <Prefix>ModelPipe refuses experts) and with a tensor-parallel size of 1
 (the experts are whole ParallelMLPs); expert parallelism shards the experts over
 data-parallel ranks.
-Weights (porter/convert/experts.py): each expert is a ParallelMLP, router `deepspeed_moe.gate.wg`;
+Weights (weights.py here): each expert is a ParallelMLP, router `deepspeed_moe.gate.wg`;
 DeepSpeed checkpoints every expert in a file of its own.
 HF: `num_local_experts`, `num_experts_per_tok`, `router_aux_loss_coef`; `router_jitter_noise`
 other than 0 is refused (noise on the router's input in training, which DeepSpeed's gate does
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from porter.differences.base import Difference
 from porter.differences.moe import rewrites as E
+from porter.differences.moe import weights as W
 from porter.differences.moe.probes import expert_probes
 from porter.errors import PorterError
 from porter.planner import rw, unsupported
@@ -97,6 +98,7 @@ class MixtureOfExperts(Difference):
     hf_fields = ("num_local_experts", "num_experts_per_tok", "router_aux_loss_coef", "router_jitter_noise")
     spellings = SPELLINGS
     pipeline_engine = False
+    apart_tensors = "porter.differences.moe.weights:rank_experts"
     model_slots = {"imports": "model_imports.py.j2", "save": "model_save.py.j2", "load": "model_load.py.j2",
                    "pipe_init": "model_pipe_init.py.j2"}
 
@@ -193,6 +195,19 @@ class MixtureOfExperts(Difference):
     def probes(self, layer):
         expert_probes(layer)
 
+    def weights(self, layer):
+        W.expert_weights(layer)
+
+    def expert_parallel_argv(self, switches, size):
+        spelling = switches.get("moe_expert_parallel")
+        return None if spelling is None else [spelling.option, str(size)]
+
+    def check_checkpoint(self, layout, pipe, tp):
+        W.check_engine(pipe, tp)
+
+    def client_state(self, weights):
+        return W.client_state(weights)
+
     def from_hf(self, config):
         count = config.get("num_local_experts")
         jitter = config.get("router_jitter_noise") or 0.0
@@ -217,9 +232,6 @@ class MixtureOfExperts(Difference):
         if spec["moe.aux_loss_coef"] is not None:
             config["router_aux_loss_coef"] = spec["moe.aux_loss_coef"]
 
-    def layout(self, profile, spec):
-        return {"num_experts": experts(spec)}
-
     def tiny(self, spec, tiny):
         """The spec's own routing (Mixtral: 8 experts, top-2), at most 8 experts."""
         if not self.wanted(spec):
@@ -228,15 +240,4 @@ class MixtureOfExperts(Difference):
         return {"moe.num_experts": count, "moe.top_k": min(top_k(spec), count)}
 
 
-def expert_parallel_argv(port, size: int) -> list[str]:
-    """The tree's option that shards the experts over `size` ranks (verify, smoke)."""
-    if size == 1:
-        return []
-    spelling = port.switches.get("moe_expert_parallel")
-    if spelling is None or not experts(port.spec):
-        raise PorterError(
-            f"expert parallelism needs experts; the {port.spec.name} port has none",
-            file=port.spec.path, construct="moe.num_experts in the spec", found="a dense MLP",
-            fix="drop --ep, or verify a spec with experts (porter list)",
-        )
-    return [spelling.option, str(size)]
+

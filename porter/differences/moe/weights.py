@@ -1,9 +1,11 @@
-"""The MoE difference's weight map: Mixtral's router and experts <-> DeepSpeed's MoE layer.
+"""The MoE difference's weights: Mixtral's router and experts <-> DeepSpeed's MoE layer.
 
 In the tree each layer's MLP is `deepspeed.moe.layer.MoE`: its router is
 `<mlp>.deepspeed_moe.gate.wg` [experts, h] (HF's router `gate`), expert e is a ParallelMLP at
 `<mlp>.deepspeed_moe.experts.deepspeed_experts.<e>.` with the fused gate+up projection
-[2 * ffn, h] (gate first, as every ParallelMLP of the port) and the output projection [h, ffn].
+[2 * ffn, h] (in the half order of the port's gated MLP) and the output projection [h, ffn].
+Router and experts are whole on every tensor-parallel rank (each expert is a whole ParallelMLP;
+convert refuses --tp > 1 with experts).
 
 HF spells the experts two ways, both read here:
 - on disk (what `save_pretrained` writes, in transformers 4 and 5): per expert,
@@ -20,71 +22,87 @@ loads the files of its own experts). Pure copies both ways: bit-exact.
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+import os
 
 import torch
 
 from porter.errors import PorterError
-from porter.layout import WeightLayout
+from porter.weights import LayerWeights, ModelWeights, Weight
 
 MOE = "deepspeed_moe"
 ROUTER = f"{MOE}.gate.wg.weight"
 EXPERTS = f"{MOE}.experts.deepspeed_experts"
 LANGUAGE_MODEL = "language_model"  # the generated model's attribute holding the language model
-FILE = re.compile(r"layer_(\d+)_expert_(\d+)_mp_rank_(\d+)_model_states\.pt")
+DISK, MEMORY = "block_sparse_moe", "mlp"  # HF's two spellings of the MoE block
 
 
-def router_key(layout: WeightLayout) -> str:
-    """The router's key inside one transformer layer."""
-    return f"{layout.mlp}.{ROUTER}"
-
-
-def expert_keys(layout: WeightLayout, expert: int) -> tuple[str, str]:
-    """(fused gate+up, output projection) keys of an expert inside one transformer layer."""
-    base = f"{layout.mlp}.{EXPERTS}.{expert}"
-    return f"{base}.{layout.fc1}.weight", f"{base}.{layout.fc2}.weight"
-
-
-def layer_keys(layout: WeightLayout, count: int) -> set[str]:
-    """Every key a sparse layer's MLP has, with `count` experts."""
-    keys = {router_key(layout)}
-    for expert in range(count):
-        keys.update(expert_keys(layout, expert))
-    return keys
-
-
-def _fused(first: torch.Tensor, second: torch.Tensor, gate_first: bool) -> torch.Tensor:
-    return torch.cat((first, second) if gate_first else (second, first), dim=0)
-
-
-def hf_to_layer(state: dict[str, torch.Tensor], i: int, layout: WeightLayout, count: int,
-                take) -> dict[str, torch.Tensor]:
-    """One HF layer's router and `count` experts (either spelling) -> the layer's MoE tensors."""
-    disk, memory = f"model.layers.{i}.block_sparse_moe.", f"model.layers.{i}.mlp."
+def experts_of(config: dict) -> int:
+    count = config.get("num_local_experts")
     if not count:
         raise PorterError("the HF config has no experts for the port's MoE layers", construct="num_local_experts",
                           found="none", fix="convert a Mixtral model (its config.json carries num_local_experts)")
-    out: dict[str, torch.Tensor] = {}
-    if f"{memory}experts.gate_up_proj" in state:
-        out[router_key(layout)] = take(f"{memory}gate.weight").clone()
-        gate_up, down = take(f"{memory}experts.gate_up_proj"), take(f"{memory}experts.down_proj")
-        if gate_up.shape[0] != count:
-            raise _count_error(f"{memory}experts.gate_up_proj", gate_up.shape[0], count)
-        for e in range(count):
-            fc1, fc2 = expert_keys(layout, e)
-            gate, up = gate_up[e].chunk(2, dim=0)
-            out[fc1], out[fc2] = _fused(gate, up, layout.gate_first), down[e].clone()
-        return out
-    out[router_key(layout)] = take(f"{disk}gate.weight").clone()
+    return int(count)
+
+
+def expert_file(moe_layer: int, expert: int, mp_rank: int) -> str:
+    return f"layer_{moe_layer}_expert_{expert}_mp_rank_{mp_rank:02d}_model_states.pt"
+
+
+def module_prefix(layer: LayerWeights) -> str:
+    """The layer's path in the generated model, as DeepSpeed names the keys of expert files."""
+    layout = layer.layout
+    return f"{LANGUAGE_MODEL}.{layout.encoder}.{layout.layers}.{layer.index}."
+
+
+def expert_weights(layer: LayerWeights) -> None:
+    """The MLP slots become the router and `num_local_experts` experts, each expert in a file of its own."""
+    layout, m, count = layer.layout, layer.layout.mlp, experts_of(layer.config)
+    names = layer.hf_names
+    spelled = f"model.layers.{layer.index}."
+    memory = names is not None and f"{spelled}{MEMORY}.experts.gate_up_proj" in names
+    if names is not None and not memory and f"{spelled}{DISK}.experts.{count}.w1.weight" in names:
+        raise _count_error(f"{spelled}{DISK}.experts.{count}.w1.weight", "more", count)
+    block = MEMORY if memory else DISK
+    first = layout.gate_first
+    prefix = module_prefix(layer)
+    experts = []
     for e in range(count):
-        fc1, fc2 = expert_keys(layout, e)
-        expert = f"{disk}experts.{e}."
-        out[fc1] = _fused(take(expert + "w1.weight"), take(expert + "w3.weight"), layout.gate_first)
-        out[fc2] = take(expert + "w2.weight").clone()
-    if f"{disk}experts.{count}.w1.weight" in state:
-        raise _count_error(f"{disk}experts.{count}.w1.weight", "more", count)
-    return out
+        fc1 = f"{m}.{EXPERTS}.{e}.{layout.fc1}.weight"
+        fc2 = f"{m}.{EXPERTS}.{e}.{layout.fc2}.weight"
+        if memory:
+            experts += [
+                Weight(fc1, (f"{MEMORY}.experts.gate_up_proj",), file=_placed(prefix + fc1, e),
+                       join=lambda t, e=e: _fused_from_memory(t[0], e, count, first)),
+                Weight(fc2, (f"{MEMORY}.experts.down_proj",), file=_placed(prefix + fc2, e),
+                       join=lambda t, e=e: _expert(t[0], e, count))]
+        else:
+            experts += [
+                Weight(fc1, (f"{DISK}.experts.{e}.w1.weight", f"{DISK}.experts.{e}.w3.weight"), file=_placed(prefix + fc1, e),
+                       join=lambda t: torch.cat(t if first else t[::-1], dim=0),
+                       split=lambda fused: fused.chunk(2, dim=0)[::1 if first else -1]),
+                Weight(fc2, (f"{DISK}.experts.{e}.w2.weight",), file=_placed(prefix + fc2, e))]
+    layer.replace("mlp_in", [Weight(f"{m}.{ROUTER}", (f"{block}.gate.weight",))])
+    layer.replace("mlp_out", experts)
+
+
+def _placed(key: str, expert: int):
+    """Expert `expert`'s tensor in its own file: (layer, MoE layer, rank) -> (file name, key in it)."""
+    return lambda i, moe_layer, rank: (expert_file(moe_layer, expert, rank), key)
+
+
+def _expert(fused: torch.Tensor, e: int, count: int) -> torch.Tensor:
+    if fused.shape[0] != count:
+        raise _count_error("mlp.experts (transformers 5's fused experts)", fused.shape[0], count)
+    return fused[e]
+
+
+def _fused_from_memory(gate_up: torch.Tensor, e: int, count: int, gate_first: bool) -> torch.Tensor:
+    """Expert e of transformers 5's [E, 2 * ffn, h] (gate first), in the port's half order."""
+    fused = _expert(gate_up, e, count)
+    if gate_first:
+        return fused
+    gate, up = fused.chunk(2, dim=0)
+    return torch.cat((up, gate), dim=0)
 
 
 def _count_error(key: str, found, count: int) -> PorterError:
@@ -95,75 +113,13 @@ def _count_error(key: str, found, count: int) -> PorterError:
     )
 
 
-def layer_to_hf(layer: dict[str, torch.Tensor], i: int, layout: WeightLayout, count: int,
-                ffn: int) -> dict[str, torch.Tensor]:
-    """One layer's router and `count` experts -> HF's on-disk names (what save_pretrained writes)."""
-    disk = f"model.layers.{i}.block_sparse_moe."
-    out = {f"{disk}gate.weight": layer[router_key(layout)].clone()}
-    for e in range(count):
-        fc1, fc2 = expert_keys(layout, e)
-        first, second = layer[fc1][:ffn].clone(), layer[fc1][ffn:].clone()
-        gate, up = (first, second) if layout.gate_first else (second, first)
-        out.update({f"{disk}experts.{e}.w1.weight": gate, f"{disk}experts.{e}.w3.weight": up,
-                    f"{disk}experts.{e}.w2.weight": layer[fc2].clone()})
-    return out
+def client_state(weights: ModelWeights) -> dict:
+    """DeepSpeed's engine lists the expert count of each of its MoE layers."""
+    return {"num_experts": [experts_of(weights.config)] * weights.shape.num_layers}
 
 
-def module_prefix(layout: WeightLayout, i: int) -> str:
-    """Layer i's path in the generated model, as DeepSpeed names expert files' keys."""
-    return f"{LANGUAGE_MODEL}.{layout.encoder}.{layout.layers}.{i}."
-
-
-def split_experts(layers: list[dict[str, torch.Tensor]], layout: WeightLayout, count: int
-                  ) -> tuple[list[dict[str, torch.Tensor]], dict[tuple[int, int], dict[str, torch.Tensor]]]:
-    """(the layers without their experts, {(MoE layer, expert): that expert's file}) for a
-    checkpoint: the model's file keeps the router, every expert gets a file of its own."""
-    dense, files = [], {}
-    moe_layer = 0
-    for i, layer in enumerate(layers):
-        experts = {k: v for k, v in layer.items() if f".{EXPERTS}." in k}
-        dense.append({k: v for k, v in layer.items() if k not in experts})
-        if not experts:
-            continue
-        for e in range(count):
-            files[(moe_layer, e)] = {module_prefix(layout, i) + key: experts[key] for key in expert_keys(layout, e)}
-        moe_layer += 1
-    return dense, files
-
-
-def expert_file(folder: Path, moe_layer: int, expert: int, mp_rank: int) -> Path:
-    return Path(folder) / f"layer_{moe_layer}_expert_{expert}_mp_rank_{mp_rank:02d}_model_states.pt"
-
-
-def read_expert_files(folder: Path, mp_rank: int, layers: list[dict[str, torch.Tensor]], load) -> int:
-    """Put the experts of a checkpoint's files (one tensor-parallel rank's) into its layers, by
-    the layer number in their keys; returns the number of experts per layer (0: none)."""
-    found: dict[int, set[int]] = {}
-    for path in sorted(Path(folder).glob("layer_*_expert_*_mp_rank_*_model_states.pt")):
-        match = FILE.fullmatch(path.name)
-        if match is None or int(match.group(3)) != mp_rank:
-            continue
-        for key, tensor in load(path).items():
-            where = re.search(rf"\.{re.escape('layers')}\.(\d+)\.(.*)$", key)
-            if where is None or f".{EXPERTS}." not in key:
-                raise PorterError("an expert file holds a tensor porter cannot place", file=str(path), construct=key,
-                                  found=key, fix="is this a checkpoint of the generated model with DeepSpeed's MoE layer?")
-            layer, rest = int(where.group(1)), where.group(2)
-            layers[layer][rest] = tensor
-            found.setdefault(layer, set()).add(int(match.group(2)))
-    counts = {len(v) for v in found.values()}
-    if len(counts) > 1:
-        raise PorterError("the checkpoint's layers have different expert counts", file=str(folder),
-                          construct="layer_<L>_expert_<e>_mp_rank_<MM>_model_states.pt for every expert of every layer",
-                          found=str({k: len(v) for k, v in sorted(found.items())}),
-                          fix="copy the whole checkpoint folder (some expert files are missing)")
-    return counts.pop() if counts else 0
-
-
-def check_engine(layout: WeightLayout, pipe: bool, tp: int) -> None:
+def check_engine(pipe: bool, tp: int) -> None:
     """A checkpoint with experts is the plain engine's, at a tensor-parallel size of 1."""
-    if not layout.num_experts:
-        return
     if pipe:
         raise PorterError(
             "the MoE model runs on DeepSpeed's plain engine, which writes no pipeline layer files",
@@ -176,3 +132,30 @@ def check_engine(layout: WeightLayout, pipe: bool, tp: int) -> None:
             construct="--tp 1 (expert parallelism is a run-time choice: --moe-expert-parallel-size)",
             found=f"--tp {tp}", fix="pass --tp 1",
         )
+
+
+# -- inside the tree (verify's worker): what DeepSpeed loads into this rank's experts -------------
+
+
+def rank_experts(model, folder, tp_rank: int) -> dict[str, torch.Tensor]:
+    """This rank's experts as DeepSpeed loads them: the file of each of its experts (by global
+    id) in MoE-layer order, keyed by module path with the local id (expert parallelism)."""
+    try:
+        from deepspeed.moe.layer import MoE
+        from deepspeed.utils import groups
+    except ImportError:
+        return {}
+    found: dict[str, torch.Tensor] = {}
+    moe_layer = 0
+    for _, module in model.named_modules():
+        if not isinstance(module, MoE):
+            continue
+        rank = groups._get_expert_parallel_rank(module.expert_group_name)
+        for local in range(module.num_local_experts):
+            expert = rank * module.num_local_experts + local
+            path = os.path.join(folder, expert_file(moe_layer, expert, tp_rank))
+            if os.path.exists(path):
+                for key, tensor in torch.load(path, map_location="cpu", weights_only=False).items():
+                    found[key.replace(f"deepspeed_experts.{expert}.", f"deepspeed_experts.{local}.")] = tensor
+        moe_layer += 1
+    return found

@@ -21,6 +21,7 @@ from porter.profile.features import NETWORK, Spelling, tree_spelling
 from porter.schema import choice
 
 RMSNORM_FILE = "megatron/model/rmsnorm.py"
+FREE_RMSNORM_FILE = "megatron/model/rmsnorm_porter.py"  # porter's, where the tree has an rmsnorm.py of its own
 # What porter's RMSNorm takes: the hidden size, eps, and the keywords trees pass their LayerNorm
 # (rmsnorm.py.j2 here says what each does).
 RMSNORM_KEYWORDS = ("hidden_size", "eps", "sequence_parallel", "no_persist_layer_norm", "apply_layernorm_1p")
@@ -116,11 +117,15 @@ class RMSNormDifference(Difference):
         found = p.facts(self.name).unavailable
         if not found:
             return False
+        file = RMSNORM_FILE
         if p.facts(self.name).own_file and RMSNORM_FILE not in p.profile.generated:
-            first = found[0]
-            raise unsupported(f"{first.name} is None when its import fails, and {RMSNORM_FILE} (where porter "
-                              "would write its RMSNorm) is the tree's own", first.file,
-                              f"a free {RMSNORM_FILE} for porter's RMSNorm", f"the tree's {RMSNORM_FILE}")
+            file = FREE_RMSNORM_FILE  # the tree's own rmsnorm.py stays as it is: porter's takes a free name
+            if p.profile.tree.exists(file) and file not in p.profile.generated:
+                first = found[0]
+                raise unsupported(f"{first.name} is None when its import fails, and both {RMSNORM_FILE} and "
+                                  f"{file} (where porter would write its RMSNorm) are the tree's own", first.file,
+                                  f"a free {RMSNORM_FILE} or {file} for porter's RMSNorm",
+                                  f"the tree's {RMSNORM_FILE} and {file}")
         for site in found:
             extra = [k for k in site.keywords if k not in RMSNORM_KEYWORDS]
             if extra or site.positional > 2:
@@ -133,8 +138,10 @@ class RMSNormDifference(Difference):
                    f"the tree binds {site.name} to None when its import fails (apex is CUDA-only), so without it "
                    "the model cannot be built; that fallback becomes porter's RMSNorm (same (hidden_size, eps) "
                    "call; where the import works the tree's own class is still used)",
-                   rw(FallbackImport, name=site.name, source="megatron.model.rmsnorm", cls="RMSNorm"))
-        p.create(RMSNORM_FILE, "rmsnorm", "RMSNorm (the fallback of the tree's CUDA-only RMSNorm)", "rmsnorm.py.j2")
+                   rw(FallbackImport, name=site.name, source=file.removesuffix(".py").replace("/", "."),
+                      cls="RMSNorm"))
+        p.create(file, "rmsnorm", "RMSNorm (the fallback of the tree's CUDA-only RMSNorm)"
+                 + ("" if file == RMSNORM_FILE else f"; {RMSNORM_FILE} is the tree's own"), "rmsnorm.py.j2")
         return True
 
     def from_hf(self, config):

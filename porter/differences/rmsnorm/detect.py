@@ -11,7 +11,8 @@ from porter.cst.find import findall
 from porter.cst.nodes import code, dotted, top_level_names
 
 RMSNORM_PATH = "megatron/model/rmsnorm.py"  # porter's own RMSNorm, when it writes one
-PORTER_FALLBACK_MODULE = "megatron.model.rmsnorm"
+# porter's RMSNorm modules a repaired fallback imports from (rmsnorm_porter: where the tree has its own rmsnorm.py)
+PORTER_FALLBACK_MODULES = ("megatron.model.rmsnorm", "megatron.model.rmsnorm_porter")
 NORM_FILES = ("megatron/model/__init__.py", "megatron/model/transformer.py", "megatron/model/gpt_model.py",
               "megatron/optimizer/__init__.py")
 
@@ -84,7 +85,7 @@ def none_on_import_error(module: cst.Module | None) -> tuple[str, ...]:
                         found.setdefault(target.target.value, None)
             # porter's repair of that fallback (edits/imports.py FallbackImport): still the same site
             for node in findall(handler.body, m.ImportFrom()):
-                if node.module is not None and code(node.module) == PORTER_FALLBACK_MODULE:
+                if node.module is not None and code(node.module) in PORTER_FALLBACK_MODULES:
                     for name in top_level_names([cst.SimpleStatementLine(body=[node])], assignments=False):
                         if name in imported:
                             found.setdefault(name, None)

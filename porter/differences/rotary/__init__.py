@@ -19,6 +19,7 @@ from porter.differences.rotary import detect
 from porter.differences.rotary import pair_rewrites as RP
 from porter.differences.rotary import rewrites as R
 from porter.differences.rotary.probes import add_rotary_probe
+from porter.differences.rotary.weights import saved_frequencies
 from porter.edits import arguments as A
 from porter.errors import PorterError
 from porter.planner import rw, unsupported
@@ -170,6 +171,12 @@ class Rotary(Difference):
         switch: the flag follows the switch in the Embedding itself, so that the generated model
         (and any other caller) builds no table either."""
         gate = p.facts(self.name).position_gate
+        if gate is not None and gate.startswith("self.") and gate[5:] not in p.model.embedding_params \
+                and p.has_dest(gate[5:]):
+            # the gate is a training argument of the tree (microsoft 69e3c6a0's --no-position-embedding,
+            # dest add_position_embedding), which its rotary switch does not turn off: the entry point does
+            p.default(gate[5:], False)
+            return
         if gate is None or not gate.startswith("self.") or gate[5:] not in p.model.embedding_params:
             return
         p.names_for(LANGUAGE_MODEL, "rotary")
@@ -203,6 +210,9 @@ class Rotary(Difference):
 
     def probes(self, layer):
         add_rotary_probe(layer)
+
+    def weights(self, layer):
+        saved_frequencies(layer)
 
     def from_hf(self, config):
         out = {"position_embedding.type": "rotary"}

@@ -45,7 +45,7 @@ KINDS = {
 
 
 class Tokenizer(Difference):
-    name = "sentencepiece"
+    name = "tokenizer"  # the key of every kind (a SentencePiece model or an HF tokenizer.json)
     fields = {
         "tokenizer.type": choice("gpt2bpe", "gpt2bpe", *KINDS, help="tokenizer: gpt2bpe, sentencepiece or hf (tokenizer.json)"),
         "tokenizer.add_bos": flag(False, help="a BOS token starts each document, as HF encodes it"),
@@ -99,33 +99,33 @@ class Tokenizer(Difference):
             if not add_bos:
                 self._reuse_tree(p, found[0])
                 return
-            p.reuse("sentencepiece", f"the tree's {found[0]!r} tokenizer adds no BOS: porter's {kind.choice} is used")
+            p.reuse(self.name, f"the tree's {found[0]!r} tokenizer adds no BOS: porter's {kind.choice} is used")
         p.switch("add_bos", on=add_bos, field="tokenizer.add_bos")
         choice = kind.choice
         branch = p.profile.tokenizers.get(choice)
         if branch is not None and kind.module not in branch:  # the tree builds something else under that name
             choice = f"Porter{kind.choice}"
-            p.reuse("sentencepiece", f"the tree's {kind.choice!r} builds its own class: porter's is {choice!r}")
+            p.reuse(self.name, f"the tree's {kind.choice!r} builds its own class: porter's is {choice!r}")
         if choice in p.profile.tokenizer_choices:
-            p.reuse("sentencepiece", f"the {choice!r} choice is there already")
+            p.reuse(self.name, f"the {choice!r} choice is there already")
         else:
-            p.edit(ARGUMENTS, "sentencepiece", f"adds the {choice!r} tokenizer choice",
+            p.edit(ARGUMENTS, self.name, f"adds the {choice!r} tokenizer choice",
                    rw(A.ExtendChoices, func=tokenizer_arg.function, option="--tokenizer-type", value=choice))
-        p.edit(TOKENIZER, "sentencepiece", f"build_tokenizer builds the {kind.cls}",
+        p.edit(TOKENIZER, self.name, f"build_tokenizer builds the {kind.cls}",
                rw(R.TokenizerBranch, func="build_tokenizer", name=choice,
                   body=f"from .{kind.module} import {kind.cls}\n"
                        f"tokenizer = {kind.cls}(args.tokenizer_model, add_bos=getattr(args, 'add_bos_token', False))"))
-        p.edit(GLOBAL_VARS, "sentencepiece", "the tokenizer is built when a tokenizer model file is given",
+        p.edit(GLOBAL_VARS, self.name, "the tokenizer is built when a tokenizer model file is given",
                rw(R.BuildTokenizerWhen, func="set_global_variables", option_dest="tokenizer_model"))
         p.values["tokenizer"] = {"bos_names": BOS_NAMES, "eos_names": EOS_NAMES}
-        p.create(f"megatron/tokenizer/{kind.module}.py", "sentencepiece", f"the {kind.cls}", kind.template)
+        p.create(f"megatron/tokenizer/{kind.module}.py", self.name, f"the {kind.cls}", kind.template)
         p.defaults["tokenizer_type"] = choice
 
     def _reuse_tree(self, p, tree_choice: str) -> None:
-        p.reuse("sentencepiece", f"the tree's {tree_choice!r} tokenizer (a choice with its build_tokenizer branch)")
+        p.reuse(self.name, f"the tree's {tree_choice!r} tokenizer (a choice with its build_tokenizer branch)")
         when = p.profile.tokenizer_built_when
         if when and "tokenizer_model" not in when:
-            p.edit(GLOBAL_VARS, "sentencepiece", "the tokenizer is built when a tokenizer model file is given",
+            p.edit(GLOBAL_VARS, self.name, "the tokenizer is built when a tokenizer model file is given",
                    rw(R.BuildTokenizerWhen, func="set_global_variables", option_dest="tokenizer_model"))
         p.defaults["tokenizer_type"] = tree_choice
 
