@@ -60,7 +60,7 @@ def test_phi3_5_past_its_original_context_matches_hf(phi3_tree, tmp_path):
     assert rope["rope_type"] == "longrope" and rope["factor"] == 32.0 and len(rope["long_factor"]) == 8
     assert config["sliding_window"] == 8 and config["max_position_embeddings"] == 32
     assert {"model.layers.0.self_attn.qkv_proj.weight", "model.layers.0.mlp.gate_up_proj.weight"} <= names
-    assert not {n for n in names if n.endswith(("q_proj.weight", "gate_proj.weight", "up_proj.weight"))}
+    assert not {n for n in names if n.endswith(("attn.q_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight"))}
 
 
 def test_a_wrong_qkv_split_in_convert_fails_at_the_qkv_projection(phi3_tree, tmp_path, monkeypatch):
