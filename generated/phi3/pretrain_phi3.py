@@ -29,7 +29,7 @@ def phi3_defaults(parser):
         layernorm_type='rmsnorm',
         sliding_window=2047,
         no_bias=True,
-        ffn_multiple_of=256,
+        ffn_hidden_size=8192,
         add_bos_token=False,
         tokenizer_type='SentencePieceTokenizer',
         layernorm_epsilon=1e-05,

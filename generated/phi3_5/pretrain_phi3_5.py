@@ -36,7 +36,7 @@ def phi3_5_defaults(parser):
         layernorm_type='rmsnorm',
         sliding_window=262144,
         no_bias=True,
-        ffn_multiple_of=256,
+        ffn_hidden_size=8192,
         add_bos_token=False,
         tokenizer_type='SentencePieceTokenizer',
         layernorm_epsilon=1e-05,

@@ -141,16 +141,7 @@ def parse_args(extra_args_provider=None, defaults={},
         _check_arg_is_not_none(args, req_arg)
 
     if args.ffn_hidden_size is None:
-        if args.ffn_multiple_of is not None:
-            # LLaMA: int(2/3 * 4h), times --ffn-dim-multiplier if given (LLaMA-3),
-            # rounded up to a multiple of --ffn-multiple-of
-            multiple = args.ffn_multiple_of
-            width = 8 * args.hidden_size // 3
-            if args.ffn_dim_multiplier is not None:
-                width = int(args.ffn_dim_multiplier * width)
-            args.ffn_hidden_size = (width + multiple - 1) // multiple * multiple
-        else:
-            args.ffn_hidden_size = 4 * args.hidden_size
+        args.ffn_hidden_size = 4 * args.hidden_size
 
     if args.kv_channels is None:
         assert args.hidden_size % args.num_attention_heads == 0
@@ -251,14 +242,6 @@ def _add_network_size_args(parser):
     group.add_argument('--no-bias',
                        action='store_true',
                        help='No bias in any linear layer (attention, MLP).')
-    group.add_argument('--ffn-multiple-of',
-                       type=int,
-                       default=None,
-                       help='If set, the default --ffn-hidden-size is int(2/3 * 4h) rounded up to a multiple of this (LLaMA: 256); otherwise 4h.')
-    group.add_argument('--ffn-dim-multiplier',
-                       type=float,
-                       default=None,
-                       help='With --ffn-multiple-of: multiply int(2/3 * 4h) by this before rounding (LLaMA-3: 1.3).')
     return parser
 
 

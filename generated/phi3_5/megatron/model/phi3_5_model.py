@@ -13,7 +13,7 @@ What differs from GPT:
   - RMSNorm at every norm site, the final norm included
   - no bias in any linear layer
   - an untied output projection: its own [vocab/p, h] weight, saved in checkpoints
-  - MLP width int(2/3 * 4h) rounded up to 256
+  - MLP width 8192
 Switches are arguments; pretrain_phi3_5.py sets their defaults.
 """
 
