@@ -41,6 +41,7 @@ def tiny_phi3_5(folder):
     return folder
 
 
+@pytest.mark.slow
 def test_phi3_5_round_trips_bit_exact_at_tp2_pp2_and_loads_plainly(phi3_tree, tmp_path):
     hf = tiny_phi3_5(tmp_path / "hf")
     runner = CliRunner()
