@@ -113,3 +113,16 @@ def test_a_checkpoint_spelled_apart_is_read_as_it_is():
         difference.weights(layer)
     assert layer.slots["qkv"][0].hf == tuple(f"self_attn.{x}_proj.weight" for x in "qkv")
     assert layer.slots["mlp_in"][0].hf == ("mlp.gate_up_proj.weight",)
+
+
+def test_a_tree_with_gate_and_up_apart_is_refused_by_name():
+    """A tree whose MLP keeps the up projection in a tensor of its own (Habana's hand port) cannot
+    take HF's one gate_up_proj tensor back: refused, naming the tensor."""
+    from porter.errors import PorterError
+
+    shape = ModelShape(num_layers=1, hidden_size=64, num_attention_heads=4, ffn_hidden_size=96, vocab_size=64)
+    layer = LayerWeights(WeightLayout(up="dense_h_to_4h_swiglu", hf_fused=("gate_up",)), shape, {})
+    with pytest.raises(PorterError) as info:
+        for difference in load_spec("phi3").wanted():
+            difference.weights(layer)
+    assert "mlp.gate_up_proj" in info.value.message and info.value.found == "mlp.dense_h_to_4h.weight <- mlp.gate_proj.weight"

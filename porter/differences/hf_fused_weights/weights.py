@@ -57,29 +57,28 @@ def fused_weight(weight: Weight, fused: Fused, shape: ModelShape) -> Weight:
 
 def fuse(layer: LayerWeights, fused: Fused) -> None:
     """The slot's weights that are made of the fused module's parts, made of the fused tensor."""
-    weights = layer.slots.get(fused.slot, [])
-    out = []
-    for weight in weights:
-        suffix = weight.hf[0].rsplit(".", 1)[1] if weight.hf else ""
-        parts = tuple(f"{part}.{suffix}" for part in fused.parts)
-        if weight.hf != parts:
-            out.append(weight)
-            continue
+    layer.slots[fused.slot] = [_fused_or_as_is(layer, weight, fused) for weight in layer.slots.get(fused.slot, [])]
+
+
+def _fused_or_as_is(layer: LayerWeights, weight: Weight, fused: Fused) -> Weight:
+    if not weight.hf:
+        return weight
+    suffix = weight.hf[0].rsplit(".", 1)[1]  # weight (or bias)
+    parts = tuple(f"{part}.{suffix}" for part in fused.parts)
+    if weight.hf == parts:
         if layer.hf_names is not None and not _held(layer, f"{fused.module}.{suffix}") \
-                and all(_held(layer, p) for p in parts):
-            out.append(weight)  # the checkpoint at hand spells them apart
-            continue
-        out.append(fused_weight(weight, fused, layer.shape))
-    if any(w.hf and w.hf[0].startswith(fused.parts) and len(w.hf) < len(fused.parts) and w.made is None
-           for w in out):
+                and all(_held(layer, part) for part in parts):
+            return weight  # the checkpoint at hand spells them apart
+        return fused_weight(weight, fused, layer.shape)
+    if set(weight.hf) < set(parts):
         raise PorterError(
-            f"the tree keeps the parts of HF's {fused.module} in tensors of their own",
-            construct=f"one {fused.slot} tensor made of {', '.join(fused.parts)}",
-            found=", ".join(f"{w.key} <- {', '.join(w.hf)}" for w in out if w.hf),
+            f"the tree keeps a part of HF's {fused.module} in a tensor of its own",
+            construct=f"one {fused.slot} tensor made of {', '.join(parts)}",
+            found=f"{weight.key} <- {', '.join(weight.hf)}",
             fix="port the tree's MLP with porter's fused gate+up projection (--activation-func-type swiglu), "
                 "or convert the fused tensors by hand",
         )
-    layer.slots[fused.slot] = out
+    return weight
 
 
 def _held(layer: LayerWeights, name: str) -> bool:
