@@ -147,7 +147,6 @@ def main() -> None:
     models = MODELS + (["porter-pipe-before"] if cli.ablation else [])
 
     from porter.catalog import load_spec
-    from porter.catalog import wanted as wanted_differences
 
     families = [load_spec(name) for name in cli.families.split(",")]
     print(f"# generated models vs their HF classes: training step (forward + backward + optimizer), "
@@ -165,7 +164,7 @@ def main() -> None:
                     "vocab": cli.vocab, "warmup": cli.warmup, "steps": cli.steps, "kernel_reps": cli.kernel_reps,
                     **family}
             # a model the pipeline engine cannot carry (a mixture of experts) is timed on the plain one only
-            plain_only = not all(d.pipeline_engine for d in wanted_differences(spec))
+            plain_only = not all(d.pipeline_engine for d in spec.wanted())
             family_models = [n for n in models if not (plain_only and n.startswith("porter-pipe"))]
             times = run_worker(tree, "time", {**base, "models": family_models}, cli.threads)
             memory = {}

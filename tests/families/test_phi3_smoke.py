@@ -34,7 +34,6 @@ def test_phi3_and_phi3_5_train(phi3_tree, smoke_workdir, family, more):
     smoke(phi3_tree, smoke_workdir, family, *more)
 
 
-@pytest.mark.slow
 def test_diff_stat_names_every_new_spec_key(tmp_path):
     tree = copy_sample_tree(tmp_path / "Megatron-DeepSpeed")
     done = CliRunner().invoke(app, ["diff", "phi3_5", "--target", str(tree), "--stat"])
