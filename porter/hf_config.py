@@ -44,6 +44,9 @@ INERT_FIELDS = {
 }
 
 
+TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
+
+
 class HFConfig(dict):
     """A config.json's fields, with the rope fields read in either transformers' spelling."""
 
@@ -191,6 +194,11 @@ def hf_config_of(spec: Spec, sizes: dict[str, Any] | None = None) -> dict[str, A
     for difference in spec.differences:
         difference.to_hf(spec, config)
     config.update(sizes or {})
+    vocab = config.get("vocab_size")
+    for key in TOKEN_IDS:  # a class default for the real vocabulary (Phi3Config: pad 32000) names no token of a small one
+        value = class_default(model_type, key)
+        if key not in config and isinstance(value, int) and vocab is not None and not 0 <= value < vocab:
+            config[key] = None
     return config
 
 

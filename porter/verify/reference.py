@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from porter.errors import PorterError
-from porter.hf_config import class_default, hf_class_of, hf_config_of, installed_rope_spelling, model_type_of
+from porter.hf_config import hf_class_of, hf_config_of, installed_rope_spelling, model_type_of
 from porter.spec import Spec
 from porter.treerun.shape import RunShape, tiny_spec
 
@@ -22,7 +22,6 @@ from porter.treerun.shape import RunShape, tiny_spec
 # function in the same kernels matches it bit for bit. Ports whose attention stays unfused (a tree
 # where the fused rewrite does not apply) differ from it by fp32 rounding only (~1e-6).
 REFERENCE_ATTENTION = "sdpa"
-TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 
 @dataclass(frozen=True)
@@ -57,10 +56,6 @@ def reference_config(spec: Spec, tiny: TinyConfig):
     check_spec(spec)
     cls = hf_class_of(spec.hf_class)
     fields = installed_rope_spelling(hf_config_of(tiny_spec(spec, tiny)))
-    for key in TOKEN_IDS:  # a class default for the real vocabulary (Phi3Config: pad 32000) names no tiny token
-        value = fields.get(key, class_default(fields.get("model_type"), key))
-        if isinstance(value, int) and not 0 <= value < tiny.vocab_size:
-            fields[key] = None
     config = cls.config_class(**{k: v for k, v in fields.items() if k not in ("architectures", "model_type")})
     config.architectures = [spec.hf_class]
     config._attn_implementation = REFERENCE_ATTENTION
