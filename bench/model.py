@@ -2,8 +2,10 @@
 
 It ports every family asked for (`--families llama,llama3`: LLaMA-1 and the LLaMA-3 shape with
 grouped-query attention, 2 key/value heads for 8; `gemma`: one key/value head, head size 64
-for hidden 256 / 8 heads, GeGLU, the norm offset, scaled and tied embeddings) into one fresh
-copy of the bundled sample tree, then, inside it, per family (bench/model_worker.py):
+for hidden 256 / 8 heads, GeGLU, the norm offset, scaled and tied embeddings; `phi3`, `phi3_5`:
+Phi3ForCausalLM, its 2047 window longer than the bench's sequence, Phi-3.5's longrope lists taken
+at the bench's head size) into one fresh copy of the bundled sample tree, then, inside it, per
+family (bench/model_worker.py):
   1. times training steps (forward + backward + optimizer step) of the generated LLaMAModel
      (plain loop), LLaMAModelPipe (DeepSpeed's pipeline engine, train_batch, set up by the
      tree's own setup_model_and_optimizer) and HF's LlamaForCausalLM with "sdpa" and "eager"
@@ -40,6 +42,7 @@ from versions import versions  # bench/versions.py (the script's folder is on sy
 
 import porter
 from porter.differences.ffn_rule import default_ffn_hidden_size
+from porter.differences.rope_scaling import longrope
 from porter.resources import sample_tree_dir
 from porter.smoke import SmokeConfig
 from porter.smoke.ds_config import deepspeed_config
@@ -83,6 +86,8 @@ def bench_spec(spec, cli):
         values["attention.head_dim"] = 2 * cli.hidden // cli.heads
     if isinstance(spec["mlp.ffn_hidden_size"], int):  # a real model's width: the bench's, given as a width too
         values["mlp.ffn_hidden_size"] = default_ffn_hidden_size(cli.hidden, "2/3*4h", 64)
+    if spec["position_embedding.rope_scaling.type"] == longrope.TYPE:  # a factor per frequency of the bench's heads
+        values.update(longrope.tiny(spec, values.get("attention.head_dim") or cli.hidden // cli.heads))
     return spec.with_values(**values)
 
 

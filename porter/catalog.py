@@ -29,6 +29,7 @@ from porter.differences.fused_attention import FusedAttention
 from porter.differences.gated_mlp import GatedMLP
 from porter.differences.grouped_query import GroupedQueryAttention
 from porter.differences.head_dim import HeadDim
+from porter.differences.hf_fused_weights import HFFusedWeights
 from porter.differences.local_rotary import LocalRotary
 from porter.differences.moe import MixtureOfExperts
 from porter.differences.norm_eps import NormEps
@@ -69,6 +70,7 @@ _REGISTERED: list[Difference] = [
     HeadDim(),
     AttentionScale(),
     QueryKeyNorm(),
+    HFFusedWeights(),
     Bias(),
     UntiedHead(),
     FinalLogitSoftcap(),

@@ -41,11 +41,17 @@ INERT_FIELDS = {
     # Gemma-2/3: the generation cache's kind, and gemma-2-9b/27b's old name of sliding_window (read by
     # nothing in transformers; sliding_window is)
     "cache_implementation", "sliding_window_size",
+    # remote code a config offers (transformers reads the file with its own class unless trusted),
+    # and dropout rates (training only, like attention_dropout; Phi-3: resid_pdrop, embd_pdrop)
+    "auto_map", "resid_pdrop", "embd_pdrop",
 }
 
 
 # the layer types of a model with a rotary per layer type (Gemma-3's nested rope_parameters)
 GLOBAL_LAYERS, LOCAL_LAYERS = "full_attention", "sliding_attention"
+
+
+TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 
 class HFConfig(dict):
@@ -199,6 +205,11 @@ def hf_config_of(spec: Spec, sizes: dict[str, Any] | None = None) -> dict[str, A
     for difference in spec.differences:
         difference.to_hf(spec, config)
     config.update(sizes or {})
+    vocab = config.get("vocab_size")
+    for key in TOKEN_IDS:  # a class default for the real vocabulary (Phi3Config: pad 32000) names no token of a small one
+        value = class_default(model_type, key)
+        if key not in config and isinstance(value, int) and vocab is not None and not 0 <= value < vocab:
+            config[key] = None
     return config
 
 
@@ -246,12 +257,25 @@ def class_defines(model_type: str | None, name: str, unknown: bool = True) -> bo
     return unknown if found is None else found
 
 
+def class_default(model_type: str | None, name: str) -> Any:
+    """The value the transformers config class of `model_type` gives the field `name` when
+    config.json leaves it out (Phi3Config: original_max_position_embeddings 4096); None where
+    the class has no such field, or is unknown."""
+    config = _config(model_type) if model_type else None
+    return getattr(config, name, None)
+
+
 @functools.cache
-def _defines(model_type: str, name: str) -> bool | None:
+def _config(model_type: str):
+    """The transformers config class of a model type, built with its defaults (None: unknown)."""
     try:
         from transformers import CONFIG_MAPPING
 
-        config = CONFIG_MAPPING[model_type]()
+        return CONFIG_MAPPING[model_type]()
     except (ImportError, KeyError):
         return None
-    return hasattr(config, name)
+
+
+def _defines(model_type: str, name: str) -> bool | None:
+    config = _config(model_type)
+    return None if config is None else hasattr(config, name)

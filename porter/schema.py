@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-_KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+_KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+               list: "a list of numbers"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class Field:
             parts.append("one of " + ", ".join(repr(c) for c in self.choices) if self.choices else "a string")
         if bool in self.kinds:
             parts.append(_KIND_NAMES[bool])
+        if list in self.kinds:
+            parts.append(_KIND_NAMES[list] + (f" each > {self.low:g}" if self.low is not None else ""))
         return ", or ".join(parts)
 
     def check(self, value: Any) -> Any:
@@ -46,6 +49,8 @@ class Field:
         None (not set) is allowed where the base is None."""
         if value is None and self.base is None:
             return None
+        if isinstance(value, (list, tuple)) and list in self.kinds:
+            return self._numbers(value)
         if isinstance(value, bool):
             if bool not in self.kinds:
                 raise ValueError(self.describe())
@@ -65,6 +70,15 @@ class Field:
         raise ValueError(self.describe())
 
 
+    def _numbers(self, values) -> list[float]:
+        """A list of numbers, each a float above `low` (a non-empty list)."""
+        if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+            raise ValueError(self.describe())
+        if self.low is not None and not all(v > self.low for v in values):
+            raise ValueError(self.describe())
+        return [float(v) for v in values]
+
+
 def number(base: Any, *, whole: bool = False, low: float | None = 0.0, high: float | None = None,
            help: str = "") -> Field:
     return Field((int,) if whole else (float,), base, low=low, high=high, help=help)
@@ -76,3 +90,8 @@ def choice(base: str, *choices: str, help: str = "") -> Field:
 
 def flag(base: bool | None, help: str = "") -> Field:
     return Field((bool,), base, help=help)
+
+
+def numbers(base: list | None = None, *, low: float | None = 0.0, help: str = "") -> Field:
+    """A list of numbers (longrope's factor per rotary frequency), each a float above `low`."""
+    return Field((list,), base, low=low, help=help)

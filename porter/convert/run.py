@@ -132,9 +132,10 @@ class Port:
     def spec_from_args(self, args) -> Any:
         """The port's spec with the numbers a checkpoint's args hold."""
         values: dict[str, Any] = {}
+        schema = self.spec.schema
         for dest, (field, _) in self.numbers(self.spec).items():
             value = getattr(args, dest, None)
-            if isinstance(value, list) and is_number(value):
+            if isinstance(value, list) and is_number(value) and list not in schema[field].kinds:
                 value = max(value)  # a count per layer (--num-experts): the spec holds the sparse layers'
             if is_number(value):
                 values[field] = value

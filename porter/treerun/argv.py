@@ -100,9 +100,10 @@ def tree_job(spec: Spec, tree: SourceTree, profile: TreeProfile, shape: RunShape
 
 
 def is_number(value) -> bool:
-    """A number the port's switches take: int or float, or a list of ints (one per layer)."""
+    """A number the port's switches take: int or float, or a list of them (one per layer, one per
+    rotary frequency)."""
     if isinstance(value, list):
-        return bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        return bool(value) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
