@@ -11,8 +11,9 @@ used for HPU tensors; elsewhere the reference math below.
 
 The angles are computed in fp32 whatever the module's dtype (a bf16 model keeps fp32
 frequencies: in bf16, position 4095's angles would be off by radians), then cast. Long-context
-scaling of the frequencies (LLaMA-3.1's "llama3" type) is switched by the tree's arguments
-(rope_scaling_of).
+scaling of the frequencies (LLaMA-3.1's "llama3", Phi-3.5's "longrope") is switched by the
+tree's arguments (rope_scaling_of); longrope also scales cos and sin by its attention factor,
+and picks its frequencies by the sequence's length.
 """
 
 import math
@@ -63,21 +64,29 @@ def apply_rotary_pos_emb(t, cos, sin):
     return t * cos + rotate_half(t) * sin
 
 
+# scaling type -> {its keyword: the argument holding it}
+SCALING_ARGUMENTS = {
+    "llama3": {"factor": "rope_scaling_factor", "low_freq_factor": "rope_scaling_low_freq_factor",
+               "high_freq_factor": "rope_scaling_high_freq_factor",
+               "original_max_position_embeddings": "rope_scaling_original_max_positions"},
+    "longrope": {"short_factor": "rope_scaling_short_factor", "long_factor": "rope_scaling_long_factor",
+                 "factor": "rope_scaling_factor", "original_max_position_embeddings": "rope_scaling_original_max_positions",
+                 "attention_factor": "rope_scaling_attention_factor"},
+}
+
+
 def rope_scaling_of(args):
     """The frequency scaling the arguments ask for (--rope-scaling-type ...), or None."""
     kind = getattr(args, "rope_scaling_type", None)
     if kind in (None, "none"):
         return None
-    return {"type": kind, "factor": args.rope_scaling_factor,
-            "low_freq_factor": args.rope_scaling_low_freq_factor,
-            "high_freq_factor": args.rope_scaling_high_freq_factor,
-            "original_max_position_embeddings": args.rope_scaling_original_max_positions}
+    return {"type": kind, **{key: getattr(args, dest) for key, dest in SCALING_ARGUMENTS[kind].items()}}
 
 
-def llama3_scaled(inv_freq, factor, low_freq_factor, high_freq_factor, original_max_position_embeddings):
+def llama3_scaled(inv_freq, theta, dim, factor, low_freq_factor, high_freq_factor, original_max_position_embeddings):
     """LLaMA-3.1's frequencies: long wavelengths (beyond the original context / low_freq_factor)
     slowed down by `factor`, short ones (below it / high_freq_factor) kept, those between
-    interpolated smoothly. fp32 throughout, in the order of Meta's reference."""
+    interpolated smoothly. fp32 throughout, in the order of Meta's reference. cos and sin unscaled."""
     low_freq_wavelen = original_max_position_embeddings / low_freq_factor
     high_freq_wavelen = original_max_position_embeddings / high_freq_factor
     wavelen = 2 * math.pi / inv_freq
@@ -85,10 +94,30 @@ def llama3_scaled(inv_freq, factor, low_freq_factor, high_freq_factor, original_
     smooth = (original_max_position_embeddings / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
     smoothed = (1 - smooth) * scaled / factor + smooth * scaled
     medium = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
-    return torch.where(medium, smoothed, scaled)
+    return torch.where(medium, smoothed, scaled), 1.0
 
 
-SCALINGS = {"llama3": llama3_scaled}
+def longrope_scaled(inv_freq, theta, dim, short_factor, long_factor, factor, original_max_position_embeddings,
+                    attention_factor=None):
+    """LongRoPE (Phi-3.5): frequency i divided by its own factor, from `short_factor` for a
+    sequence of at most `original_max_position_embeddings` positions and from `long_factor` for a
+    longer one; cos and sin scaled by the attention factor at every length (given, or
+    sqrt(1 + ln(factor) / ln(original)), 1 for a factor of 1 or less). fp32, in the order of HF's
+    reference. Returns the short frequencies, the attention factor, and (the original context,
+    the long frequencies)."""
+    for name, factors in (("short", short_factor), ("long", long_factor)):
+        if factors is None or len(factors) != dim // 2:
+            raise ValueError(f"longrope rotary scaling: --rope-scaling-{name}-factor needs {dim // 2} numbers (the "
+                             f"head size {dim} / 2), got {0 if factors is None else len(factors)}")
+    if attention_factor is None:
+        attention_factor = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original_max_position_embeddings))
+    exponents = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim
+    short = 1.0 / (torch.tensor(short_factor, dtype=torch.float32) * theta ** exponents)
+    long = 1.0 / (torch.tensor(long_factor, dtype=torch.float32) * theta ** exponents)
+    return short, attention_factor, (original_max_position_embeddings, long)
+
+
+SCALINGS = {"llama3": llama3_scaled, "longrope": longrope_scaled}
 
 
 class RotaryEmbedding(torch.nn.Module):
@@ -100,29 +129,43 @@ class RotaryEmbedding(torch.nn.Module):
     def __init__(self, dim, theta=10000.0, scaling=None):
         super().__init__()
         inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+        self.attention_scaling = 1.0  # the factor on cos and sin (longrope's attention factor)
+        self.beyond = None  # (the original context, the frequencies of a longer sequence): longrope
         if scaling is not None:
             options = {k: v for k, v in scaling.items() if k != "type"}
-            inv_freq = SCALINGS[scaling["type"]](inv_freq, **options)
+            inv_freq, self.attention_scaling, *beyond = SCALINGS[scaling["type"]](inv_freq, theta, dim, **options)
+            self.beyond = beyond[0] if beyond else None
         # A plain attribute, not a buffer: a module cast (.bfloat16(), .half()) must leave it fp32.
         self.inv_freq = inv_freq
         self._cached = 0
-        self._cos = self._sin = None
+        self._cos = self._sin = self._freq = None
+
+    def _frequencies(self, length):
+        """The frequencies of a sequence of `length` positions (longrope: past its original
+        context, the long ones)."""
+        if self.beyond is not None and length > self.beyond[0]:
+            return self.beyond[1]
+        return self.inv_freq
 
     def _tables(self, length, device, dtype):
-        if self._cos is None or length > self._cached or self._cos.device != device or self._cos.dtype != dtype:
+        inv_freq = self._frequencies(length)
+        if (self._cos is None or length > self._cached or self._freq is not inv_freq or self._cos.device != device
+                or self._cos.dtype != dtype):
             positions = torch.arange(length, device=device, dtype=torch.float32)
-            freqs = torch.outer(positions, self.inv_freq.to(device=device, dtype=torch.float32))  # [s, hn/2]
+            freqs = torch.outer(positions, inv_freq.to(device=device, dtype=torch.float32))  # [s, hn/2]
             angles = torch.cat((freqs, freqs), dim=-1)  # [s, hn]
-            self._cos = angles.cos()[:, None, None, :].to(dtype)  # [s, 1, 1, hn]
-            self._sin = angles.sin()[:, None, None, :].to(dtype)
-            self._cached = length
+            self._cos = (angles.cos() * self.attention_scaling)[:, None, None, :].to(dtype)  # [s, 1, 1, hn]
+            self._sin = (angles.sin() * self.attention_scaling)[:, None, None, :].to(dtype)
+            self._cached, self._freq = length, inv_freq
         return self._cos[:length], self._sin[:length]
 
     def _per_sequence(self, positions, dtype):
-        """cos/sin [s, b, 1, hn] of position ids [b, s], in fp32 then cast."""
-        freqs = positions.float()[..., None] * self.inv_freq.to(device=positions.device, dtype=torch.float32)
+        """cos/sin [s, b, 1, hn] of position ids [b, s], in fp32 then cast (longrope: the
+        frequencies of the batch's longest sequence, max(positions) + 1, as HF chooses them)."""
+        inv_freq = self.inv_freq if self.beyond is None else self._frequencies(int(positions.max()) + 1)
+        freqs = positions.float()[..., None] * inv_freq.to(device=positions.device, dtype=torch.float32)
         angles = torch.cat((freqs, freqs), dim=-1).transpose(0, 1)[:, :, None, :]  # [s, b, 1, hn]
-        return angles.cos().to(dtype), angles.sin().to(dtype)
+        return (angles.cos() * self.attention_scaling).to(dtype), (angles.sin() * self.attention_scaling).to(dtype)
 
     def forward(self, query, key, offset=0):
         """Rotate query [sq, b, np, hn] and key [sk, b, np, hn]; both start at `offset`, or at the
