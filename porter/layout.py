@@ -69,7 +69,7 @@ class WeightLayout:
     mlp_bias: bool = False
     final_norm_present: bool = True
     # projections HF's checkpoint holds fused, where the tree's slot is made of their parts
-    # ("qkv": Phi-3's qkv_proj; "gate_up": its gate_up_proj)
+    # ("qkv": q, k and v in one tensor; "gate_up": gate and up in one)
     hf_fused: tuple[str, ...] = ()
     make_vocab_size_divisible_by: int = 128
     # the generated <Prefix>ModelPipe's layer spec indices (porter/profile/pipe_order.py):

@@ -21,7 +21,7 @@ from porter.treerun.shape import RunShape, tiny_spec
 # it, and the kernel porter's fused core attention calls, so a port that computes the same
 # function in the same kernels matches it bit for bit. Ports whose attention stays unfused (a tree
 # where the fused rewrite does not apply) differ from it by fp32 rounding only (~1e-6). A class
-# that cannot run it (Gemma-2: its soft-capped scores) is run with its own eager attention.
+# that cannot run it (its `_supports_sdpa` is false) is run with its own eager attention.
 REFERENCE_ATTENTION = "sdpa"
 
 
