@@ -214,6 +214,8 @@ def _layered(config, types) -> dict:
     if types is not None:
         marked = [t == SLIDING for t in types]
         where = f"layer_types = {types!r}"
+        if "layer_types" not in config and "max_window_layers" in config:  # the types its class made of it
+            where = f"max_window_layers = {config['max_window_layers']} of num_hidden_layers = {layers}, {where}"
     elif layers is not None:
         first = config.get("max_window_layers", 0)
         marked = [i >= first for i in range(layers)]

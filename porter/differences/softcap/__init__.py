@@ -43,6 +43,23 @@ def check_class(spec, config, field, hf_field, value) -> None:
             fix=f"remove it from the spec, or name an HF class with {hf_field} (Gemma2ForCausalLM)")
 
 
+def read_cap(config, field, hf_field) -> dict:
+    """A cap from an HF config: the class's own field (null: none), or a refusal where the config
+    class has no such field (LlamaConfig keeps an attn_logit_softcapping it is given, and its model
+    never reads it: porter would cap what HF does not)."""
+    if hf_field not in config:
+        return {}
+    cap = config[hf_field]
+    model_type = config.get("model_type")
+    if cap and not class_defines(model_type, hf_field, unknown=True):
+        raise PorterError(
+            f"config.json soft-caps with a field its class does not read: {hf_field}", file=config.path,
+            construct=f"{hf_field} (a field of Gemma2Config)", found=f"{hf_field} = {cap!r} for {model_type}",
+            fix=f"remove {hf_field} from config.json (transformers' {model_type} model ignores it), or port a "
+                "family whose class reads it (gemma2)")
+    return {field: float(cap) if cap else None}
+
+
 class AttentionSoftcap(Difference):
     name = SWITCH
     model_switches = (SWITCH,)
@@ -82,10 +99,7 @@ class AttentionSoftcap(Difference):
         p.create("megatron/model/softcap.py", SWITCH, "the soft-cap of the attention scores", "softcap.py.j2")
 
     def from_hf(self, config):
-        if HF_FIELD not in config:
-            return {}
-        cap = config[HF_FIELD]
-        return {FIELD: float(cap) if cap else None}
+        return read_cap(config, FIELD, HF_FIELD)
 
     def to_hf(self, spec, config):
         check_class(spec, config, FIELD, HF_FIELD, spec[FIELD])

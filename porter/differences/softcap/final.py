@@ -13,7 +13,7 @@ HF: `final_logit_softcapping` (Gemma2Config: 30 when left out; null: none).
 from __future__ import annotations
 
 from porter.differences.base import Difference
-from porter.differences.softcap import check_class
+from porter.differences.softcap import check_class, read_cap
 from porter.profile.features import NETWORK, Spelling
 from porter.schema import number
 
@@ -47,10 +47,7 @@ class FinalLogitSoftcap(Difference):
         p.values[SWITCH] = {"cap": f"get_args().{spelling.dest}"}
 
     def from_hf(self, config):
-        if HF_FIELD not in config:
-            return {}
-        cap = config[HF_FIELD]
-        return {FIELD: float(cap) if cap else None}
+        return read_cap(config, FIELD, HF_FIELD)
 
     def to_hf(self, spec, config):
         check_class(spec, config, FIELD, HF_FIELD, spec[FIELD])
