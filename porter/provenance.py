@@ -172,14 +172,19 @@ def _source_of(cls: type) -> str:
         return path.name
 
 
-@cache
 def _rewrites() -> dict[str, tuple[str, str]]:
     """Rewrite class name -> (module file, docstring), over every rewrite porter knows: the
-    shared ones in porter.edits and those of every registered difference."""
+    shared ones in porter.edits and those of every registered difference. Kept per set of
+    registered differences: one registered later (a plugin) brings its rewrites with it."""
     from porter import catalog
+
+    return _rewrites_of(tuple(d.name for d in catalog.differences()))
+
+
+@cache
+def _rewrites_of(registered: tuple[str, ...]) -> dict[str, tuple[str, str]]:
     from porter.edits.base import ModuleRewrite, Rewrite
 
-    catalog.differences()  # every difference's rewrites are imported with it
     found: dict[str, tuple[str, str]] = {}
     pending = [Rewrite, ModuleRewrite]
     while pending:
