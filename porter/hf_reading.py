@@ -34,6 +34,8 @@ from porter.errors import PorterError
 
 TABLE = Path(__file__).with_name("hf_classes.json")
 ROPE_FIELDS = ("rope_theta", "rope_scaling", "rope_parameters")
+# the layer types of a model with a rotary per layer type (Gemma-3's nested rope_parameters)
+GLOBAL_LAYERS, LOCAL_LAYERS = "full_attention", "sliding_attention"
 # Rope types whose parameters carry the pre-training context (transformers fills it from
 # max_position_embeddings when it is left out).
 ROPE_WITH_ORIGINAL = ("llama3", "yarn", "longrope")
@@ -128,7 +130,12 @@ class HFConfig(dict):
 
 
 def rope_parameters_of(fields: dict) -> dict[str, Any]:
+    """The rope fields in transformers 5's standard form; a model with a rotary per layer type
+    (Gemma-3: `rope_parameters.full_attention` and `.sliding_attention`) gives its global layers'
+    (the local ones' base is porter.differences.local_rotary's)."""
     params = dict(fields.get("rope_parameters") or {})
+    if isinstance(params.get(GLOBAL_LAYERS), dict):
+        params = dict(params[GLOBAL_LAYERS])
     if fields.get("rope_theta") is not None and "rope_theta" not in params:
         params["rope_theta"] = fields["rope_theta"]
     for key, value in (fields.get("rope_scaling") or {}).items():
@@ -285,6 +292,9 @@ def reading(raw: dict, path: str = "config.json") -> HFConfig:
     else:
         fields = _through_table(raw, cls)
     rope = _standard_rope(fields, cls)
+    local = (fields.get("rope_parameters") or {}).get(LOCAL_LAYERS)
+    if isinstance(local, dict):  # a rotary per layer type: the local layers' own, beside the global
+        rope = {GLOBAL_LAYERS: rope, LOCAL_LAYERS: dict(local)}
     # the class's fields, and those its modeling code reads anyway: the rest change nothing
     fields = {k: v for k, v in _both_names(fields, raw, cls).items() if cls.defines(k) or k in cls.base or k in cls.reads}
     fields["rope_parameters"] = rope
