@@ -173,10 +173,18 @@ def _installed(model_type: str) -> ConfigClass | None:
         defaults[name] = None if param.default is inspect.Parameter.empty else param.default
     return ConfigClass(
         model_type=model_type, name=cls.__name__, defaults=_plain(defaults), reads=frozenset(_modeling_reads(model_type)),
-        default_theta=float(getattr(cls, "default_theta", 10000.0)), origin=f"transformers {transformers.__version__}",
+        default_theta=_global_theta(getattr(cls, "default_theta", 10000.0)), origin=f"transformers {transformers.__version__}",
         legacy={}, base=frozenset(base),
         window_switch="use_sliding_window" in defaults, aliases=_plain(dict(getattr(cls, "attribute_map", {}) or {})),
     )
+
+
+def _global_theta(value) -> float:
+    """A class's default rotary base; of a rotary per layer type (Gemma3TextConfig: {"global": 1e6,
+    "local": 1e4}), the global layers'."""
+    if isinstance(value, dict):
+        value = value.get("global", value.get(GLOBAL_LAYERS, 10000.0))
+    return float(value)
 
 
 def _base_fields(transformers) -> set[str]:
@@ -195,10 +203,11 @@ def _modeling_reads(model_type: str) -> set[str]:
     `getattr(config, "x", ...)`)."""
     import importlib
 
-    try:
-        module = importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
+    try:  # the config class's package holds the modeling code (gemma3_text's is models/gemma3/)
+        config_module = _transformers().CONFIG_MAPPING[model_type].__module__
+        module = importlib.import_module(config_module.replace(".configuration_", ".modeling_"))
         source = inspect.getsource(module)
-    except (ImportError, OSError):
+    except (ImportError, OSError, KeyError):
         return set()
     return set(re.findall(r"config\.(\w+)", source)) | set(
         re.findall(r"getattr\(\s*(?:self\.)?config\s*,\s*[\"'](\w+)[\"']", source))

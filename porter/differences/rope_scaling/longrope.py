@@ -105,11 +105,15 @@ def from_hf(config, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def to_hf(spec, config: dict[str, Any], params: dict[str, Any]) -> None:
-    """rope_parameters of a longrope spec; the top-level original context too where the config
+    """rope_parameters of a longrope spec (its factor only where it is not transformers' implicit
+    max_position_embeddings / original); the top-level original context too where the config
     class has one (Phi3Config's would otherwise override the scaling's own)."""
     for key in ("short_factor", "long_factor", "factor", "original_max_position_embeddings", "attention_factor"):
         if spec[PREFIX + key] is not None:
             params[key] = spec[PREFIX + key]
+    positions, original = spec["sizes.max_position_embeddings"], spec[PREFIX + "original_max_position_embeddings"]
+    if positions and original and params.get("factor") == positions / original:
+        del params["factor"]  # the implicit one, as the published files leave it (transformers computes it)
     if class_defines(config.get("model_type"), "original_max_position_embeddings", unknown=False):
         config["original_max_position_embeddings"] = spec[PREFIX + "original_max_position_embeddings"]
 
