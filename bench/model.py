@@ -2,8 +2,10 @@
 
 It ports every family asked for (`--families llama,llama3`: LLaMA-1 and the LLaMA-3 shape with
 grouped-query attention, 2 key/value heads for 8; `gemma`: one key/value head, head size 64
-for hidden 256 / 8 heads, GeGLU, the norm offset, scaled and tied embeddings) into one fresh
-copy of the bundled sample tree, then, inside it, per family (bench/model_worker.py):
+for hidden 256 / 8 heads, GeGLU, the norm offset, scaled and tied embeddings; `phi3`, `phi3_5`:
+Phi3ForCausalLM, its 2047 window longer than the bench's sequence, Phi-3.5's longrope lists taken
+at the bench's head size) into one fresh copy of the bundled sample tree, then, inside it, per
+family (bench/model_worker.py):
   1. times training steps (forward + backward + optimizer step) of the generated LLaMAModel
      (plain loop), LLaMAModelPipe (DeepSpeed's pipeline engine, train_batch, set up by the
      tree's own setup_model_and_optimizer) and HF's LlamaForCausalLM with "sdpa" and "eager"
@@ -13,7 +15,8 @@ copy of the bundled sample tree, then, inside it, per family (bench/model_worker
   3. times RMSNorm, RoPE, SwiGLU and the attention core of the generated code against the
      simplest reference implementations, and reports which kernel the generated code selects
      on this device, on CUDA and on Gaudi.
-Ratios are against HF with its default (sdpa) attention; below 1.00x is faster than HF.
+Ratios are against HF with its default (sdpa) attention, or its eager attention where the class
+cannot run SDPA (Gemma-2: soft-capped scores); below 1.00x is faster than HF.
 
 Default config: 4 layers, hidden 256, 8 heads, seq 256, micro-batch 4, vocabulary 1024, fp32, CPU;
 a family with grouped-query attention gets heads / 4 key/value heads (LLaMA-3 8B's ratio).
@@ -39,6 +42,7 @@ from versions import versions  # bench/versions.py (the script's folder is on sy
 
 import porter
 from porter.differences.ffn_rule import default_ffn_hidden_size
+from porter.differences.rope_scaling import longrope
 from porter.resources import sample_tree_dir
 from porter.smoke import SmokeConfig
 from porter.smoke.ds_config import deepspeed_config
@@ -92,6 +96,8 @@ def bench_spec(spec, cli):
         values.update({"attention.latent.kv_lora_rank": cli.hidden // 4, "attention.latent.qk_nope_head_dim": 2 * head,
                        "attention.latent.qk_rope_head_dim": head, "attention.latent.v_head_dim": 2 * head,
                        "attention.latent.q_lora_rank": cli.hidden // 2 if spec["attention.latent.q_lora_rank"] else None})
+    if spec["position_embedding.rope_scaling.type"] == longrope.TYPE:  # a factor per frequency of the bench's heads
+        values.update(longrope.tiny(spec, values.get("attention.head_dim") or cli.hidden // cli.heads))
     return spec.with_values(**values)
 
 
@@ -131,9 +137,11 @@ def run_worker(tree: Path, mode: str, config: dict, threads: int) -> dict:
 
 
 
-def print_times(times: dict, memory: dict, models: list[str], names: dict[str, str]) -> None:
-    reference = times["hf-sdpa"]
-    print("\n| model | s/step (median) | vs HF sdpa | paired (q1..q3) | min..max | vs HF sdpa (min) | CPU s/step | CPU paired "
+def print_times(times: dict, memory: dict, models: list[str], names: dict[str, str], hf: str = "hf-sdpa") -> None:
+    """The table of step times against HF's own best attention (`hf`: SDPA, or eager where the class cannot run it)."""
+    reference = times[hf]
+    ref = hf.removeprefix("hf-")
+    print(f"\n| model | s/step (median) | vs HF {ref} | paired (q1..q3) | min..max | vs HF {ref} (min) | CPU s/step | CPU paired "
           "| page faults/step | peak memory |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in models:
@@ -143,7 +151,7 @@ def print_times(times: dict, memory: dict, models: list[str], names: dict[str, s
               f"{t['paired_ratio']:.2f}x ({t['paired_q1']:.2f}..{t['paired_q3']:.2f}) | {t['min']:.3f}..{t['max']:.3f} | "
               f"{t['min'] / reference['min']:.2f}x | {t['cpu_median']:.3f} | {t['cpu_paired_ratio']:.2f}x | "
               f"{t['faults_median']:.0f} | {peak} |")
-    print("(paired: the median over rounds of a model's step time over HF sdpa's in the same round, and its quartiles; "
+    print(f"(paired: the median over rounds of a model's step time over HF {ref}'s in the same round, and its quartiles; "
           "CPU: the process's CPU time, all threads; page faults: minor faults, memory the allocator took from the system "
           "again)")
 
@@ -237,6 +245,8 @@ def main() -> None:
     models = MODELS + (["porter-pipe-before"] if cli.ablation else [])
 
     from porter.catalog import load_spec
+    from porter.hf_config import hf_class_of
+    from porter.verify.reference import reference_attention
 
     families = [load_spec(name) for name in cli.families.split(",")]
     print(f"# generated models vs their HF classes: training step (forward + backward + optimizer), "
@@ -255,7 +265,10 @@ def main() -> None:
                     **family}
             # a model the pipeline engine cannot carry (a mixture of experts) is timed on the plain one only
             plain_only = not all(d.pipeline_engine for d in spec.wanted())
-            family_models = [n for n in models if not (plain_only and n.startswith("porter-pipe"))]
+            # HF's own best attention is the reference: SDPA, or eager where the class cannot run SDPA (Gemma-2)
+            hf = "hf-sdpa" if reference_attention(hf_class_of(spec.hf_class)) == "sdpa" else "hf-eager"
+            family_models = [n for n in models if not (plain_only and n.startswith("porter-pipe"))
+                             and not (hf == "hf-eager" and n == "hf-sdpa")]
             times = None if cli.skip_time else run_worker(tree, "time", {**base, "models": family_models}, cli.threads)
             memory = {}
             if not cli.skip_memory:
@@ -267,7 +280,7 @@ def main() -> None:
             print(f"\n## {spec.name} ({spec.hf_class}; {groups} key/value heads of {cli.heads})")
             names = labels(spec)
             if times is not None:
-                print_times(times, memory, family_models, names)
+                print_times(times, memory, family_models, names, hf)
             if cli.profile:
                 profiled = [n for n in family_models if n != "hf-eager"]
                 print_profile(run_worker(tree, "profile", {**base, "models": profiled, "steps": cli.profile_steps},

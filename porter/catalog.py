@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from porter.differences.attention_scale import AttentionScale
 from porter.differences.base import Difference
 from porter.differences.bias import Bias
 from porter.differences.embedding_scale import EmbeddingScale
@@ -29,7 +30,9 @@ from porter.differences.gated_mlp import GatedMLP
 from porter.differences.grouped_query import GroupedQueryAttention
 from porter.differences.grouped_routing import GroupedRouting
 from porter.differences.head_dim import HeadDim
+from porter.differences.hf_fused_weights import HFFusedWeights
 from porter.differences.latent_attention import LatentAttention
+from porter.differences.local_rotary import LocalRotary
 from porter.differences.moe import MixtureOfExperts
 from porter.differences.multi_token_prediction import MultiTokenPrediction
 from porter.differences.norm_eps import NormEps
@@ -43,6 +46,8 @@ from porter.differences.rotary import Rotary
 from porter.differences.shared_experts import SharedExperts
 from porter.differences.sizes import Sizes
 from porter.differences.sliding_window import SlidingWindow
+from porter.differences.softcap import AttentionSoftcap
+from porter.differences.softcap.final import FinalLogitSoftcap
 from porter.differences.tokenizer import Tokenizer
 from porter.differences.untied_head import UntiedHead
 from porter.errors import PorterError
@@ -64,11 +69,16 @@ _REGISTERED: list[Difference] = [
     FusedQKVLayout(),
     GroupedQueryAttention(),
     SlidingWindow(),
+    LocalRotary(),
+    AttentionSoftcap(),
     HeadDim(),
     LatentAttention(),
+    AttentionScale(),
     QueryKeyNorm(),
+    HFFusedWeights(),
     Bias(),
     UntiedHead(),
+    FinalLogitSoftcap(),
     EmbeddingScale(),
     FfnRule(),
     Tokenizer(),

@@ -30,8 +30,9 @@ EMBEDDING_ARGUMENTS = {
 
 # where a difference adds to model.py.j2: imports; the end of <Prefix>Model.__init__ (init); what the
 # model does with the losses its layers return beside the output, right after its language model ran
-# (losses: the tree's MoE-loss API); its checkpoint dict (save, load); <Prefix>ModelPipe.__init__
-MODEL_SLOTS = ("imports", "init", "losses", "save", "load", "pipe_init")
+# (losses: the tree's MoE-loss API); its checkpoint dict (save, load); <Prefix>ModelPipe.__init__; what
+# the model does to its logits (logits)
+MODEL_SLOTS = ("imports", "init", "losses", "save", "load", "pipe_init", "logits")
 
 
 def model_values(p: Planner, wanted: dict[str, bool]) -> dict:
@@ -193,6 +194,12 @@ def _explicit_model(p: Planner, model_switches: list[str]) -> None:
 def _flags_model(p: Planner, model_switches: list[str]) -> None:
     spec = p.spec
     switches = [(p.tests[s], p.switches[s].switch) for s in model_switches if s in p.tests]
+    changes_logits = [d.name for d in spec.wanted() if "logits" in d.model_slots]
+    if changes_logits:
+        raise unsupported(f"the tree's own GPT classes carry the {spec.name} port here, and they have no place "
+                          f"for what {', '.join(changes_logits)} does to the logits", GPT_MODEL,
+                          "porter's model template (its logits slot), which needs mpu/(init_method, ...) constructors",
+                          f"{p.model.parallel_style} style, {p.model.ctor_style} constructors")
     if not spec["norm.final_norm"]:
         raise unsupported("the tree's GPT model always has a final norm; the spec has none", GPT_MODEL,
                           "a switch that removes the final norm", "none")

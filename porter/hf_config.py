@@ -26,10 +26,13 @@ from typing import Any
 
 from porter.errors import PorterError
 from porter.hf_reading import (
+    GLOBAL_LAYERS,
+    LOCAL_LAYERS,
     OUTSIDE_FORWARD,
     REFUSED_ANYWHERE,
     ROPE_FIELDS,
     HFConfig,
+    class_default,
     class_defines,
     config_class,
     read_config,
@@ -39,7 +42,8 @@ from porter.hf_reading import (
 )
 from porter.spec import Differences, Spec, schema_of
 
-__all__ = ["HFConfig", "family_of", "hf_class_of", "hf_config_of", "hf_file_of", "read_config",
+__all__ = ["GLOBAL_LAYERS", "LOCAL_LAYERS", "HFConfig", "family_of", "hf_class_of", "hf_config_of", "hf_file_of",
+           "read_config",
            "spec_from_hf", "spec_values_from_hf"]
 
 # name -> Spec of every bundled spec with a reference class (porter.catalog.bundled_families)
@@ -48,6 +52,7 @@ Families = Callable[[], Mapping[str, Spec]]
 UNPORTED = Path(__file__).with_name("unported_families.toml")
 # config.json fields that are numbers of training, not of the model: the entry point's defaults
 TRAINING_FIELDS = {"initializer_range": "init_method_std", "attention_dropout": "attention_dropout"}
+TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 
 def hf_class_of(name: str):
@@ -291,6 +296,11 @@ def hf_config_of(spec: Spec, sizes: dict[str, Any] | None = None) -> dict[str, A
         if dest in spec.training_defaults and class_defines(model_type, hf, unknown=False):
             config[hf] = spec.training_defaults[dest]
     config.update(sizes or {})
+    vocab = config.get("vocab_size")
+    for key in TOKEN_IDS:  # a class default for the real vocabulary (Phi3Config: pad 32000) names no token of a small one
+        value = class_default(model_type, key)
+        if key not in config and isinstance(value, int) and vocab is not None and not 0 <= value < vocab:
+            config[key] = None
     return config
 
 
@@ -308,11 +318,19 @@ def hf_file_of(spec) -> dict[str, Any]:
 
 
 def rope_spelling(config: dict[str, Any], legacy: bool) -> dict[str, Any]:
-    """The config with its rope fields as `rope_theta` + `rope_scaling` (legacy) or `rope_parameters`."""
+    """The config with its rope fields as `rope_theta` + `rope_scaling` (legacy) or `rope_parameters`;
+    a rotary per layer type (Gemma-3) as transformers 5's nested `rope_parameters`, or transformers
+    4's `rope_theta`, `rope_scaling` and `rope_local_base_freq`."""
     out = dict(config)
     params = rope_parameters_of(out)
+    nested = (out.get("rope_parameters") or {}).get(LOCAL_LAYERS)
     for key in ROPE_FIELDS:
         out.pop(key, None)
+    if isinstance(nested, dict):
+        if not legacy:
+            out["rope_parameters"] = {GLOBAL_LAYERS: params, LOCAL_LAYERS: dict(nested)}
+            return out
+        out["rope_local_base_freq"] = nested.get("rope_theta")
     if not params.get("rope_theta") and params.get("rope_type", "default") == "default":
         return out
     if not legacy:

@@ -34,6 +34,8 @@ from porter.errors import PorterError
 
 TABLE = Path(__file__).with_name("hf_classes.json")
 ROPE_FIELDS = ("rope_theta", "rope_scaling", "rope_parameters")
+# the layer types of a model with a rotary per layer type (Gemma-3's nested rope_parameters)
+GLOBAL_LAYERS, LOCAL_LAYERS = "full_attention", "sliding_attention"
 # Rope types whose parameters carry the pre-training context (transformers fills it from
 # max_position_embeddings when it is left out).
 ROPE_WITH_ORIGINAL = ("llama3", "yarn", "longrope")
@@ -128,7 +130,12 @@ class HFConfig(dict):
 
 
 def rope_parameters_of(fields: dict) -> dict[str, Any]:
+    """The rope fields in transformers 5's standard form; a model with a rotary per layer type
+    (Gemma-3: `rope_parameters.full_attention` and `.sliding_attention`) gives its global layers'
+    (the local ones' base is porter.differences.local_rotary's)."""
     params = dict(fields.get("rope_parameters") or {})
+    if isinstance(params.get(GLOBAL_LAYERS), dict):
+        params = dict(params[GLOBAL_LAYERS])
     if fields.get("rope_theta") is not None and "rope_theta" not in params:
         params["rope_theta"] = fields["rope_theta"]
     for key, value in (fields.get("rope_scaling") or {}).items():
@@ -166,10 +173,18 @@ def _installed(model_type: str) -> ConfigClass | None:
         defaults[name] = None if param.default is inspect.Parameter.empty else param.default
     return ConfigClass(
         model_type=model_type, name=cls.__name__, defaults=_plain(defaults), reads=frozenset(_modeling_reads(model_type)),
-        default_theta=float(getattr(cls, "default_theta", 10000.0)), origin=f"transformers {transformers.__version__}",
+        default_theta=_global_theta(getattr(cls, "default_theta", 10000.0)), origin=f"transformers {transformers.__version__}",
         legacy={}, base=frozenset(base),
         window_switch="use_sliding_window" in defaults, aliases=_plain(dict(getattr(cls, "attribute_map", {}) or {})),
     )
+
+
+def _global_theta(value) -> float:
+    """A class's default rotary base; of a rotary per layer type (Gemma3TextConfig: {"global": 1e6,
+    "local": 1e4}), the global layers'."""
+    if isinstance(value, dict):
+        value = value.get("global", value.get(GLOBAL_LAYERS, 10000.0))
+    return float(value)
 
 
 def _base_fields(transformers) -> set[str]:
@@ -188,10 +203,11 @@ def _modeling_reads(model_type: str) -> set[str]:
     `getattr(config, "x", ...)`)."""
     import importlib
 
-    try:
-        module = importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
+    try:  # the config class's package holds the modeling code (gemma3_text's is models/gemma3/)
+        config_module = _transformers().CONFIG_MAPPING[model_type].__module__
+        module = importlib.import_module(config_module.replace(".configuration_", ".modeling_"))
         source = inspect.getsource(module)
-    except (ImportError, OSError):
+    except (ImportError, OSError, KeyError):
         return set()
     return set(re.findall(r"config\.(\w+)", source)) | set(
         re.findall(r"getattr\(\s*(?:self\.)?config\s*,\s*[\"'](\w+)[\"']", source))
@@ -285,6 +301,9 @@ def reading(raw: dict, path: str = "config.json") -> HFConfig:
     else:
         fields = _through_table(raw, cls)
     rope = _standard_rope(fields, cls)
+    local = (fields.get("rope_parameters") or {}).get(LOCAL_LAYERS)
+    if isinstance(local, dict):  # a rotary per layer type: the local layers' own, beside the global
+        rope = {GLOBAL_LAYERS: rope, LOCAL_LAYERS: dict(local)}
     # the class's fields, and those its modeling code reads anyway: the rest change nothing
     fields = {k: v for k, v in _both_names(fields, raw, cls).items() if cls.defines(k) or k in cls.base or k in cls.reads}
     fields["rope_parameters"] = rope
@@ -319,13 +338,21 @@ def _through_transformers(raw: dict, path: str) -> dict:
     logger.set_verbosity_error()
     try:
         config = cls.from_dict(copy.deepcopy(raw))  # transformers fills nested dicts in place
-    except (TypeError, ValueError, KeyError) as exc:
+    except Exception as exc:  # its own checks: TypeError, ValueError, KeyError, huggingface_hub's validation errors
+        if not isinstance(exc, (TypeError, ValueError, KeyError)) and not type(exc).__module__.startswith("huggingface_hub"):
+            raise
         raise PorterError(f"transformers' {cls.__name__} refuses this config.json", file=path,
-                          construct=f"a config {cls.__name__} reads", found=str(exc).splitlines()[0],
+                          construct=f"a config {cls.__name__} reads", found=_first_reason(exc),
                           fix="fix the field it names (transformers could not load this model either)") from None
     finally:
         logger.set_verbosity(level)
     return config.to_dict()
+
+
+def _first_reason(exc: Exception) -> str:
+    """The line of transformers' refusal that names the field (a validation error's last line)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if type(exc).__module__.startswith("huggingface_hub") and lines else lines[0] if lines else repr(exc)
 
 
 def _both_names(fields: dict, raw: dict, cls: ConfigClass) -> dict:
@@ -389,10 +416,6 @@ def field_kind(config: HFConfig, name: str) -> str:
     return "ignored"
 
 
-def class_default(config: HFConfig, name: str) -> Any:
-    return None if config.cls is None else config.cls.defaults.get(name)
-
-
 def class_defines(model_type: str | None, name: str, unknown: bool = True) -> bool:
     """Does the transformers config class of `model_type` define the field `name`? LlamaConfig
     defines attention_bias; Qwen2Config does not (Qwen2's modeling code hard-codes its q, k, v
@@ -400,3 +423,11 @@ def class_defines(model_type: str | None, name: str, unknown: bool = True) -> bo
     model type answers `unknown`."""
     cls = config_class(model_type)
     return unknown if cls is None else cls.defines(name)
+
+
+def class_default(model_type: str | None, name: str) -> Any:
+    """The value the transformers config class of `model_type` gives the field `name` when
+    config.json leaves it out (Phi3Config: original_max_position_embeddings 4096); None where
+    the class has no such field, or is unknown."""
+    cls = config_class(model_type)
+    return None if cls is None else cls.defaults.get(name)

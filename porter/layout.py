@@ -68,6 +68,9 @@ class WeightLayout:
     attention_output_bias: bool = False
     mlp_bias: bool = False
     final_norm_present: bool = True
+    # projections HF's checkpoint holds fused, where the tree's slot is made of their parts
+    # ("qkv": q, k and v in one tensor; "gate_up": gate and up in one)
+    hf_fused: tuple[str, ...] = ()
     make_vocab_size_divisible_by: int = 128
     # the generated <Prefix>ModelPipe's layer spec indices (porter/profile/pipe_order.py):
     # porter's template: embedding, transpose, the layers, transpose, final norm, head

@@ -18,6 +18,10 @@ import torch
 
 from porter.layout import WeightLayout
 
+# HF's logits as its model returns them (a soft-capped model changes lm_head's output after it):
+# what the tree's side of the output probe holds too (its model's return value)
+LOGITS = "logits"
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -140,5 +144,5 @@ def probe_plan(layout: WeightLayout, num_layers: int, num_heads: int, difference
     probes.append(Probe(f"{encoder}.{layout.final_norm}", "final norm", "final_norm", -1, "", "output", "same",
                         lambda c: c["model.norm"]))
     probes.append(Probe(layout.head_module, "output projection: logits", "output", -1, "", "output", "cat",
-                        lambda c: c["lm_head"]))
+                        lambda c: c[LOGITS]))
     return probes

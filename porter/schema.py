@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-_KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+_KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+               list: "a list of numbers"}
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Field:
     low: float | None = None  # exclusive lower bound for numbers
     high: float | None = None  # exclusive upper bound for numbers
     help: str = ""
+    item: type = float  # a list's items: int (layer indices, maybe none) or float (one or more numbers)
 
     def describe(self) -> str:
         parts = []
@@ -37,8 +39,10 @@ class Field:
             parts.append(text + (" " + " and ".join(bounds) if bounds else ""))
         if str in self.kinds:
             parts.append("one of " + ", ".join(repr(c) for c in self.choices) if self.choices else "a string")
-        if list in self.kinds:
+        if list in self.kinds and self.item is int:
             parts.append("a list of whole numbers" + (f" >= {self.low + 1:g}" if self.low is not None else ""))
+        elif list in self.kinds:
+            parts.append(_KIND_NAMES[list] + (f" each > {self.low:g}" if self.low is not None else ""))
         if bool in self.kinds:
             parts.append(_KIND_NAMES[bool])
         return ", or ".join(parts)
@@ -48,11 +52,8 @@ class Field:
         None (not set) is allowed where the base is None."""
         if value is None and self.base is None:
             return None
-        if isinstance(value, list) and list in self.kinds:
-            if not all(isinstance(v, int) and not isinstance(v, bool) and (self.low is None or v > self.low)
-                       for v in value):
-                raise ValueError(self.describe())
-            return list(value)
+        if isinstance(value, (list, tuple)) and list in self.kinds:
+            return self._whole_numbers(value) if self.item is int else self._numbers(value)
         if isinstance(value, bool):
             if bool not in self.kinds:
                 raise ValueError(self.describe())
@@ -72,6 +73,22 @@ class Field:
         raise ValueError(self.describe())
 
 
+    def _whole_numbers(self, values) -> list[int]:
+        """A list of whole numbers, each above `low` (maybe empty: layer indices)."""
+        if not all(isinstance(v, int) and not isinstance(v, bool) and (self.low is None or v > self.low)
+                   for v in values):
+            raise ValueError(self.describe())
+        return list(values)
+
+    def _numbers(self, values) -> list[float]:
+        """A list of numbers, each a float above `low` (a non-empty list)."""
+        if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+            raise ValueError(self.describe())
+        if self.low is not None and not all(v > self.low for v in values):
+            raise ValueError(self.describe())
+        return [float(v) for v in values]
+
+
 def number(base: Any, *, whole: bool = False, low: float | None = 0.0, high: float | None = None,
            help: str = "") -> Field:
     return Field((int,) if whole else (float,), base, low=low, high=high, help=help)
@@ -83,8 +100,13 @@ def choice(base: str, *choices: str, help: str = "") -> Field:
 
 def whole_numbers(base: list | None, *, low: float | None = -1, help: str = "") -> Field:
     """A list of whole numbers (layer indices: each > low)."""
-    return Field((list,), base, low=low, help=help)
+    return Field((list,), base, low=low, help=help, item=int)
 
 
 def flag(base: bool | None, help: str = "") -> Field:
     return Field((bool,), base, help=help)
+
+
+def numbers(base: list | None = None, *, low: float | None = 0.0, help: str = "") -> Field:
+    """A list of numbers (longrope's factor per rotary frequency), each a float above `low`."""
+    return Field((list,), base, low=low, help=help)

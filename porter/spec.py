@@ -90,7 +90,7 @@ class Spec:
     def summary(self) -> dict[str, str]:
         """field -> 'value (GPT: base)' for the fields that differ from GPT."""
         schema = self.schema
-        return {name: f"{value!r} (GPT: {schema[name].base!r})"
+        return {name: f"{_shown(value)} (GPT: {schema[name].base!r})"
                 for name, value in self.values.items() if value != schema[name].base}
 
     def value_of(self, dotted: str) -> tuple[Any, Any]:
@@ -99,6 +99,13 @@ class Spec:
         if section == "model":
             return getattr(self, key), None
         return self.values[dotted], self.schema[dotted].base
+
+
+def _shown(value: Any) -> str:
+    """A value for people: a long list (longrope's factors) by its ends and its length."""
+    if isinstance(value, list) and len(value) > 4:
+        return f"[{value[0]!r}, {value[1]!r}, ..., {value[-1]!r}] ({len(value)} numbers)"
+    return repr(value)
 
 
 def spec_toml(spec: Spec) -> str:

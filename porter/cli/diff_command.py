@@ -171,7 +171,19 @@ def stat_text(port, stats) -> str:
     for f, text in zip(features, figures, strict=True):
         field = switch_fields().get(f.feature, "")
         lines.append(f"  {f.feature + ':':<{key_width}} {text:<{figure_width}}  {field}".rstrip())
+    for d in converts_only(port.spec):
+        lines.append(f"  {d.name}: no line in the tree ({d.converts_only})  {', '.join(given_fields(port.spec, d))}")
     return "\n".join(lines) + "\n"
+
+
+def converts_only(spec) -> list:
+    """The wanted differences that change only what porter converts (no line in the tree)."""
+    return [d for d in spec.wanted() if d.converts_only]
+
+
+def given_fields(spec, difference) -> list[str]:
+    """The difference's fields the spec sets away from GPT."""
+    return [name for name, field in difference.fields.items() if spec[name] != field.base]
 
 
 def stat_document(port, stats) -> dict:
@@ -199,6 +211,8 @@ def stat_document(port, stats) -> dict:
              "added": f.added, "removed": f.removed}
             for f in feature_stats(stats, [e.feature for e in port.plan.edits])
         ],
+        "converts_only": [{"feature": d.name, "spec_fields": given_fields(port.spec, d), "what": d.converts_only}
+                          for d in converts_only(port.spec)],
         "total": {
             "files": len(stats),
             "created": sum(s.created for s in stats),

@@ -48,8 +48,12 @@ class Difference:
     # behind its own switches gets the "flags" port (porter.generated_model)
     model_switches: ClassVar[tuple[str, ...]] = ()
     # what it adds to the generated model (templates/model.py.j2) at a named slot: slot -> a template
-    # of its package (slots: imports, save, load, pipe_init)
+    # of its package (slots: imports, save, load, pipe_init; logits: code that changes `logits`, this
+    # rank's [b, s, vocab/p], where the plain and the pipe model hold them before the loss)
     model_slots: ClassVar[dict[str, str]] = {}
+    # what it changes outside the tree only (HF's checkpoint layout), for `porter diff --stat`:
+    # a difference that writes no line in the tree says so there
+    converts_only: ClassVar[str] = ""
     # a function of the tree's process ("module:function", called with the model, the checkpoint's
     # tag folder and the tensor-parallel rank) giving this rank's tensors that the engine saves in
     # files of their own, keyed as the model names them (verify's structure check)

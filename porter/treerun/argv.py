@@ -101,10 +101,10 @@ def tree_job(spec: Spec, tree: SourceTree, profile: TreeProfile, shape: RunShape
 
 
 def is_number(value) -> bool:
-    """A number the port's switches take: int or float, or a list of ints (one per layer, or
-    layer indices: maybe none)."""
+    """A number the port's switches take: int or float, or a list of them (one per layer, layer
+    indices: maybe none, one per rotary frequency)."""
     if isinstance(value, list):
-        return all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

@@ -38,7 +38,7 @@ from porter.treerun.device import runs_on_cpu
 from porter.treerun.in_tree import run_in_tree
 from porter.treerun.shape import tiny_spec
 from porter.verify.probes import capture_hf, combine, orient, pipe_module
-from porter.verify.reference import REFERENCE_ATTENTION, TinyConfig, random_reference, token_batch
+from porter.verify.reference import REFERENCE_ATTENTION, TinyConfig, random_reference, reference_attention, token_batch
 from porter.verify.user_model import (
     BYTES,
     check_memory,
@@ -256,8 +256,8 @@ def _reference_from_checkpoint(port: convert.Port, checkpoint: Path, tiny: TinyC
     weights = port.weights(config, shape)
     model = convert.read_checkpoint(reader, weights)
     convert.write_hf(hf_dir, config, convert.megatron_to_hf(model), port.spec.hf_class)
-    reference = hf_class_of(port.spec.hf_class).from_pretrained(
-        str(hf_dir), attn_implementation=REFERENCE_ATTENTION).float().eval()
+    cls = hf_class_of(port.spec.hf_class)
+    reference = cls.from_pretrained(str(hf_dir), attn_implementation=reference_attention(cls)).float().eval()
     tiny = replace(tiny, num_layers=shape.num_layers, hidden_size=shape.hidden_size,
                    num_attention_heads=shape.num_attention_heads, vocab_size=shape.vocab_size,
                    seq_length=min(tiny.seq_length, config.get("max_position_embeddings") or tiny.seq_length))
@@ -417,7 +417,7 @@ def _users_weights(spec: Spec, hf_dir: Path, tiny: TinyConfig, dtype: str):
     hf_logging.disable_progress_bar()
     cls = causal_lm_class(raw, spec.hf_class)
     reference = cls.from_pretrained(str(hf_dir), dtype=torch.float32 if dtype == "fp32" else torch.bfloat16,
-                                    attn_implementation=REFERENCE_ATTENTION).eval()
+                                    attn_implementation=reference_attention(cls)).eval()
     read = reading(raw, str(config_path))
     tiny = replace(tiny, num_layers=read["num_hidden_layers"], hidden_size=read["hidden_size"],
                    num_attention_heads=read["num_attention_heads"], vocab_size=read["vocab_size"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from porter.layout import WeightLayout
-from porter.probe import Probe
+from porter.probe import LOGITS, Probe
 
 
 def pipe_module(probe: Probe, num_layers: int, layout=None) -> str:
@@ -64,10 +64,13 @@ def capture_hf(model, tokens: torch.Tensor, positions: torch.Tensor | None = Non
             hidden = args[0] if args else kwargs.get("hidden_states")
             if torch.is_tensor(hidden):
                 captures[f"{name}:input"] = hidden.detach().clone()
+            if kwargs.get("position_embeddings") is not None:  # the rotary angles this module was given
+                captures[f"{name}:position_embeddings"] = _kept(kwargs["position_embeddings"])
         return hook
 
     # every module's output and its hidden-states input: what a probe reads is there, whatever
-    # its family's modules are
+    # its family's modules are; and the rotary angles each was handed (a model with a rotary per
+    # layer type gives each layer its own)
     for name, module in model.named_modules():
         if name:
             handles.append(module.register_forward_hook(keep(name), with_kwargs=True))
@@ -79,6 +82,7 @@ def capture_hf(model, tokens: torch.Tensor, positions: torch.Tensor | None = Non
             if positions is None:
                 positions = torch.arange(tokens.shape[1]).unsqueeze(0).expand_as(tokens)
             logits = model(input_ids=tokens, position_ids=positions, attention_mask=keep, use_cache=False).logits
+        captures[LOGITS] = logits.detach().clone()
     finally:
         for handle in handles:
             handle.remove()

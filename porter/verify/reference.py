@@ -21,8 +21,14 @@ from porter.treerun.shape import RunShape, tiny_spec
 # HF's own default attention (torch's scaled_dot_product_attention): the reference as HF users run
 # it, and the kernel porter's fused core attention calls, so a port that computes the same
 # function in the same kernels matches it bit for bit. Ports whose attention stays unfused (a tree
-# where the fused rewrite does not apply) differ from it by fp32 rounding only (~1e-6).
+# where the fused rewrite does not apply) differ from it by fp32 rounding only (~1e-6). A class
+# that cannot run it (its `_supports_sdpa` is false) is run with its own eager attention.
 REFERENCE_ATTENTION = "sdpa"
+
+
+def reference_attention(cls) -> str:
+    """The attention HF runs the class with: SDPA where the class supports it, else its eager code."""
+    return REFERENCE_ATTENTION if getattr(cls, "_supports_sdpa", True) else "eager"
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,7 @@ def reference_config(spec: Spec, tiny: TinyConfig):
     fields = installed_rope_spelling(hf_config_of(tiny_spec(spec, tiny)))
     config = cls.config_class(**{k: v for k, v in fields.items() if k not in ("architectures", "model_type")})
     config.architectures = [spec.hf_class]
-    config._attn_implementation = REFERENCE_ATTENTION
+    config._attn_implementation = reference_attention(cls)
     return config
 
 

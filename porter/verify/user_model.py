@@ -134,7 +134,10 @@ def reference_from_file(raw: dict, hf_class: str, std: float, seed: int, attenti
         config = cls.config_class.from_dict(copy.deepcopy(raw))
     finally:
         transformers_logging.set_verbosity(level)
-    config._attn_implementation = attention
+    from porter.verify.reference import reference_attention
+
+    # sdpa where the class runs it; eager where it cannot (Gemma-2's softcap)
+    config._attn_implementation = reference_attention(cls) if attention == "sdpa" else attention
     torch.manual_seed(seed)
     model = cls(config).float().eval()
     randomize(model, std, seed)

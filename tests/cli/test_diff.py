@@ -121,7 +121,9 @@ def test_json_is_the_stat_as_a_documented_document(porter, pristine):
     assert result.exit_code == 1
     doc = json.loads(result.stdout)
     assert doc["schema"] == "porter.diff/1" and doc["model"] == "llama" and doc["changes"] is True
-    assert set(doc) == {"schema", "porter", "model", "spec", "target", "changes", "files", "features", "total"}
+    assert set(doc) == {"schema", "porter", "model", "spec", "target", "changes", "files", "features",
+                        "converts_only", "total"}
+    assert doc["converts_only"] == []  # LLaMA's HF weights are the tree's parts: every key writes lines
     counts = _patch_counts((GENERATED / "llama.patch").read_text())
     assert {f["path"]: (f["added"], f["removed"]) for f in doc["files"]} == counts
     created = (GENERATED / "llama.patch").read_text().count("\nnew file mode ")

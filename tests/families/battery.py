@@ -62,6 +62,14 @@ BATTERY: dict[str, tuple[str, str] | Refused] = {
     "google--gemma-2b": ("gemma", "Gemma 2B: multi-query, legacy hidden_act gelu (the tanh GELU)"),
     "google--gemma-7b": ("gemma", "Gemma 7B: head_dim 256, 16 x 256 > hidden 3072"),
     "google--gemma-1.1-2b-it": ("gemma", "Gemma 1.1 2B: hidden_activation beside hidden_act"),
+    "google--gemma-2-9b": ("gemma2", "Gemma-2 9B: soft-capped scores and logits, a 4096 window on every other "
+                           "layer, sandwich norms, sliding_window_size (an old name nothing reads)"),
+    "google--gemma-2-2b": ("gemma2", "Gemma-2 2B: 4 key/value heads of 8, head_dim 256 > hidden / heads"),
+    "google--gemma-3-1b-pt": ("gemma3", "Gemma-3 1B: q/k norm, a 512 window on 5 layers of 6, rope_local_base_freq "
+                              "10000 beside rope_theta 1e6, multi-query"),
+    "microsoft--Phi-3-mini-4k-instruct": ("phi3", "Phi-3 mini 4k: a 2047 window, a top-level original context"),
+    "microsoft--Phi-3.5-mini-instruct": ("phi3", "Phi-3.5 mini: longrope (48 short and long factors), auto_map, "
+                                         "a window longer than the context"),
     "Qwen--Qwen3-8B": ("qwen3", "Qwen3 8B: RMSNorm on each head's q and k, head_dim 128, no bias, untied"),
     "allenai--OLMo-2-1124-7B": ("olmo2", "OLMo-2 7B: post-norm layers, q/k RMSNorm over the projection"),
     "Qwen--Qwen3-30B-A3B": ("qwen3_moe", "Qwen3-30B-A3B: 128 experts top-8 renormalised, num_experts spelled so"),
@@ -74,8 +82,6 @@ BATTERY: dict[str, tuple[str, str] | Refused] = {
     "internlm--internlm2-7b": Refused(("auto_map", "wqkv"), "llama"),
     "baichuan-inc--Baichuan2-7B-Base": Refused(("ALiBi", "NormHead", "W_pack"), "llama"),
     "meta-llama--Llama-4-Scout-17B-16E": Refused(("chunked local attention", "NoPE", "shared expert"), "mixtral"),
-    "google--gemma-2-2b": Refused(("soft-capped", "every other layer"), "gemma"),
-    "microsoft--Phi-3-mini-4k-instruct": Refused(("qkv_proj", "LongRoPE"), "llama"),
 }
 
 # A tiny model of each of these (same structure, sizes shrunk) goes through apply, convert both

@@ -50,6 +50,26 @@ def qwen3_olmo2_tree(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def gemmas_tree(tmp_path_factory) -> Path:
+    """gemma, gemma2 then gemma3 applied to one copy of the sample tree (shared: tests must not modify it)."""
+    tree = copy_sample_tree(tmp_path_factory.mktemp("gemmas") / "Megatron-DeepSpeed")
+    for family in ("gemma", "gemma2", "gemma3"):
+        result = CliRunner().invoke(app, ["apply", family, "--target", str(tree)])
+        assert result.exit_code == 0, result.output
+    return tree
+
+
+@pytest.fixture(scope="session")
+def phi3_tree(tmp_path_factory) -> Path:
+    """phi3 then phi3_5 applied to one copy of the sample tree (shared: tests must not modify it)."""
+    tree = copy_sample_tree(tmp_path_factory.mktemp("phi3") / "Megatron-DeepSpeed")
+    for family in ("phi3", "phi3_5"):
+        result = CliRunner().invoke(app, ["apply", family, "--target", str(tree)])
+        assert result.exit_code == 0, result.output
+    return tree
+
+
+@pytest.fixture(scope="session")
 def deepseek_tree(tmp_path_factory) -> Path:
     """deepseek_v2_lite then deepseek_v3 applied to one copy of the sample tree (shared: tests must not modify it)."""
     tree = copy_sample_tree(tmp_path_factory.mktemp("deepseek") / "Megatron-DeepSpeed")

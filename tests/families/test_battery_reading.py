@@ -35,7 +35,8 @@ def test_the_battery_is_large_and_covers_the_families():
     ported = [s for s, e in BATTERY.items() if not isinstance(e, Refused)]
     assert len(BATTERY) >= 30 and len(ported) >= 30
     assert {e[0] for s, e in BATTERY.items() if s in ported} == {
-        "llama", "mistral", "mixtral", "qwen2", "gemma", "qwen3", "olmo2", "qwen3_moe", "deepseek_v2_lite", "deepseek_v3"}
+        "llama", "mistral", "mixtral", "qwen2", "gemma", "qwen3", "olmo2", "qwen3_moe", "deepseek_v2_lite", "deepseek_v3",
+        "gemma2", "gemma3", "phi3"}
     assert sum(len(v) for v in TINY.values()) >= 12
 
 

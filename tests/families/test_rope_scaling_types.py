@@ -90,8 +90,7 @@ def test_yarn_without_a_factor_takes_transformers_implicit_one(tmp_path):
 
 
 @pytest.mark.parametrize(("kind", "scaling"), [
-    ("longrope", {"short_factor": [1.0] * 64, "long_factor": [2.0] * 64, "original_max_position_embeddings": 8192}),
-    ("dynamic", {"factor": 2.0}),
+    ("dynamic", {"factor": 2.0}),  # longrope is ported (Phi-3.5: test_phi3_rope.py)
 ])
 def test_a_rope_type_porter_lacks_is_refused_by_name(tmp_path, kind, scaling):
     config = {**published("meta-llama--Llama-3.1-8B"), "rope_scaling": {"rope_type": kind, **scaling}}

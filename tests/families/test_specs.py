@@ -42,7 +42,7 @@ def _spec(**sections):
     ({"attention": {"num_query_groups": 0}}, "attention.num_query_groups"),
     ({"attention": {"num_query_groups": 2.5}}, "attention.num_query_groups"),
     ({"attention": {"head_dim": "big"}}, "attention.head_dim"),
-    ({"position_embedding": {"type": "rotary", "rope_scaling": {"type": "longrope"}}}, "position_embedding.rope_scaling.type"),
+    ({"position_embedding": {"type": "rotary", "rope_scaling": {"type": "dynamic"}}}, "position_embedding.rope_scaling.type"),
     ({"position_embedding": {"rope_scaling": {"type": "llama3"}}}, "position_embedding.rope_scaling.type"),
     ({"position_embedding": {"type": "rotary", "rope_scaling": {"type": "llama3", "low_freq_factor": 4.0,
                                                                 "high_freq_factor": 1.0}}},

@@ -16,7 +16,7 @@ checks 4 and 5 run in a scratch copy with porter's stand-ins, as smoke and verif
 that needs CUDA must say so: smoke and verify exit 2 with "this tree needs CUDA".
 No fix of porter's tests is applied to any tree: what passes here passes for a user.
 
-Run it on a folder of trees: `python -m tests.realtrees.acceptance <folder of trees> [LABEL...]`
+Run it on a folder of trees: `python -m tests.realtrees.acceptance [--family NAME] TREES [LABEL...]`
 (prints a table); tests/realtrees/test_real_trees.py runs it under pytest when
 PORTER_REAL_TREES is set.
 """
@@ -236,8 +236,8 @@ def _json(done: subprocess.CompletedProcess) -> dict | None:
         return None
 
 
-def check_smoke(copy: Path, env: dict[str, str], result: Acceptance) -> None:
-    done = porter(["smoke", SPEC, "--target", str(copy), "--steps", "20", "--json"], env)
+def check_smoke(copy: Path, env: dict[str, str], result: Acceptance, family: str = SPEC) -> None:
+    done = porter(["smoke", family, "--target", str(copy), "--steps", "20", "--json"], env)
     doc = _json(done)
     if done.returncode == 2 and NEEDS_CUDA in done.stderr:
         result.needs_cuda = True
@@ -255,8 +255,8 @@ def check_smoke(copy: Path, env: dict[str, str], result: Acceptance) -> None:
         result.notes.append(f"smoke: {doc['failure']}")
 
 
-def check_verify(copy: Path, env: dict[str, str], result: Acceptance) -> None:
-    done = porter(["verify", SPEC, "--target", str(copy), "--json"], env)
+def check_verify(copy: Path, env: dict[str, str], result: Acceptance, family: str = SPEC) -> None:
+    done = porter(["verify", family, "--target", str(copy), "--json"], env)
     doc = _json(done)
     if done.returncode == 2 and NEEDS_CUDA in done.stderr:
         result.notes.append("verify: " + next(x for x in done.stderr.splitlines() if NEEDS_CUDA in x))
@@ -281,7 +281,7 @@ def check_verify(copy: Path, env: dict[str, str], result: Acceptance) -> None:
                                 f"{'; first divergence ' + first['module'] if first else ''}")
 
 
-def run_acceptance(label: str, source: Path, scratch: Path) -> Acceptance:
+def run_acceptance(label: str, source: Path, scratch: Path, family: str = SPEC) -> Acceptance:
     from porter.catalog import load_spec
     from porter.naming import spec_in_tree
     from porter.source import SourceTree
@@ -293,9 +293,9 @@ def run_acceptance(label: str, source: Path, scratch: Path) -> Acceptance:
         shutil.rmtree(copy)
     shutil.copytree(source, copy, symlinks=True)
     original = snapshot(copy)
-    spec = spec_in_tree(load_spec(SPEC), SourceTree.open(copy))  # the names the family takes in this tree
+    spec = spec_in_tree(load_spec(family), SourceTree.open(copy))  # the names the family takes in this tree
 
-    first = porter(["apply", SPEC, "--target", str(copy)], env)
+    first = porter(["apply", family, "--target", str(copy)], env)
     result.apply = first.returncode == 0
     if not result.apply:
         result.notes.append("apply: " + (first.stderr.strip() or first.stdout.strip()))
@@ -303,7 +303,7 @@ def run_acceptance(label: str, source: Path, scratch: Path) -> Acceptance:
         return result
     changed = [line.split()[1] for line in first.stdout.splitlines() if line.startswith(("changed ", "created "))]
     ported = snapshot(copy)
-    second = porter(["apply", SPEC, "--target", str(copy)], env)
+    second = porter(["apply", family, "--target", str(copy)], env)
     result.idempotent = second.returncode == 0 and snapshot(copy) == ported
     if not result.idempotent:
         result.notes.append("second apply: " + (second.stderr.strip() or second.stdout.strip()))
@@ -326,8 +326,8 @@ def run_acceptance(label: str, source: Path, scratch: Path) -> Acceptance:
     if not result.imports:
         result.notes.append("imports: " + (done.stderr.strip().splitlines() or ["no output"])[-1])
 
-    check_smoke(copy, env, result)
-    check_verify(copy, env, result)
+    check_smoke(copy, env, result, family)
+    check_verify(copy, env, result, family)
     if snapshot(copy) != ported:
         result.notes.append("smoke or verify wrote into the tree: "
                             + ", ".join(sorted(set(snapshot(copy)) ^ set(ported))[:5]))
@@ -343,12 +343,15 @@ def run_acceptance(label: str, source: Path, scratch: Path) -> Acceptance:
 def main(argv: list[str]) -> int:
     import tempfile
 
+    family = SPEC
+    if argv[:1] == ["--family"]:
+        family, argv = argv[1], argv[2:]
     root = Path(argv[0]) if argv else Path(os.environ.get("PORTER_REAL_TREES", ""))
     labels = argv[1:] or [t for t in TREES if (root / t).is_dir()]
     scratch = Path(tempfile.mkdtemp(prefix="porter-realtrees-"))
     results = []
     for label in labels:
-        results.append(run_acceptance(label, root / label, scratch))
+        results.append(run_acceptance(label, root / label, scratch, family))
         print(results[-1].row(), flush=True)
     print(HEADER)
     for result in results:

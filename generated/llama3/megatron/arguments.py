@@ -244,8 +244,8 @@ def _add_network_size_args(parser):
     group.add_argument('--rope-scaling-type',
                        type=str,
                        default='none',
-                       choices=['none', 'llama3', 'linear', 'yarn'],
-                       help='Rotary frequency scaling for long contexts: none, llama3 (LLaMA-3.1), linear or yarn.')
+                       choices=['none', 'llama3', 'linear', 'yarn', 'longrope'],
+                       help='Rotary frequency scaling for long contexts: none, llama3 (LLaMA-3.1), linear, yarn or longrope (Phi-3.5).')
     group.add_argument('--rope-scaling-factor',
                        type=float,
                        default=8.0,

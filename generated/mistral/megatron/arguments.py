@@ -99,6 +99,9 @@ def parse_args(extra_args_provider=None, defaults={},
     if args.sliding_window is not None:
         assert args.sliding_window >= 0, \
         'sliding-window attention: --sliding-window is the number of positions a query sees (0: all)'
+    if args.sliding_window_pattern is not None:
+        assert args.sliding_window_pattern >= 2, \
+        'sliding-window attention: --sliding-window-pattern N puts every N-th layer out of the window (N >= 2)'
     if args.no_bias:
         # the bias-gelu fusion adds a bias: there is none
         args.bias_gelu_fusion = False
@@ -248,6 +251,10 @@ def _add_network_size_args(parser):
                        type=int,
                        default=None,
                        help='Sliding-window attention: a query sees only the last N positions, itself included (Mistral: 4096); 0 or unset: all.')
+    group.add_argument('--sliding-window-pattern',
+                       type=int,
+                       default=None,
+                       help='Sliding-window attention on all layers but every N-th, which attends to every position (Gemma-2: 2, Gemma-3: 6); unset: the window on every layer.')
     group.add_argument('--no-bias',
                        action='store_true',
                        help='No bias in any linear layer (attention, MLP).')

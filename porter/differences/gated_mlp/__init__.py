@@ -134,7 +134,14 @@ class GatedMLP(Difference):
     def to_hf(self, spec, config):
         activation = spec["activation.type"]
         if activation in GATED:
-            config["hidden_act"] = next(hf for hf, a in HF_ACTIVATIONS.items() if a == activation)
+            # the class's own spelling: Gemma3TextConfig reads hidden_activation only
+            from porter.hf_reading import class_defines
+
+            model_type = config.get("model_type")
+            only_new = (class_defines(model_type, "hidden_activation", unknown=False)
+                        and not class_defines(model_type, "hidden_act", unknown=True))
+            config["hidden_activation" if only_new else "hidden_act"] = next(
+                hf for hf, a in HF_ACTIVATIONS.items() if a == activation)
 
     def layout(self, profile, spec):
         found = profile.spellings.get("swiglu")

@@ -25,8 +25,7 @@ from porter.differences.latent_attention import rewrites as L
 from porter.differences.latent_attention.probes import latent_probes
 from porter.differences.latent_attention.weights import dims, interleaved, latent_weights
 from porter.errors import PorterError
-from porter.hf_config import class_defines
-from porter.hf_reading import raw_of
+from porter.hf_reading import class_defines, raw_of
 from porter.planner import rw, unsupported
 from porter.profile import TRANSFORMER
 from porter.profile.features import NETWORK, Spelling

@@ -12,7 +12,7 @@ No spec field: the port trains the model without its extra prediction.
 from __future__ import annotations
 
 from porter.differences.base import Difference
-from porter.hf_config import class_defines
+from porter.hf_reading import class_defines
 
 FIELD = "num_nextn_predict_layers"
 

@@ -12,6 +12,14 @@ def _heads_flat(value: torch.Tensor, batch_size: int) -> torch.Tensor:
     return value.flatten(2)
 
 
+def _by_position(value: torch.Tensor, seq: int) -> torch.Tensor:
+    """HF's normed q or k as [b, s, ...]: Qwen3 normalises [b, s, heads, hn] (before its transpose),
+    Gemma-3 [b, heads, s, hn] (after it); the whole projection (OLMo-2) is [b, s, heads * hn]."""
+    if value.dim() == 4 and value.shape[1] != seq and value.shape[2] == seq:
+        return value.transpose(1, 2)
+    return value
+
+
 def add_qk_norm_probes(layer: LayerProbes) -> None:
     """After the q, k, v projection: q and k normalised, [b, s, heads * hn] (HF's q_norm and
     k_norm outputs, per head [b, s, heads, hn] or whole [b, s, heads * hn]); and rotary then
@@ -19,7 +27,8 @@ def add_qk_norm_probes(layer: LayerProbes) -> None:
     hf, a = layer.hf, layer.layout.attention
 
     def normed(c, hf=hf):
-        return c[f"{hf}.self_attn.q_norm"].flatten(2), c[f"{hf}.self_attn.k_norm"].flatten(2)
+        seq = c[f"{hf}.self_attn.q_proj"].shape[1]
+        return tuple(_by_position(c[f"{hf}.self_attn.{x}_norm"], seq).flatten(2) for x in "qk")
 
     layer.add_after("qkv", "qk_norm", [
         layer.probe(f"{a}.{x}_layernorm", f"{what} norm (RMSNorm of the {whats} before rotary)",

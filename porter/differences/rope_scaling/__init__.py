@@ -1,22 +1,26 @@
-"""Rotary frequency scaling for long contexts: LLaMA-3.1's "llama3", "linear" and "yarn".
+"""Rotary frequency scaling for long contexts: LLaMA-3.1's "llama3", "linear", "yarn" and
+Phi-3.5's "longrope".
 
 Spec: `position_embedding.rope_scaling.type` ("none", GPT and LLaMA-1/2/3.0; "llama3";
 "linear", longchat's position interpolation: every frequency divided by the factor; "yarn",
 Qwen2.5's long-context setting: frequencies interpolated by dimension between beta_fast and
 beta_slow rotations of the original context, and cos/sin scaled by an attention factor, given
-or computed from the factor and mscale / mscale_all_dim as HF computes it) with its numbers
-(LLaMA-3.1: factor 8, low 1, high 4, original 8192). It changes the logits at every length.
-porter's switches: `--rope-scaling-type` and one option per number (yarn's only where a spec
-asks for yarn); the tree's RotaryEmbedding (porter's, rotary_embedding.py) takes
-`scaling=rope_scaling_of(args)`. A tree whose own rotary embedding porter reuses has no
+or computed from the factor and mscale / mscale_all_dim as HF computes it; "longrope": a factor
+list per frequency for short and long sequences and an attention factor, longrope.py) with its
+numbers (LLaMA-3.1: factor 8, low 1, high 4, original 8192). It changes the logits at every length.
+porter's switches: `--rope-scaling-type` and one option per number (yarn's and longrope's own
+only where a spec asks for them); the tree's RotaryEmbedding (porter's, rotary_embedding.py)
+takes `scaling=rope_scaling_of(args)`. A tree whose own rotary embedding porter reuses has no
 scaling: refused, by field.
-HF: `rope_scaling` (transformers 4) or `rope_parameters` (5) with its `rope_type`; a type
-porter lacks (longrope, dynamic...) is refused by name.
+HF: `rope_scaling` (transformers 4) or `rope_parameters` (5) with its `rope_type` ("su" read as
+longrope); a type porter lacks (dynamic...) is refused by name.
 """
 
 from __future__ import annotations
 
 from porter.differences.base import Difference
+from porter.differences.head_dim import HeadDim
+from porter.differences.rope_scaling import longrope
 from porter.edits import arguments as A
 from porter.edits.calls import AddKeyword
 from porter.errors import PorterError
@@ -40,7 +44,8 @@ OPTIONS = {
 # yarn's own numbers (added to a tree only where a spec asks for yarn)
 YARN_OPTIONS = {
     "attention_factor": ("rope_scaling_attention_factor", "--rope-scaling-attention-factor", "float", "None",
-                         "Rotary scaling (yarn): the factor on cos and sin; default from the factor and mscale."),
+                         "Rotary scaling (yarn, longrope): the factor on cos and sin; default from the factor (and "
+                         "yarn's mscale, longrope's original context)."),
     "beta_fast": ("rope_scaling_beta_fast", "--rope-scaling-beta-fast", "float", "32.0",
                   "Rotary scaling (yarn): rotations of the original context below which frequencies are kept."),
     "beta_slow": ("rope_scaling_beta_slow", "--rope-scaling-beta-slow", "float", "1.0",
@@ -52,13 +57,16 @@ YARN_OPTIONS = {
     "truncate": ("rope_scaling_truncate", "--rope-scaling-truncate", "int", "1",
                  "Rotary scaling (yarn): 1 rounds the interpolation range to whole dimensions, 0 does not."),
 }
-TYPES = ("llama3", "linear", "yarn")
+TYPES = ("llama3", "linear", "yarn", longrope.TYPE)
 # the numbers each type reads (HF's names are the spec's)
 USES = {
     "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
     "linear": ("factor",),
     "yarn": ("factor", "original_max_position_embeddings", *YARN_OPTIONS),
+    longrope.TYPE: ("factor", "original_max_position_embeddings", "attention_factor", *longrope.OPTIONS),
 }
+# the options of a type beyond OPTIONS (added to a tree only where a spec asks for that type)
+OWN_OPTIONS = {"yarn": YARN_OPTIONS, longrope.TYPE: {**longrope.OPTIONS, "attention_factor": YARN_OPTIONS["attention_factor"]}}
 
 
 def _spelling(switch: str, option: str, kind: str, default: str, text: str) -> Spelling:
@@ -66,35 +74,46 @@ def _spelling(switch: str, option: str, kind: str, default: str, text: str) -> S
                     (("type", kind), ("default", default), ("help", repr(text))))
 
 
+def _list_spelling(switch: str, option: str, keywords: tuple, text: str) -> Spelling:
+    return Spelling(switch, option, switch, None, f"args.{switch}", NETWORK,
+                    (*keywords, ("default", "None"), ("help", repr(text))))
+
+
 class RopeScaling(Difference):
     name = "rope_scaling"
     fields = {
         PREFIX + "type": choice("none", "none", *TYPES, help="rotary frequency scaling"),
-        PREFIX + "factor": number(1.0, help="slow-down of long wavelengths (linear: of all)"),
+        PREFIX + "factor": number(1.0, help="slow-down of long wavelengths (linear: of all; longrope: context / original)"),
         PREFIX + "low_freq_factor": number(1.0, help="llama3: low-frequency bound factor"),
         PREFIX + "high_freq_factor": number(4.0, help="llama3: high-frequency bound factor"),
-        PREFIX + "original_max_position_embeddings": number(8192, whole=True, help="llama3, yarn: the original context"),
-        PREFIX + "attention_factor": number(None, help="yarn: the factor on cos and sin (unset: from factor, mscale)"),
+        PREFIX + "original_max_position_embeddings": number(8192, whole=True, help="llama3, yarn, longrope: the original context"),
+        PREFIX + "attention_factor": number(None, help="yarn, longrope: the factor on cos and sin (unset: from factor, mscale)"),
         PREFIX + "beta_fast": number(None, help="yarn: fast boundary in rotations (unset: 32)"),
         PREFIX + "beta_slow": number(None, help="yarn: slow boundary in rotations (unset: 1)"),
         PREFIX + "mscale": number(None, help="yarn: mscale of the attention factor"),
         PREFIX + "mscale_all_dim": number(None, help="yarn: mscale_all_dim of the attention factor"),
         PREFIX + "truncate": flag(None, help="yarn: round the interpolation range to whole dimensions (unset: true)"),
+        **longrope.FIELDS,
     }
-    switchable = (PREFIX + "type",)
-    hf_fields = ("rope_scaling",)
+    # the factor lists are numbers the port's switches take, as a value of any length
+    switchable = (PREFIX + "type", PREFIX + "short_factor", PREFIX + "long_factor")
+    hf_fields = ("rope_scaling", "original_max_position_embeddings")
     spellings = {
         "rope_scaling": (
             Spelling("rope_scaling", "--rope-scaling-type", "rope_scaling_type", "llama3",
                      "args.rope_scaling_type != 'none'", NETWORK,
                      (("type", "str"), ("default", "'none'"), ("choices", repr(["none", *TYPES])),
-                      ("help", "'Rotary frequency scaling for long contexts: none, llama3 (LLaMA-3.1), linear or yarn.'"))),
+                      ("help", "'Rotary frequency scaling for long contexts: none, llama3 (LLaMA-3.1), linear, yarn or longrope "
+                               "(Phi-3.5).'"))),
         ),
         **{switch: (_spelling(switch, option, kind, default, text),)
            for switch, option, kind, default, text in (*OPTIONS.values(), *YARN_OPTIONS.values())},
+        **{switch: (_list_spelling(switch, option, keywords, text),)
+           for switch, option, keywords, text in longrope.OPTIONS.values()},
     }
     switch_fields = {"rope_scaling": PREFIX + "type",
-                     **{switch: PREFIX + key for key, (switch, *_rest) in (*OPTIONS.items(), *YARN_OPTIONS.items())}}
+                     **{switch: PREFIX + key for key, (switch, *_rest) in (*OPTIONS.items(), *YARN_OPTIONS.items(),
+                                                                                  *longrope.OPTIONS.items())}}
 
     def wanted(self, spec):
         return spec[PREFIX + "type"] != "none"
@@ -111,6 +130,8 @@ class RopeScaling(Difference):
             raise fail(PREFIX + "high_freq_factor", f"low {values[PREFIX + 'low_freq_factor']}, "
                        f"high {values[PREFIX + 'high_freq_factor']}", "make high_freq_factor larger than low_freq_factor",
                        message="inconsistent spec: llama3 rope scaling needs low_freq_factor < high_freq_factor")
+        if values[PREFIX + "type"] == longrope.TYPE:
+            longrope.validate(values, fail)
 
     def plan(self, p):
         if p.implemented("rotary"):
@@ -126,8 +147,8 @@ class RopeScaling(Difference):
                    rw(A.ExtendChoices, func=argument.function, option=spelling.option, value=kind))
         for key, (switch, *_rest) in OPTIONS.items():
             p.switch(switch, on=p.spec[PREFIX + key], field=PREFIX + key)
-        if kind == "yarn":
-            for key, (switch, *_rest) in YARN_OPTIONS.items():
+        if kind in OWN_OPTIONS:
+            for key, (switch, *_rest) in OWN_OPTIONS[kind].items():
                 value = p.spec[PREFIX + key]
                 p.switch(switch, on=int(value) if isinstance(value, bool) else value, field=PREFIX + key)
         p.import_into(TRANSFORMER, "rope_scaling", "from megatron.model.rotary_embedding import rope_scaling_of",
@@ -138,7 +159,7 @@ class RopeScaling(Difference):
 
     def from_hf(self, config):
         params = config.rope_parameters()
-        kind = params.get("rope_type", "default")
+        kind = longrope.kind_of(params, config.model_type)
         if kind == "default":  # said outright: the family's own scaling does not carry over
             return {PREFIX + "type": "none"}
         if kind not in TYPES:
@@ -146,8 +167,10 @@ class RopeScaling(Difference):
                 f"porter cannot port rope scaling of type {kind!r}", file=config.path,
                 construct="rope_scaling.rope_type (or rope_parameters.rope_type): 'default', " + ", ".join(map(repr, TYPES)),
                 found=f"rope_type = {kind!r}: {params}",
-                fix="porter ports llama3, linear and yarn scaling; port this model by hand, or report the type",
+                fix="porter ports llama3, linear, yarn and longrope scaling; port this model by hand, or report the type",
             )
+        if kind == longrope.TYPE:
+            return longrope.from_hf(config, params)
         out = {PREFIX + "type": kind}
         if kind == "yarn" and params.get("factor") is None and params.get("original_max_position_embeddings"):
             params["factor"] = config["max_position_embeddings"] / params["original_max_position_embeddings"]
@@ -163,8 +186,14 @@ class RopeScaling(Difference):
         return out
 
     def tiny(self, spec, tiny):
-        """An original context shorter than verify's sequence: the scaled band falls inside it."""
-        if not self.wanted(spec) or "original_max_position_embeddings" not in USES[spec[PREFIX + "type"]]:
+        """An original context shorter than verify's sequence: the scaled band falls inside it;
+        longrope: its factor lists at the tiny head size."""
+        if not self.wanted(spec):
+            return {}
+        if spec[PREFIX + "type"] == longrope.TYPE:
+            head_dim = HeadDim().tiny(spec, tiny).get("attention.head_dim") or tiny.hidden_size // tiny.num_attention_heads
+            return longrope.tiny(spec, head_dim)
+        if "original_max_position_embeddings" not in USES[spec[PREFIX + "type"]]:
             return {}
         return {PREFIX + "original_max_position_embeddings": min(spec[PREFIX + "original_max_position_embeddings"],
                                                                  tiny.seq_length // 2)}
@@ -174,6 +203,9 @@ class RopeScaling(Difference):
             kind = spec[PREFIX + "type"]
             params = config.setdefault("rope_parameters", {})
             params["rope_type"] = kind
+            if kind == longrope.TYPE:
+                longrope.to_hf(spec, config, params)
+                return
             for key in USES[kind]:
                 if spec[PREFIX + key] is not None:
                     params[key] = spec[PREFIX + key]

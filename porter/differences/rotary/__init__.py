@@ -33,7 +33,7 @@ ROTARY_BASE = 10000.0  # the base of a rotary embedding without a theta switch
 class Rotary(Difference):
     name = "rotary"
     model_switches = ('rotary',)
-    hf_fields = ("rope_theta", "rope_parameters")
+    hf_fields = ("rope_theta", "rope_parameters", "partial_rotary_factor")
     fields = {
         "position_embedding.type": choice("learned", "learned", "rotary", help="position encoding"),
         "position_embedding.rope_theta": number(ROTARY_BASE, help="rotary base"),
@@ -216,7 +216,17 @@ class Rotary(Difference):
 
     def from_hf(self, config):
         out = {"position_embedding.type": "rotary"}
-        theta = config.rope_parameters().get("rope_theta")
+        params = config.rope_parameters()
+        # transformers: rope_parameters' own wins over the top-level field (setdefault)
+        partial = params.get("partial_rotary_factor", config.get("partial_rotary_factor"))
+        if partial is not None and float(partial) != 1.0:
+            raise PorterError(
+                f"porter cannot port partial rotary embeddings (partial_rotary_factor {partial})", file=config.path,
+                construct="partial_rotary_factor = 1.0: every channel of a head rotated",
+                found=f"partial_rotary_factor = {partial!r}: only {partial} of each head rotated, the rest passed on",
+                fix="porter rotates whole heads; port this model by hand, or report it",
+            )
+        theta = params.get("rope_theta")
         if theta is not None:
             out["position_embedding.rope_theta"] = float(theta)
         return out

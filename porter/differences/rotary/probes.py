@@ -26,7 +26,9 @@ def add_rotary_probe(layer: LayerProbes) -> None:
         b, s = q.shape[:2]
         head_dim = q.shape[-1] // heads
         q, k = (t.reshape(b, s, -1, head_dim).transpose(1, 2) for t in (q, k))
-        cos, sin = c["model.rotary_emb"]
+        # the angles this layer's attention was given (Gemma-3: its layer type's), else the model's one table
+        given = f"{layer.hf}.self_attn:position_embeddings"
+        cos, sin = c[given] if given in c else c["model.rotary_emb"]
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         return torch.cat((q.transpose(1, 2), k.transpose(1, 2)), dim=2)
 

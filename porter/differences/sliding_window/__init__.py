@@ -1,16 +1,22 @@
-"""Sliding-window attention (Mistral): a query sees only the last `sliding_window` positions.
+"""Sliding-window attention (Mistral), on every layer or on all but every N-th (Gemma-2/3).
 
 Spec: `attention.sliding_window` (GPT: unset, every earlier position; Mistral-7B v0.1: 4096;
-0: no window, but the switch is there: a Mistral config.json whose window is null). Query i
-sees key j when 0 <= i - j < window, HF's semantics (tests/families check it against
-MistralForCausalLM itself). porter's switch: `--sliding-window` (int, default None; 0 or unset:
-no window). When porter adds it: the attention keeps the window (`__init__`), and its mask
-gains the window where the core attention starts, in front of both the fused kernel and the
-tree's unfused softmax (rewrites.py here; the mask function is
-megatron/model/sliding_window.py). Plain and pipe model share the attention, so both get it.
-HF: `sliding_window` (Mistral, Mixtral; null: none). Qwen2 adds `use_sliding_window` and
-`max_window_layers`/`layer_types` (the window only on layers from max_window_layers on):
-porter windows every layer or none, and refuses a config that windows some layers only.
+0: no window, but the switch is there: a Mistral config.json whose window is null), and
+`attention.sliding_window_pattern` (unset: every layer windowed; N: every N-th layer attends to
+every earlier position, the others through the window: Gemma-2 alternates, 2, local then
+global; Gemma-3 runs five local layers to one global, 6). Query i sees key j when
+0 <= i - j < window, HF's semantics (tests/families check it against MistralForCausalLM itself).
+porter's switches: `--sliding-window` (int, default None; 0 or unset: no window) and
+`--sliding-window-pattern` (int, default None: every layer). When porter adds them: the
+attention keeps its layer's window (`__init__`: `layer_window(window, pattern, layer_number)`,
+the layer numbered from 1 as ParallelTransformer numbers it), and its mask gains the window
+where the core attention starts, in front of both the fused kernel and the tree's unfused
+softmax (rewrites.py here; the functions are megatron/model/sliding_window.py). Plain and pipe
+model share the attention, so both get it.
+HF: `sliding_window` (Mistral, Mixtral; null: none), and which layers it windows: Qwen2's
+`use_sliding_window` with `max_window_layers`, Gemma-2/3's `layer_types` (Gemma-3's older files:
+`sliding_window_pattern`), read as transformers reads them. porter windows every layer, none,
+or all but every N-th, and refuses any other choice of layers by field.
 """
 
 from __future__ import annotations
@@ -26,14 +32,21 @@ from porter.schema import number
 
 SWITCH = "sliding_window"
 FIELD = "attention.sliding_window"
+PATTERN_SWITCH = "sliding_window_pattern"
+PATTERN = "attention.sliding_window_pattern"
+SLIDING, FULL = "sliding_attention", "full_attention"  # HF's layer types
 
 
 class SlidingWindow(Difference):
     name = SWITCH
     fields = {FIELD: number(None, whole=True, low=-1,
-                            help="keys a query sees, itself included (sliding-window attention); unset or 0: all")}
-    hf_fields = ("sliding_window", "use_sliding_window", "max_window_layers", "layer_types")
-    switchable = (FIELD,)
+                            help="keys a query sees, itself included (sliding-window attention); unset or 0: all"),
+              PATTERN: number(None, whole=True, low=1,
+                              help="every N-th layer attends to every position, the others through the window "
+                                   "(Gemma-2: 2, Gemma-3: 6); unset: every layer windowed")}
+    hf_fields = ("sliding_window", "use_sliding_window", "max_window_layers", "layer_types", "sliding_window_pattern")
+    switchable = (FIELD, PATTERN)
+    switch_fields = {PATTERN_SWITCH: PATTERN}
     spellings = {
         SWITCH: (
             Spelling(
@@ -43,10 +56,25 @@ class SlidingWindow(Difference):
                           "included (Mistral: 4096); 0 or unset: all.'")),
             ),
         ),
+        PATTERN_SWITCH: (
+            Spelling(
+                PATTERN_SWITCH, "--sliding-window-pattern", "sliding_window_pattern", None,
+                "args.sliding_window_pattern", NETWORK,
+                (("type", "int"), ("default", "None"),
+                 ("help", "'Sliding-window attention on all layers but every N-th, which attends to every "
+                          "position (Gemma-2: 2, Gemma-3: 6); unset: the window on every layer.'")),
+            ),
+        ),
     }
 
     def wanted(self, spec):
         return spec[FIELD] is not None
+
+    def validate(self, values, given, fail):
+        if values[PATTERN] is not None and not values[FIELD]:
+            raise fail(PATTERN, f"{PATTERN} = {values[PATTERN]} with {FIELD} = {values[FIELD]!r}",
+                       f"set {FIELD}, or remove {PATTERN}",
+                       message="inconsistent spec: the pattern says which layers the window is on")
 
     def plan(self, p):
         site = p.profile.attention
@@ -55,53 +83,79 @@ class SlidingWindow(Difference):
                               "a core attention porter recognises (torch.baddbmm scores ... context_layer)",
                               "none: porter keeps this tree's attention as it is and cannot window its mask")
         spelling = p.switch(SWITCH, on=p.spec[FIELD], field=FIELD)
+        pattern = p.switch(PATTERN_SWITCH, on=p.spec[PATTERN], field=PATTERN)
+        if p.spec[PATTERN] is not None:
+            p.describe_model(f"sliding-window attention on all layers but one in every {p.spec[PATTERN]}, which "
+                             f"attends to every position ({spelling.option}, {pattern.option})")
         p.checks.append(
             f"""
             if args.{spelling.dest} is not None:
                 assert args.{spelling.dest} >= 0, \\
                     'sliding-window attention: {spelling.option} is the number of positions a query sees (0: all)'
+            if args.{pattern.dest} is not None:
+                assert args.{pattern.dest} >= 2, \\
+                    'sliding-window attention: {pattern.option} N puts every N-th layer out of the window (N >= 2)'
             """
         )
-        p.import_into(TRANSFORMER, SWITCH, "from megatron.model.sliding_window import sliding_window_mask",
-                      "imports the sliding-window mask")
-        p.edit(TRANSFORMER, SWITCH, f"{site.cls} keeps the window of {spelling.option}",
-               rw(W.SlidingWindowAttribute, cls=site.cls, value=f"args.{spelling.dest}"))
+        p.import_into(TRANSFORMER, SWITCH, "from megatron.model.sliding_window import layer_window, sliding_window_mask",
+                      "imports the sliding-window mask and each layer's window")
+        p.edit(TRANSFORMER, SWITCH, f"{site.cls} keeps its layer's window of {spelling.option} ({pattern.option}: "
+               "every N-th layer has none)",
+               rw(W.SlidingWindowAttribute, cls=site.cls,
+                  value=f"layer_window(args.{spelling.dest}, args.{pattern.dest}, layer_number)"))
         p.edit(TRANSFORMER, SWITCH, f"{site.cls}.{site.func} masks out keys older than the window, for the fused "
                "and the unfused attention alike", rw(W.SlidingWindowMask, cls=site.cls, func=site.func))
         p.create("megatron/model/sliding_window.py", SWITCH, "the sliding-window mask", "sliding_window.py.j2")
 
     def from_hf(self, config):
-        """The window as the class reads it: Qwen2's is dropped unless use_sliding_window, and
-        sits on the layers `layer_types` (or max_window_layers) says; porter windows all or none."""
+        """The window as the class reads it (Qwen2's is dropped unless use_sliding_window), on the
+        layers `layer_types` says (Qwen2's from max_window_layers, Gemma-2's alternating, Gemma-3's
+        sliding_window_pattern: the class makes them); porter windows all layers, none, or all but
+        every N-th."""
         if not config.defines("sliding_window"):
             return {}
         window = config.get("sliding_window")
         types = config.get("layer_types") if config.defines("layer_types") else None
         if types is None:
             return {FIELD: int(window) if window else 0}  # null: no window, where the class's default has one
-        windowed = [t == "sliding_attention" for t in types]
-        if not window or not any(windowed):
-            return {FIELD: None}
-        if not all(windowed):
+        windowed_layers = [t == SLIDING for t in types]
+        if not window or not any(windowed_layers):
+            return {FIELD: None, PATTERN: None}
+        pattern = pattern_of(windowed_layers)
+        if pattern is False:
             where = (f"layer_types = {config.raw['layer_types']!r}" if "layer_types" in config.raw else
                      f"max_window_layers = {config.get('max_window_layers')} of num_hidden_layers = {len(types)}")
             raise PorterError(
-                "porter cannot port a sliding window on some layers only", file=config.path,
-                construct="use_sliding_window with max_window_layers (or layer_types): the window on every layer or none",
-                found=f"use_sliding_window = true, sliding_window = {window}, {where}",
-                fix="porter's --sliding-window windows every layer; port this model by hand, or report it",
+                "porter cannot port a sliding window on these layers", file=config.path,
+                construct="the window on every layer, none, or all but every N-th (layer_types, max_window_layers)",
+                found=f"sliding_window = {window}, {where}",
+                fix="porter's --sliding-window-pattern N keeps every N-th layer out of the window; port this model "
+                    "by hand, or report it",
             )
-        return {FIELD: int(window)}
+        return {FIELD: int(window), PATTERN: pattern}
 
     def to_hf(self, spec, config):
         window = spec[FIELD] or None
+        pattern = spec[PATTERN] if window else None
         model_type = config.get("model_type")
+        layers = spec["sizes.num_layers"]
+        types = None if layers is None else [SLIDING if window and windowed(i, pattern) else FULL for i in range(layers)]
         if class_defines(model_type, "use_sliding_window", unknown=False):  # Qwen2: the window on every layer, or none
             config["use_sliding_window"] = window is not None
             config["sliding_window"] = window
             if window is not None:
                 config["max_window_layers"] = 0
+            if pattern is not None:
+                config["layer_types"] = self._types(spec, types, model_type)
+        elif class_defines(model_type, "layer_types", unknown=False):  # Gemma-2/3: a type per layer
+            config["sliding_window"] = window
+            config["layer_types"] = self._types(spec, types, model_type)
         elif class_defines(model_type, "sliding_window") and model_type is not None:
+            if pattern is not None:
+                raise PorterError(
+                    f"{spec.hf_class} windows every layer or none", file=spec.path, construct=PATTERN,
+                    found=f"{PATTERN} = {pattern} for {model_type}",
+                    fix="remove the pattern from the spec, or name an HF class with layer_types (Gemma2ForCausalLM)")
             config["sliding_window"] = window  # None too: MistralConfig's own default is 4096
         elif window is not None:
             raise PorterError(
@@ -125,8 +179,37 @@ class SlidingWindow(Difference):
             out["max_window_layers"] = layers
         return notes
 
+    @staticmethod
+    def _types(spec, types, model_type) -> list[str]:
+        if types is None:
+            raise PorterError(
+                f"the layer types of {spec.hf_class} need the number of layers", file=spec.path,
+                construct="sizes.num_layers", found="unset",
+                fix=f"set sizes.num_layers in the spec ({model_type} writes a layer type per layer)")
+        return types
+
     def tiny(self, spec, tiny):
-        """A window shorter than verify's sequence (8 of 32 tokens), or the window proves nothing."""
+        """A window shorter than verify's sequence (8 of 32 tokens), or the window proves nothing; a
+        global layer among verify's few (Gemma-3's 6 becomes 2 of 2 layers), or the pattern proves nothing."""
         if not spec[FIELD]:
             return {}
-        return {FIELD: min(spec[FIELD], max(1, tiny.seq_length // 4))}
+        out = {FIELD: min(spec[FIELD], max(1, tiny.seq_length // 4))}
+        if spec[PATTERN] is not None:
+            out[PATTERN] = max(2, min(spec[PATTERN], tiny.num_layers))
+        return out
+
+
+def windowed(index: int, pattern: int | None) -> bool:
+    """Is layer `index` (from 0) under the window? All but every `pattern`-th (None: all)."""
+    return pattern is None or (index + 1) % pattern != 0
+
+
+def pattern_of(types: list[bool]) -> int | None | bool:
+    """The pattern of a per-layer window list: None (every layer), N (all but every N-th), or
+    False (no pattern porter ports)."""
+    if all(types):
+        return None
+    for period in range(2, len(types) + 1):
+        if all(w == windowed(i, period) for i, w in enumerate(types)):
+            return period
+    return False

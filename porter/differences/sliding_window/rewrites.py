@@ -1,6 +1,6 @@
 """Rewrites of the tree's attention for sliding-window attention (Mistral).
 
-Two small edits: the attention module keeps the window its switch gives (`__init__`), and the
+Two small edits: the attention module keeps its layer's window (`__init__`), and the
 attention mask gains the window just before the core attention reads it (`forward`), so the
 fused kernel and the tree's unfused softmax hide the same keys. The mask function lives in
 megatron/model/sliding_window.py (sliding_window.py.j2 here).
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from porter.cst.nodes import mentions, statements, with_comment
+from porter.cst.nodes import assigned_names, code, mentions, statements, with_comment
 from porter.edits.base import Rewrite
 from porter.profile.attention import FUSED_MARK, core_span
 
@@ -18,24 +18,38 @@ WINDOW = "self.sliding_window"
 
 
 class SlidingWindowAttribute(Rewrite):
-    """Keep the window on the attention module: `self.sliding_window = args.sliding_window`.
+    """Keep the layer's window on the attention module: `self.sliding_window = layer_window(...)`.
 
-    Why: the window is a switch of the tree's arguments (`--sliding-window`); reading it once in
-    `__init__` is how the tree's attention keeps its other settings (dropout, softmax scaling).
+    Why: the window is a switch of the tree's arguments (`--sliding-window`, and
+    `--sliding-window-pattern` for the layers without it); reading it once in `__init__` is how
+    the tree's attention keeps its other settings (dropout, softmax scaling). The layer number
+    is the constructor's own, counted from 1 as the tree's ParallelTransformer counts it. An
+    earlier port's line (`self.sliding_window = args.sliding_window`, every layer windowed) is
+    replaced by this one, so a tree holds one line that serves every family ported into it.
     """
 
-    construct = "the attention class's __init__"
+    construct = "the attention class's __init__ (with its layer_number parameter)"
 
     func = "__init__"
     cls: str
     value: str
 
     def rewrite_body(self, body):
-        if self.recognised(body, WINDOW):
+        new = statements(f"{WINDOW} = {self.value}")[0]
+        if self.recognised(body, lambda s: code(s) == code(new)):
+            return body
+        if "layer_number" in self.value and not any(mentions(s, "layer_number") for s in body):
+            self.missing("__init__ does not use a layer_number parameter")
             return body
         self.anchored()
-        new = statements(f"{WINDOW} = {self.value}")[0]
-        return [*body, with_comment(new, "Sliding-window attention: keys a query sees, itself included (None or 0: all).")]
+        earlier = next((i for i, s in enumerate(body) if WINDOW in assigned_names(s)
+                        and isinstance(s, cst.SimpleStatementLine)), None)
+        if earlier is not None:
+            return [*body[:earlier], body[earlier].with_changes(body=new.body), *body[earlier + 1:]]
+        text = "Sliding-window attention: keys a query sees, itself included (None or 0: all)"
+        if "layer_number" in self.value:
+            text += "; every N-th layer has none (--sliding-window-pattern)"
+        return [*body, with_comment(new, text + ".")]
 
 
 class SlidingWindowMask(Rewrite):

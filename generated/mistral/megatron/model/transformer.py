@@ -25,7 +25,7 @@ from megatron.model.swiglu import geglu, swiglu
 from megatron.model.rotary_embedding import RotaryEmbedding
 from megatron.model.fused_attention import fused_attention, fused_attention_applies
 from megatron.model.grouped_attention import repeat_key_value, split_query_key_value
-from megatron.model.sliding_window import sliding_window_mask
+from megatron.model.sliding_window import layer_window, sliding_window_mask
 
 
 class ParallelMLP(MegatronModule):
@@ -175,8 +175,8 @@ class ParallelAttention(MegatronModule):
         self.rotary_emb = None
         if args.position_embedding_type == 'rotary':
             self.rotary_emb = RotaryEmbedding(self.hidden_size_per_attention_head, theta=args.rope_theta)
-        # Sliding-window attention: keys a query sees, itself included (None or 0: all).
-        self.sliding_window = args.sliding_window
+        # Sliding-window attention: keys a query sees, itself included (None or 0: all); every N-th layer has none (--sliding-window-pattern).
+        self.sliding_window = layer_window(args.sliding_window, args.sliding_window_pattern, layer_number)
 
     def forward(self, hidden_states, attention_mask, layer_past=None,
                 get_key_value=False, encoder_output=None):

@@ -117,14 +117,15 @@ class Qwen2ModelPipe(PipelineModule, MegatronModule):
                 LayerSpec(ParallelTransformerLayerPipe,
                           init_method=init_method,
                           output_layer_init_method=scaled_init_method_normal(args.init_method_std, args.num_layers),
-                          layer_number=layer_idx,
+                          layer_number=layer_idx + 1,  # from 1, as the tree's ParallelTransformer numbers layers
                           self_attn_mask_type=AttnMaskType.causal))
         # [s, b, h] -> [b, s, h]
         self.specs.append(lambda x: x.transpose(0, 1).contiguous())
         self.specs.append(LayerSpec(_final_norm_class(args), args.hidden_size, eps=args.layernorm_epsilon))
 
         def _logits_helper(embedding, lm_output):
-            return parallel_lm_logits(lm_output, embedding.word_embeddings_weight, self.parallel_output)
+            logits = parallel_lm_logits(lm_output, embedding.word_embeddings_weight, self.parallel_output)
+            return logits
 
         self.specs.append(TiedLayerSpec('embed', *embedding, init_method=init_method,
                                         num_tokentypes=num_tokentypes, forward_fn=_logits_helper,

@@ -11,8 +11,9 @@ used for HPU tensors; elsewhere the reference math below.
 
 The angles are computed in fp32 whatever the module's dtype (a bf16 model keeps fp32
 frequencies: in bf16, position 4095's angles would be off by radians), then cast. Long-context
-scaling of the frequencies (LLaMA-3.1's "llama3", "linear", "yarn") is switched by the tree's
-arguments (rope_scaling_of); yarn also scales cos and sin by its attention factor.
+scaling of the frequencies (LLaMA-3.1's "llama3", "linear", "yarn", Phi-3.5's "longrope") is
+switched by the tree's arguments (rope_scaling_of); yarn and longrope also scale cos and sin by
+their attention factor, and longrope picks its frequencies by the sequence's length.
 """
 
 import math
@@ -75,6 +76,10 @@ SCALING_ARGUMENTS = {
              "beta_fast": ("rope_scaling_beta_fast", 32.0), "beta_slow": ("rope_scaling_beta_slow", 1.0),
              "mscale": ("rope_scaling_mscale", None), "mscale_all_dim": ("rope_scaling_mscale_all_dim", None),
              "truncate": ("rope_scaling_truncate", 1)},
+    "longrope": {"short_factor": ("rope_scaling_short_factor", None), "long_factor": ("rope_scaling_long_factor", None),
+                 "factor": ("rope_scaling_factor", None),
+                 "original_max_position_embeddings": ("rope_scaling_original_max_positions", None),
+                 "attention_factor": ("rope_scaling_attention_factor", None)},
 }
 
 
@@ -139,7 +144,27 @@ def yarn_scaled(inv_freq, theta, dim, factor, original_max_position_embeddings, 
     return interpolation * (1 - keep) + extrapolation * keep, attention_factor
 
 
-SCALINGS = {"llama3": llama3_scaled, "linear": linear_scaled, "yarn": yarn_scaled}
+def longrope_scaled(inv_freq, theta, dim, short_factor, long_factor, factor, original_max_position_embeddings,
+                    attention_factor=None):
+    """LongRoPE (Phi-3.5): frequency i divided by its own factor, from `short_factor` for a
+    sequence of at most `original_max_position_embeddings` positions and from `long_factor` for a
+    longer one; cos and sin scaled by the attention factor at every length (given, or
+    sqrt(1 + ln(factor) / ln(original)), 1 for a factor of 1 or less). fp32, in the order of HF's
+    reference. Returns the short frequencies, the attention factor, and (the original context,
+    the long frequencies)."""
+    for name, factors in (("short", short_factor), ("long", long_factor)):
+        if factors is None or len(factors) != dim // 2:
+            raise ValueError(f"longrope rotary scaling: --rope-scaling-{name}-factor needs {dim // 2} numbers (the "
+                             f"head size {dim} / 2), got {0 if factors is None else len(factors)}")
+    if attention_factor is None:
+        attention_factor = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original_max_position_embeddings))
+    exponents = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim
+    short = 1.0 / (torch.tensor(short_factor, dtype=torch.float32) * theta ** exponents)
+    long = 1.0 / (torch.tensor(long_factor, dtype=torch.float32) * theta ** exponents)
+    return short, attention_factor, (original_max_position_embeddings, long)
+
+
+SCALINGS = {"llama3": llama3_scaled, "linear": linear_scaled, "yarn": yarn_scaled, "longrope": longrope_scaled}
 
 
 class RotaryEmbedding(torch.nn.Module):
@@ -151,28 +176,41 @@ class RotaryEmbedding(torch.nn.Module):
     def __init__(self, dim, theta=10000.0, scaling=None):
         super().__init__()
         inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
-        self.attention_scaling = 1.0  # the factor on cos and sin (yarn's attention factor)
+        self.attention_scaling = 1.0  # the factor on cos and sin (yarn's and longrope's attention factor)
+        self.beyond = None  # (the original context, the frequencies of a longer sequence): longrope
         if scaling is not None:
             options = {k: v for k, v in scaling.items() if k != "type"}
-            inv_freq, self.attention_scaling = SCALINGS[scaling["type"]](inv_freq, theta, dim, **options)
+            inv_freq, self.attention_scaling, *beyond = SCALINGS[scaling["type"]](inv_freq, theta, dim, **options)
+            self.beyond = beyond[0] if beyond else None
         # A plain attribute, not a buffer: a module cast (.bfloat16(), .half()) must leave it fp32.
         self.inv_freq = inv_freq
         self._cached = 0
-        self._cos = self._sin = None
+        self._cos = self._sin = self._freq = None
+
+    def _frequencies(self, length):
+        """The frequencies of a sequence of `length` positions (longrope: past its original
+        context, the long ones)."""
+        if self.beyond is not None and length > self.beyond[0]:
+            return self.beyond[1]
+        return self.inv_freq
 
     def _tables(self, length, device, dtype):
-        if self._cos is None or length > self._cached or self._cos.device != device or self._cos.dtype != dtype:
+        inv_freq = self._frequencies(length)
+        if (self._cos is None or length > self._cached or self._freq is not inv_freq or self._cos.device != device
+                or self._cos.dtype != dtype):
             positions = torch.arange(length, device=device, dtype=torch.float32)
-            freqs = torch.outer(positions, self.inv_freq.to(device=device, dtype=torch.float32))  # [s, hn/2]
+            freqs = torch.outer(positions, inv_freq.to(device=device, dtype=torch.float32))  # [s, hn/2]
             angles = torch.cat((freqs, freqs), dim=-1)  # [s, hn]
             self._cos = (angles.cos() * self.attention_scaling)[:, None, None, :].to(dtype)  # [s, 1, 1, hn]
             self._sin = (angles.sin() * self.attention_scaling)[:, None, None, :].to(dtype)
-            self._cached = length
+            self._cached, self._freq = length, inv_freq
         return self._cos[:length], self._sin[:length]
 
     def _per_sequence(self, positions, dtype):
-        """cos/sin [s, b, 1, hn] of position ids [b, s], in fp32 then cast."""
-        freqs = positions.float()[..., None] * self.inv_freq.to(device=positions.device, dtype=torch.float32)
+        """cos/sin [s, b, 1, hn] of position ids [b, s], in fp32 then cast (longrope: the
+        frequencies of the batch's longest sequence, max(positions) + 1, as HF chooses them)."""
+        inv_freq = self.inv_freq if self.beyond is None else self._frequencies(int(positions.max()) + 1)
+        freqs = positions.float()[..., None] * inv_freq.to(device=positions.device, dtype=torch.float32)
         angles = torch.cat((freqs, freqs), dim=-1).transpose(0, 1)[:, :, None, :]  # [s, b, 1, hn]
         return (angles.cos() * self.attention_scaling).to(dtype), (angles.sin() * self.attention_scaling).to(dtype)
 

@@ -173,7 +173,7 @@ class Qwen3MoeModelPipe(PipelineModule, MegatronModule):
                 LayerSpec(ParallelTransformerLayerPipe,
                           init_method=init_method,
                           output_layer_init_method=scaled_init_method_normal(args.init_method_std, args.num_layers),
-                          layer_number=layer_idx,
+                          layer_number=layer_idx + 1,  # from 1, as the tree's ParallelTransformer numbers layers
                           self_attn_mask_type=AttnMaskType.causal))
         # [s, b, h] -> [b, s, h]
         self.specs.append(lambda x: x.transpose(0, 1).contiguous())

@@ -1,0 +1,87 @@
+"""A rotary base of their own for the layers under the sliding window (Gemma-3).
+
+Spec: `position_embedding.local_rope_theta` (unset: every layer rotates with
+`position_embedding.rope_theta`; Gemma-3: 10000 on its local layers, while the global ones use
+rope_theta 1e6 and, on 4B and larger, its rope scaling). The local layers are those the
+sliding window is on (`attention.sliding_window`, `attention.sliding_window_pattern`): this
+difference needs a window. porter's switch: `--local-rope-theta` (float, default None). When
+porter adds it (rewrites.py here): a layer whose window is set (`self.sliding_window`, which the
+sliding window gives each layer) replaces its rotary embedding by one of the local base,
+unscaled, as HF builds its sliding_attention rotary. porter's own RotaryEmbedding only: a tree
+whose rotary porter reuses is refused.
+HF: `rope_local_base_freq` (transformers 4's Gemma3TextConfig; 10000 when left out), or
+`rope_parameters.sliding_attention.rope_theta` beside `rope_parameters.full_attention`
+(transformers 5), read as the installed class reads them (rope_fields.py here).
+"""
+
+from __future__ import annotations
+
+from porter.differences.base import Difference
+from porter.differences.local_rotary import rewrites as R
+from porter.differences.local_rotary import rope_fields
+from porter.errors import PorterError
+from porter.planner import rw, unsupported
+from porter.profile import TRANSFORMER
+from porter.profile.features import NETWORK, Spelling
+from porter.schema import number
+
+SWITCH = "local_rope_theta"
+FIELD = "position_embedding.local_rope_theta"
+
+
+class LocalRotary(Difference):
+    name = SWITCH
+    model_switches = (SWITCH,)
+    fields = {FIELD: number(None, help="rotary base of the layers under the sliding window (Gemma-3: 10000); "
+                                       "unset: rope_theta on every layer")}
+    hf_fields = ("rope_local_base_freq",)
+    spellings = {
+        SWITCH: (
+            Spelling(
+                SWITCH, "--local-rope-theta", "local_rope_theta", None, "args.local_rope_theta", NETWORK,
+                (("type", "float"), ("default", "None"),
+                 ("help", "'Rotary base of the layers under the sliding window, unscaled (Gemma-3: 10000); "
+                          "unset: --rope-theta on every layer.'")),
+            ),
+        ),
+    }
+
+    def wanted(self, spec):
+        return spec[FIELD] is not None
+
+    def validate(self, values, given, fail):
+        if values[FIELD] is None:
+            return
+        if values["position_embedding.type"] != "rotary" or not values["attention.sliding_window"]:
+            raise fail(FIELD, f"{FIELD} = {values[FIELD]:g} with position_embedding.type = "
+                       f"{values['position_embedding.type']!r}, attention.sliding_window = "
+                       f"{values['attention.sliding_window']!r}",
+                       "set rotary positions and a sliding window (its layers are the local ones), or remove it",
+                       message="inconsistent spec: a local rotary base needs rotary positions and local layers")
+
+    def plan(self, p):
+        if p.implemented("rotary"):
+            raise unsupported("the tree's own rotary embedding has one base for every layer", TRANSFORMER,
+                              "porter's RotaryEmbedding, built by each attention",
+                              f"the tree's rotary embedding ({p.switches['rotary'].option}); spec {FIELD} = "
+                              f"{p.spec[FIELD]:g}")
+        spelling = p.switch(SWITCH, on=p.spec[FIELD], field=FIELD)
+        p.describe_model(f"the layers under the sliding window rotate with a base of their own, unscaled "
+                         f"({spelling.option})")
+        p.edit(TRANSFORMER, SWITCH, "a layer under the sliding window rotates with the local base, unscaled",
+               rw(R.LocalRotaryEmbedding, cls="ParallelAttention", value=f"args.{spelling.dest}"))
+
+    def from_hf(self, config):
+        local = rope_fields.local_theta(config)
+        return {} if local is None else {FIELD: float(local)}
+
+    def to_hf(self, spec, config):
+        local = spec[FIELD]
+        if local is None:
+            return
+        if not rope_fields.per_layer_type(config.get("model_type")):
+            raise PorterError(
+                f"{spec.hf_class} has one rotary base for every layer", file=spec.path, construct=FIELD,
+                found=f"{FIELD} = {local:g} for {config.get('model_type') or 'no model type'}",
+                fix="remove it from the spec, or name an HF class with a local rotary base (Gemma3ForCausalLM)")
+        rope_fields.nest(config, local)
