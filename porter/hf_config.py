@@ -102,16 +102,16 @@ def porter_reads(differences: Differences) -> set[str]:
 
 
 def family_of(config: HFConfig, families: Families) -> Spec:
-    """The bundled spec of the config's model_type (the one named so, else the first whose
-    reference class has that model type); a family porter does not port is refused."""
+    """The bundled spec whose reference class has the config's model_type (of several, the one
+    named so, else the first); a family porter does not port is refused. A spec's name alone
+    never decides: the gemma3 spec ports Gemma3ForCausalLM (model_type gemma3_text), not the
+    multimodal model_type gemma3."""
     model_type = config.model_type
     known = families()
-    if model_type in known:
-        return known[model_type]
-    for spec in known.values():
-        if model_type_of(spec.hf_class) == model_type:
-            return spec
-    raise unported(config, known)
+    matching = [name for name, spec in known.items() if model_type_of(spec.hf_class) == model_type]
+    if not matching:
+        raise unported(config, known)
+    return known[model_type if model_type in matching else matching[0]]
 
 
 @functools.cache

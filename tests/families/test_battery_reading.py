@@ -154,6 +154,19 @@ def test_no_bundled_family_is_in_the_table_of_families_porter_does_not_port():
     assert not ported & set(_unported_table()), sorted(ported & set(_unported_table()))
 
 
+def test_a_spec_name_alone_never_picks_the_family(tmp_path):
+    """The gemma3 spec ports Gemma3ForCausalLM (model_type gemma3_text): a multimodal gemma3
+    config.json (Gemma3ForConditionalGeneration) is refused, naming the text model porter ports."""
+    config = {"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"],
+              "text_config": {"model_type": "gemma3_text", "hidden_size": 1152}}
+    folder = tmp_path / "gemma-3-4b-it"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PorterError) as caught:
+        load_spec(str(folder))
+    assert "Gemma-3 (multimodal)" in caught.value.message and "gemma3_text" in str(caught.value)
+
+
 def test_the_table_is_the_installed_transformers():
     """Without transformers porter reads through hf_classes.json: the same classes."""
     from porter.hf_reading import _table
