@@ -68,7 +68,9 @@ def shrink(raw: dict, differences: Differences, num_layers: int = 2, heads: int 
     else:
         K2 = min(K, 2)
         H2 = K2 * per_group
-    D2 = D if D <= HEAD_SIZE else HEAD_SIZE
+    # a rope parameter with a number per rotary frequency (LongRoPE's factors) fixes the head size
+    per_frequency = any(isinstance(v, list) and len(v) == D // 2 for v in (read.get("rope_parameters") or {}).values())
+    D2 = D if D <= HEAD_SIZE or per_frequency else HEAD_SIZE
     width = W * H2 * D2 / (H * D)  # the attention width keeps its fraction of the hidden size
     W2 = max(2, 2 * round(width / 2))
     F2 = max(1, round(F * W2 / W))
