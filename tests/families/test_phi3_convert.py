@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from porter import convert
 from porter.catalog import load_spec
+from porter.convert.pieces import as_meta, joined
 from porter.cli import app
 from porter.layout import WeightLayout
 from porter.verify.parity import VerifyOptions, verify
@@ -94,13 +95,13 @@ def test_the_fused_weights_are_cut_as_phi3_reads_them(kv_heads):
     assert qkv.hf == ("self_attn.qkv_proj.weight",) and gate_up.hf == ("mlp.gate_up_proj.weight",)
     fused = attention.qkv_proj.weight.detach()
     q, k, v = fused.split([4 * 16, kv_heads * 16, kv_heads * 16])  # Phi3Attention's own slicing
-    tree = qkv.to_tree([fused])
-    assert torch.equal(tree, fuse_qkv(q, k, v, kv_heads))  # the tree's per key/value head layout
+    tree = joined(qkv.to_tree([fused]))  # a join that only reorders rows gives pieces
+    assert torch.equal(tree, joined(fuse_qkv(q, k, v, kv_heads)))  # the tree's per key/value head layout
     assert torch.equal(qkv.to_hf(tree)[0], fused)
     gu = mlp.gate_up_proj.weight.detach()
     gate, up = gu.chunk(2, dim=0)  # Phi3MLP: the first half is the gate
-    assert torch.equal(gate_up.to_tree([gu]), torch.cat((gate, up))) and torch.equal(gate_up.to_hf(gu)[0], gu)
-    meta = qkv.to_tree([fused.to("meta")])
+    assert torch.equal(joined(gate_up.to_tree([gu])), torch.cat((gate, up))) and torch.equal(gate_up.to_hf(gu)[0], gu)
+    meta = as_meta(qkv.to_tree([fused.to("meta")]))
     assert meta.is_meta and meta.shape == fused.shape  # planned before a byte is read
 
 
