@@ -75,19 +75,24 @@ def tree_argv(spec: Spec, profile: TreeProfile, shape: RunShape, tp: int, pp: in
 
 
 def tokenizer_argv(spec: Spec, profile: TreeProfile, folder: Path) -> list[str]:
-    """`--tokenizer-model <a tiny SentencePiece model>`: some trees build a tokenizer at start-up.
+    """`--tokenizer-model <a tiny tokenizer of the spec's kind>`: some trees build a tokenizer at
+    start-up (a SentencePiece model, or an HF tokenizer.json).
 
-    The model is trained here on porter's own corpus (cached in folder). It only lets the tree
+    The tokenizer is trained here on porter's own corpus (cached in folder). It only lets the tree
     start: the model's vocabulary is the job's (see porter.verify.harness.TreeSession.start).
     """
-    if spec["tokenizer.type"] != "sentencepiece" or "--tokenizer-model" not in profile.arguments.options:
+    kind = spec["tokenizer.type"]
+    if kind not in ("sentencepiece", "hf") or "--tokenizer-model" not in profile.arguments.options:
         return []
-    from porter.corpus import train_sentencepiece, write_corpus
+    from porter.corpus import train_sentencepiece, train_tokenizer_json, write_corpus
 
-    model = Path(folder) / "tokenizer" / "spm.model"
+    model = Path(folder) / "tokenizer" / ("spm.model" if kind == "sentencepiece" else "tokenizer.json")
     if not model.exists():
         text, _ = write_corpus(model.parent, max_bytes=50_000)
-        train_sentencepiece(text, model.with_suffix(""), vocab_size=256)
+        if kind == "sentencepiece":
+            train_sentencepiece(text, model.with_suffix(""), vocab_size=256)
+        else:
+            train_tokenizer_json(text, model, vocab_size=256)
     return ["--tokenizer-model", str(model)]
 
 
