@@ -40,6 +40,19 @@ def with_comment(stmt: cst.BaseStatement, text: str) -> cst.BaseStatement:
     return stmt.with_changes(leading_lines=[*stmt.leading_lines, comment_line(text)])
 
 
+def insert_before(body: Sequence[cst.BaseStatement], at: int, new: Sequence[cst.BaseStatement]) -> list:
+    """body with the statements `new` before body[at]: the blank lines above body[at] go above
+    them, its comments stay with it."""
+    first = body[at]
+    lines = list(first.leading_lines)
+    blank = 0
+    while blank < len(lines) and lines[blank].comment is None:
+        blank += 1
+    new = list(new)
+    new[0] = new[0].with_changes(leading_lines=[*lines[:blank], *new[0].leading_lines])
+    return [*body[:at], *new, first.with_changes(leading_lines=lines[blank:]), *body[at + 1:]]
+
+
 def dotted(node: cst.BaseExpression) -> str | None:
     """'a.b.c' for Name/Attribute chains, else None."""
     if isinstance(node, cst.Name):

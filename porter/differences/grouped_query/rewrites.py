@@ -12,7 +12,7 @@ import libcst as cst
 
 from porter.cst import match as m
 from porter.cst.find import findall
-from porter.cst.nodes import assigned_names, code, expression, mentions, statements, with_comment
+from porter.cst.nodes import assigned_names, code, expression, insert_before, mentions, statements, with_comment
 from porter.edits.base import Rewrite
 from porter.profile.attention import core_span
 
@@ -161,13 +161,7 @@ class GroupedQKVSplit(Rewrite):
 
         def before(stmts, at):
             """stmts with the repeat before stmts[at], which keeps its comments (the blank lines go first)."""
-            first = stmts[at]
-            lines = list(first.leading_lines)
-            blank = 0
-            while blank < len(lines) and lines[blank].comment is None:
-                blank += 1
-            moved = repeat.with_changes(leading_lines=[*lines[:blank], *repeat.leading_lines])
-            return [*stmts[:at], moved, first.with_changes(leading_lines=lines[blank:]), *stmts[at + 1:]]
+            return insert_before(stmts, at, [repeat])
 
         for index, stmt in enumerate(body):
             if isinstance(stmt, cst.If) and mentions(stmt.test, FUSED_MARK) and isinstance(stmt.orelse, cst.Else):

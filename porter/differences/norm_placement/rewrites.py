@@ -8,7 +8,7 @@ import libcst as cst
 
 from porter.cst import match as m
 from porter.cst.find import findall
-from porter.cst.nodes import assigned_names, code, mentions, statements, with_comment
+from porter.cst.nodes import assigned_names, code, insert_before, mentions, statements, with_comment
 from porter.edits.base import Rewrite
 
 ATTENTION_NORM = "attention_output_layernorm"
@@ -106,13 +106,7 @@ class NormalizeOutput(Rewrite):
             f"    # {self.label}: the {self.output.replace('_', ' ')} is normalised before the residual add.\n"
             f"    {self.output} = self.{self.norm}({self.output})\n"
         )
-        first = body[at]
-        lines = list(first.leading_lines)
-        blank = 0  # the blank lines above the anchor go above the new statement; its comments stay with it
-        while blank < len(lines) and lines[blank].comment is None:
-            blank += 1
-        new[0] = new[0].with_changes(leading_lines=[*lines[:blank], *new[0].leading_lines])
-        return [*body[:at], *new, first.with_changes(leading_lines=lines[blank:]), *body[at + 1:]]
+        return insert_before(body, at, new)
 
 
 class NoInputNorms(Rewrite):

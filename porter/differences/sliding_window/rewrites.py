@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from porter.cst.nodes import assigned_names, code, mentions, statements, with_comment
+from porter.cst.nodes import assigned_names, code, insert_before, mentions, statements, with_comment
 from porter.edits.base import Rewrite
 from porter.profile.attention import FUSED_MARK, core_span
 
@@ -87,10 +87,4 @@ class SlidingWindowMask(Rewrite):
         self.anchored()
         new = statements(f"{self.mask} = sliding_window_mask({self.mask}, {WINDOW}, {self.key})")[0]
         new = with_comment(new, "Sliding-window attention: keys older than the window are masked out too.")
-        first = body[at]
-        lines = list(first.leading_lines)
-        blank = 0  # the blank lines above the anchor go above the new statement; its comments stay with it
-        while blank < len(lines) and lines[blank].comment is None:
-            blank += 1
-        new = new.with_changes(leading_lines=[*lines[:blank], *new.leading_lines])
-        return [*body[:at], new, first.with_changes(leading_lines=lines[blank:]), *body[at + 1:]]
+        return insert_before(body, at, [new])

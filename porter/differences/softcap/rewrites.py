@@ -13,7 +13,7 @@ import libcst as cst
 
 from porter.cst import match as m
 from porter.cst.find import findall
-from porter.cst.nodes import expression, mentions, statements, with_comment
+from porter.cst.nodes import expression, insert_before, mentions, statements, with_comment
 from porter.edits.base import Rewrite
 from porter.profile.attention import FUSED_MARK
 
@@ -98,10 +98,4 @@ class SoftcapScores(Rewrite):
         name = scores.value
         new = statements(f"{name} = softcap_scores({name}, {CAP}, self.{self.softmax})")[0]
         new = with_comment(new, "Soft-capped scores (Gemma-2): cap * tanh(scores / cap), before the mask and softmax.")
-        first = body[at]
-        lines = list(first.leading_lines)
-        blank = 0  # the blank lines above the anchor go above the new statement; its comments stay with it
-        while blank < len(lines) and lines[blank].comment is None:
-            blank += 1
-        new = new.with_changes(leading_lines=[*lines[:blank], *new.leading_lines])
-        return [*body[:at], new, first.with_changes(leading_lines=lines[blank:]), *body[at + 1:]]
+        return insert_before(body, at, [new])
