@@ -93,3 +93,23 @@ def test_grouped_split_backward_is_the_slices_backward(groups):
 
     want, got = grads(by_slices, mixed), grads(by_split, mixed)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_rmsnorm_backward_of_a_strided_output_gradient():
+    """A norm whose output is transposed after it (OLMo-2's norm after attention) gets a strided
+    gradient: the backward takes it as it comes (a view of it failed in bench/model.py)."""
+    rmsnorm = generated("olmo2", "rmsnorm")
+    torch.manual_seed(0)
+    x = torch.randn(6, 4, 32).transpose(0, 1)
+    weight = torch.rand(32) + 0.5
+    gradient = torch.randn(6, 4, 32).transpose(0, 1)
+
+    def run(fn):
+        xs, ws = x.clone().requires_grad_(), weight.clone().requires_grad_()
+        fn(xs, ws).backward(gradient)
+        return xs.grad, ws.grad
+
+    want = run(lambda a, w: rmsnorm.rms_norm_reference(a, w, 1e-5))
+    got = run(lambda a, w: rmsnorm.RMSNormFunction.apply(a, w, 1e-5))
+    for a, b in zip(got, want, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)

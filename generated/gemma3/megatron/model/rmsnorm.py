@@ -67,7 +67,7 @@ class RMSNormFunction(torch.autograd.Function):
         hidden = x.size(-1)
         scale32, grad32 = scale.float(), grad.float()
         xhat = x.float() * rstd
-        products = (grad32 * xhat).view(-1, hidden)  # g * xhat per token
+        products = (grad32 * xhat).reshape(-1, hidden)  # g * xhat per token (x may be a strided view)
         dscale = products.sum(0)
         mean = torch.mv(products, scale32).view(rstd.shape).div_(hidden)  # mean(g * scale * xhat)
         dx = (grad32 * scale32).addcmul_(xhat, mean, value=-1).mul_(rstd)
