@@ -67,8 +67,8 @@ class Port:
         self.layout: WeightLayout = read_layout(self.profile, self.spec)
         plan = make_plan(self.spec, self.profile)
         self.switches = plan.switches
-        # the switches of the port a config can turn off or change (rope scaling type, window)
-        self._switchable = {dest: field for dest, field in plan.default_fields.items() if field in switchable_fields(self.spec)}
+        # the numbers the port's entry point sets by default (dest -> spec field)
+        self._default_fields = dict(plan.default_fields)
 
     def weights(self, config: dict, shape: ModelShape | None = None, hf_names=None) -> ModelWeights:
         """The model's weights, layer by layer, as the port's differences lay them out (porter.weights):
@@ -142,11 +142,20 @@ class Port:
         return self._numbers(make_plan(spec, self.profile), spec)
 
     def _numbers(self, plan, spec) -> dict[str, tuple[str, Any]]:
-        out = plan_numbers(plan, switchable_fields(self.spec))
-        for dest, field in self._switchable.items():  # off in this spec: said outright, not left to the entry point
-            if dest not in out:
-                value = spec[field]
-                out[dest] = (field, 0 if value is None else value)
+        switchable = switchable_fields(self.spec)
+        out = plan_numbers(plan, switchable)
+        # what this spec leaves unset or changes is said outright, not left to the entry point's
+        # default (the bundled spec's): a window turned off, a head size of hidden / heads
+        for dest, field in self._default_fields.items():
+            if dest in out:
+                continue
+            value = spec[field]
+            if value is None:
+                value = unset_value(spec, field)
+                if value is not None:
+                    out[dest] = (field, value)
+            elif field in switchable:
+                out[dest] = (field, value)
         return out
 
     def run_argv(self, spec) -> list[str]:
@@ -165,6 +174,12 @@ class Port:
             if is_number(value) or (field in switchable_fields(self.spec) and isinstance(value, str)):
                 values[field] = value
         return self.spec.with_values(**values)
+
+
+def unset_value(spec, field: str) -> Any:
+    """How the tree's command line says a field `spec` leaves unset (Difference.unset)."""
+    owner = next((d for d in spec.differences if field in d.fields), None)
+    return owner.unset(spec, field) if owner is not None else None
 
 
 def switchable_fields(spec) -> set[str]:

@@ -95,6 +95,13 @@ class Difference:
         (porter.weights.LayerWeights): the HF names, the tree's key, the layout change, the
         tensor-parallel role."""
 
+    def unset(self, spec: Spec, field: str) -> Any:
+        """How the tree's command line says `field` (one of this difference's, which the port's
+        entry point sets by default) when `spec` leaves it unset: a switchable field is turned
+        off (0); None leaves it to the entry point's default (convert stamps a checkpoint's args
+        with it)."""
+        return 0 if field in self.switchable else None
+
     def expert_parallel_argv(self, switches: dict, size: int) -> list[str] | None:
         """The tree's options that shard this difference's experts over `size` ranks (verify,
         smoke); None: it has no experts."""

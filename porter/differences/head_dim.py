@@ -60,6 +60,12 @@ class HeadDim(Difference):
         if hidden and heads and own_default(config.get("model_type")):
             config["head_dim"] = hidden // heads  # said outright: the class's own default would win (Qwen3: 128)
 
+    def unset(self, spec, field):
+        # hidden / heads said outright: the port's entry point defaults --kv-channels to the
+        # bundled spec's head size (Qwen3-MoE: 128), which a model at hidden / heads does not have
+        hidden, heads = spec["sizes.hidden_size"], spec["sizes.num_attention_heads"]
+        return hidden // heads if hidden and heads else None
+
     def tiny(self, spec, tiny):
         if not self.wanted(spec):
             return {}

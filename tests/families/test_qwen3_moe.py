@@ -165,10 +165,21 @@ def test_qwen3_moe_matches_hf_at_every_parallel_size(moe_tree, tmp_path, tp, ep,
     assert (r.tensor_parallel, result.config["expert_parallel"]) == (tp, ep)
 
 
+def test_a_head_size_of_hidden_over_heads_is_said_to_the_trees_parser(moe_tree):
+    """The port's entry point defaults --kv-channels to the bundled spec's head size (128): a
+    checkpoint of a model at hidden / heads must say its own, or the way back reads 128."""
+    from porter.convert.run import Port
+
+    port = Port(QWEN3_MOE, moe_tree)
+    at_hidden_over_heads = QWEN3_MOE.with_values(**{"attention.head_dim": None, "sizes.hidden_size": 64,
+                                                    "sizes.num_attention_heads": 4})
+    argv = port.run_argv(at_hidden_over_heads)
+    assert argv[argv.index("--kv-channels") + 1] == "16"
+    argv = port.run_argv(QWEN3_MOE.with_values(**{"attention.head_dim": 32}))
+    assert argv[argv.index("--kv-channels") + 1] == "32"
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known defect: hf-to-megatron through the tree's parser stamps the entry "
-                   "point's --kv-channels default (the bundled spec's 128) where the config's head size is hidden / "
-                   "heads (16): a head size equal to hidden / heads is not said outright in the checkpoint's args")
 def test_a_converted_checkpoint_loads_with_the_trees_own_loader_at_tensor_and_expert_parallel_2(moe_tree, tmp_path):
     from typer.testing import CliRunner
 
