@@ -107,6 +107,20 @@ def test_gemma3_matches_hf(gemmas_tree, tmp_path):
         assert f"{LAYER0}.{name}" in names and f"{LAYER1}.{name}" in names, name
 
 
+def test_every_layer_windowed_is_said_to_the_trees_parser_as_a_pattern_past_the_layers(gemmas_tree):
+    """gemma-3-1b-pt's pattern 6 at 2 layers windows both (transformers' layer_types): the port's
+    entry point defaults the pattern to 6 and the tree's check takes N >= 2, so convert and verify
+    say 3 (no layer is a 3rd), not 0."""
+    from porter.convert.run import Port
+
+    port = Port(GEMMA3, gemmas_tree)
+    argv = port.run_argv(GEMMA3.with_values(**{"attention.sliding_window_pattern": None, "sizes.num_layers": 2}))
+    assert argv[argv.index("--sliding-window-pattern") + 1] == "3"
+    argv = port.run_argv(GEMMA3.with_values(**{"attention.sliding_window": 0, "attention.sliding_window_pattern": None,
+                                               "sizes.num_layers": 4}))
+    assert argv[argv.index("--sliding-window") + 1] == "0"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ["pp2", "tp2"])
 def test_gemma3_matches_hf_at_pp2_and_tp2(gemmas_tree, tmp_path, layout):

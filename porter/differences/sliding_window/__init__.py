@@ -107,6 +107,15 @@ class SlidingWindow(Difference):
                "and the unfused attention alike", rw(W.SlidingWindowMask, cls=site.cls, func=site.func))
         p.create("megatron/model/sliding_window.py", SWITCH, "the sliding-window mask", "sliding_window.py.j2")
 
+    def unset(self, spec, field):
+        if field != PATTERN:
+            return super().unset(spec, field)  # the window off: 0
+        # every layer windowed, said outright where the port's entry point has a pattern (Gemma-3's
+        # 6): the tree's check takes N >= 2 and no layer of the model is an N-th one past its count
+        # (gemma-3-1b-pt's 26 layers at verify's 2: both windowed)
+        layers = spec["sizes.num_layers"]
+        return layers + 1 if layers else None
+
     def from_hf(self, config):
         """The window as the class reads it (Qwen2's is dropped unless use_sliding_window), on the
         layers `layer_types` says (Qwen2's from max_window_layers, Gemma-2's alternating, Gemma-3's
