@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import sysconfig
 from pathlib import Path
 
@@ -37,19 +38,28 @@ def stdlib_docstrings(max_bytes: int = 400_000, min_chars: int = 80):
 
 
 def write_corpus(folder: Path, max_bytes: int = 400_000) -> tuple[Path, Path]:
-    """Write the corpus as plain text (for SentencePiece) and as jsonl documents.
+    """Write the corpus as plain text (for SentencePiece) and as jsonl documents, unless an
+    earlier run in the same folder did (reading the standard library again takes a second or
+    two; the tokenizer and dataset made from it are kept too). Each file is written whole under
+    a temporary name and renamed, so a killed run leaves none half-written.
 
     Returns (text_path, jsonl_path).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    docs = list(stdlib_docstrings(max_bytes))
     text = folder / "corpus.txt"
     jsonl = folder / "corpus.jsonl"
-    text.write_text("\n".join(d.replace("\n", " ") for d in docs) + "\n", encoding="utf-8")
-    with jsonl.open("w", encoding="utf-8") as handle:
-        for doc in docs:
-            handle.write(json.dumps({"text": doc}) + "\n")
+    if text.exists() and jsonl.exists():
+        return text, jsonl
+    docs = list(stdlib_docstrings(max_bytes))
+    _write(text, "".join(d.replace("\n", " ") + "\n" for d in docs))
+    _write(jsonl, "".join(json.dumps({"text": doc}) + "\n" for doc in docs))
     return text, jsonl
+
+
+def _write(path: Path, content: str) -> None:
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    part.write_text(content, encoding="utf-8")
+    os.replace(part, path)
 
 
 def train_sentencepiece(text: Path, prefix: Path, vocab_size: int = 1000) -> Path:

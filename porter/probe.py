@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from porter.layout import WeightLayout
 
@@ -64,6 +66,7 @@ class LayerProbes:
 
     def __init__(self, layout: WeightLayout, i: int, num_heads: int, config: dict | None = None,
                  num_layers: int = 0) -> None:
+        import torch
         self.layout = layout
         self.i = i
         self.num_heads = num_heads
@@ -118,6 +121,7 @@ class LayerProbes:
 
     def _qkv(self, c: dict) -> torch.Tensor:
         """HF's q, k, v per key/value head: [ng, np/ng + 2, hn], ng read off k_proj's width."""
+        import torch
         q, k, v = (c[f"{self.hf}.self_attn.{x}_proj"] for x in "qkv")
         b, s = q.shape[:2]
         head_dim = q.shape[-1] // self.num_heads

@@ -20,14 +20,13 @@ from __future__ import annotations
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from porter.errors import PorterError
 from porter.layout import WeightLayout
 
-Tensor = torch.Tensor
+if TYPE_CHECKING:  # torch is imported where tensors move, not by the commands that only read a tree
+    from torch import Tensor
 # tensor-parallel roles: split by rows (a column-parallel linear's weight, its bias, a vocabulary),
 # by columns (a row-parallel linear's weight), whole on every rank, or a fused pair whose halves
 # are each split by rows (rank r holds [first_r; second_r]: the gate+up projection)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 from porter.probe import LayerProbes
 
@@ -13,6 +16,7 @@ ACTIVATIONS = {"swiglu": "SwiGLU activation, silu(gate) * up", "geglu": "GeGLU a
 def gated_probes(layer: LayerProbes) -> None:
     """The gate and up projections (one fused projection in the tree's half order, or two), and
     the activation's output, silu(gate) * up or gelu_tanh(gate) * up."""
+    import torch
     layout, m = layer.layout, layer.layout.mlp
     if layout.up:
         layer.replace("mlp_in", [

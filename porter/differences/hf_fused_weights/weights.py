@@ -12,9 +12,12 @@ the same way, by the bias difference's own rule (its weight's names with .bias).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass, replace
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from porter.errors import PorterError
 from porter.weights import LayerWeights, ModelShape, Weight
@@ -48,6 +51,7 @@ def _cut(tensor: torch.Tensor, count: int, sizes: tuple[int, ...] | None) -> tup
 
 def fused_weight(weight: Weight, fused: Fused, shape: ModelShape) -> Weight:
     """The slot's weight read from (and written as) HF's one fused tensor."""
+    import torch
     suffix = weight.hf[0].rsplit(".", 1)[1]  # weight (or bias)
     count, sizes = len(fused.parts), fused.sizes(shape)
     return replace(weight, hf=(f"{fused.module}.{suffix}",),

@@ -8,7 +8,10 @@ query's and the latent's rotary part are compared in the tree's order."""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 from porter.differences.latent_attention.weights import halves_order
 from porter.probe import LayerProbes
@@ -16,6 +19,7 @@ from porter.probe import LayerProbes
 
 def _reordered(value: torch.Tensor, head: int, rope: int, on: bool) -> torch.Tensor:
     """HF's [b, s, blocks * head] with the last `rope` of each block in the tree's order."""
+    import torch
     if not on:
         return value
     b, s = value.shape[:2]

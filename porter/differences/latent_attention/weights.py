@@ -17,7 +17,10 @@ and back on the way out: q . k is the same sum in either order, and both ways ar
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 from porter.weights import LayerWeights, Weight
 
@@ -41,11 +44,13 @@ def interleaved(config: dict) -> bool:
 
 def halves_order(rope: int) -> torch.Tensor:
     """The interleaved rotary dimensions' order in the tree: the even ones, then the odd ones."""
+    import torch
     return torch.cat((torch.arange(0, rope, 2), torch.arange(1, rope, 2)))
 
 
 def _reorder_tail(tensor: torch.Tensor, head: int, rope: int, order: torch.Tensor) -> torch.Tensor:
     """Rows [.., head) of every block of `head` rows: the last `rope` rows of each block reordered."""
+    import torch
     rest = tensor.shape[1:]
     blocks = tensor.reshape(-1, head, *rest)
     tail = blocks[:, head - rope:].index_select(1, order)
@@ -55,6 +60,7 @@ def _reorder_tail(tensor: torch.Tensor, head: int, rope: int, order: torch.Tenso
 def rope_rows(head: int, rope: int, on: bool):
     """(to the tree, back to HF) for a projection whose rows come in blocks of `head`, the last
     `rope` of each rotary; identities when HF's rotary is not interleaved."""
+    import torch
     if not on:
         return None, None
     order = halves_order(rope)

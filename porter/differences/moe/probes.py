@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 from porter.differences.moe.weights import sparse_layers
 from porter.probe import LayerProbes
@@ -14,6 +17,7 @@ def routes(module, args, output) -> torch.Tensor:
     """Each token's weight per expert [S, experts] from DeepSpeed's sparse gate output
     (l_aux, capacity, experts, indices [k, S], locations, weights [k, S], counts); an index below
     0 is a route dropped for capacity: no weight."""
+    import torch
     experts, indices, weights = int(output[2]), output[3].long(), output[5].float()
     dense = torch.zeros(indices.shape[1], experts)
     kept = indices >= 0
@@ -30,6 +34,7 @@ def expert_probes(layer: LayerProbes) -> None:
     the top-k of the softmax, renormalised where the model does; 0 elsewhere), then the layer's
     output (the experts' outputs summed with those weights). A layer the model keeps dense keeps
     the MLP's probes."""
+    import torch
     if not sparse_layers(layer.config, layer.num_layers)[layer.i]:
         return
     m = layer.layout.mlp

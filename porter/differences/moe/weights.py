@@ -25,9 +25,12 @@ bit-exact.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from porter.differences.moe.hf import fields_of
 from porter.errors import PorterError
@@ -153,6 +156,7 @@ def check_engine(pipe: bool) -> None:
 def rank_experts(model, folder, tp_rank: int) -> dict[str, torch.Tensor]:
     """This rank's experts as DeepSpeed loads them: the file of each of its experts (by global
     id) in MoE-layer order, keyed by module path with the local id (expert parallelism)."""
+    import torch
     try:
         from deepspeed.moe.layer import MoE
         from deepspeed.utils import groups

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 from porter.probe import LayerProbes
 
@@ -11,12 +14,14 @@ QUERY_KEY = "porter.differences.rotary.probes:query_key"
 
 def query_key(module, args, output) -> torch.Tensor:
     """The tree's rotary embedding returns (query [s, b, np, hn], key [s, b, ng, hn]): heads side by side."""
+    import torch
     return torch.cat([t for t in output[:2]], dim=-2)
 
 
 def add_rotary_probe(layer: LayerProbes) -> None:
     """After the q, k, v projection: q and k rotated, [b, s, np + ng, hn] (HF's apply_rotary_pos_emb
     on its own q, k as they enter it (layer.hf_query_key), with its rotary embedding's cos and sin)."""
+    import torch
     heads = layer.num_heads
 
     def rotated(c):

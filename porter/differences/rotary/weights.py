@@ -5,7 +5,10 @@ back drops them."""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 from porter.weights import LayerWeights, Weight
 
@@ -18,6 +21,7 @@ def rope_theta(config: dict) -> float:
 
 def rotary_inv_freq(dim: int, theta: float) -> torch.Tensor:
     """1 / theta^(2i / dim), i < dim / 2, in fp32: the frequencies a rotary embedding computes."""
+    import torch
     return 1.0 / (theta ** (torch.arange(0, dim, 2).float() / dim))
 
 
