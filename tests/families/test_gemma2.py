@@ -54,7 +54,6 @@ def test_gemma2_matches_hf(gemma2_tree, tmp_path):
     assert probes["output_layer"].scale <= 2.0  # the logits HF returns, capped at 2
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("options", [VerifyOptions(tensor_parallel=2), VerifyOptions(pipeline_parallel=2, kinds=("pipe",))],
                          ids=["tp2-gemma-2-9b-config", "pp2"])
 def test_gemma2_matches_hf_at_tp2_and_pp2(gemma2_tree, tmp_path, options):
@@ -112,7 +111,6 @@ BREAKS = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BREAKS))
 def test_verify_names_the_module_of_a_missing_gemma2_difference(gemma2_tree, tmp_path, monkeypatch, name):
     file, edit, module = BREAKS[name]
@@ -150,8 +148,9 @@ def tiny_gemma2(folder):
     return folder
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("layout", [["--pp", "2"], ["--tp", "2"], ["--tp", "2", "--no-pipe"]], ids=["pp2", "tp2", "tp2-plain"])
+@pytest.mark.parametrize("layout", [["--pp", "2"], pytest.param(["--tp", "2"], marks=pytest.mark.slow),
+                                    pytest.param(["--tp", "2", "--no-pipe"], marks=pytest.mark.slow)],
+                         ids=["pp2", "tp2", "tp2-plain"])
 def test_convert_round_trips_bit_exact_and_the_tree_loads_it(gemma2_tree, tmp_path, layout):
     hf = tiny_gemma2(tmp_path / "hf")
     ckpt, back = tmp_path / "ckpt", tmp_path / "back"
@@ -187,8 +186,7 @@ def test_convert_round_trips_bit_exact_and_the_tree_loads_it(gemma2_tree, tmp_pa
     assert result.passed, result.as_dict()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("engine", [[], ["--no-pipe"]], ids=["pipe", "plain"])
+@pytest.mark.parametrize("engine", [[], pytest.param(["--no-pipe"], marks=pytest.mark.slow)], ids=["pipe", "plain"])
 def test_gemma2_trains(gemma2_tree, smoke_workdir, engine):
     done = CliRunner().invoke(app, ["smoke", "gemma2", "--target", str(gemma2_tree), "--steps", "20",
                                     "--workdir", str(smoke_workdir), "--json", *engine])

@@ -121,7 +121,6 @@ def test_every_layer_windowed_is_said_to_the_trees_parser_as_a_pattern_past_the_
     assert argv[argv.index("--sliding-window") + 1] == "0"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["pp2", "tp2"])
 def test_gemma3_matches_hf_at_pp2_and_tp2(gemmas_tree, tmp_path, layout):
     """PP=2: the local layer on one stage, the global one on the other. TP=2: gemma-3-1b-pt's structure
@@ -156,7 +155,6 @@ BREAKS = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BREAKS))
 def test_verify_names_the_module_of_a_missing_gemma3_difference(gemmas_tree, tmp_path, name):
     file, (old, new), module = BREAKS[name]
@@ -191,8 +189,7 @@ def tiny_gemma3(folder):
     return folder
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("layout", [["--pp", "2"], ["--tp", "2"]], ids=["pp2", "tp2"])
+@pytest.mark.parametrize("layout", [pytest.param(["--pp", "2"], marks=pytest.mark.slow), ["--tp", "2"]], ids=["pp2", "tp2"])
 def test_convert_round_trips_bit_exact_and_the_tree_loads_it(gemmas_tree, tmp_path, layout):
     hf = tiny_gemma3(tmp_path / "hf")
     ckpt, back = tmp_path / "ckpt", tmp_path / "back"
@@ -224,8 +221,7 @@ def test_convert_round_trips_bit_exact_and_the_tree_loads_it(gemmas_tree, tmp_pa
     assert result.passed, result.as_dict()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("engine", [[], ["--no-pipe"]], ids=["pipe", "plain"])
+@pytest.mark.parametrize("engine", [pytest.param([], marks=pytest.mark.slow), ["--no-pipe"]], ids=["pipe", "plain"])
 def test_gemma3_trains(gemmas_tree, smoke_workdir, engine):
     done = CliRunner().invoke(app, ["smoke", "gemma3", "--target", str(gemmas_tree), "--steps", "20",
                                     "--workdir", str(smoke_workdir), "--json", *engine])

@@ -27,9 +27,10 @@ def smoke(tree, workdir, family, *more):
     return doc
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("more", [(), ("--no-pipe",)], ids=["pipe", "plain"])
-@pytest.mark.parametrize("family", ["phi3", "phi3_5"])
+@pytest.mark.parametrize(("family", "more"), [
+    ("phi3", ()), pytest.param("phi3", ("--no-pipe",), marks=pytest.mark.slow),
+    pytest.param("phi3_5", (), marks=pytest.mark.slow), ("phi3_5", ("--no-pipe",)),
+], ids=["phi3-pipe", "phi3-plain", "phi3_5-pipe", "phi3_5-plain"])
 def test_phi3_and_phi3_5_train(phi3_tree, smoke_workdir, family, more):
     smoke(phi3_tree, smoke_workdir, family, *more)
 

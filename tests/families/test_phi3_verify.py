@@ -77,7 +77,6 @@ def test_a_wrong_qkv_split_in_convert_fails_at_the_qkv_projection(phi3_tree, tmp
     assert first.what.startswith("fused q, k, v projection")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("options", SIZES, ids=IDS)
 def test_phi3_matches_hf(phi3_tree, tmp_path, options):
     passed(verify(PHI3, phi3_tree, tmp_path, options), "Phi3", options)
@@ -86,9 +85,12 @@ def test_phi3_matches_hf(phi3_tree, tmp_path, options):
     assert config["rope_parameters"].get("rope_type", "default") == "default"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("tiny", [LONG, SHORT], ids=["long", "short"])
-@pytest.mark.parametrize("options", SIZES, ids=IDS)
+# in the test command: TP=2 past the original context, PP=2 at it (TP=1 past it: the test above)
+@pytest.mark.parametrize(("options", "tiny"), [
+    pytest.param(SIZES[0], LONG, marks=pytest.mark.slow), pytest.param(SIZES[0], SHORT, marks=pytest.mark.slow),
+    (SIZES[1], LONG), pytest.param(SIZES[1], SHORT, marks=pytest.mark.slow),
+    pytest.param(SIZES[2], LONG, marks=pytest.mark.slow), (SIZES[2], SHORT),
+], ids=["tp1-long", "tp1-short", "tp2-long", "tp2-short", "pp2-long", "pp2-short"])
 def test_phi3_5_matches_hf_on_both_sides_of_its_original_context(phi3_tree, tmp_path, options, tiny):
     options = VerifyOptions(tiny=tiny, tensor_parallel=options.tensor_parallel,
                             pipeline_parallel=options.pipeline_parallel, kinds=options.kinds)
@@ -106,8 +108,7 @@ SHORT_LINE = "    short = 1.0 / (torch.tensor(short_factor, dtype=torch.float32)
 LONG_LINE = "    long = 1.0 / (torch.tensor(long_factor, dtype=torch.float32) * theta ** exponents)\n"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("tiny", [LONG, SHORT], ids=["long", "short"])
+@pytest.mark.parametrize("tiny", [LONG, pytest.param(SHORT, marks=pytest.mark.slow)], ids=["long", "short"])
 def test_longrope_with_its_lists_swapped_fails_at_the_rotary_embedding(phi3_tree, tmp_path, tiny):
     tree = tmp_path / "tree"
     shutil.copytree(phi3_tree, tree, ignore=shutil.ignore_patterns("__pycache__"))

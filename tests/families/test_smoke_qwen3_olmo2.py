@@ -12,9 +12,6 @@ from porter.catalog import load_spec
 from porter.cli import app
 from porter.smoke import SmokeConfig, run_smoke
 
-pytestmark = pytest.mark.slow
-
-
 def smoke(family, tree, workdir, *more):
     done = CliRunner().invoke(app, ["smoke", family, "--target", str(tree), "--steps", "20",
                                     "--workdir", str(workdir), "--json", *more])
@@ -26,12 +23,15 @@ def smoke(family, tree, workdir, *more):
     return doc
 
 
-@pytest.mark.parametrize("engine", [(), ("--no-pipe",)], ids=["pipe", "plain"])
-@pytest.mark.parametrize("family", ["qwen3", "olmo2"])
+@pytest.mark.parametrize(("family", "engine"), [
+    ("qwen3", ()), pytest.param("qwen3", ("--no-pipe",), marks=pytest.mark.slow),
+    ("olmo2", ("--no-pipe",)), pytest.param("olmo2", (), marks=pytest.mark.slow),
+], ids=["qwen3-pipe", "qwen3-plain", "olmo2-plain", "olmo2-pipe"])
 def test_qwen3_and_olmo2_train(qwen3_olmo2_tree, smoke_workdir, family, engine):
     smoke(family, qwen3_olmo2_tree, smoke_workdir, *engine)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["qwen3", "olmo2"])
 def test_qk_norm_weights_train_alike_on_two_tensor_parallel_ranks(qwen3_olmo2_tree, smoke_workdir, tmp_path, family):
     saved = tmp_path / "checkpoints"

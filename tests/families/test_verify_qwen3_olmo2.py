@@ -17,7 +17,6 @@ from porter.verify.parity import VerifyOptions, verify
 QWEN3, OLMO2 = load_spec("qwen3"), load_spec("olmo2")
 LAYER0 = "language_model.encoder.layers.0"
 TP1, TP2, PP2 = VerifyOptions(), VerifyOptions(tensor_parallel=2), VerifyOptions(pipeline_parallel=2, kinds=("pipe",))
-SLOW = pytest.mark.slow
 
 
 def passed(result, prefix, options):
@@ -36,7 +35,7 @@ def hf_names(folder):
         return {name: weights.get_slice(name).get_shape() for name in weights.keys()}
 
 
-@pytest.mark.parametrize("options", [TP1, pytest.param(TP2, marks=SLOW), pytest.param(PP2, marks=SLOW)],
+@pytest.mark.parametrize("options", [TP1, TP2, PP2],
                          ids=["tp1", "tp2", "pp2"])
 def test_qwen3_with_its_per_head_qk_norm_matches_hf(qwen3_olmo2_tree, tmp_path, options):
     result = passed(verify(QWEN3, qwen3_olmo2_tree, tmp_path, options), "Qwen3", options)
@@ -50,7 +49,7 @@ def test_qwen3_with_its_per_head_qk_norm_matches_hf(qwen3_olmo2_tree, tmp_path, 
     assert f"{LAYER0}.attention.q_layernorm" in probes and f"{LAYER0}.attention.k_layernorm" in probes
 
 
-@pytest.mark.parametrize("options", [pytest.param(TP1, marks=SLOW), TP2, pytest.param(PP2, marks=SLOW)],
+@pytest.mark.parametrize("options", [TP1, TP2, PP2],
                          ids=["tp1", "tp2", "pp2"])
 def test_olmo2_with_post_norm_and_its_whole_projection_qk_norm_matches_hf(qwen3_olmo2_tree, tmp_path, options):
     """At TP=2 each rank holds 2 of the 4 heads and half of each q/k norm weight: the mean of squares
@@ -105,7 +104,6 @@ BREAKS = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BREAKS))
 def test_verify_names_the_module_of_a_broken_qwen3_or_olmo2_difference(qwen3_olmo2_tree, tmp_path, name):
     spec, options, edits, module = BREAKS[name]
