@@ -157,3 +157,6 @@ elif check == "fused_attention":
 
 if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:  # one line, not two interleaved
     print("RESULT " + json.dumps(out), flush=True)
+if torch.distributed.is_initialized():  # a clean end: a rank that exits with gloo's threads still running aborts
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
