@@ -148,6 +148,7 @@ def tiny_gemma2(folder):
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", [["--pp", "2"], pytest.param(["--tp", "2"], marks=pytest.mark.slow),
                                     pytest.param(["--tp", "2", "--no-pipe"], marks=pytest.mark.slow)],
                          ids=["pp2", "tp2", "tp2-plain"])
@@ -186,7 +187,8 @@ def test_convert_round_trips_bit_exact_and_the_tree_loads_it(gemma2_tree, tmp_pa
     assert result.passed, result.as_dict()
 
 
-@pytest.mark.parametrize("engine", [[], pytest.param(["--no-pipe"], marks=pytest.mark.slow)], ids=["pipe", "plain"])
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", [[], ["--no-pipe"]], ids=["pipe", "plain"])
 def test_gemma2_trains(gemma2_tree, smoke_workdir, engine):
     done = CliRunner().invoke(app, ["smoke", "gemma2", "--target", str(gemma2_tree), "--steps", "20",
                                     "--workdir", str(smoke_workdir), "--json", *engine])

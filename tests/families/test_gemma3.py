@@ -189,7 +189,8 @@ def tiny_gemma3(folder):
     return folder
 
 
-@pytest.mark.parametrize("layout", [pytest.param(["--pp", "2"], marks=pytest.mark.slow), ["--tp", "2"]], ids=["pp2", "tp2"])
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", [["--pp", "2"], ["--tp", "2"]], ids=["pp2", "tp2"])
 def test_convert_round_trips_bit_exact_and_the_tree_loads_it(gemmas_tree, tmp_path, layout):
     hf = tiny_gemma3(tmp_path / "hf")
     ckpt, back = tmp_path / "ckpt", tmp_path / "back"
@@ -221,7 +222,8 @@ def test_convert_round_trips_bit_exact_and_the_tree_loads_it(gemmas_tree, tmp_pa
     assert result.passed, result.as_dict()
 
 
-@pytest.mark.parametrize("engine", [pytest.param([], marks=pytest.mark.slow), ["--no-pipe"]], ids=["pipe", "plain"])
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", [[], ["--no-pipe"]], ids=["pipe", "plain"])
 def test_gemma3_trains(gemmas_tree, smoke_workdir, engine):
     done = CliRunner().invoke(app, ["smoke", "gemma3", "--target", str(gemmas_tree), "--steps", "20",
                                     "--workdir", str(smoke_workdir), "--json", *engine])
