@@ -44,10 +44,10 @@ def environment(tree: Path, nproc: int = 1, cpu: bool = True) -> dict[str, str]:
         # DeepSpeed's CPU accelerator counts one device per NUMA node unless LOCAL_SIZE says
         # how many there are; trees check local rank == rank % device count.
         LOCAL_SIZE=str(nproc),
-        # DeepSpeed JIT-builds a shared-memory op on CPU (~20 s); one- and two-process runs, and
-        # runs from different Python environments (their include paths differ), invalidate each
-        # other's build in a shared cache, so each has its own.
-        TORCH_EXTENSIONS_DIR=str(Path(cache) / f"porter-{_environment_tag()}-np{nproc}"),
+        # DeepSpeed JIT-builds a shared-memory op on CPU (~30 s of a core): built once per Python
+        # environment (their include paths differ, and would invalidate each other's build in a
+        # shared cache), whatever the number of processes (the build is the same)
+        TORCH_EXTENSIONS_DIR=str(Path(cache) / f"porter-{_environment_tag()}"),
         # what the trees' own launch scripts export: microsoft's 2023 validate_args refuses to start
         # without it (async tensor-parallel all-reduce); it changes nothing on a CPU
         CUDA_DEVICE_MAX_CONNECTIONS=env.get("CUDA_DEVICE_MAX_CONNECTIONS", "1"),

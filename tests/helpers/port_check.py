@@ -20,6 +20,7 @@ from pathlib import Path
 from porter.corpus import train_sentencepiece, write_corpus
 from porter.differences.ffn_rule import ffn_hidden_size
 from porter.spec import Spec
+from porter.treerun.process import environment
 
 WORKER = Path(__file__).with_name("model_check.py")
 HIDDEN = 64  # model_check's hidden size
@@ -68,10 +69,8 @@ def _environment() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     env.update(DS_ACCELERATOR="cpu", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    # DeepSpeed JIT-builds a CPU communication op once per cache; one-process runs keep their
-    # own cache (as tests/helpers/training.py does), or other launches would rebuild it.
-    root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "torch_extensions")
-    env["TORCH_EXTENSIONS_DIR"] = os.path.join(root, "porter-np1")
+    # DeepSpeed JIT-builds a CPU communication op: the cache porter's own runs use (built once)
+    env["TORCH_EXTENSIONS_DIR"] = environment(Path.cwd())["TORCH_EXTENSIONS_DIR"]
     return env
 
 
