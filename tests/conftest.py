@@ -1,6 +1,12 @@
 """Fixtures shared by the suites: the sample tree ported by porter itself, one smoke work folder."""
 
 import os
+
+# One thread per process: the suite runs a worker per core (-n auto), and most tests start tree
+# processes of their own; OpenMP threads beyond the cores spin against each other (a third of the
+# suite's CPU time on 2 cores). Set before torch is imported here or in a run's environment
+# (porter.treerun.process.environment keeps a value it is given).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 import shutil
 from pathlib import Path
 

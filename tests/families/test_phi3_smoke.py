@@ -44,3 +44,19 @@ def test_diff_stat_names_every_new_spec_key(tmp_path):
         assert key in done.stdout, key
     line = next(line for line in done.stdout.splitlines() if line.strip().startswith("hf_fused_weights:"))
     assert "no line in the tree" in line and "hf_weights.fused_qkv, hf_weights.fused_gate_up" in line
+
+
+@pytest.mark.parametrize(("family", "keys"), [
+    ("qwen3", ("attention.qk_norm",)),
+    ("olmo2", ("attention.qk_norm", "norm.placement")),
+    ("gemma2", ("norm.placement", "attention.softcap", "logits.softcap", "attention.query_pre_attn_scalar",
+                "attention.sliding_window", "attention.sliding_window_pattern")),
+    ("gemma3", ("attention.qk_norm", "norm.placement", "attention.query_pre_attn_scalar",
+                "position_embedding.local_rope_theta", "attention.sliding_window", "attention.sliding_window_pattern")),
+])
+def test_diff_stat_names_the_new_spec_keys_of_every_dense_family(tmp_path, family, keys):
+    tree = copy_sample_tree(tmp_path / "Megatron-DeepSpeed")
+    done = CliRunner().invoke(app, ["diff", family, "--target", str(tree), "--stat"])
+    assert done.exit_code == 1, done.output
+    for key in keys:
+        assert key in done.stdout, (key, done.stdout)
