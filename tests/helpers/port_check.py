@@ -69,8 +69,9 @@ def _environment() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     env.update(DS_ACCELERATOR="cpu", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    # DeepSpeed JIT-builds a CPU communication op: the cache porter's own runs use (built once)
-    env["TORCH_EXTENSIONS_DIR"] = environment(Path.cwd())["TORCH_EXTENSIONS_DIR"]
+    # DeepSpeed JIT-builds a CPU communication op: a cache beside porter's own runs' (this
+    # environment's build command differs from theirs, and one cache would rebuild at each switch)
+    env["TORCH_EXTENSIONS_DIR"] = environment(Path.cwd())["TORCH_EXTENSIONS_DIR"] + "-model-check"
     return env
 
 
