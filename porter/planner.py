@@ -146,10 +146,12 @@ class Planner:
         return func
 
     # -- switches ----------------------------------------------------------------------------
-    def switch(self, name: str, on: object | None = None, field: str | None = None) -> Spelling:
+    def switch(self, name: str, on: object | None = None, field: str | None = None,
+               spelling: Spelling | None = None) -> Spelling:
         """Reuse the tree's option for a switch, or add porter's. Returns the spelling.
         `on`: the value that turns it on (default: the spelling's); `field`: the spec field that
-        value is the number of."""
+        value is the number of; `spelling`: the one of porter's spellings to add when the tree has
+        none (default: porter's first), for a difference that fits its option to the tree's idiom."""
         found = self.profile.spellings.get(name)
         if found is not None:
             if found.origin == "tree":
@@ -163,7 +165,7 @@ class Planner:
                 self.reuse(name, f"reuses {found.option}, added by porter earlier")
             spelling = found
         else:
-            spelling = self.profile.porter_spelling(name)
+            spelling = spelling or self.profile.porter_spelling(name)
             self._check_free(spelling)
             self.edit(
                 ARGUMENTS,

@@ -624,6 +624,54 @@ def blocked_qkv_thirds(root: Path) -> None:
          "            value_layer = mixed_x_layer[:, :, 2 * third:].reshape(sq, b, -1, self.hidden_size_per_attention_head)\n")
 
 
+# -- 8. a boolean SwiGLU switch of the tree's own, its gated unit doubling one fused projection --------
+
+
+def own_swiglu_flag(root: Path) -> None:
+    """A tree with its own `--swiglu`, like microsoft/Megatron-DeepSpeed since NVIDIA's July 2023 rebase
+    (HEAD 2025: a store_true `--swiglu` in the network-size group; `ParallelMLP.__init__` doubles
+    `dense_h_to_4h` when the gated linear unit is on, `gated_linear_unit`, and its
+    `self.activation_func` choice gains an `elif args.swiglu:` branch whose function chunks the
+    projection's output in two and returns silu(first half) * second half, with no bias-gelu
+    fusion). microsoft builds its layers from a config object; this variant keeps the sample
+    tree's mpu constructors and reads the unit from the switch.
+    """
+    args_py = "megatron/arguments.py"
+    edit(root, args_py,
+         "    group.add_argument('--onnx-safe', type=bool, required=False,\n"
+         "                       help='Use the erf form of GeLU (ONNX friendly).')\n",
+         "    group.add_argument('--onnx-safe', type=bool, required=False,\n"
+         "                       help='Use the erf form of GeLU (ONNX friendly).')\n"
+         "    group.add_argument('--swiglu', action='store_true',\n"
+         "                       help='A SiLU-gated linear unit in the MLP (its first projection doubles).')\n")
+    transformer = "megatron/model/transformer.py"
+    edit(root, transformer,
+         "class ParallelMLP(MegatronModule):\n",
+         "def silu_gated(x):\n"
+         '    """The first half of the last dimension, through SiLU, gates the second half."""\n'
+         "    gate, up = torch.chunk(x, 2, dim=-1)\n"
+         "    return F.silu(gate) * up\n"
+         "\n\n"
+         "class ParallelMLP(MegatronModule):\n")
+    edit(root, transformer,
+         "        self.dense_h_to_4h = mpu.ColumnParallelLinear(\n"
+         "            args.hidden_size,\n"
+         "            args.ffn_hidden_size,\n",
+         "        # a gated linear unit projects to [gate; up], twice the MLP width\n"
+         "        gated_linear_unit = args.swiglu\n"
+         "        self.dense_h_to_4h = mpu.ColumnParallelLinear(\n"
+         "            args.hidden_size,\n"
+         "            2 * args.ffn_hidden_size if gated_linear_unit else args.ffn_hidden_size,\n")
+    edit(root, transformer,
+         "        elif args.onnx_safe:\n"
+         "            self.activation_func = erf_gelu\n",
+         "        elif args.onnx_safe:\n"
+         "            self.activation_func = erf_gelu\n"
+         "        elif args.swiglu:\n"
+         "            self.bias_gelu_fusion = False\n"
+         "            self.activation_func = silu_gated\n")
+
+
 VARIANTS: dict[str, Callable[[Path], None]] = {
     "defaults_in_initialize": defaults_in_initialize,
     "own_llama_files": own_llama_files,
@@ -635,6 +683,7 @@ VARIANTS: dict[str, Callable[[Path], None]] = {
     "blocked_qkv_thirds": blocked_qkv_thirds,
     "apex_at_startup": apex_at_startup,
     "own_rmsnorm_apex_fallback": own_rmsnorm_apex_fallback,
+    "own_swiglu_flag": own_swiglu_flag,
 }
 
 

@@ -6,8 +6,10 @@ three ways: porter's `--activation-func-type swiglu`, microsoft's `--swiglu` (fr
 July 2023 rebase) and BigScience's `--glu-activation swiglu`; microsoft's and BigScience's
 come with their own implementation, whose fused weight puts the gate in the first half
 (microsoft) or the second (BigScience): the weight layout says which, for conversion. GeGLU
-is porter's `--activation-func-type geglu` only: BigScience's `--glu-activation geglu` uses
-the exact (erf) GELU, which is not Gemma's, and a tree with its own gated MLP is refused.
+is porter's `--activation-func-type geglu`; beside a tree's own boolean `--swiglu` of one
+gate-first fused projection (microsoft's), porter's `--geglu` puts GELU on that gated MLP's
+gate (beside.py). BigScience's `--glu-activation geglu` uses the exact (erf) GELU, which is
+not Gemma's: that tree, and a hand port's separate projections, are refused.
 
 porter's one option carries every gated activation (choices gelu, swiglu, geglu), and the
 code it writes is the same whichever family asks: the fused projection is doubled for any
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 from porter.differences.base import Difference
 from porter.differences.gated_mlp import rewrites as R
+from porter.differences.gated_mlp.beside import beside_spelling, extendable, plan_beside
 from porter.differences.gated_mlp.probes import gated_probes
 from porter.differences.gated_mlp.weights import gated_weights
 from porter.planner import rw, unsupported
@@ -69,7 +72,9 @@ class GatedMLP(Difference):
             tree_spelling("swiglu", "--glu-activation", "glu_activation", "swiglu", "args.glu_activation == 'swiglu'",
                           ((TRANSFORMER, "GLU_ACTIVATIONS"),), layout=GATE_SECOND, weights=(("gate_first", False),)),
         ),
-        "geglu": (_porter_spelling("geglu", layout=GATE_FIRST, weights=(("gate_first", True),)),),
+        # porter's option; or, beside a tree's own boolean --swiglu, porter's --geglu (beside.py)
+        "geglu": (_porter_spelling("geglu", layout=GATE_FIRST, weights=(("gate_first", True),)),
+                  beside_spelling("geglu")),
     }
 
     def wanted(self, spec):
@@ -77,17 +82,22 @@ class GatedMLP(Difference):
 
     def plan(self, p):
         activation = p.spec["activation.type"]
-        if activation != "swiglu" and p.implemented("swiglu"):
-            own = p.profile.spellings["swiglu"]
+        own = p.implemented("swiglu")
+        beside = activation != "swiglu" and own is not None
+        if beside and not extendable(own, activation):
             raise unsupported(f"the tree has its own gated MLP ({own.option}), which porter does not extend to "
                               f"{activation}", TRANSFORMER, f"a ParallelMLP porter can give {activation}",
                               f"the tree's {own.switch} implementation" +
                               (" (its geglu is the exact erf GELU, not the tanh one)" if own.dest == "glu_activation" else ""))
-        spelling = p.switch(activation)
+        spelling = plan_beside(p, own, activation, *GATED[activation]) if beside else p.switch(activation)
         p.values["gated_mlp"] = {"activation": activation}
-        p.describe_model(f"activation {activation}: the transformer's MLP (--activation-func-type, see transformer.py)")
+        option = spelling.option if beside else "--activation-func-type"
+        p.describe_model(f"activation {activation}: the transformer's MLP ({option}, see transformer.py)")
         if p.has_dest("bias_gelu_fusion"):
             p.defaults["bias_gelu_fusion"] = False  # the bias-gelu fusion fuses a plain gelu
+        if beside:
+            p.create("megatron/model/swiglu.py", self.name, "the gated activations (SwiGLU, GeGLU)", "swiglu.py.j2")
+            return
         if p.implemented(activation):
             return
         gated = PORTER_GATED_TEST if spelling.origin == "porter" else spelling.test
