@@ -3,7 +3,7 @@
 fused projection and weight layout are reused, not rewritten (issue 20, a gap met on microsoft HEAD).
 
 Cheap here: apply once (shared), the tree's own ParallelMLP built in one subprocess (a few seconds),
-re-apply and revert. `porter verify gemma` on the variant is slow (about a minute on 2 cores)."""
+re-apply and revert. `porter verify gemma` on the variant is slow (22 s on a quiet machine, 170 s on a busy one)."""
 
 from __future__ import annotations
 
@@ -116,6 +116,6 @@ def test_a_gate_second_glu_is_still_refused(tmp_path):
     assert "exact erf GELU" in str(refused.value)
 
 
-@pytest.mark.slow  # about a minute on 2 cores
+@pytest.mark.slow  # 20-170 s on 2 cores
 def test_verify_passes(own_swiglu_gemma_tree, tmp_path):
     passed(verify(GEMMA, own_swiglu_gemma_tree.root, tmp_path), ["GemmaModel", "GemmaModelPipe"])
