@@ -16,11 +16,12 @@ from tests.helpers.trees import snapshot
 from tests.variants.variants import make_variant
 
 LLAMA = load_spec("llama")
+OLMO2 = load_spec("olmo2")
 
 
 @dataclass
 class Ported:
-    """A variant of the sample tree after `porter apply llama`."""
+    """A variant of the sample tree after `porter apply llama` (or the family its fixture names)."""
 
     root: Path
     pristine: Path  # the variant before the port (a separate, untouched copy)
@@ -32,13 +33,13 @@ class Ported:
         return {change.path for change in self.port.changes}
 
 
-def _ported(factory, name: str) -> Ported:
+def _ported(factory, name: str, spec=LLAMA) -> Ported:
     folder = factory.mktemp(name)
     pristine = make_variant(name, folder / "pristine")
     root = folder / "Megatron-DeepSpeed"
     shutil.copytree(pristine, root)
     before = snapshot(root)
-    return Ported(root=root, pristine=pristine, before=before, port=apply(LLAMA, root))
+    return Ported(root=root, pristine=pristine, before=before, port=apply(spec, root))
 
 
 def copy_of(ported: Ported, dest: Path) -> Path:
@@ -84,7 +85,7 @@ def extra_state_tree(tmp_path_factory) -> Ported:
     return _ported(tmp_path_factory, "extra_state_linears")
 
 
-def reapply_then_revert(ported: Ported, tmp_path: Path) -> None:
+def reapply_then_revert(ported: Ported, tmp_path: Path, model: str = "llama") -> None:
     """On a copy: a second `porter apply` changes nothing, and `porter revert` gives the variant
     back byte for byte (the tree's own files, porter's journal folder gone)."""
     from typer.testing import CliRunner
@@ -95,7 +96,7 @@ def reapply_then_revert(ported: Ported, tmp_path: Path) -> None:
     tree = copy_of(ported, tmp_path / "Megatron-DeepSpeed")
     after = snapshot(tree)
     runner = CliRunner()
-    again = runner.invoke(app, ["apply", "llama", "--target", str(tree)])
+    again = runner.invoke(app, ["apply", model, "--target", str(tree)])
     assert again.exit_code == 0 and "nothing to do" in again.output, again.output
     assert not diff_snapshots(after, snapshot(tree))
     reverted = runner.invoke(app, ["revert", "--target", str(tree)])
@@ -183,3 +184,8 @@ def own_rmsnorm_apex_fallback_tree(tmp_path_factory) -> Ported:
 @pytest.fixture(scope="session")
 def blocked_qkv_tree(tmp_path_factory) -> Ported:
     return _ported(tmp_path_factory, "blocked_qkv_thirds")
+
+
+@pytest.fixture(scope="session")
+def norm_type_branches_olmo2_tree(tmp_path_factory) -> Ported:
+    return _ported(tmp_path_factory, "norm_type_branches", OLMO2)

@@ -18,22 +18,24 @@ class NotUnderstood(Exception):
 
 def branch_builds(stmt: cst.If, target: str) -> list[cst.SimpleStatementLine]:
     """The statements `<target> = <Call>(...)` that build `target` on the paths through the
-    if/elif/else `stmt`, one per branch (nested if/elif/else inside a branch followed into).
-    Raises NotUnderstood where a path builds it not exactly once that way: an if without else,
-    a branch without the assignment or with two, or the assignment inside a loop, with or try."""
+    if/elif/else `stmt`, one per branch (nested if/elif/else inside a branch followed into; a
+    branch that ends in `raise` builds nothing and goes nowhere). Raises NotUnderstood where a
+    path goes on without building it exactly once that way: an if without else, a branch
+    without the assignment or with two, or the assignment inside a loop, with or try."""
     return [build for block in _branches(stmt, target) for build in _builds(block, target)]
 
 
 def _branches(stmt: cst.If, target: str):
     """The blocks of an if/elif/else chain; an if without else leaves a path without `target`."""
+    keyword = "if"
     while True:
         yield _block(stmt.body)
         if isinstance(stmt.orelse, cst.Else):
             yield _block(stmt.orelse.body)
             return
         if stmt.orelse is None:
-            raise NotUnderstood(f"`if {code(stmt.test)}:` has no else, so one path builds no {target}")
-        stmt = stmt.orelse  # elif
+            raise NotUnderstood(f"`{keyword} {code(stmt.test)}:` has no else, so one path builds no {target}")
+        stmt, keyword = stmt.orelse, "elif"
 
 
 def _block(suite: cst.BaseSuite) -> Sequence[cst.BaseStatement]:
@@ -44,6 +46,8 @@ def _block(suite: cst.BaseSuite) -> Sequence[cst.BaseStatement]:
 
 def _builds(block: Sequence[cst.BaseStatement], target: str) -> list[cst.SimpleStatementLine]:
     found = [s for s in block if target in assigned_names(s)]
+    if not found and block and m.matches(block[-1], m.SimpleStatementLine(body=[m.Raise()])):
+        return []  # e.g. `else: raise ValueError(...)` for a norm type the tree does not know
     if len(found) != 1:
         raise NotUnderstood(f"a branch assigns {target} {len(found)} times" if found
                             else f"a branch does not assign {target}")
