@@ -25,8 +25,7 @@ def _uses(stmt: cst.CSTNode, name: str) -> bool:
     late layout: the bias-dropout-add, else `x = x + bias` then `x + residual`) uses it."""
     rebinding = [a for a in findall(stmt, m.Assign()) if name in assigned_names(a)]
     skipped = {id(n) for a in rebinding for n in findall(a, m.Name(name))}
-    targets = {id(n) for a in findall(stmt, m.Assign()) for t in a.targets for n in findall(t.target, m.Name(name))}
-    return any(id(n) not in skipped and id(n) not in targets for n in findall(stmt, m.Name(name)))
+    return any(id(n) not in skipped for n in findall(stmt, m.Name(name)))
 
 
 class OutputNorms(Rewrite):
