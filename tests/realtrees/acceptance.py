@@ -216,7 +216,8 @@ def check_arguments(copy: Path, scratch: Path, spec, result: Acceptance) -> None
     data = json.loads(line[len("RESULT "):])
     original = [a.dest for a in profile.arguments.arguments]
     new_duplicates = [d for d in data["duplicates"] if original.count(d) < 2]
-    wrong = {k: (v, data["got"][k]) for k, v in data["defaults"].items() if data["got"][k] != v}
+    given = {a[2:].replace("-", "_") for a in argv if a.startswith("--")}  # the command line's own, not defaults
+    wrong = {k: (v, data["got"][k]) for k, v in data["defaults"].items() if k not in given and data["got"][k] != v}
     ffn = ffn_hidden_size(spec, data["hidden_size"])
     if new_duplicates:
         result.notes.append(f"args: duplicate dests {new_duplicates}")

@@ -136,13 +136,80 @@ def test_sandwich_norms_are_built_like_the_post_attention_norm_and_applied_befor
     check(sandwich, LAYER, after)
 
 
-def test_a_layer_whose_norm_is_built_in_branches_is_refused_by_name(refuses):
-    branched = LAYER.replace("        self.post_attention_layernorm = norm_class(\n            args.hidden_size,\n"
-                             "            eps=args.layernorm_epsilon)\n",
-                             "        if args.rms:\n            self.post_attention_layernorm = RMSNorm(args.hidden_size)\n"
-                             "        else:\n            self.post_attention_layernorm = LayerNorm(args.hidden_size)\n")
+POST_NORM = ("        self.post_attention_layernorm = norm_class(\n            args.hidden_size,\n"
+             "            eps=args.layernorm_epsilon)\n")
+BRANCHED = LAYER.replace(POST_NORM,
+                         "        # norm per type\n"
+                         "        if args.rms:\n            self.post_attention_layernorm = RMSNorm(args.hidden_size)\n"
+                         "        elif args.fused:\n"
+                         "            if args.persist:\n"
+                         "                self.post_attention_layernorm = FusedLayerNorm(\n"
+                         "                    args.hidden_size, persist=True)\n"
+                         "            else:\n"
+                         "                self.post_attention_layernorm = FusedLayerNorm(args.hidden_size)\n"
+                         "        else:\n            raise ValueError(args.normalization)\n")
+
+
+def test_a_norm_built_in_branches_has_its_output_norms_built_in_each_branch_by_its_call(check):
+    """Nested and elif branches each build them after their own norm; the branch that raises builds
+    nothing; the None defaults go before the if (the if keeps its comment)."""
+    def built(indent, call):
+        pad = " " * indent
+        return (f"{pad}if args.norm_placement == 'sandwich':\n"
+                f"{pad}    self.attention_output_layernorm = {call}\n"
+                f"{pad}    self.mlp_output_layernorm = {call}\n")
+
+    after = BRANCHED.replace(
+        "        # norm per type\n",
+        "        # Sandwich norms (Gemma-2/3): the attention's and the MLP's outputs are normalised before each "
+        "residual add (None: a pre-norm layer).\n"
+        "        self.attention_output_layernorm = None\n"
+        "        self.mlp_output_layernorm = None\n"
+        "        # norm per type\n",
+    ).replace(
+        "            self.post_attention_layernorm = RMSNorm(args.hidden_size)\n",
+        "            self.post_attention_layernorm = RMSNorm(args.hidden_size)\n" + built(12, "RMSNorm(args.hidden_size)"),
+    ).replace(
+        "                    args.hidden_size, persist=True)\n",
+        "                    args.hidden_size, persist=True)\n" + built(16, "FusedLayerNorm(args.hidden_size, persist=True)"),
+    ).replace(
+        "                self.post_attention_layernorm = FusedLayerNorm(args.hidden_size)\n",
+        "                self.post_attention_layernorm = FusedLayerNorm(args.hidden_size)\n"
+        + built(16, "FusedLayerNorm(args.hidden_size)"),
+    )
+    check(partial(N.OutputNorms, cls="ParallelTransformerLayer", test="args.norm_placement == 'sandwich'"),
+          BRANCHED, after)
+
+
+def test_a_norm_branch_that_goes_on_without_the_norm_is_refused_by_name(refuses):
+    branched = LAYER.replace(POST_NORM, "        if args.rms:\n            self.post_attention_layernorm = RMSNorm(args.hidden_size)\n"
+                                        "        elif args.fused:\n            self.post_attention_layernorm = FusedLayerNorm(args.hidden_size)\n")
     error = refuses(partial(N.OutputNorms, cls="ParallelTransformerLayer", test="True"), branched)
-    assert "post_attention_layernorm" in error.found
+    assert error.found == ("`if args.rms:` assigns self.post_attention_layernorm, but `elif args.fused:` has no else, "
+                           "so one path builds no self.post_attention_layernorm")
+
+
+def test_the_output_is_normalised_before_the_if_else_around_its_residual_add(check):
+    """A tree whose residual add sits in an if/else, one branch adding the bias to the output first
+    (microsoft's late layout): that statement uses the output, the norm goes before it."""
+    forward = LAYER.replace(
+        "        with torch.enable_grad():\n"
+        "            layernorm_input = bias_dropout_add_func(attention_output, attention_bias, residual, self.hidden_dropout)\n",
+        "        if not self.fpdt:\n"
+        "            with torch.enable_grad():\n"
+        "                layernorm_input = bias_dropout_add_func(attention_output, attention_bias, residual, 0.0)\n"
+        "        else:\n"
+        "            attention_output = attention_output + attention_bias\n"
+        "            layernorm_input = attention_output + residual\n")
+    after = forward.replace(
+        "        residual = hidden_states\n\n        if not self.fpdt:\n",
+        "        residual = hidden_states\n\n"
+        "        if self.attention_output_layernorm is not None:\n"
+        "            # Sandwich norms: the attention output is normalised before the residual add.\n"
+        "            attention_output = self.attention_output_layernorm(attention_output)\n"
+        "        if not self.fpdt:\n")
+    check(partial(N.NormalizeOutput, cls="ParallelTransformerLayer", output="attention_output",
+                  norm="attention_output_layernorm"), forward, after)
 
 
 WINDOW = "layer_window(args.sliding_window, args.sliding_window_pattern, layer_number)"

@@ -16,6 +16,7 @@ from tests.helpers.trees import snapshot
 from tests.variants.variants import make_variant
 
 LLAMA = load_spec("llama")
+OLMO2 = load_spec("olmo2")
 
 
 @dataclass
@@ -188,3 +189,8 @@ def own_rmsnorm_apex_fallback_tree(tmp_path_factory) -> Ported:
 @pytest.fixture(scope="session")
 def blocked_qkv_tree(tmp_path_factory) -> Ported:
     return _ported(tmp_path_factory, "blocked_qkv_thirds")
+
+
+@pytest.fixture(scope="session")
+def norm_type_branches_olmo2_tree(tmp_path_factory) -> Ported:
+    return _ported(tmp_path_factory, "norm_type_branches", OLMO2)

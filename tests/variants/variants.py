@@ -624,7 +624,7 @@ def blocked_qkv_thirds(root: Path) -> None:
          "            value_layer = mixed_x_layer[:, :, 2 * third:].reshape(sq, b, -1, self.hidden_size_per_attention_head)\n")
 
 
-# -- 8. a boolean SwiGLU switch of the tree's own, its gated unit doubling one fused projection --------
+# -- 11. a boolean SwiGLU switch of the tree's own, its gated unit doubling one fused projection --------
 
 
 def own_swiglu_flag(root: Path) -> None:
@@ -672,6 +672,63 @@ def own_swiglu_flag(root: Path) -> None:
          "            self.activation_func = silu_gated\n")
 
 
+# -- 10. the layer's norms chosen per norm type in nested if/elif/else ---------------------------------
+
+OWN_RMSNORM = '''
+    import torch
+
+
+    class RMSNorm(torch.nn.Module):
+        """This tree's own RMSNorm: x / rms(x) in float32, times the weight."""
+
+        def __init__(self, dim, eps=1e-6):
+            super().__init__()
+            self.eps = eps
+            self.weight = torch.nn.Parameter(torch.ones(dim))
+
+        def forward(self, x):
+            scale = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
+            return (x.float() * scale).type_as(x) * self.weight
+'''
+
+
+def norm_type_branches(root: Path) -> None:
+    """The layer's norms built per norm type in if/elif/else branches, like microsoft/Megatron-DeepSpeed
+    at its 2024-25 head (also argonne-lcf, llm-jp, Mast, OpenLLM-France, deep-spin).
+
+    There ParallelTransformerLayer.__init__ assigns `self.input_layernorm` and
+    `self.post_attention_layernorm` in every branch of `if args.normalization == 'layernorm':`
+    (itself split by `if get_accelerator().device_name() == 'cuda':`, the fused LayerNorm with
+    more keywords, else a plain one) `else:` RMSNorm, a torch RMSNorm of the tree's own
+    (megatron/model/rmsnorm.py) that megatron.model exports beside LayerNorm. This variant has the
+    same nesting, its RMSNorm under an `elif` and an `else:` that raises for an unknown type;
+    the CUDA branch passes eps by position (the sample tree's fused LayerNorm takes no more).
+    """
+    add(root, "megatron/model/rmsnorm.py", OWN_RMSNORM)
+    edit(root, "megatron/model/__init__.py", "from .gpt_model import GPTModel, GPTModelPipe\n",
+         "from .rmsnorm import RMSNorm\nfrom .gpt_model import GPTModel, GPTModelPipe\n")
+    _apex_rmsnorm_switch(root, "from megatron.model import RMSNorm\n", cls="RMSNorm")
+    for site in ("input_layernorm", "post_attention_layernorm"):
+        edit(root, "megatron/model/transformer.py",
+             "        if args.normalization == 'rmsnorm':\n"
+             f"            self.{site} = RMSNorm(args.hidden_size, args.layernorm_epsilon)\n"
+             "        else:\n"
+             f"            self.{site} = LayerNorm(\n"
+             "                args.hidden_size,\n"
+             "                eps=args.layernorm_epsilon)\n",
+             "        if args.normalization == 'layernorm':\n"
+             "            if get_accelerator().device_name() == 'cuda':\n"
+             f"                self.{site} = LayerNorm(args.hidden_size, args.layernorm_epsilon)\n"
+             "            else:\n"
+             f"                self.{site} = LayerNorm(\n"
+             "                    args.hidden_size,\n"
+             "                    eps=args.layernorm_epsilon)\n"
+             "        elif args.normalization == 'rmsnorm':\n"
+             f"            self.{site} = RMSNorm(args.hidden_size, args.layernorm_epsilon)\n"
+             "        else:\n"
+             "            raise ValueError(f'unknown normalization {args.normalization}')\n")
+
+
 VARIANTS: dict[str, Callable[[Path], None]] = {
     "defaults_in_initialize": defaults_in_initialize,
     "own_llama_files": own_llama_files,
@@ -684,6 +741,7 @@ VARIANTS: dict[str, Callable[[Path], None]] = {
     "apex_at_startup": apex_at_startup,
     "own_rmsnorm_apex_fallback": own_rmsnorm_apex_fallback,
     "own_swiglu_flag": own_swiglu_flag,
+    "norm_type_branches": norm_type_branches,
 }
 
 

@@ -9,6 +9,7 @@ import libcst as cst
 from porter.cst import match as m
 from porter.cst.find import findall
 from porter.cst.nodes import assigned_names, code, insert_before, mentions, statements, with_comment
+from porter.differences.norm_placement.branches import AfterEachBuild, NotUnderstood, branch_builds
 from porter.edits.base import Rewrite
 
 ATTENTION_NORM = "attention_output_layernorm"
@@ -17,10 +18,14 @@ ATTENTION_OUTPUT = "attention_output"
 MLP_OUTPUT = "mlp_output"
 
 
-def _reads(stmt: cst.CSTNode, name: str) -> bool:
-    """Is `name` read in the statement (a plain name, not an assignment target)?"""
-    targets = {id(n) for a in findall(stmt, m.Assign()) for t in a.targets for n in findall(t.target, m.Name(name))}
-    return any(id(n) not in targets for n in findall(stmt, m.Name(name)))
+def _uses(stmt: cst.CSTNode, name: str) -> bool:
+    """Is `name` read in the statement other than by an assignment that binds it again (the
+    `attention_output, presents = attention_output` of a key/value cache split off the output)?
+    A statement that both uses the output and, in one branch, adds its bias to it (microsoft's
+    late layout: the bias-dropout-add, else `x = x + bias` then `x + residual`) uses it."""
+    rebinding = [a for a in findall(stmt, m.Assign()) if name in assigned_names(a)]
+    skipped = {id(n) for a in rebinding for n in findall(a, m.Name(name))}
+    return any(id(n) not in skipped for n in findall(stmt, m.Name(name)))
 
 
 class OutputNorms(Rewrite):
@@ -30,10 +35,14 @@ class OutputNorms(Rewrite):
     add, with norms like the layer's others (RMSNorm x (1 + w)). The layer's own norm call
     (`self.post_attention_layernorm = norm_class(args.hidden_size, eps=...)`, as the tree and
     the RMSNorm port spell it) is repeated under the switch, so the new norms follow the tree's
-    norm choice; off, they are None and the forward pass is the tree's.
+    norm choice; off, they are None and the forward pass is the tree's. Where the layer picks
+    its norm in an if/elif/else (a branch per norm type, each assigning the norm: microsoft's
+    late layout), the call is repeated in each branch, right after the branch's own, and the
+    None defaults go before the if (branches.py).
     """
 
-    construct = "`self.<anchor> = <Norm>(...)` in the layer's __init__"
+    construct = ("`self.<anchor> = <Norm>(...)` in the layer's __init__, or an if/elif/else whose every branch "
+                 "assigns it so")
 
     func = "__init__"
     cls: str
@@ -49,19 +58,40 @@ class OutputNorms(Rewrite):
         at = next((i for i, s in enumerate(body) if isinstance(s, cst.SimpleStatementLine)
                    and target in assigned_names(s) and m.matches(s.body[0], m.Assign(value=m.Call()))), None)
         if at is None:
-            self.missing(f"no `{target} = <Norm>(...)` statement in __init__")
+            return self._per_branch(body, target)
+        self.anchored()
+        new = [*self._defaults(), *self._built_like(body[at])]
+        return [*body[:at + 1], *new, *body[at + 1:]]
+
+    def _per_branch(self, body, target):
+        """The norm assigned in every branch of an if/elif/else: each branch builds the output
+        norms after its own norm; the None defaults go before the if."""
+        at = next((i for i, s in enumerate(body) if isinstance(s, cst.If) and target in assigned_names(s)), None)
+        if at is None:
+            self.missing(f"no `{target} = <Norm>(...)` statement in __init__, nor an if/elif/else assigning it")
+            return body
+        try:
+            builds = branch_builds(body[at], target)
+        except NotUnderstood as why:
+            self.missing(f"`if {code(body[at].test)}:` assigns {target}, but {why}")
             return body
         self.anchored()
-        call = _one_line(body[at].body[0].value)
-        new = statements(
-            f"self.{ATTENTION_NORM} = None\n"
-            f"self.{MLP_NORM} = None\n"
+        branched = body[at].visit(AfterEachBuild(builds, self._built_like))
+        return insert_before([*body[:at], branched, *body[at + 1:]], at, self._defaults())
+
+    def _defaults(self) -> list[cst.BaseStatement]:
+        new = statements(f"self.{ATTENTION_NORM} = None\nself.{MLP_NORM} = None\n")
+        new[0] = with_comment(new[0], self.comment)
+        return new
+
+    def _built_like(self, norm: cst.SimpleStatementLine) -> list[cst.BaseStatement]:
+        """The output norms built, under the switch, by the call that builds `norm`."""
+        call = _one_line(norm.body[0].value)
+        return statements(
             f"if {self.test}:\n"
             f"    self.{ATTENTION_NORM} = {call}\n"
             f"    self.{MLP_NORM} = {call}\n"
         )
-        new[0] = with_comment(new[0], self.comment)
-        return [*body[:at + 1], *new, *body[at + 1:]]
 
 
 def _one_line(call: cst.Call) -> str:
@@ -76,8 +106,9 @@ class NormalizeOutput(Rewrite):
 
     Why: in a sandwich layer the residual stream gets norm(attn(.)) and norm(mlp(.)). The output
     is final once the sublayer's call has bound it (and a key/value cache has been split off
-    it); the norm goes right before the first statement after that which reads it (the tree's
-    bias-dropout-add), so dropout and the residual add stay the tree's own.
+    it); the norm goes right before the first statement after that which uses it (the tree's
+    bias-dropout-add, or the if/else around it), so dropout and the residual add stay the
+    tree's own.
     """
 
     construct = "`<output>, <bias> = self.<sublayer>(...)` then a statement reading <output> in the layer's forward"
@@ -96,7 +127,7 @@ class NormalizeOutput(Rewrite):
             self.missing(f"no statement binds {self.output}")
             return body
         at = next((i for i in range(bound + 1, len(body))
-                   if _reads(body[i], self.output) and self.output not in assigned_names(body[i])), None)
+                   if _uses(body[i], self.output)), None)
         if at is None:
             self.missing(f"nothing reads {self.output} after it is bound")
             return body
