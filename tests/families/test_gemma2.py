@@ -187,7 +187,6 @@ def test_convert_round_trips_bit_exact_and_the_tree_loads_it(gemma2_tree, tmp_pa
     assert result.passed, result.as_dict()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("engine", [[], ["--no-pipe"]], ids=["pipe", "plain"])
 def test_gemma2_trains(gemma2_tree, smoke_workdir, engine):
     done = CliRunner().invoke(app, ["smoke", "gemma2", "--target", str(gemma2_tree), "--steps", "20",

@@ -222,7 +222,6 @@ def test_convert_round_trips_bit_exact_and_the_tree_loads_it(gemmas_tree, tmp_pa
     assert result.passed, result.as_dict()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("engine", [[], ["--no-pipe"]], ids=["pipe", "plain"])
 def test_gemma3_trains(gemmas_tree, smoke_workdir, engine):
     done = CliRunner().invoke(app, ["smoke", "gemma3", "--target", str(gemmas_tree), "--steps", "20",

@@ -24,8 +24,7 @@ def smoke(family, tree, workdir, *more):
 
 
 @pytest.mark.parametrize(("family", "engine"), [
-    pytest.param("qwen3", (), marks=pytest.mark.slow), pytest.param("qwen3", ("--no-pipe",), marks=pytest.mark.slow),
-    ("olmo2", ("--no-pipe",)), pytest.param("olmo2", (), marks=pytest.mark.slow),
+    ("qwen3", ()), ("qwen3", ("--no-pipe",)), ("olmo2", ("--no-pipe",)), ("olmo2", ()),
 ], ids=["qwen3-pipe", "qwen3-plain", "olmo2-plain", "olmo2-pipe"])
 def test_qwen3_and_olmo2_train(qwen3_olmo2_tree, smoke_workdir, family, engine):
     smoke(family, qwen3_olmo2_tree, smoke_workdir, *engine)
