@@ -89,3 +89,30 @@ def test_the_jit_warm_up_on_cuda_tensors_is_skipped_without_cuda(tmp_path):
     import torch
 
     assert "STARTED" in done.stdout and used == ([] if torch.cuda.is_available() else ["JIT warm-up"])
+
+
+ACCELERATOR_TIMERS = textwrap.dedent("""
+    import torch
+    from deepspeed.accelerator import get_accelerator
+
+    def gathered_times(names):
+        return torch.zeros((1, len(names)), dtype=torch.float, device=get_accelerator().current_device())
+""")
+
+
+def test_deepspeed_cpu_current_device_is_a_device_torch_takes(tmp_path):
+    """microsoft 9e72d571's timers make a tensor on get_accelerator().current_device(): an index on
+    CUDA, LOCAL_RANK (a string torch refuses) from DeepSpeed's CPU accelerator."""
+    tree = tmp_path / "tree"
+    (tree / "megatron").mkdir(parents=True)
+    (tree / "megatron" / "__init__.py").write_text("")
+    (tree / "megatron" / "timers.py").write_text(ACCELERATOR_TIMERS)
+    name = "DeepSpeed CPU current_device()"
+    assert name in {s.name for s in standins.offered(tree)}
+    code = ("from megatron.timers import gathered_times\nt = gathered_times(['a', 'b'])\n"
+            "print('TIMES', t.device.type, tuple(t.shape))\n")
+    done, used = run_with_standins(code, [name], tmp_path, extra_path=[tree])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "TIMES cpu (1, 2)" in done.stdout and used == [name]
+    without, _ = run_with_standins(code, [], tmp_path, extra_path=[tree])  # what the stand-in is for
+    assert without.returncode != 0 and "Invalid device string" in without.stderr, without.stderr[-3000:]
