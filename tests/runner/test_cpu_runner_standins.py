@@ -109,10 +109,23 @@ def test_deepspeed_cpu_current_device_is_a_device_torch_takes(tmp_path):
     (tree / "megatron" / "timers.py").write_text(ACCELERATOR_TIMERS)
     name = "DeepSpeed CPU current_device()"
     assert name in {s.name for s in standins.offered(tree)}
-    code = ("from megatron.timers import gathered_times\nt = gathered_times(['a', 'b'])\n"
-            "print('TIMES', t.device.type, tuple(t.shape))\n")
-    done, used = run_with_standins(code, [name], tmp_path, extra_path=[tree])
+    done, used = run_with_standins(textwrap.dedent("""
+        import importlib.util
+        import torch
+        import deepspeed.accelerator.cpu_accelerator as served
+        from megatron.timers import gathered_times
+
+        t = gathered_times(['a', 'b'])
+        print('TIMES', t.device.type, tuple(t.shape))
+        # DeepSpeed's own class, loaded apart from the stand-in: what the tree gets without it
+        spec = importlib.util.spec_from_file_location("deepspeed.accelerator.unpatched_cpu_accelerator", served.__file__)
+        unpatched = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(unpatched)
+        try:
+            torch.zeros(1, device=unpatched.CPU_Accelerator().current_device())
+        except RuntimeError as exc:
+            print('REFUSED', exc)
+    """), [name], tmp_path, extra_path=[tree])
     assert done.returncode == 0, done.stderr[-3000:]
     assert "TIMES cpu (1, 2)" in done.stdout and used == [name]
-    without, _ = run_with_standins(code, [], tmp_path, extra_path=[tree])  # what the stand-in is for
-    assert without.returncode != 0 and "Invalid device string" in without.stderr, without.stderr[-3000:]
+    assert "REFUSED Invalid device string: '0'" in done.stdout  # LOCAL_RANK, as DeepSpeed's CPU accelerator gives it

@@ -171,6 +171,21 @@ def test_whose_line_failed_is_read_from_porters_journal(ported_tree):
     assert owner(ported_tree.parent, changed.path, untouched) is None  # no journal: porter cannot say
 
 
+def test_a_line_edited_since_porter_wrote_its_file_is_neither(tmp_path, ported_tree):
+    import shutil
+
+    from porter import journal
+    from porter.treerun.owner import EDITED, PORT, owner
+
+    tree = tmp_path / "tree"
+    shutil.copytree(ported_tree, tree)
+    created = next(f for a in journal.read_journal(tree) for f in a.files if f.created and f.path.endswith(".py"))
+    lines = created.after.decode().splitlines(keepends=True)
+    (tree / created.path).write_text("".join(["raise RuntimeError('mine')\n", *lines]))
+    assert owner(tree, created.path, 1) == EDITED
+    assert owner(tree, created.path, 2) == PORT  # porter's first line, one lower now
+
+
 def test_an_error_in_the_trees_own_line_says_so(tmp_path, ported_tree):
     import shutil
 
