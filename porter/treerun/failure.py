@@ -47,7 +47,18 @@ class TreeFailure:
         """One line: the exception, and where in the tree it came from (and why, where porter knows)."""
         if self.where is None:
             return self.exception
-        return f"{self.exception} (at {self.where.file}:{self.where.line}: {self.where.code})" + self.known_cause
+        return f"{self.exception} (at {self.where.file}:{self.where.line}: {self.where.code})" + \
+            (self.known_cause or self.whose)
+
+    @property
+    def whose(self) -> str:
+        """'; the tree's own code at F:N ...' or '; the port's code at F:N ...' (porter's journal says which), or ''."""
+        from porter.treerun.owner import described
+
+        if self.kind != "error" or self.where is None:
+            return ""
+        said = described(self.tree, self.where.file, self.where.line)
+        return f"; {said}" if said else ""
 
     @property
     def known_cause(self) -> str:

@@ -91,9 +91,15 @@ def _failure(done, folder: Path, copy: Path, tree: Path, log: Path, module: str,
         f"{what} failed inside the tree" + (f": {failure.exception}" if failure else ""),
         file=where, construct=f"python -m {module} in a scratch copy of {tree}",
         found="\n    ".join(tail[-12:]),
-        fix=f"read the traceback above (the whole log: {log}); the line named is the tree's own code "
-            "or the port's: fix it there, then run porter again",
+        fix=f"read the traceback above (the whole log: {log}); the line named is "
+            + (_whose(failure, tree) or "the tree's own code or the port's") + ": fix it there, then run porter again",
     )
+
+
+def _whose(failure, tree: Path) -> str:
+    from porter.treerun.owner import described
+
+    return described(tree, failure.where.file, failure.where.line) if failure and failure.where else ""
 
 
 LAUNCHER_FAILED = re.compile(r"torch/distributed/elastic/.*failed \(exitcode|ChildFailedError")

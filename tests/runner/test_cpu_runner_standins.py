@@ -89,3 +89,43 @@ def test_the_jit_warm_up_on_cuda_tensors_is_skipped_without_cuda(tmp_path):
     import torch
 
     assert "STARTED" in done.stdout and used == ([] if torch.cuda.is_available() else ["JIT warm-up"])
+
+
+ACCELERATOR_TIMERS = textwrap.dedent("""
+    import torch
+    from deepspeed.accelerator import get_accelerator
+
+    def gathered_times(names):
+        return torch.zeros((1, len(names)), dtype=torch.float, device=get_accelerator().current_device())
+""")
+
+
+def test_deepspeed_cpu_current_device_is_a_device_torch_takes(tmp_path):
+    """microsoft 9e72d571's timers make a tensor on get_accelerator().current_device(): an index on
+    CUDA, LOCAL_RANK (a string torch refuses) from DeepSpeed's CPU accelerator."""
+    tree = tmp_path / "tree"
+    (tree / "megatron").mkdir(parents=True)
+    (tree / "megatron" / "__init__.py").write_text("")
+    (tree / "megatron" / "timers.py").write_text(ACCELERATOR_TIMERS)
+    name = "DeepSpeed CPU current_device()"
+    assert name in {s.name for s in standins.offered(tree)}
+    done, used = run_with_standins(textwrap.dedent("""
+        import importlib.util
+        import torch
+        import deepspeed.accelerator.cpu_accelerator as served
+        from megatron.timers import gathered_times
+
+        t = gathered_times(['a', 'b'])
+        print('TIMES', t.device.type, tuple(t.shape))
+        # DeepSpeed's own class, loaded apart from the stand-in: what the tree gets without it
+        spec = importlib.util.spec_from_file_location("deepspeed.accelerator.unpatched_cpu_accelerator", served.__file__)
+        unpatched = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(unpatched)
+        try:
+            torch.zeros(1, device=unpatched.CPU_Accelerator().current_device())
+        except RuntimeError as exc:
+            print('REFUSED', exc)
+    """), [name], tmp_path, extra_path=[tree])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "TIMES cpu (1, 2)" in done.stdout and used == [name]
+    assert "REFUSED Invalid device string: '0'" in done.stdout  # LOCAL_RANK, as DeepSpeed's CPU accelerator gives it

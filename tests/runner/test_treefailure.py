@@ -152,3 +152,45 @@ def test_mpi4py_without_an_mpi_library_is_the_environment(tmp_path):
     error = failure.error("the training run")
     assert error.exit_code == 2 and "finds no MPI library" in error.message
     assert "apt-get install libopenmpi-dev" in error.fix and "--cpu" in error.fix
+
+
+def test_whose_line_failed_is_read_from_porters_journal(ported_tree):
+    """A line porter created or changed is the port's; any other, the tree's own (its journal says which)."""
+    from porter import journal
+    from porter.treerun.owner import PORT, TREE, _changed_lines, owner
+
+    files = [f for apply in journal.read_journal(ported_tree) for f in apply.files]
+    created = next(f for f in files if f.created)
+    changed = next(f for f in files if not f.created)
+    lines = _changed_lines(changed.before, changed.after)
+    untouched = next(n for n in range(1, len(changed.after.splitlines()) + 1) if n not in lines)
+    assert owner(ported_tree, created.path, 1) == PORT
+    assert owner(ported_tree, changed.path, min(lines)) == PORT
+    assert owner(ported_tree, changed.path, untouched) == TREE
+    assert owner(ported_tree, "megatron/never_ported.py", 3) == TREE
+    assert owner(ported_tree.parent, changed.path, untouched) is None  # no journal: porter cannot say
+
+
+def test_a_line_edited_since_porter_wrote_its_file_is_neither(tmp_path, ported_tree):
+    import shutil
+
+    from porter import journal
+    from porter.treerun.owner import EDITED, PORT, owner
+
+    tree = tmp_path / "tree"
+    shutil.copytree(ported_tree, tree)
+    created = next(f for a in journal.read_journal(tree) for f in a.files if f.created and f.path.endswith(".py"))
+    lines = created.after.decode().splitlines(keepends=True)
+    (tree / created.path).write_text("".join(["raise RuntimeError('mine')\n", *lines]))
+    assert owner(tree, created.path, 1) == EDITED
+    assert owner(tree, created.path, 2) == PORT  # porter's first line, one lower now
+
+
+def test_an_error_in_the_trees_own_line_says_so(tmp_path, ported_tree):
+    import shutil
+
+    tree = tmp_path / "tree"
+    shutil.copytree(ported_tree, tree)
+    log, _ = _fail(tmp_path, "def f(rope):\n    return rope.to('cpu')\n\nf([1, 2])\n")
+    failure = classify(log, [tree])
+    assert failure.summary.endswith("; the tree's own code at megatron/model/x.py:2 (porter did not write that line)")

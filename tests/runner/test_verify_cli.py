@@ -52,6 +52,7 @@ def test_a_failing_rank_of_a_tp_2_run_shows_its_own_error(damaged_port, temp_dir
     assert result.exit_code == 2
     assert "failed inside the tree: RuntimeError: rank 1 cannot build it" in result.stderr
     assert "file:       megatron/model/llama_model.py:" in result.stderr
+    assert "the line named is a line edited at megatron/model/llama_model.py:" in result.stderr, result.stderr[-1500:]
     assert "ChildFailedError" not in result.stderr
     kept = list(temp_dir.iterdir())
     assert len(kept) == 1 and kept[0].name.startswith("porter-verify-Megatron-DeepSpeed-")

@@ -35,6 +35,7 @@ MODULES = (
     "use_hpu",
     "device_rng",
     "current_device",
+    "accelerator_device",
     "deepspeed_config_twice",
     "apex_optimizers",
     "apex_multi_tensor",
