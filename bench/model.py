@@ -175,10 +175,11 @@ def category(op: str) -> str:
     return OTHER_OPS if op.startswith("aten::") else FRAMEWORK
 
 
-def print_profile(profiled: dict, names: dict[str, str], top: int = 12) -> None:
-    """Where each model's step goes (bench/model_worker.py's profile mode), in ms per step."""
+def print_profile(profiled: dict, names: dict[str, str], hf: str = "hf-sdpa", top: int = 12) -> None:
+    """Where each model's step goes (bench/model_worker.py's profile mode), in ms per step, against
+    `hf`: HF's class with the attention it is timed with (eager where it cannot run SDPA)."""
     models = list(profiled)
-    reference = profiled["hf-sdpa"]
+    reference = profiled[hf]
     print("\nprofile (torch.profiler, CPU; ms per step; the profiler's own overhead is in every figure):")
     print("\n| ms per step | " + " | ".join(names[m] for m in models) + " |")
     print("|---|" + "---|" * len(models))
@@ -199,14 +200,14 @@ def print_profile(profiled: dict, names: dict[str, str], top: int = 12) -> None:
             print(f"| {names[m]}: phases | " + "; ".join(f"{p.removeprefix('engine.')} {v['total_us'] / 1e3:.1f}"
                                                        for p, v in phases.items()) + " |" + " |" * (len(models) - 1))
     for m in models:
-        if m == "hf-sdpa":
+        if m == hf:
             continue
         ops, ref = profiled[m]["ops"], reference["ops"]
         keys = [k for k in set(ops) | set(ref) if k.startswith("aten::")]
         diff = {k: ops.get(k, {}).get("self_us", 0.0) - ref.get(k, {}).get("self_us", 0.0) for k in keys}
         worst = sorted(keys, key=lambda k: -abs(diff[k]))[:top]
-        print(f"\nops that differ most, {names[m]} against {names['hf-sdpa']} (ms per step, calls per step):")
-        print("| op | this | calls | HF sdpa | calls | difference |")
+        print(f"\nops that differ most, {names[m]} against {names[hf]} (ms per step, calls per step):")
+        print(f"| op | this | calls | HF {hf.removeprefix('hf-')} | calls | difference |")
         print("|---|---|---|---|---|---|")
         for k in worst:
             a, b = ops.get(k, {"self_us": 0.0, "count": 0}), ref.get(k, {"self_us": 0.0, "count": 0})
@@ -282,9 +283,9 @@ def main() -> None:
             if times is not None:
                 print_times(times, memory, family_models, names, hf)
             if cli.profile:
-                profiled = [n for n in family_models if n != "hf-eager"]
+                profiled = [n for n in family_models if n != "hf-eager" or hf == "hf-eager"]
                 print_profile(run_worker(tree, "profile", {**base, "models": profiled, "steps": cli.profile_steps},
-                                         cli.threads), names)
+                                         cli.threads), names, hf)
 
     if kernels:
         print("\n| kernel: generated vs reference (best of runs) | fwd ms | ref fwd ms | fwd ratio | fwd+bwd ms | ref fwd+bwd ms | fwd+bwd ratio | max abs diff |")
