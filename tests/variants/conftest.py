@@ -194,3 +194,8 @@ def blocked_qkv_tree(tmp_path_factory) -> Ported:
 @pytest.fixture(scope="session")
 def norm_type_branches_olmo2_tree(tmp_path_factory) -> Ported:
     return _ported(tmp_path_factory, "norm_type_branches", OLMO2)
+
+
+@pytest.fixture(scope="session")
+def norm_type_branches_gemma_tree(tmp_path_factory) -> Ported:
+    return _ported(tmp_path_factory, "norm_type_branches", load_spec("gemma"))
