@@ -4,7 +4,7 @@ alone, so porter writes its RMSNorm under a free name (rmsnorm_porter.py, the tr
 every method that builds the tree's class builds porter's when --rmsnorm-weight-offset is on.
 
 Cheap here: apply once (shared), both models built in one subprocess (a few seconds), re-apply and
-revert. `porter verify gemma` on the variant is slow."""
+revert. `porter verify gemma` on the variant is slow (17 s on a quiet machine)."""
 
 from __future__ import annotations
 
