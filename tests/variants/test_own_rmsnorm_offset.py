@@ -28,8 +28,7 @@ CHOICE = "rmsnorm_class = OffsetRMSNorm if args.rmsnorm_weight_offset else RMSNo
 # output against x / rms(x) * (1 + w) computed here (w drawn from [-0.5, 0.5]); then GemmaModel built
 # with the offset off (the tree's own RMSNorm, x / rms(x) * w): the check tells the two apart.
 NORM_CHECK = """
-    import json, os, sys
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29537", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    import json, sys
     sys.argv = ["pretrain_gemma.py", "--num-layers", "2", "--hidden-size", "64", "--num-attention-heads", "4",
                 "--kv-channels", "16", "--ffn-hidden-size", "96", "--seq-length", "8",
                 "--max-position-embeddings", "8", "--micro-batch-size", "1", "--distributed-backend", "gloo"]

@@ -102,7 +102,7 @@ class NormOffset(Difference):
                               "porter's own megatron/model/rmsnorm.py at every norm site, or the tree's "
                               "RMSNorm chosen by its own option (microsoft's --normalization)",
                               "the tree's RMSNorm class (megatron.model exports it), chosen by porter's switch")
-        sites = list(p.facts(self.name) or ())
+        sites = list(p.facts(self.name).sites)
         if not sites:
             raise unsupported("the tree has its own RMSNorm, which has no weight offset, and porter finds no "
                               "method of the model files that builds it", TRANSFORMER,

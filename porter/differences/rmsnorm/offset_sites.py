@@ -30,6 +30,13 @@ class NormSite:
     name: str  # the tree's RMSNorm class it reads
 
 
+@dataclass(frozen=True)
+class NormSites:
+    """What `porter inspect` shows and the offset plans from: the methods building the tree's RMSNorm."""
+
+    sites: tuple[NormSite, ...] = ()
+
+
 def tree_rmsnorm_names(module: cst.Module) -> list[str]:
     """The RMSNorm classes a model file imports at top level (porter's offset class aside)."""
     return sorted(n for n in top_level_names(module, assignments=False)
@@ -47,7 +54,7 @@ def reads(node: cst.CSTNode, name: str) -> bool:
     return any(id(n) not in excluded for n in names)
 
 
-def norm_sites(parsed) -> tuple[NormSite, ...]:
+def norm_sites(parsed) -> NormSites:
     out = []
     for path in MODEL_FILES:
         module = parsed(path)
@@ -66,4 +73,4 @@ def norm_sites(parsed) -> tuple[NormSite, ...]:
             for name in names:
                 if reads(func.body, name):
                     out.append(NormSite(path, cls, func.name.value, name))
-    return tuple(out)
+    return NormSites(tuple(out))
