@@ -130,8 +130,10 @@ def test_a_tree_with_its_own_gated_mlp_is_refused_for_geglu(sample):
     assert caught.value.file == "megatron/model/transformer.py"
 
 
-def test_a_tree_with_its_own_rmsnorm_is_refused_for_the_weight_offset(sample):
-    """microsoft's --normalization rmsnorm builds its own RMSNorm, which scales by w alone."""
+def test_a_tree_with_its_own_rmsnorm_that_porter_cannot_find_is_refused_for_the_weight_offset(sample):
+    """A tree switch for its own RMSNorm (which scales by w alone) but no model method building an
+    imported RMSNorm class: porter has nowhere to build its offset RMSNorm instead, and says so
+    (tests/variants/test_own_rmsnorm_offset.py: where it finds them)."""
     import dataclasses
 
     from porter.errors import PorterError
@@ -142,3 +144,4 @@ def test_a_tree_with_its_own_rmsnorm_is_refused_for_the_weight_offset(sample):
     with pytest.raises(PorterError) as caught:
         make_plan(load_spec("gemma"), dataclasses.replace(profile, spellings=spellings))
     assert "own RMSNorm" in caught.value.message and "offset" in caught.value.message
+    assert "finds no method of the model files that builds it" in caught.value.message

@@ -106,12 +106,15 @@ def reapply_then_revert(ported: Ported, tmp_path: Path, model: str = "llama") ->
 
 def python_in_tree(root: Path, code: str, timeout: float = 120) -> str:
     """Run Python code with the tree as its working folder and first import path; -> stdout."""
-    import os
     import subprocess
     import sys
     import textwrap
 
-    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
+    from porter.treerun.process import environment
+
+    # porter's run environment: a free port, DeepSpeed on the CPU, and its op cache for this Python (a shared
+    # default cache is rebuilt, under a lock, whenever another environment builds there)
+    env = {**environment(root), "PYTHONDONTWRITEBYTECODE": "1"}
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=root, env=env, capture_output=True,
                           text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -194,3 +197,8 @@ def blocked_qkv_tree(tmp_path_factory) -> Ported:
 @pytest.fixture(scope="session")
 def norm_type_branches_olmo2_tree(tmp_path_factory) -> Ported:
     return _ported(tmp_path_factory, "norm_type_branches", OLMO2)
+
+
+@pytest.fixture(scope="session")
+def norm_type_branches_gemma_tree(tmp_path_factory) -> Ported:
+    return _ported(tmp_path_factory, "norm_type_branches", load_spec("gemma"))

@@ -27,6 +27,23 @@ FREE_RMSNORM_FILE = "megatron/model/rmsnorm_porter.py"  # porter's, where the tr
 RMSNORM_KEYWORDS = ("hidden_size", "eps", "sequence_parallel", "no_persist_layer_norm", "apply_layernorm_1p")
 
 
+def porter_rmsnorm_file(p) -> str | None:
+    """Where porter's RMSNorm module goes in this tree: megatron/model/rmsnorm.py unless the tree
+    has an rmsnorm.py of its own, then rmsnorm_porter.py; None when both are the tree's own."""
+    generated = p.profile.generated
+    if not p.facts("rmsnorm").own_file or RMSNORM_FILE in generated:
+        return RMSNORM_FILE
+    if p.profile.tree.exists(FREE_RMSNORM_FILE) and FREE_RMSNORM_FILE not in generated:
+        return None
+    return FREE_RMSNORM_FILE
+
+
+def create_porter_rmsnorm(p, file: str, reason: str, feature: str = "rmsnorm") -> None:
+    """Plan porter's RMSNorm module at `file` once (a second difference needing it reuses the first's)."""
+    if not any(e.file == file and e.template == "rmsnorm.py.j2" for e in p.edits):
+        p.create(file, feature, reason, "rmsnorm.py.j2")
+
+
 class RMSNormDifference(Difference):
     name = "rmsnorm"
     model_switches = ('rmsnorm',)
@@ -117,15 +134,13 @@ class RMSNormDifference(Difference):
         found = p.facts(self.name).unavailable
         if not found:
             return False
-        file = RMSNORM_FILE
-        if p.facts(self.name).own_file and RMSNORM_FILE not in p.profile.generated:
-            file = FREE_RMSNORM_FILE  # the tree's own rmsnorm.py stays as it is: porter's takes a free name
-            if p.profile.tree.exists(file) and file not in p.profile.generated:
-                first = found[0]
-                raise unsupported(f"{first.name} is None when its import fails, and both {RMSNORM_FILE} and "
-                                  f"{file} (where porter would write its RMSNorm) are the tree's own", first.file,
-                                  f"a free {RMSNORM_FILE} or {file} for porter's RMSNorm",
-                                  f"the tree's {RMSNORM_FILE} and {file}")
+        file = porter_rmsnorm_file(p)
+        if file is None:
+            first = found[0]
+            raise unsupported(f"{first.name} is None when its import fails, and both {RMSNORM_FILE} and "
+                              f"{FREE_RMSNORM_FILE} (where porter would write its RMSNorm) are the tree's own",
+                              first.file, f"a free {RMSNORM_FILE} or {FREE_RMSNORM_FILE} for porter's RMSNorm",
+                              f"the tree's {RMSNORM_FILE} and {FREE_RMSNORM_FILE}")
         for site in found:
             extra = [k for k in site.keywords if k not in RMSNORM_KEYWORDS]
             if extra or site.positional > 2:
@@ -140,8 +155,8 @@ class RMSNormDifference(Difference):
                    "call; where the import works the tree's own class is still used)",
                    rw(FallbackImport, name=site.name, source=file.removesuffix(".py").replace("/", "."),
                       cls="RMSNorm"))
-        p.create(file, "rmsnorm", "RMSNorm (the fallback of the tree's CUDA-only RMSNorm)"
-                 + ("" if file == RMSNORM_FILE else f"; {RMSNORM_FILE} is the tree's own"), "rmsnorm.py.j2")
+        create_porter_rmsnorm(p, file, "RMSNorm (the fallback of the tree's CUDA-only RMSNorm)"
+                              + ("" if file == RMSNORM_FILE else f"; {RMSNORM_FILE} is the tree's own"))
         return True
 
     def from_hf(self, config):

@@ -150,3 +150,57 @@ class NoWeightDecayFor(Rewrite):
         if not self._hits and not self._done:
             self.missing(f"no isinstance(..., {self.base}) in the function")
         return out
+
+
+class _ReadsRenamed(cst.CSTTransformer):
+    """Every plain read of `old` becomes `new` (attributes, keywords and parameters of that name stay)."""
+
+    def __init__(self, old: str, new: str) -> None:
+        super().__init__()
+        self.old, self.new = old, new
+
+    def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.Name:
+        return updated.with_changes(value=self.new) if original.value == self.old else updated
+
+    def leave_Attribute(self, original: cst.Attribute, updated: cst.Attribute) -> cst.Attribute:
+        return updated.with_changes(attr=original.attr)
+
+    def leave_Arg(self, original: cst.Arg, updated: cst.Arg) -> cst.Arg:
+        return updated.with_changes(keyword=original.keyword)
+
+    def leave_Param(self, original: cst.Param, updated: cst.Param) -> cst.Param:
+        return updated.with_changes(name=original.name)
+
+
+class ChooseOffsetNorm(Rewrite):
+    """Build porter's offset RMSNorm where the tree builds its own RMSNorm, when the offset is on.
+
+    Why: Gemma's RMSNorm scales by (1 + w) (its stored w is zero for a unit scale); a tree's own
+    RMSNorm scales by w alone. A local `rmsnorm_class = OffsetRMSNorm if <offset on> else
+    <tree's class>` is set right before the function first reads the tree's class, and every
+    read after it (`RMSNorm(...)` in each branch, `LayerSpec(RMSNorm, ...)`) names the local
+    instead: with the offset off the tree's class is built, with the same arguments, as before.
+    """
+
+    construct = "reads of the tree's RMSNorm class (`RMSNorm(...)`, `LayerSpec(RMSNorm, ...)`)"
+
+    cls: str | None
+    func: str
+    tree: str  # the tree's RMSNorm class the function reads
+    test: str  # true when the offset is on
+    offset: str = "OffsetRMSNorm"
+    local: str = "rmsnorm_class"
+
+    def rewrite_body(self, body):
+        from porter.differences.rmsnorm.offset_sites import reads
+
+        choice = statements(f"{self.local} = {self.offset} if {self.test} else {self.tree}")[0]
+        if self.recognised(body, lambda s: code(s) == code(choice)):
+            return body
+        first = next((i for i, s in enumerate(body) if reads(s, self.tree)), None)
+        if first is None:
+            self.missing(f"{self.where()} does not read {self.tree}")
+            return body
+        rename = _ReadsRenamed(self.tree, self.local)
+        self.anchored()
+        return [*body[:first], choice, *(s.visit(rename) for s in body[first:])]
