@@ -194,7 +194,7 @@ def _explicit_model(p: Planner, model_switches: list[str]) -> None:
 def _flags_model(p: Planner, model_switches: list[str]) -> None:
     spec = p.spec
     switches = [(p.tests[s], p.switches[s].switch) for s in model_switches if s in p.tests]
-    changes_logits = [d.name for d in spec.wanted() if "logits" in d.model_slots]
+    changes_logits = [d.name for d in spec.wanted() if "logits" in d.model_slots and not d.tree_logits(p)]
     if changes_logits:
         raise unsupported(f"the tree's own GPT classes carry the {spec.name} port here, and they have no place "
                           f"for what {', '.join(changes_logits)} does to the logits", GPT_MODEL,
