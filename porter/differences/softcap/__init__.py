@@ -102,7 +102,7 @@ class AttentionSoftcap(Difference):
         p.edit(TRANSFORMER, SWITCH, f"{site.cls}.{site.func} caps its scores before the masked softmax; porter's "
                "fused kernel stands aside while a cap is set (it takes no function of the scores)",
                rw(R.SoftcapScores, cls=site.cls, func=site.func, softmax=site.softmax))
-        for kernel in p.facts(self.name) or ():
+        for kernel in getattr(p.facts(self.name), "kernels", ()):
             if kernel.core_cls == site.cls:
                 flags = ", ".join(f"self.{f}" for f in kernel.flags)
                 p.edit(TRANSFORMER, SWITCH, f"{kernel.cls} turns {flags} off while {spelling.option} is set: those "

@@ -71,5 +71,11 @@ def other_kernels(module: cst.Module | None) -> tuple[OtherKernel, ...]:
     return tuple(found)
 
 
-def detect(parsed) -> tuple[OtherKernel, ...]:
-    return other_kernels(parsed(TRANSFORMER))
+@dataclass(frozen=True)
+class OtherKernels:
+    kernels: tuple[OtherKernel, ...]
+
+
+def detect(parsed) -> OtherKernels | None:
+    found = other_kernels(parsed(TRANSFORMER))
+    return OtherKernels(found) if found else None
