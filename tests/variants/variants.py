@@ -729,6 +729,38 @@ def norm_type_branches(root: Path) -> None:
              "            raise ValueError(f'unknown normalization {args.normalization}')\n")
 
 
+# -- 12. the GPT model's logits, where a flags port caps them: a chunked-loss branch beside them ----------
+
+
+def chunked_logits_loss(root: Path) -> None:
+    """The GPT model's post-processing as microsoft/Megatron-DeepSpeed HEAD lays it out, where its own GPT
+    classes carry a port (the "flags" port: no generated model module, so a cap of the logits goes into
+    megatron/model/gpt_model.py): `post_language_model_processing` computes the logits under the `else:`
+    of an `if` whose branch takes the loss of the hidden states in chunks and returns it without ever
+    holding the logits (microsoft's FPDT sequence-parallel loss), and GPTModelPipe's head is the tied
+    embedding with a `forward_fn` of __init__ calling parallel_lm_logits, followed by its fp32 conversion.
+    The sample tree has the second as it is; this variant adds the first (the chunked loss is our own:
+    the cross entropy of the logits one chunk of positions at a time, switched on by an attribute).
+    """
+    gpt = "megatron/model/gpt_model.py"
+    edit(root, gpt,
+         "    output = parallel_lm_logits(\n"
+         "        lm_output,\n"
+         "        logit_weights,\n"
+         "        parallel_output)\n",
+         "    if getattr(get_args(), 'chunked_logits_loss', False):\n"
+         "        # the loss of the hidden states a chunk of positions at a time, never all the logits at once\n"
+         "        losses = [mpu.vocab_parallel_cross_entropy(\n"
+         "            parallel_lm_logits(hidden, logit_weights, parallel_output).float(), chunk)\n"
+         "            for hidden, chunk in zip(lm_output.split(4, dim=1), labels.split(4, dim=1))]\n"
+         "        return torch.cat(losses, dim=1)\n"
+         "    else:\n"
+         "        output = parallel_lm_logits(\n"
+         "            lm_output,\n"
+         "            logit_weights,\n"
+         "            parallel_output)\n")
+
+
 VARIANTS: dict[str, Callable[[Path], None]] = {
     "defaults_in_initialize": defaults_in_initialize,
     "own_llama_files": own_llama_files,
@@ -742,6 +774,7 @@ VARIANTS: dict[str, Callable[[Path], None]] = {
     "own_rmsnorm_apex_fallback": own_rmsnorm_apex_fallback,
     "own_swiglu_flag": own_swiglu_flag,
     "norm_type_branches": norm_type_branches,
+    "chunked_logits_loss": chunked_logits_loss,
 }
 
 
