@@ -115,6 +115,7 @@ def test_a_second_run_of_the_rewrites_changes_nothing(capped_tree):
 def test_the_plain_and_pipe_logits_are_capped(capped_tree):
     root, _ = capped_tree
     found = json.loads(python_in_tree(root, CHECK).split("FOUND ", 1)[1].splitlines()[0])
+    print(f"found: {found}")
     assert found["cap"] == 2.0
     assert found["plain"]["logits"] <= 1e-5 and found["plain"]["loss"] <= 1e-5, found
     assert found["pipe"]["after_head"] == "_logits_helper", found  # the tied head's forward_fn
