@@ -203,6 +203,8 @@ def _flags_model(p: Planner, model_switches: list[str]) -> None:
     if not spec["norm.final_norm"]:
         raise unsupported("the tree's GPT model always has a final norm; the spec has none", GPT_MODEL,
                           "a switch that removes the final norm", "none")
+    for difference in spec.wanted():
+        difference.tree_model(p)
     p.create(f"megatron/model/{spec.module_name}.py", "model",
              f"{spec.model_class} and {spec.model_class}Pipe: the tree's GPT classes with its switches checked",
              "model_flags.py.j2", switches=switches)

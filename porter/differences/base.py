@@ -70,6 +70,10 @@ class Difference:
     def plan(self, p: Planner) -> None:
         """Record this difference's edits in the planner (only called when wanted)."""
 
+    def tree_model(self, p: Planner) -> None:
+        """Where the tree's own GPT classes carry the port (the "flags" port), plan what they need for
+        this difference (a repair of the tree's GPT model); by default nothing."""
+
     def tree_logits(self, p: Planner) -> bool:
         """Where the tree's own GPT classes carry the port (the "flags" port: porter's model template
         and its `logits` slot are not used), plan this difference's change of the logits in the
