@@ -2,7 +2,7 @@
 
 Detector: a class of the transformer whose `__init__` chooses what it builds in an if/elif/else
 on its own flags (`if self.<flag>: x = <Kernel>(...) elif self.<other>: ... else: x =
-<Core>(...)`, with classes of the same module; microsoft HEAD's ParallelAttention chooses
+<Core>(...)`, the core a class of the same module; microsoft HEAD's ParallelAttention chooses
 FlashSelfAttentionTriton, FlashSelfAttention or CoreAttention on `self.use_flash_attn_triton`
 and `self.use_flash_attn`, and its forward runs the flash one under `if self.use_flash_attn:`).
 A cap of the scores lives in the core attention: while it is set, those flags must be off.
@@ -28,11 +28,10 @@ class OtherKernel:
     core_cls: str  # the class of the core attention built when they are all false
 
 
-def _builds(block: cst.CSTNode, classes: set[str]) -> str | None:
-    """The module class a branch builds (`x = <Class>(...)`), when it is one."""
-    for assign in findall(block, m.Assign(value=m.Call())):
-        if dotted(assign.value.func) in classes and not isinstance(assign.value.func, cst.Attribute):
-            return dotted(assign.value.func)
+def _builds(block: cst.CSTNode) -> str | None:
+    """The class a branch builds (`x = <Class>(...)`), when it builds one."""
+    for assign in findall(block, m.Assign(value=m.Call(func=m.Name()))):
+        return assign.value.func.value
     return None
 
 
@@ -42,14 +41,15 @@ def _chain(branch: cst.If, classes: set[str]) -> tuple[list[tuple[str, str]], st
     while isinstance(branch, cst.If):
         if not (isinstance(branch.test, cst.Attribute) and dotted(branch.test.value) == "self"):
             return [], None
-        built = _builds(branch.body, classes)
+        built = _builds(branch.body)
         if built is None:
             return [], None
         tested.append((branch.test.attr.value, built))
         branch = branch.orelse
     if not isinstance(branch, cst.Else):
         return [], None
-    return tested, _builds(branch.body, classes)
+    core = _builds(branch.body)
+    return tested, core if core in classes else None
 
 
 def other_kernels(module: cst.Module | None) -> tuple[OtherKernel, ...]:
