@@ -194,7 +194,7 @@ def _explicit_model(p: Planner, model_switches: list[str]) -> None:
 def _flags_model(p: Planner, model_switches: list[str]) -> None:
     spec = p.spec
     switches = [(p.tests[s], p.switches[s].switch) for s in model_switches if s in p.tests]
-    changes_logits = [d.name for d in spec.wanted() if "logits" in d.model_slots]
+    changes_logits = [d.name for d in spec.wanted() if "logits" in d.model_slots and not d.tree_logits(p)]
     if changes_logits:
         raise unsupported(f"the tree's own GPT classes carry the {spec.name} port here, and they have no place "
                           f"for what {', '.join(changes_logits)} does to the logits", GPT_MODEL,
@@ -203,6 +203,8 @@ def _flags_model(p: Planner, model_switches: list[str]) -> None:
     if not spec["norm.final_norm"]:
         raise unsupported("the tree's GPT model always has a final norm; the spec has none", GPT_MODEL,
                           "a switch that removes the final norm", "none")
+    for difference in spec.wanted():
+        difference.tree_model(p)
     p.create(f"megatron/model/{spec.module_name}.py", "model",
              f"{spec.model_class} and {spec.model_class}Pipe: the tree's GPT classes with its switches checked",
              "model_flags.py.j2", switches=switches)

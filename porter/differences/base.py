@@ -70,6 +70,17 @@ class Difference:
     def plan(self, p: Planner) -> None:
         """Record this difference's edits in the planner (only called when wanted)."""
 
+    def tree_model(self, p: Planner) -> None:
+        """Where the tree's own GPT classes carry the port (the "flags" port), plan what they need for
+        this difference (a repair of the tree's GPT model); by default nothing."""
+
+    def tree_logits(self, p: Planner) -> bool:
+        """Where the tree's own GPT classes carry the port (the "flags" port: porter's model template
+        and its `logits` slot are not used), plan this difference's change of the logits in the
+        tree's GPT model instead (its plain and its pipeline model); True when planned, False
+        when it cannot (the port is refused). Asked only of a difference with a `logits` slot."""
+        return False
+
     def validate(self, values: dict[str, Any], given: set[str], fail: Callable[..., Exception]) -> None:
         """Refuse combinations of this difference's fields: raise fail(field, found, fix)."""
 

@@ -729,6 +729,174 @@ def norm_type_branches(root: Path) -> None:
              "            raise ValueError(f'unknown normalization {args.normalization}')\n")
 
 
+# -- 12. the GPT model's logits, where a flags port caps them: a chunked-loss branch beside them ----------
+
+
+def chunked_logits_loss(root: Path) -> None:
+    """The GPT model's post-processing as microsoft/Megatron-DeepSpeed HEAD lays it out, where its own GPT
+    classes carry a port (the "flags" port: no generated model module, so a cap of the logits goes into
+    megatron/model/gpt_model.py): `post_language_model_processing` computes the logits under the `else:`
+    of an `if` whose branch takes the loss of the hidden states in chunks and returns it without ever
+    holding the logits (microsoft's FPDT sequence-parallel loss), and GPTModelPipe's head is the tied
+    embedding with a `forward_fn` of __init__ calling parallel_lm_logits, followed by its fp32 conversion.
+    The sample tree has the second as it is; this variant adds the first (the chunked loss is our own:
+    the cross entropy of the logits one chunk of positions at a time, switched on by an attribute).
+    """
+    gpt = "megatron/model/gpt_model.py"
+    edit(root, gpt,
+         "    output = parallel_lm_logits(\n"
+         "        lm_output,\n"
+         "        logit_weights,\n"
+         "        parallel_output)\n",
+         "    if getattr(get_args(), 'chunked_logits_loss', False):\n"
+         "        # the loss of the hidden states a chunk of positions at a time, never all the logits at once\n"
+         "        losses = [mpu.vocab_parallel_cross_entropy(\n"
+         "            parallel_lm_logits(hidden, logit_weights, parallel_output).float(), chunk)\n"
+         "            for hidden, chunk in zip(lm_output.split(4, dim=1), labels.split(4, dim=1))]\n"
+         "        return torch.cat(losses, dim=1)\n"
+         "    else:\n"
+         "        output = parallel_lm_logits(\n"
+         "            lm_output,\n"
+         "            logit_weights,\n"
+         "            parallel_output)\n")
+
+
+# -- 13. a rotary embedding of the tree's own, built once and handed to every layer ---------------------
+
+HANDED_ROTARY = '''
+    """This tree's rotary embedding: built once by the language model, its angles handed to every layer."""
+
+    import torch
+
+    # cos and sin of the last angles, kept between calls (computed again for another length)
+    cos_cached = None
+    sin_cached = None
+
+
+    class RotaryEmbedding(torch.nn.Module):
+        def __init__(self, dim, theta=10000):
+            super().__init__()
+            self.inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2).float() / dim))
+
+        def forward(self, max_seq_len, offset=0):
+            positions = torch.arange(max_seq_len, device=self.inv_freq.device).float() + offset
+            angles = torch.outer(positions, self.inv_freq)
+            return torch.cat((angles, angles), dim=-1)[:, None, None, :]  # [s, 1, 1, dim]
+
+
+    def _rotate_half(x):
+        first, second = x.chunk(2, dim=-1)
+        return torch.cat((-second, first), dim=-1)
+
+
+    def apply_rotary_pos_emb(t, freqs):
+        """t [s, b, np, hn] rotated by the angles freqs [s, 1, 1, hn]."""
+        global cos_cached, sin_cached
+        if cos_cached is None or sin_cached is None or t.shape[0] != cos_cached.shape[0]:
+            cos_cached = freqs[:t.shape[0]].cos().to(t.dtype)
+            sin_cached = freqs[:t.shape[0]].sin().to(t.dtype)
+        return t * cos_cached + _rotate_half(t) * sin_cached
+'''
+
+
+def handed_rotary(root: Path) -> None:
+    """A rotary embedding of the tree's own, built once and its angles handed to every layer, like
+    microsoft/Megatron-DeepSpeed HEAD: `--use-rotary-position-embeddings` and
+    `--rotary-position-embeddings-theta` (dest rope_theta); the language model builds
+    `self.rotary_pos_emb = RotaryEmbedding(head size, theta=args.rope_theta)` once and hands its angles
+    (`rotary_pos_emb=`) to the transformer, which hands them to every layer and the layer to its
+    attention, whose forward rotates query and key with `apply_rotary_pos_emb`; the pipe's layers read
+    `args.rotary_pos_emb` (the entry point's). Its apply_rotary_pos_emb caches cos and sin in module
+    globals and computes them again only for another length, as microsoft's does. The activation-
+    checkpointed path and the cross attention do not rotate here; the learned position table stays.
+    """
+    add(root, "megatron/model/rotary_pos_embedding.py", HANDED_ROTARY)
+    edit(root, "megatron/arguments.py",
+         "    group.add_argument('--num-layers', type=int, default=None,\n",
+         "    group.add_argument('--use-rotary-position-embeddings', action='store_true',\n"
+         "                       help='Rotary positions on query and key.')\n"
+         "    group.add_argument('--rotary-position-embeddings-theta', type=int, default=10000, dest='rope_theta',\n"
+         "                       help='Base of the rotary embedding.')\n"
+         "    group.add_argument('--num-layers', type=int, default=None,\n")
+    lm = "megatron/model/language_model.py"
+    edit(root, lm, "from megatron.model.transformer import ParallelTransformer\n",
+         "from megatron.model.transformer import ParallelTransformer\n"
+         "from .rotary_pos_embedding import RotaryEmbedding\n")
+    edit(root, lm,
+         "            num_experts=self.num_experts)\n"
+         "        self._encoder_key = 'encoder'\n",
+         "            num_experts=self.num_experts)\n"
+         "        self._encoder_key = 'encoder'\n"
+         "        # rotary positions: built once, the angles handed to every layer\n"
+         "        self.use_rotary_position_embeddings = args.use_rotary_position_embeddings\n"
+         "        if args.use_rotary_position_embeddings:\n"
+         "            self.seq_length = args.seq_length\n"
+         "            head = args.kv_channels or args.hidden_size // args.num_attention_heads\n"
+         "            self.rotary_pos_emb = RotaryEmbedding(head, theta=args.rope_theta)\n")
+    edit(root, lm,
+         "            encoder_output, *moe_losses = self.encoder(\n"
+         "                encoder_input,\n"
+         "                enc_attn_mask,\n"
+         "                layer_past=layer_past,\n"
+         "                get_key_value=get_key_value)\n",
+         "            rotary_pos_emb = None\n"
+         "            if self.use_rotary_position_embeddings:\n"
+         "                rotary_pos_emb = self.rotary_pos_emb(self.seq_length)\n"
+         "            encoder_output, *moe_losses = self.encoder(\n"
+         "                encoder_input,\n"
+         "                enc_attn_mask,\n"
+         "                layer_past=layer_past,\n"
+         "                get_key_value=get_key_value,\n"
+         "                rotary_pos_emb=rotary_pos_emb)\n")
+    transformer = "megatron/model/transformer.py"
+    edit(root, transformer, "from megatron.model.utils import attention_mask_func, openai_gelu, erf_gelu\n",
+         "from megatron.model.utils import attention_mask_func, openai_gelu, erf_gelu\n"
+         "from megatron.model.rotary_pos_embedding import apply_rotary_pos_emb\n")
+    edit(root, transformer,
+         "    def forward(self, hidden_states, attention_mask, layer_past=None,\n"
+         "                get_key_value=False, encoder_output=None):\n"
+         "        # input: [sq, b, h]\n",
+         "    def forward(self, hidden_states, attention_mask, layer_past=None,\n"
+         "                get_key_value=False, encoder_output=None, rotary_pos_emb=None):\n"
+         "        # input: [sq, b, h]\n")
+    edit(root, transformer,
+         "        # ---- incremental decoding cache ------------------------------------\n",
+         "        # rotary positions, the angles the language model handed over\n"
+         "        if rotary_pos_emb is not None:\n"
+         "            query_layer = apply_rotary_pos_emb(query_layer, rotary_pos_emb)\n"
+         "            key_layer = apply_rotary_pos_emb(key_layer, rotary_pos_emb)\n"
+         "\n"
+         "        # ---- incremental decoding cache ------------------------------------\n")
+    edit(root, transformer,
+         "                layer_past=None, get_key_value=False):\n"
+         "        # hidden_states: [s, b, h]\n",
+         "                layer_past=None, get_key_value=False, rotary_pos_emb=None):\n"
+         "        # hidden_states: [s, b, h]\n")
+    edit(root, transformer,
+         "                           layer_past=layer_past,\n"
+         "                           get_key_value=get_key_value)\n",
+         "                           layer_past=layer_past,\n"
+         "                           get_key_value=get_key_value,\n"
+         "                           rotary_pos_emb=rotary_pos_emb)\n")
+    edit(root, transformer,
+         "            attention_mask = self._args.attn_mask\n"
+         "            return super().forward(hidden_states, attention_mask, **kwargs)[0]\n",
+         "            attention_mask = self._args.attn_mask\n"
+         "            rotary_pos_emb = self._args.rotary_pos_emb if self._args.use_rotary_position_embeddings else None\n"
+         "            return super().forward(hidden_states, attention_mask, rotary_pos_emb=rotary_pos_emb, **kwargs)[0]\n")
+    edit(root, transformer,
+         "                get_key_value=False, encoder_output=None,\n"
+         "                enc_dec_attn_mask=None):\n",
+         "                get_key_value=False, encoder_output=None,\n"
+         "                enc_dec_attn_mask=None, rotary_pos_emb=None):\n")
+    edit(root, transformer,
+         "                    layer_past=past,\n"
+         "                    get_key_value=get_key_value)\n",
+         "                    layer_past=past,\n"
+         "                    get_key_value=get_key_value,\n"
+         "                    rotary_pos_emb=rotary_pos_emb)\n")
+
+
 VARIANTS: dict[str, Callable[[Path], None]] = {
     "defaults_in_initialize": defaults_in_initialize,
     "own_llama_files": own_llama_files,
@@ -742,6 +910,8 @@ VARIANTS: dict[str, Callable[[Path], None]] = {
     "own_rmsnorm_apex_fallback": own_rmsnorm_apex_fallback,
     "own_swiglu_flag": own_swiglu_flag,
     "norm_type_branches": norm_type_branches,
+    "chunked_logits_loss": chunked_logits_loss,
+    "handed_rotary": handed_rotary,
 }
 
 

@@ -7,8 +7,11 @@ sliding window is on (`attention.sliding_window`, `attention.sliding_window_patt
 difference needs a window. porter's switch: `--local-rope-theta` (float, default None). When
 porter adds it (rewrites.py here): a layer whose window is set (`self.sliding_window`, which the
 sliding window gives each layer) replaces its rotary embedding by one of the local base,
-unscaled, as HF builds its sliding_attention rotary. porter's own RotaryEmbedding only: a tree
-whose rotary porter reuses is refused.
+unscaled, as HF builds its sliding_attention rotary. A tree whose own rotary embedding porter
+reuses, built once and its angles handed to every layer's attention (microsoft HEAD), gets the
+same by the tree's own class (handed.py here): a local layer's attention builds one with the
+local base and swaps the angles it is handed for its own of the same length; the tree's cache of
+cos and sin, where it keys on the length alone, is renewed when the angles change.
 HF: `rope_local_base_freq` (transformers 4's Gemma3TextConfig; 10000 when left out), or
 `rope_parameters.sliding_attention.rope_theta` beside `rope_parameters.full_attention`
 (transformers 5), read as the installed class reads them (rope_fields.py here).
@@ -17,8 +20,10 @@ HF: `rope_local_base_freq` (transformers 4's Gemma3TextConfig; 10000 when left o
 from __future__ import annotations
 
 from porter.differences.base import Difference
+from porter.differences.local_rotary import handed as H
 from porter.differences.local_rotary import rewrites as R
 from porter.differences.local_rotary import rope_fields
+from porter.differences.local_rotary.detect import detect
 from porter.errors import PorterError
 from porter.planner import rw, unsupported
 from porter.profile import TRANSFORMER
@@ -59,17 +64,42 @@ class LocalRotary(Difference):
                        "set rotary positions and a sliding window (its layers are the local ones), or remove it",
                        message="inconsistent spec: a local rotary base needs rotary positions and local layers")
 
+    def detect(self, parsed):
+        return detect(parsed)
+
     def plan(self, p):
-        if p.implemented("rotary"):
+        facts = p.facts(self.name)
+        if p.implemented("rotary") and (facts is None or p.implemented("sliding_window")):
             raise unsupported("the tree's own rotary embedding has one base for every layer", TRANSFORMER,
-                              "porter's RotaryEmbedding, built by each attention",
+                              "porter's RotaryEmbedding, built by each attention, or the tree's RotaryEmbedding "
+                              "(imported by its language model) handed to porter's windowed attention",
                               f"the tree's rotary embedding ({p.switches['rotary'].option}); spec {FIELD} = "
                               f"{p.spec[FIELD]:g}")
         spelling = p.switch(SWITCH, on=p.spec[FIELD], field=FIELD)
         p.describe_model(f"the layers under the sliding window rotate with a base of their own, unscaled "
                          f"({spelling.option})")
+        if p.implemented("rotary"):
+            self._handed(p, spelling, facts)
+            return
         p.edit(TRANSFORMER, SWITCH, "a layer under the sliding window rotates with the local base, unscaled",
                rw(R.LocalRotaryEmbedding, cls="ParallelAttention", value=f"args.{spelling.dest}"))
+
+    def _handed(self, p, spelling, facts):
+        """The tree's rotary embedding, built once and handed to every layer: a second one, of the
+        local base, in each local layer's attention (handed.py)."""
+        window, pattern = p.switches["sliding_window"], p.switches["sliding_window_pattern"]
+        p.import_into(TRANSFORMER, SWITCH, f"from {facts.module} import RotaryEmbedding",
+                      "imports the tree's rotary embedding for the local layers' own")
+        p.edit(TRANSFORMER, SWITCH, f"a layer under the sliding window builds the tree's RotaryEmbedding with the "
+               f"local base ({spelling.option}), unscaled",
+               rw(H.LocalRotaryBuilt, cls="ParallelAttention", value=f"args.{spelling.dest}",
+                  window=f"layer_window(args.{window.dest}, args.{pattern.dest}, layer_number)"))
+        p.edit(TRANSFORMER, SWITCH, "a layer under the sliding window swaps the global rotary angles it is handed "
+               "for its own, of the same length", rw(H.LocalRotaryHanded, cls="ParallelAttention"))
+        if facts.cached:
+            p.edit(facts.file, SWITCH, f"{facts.apply} renews its cos/sin cache when the angles change, not only "
+                   "their length: local and global layers hand it different angles of one length",
+                   rw(H.RotaryCacheKeyedOnAngles, func=facts.apply))
 
     def from_hf(self, config):
         local = rope_fields.local_theta(config)

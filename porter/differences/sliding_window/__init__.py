@@ -16,17 +16,20 @@ model share the attention, so both get it.
 HF: `sliding_window` (Mistral, Mixtral; null: none), and which layers it windows: Qwen2's
 `use_sliding_window` with `max_window_layers`, Gemma-2/3's `layer_types` (Gemma-3's older files:
 `sliding_window_pattern`), read as transformers reads them. porter windows every layer, none,
-or all but every N-th, and refuses any other choice of layers by field.
+or all but every N-th, and refuses any other choice of layers by field. Where the tree's own GPT
+classes carry the port and its pipe numbers its layers from 0, the pipe is numbered from 1 as the
+plain transformer is (pipe_numbers.py), so the pattern falls on the same layers in both.
 """
 
 from __future__ import annotations
 
 from porter.differences.base import Difference
+from porter.differences.sliding_window import pipe_numbers
 from porter.differences.sliding_window import rewrites as W
 from porter.errors import PorterError
 from porter.hf_reading import class_defines
 from porter.planner import rw, unsupported
-from porter.profile import TRANSFORMER
+from porter.profile import GPT_MODEL, TRANSFORMER
 from porter.profile.features import NETWORK, Spelling
 from porter.schema import number
 
@@ -106,6 +109,15 @@ class SlidingWindow(Difference):
         p.edit(TRANSFORMER, SWITCH, f"{site.cls}.{site.func} masks out keys older than the window, for the fused "
                "and the unfused attention alike", rw(W.SlidingWindowMask, cls=site.cls, func=site.func))
         p.create("megatron/model/sliding_window.py", SWITCH, "the sliding-window mask", "sliding_window.py.j2")
+
+    def tree_model(self, p):
+        """The tree's own GPTModelPipe numbers its layers from 0 where its transformer counts from 1:
+        with a pattern, the pipe's layers are numbered from 1 too (pipe_numbers.py)."""
+        if p.spec[PATTERN] is None:
+            return
+        p.edit(GPT_MODEL, PATTERN_SWITCH, "repair: GPTModelPipe numbers its layers from 1, as the plain transformer "
+               "does (it handed them the loop index from 0: the window pattern would fall on the neighbouring layers)",
+               rw(pipe_numbers.PipeLayersNumberedFromOne, cls="GPTModelPipe"))
 
     def unset(self, spec, field):
         if field != PATTERN:

@@ -8,7 +8,9 @@ before its masked softmax, in the tree's own unfused attention. torch's
 scaled_dot_product_attention (and Gaudi's FusedSDPA) take no function of the scores, so
 porter's fused path stands aside while a cap is set (its test gains `self.attention_softcap
 is None and ...`) and the tree's attention runs; with no cap (Gemma-3, or the switch off)
-the fused kernel runs as before. The softmax of Megatron's trees multiplies the scores by its
+the fused kernel runs as before. A kernel of the tree's own that its attention runs instead of
+the core attention (microsoft's flash kernels, kernels.py here) is turned off in the
+same way while a cap is set. The softmax of Megatron's trees multiplies the scores by its
 own scale first (apply_query_key_layer_scaling); the cap is taken of the scores as that
 scale leaves them (softcap.py.j2 here).
 HF: `attn_logit_softcapping` (Gemma2Config: 50 when left out; null: none).
@@ -17,6 +19,7 @@ HF: `attn_logit_softcapping` (Gemma2Config: 50 when left out; null: none).
 from __future__ import annotations
 
 from porter.differences.base import Difference
+from porter.differences.softcap import kernels
 from porter.differences.softcap import rewrites as R
 from porter.errors import PorterError
 from porter.hf_reading import class_defines
@@ -80,6 +83,9 @@ class AttentionSoftcap(Difference):
     def wanted(self, spec):
         return spec[FIELD] is not None
 
+    def detect(self, parsed):
+        return kernels.detect(parsed)
+
     def plan(self, p):
         site = p.profile.attention
         if site is None:
@@ -96,6 +102,12 @@ class AttentionSoftcap(Difference):
         p.edit(TRANSFORMER, SWITCH, f"{site.cls}.{site.func} caps its scores before the masked softmax; porter's "
                "fused kernel stands aside while a cap is set (it takes no function of the scores)",
                rw(R.SoftcapScores, cls=site.cls, func=site.func, softmax=site.softmax))
+        for kernel in getattr(p.facts(self.name), "kernels", ()):
+            if kernel.core_cls == site.cls:
+                flags = ", ".join(f"self.{f}" for f in kernel.flags)
+                p.edit(TRANSFORMER, SWITCH, f"{kernel.cls} turns {flags} off while {spelling.option} is set: those "
+                       f"kernels take no function of the scores; {site.cls} (which caps them) runs instead",
+                       rw(R.OtherKernelStandsAside, cls=kernel.cls, flags=kernel.flags, value=f"args.{spelling.dest}"))
         p.create("megatron/model/softcap.py", SWITCH, "the soft-cap of the attention scores", "softcap.py.j2")
 
     def from_hf(self, config):

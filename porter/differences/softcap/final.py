@@ -6,7 +6,10 @@ porter's switch: `--final-logit-softcap` (float, default None: no cap). It chang
 generated model only: its code goes into model.py.j2's `logits` slot (model_logits.py.j2
 here), where both the plain <Prefix>Model and the pipeline's last layer hold the logits of
 their vocabulary slice [b, s, vocab/p] (the cap is per element, so each tensor-parallel rank
-caps its own slice), before the cross entropy. The weights are unchanged.
+caps its own slice), before the cross entropy. Where the tree's own GPT classes carry the port
+(the flags port, microsoft HEAD: no model template), the cap goes into the tree's
+megatron/model/gpt_model.py instead (logit_rewrites.py here): where its plain model computes the
+logits, and as a layer after its pipeline model's head. The weights are unchanged.
 HF: `final_logit_softcapping` (Gemma2Config: 30 when left out; null: none).
 """
 
@@ -14,6 +17,9 @@ from __future__ import annotations
 
 from porter.differences.base import Difference
 from porter.differences.softcap import check_class, read_cap
+from porter.differences.softcap import logit_rewrites as L
+from porter.planner import rw
+from porter.profile import GPT_MODEL
 from porter.profile.features import NETWORK, Spelling
 from porter.schema import number
 
@@ -45,6 +51,22 @@ class FinalLogitSoftcap(Difference):
         spelling = p.switch(SWITCH, on=p.spec[FIELD], field=FIELD)
         p.describe_model(f"logits soft-capped, cap * tanh(logits / cap) ({spelling.option}), before the loss")
         p.values[SWITCH] = {"cap": f"get_args().{spelling.dest}"}
+
+    def tree_logits(self, p):
+        """The cap in the tree's own GPT model: its post-processing's logits, and a layer after its pipe's head."""
+        if not p.model.gpt_post_processing:
+            return False
+        spelling = p.switches[SWITCH]
+        p.create("megatron/model/logit_softcap.py", SWITCH, "the soft-cap of the logits", "logit_softcap.py.j2",
+                 option=spelling.option, dest=spelling.dest)
+        p.import_into(GPT_MODEL, SWITCH, "from megatron.model.logit_softcap import softcap_logits",
+                      "imports the soft-cap of the logits")
+        p.edit(GPT_MODEL, SWITCH, f"post_language_model_processing caps the logits it computes ({spelling.option}), "
+               "before the loss and when it hands them back", rw(L.CapPlainLogits, func="post_language_model_processing",
+                                                                  switch=spelling.dest))
+        p.edit(GPT_MODEL, SWITCH, f"GPTModelPipe caps the logits in a layer after its output head ({spelling.option}), "
+               "before the loss", rw(L.CapPipeLogits, cls="GPTModelPipe", switch=spelling.dest))
+        return True
 
     def from_hf(self, config):
         return read_cap(config, FIELD, HF_FIELD)

@@ -1,0 +1,81 @@
+"""Where the tree's attention builds another kernel instead of its core attention (flash kernels).
+
+Detector: a class of the transformer whose `__init__` chooses what it builds in an if/elif/else
+on its own flags (`if self.<flag>: x = <Kernel>(...) elif self.<other>: ... else: x =
+<Core>(...)`, the core a class of the same module; microsoft HEAD's ParallelAttention chooses
+FlashSelfAttentionTriton, FlashSelfAttention or CoreAttention on `self.use_flash_attn_triton`
+and `self.use_flash_attn`, and its forward runs the flash one under `if self.use_flash_attn:`).
+A cap of the scores lives in the core attention: while it is set, those flags must be off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import libcst as cst
+
+from porter.cst import match as m
+from porter.cst.find import findall, function_named
+from porter.cst.nodes import dotted
+
+TRANSFORMER = "megatron/model/transformer.py"
+
+
+@dataclass(frozen=True)
+class OtherKernel:
+    cls: str  # the class choosing the kernel (ParallelAttention)
+    flags: tuple[str, ...]  # `self.<flag>` attributes: each true builds another kernel than the core
+    core_cls: str  # the class of the core attention built when they are all false
+
+
+def _builds(block: cst.CSTNode) -> str | None:
+    """The class a branch builds (`x = <Class>(...)`), when it builds one."""
+    for assign in findall(block, m.Assign(value=m.Call(func=m.Name()))):
+        return assign.value.func.value
+    return None
+
+
+def _chain(branch: cst.If, classes: set[str]) -> tuple[list[tuple[str, str]], str | None]:
+    """([(flag, class)] of an if/elif chain on self flags, the class its else builds)."""
+    tested = []
+    while isinstance(branch, cst.If):
+        if not (isinstance(branch.test, cst.Attribute) and dotted(branch.test.value) == "self"):
+            return [], None
+        built = _builds(branch.body)
+        if built is None:
+            return [], None
+        tested.append((branch.test.attr.value, built))
+        branch = branch.orelse
+    if not isinstance(branch, cst.Else):
+        return [], None
+    core = _builds(branch.body)
+    return tested, core if core in classes else None
+
+
+def other_kernels(module: cst.Module | None) -> tuple[OtherKernel, ...]:
+    if module is None:
+        return ()
+    classes = {s.name.value for s in module.body if isinstance(s, cst.ClassDef)}
+    found = []
+    for cls in (s for s in module.body if isinstance(s, cst.ClassDef)):
+        init = function_named(cls, "__init__")
+        if init is None:
+            continue
+        for branch in init.body.body:
+            if not isinstance(branch, cst.If):
+                continue
+            tested, core = _chain(branch, classes)
+            flags = tuple(flag for flag, built in tested if built != core)
+            if core is not None and flags:
+                found.append(OtherKernel(cls.name.value, flags, core))
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class OtherKernels:
+    kernels: tuple[OtherKernel, ...]
+
+
+def detect(parsed) -> OtherKernels | None:
+    found = other_kernels(parsed(TRANSFORMER))
+    return OtherKernels(found) if found else None
