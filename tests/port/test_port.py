@@ -131,7 +131,7 @@ def test_fused_attention_matches_the_trees_unfused_attention(ported_tree, senten
     assert out["kernel_cpu"] == "torch.nn.functional.scaled_dot_product_attention"
 
 
-@pytest.mark.parametrize("mode", ["pipe", "pp2"])
+@pytest.mark.parametrize("mode", [pytest.param("pipe", marks=pytest.mark.slow), "pp2"])  # the one-stage pipe: every family's own smoke trains one
 def test_smoke_training_loss_falls(ported_tree, smoke_workdir, mode, monkeypatch):
     """...and one `porter smoke` profiles the tree once and plans once (the spec at its size)."""
     import porter.profile
@@ -200,7 +200,7 @@ def test_a_spec_naming_the_trees_own_files_ports_under_free_names(tmp_path):
     assert "class GPTPorterModel(" in (tree / "megatron/model/gpt_porter_model.py").read_text()
 
 
-@pytest.mark.parametrize("stage", [1, 3])
+@pytest.mark.parametrize("stage", [pytest.param(1, marks=pytest.mark.slow), 3])
 def test_zero_stages_build_and_train_the_plain_model(ported_tree, smoke_workdir, sentencepiece_model, tmp_path, stage):
     """pretrain_llama.py builds under the tree's deepspeed.zero.Init: at ZeRO-3 each of two ranks
     holds half of every parameter from the start (not the full model), and both stages train."""

@@ -67,7 +67,7 @@ def test_gradient_accumulation_matches_larger_micro_batch(
 
 
 @pytest.mark.parametrize('engine, extra', [
-    ('pipe', []), ('nopipe', ['--no-pipeline-parallel'])])
+    ('pipe', []), pytest.param('nopipe', ['--no-pipeline-parallel'], marks=pytest.mark.slow)])
 def test_checkpoint_resume_continues_exactly(gpt_run, work_dir, engine, extra):
     ckpt = work_dir / f'ckpt_{engine}'
     common = EXACT + extra + ['--save', str(ckpt), '--save-interval', '3']

@@ -60,6 +60,7 @@ def test_a_second_apply_plans_nothing(norm_type_branches_olmo2_tree):
     assert prepare(OLMO2, norm_type_branches_olmo2_tree.root).changes == []
 
 
+@pytest.mark.slow  # ~10 s: the structure tests above stay in the test command
 def test_verify_passes(norm_type_branches_olmo2_tree, tmp_path):
     """The tree's --normalization rmsnorm branch builds the norms: the layer is post-norm as HF's is
     (about 13 s)."""
