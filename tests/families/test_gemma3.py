@@ -237,7 +237,7 @@ def test_convert_round_trips_bit_exact_and_the_tree_loads_it(gemmas_tree, tmp_pa
 
 @pytest.mark.parametrize("engine", [[], ["--no-pipe"]], ids=["pipe", "plain"])
 def test_gemma3_trains(gemmas_tree, smoke_workdir, engine):
-    done = CliRunner().invoke(app, ["smoke", "gemma3", "--target", str(gemmas_tree), "--steps", "20",
+    done = CliRunner().invoke(app, ["smoke", "gemma3", "--target", str(gemmas_tree), "--steps", "10",
                                     "--workdir", str(smoke_workdir), "--json", *engine])
     assert done.exit_code == 0, done.output[-3000:]
     doc = json.loads(done.stdout)

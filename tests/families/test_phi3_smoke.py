@@ -28,7 +28,7 @@ def smoke(tree, workdir, family, *more):
 
 
 @pytest.mark.parametrize(("family", "more"), [
-    ("phi3", ()), ("phi3", ("--no-pipe",)), ("phi3_5", ()), ("phi3_5", ("--no-pipe",)),
+    ("phi3", ()), ("phi3", ("--no-pipe",)), pytest.param("phi3_5", (), marks=pytest.mark.slow), ("phi3_5", ("--no-pipe",)),
 ], ids=["phi3-pipe", "phi3-plain", "phi3_5-pipe", "phi3_5-plain"])
 def test_phi3_and_phi3_5_train(phi3_tree, smoke_workdir, family, more):
     smoke(phi3_tree, smoke_workdir, family, *more)

@@ -13,7 +13,7 @@ from porter.cli import app
 from porter.smoke import SmokeConfig, run_smoke
 
 def smoke(family, tree, workdir, *more):
-    done = CliRunner().invoke(app, ["smoke", family, "--target", str(tree), "--steps", "20",
+    done = CliRunner().invoke(app, ["smoke", family, "--target", str(tree), "--steps", "10",
                                     "--workdir", str(workdir), "--json", *more])
     assert done.exit_code == 0, done.output[-3000:]
     doc = json.loads(done.stdout)
