@@ -543,6 +543,25 @@ def apex_at_startup(root: Path) -> None:
          "                total += norm.cpu() ** 2\n")
 
 
+# the tree's own torch RMSNorm (megatron/model/rmsnorm.py) of the variants that have one
+OWN_RMSNORM = '''
+    import torch
+
+
+    class RMSNorm(torch.nn.Module):
+        """This tree's own RMSNorm: x / rms(x) in float32, times the weight."""
+
+        def __init__(self, dim, eps=1e-6):
+            super().__init__()
+            self.eps = eps
+            self.weight = torch.nn.Parameter(torch.ones(dim))
+
+        def forward(self, x):
+            scale = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
+            return (x.float() * scale).type_as(x) * self.weight
+'''
+
+
 # -- 9. the tree's own rmsnorm.py beside apex's RMSNorm with a None fallback -----------------------
 
 
@@ -553,22 +572,7 @@ def own_rmsnorm_apex_fallback(root: Path) -> None:
     write its RMSNorm at the path the tree uses.
     """
     rmsnorm_apex_only(root)
-    add(root, "megatron/model/rmsnorm.py", '''
-        import torch
-
-
-        class RMSNorm(torch.nn.Module):
-            """This tree's own RMSNorm (used by its other model code)."""
-
-            def __init__(self, dim, eps=1e-6):
-                super().__init__()
-                self.eps = eps
-                self.weight = torch.nn.Parameter(torch.ones(dim))
-
-            def forward(self, x):
-                scale = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
-                return (x.float() * scale).type_as(x) * self.weight
-    ''')
+    add(root, "megatron/model/rmsnorm.py", OWN_RMSNORM)
 
 
 # -- 7. a q | k | v thirds split next to a per-group split method ----------------------------------
@@ -673,24 +677,6 @@ def own_swiglu_flag(root: Path) -> None:
 
 
 # -- 10. the layer's norms chosen per norm type in nested if/elif/else ---------------------------------
-
-OWN_RMSNORM = '''
-    import torch
-
-
-    class RMSNorm(torch.nn.Module):
-        """This tree's own RMSNorm: x / rms(x) in float32, times the weight."""
-
-        def __init__(self, dim, eps=1e-6):
-            super().__init__()
-            self.eps = eps
-            self.weight = torch.nn.Parameter(torch.ones(dim))
-
-        def forward(self, x):
-            scale = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
-            return (x.float() * scale).type_as(x) * self.weight
-'''
-
 
 def norm_type_branches(root: Path) -> None:
     """The layer's norms built per norm type in if/elif/else branches, like microsoft/Megatron-DeepSpeed
