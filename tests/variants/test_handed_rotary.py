@@ -29,7 +29,6 @@ ROTARY = "megatron/model/rotary_pos_embedding.py"
 # variant's unported rotary module, whose cache keeps the first angles of a length (broken on purpose).
 CHECK = """
     import importlib.util, json, os, sys
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29535", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     sys.argv = ["pretrain_gemma3.py", "--num-layers", "2", "--hidden-size", "64", "--num-attention-heads", "4",
                 "--kv-channels", "16", "--ffn-hidden-size", "96", "--seq-length", "16",
                 "--max-position-embeddings", "16", "--micro-batch-size", "1", "--distributed-backend", "gloo",

@@ -27,8 +27,7 @@ TRANSFORMER = "megatron/model/transformer.py"
 # MLP built with --geglu off (the tree's own SwiGLU): the check tells the two apart. And the
 # tree's parse_args given `--geglu` alone (pretrain_gpt.py): the tree's gated MLP comes on with it.
 MLP_CHECK = """
-    import json, os, sys
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29531", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    import json, sys
     sys.argv = ["pretrain_gemma.py", "--num-layers", "1", "--hidden-size", "64", "--num-attention-heads", "4",
                 "--ffn-hidden-size", "96", "--seq-length", "8", "--micro-batch-size", "1",
                 "--distributed-backend", "gloo"]

@@ -27,8 +27,7 @@ GPT_MODEL = "megatron/model/gpt_model.py"
 # off: the plain model's post-processing (logits, and per-token losses), its chunked-loss branch, and
 # the pipe's layer right after its tied head.
 CHECK = """
-    import json, os, sys
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29533", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    import json, sys
     sys.argv = ["pretrain_gpt.py", "--num-layers", "1", "--hidden-size", "64", "--num-attention-heads", "4",
                 "--seq-length", "8", "--max-position-embeddings", "8", "--micro-batch-size", "1",
                 "--distributed-backend", "gloo", "--final-logit-softcap", "2.0"]
