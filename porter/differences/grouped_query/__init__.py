@@ -7,13 +7,18 @@ it: the fused QKV projection shrinks to (np + 2 * ng) * hn, laid out per group
 [ng, np/ng + 2, hn] (the tree's per-head layout when ng = np), is split by groups, and keys
 and values are repeated for the tree's unfused attention math only: the fused kernel takes
 the groups as they are. The tensor-parallel size must divide ng (checked with the arguments).
-HF: `num_key_value_heads`.
+HF: `num_key_value_heads`. A tree whose own GQA projects q and (k, v) apart (apart.py): its
+two projections are named in the layout, and the weights and probes follow them (weights.py);
+one porter cannot read is refused.
 """
 
 from __future__ import annotations
 
 from porter.differences.base import Difference
 from porter.differences.grouped_query import rewrites as G
+from porter.differences.grouped_query.apart import ApartProjections, split_projections
+from porter.differences.grouped_query.weights import apart_probes, apart_weights
+from porter.errors import PorterError
 from porter.planner import rw, unsupported
 from porter.profile import TRANSFORMER
 from porter.profile.features import NETWORK, Spelling, tree_spelling
@@ -44,6 +49,26 @@ class GroupedQueryAttention(Difference):
     def wanted(self, spec):
         return spec["attention.num_query_groups"] is not None
 
+    def detect(self, parsed):
+        transformer = parsed(TRANSFORMER)
+        return split_projections(transformer) if transformer is not None else None
+
+    def layout(self, profile, spec):
+        apart = profile.facts.get(self.name)
+        if not isinstance(apart, ApartProjections):
+            return {}
+        if apart.found:
+            if self.wanted(spec):
+                raise _unreadable(apart)
+            return {}
+        return {"gqa_query": apart.query, "gqa_key_value": apart.key_value}
+
+    def weights(self, layer):
+        apart_weights(layer)
+
+    def probes(self, layer):
+        apart_probes(layer)
+
     def validate(self, values, given, fail):
         groups, heads = values["attention.num_query_groups"], values["sizes.num_attention_heads"]
         if groups is not None and heads is not None and heads % groups:
@@ -54,6 +79,9 @@ class GroupedQueryAttention(Difference):
     def plan(self, p):
         groups = p.spec["attention.num_query_groups"]
         spelling = p.switch(SWITCH, on=groups, field="attention.num_query_groups")
+        apart = p.facts(self.name)
+        if isinstance(apart, ApartProjections) and apart.found:
+            raise _unreadable(apart)
         if p.implemented(SWITCH):
             return
         p.checks.append(
@@ -99,3 +127,18 @@ class GroupedQueryAttention(Difference):
         if groups is None:
             return {}
         return {"attention.num_query_groups": 1 if groups == 1 else max(1, tiny.num_attention_heads // 2)}
+
+
+def _unreadable(apart: ApartProjections) -> PorterError:
+    """The refusal of a tree whose GQA builds a query and a key/value projection porter cannot read:
+    its weights would go to the wrong tensors."""
+    return PorterError(
+        "ParallelAttention projects query and key/value apart under grouped-query attention, in a layout porter "
+        "cannot read", file=TRANSFORMER,
+        construct="ParallelAttention: with fewer key/value heads than query heads, self.<q> = ColumnParallelLinear("
+                  "h, np * hn) and self.<kv> = ColumnParallelLinear(h, 2 * ng * hn), whose output is viewed as "
+                  "[ng, 2 * hn] and cut in key | value halves",
+        found=apart.found,
+        fix="port this tree's grouped-query attention by hand (or port a model with one key/value head per query "
+            "head), or report the variant",
+    )
