@@ -53,8 +53,13 @@ def _doubled(call: cst.Call) -> bool:
     return isinstance(size, cst.BinaryOperation) and isinstance(size.operator, cst.Multiply) and code(size.left) == "2"
 
 
+def _key_value(text: str) -> bool:
+    """A count of key/value heads (`num_key_value_heads`, `kv_heads`), not of query heads."""
+    return "key_value" in text or "kv" in text
+
+
 def _gqa_flags(init: cst.FunctionDef) -> set[str]:
-    """`self.<flag>` assigned `<a> != <b>` where both sides count heads (query heads vs key/value heads)."""
+    """`self.<flag>` assigned `<a> != <b>` where one side counts query heads, the other key/value heads."""
     flags = set()
     for assign in findall(init, m.Assign(targets=[m.AssignTarget(target=m.Attribute(value=m.Name("self")))])):
         value = assign.value
@@ -63,7 +68,7 @@ def _gqa_flags(init: cst.FunctionDef) -> set[str]:
         if not isinstance(value.comparisons[0].operator, cst.NotEqual):
             continue
         left, right = code(value.left), code(value.comparisons[0].comparator)
-        if "key_value_heads" in left + right and "attention_heads" in left + right:
+        if "heads" in left and "heads" in right and _key_value(left) != _key_value(right):
             flags.add(f"self.{assign.targets[0].target.attr.value}")
     return flags
 

@@ -1,0 +1,120 @@
+"""A tree's own grouped-query attention that projects q and (k, v) apart (porter/differences/
+grouped_query/apart.py): the detector reads the two projections from the class's own flag and
+branch (text written here in the construct's shape), refuses one it cannot read at apply time,
+and the weights and probes it puts in the layer agree with each other and with HF's k and v."""
+
+from __future__ import annotations
+
+import libcst as cst
+import pytest
+import torch
+
+from porter.differences.grouped_query.apart import split_projections
+from porter.differences.grouped_query.weights import apart_probes, apart_weights, fuse_kv, split_kv
+from porter.layout import WeightLayout
+from porter.probe import LayerProbes
+from porter.weights import LayerWeights, ModelShape
+
+ATTENTION = '''
+class ParallelAttention(MegatronModule):
+    def __init__(self, config, layer_number, attention_type=AttnType.self_attn):
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.grouped = self.heads != self.kv_heads
+        width = config.kv_channels * self.heads
+        kv_width = config.kv_channels * self.kv_heads
+        self.kv_heads_here = core.utils.divide(self.kv_heads, world_size)
+        self.hn = config.kv_channels
+        if attention_type == AttnType.self_attn and not self.grouped:
+            self.query_key_value = tensor_parallel.ColumnParallelLinear(config.hidden_size, 3 * width, config=config)
+        elif self.grouped and attention_type == AttnType.self_attn:
+            self.q_part = tensor_parallel.ColumnParallelLinear(config.hidden_size, width, config=config)
+            self.kv_part = tensor_parallel.ColumnParallelLinear(config.hidden_size, KV_WIDTH, config=config)
+        else:
+            self.q_part = tensor_parallel.ColumnParallelLinear(config.hidden_size, width, config=config)
+            self.kv_part = tensor_parallel.ColumnParallelLinear(config.hidden_size, 2 * width, config=config)
+        self.dense = tensor_parallel.RowParallelLinear(width, config.hidden_size, config=config)
+
+    def forward(self, hidden_states, attention_mask, encoder_output=None):
+        if self.grouped:
+            query_layer, _ = self.q_part(hidden_states)
+            kv, _ = self.kv_part(hidden_states)
+            kv = kv.view(*kv.size()[:-1], self.kv_heads_here, 2 * self.hn)
+            key_layer, value_layer = KV_SPLIT
+        return self.dense(query_layer)
+'''
+GROUPED = {"KV_WIDTH": "2 * kv_width", "KV_SPLIT": "tensor_parallel.split_tensor_along_last_dim(kv, 2)"}
+
+
+def _attention(**changes) -> cst.Module:
+    text = ATTENTION
+    for key, value in {**GROUPED, **changes}.items():
+        text = text.replace(key, value)
+    return cst.parse_module(text)
+
+
+def test_the_detector_reads_the_two_projections_of_the_grouped_branch():
+    apart = split_projections(_attention())
+    assert (apart.query, apart.key_value, apart.found) == ("q_part", "kv_part", "")
+
+
+def test_a_tree_without_the_flag_or_with_the_pair_only_for_cross_attention_has_none():
+    assert split_projections(_attention().with_changes(body=[])) is None
+    no_flag = ATTENTION.replace("self.grouped = self.heads != self.kv_heads", "self.grouped = False")
+    for key, value in GROUPED.items():
+        no_flag = no_flag.replace(key, value)
+    assert split_projections(cst.parse_module(no_flag)) is None
+
+
+@pytest.mark.parametrize("changes, found", [
+    ({"KV_WIDTH": "kv_width + kv_width"}, "none of them 2 * (key/value heads) wide"),
+    ({"KV_SPLIT": "torch.chunk(kv, 2, dim=0)"}, "cut in key | value halves"),
+])
+def test_a_pair_porter_cannot_read_is_found_for_the_refusal(changes, found):
+    apart = split_projections(_attention(**changes))
+    assert apart.query == apart.key_value == "" and found in apart.found
+
+
+def test_apply_refuses_an_unreadable_pair_naming_file_construct_and_fix():
+    from porter.differences.grouped_query import _unreadable
+    apart = split_projections(_attention(KV_WIDTH="kv_width + kv_width"))
+    error = _unreadable(apart)
+    assert error.file == "megatron/model/transformer.py" and "2 * ng * hn" in error.construct and error.fix
+    assert apart.found in error.found
+
+
+SHAPE = ModelShape(num_layers=1, hidden_size=8, num_attention_heads=4, ffn_hidden_size=16, vocab_size=32, kv_heads=2,
+                   head_dim=3)
+LAYOUT = WeightLayout(attention="self_attention", gqa_query="q_part", gqa_key_value="kv_part")
+
+
+def test_the_key_value_weight_is_hf_k_and_v_per_head_and_splits_back_bit_exact():
+    k, v = torch.randn(2 * 3, 8), torch.randn(2 * 3, 8)
+    kv = torch.cat(fuse_kv(k, v, 2))
+    assert torch.equal(kv[:3], k[:3]) and torch.equal(kv[3:6], v[:3]) and torch.equal(kv[6:9], k[3:])
+    back = split_kv(kv, 2)
+    assert torch.equal(back[0], k) and torch.equal(back[1], v)
+
+
+def test_the_layer_weights_and_probes_name_the_two_projections_and_agree():
+    layer = LayerWeights(LAYOUT, SHAPE, {})
+    apart_weights(layer)
+    query, kv = layer.slots["qkv"]
+    assert (query.key, query.hf, query.role) == ("self_attention.q_part.weight", ("self_attn.q_proj.weight",), "rows")
+    assert kv.key == "self_attention.kv_part.weight" and kv.role == "rows"
+    probes = LayerProbes(LAYOUT, 0, SHAPE.num_attention_heads, {"num_key_value_heads": 2})
+    apart_probes(probes)
+    assert [p.name for p in probes.slots["qkv"]] == ["language_model.encoder.layers.0.self_attention.q_part",
+                                                      "language_model.encoder.layers.0.self_attention.kv_part"]
+    # the tree's kv_part output (x @ W^T, W made from HF's k and v) is what the probe computes from HF's
+    x, k, v = torch.randn(1, 5, 8), torch.randn(6, 8), torch.randn(6, 8)
+    tree = x @ torch.cat(kv.to_tree((k, v))).T
+    hf = probes.slots["qkv"][1].hf({"model.layers.0.self_attn.k_proj": x @ k.T, "model.layers.0.self_attn.v_proj": x @ v.T})
+    assert torch.allclose(tree, hf)
+
+
+def test_as_many_key_value_heads_as_query_heads_keep_the_fused_projection():
+    shape = ModelShape(num_layers=1, hidden_size=8, num_attention_heads=4, ffn_hidden_size=16, vocab_size=32)
+    layer = LayerWeights(LAYOUT, shape, {})
+    apart_weights(layer)
+    assert [w.key for w in layer.slots["qkv"]] == ["self_attention.query_key_value.weight"]
