@@ -9,14 +9,18 @@ and values are repeated for the tree's unfused attention math only: the fused ke
 the groups as they are. The tensor-parallel size must divide ng (checked with the arguments).
 HF: `num_key_value_heads`. A tree whose own GQA projects q and (k, v) apart (apart.py): its
 two projections are named in the layout, and the weights and probes follow them (weights.py);
-one porter cannot read is refused.
+one porter cannot read is refused. A tree whose own repeat of the key/value heads is a
+zero-stride view its unfused attention cannot `.view` (expanded.py) gets those views repaired.
 """
 
 from __future__ import annotations
 
 from porter.differences.base import Difference
 from porter.differences.grouped_query import rewrites as G
+from dataclasses import dataclass
+
 from porter.differences.grouped_query.apart import ApartProjections, split_projections
+from porter.differences.grouped_query.expanded import ExpandedRepeat, expanded_repeat
 from porter.differences.grouped_query.weights import apart_probes, apart_weights
 from porter.errors import PorterError
 from porter.planner import rw, unsupported
@@ -25,6 +29,14 @@ from porter.profile.features import NETWORK, Spelling, tree_spelling
 from porter.schema import number
 
 SWITCH = "num_query_groups"
+
+
+@dataclass(frozen=True)
+class TreeGQA:
+    """What the tree's own grouped-query attention does that porter follows or repairs."""
+
+    apart: ApartProjections | None  # q and (k, v) projected apart (apart.py)
+    expanded: ExpandedRepeat | None  # a zero-stride key/value repeat (expanded.py)
 
 
 class GroupedQueryAttention(Difference):
@@ -51,11 +63,14 @@ class GroupedQueryAttention(Difference):
 
     def detect(self, parsed):
         transformer = parsed(TRANSFORMER)
-        return split_projections(transformer) if transformer is not None else None
+        if transformer is None:
+            return None
+        return TreeGQA(split_projections(transformer), expanded_repeat(transformer))
 
     def layout(self, profile, spec):
-        apart = profile.facts.get(self.name)
-        if not isinstance(apart, ApartProjections):
+        facts = profile.facts.get(self.name)
+        apart = facts.apart if facts is not None else None
+        if apart is None:
             return {}
         if apart.found:
             if self.wanted(spec):
@@ -79,10 +94,18 @@ class GroupedQueryAttention(Difference):
     def plan(self, p):
         groups = p.spec["attention.num_query_groups"]
         spelling = p.switch(SWITCH, on=groups, field="attention.num_query_groups")
-        apart = p.facts(self.name)
-        if isinstance(apart, ApartProjections) and apart.found:
-            raise _unreadable(apart)
+        facts = p.facts(self.name) or TreeGQA(None, None)
+        if facts.apart is not None and facts.apart.found:
+            raise _unreadable(facts.apart)
         if p.implemented(SWITCH):
+            expanded = facts.expanded
+            if expanded is not None:
+                p.edit(TRANSFORMER, SWITCH,
+                       f"repair: ParallelAttention.{expanded.method} repeats key/value heads by expand (a zero stride, "
+                       f"no copy), which CoreAttention.forward's {' and '.join(expanded.viewed)} .view cannot take "
+                       "with one key/value head on a rank and more than one sequence; reshape (the same view where one "
+                       "is possible)",
+                       rw(G.ReshapeRepeatedKeyValue, cls="CoreAttention", func="forward", names=expanded.viewed))
             return
         p.checks.append(
             f"""
