@@ -1,7 +1,8 @@
-"""A tree's own grouped-query attention that projects q and (k, v) apart (porter/differences/
-grouped_query/apart.py): the detector reads the two projections from the class's own flag and
-branch (text written here in the construct's shape), refuses one it cannot read at apply time,
-and the weights and probes it puts in the layer agree with each other and with HF's k and v."""
+"""A tree's own grouped-query attention (porter/differences/grouped_query/apart.py, expanded.py):
+the detector reads q and (k, v) projected apart from the class's own flag and branch (text written
+here in the construct's shape), refuses one it cannot read at apply time, and the weights and probes
+it puts in the layer agree with each other and with HF's k and v; a zero-stride key/value repeat
+gets the unfused attention's views repaired."""
 
 from __future__ import annotations
 
@@ -118,3 +119,48 @@ def test_as_many_key_value_heads_as_query_heads_keep_the_fused_projection():
     layer = LayerWeights(LAYOUT, shape, {})
     apart_weights(layer)
     assert [w.key for w in layer.slots["qkv"]] == ["self_attention.query_key_value.weight"]
+
+
+REPEAT = '''
+class ParallelAttention(MegatronModule):
+    def widen(self, x, times):
+        s, b, g, hn = x.shape
+        if times == 1:
+            return x
+        return x[:, :, :, None, :].expand(s, b, g, times, hn).reshape(s, b, g * times, hn)
+
+
+class CoreAttention(MegatronModule):
+    def forward(self, q, k, v, mask):
+        shape = (q.size(1), q.size(2), q.size(0), k.size(0))
+        q = q.view(shape[2], shape[0] * shape[1], -1)
+        k = k.view(shape[3], shape[0] * shape[1], -1)
+        if self.fused:
+            return fused(q, k, v)
+        else:
+            v = v.view(v.size(0), shape[0] * shape[1], -1)
+        return torch.bmm(q, v)
+'''
+
+
+def test_the_zero_stride_repeat_and_the_views_it_breaks_are_found():
+    from porter.differences.grouped_query.expanded import expanded_repeat
+    found = expanded_repeat(cst.parse_module(REPEAT))
+    assert (found.method, found.viewed) == ("widen", ("k", "v"))
+    assert expanded_repeat(cst.parse_module(REPEAT.replace(".reshape(", ".contiguous().reshape("))) is None
+
+
+def test_the_repair_reshapes_the_key_and_value_views_only_and_is_idempotent():
+    from porter.differences.grouped_query.rewrites import ReshapeRepeatedKeyValue
+    module = cst.parse_module(REPEAT)
+    once = ReshapeRepeatedKeyValue(cls="CoreAttention", func="forward", names=("k", "v")).apply(module, "t.py")
+    text = once.code
+    assert "k = k.reshape(shape[3]" in text and "v = v.reshape(v.size(0)" in text and "q = q.view(" in text
+    twice = ReshapeRepeatedKeyValue(cls="CoreAttention", func="forward", names=("k", "v")).apply(once, "t.py")
+    assert twice.code == text
+    # why: the repeat's zero-stride heads cannot be viewed as [sk, b * np, hn]; reshape is the same numbers
+    x = torch.randn(5, 2, 1, 3)
+    widened = x[:, :, :, None, :].expand(5, 2, 1, 4, 3).reshape(5, 2, 4, 3)
+    with pytest.raises(RuntimeError):
+        widened.view(5, 8, -1)
+    assert torch.equal(widened.reshape(5, 8, -1), widened.contiguous().view(5, 8, -1))
