@@ -37,7 +37,7 @@ def test_gemma2_ports_and_verifies_on_a_tree_with_apart_gqa_projections(label, t
     tree = tmp_path / label
     shutil.copytree(source, tree)
     before = snapshot(tree)
-    apart = profile_of(SourceTree.open(tree)).facts["num_query_groups"]
+    apart = profile_of(SourceTree.open(tree)).facts["num_query_groups"].apart
     assert (apart.query, apart.key_value, apart.found) == ("query", "key_value", "")
     runner = CliRunner()
     applied = runner.invoke(app, ["apply", "gemma2", "--target", str(tree)])
