@@ -76,7 +76,7 @@ class GroupedQueryAttention(Difference):
             if self.wanted(spec):
                 raise _unreadable(apart)
             return {}
-        return {"gqa_query": apart.query, "gqa_key_value": apart.key_value}
+        return {"gqa_query": apart.query, "gqa_key_value": apart.key_value, "gqa_keys_repeated": apart.repeats}
 
     def weights(self, layer):
         apart_weights(layer)
