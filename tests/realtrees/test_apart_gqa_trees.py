@@ -3,7 +3,9 @@ apart under GQA (deep-spin 4e33e780, OpenLLM-France a106b248: `query` and `key_v
 `query_key_value` when there are fewer key/value heads than query heads). Gemma-2 (GQA) ports,
 both classes verify against HF (its weights go to the two projections), and revert gives the
 tree back byte for byte. Before porter read that layout, the port applied and verify failed
-(max |logit - HF| ~ 4: the attention's weights were left at their random initialisation)."""
+(max |logit - HF| ~ 4: the attention's weights were left at their random initialisation).
+Gemma-3 on OpenLLM-France (a rotary class that saves its frequencies, the key norm after the
+tree's repeat of the keys) verifies too."""
 
 from __future__ import annotations
 
@@ -29,8 +31,8 @@ pytestmark = [
 ]
 
 
-@pytest.mark.parametrize("label", ["dspin-head", "ollf-head"])
-def test_gemma2_ports_and_verifies_on_a_tree_with_apart_gqa_projections(label, tmp_path):
+@pytest.mark.parametrize("label, family", [("dspin-head", "gemma2"), ("ollf-head", "gemma2"), ("ollf-head", "gemma3")])
+def test_a_gqa_family_ports_and_verifies_on_a_tree_with_apart_gqa_projections(label, family, tmp_path):
     source = Path(ROOT or ".") / label
     if not source.is_dir():
         pytest.skip(f"{source} is missing")
@@ -40,9 +42,10 @@ def test_gemma2_ports_and_verifies_on_a_tree_with_apart_gqa_projections(label, t
     apart = profile_of(SourceTree.open(tree)).facts["num_query_groups"].apart
     assert (apart.query, apart.key_value, apart.found) == ("query", "key_value", "")
     runner = CliRunner()
-    applied = runner.invoke(app, ["apply", "gemma2", "--target", str(tree)])
+    applied = runner.invoke(app, ["apply", family, "--target", str(tree)])
     assert applied.exit_code == 0, applied.output
-    passed(verify(load_spec("gemma2"), tree, tmp_path / "verify"), ["Gemma2Model", "Gemma2ModelPipe"])
+    spec = load_spec(family)
+    passed(verify(spec, tree, tmp_path / "verify"), [spec.model_class, f"{spec.model_class}Pipe"])
     reverted = runner.invoke(app, ["revert", "--target", str(tree)])
     assert reverted.exit_code == 0, reverted.output
     assert not diff_snapshots(before, snapshot(tree))

@@ -42,6 +42,7 @@ class ParallelAttention(MegatronModule):
             kv, _ = self.kv_part(hidden_states)
             kv = kv.view(*kv.size()[:-1], self.kv_heads_here, 2 * self.hn)
             key_layer, value_layer = KV_SPLIT
+            key_layer = self.widen(key_layer, self.heads // self.kv_heads)
         return self.dense(query_layer)
 '''
 GROUPED = {"KV_WIDTH": "2 * kv_width", "KV_SPLIT": "tensor_parallel.split_tensor_along_last_dim(kv, 2)"}
@@ -56,7 +57,9 @@ def _attention(**changes) -> cst.Module:
 
 def test_the_detector_reads_the_two_projections_of_the_grouped_branch():
     apart = split_projections(_attention())
-    assert (apart.query, apart.key_value, apart.found) == ("q_part", "kv_part", "")
+    assert (apart.query, apart.key_value, apart.found, apart.repeats) == ("q_part", "kv_part", "", True)
+    unrepeated = _attention(**{"            key_layer = self.widen(": "            other = self.widen("})
+    assert split_projections(unrepeated).repeats is False
 
 
 def test_a_tree_without_the_flag_or_with_the_pair_only_for_cross_attention_has_none():
@@ -164,3 +167,40 @@ def test_the_repair_reshapes_the_key_and_value_views_only_and_is_idempotent():
     with pytest.raises(RuntimeError):
         widened.view(5, 8, -1)
     assert torch.equal(widened.reshape(5, 8, -1), widened.contiguous().view(5, 8, -1))
+
+
+def test_the_key_norm_probe_takes_one_key_per_group_where_the_tree_repeats_them_before_it():
+    from dataclasses import replace
+
+    from porter.differences.qk_norm.probes import add_qk_norm_probes
+    probes = LayerProbes(replace(LAYOUT, gqa_keys_repeated=True), 0, 4, {"num_key_value_heads": 2})
+    add_qk_norm_probes(probes)
+    query, key = probes.slots["qk_norm"]
+    heads = torch.randn(5, 2, 2, 3)  # [s, b, ng, hn]
+    repeated = heads.repeat_interleave(2, dim=2)  # [s, b, np, hn] as the tree's repeat makes it
+    assert torch.equal(key.reshape(repeated, 2), heads.flatten(2))
+    assert query.reshape(repeated, 2).shape == (5, 2, 12)
+    plain = LayerProbes(LAYOUT, 0, 4, {"num_key_value_heads": 2})
+    add_qk_norm_probes(plain)
+    assert plain.slots["qk_norm"][1].reshape(heads, 2).shape == (5, 2, 6)
+
+
+def test_the_local_rotary_frequencies_are_saved_in_local_layers_only_with_the_local_base():
+    from porter.differences.local_rotary.weights import local_frequencies
+    from porter.differences.rotary.weights import rope_theta, saved_frequencies
+    key = "self_attention.local_rotary_pos_emb.inv_freq"
+    layout = WeightLayout(attention="self_attention", rotary_buffers=(key,))
+    config = {"layer_types": ["sliding_attention", "full_attention"],
+              "rope_parameters": {"full_attention": {"rope_theta": 1e6, "rope_type": "default"},
+                                  "sliding_attention": {"rope_theta": 1e4, "rope_type": "default"}}}
+    assert rope_theta(config) == 1e6
+    shape = ModelShape(num_layers=2, hidden_size=8, num_attention_heads=2, ffn_hidden_size=16, vocab_size=32)
+    made = []
+    for index in (0, 1):
+        layer = LayerWeights(layout, shape, config, index)
+        saved_frequencies(layer)
+        local_frequencies(layer)
+        made.append([(w.key, w.made()) for w in layer.slots["rotary_buffers"]])
+    ((name, local),), global_ = made
+    assert name == key and global_ == []
+    assert torch.allclose(local, 1.0 / (1e4 ** (torch.arange(0, 4, 2).float() / 4)))
