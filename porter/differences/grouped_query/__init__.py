@@ -15,10 +15,10 @@ zero-stride view its unfused attention cannot `.view` (expanded.py) gets those v
 
 from __future__ import annotations
 
-from porter.differences.base import Difference
-from porter.differences.grouped_query import rewrites as G
 from dataclasses import dataclass
 
+from porter.differences.base import Difference
+from porter.differences.grouped_query import rewrites as G
 from porter.differences.grouped_query.apart import ApartProjections, split_projections
 from porter.differences.grouped_query.expanded import ExpandedRepeat, expanded_repeat
 from porter.differences.grouped_query.weights import apart_probes, apart_weights
