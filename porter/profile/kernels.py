@@ -1,11 +1,15 @@
-"""Where the tree's attention builds another kernel instead of its core attention (flash kernels).
+"""Detector: where the tree's attention builds another kernel instead of its core attention (flash kernels).
 
-Detector: a class of the transformer whose `__init__` chooses what it builds in an if/elif/else
-on its own flags (`if self.<flag>: x = <Kernel>(...) elif self.<other>: ... else: x =
+A class of the transformer whose `__init__` chooses what it builds in an if/elif/else on its
+own flags (`if self.<flag>: x = <Kernel>(...) elif self.<other> and <more>: ... else: x =
 <Core>(...)`, the core a class of the same module; microsoft HEAD's ParallelAttention chooses
 FlashSelfAttentionTriton, FlashSelfAttention or CoreAttention on `self.use_flash_attn_triton`
-and `self.use_flash_attn`, and its forward runs the flash one under `if self.use_flash_attn:`).
-A cap of the scores lives in the core attention: while it is set, those flags must be off.
+and `self.use_flash_attn`, and its forward runs the flash one under `if self.use_flash_attn:`;
+Habana's Megatron-DeepSpeed adds a Gaudi FusedSDPA one under `self.use_fused_sdpa and <on a
+Gaudi>`). A test may be `self.<flag>` or an `and` of it with more: the flag off, the branch is
+not taken. What changes the scores or the mask (a soft-cap, a sliding window) lives in the core
+attention, and those kernels take a plain causal mask and no function of the scores: while it
+is set, those flags must be off (porter.edits.kernels).
 """
 
 from __future__ import annotations
@@ -35,16 +39,25 @@ def _builds(block: cst.CSTNode) -> str | None:
     return None
 
 
+def _flag(test: cst.BaseExpression) -> str | None:
+    """The `self.<flag>` whose being off makes the test false: the test itself, or the first
+    operand of an `and` that is one."""
+    if isinstance(test, cst.Attribute) and dotted(test.value) == "self":
+        return test.attr.value
+    if isinstance(test, cst.BooleanOperation) and isinstance(test.operator, cst.And):
+        return _flag(test.left) or _flag(test.right)
+    return None
+
+
 def _chain(branch: cst.If, classes: set[str]) -> tuple[list[tuple[str, str]], str | None]:
     """([(flag, class)] of an if/elif chain on self flags, the class its else builds)."""
     tested = []
     while isinstance(branch, cst.If):
-        if not (isinstance(branch.test, cst.Attribute) and dotted(branch.test.value) == "self"):
-            return [], None
+        flag = _flag(branch.test)
         built = _builds(branch.body)
-        if built is None:
+        if flag is None or built is None:
             return [], None
-        tested.append((branch.test.attr.value, built))
+        tested.append((flag, built))
         branch = branch.orelse
     if not isinstance(branch, cst.Else):
         return [], None
