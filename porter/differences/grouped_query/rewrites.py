@@ -85,8 +85,9 @@ class GroupedQKVSplit(Rewrite):
     [ng, np/ng + 2, hn] instead (the same thing when ng = np). Where the tree's own attention
     math follows (it takes one key/value head per query head), keys and values are repeated
     np/ng times just before it: at the top of the unfused branch when porter's fused
-    attention is there (the fused kernel takes the groups as they are), else right after the
-    split.
+    attention is there (the fused kernel takes the groups as they are), else before the tree's
+    core attention, or, where another module holds it, once keys and values are final (after
+    the key/value cache) before they are handed on.
     """
 
     construct = "`x = x.view(...np, 3 * hn)` and `(query_layer, key_layer, value_layer) = split(x, 3)`"
@@ -169,7 +170,15 @@ class GroupedQKVSplit(Rewrite):
                 new_if = stmt.with_changes(orelse=stmt.orelse.with_changes(body=stmt.orelse.body.with_changes(body=inner)))
                 return [*body[:index], new_if, *body[index + 1:]]
         span = core_span(body)
-        if span is None:
-            self.missing("no core attention (torch.baddbmm scores ... context_layer) after the q, k, v split")
+        if span is not None:
+            return before(list(body), span.start)
+        # the core attention is another module's (Habana's CoreAttention, called from here): the
+        # repeat goes where keys and values are final, after the last statement binding them (the
+        # key/value cache's `present` included), before the call that hands them on
+        final = [i for i, s in enumerate(body) if assigned_names(s) & {"key_layer", "value_layer", "present"}]
+        later = final and any(mentions(s, "key_layer") for s in body[final[-1] + 1:])
+        if not later:
+            self.missing("no core attention (torch.baddbmm scores ... context_layer), nor a call handing on "
+                         "key_layer after the q, k, v split")
             return body
-        return before(list(body), span.start)
+        return before(list(body), final[-1] + 1)
