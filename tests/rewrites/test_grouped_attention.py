@@ -3,6 +3,7 @@ grouped split with one group per head is the tree's per-head split."""
 
 from functools import partial
 
+import libcst as cst
 import torch
 
 from porter.differences.grouped_query import rewrites as G
@@ -88,6 +89,29 @@ def test_a_tree_without_a_core_attention_is_refused(refuses):
     source = ATTENTION.replace("torch.baddbmm(", "torch.matmul(")
     error = refuses(partial(G.GroupedQKVSplit, cls="ParallelAttention", func="forward"), source)
     assert "baddbmm" in str(error)
+
+
+def test_where_another_module_holds_the_core_keys_are_repeated_once_final_before_it_gets_them(check):
+    handed = ATTENTION.replace('''
+        # scores
+        matmul_result = torch.baddbmm(
+            matmul_result, query_layer, key_layer, beta=0.0, alpha=(1.0 / self.norm_factor))
+        context_layer = torch.bmm(matmul_result, value_layer)
+''', '''
+        if layer_past is not None:
+            key_layer = torch.cat((layer_past[0], key_layer), dim=0)
+            value_layer = torch.cat((layer_past[1], value_layer), dim=0)
+
+        # the core attention
+        context_layer = self.core(query_layer, key_layer, value_layer, attention_mask)
+''')
+    after = G.GroupedQKVSplit(cls="ParallelAttention", func="forward").apply(
+        cst.parse_module(handed.lstrip("\n")), "snippet.py").code
+    assert ("            value_layer = torch.cat((layer_past[1], value_layer), dim=0)\n\n"
+            "        # the attention math below takes one key/value head per query head\n"
+            "        key_layer, value_layer = repeat_key_value(key_layer, value_layer, "
+            "self.num_attention_heads_per_partition)\n"
+            "        # the core attention\n") in after
 
 
 def _helpers():

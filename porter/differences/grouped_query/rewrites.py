@@ -176,9 +176,11 @@ class GroupedQKVSplit(Rewrite):
         # repeat goes where keys and values are final, after the last statement binding them (the
         # key/value cache's `present` included), before the call that hands them on
         final = [i for i, s in enumerate(body) if assigned_names(s) & {"key_layer", "value_layer", "present"}]
-        later = final and any(mentions(s, "key_layer") for s in body[final[-1] + 1:])
+        hands_on = m.Call(func=m.Attribute(value=m.Name("self")), args=[m.ZeroOrMore(), m.Arg(value=m.Name("key_layer")),
+                                                                         m.ZeroOrMore()])
+        later = final and any(findall(s, hands_on) for s in body[final[-1] + 1:])
         if not later:
-            self.missing("no core attention (torch.baddbmm scores ... context_layer), nor a call handing on "
-                         "key_layer after the q, k, v split")
+            self.missing("no core attention (torch.baddbmm scores ... context_layer), nor a call "
+                         "self.<module>(..., key_layer, ...) handing keys on after the q, k, v split")
             return body
         return before(list(body), final[-1] + 1)
