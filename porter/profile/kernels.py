@@ -6,7 +6,9 @@ own flags (`if self.<flag>: x = <Kernel>(...) elif self.<other> and <more>: ... 
 FlashSelfAttentionTriton, FlashSelfAttention or CoreAttention on `self.use_flash_attn_triton`
 and `self.use_flash_attn`, and its forward runs the flash one under `if self.use_flash_attn:`;
 Habana's Megatron-DeepSpeed adds a Gaudi FusedSDPA one under `self.use_fused_sdpa and <on a
-Gaudi>`). A test may be `self.<flag>` or an `and` of it with more: the flag off, the branch is
+Gaudi>`), or builds the core whatever the flags and the other kernel beside it under `if
+self.<flag>:` (microsoft 9e72d571: `self.core_attention_flash = FlashSelfAttention(...)`,
+forward running it under the flag). A test may be `self.<flag>` or an `and` of it with more: the flag off, the branch is
 not taken. What changes the scores or the mask (a soft-cap, a sliding window) lives in the core
 attention, and those kernels take a plain causal mask and no function of the scores: while it
 is set, those flags must be off (porter.edits.kernels).
@@ -20,7 +22,7 @@ import libcst as cst
 
 from porter.cst import match as m
 from porter.cst.find import findall, function_named
-from porter.cst.nodes import dotted
+from porter.cst.nodes import dotted, mentions
 
 TRANSFORMER = "megatron/model/transformer.py"
 
@@ -60,9 +62,19 @@ def _chain(branch: cst.If, classes: set[str]) -> tuple[list[tuple[str, str]], st
         tested.append((flag, built))
         branch = branch.orelse
     if not isinstance(branch, cst.Else):
-        return [], None
+        return tested, None
     core = _builds(branch.body)
     return tested, core if core in classes else None
+
+
+def _built_plainly(init: cst.FunctionDef, classes: set[str]) -> str | None:
+    """A class of the module that `__init__` builds whatever its flags (`self.x = <Core>(...)` at its top)."""
+    for stmt in init.body.body:
+        if isinstance(stmt, cst.SimpleStatementLine):
+            built = _builds(stmt)
+            if built in classes:
+                return built
+    return None
 
 
 def other_kernels(module: cst.Module | None) -> tuple[OtherKernel, ...]:
@@ -78,6 +90,13 @@ def other_kernels(module: cst.Module | None) -> tuple[OtherKernel, ...]:
             if not isinstance(branch, cst.If):
                 continue
             tested, core = _chain(branch, classes)
+            if core is None and tested:  # `if self.<flag>: self.x = <Flash>(...)`, the core built anyway:
+                # only kernels of the module that its forward runs under the flag
+                forward = function_named(cls, "forward")
+                core = _built_plainly(init, classes)
+                if forward is None or not all(built in classes and mentions(forward, f"self.{flag}")
+                                              for flag, built in tested):
+                    core = None
             flags = tuple(flag for flag, built in tested if built != core)
             if core is not None and flags:
                 found.append(OtherKernel(cls.name.value, flags, core))

@@ -94,3 +94,40 @@ def test_an_or_test_is_not_a_flag_porter_can_turn_off():
     module = cst.parse_module(textwrap.dedent(BEFORE).lstrip("\n").replace(
         "elif self.use_flash_attn:", "elif self.use_flash_attn or other:"))
     assert other_kernels(module) == ()
+
+
+BESIDE = """
+class CoreAttention(MegatronModule):
+    def forward(self, q, k, v, mask):
+        return q
+
+
+class FlashSelfAttention(torch.nn.Module):
+    def forward(self, q, k, v):
+        return q
+
+
+class ParallelAttention(MegatronModule):
+    def __init__(self, config, layer_number):
+        self.use_flash_attn = args.use_flash_attn and config.causal
+        self.core_attention = CoreAttention(layer_number, config)
+        if self.use_flash_attn:
+            self.core_attention_flash = FlashSelfAttention(causal=True)
+
+    def forward(self, hidden_states, mask):
+        if not self.use_flash_attn:
+            return self.core_attention(hidden_states, hidden_states, hidden_states, mask)
+        return self.core_attention_flash(hidden_states, hidden_states, hidden_states)
+"""
+
+
+def test_a_kernel_built_beside_the_core_and_run_under_its_flag_is_found():
+    module = cst.parse_module(textwrap.dedent(BESIDE).lstrip("\n"))
+    assert other_kernels(module) == (OtherKernel("ParallelAttention", ("use_flash_attn",), "CoreAttention"),)
+
+
+def test_a_module_built_under_a_flag_that_forward_does_not_read_is_no_kernel():
+    # e.g. a norm built only when asked for: forward runs it by its own attribute, not under the flag
+    module = cst.parse_module(textwrap.dedent(BESIDE).lstrip("\n").replace(
+        "        if not self.use_flash_attn:\n", "        if self.core_attention_flash is None:\n"))
+    assert other_kernels(module) == ()
