@@ -13,6 +13,7 @@ HF: `num_key_value_heads`.
 from __future__ import annotations
 
 from porter.differences.base import Difference
+from porter.differences.grouped_query import repair as R
 from porter.differences.grouped_query import rewrites as G
 from porter.planner import rw, unsupported
 from porter.profile import TRANSFORMER
@@ -55,6 +56,11 @@ class GroupedQueryAttention(Difference):
         groups = p.spec["attention.num_query_groups"]
         spelling = p.switch(SWITCH, on=groups, field="attention.num_query_groups")
         if p.implemented(SWITCH):
+            site = p.profile.attention
+            if groups == 1 and site is not None and not site.fusable:
+                p.edit(TRANSFORMER, SWITCH, f"repair: {site.cls}.{site.func} reshapes keys and values (the tree's own "
+                       "repeat of a single key/value head is an expand, which view refuses)",
+                       rw(R.ReshapedKeysAndValues, cls=site.cls, func=site.func))
             return
         p.checks.append(
             f"""
