@@ -8,6 +8,12 @@ it inline in `ParallelAttention.forward` (microsoft f01c9e6e, BigScience), other
 from the first one after query, key and value are final (after the key/value cache, when
 there is one) to the last one that binds `context_layer`; nothing else it binds may be used
 after it. A core that adds position biases to the scores (ALiBi) is not fused.
+
+A core porter cannot fuse is still the site of what changes the scores or the mask (a window,
+a soft-cap, the score scale): the class whose `__init__` builds the masked softmax, and the
+method of it that calls it (`forward`, or a helper of it: Habana 9da6581a's
+`CoreAttention.sub_forward`), whatever else that method does (ALiBi, the tree's own rotary,
+a dropout built only when its rate is not 0: Habana's Megatron-DeepSpeed).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ class AttentionSite:
     dropout: str  # `self.<dropout>`: the attention dropout module
     alpha: str  # the baddbmm's alpha, the tree's own expression
     cache_test: str | None  # true when there is no key/value cache, e.g. "layer_past is None and not get_key_value"
+    fusable: bool = True  # False: the masked softmax's site only (porter keeps the tree's attention unfused)
 
 
 @dataclass(frozen=True)
@@ -93,9 +100,34 @@ def _methods(cls: cst.ClassDef) -> dict[str, cst.FunctionDef]:
     return {s.name.value: s for s in cls.body.body if isinstance(s, cst.FunctionDef)}
 
 
+def _calls_softmax(func: cst.FunctionDef, softmax: str) -> bool:
+    return bool(findall(func.body, m.Call(func=m.Attribute(value=m.Name("self"), attr=m.Name(softmax)))))
+
+
 def find_core_attention(module: cst.Module) -> AttentionSite | None:
-    """The site porter can fuse in transformer.py, or None (the port keeps the unfused code)."""
+    """The core attention of transformer.py: the site porter can fuse, or else the site of its masked
+    softmax only (`fusable` False: the port keeps the unfused code), or None."""
     classes = {s.name.value: s for s in module.body if isinstance(s, cst.ClassDef)}
+    fusable = _fusable_site(classes)
+    if fusable is not None:
+        return fusable
+    for name in [*CLASSES, *(c for c in classes if c not in CLASSES)]:
+        methods = _methods(classes[name]) if name in classes else {}
+        init = methods.get("__init__")
+        softmax = _self_attr_assigned_a(init, "FusedScaleMaskSoftmax") if init is not None else None
+        if softmax is None:
+            continue
+        func = next((f for f, node in methods.items() if f != "__init__" and _calls_softmax(node, softmax)), None)
+        if func is None:
+            continue
+        baddbmm = findall(methods[func].body, m.Call(func=m.Attribute(value=m.Name("torch"), attr=m.Name("baddbmm"))))
+        alpha = next((code(a.value) for c in baddbmm for a in c.args if a.keyword is not None
+                      and a.keyword.value == "alpha"), "")
+        return AttentionSite(name, func, softmax, "", alpha, None, fusable=False)
+    return None
+
+
+def _fusable_site(classes: dict[str, cst.ClassDef]) -> AttentionSite | None:
     for name in CLASSES:
         if name not in classes:
             continue

@@ -46,3 +46,21 @@ def test_llama_port_of_a_real_tree(label, tmp_path):
         assert result.verifies, notes
         assert len(result.max_logit_diff) == 2 and all(d <= 1e-5 for d in result.max_logit_diff.values()), \
             result.max_logit_diff
+
+
+# Sliding-window attention on a tree whose core attention porter keeps unfused: Habana's, in a
+# helper method of its CoreAttention, with ALiBi beside the scores (issue 20).
+WINDOWED = "hab-pre"
+
+
+def test_phi3_sliding_window_port_of_a_habana_tree(tmp_path):
+    source = Path(ROOT or ".") / WINDOWED
+    if not source.is_dir():
+        pytest.skip(f"{source} is missing")
+    result = run_acceptance(WINDOWED, source, tmp_path, family="phi3")
+    notes = "\n".join(result.notes)
+    assert all((result.apply, result.idempotent, result.compiles, result.args, result.imports, result.reverts)), notes
+    assert result.trains and result.last < result.first, notes
+    assert result.verifies, notes
+    assert len(result.max_logit_diff) == 2 and all(d <= 1e-5 for d in result.max_logit_diff.values()), \
+        result.max_logit_diff

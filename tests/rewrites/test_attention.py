@@ -153,13 +153,26 @@ def test_a_fused_tree_is_recognised(check):
 
 def test_alibi_scores_stay_unfused():
     alibi = INLINE.replace("buffer, query_layer", "alibi, query_layer")
-    assert site(alibi) is None
+    # still the site of the masked softmax (a window, a soft-cap, a scale go there), not fused
+    assert site(alibi) == AttentionSite("ParallelAttention", "forward", "scale_mask_softmax", "",
+                                        "(1.0/self.norm_factor)", None, fusable=False)
 
 
 def test_a_core_whose_locals_are_used_later_stays_unfused():
     # Habana's sub_forward returns (context_layer, output_size): output_size is needed after the core.
     later = CORE.replace("        return context_layer\n", "        return context_layer, attention_probs\n")
-    assert site(later) is None
+    assert not site(later).fusable
+
+
+def test_a_core_in_a_helper_method_with_a_dropout_built_only_when_needed_is_the_softmax_site():
+    helper = (CORE.replace("torch.nn.Dropout(args.attention_dropout)",
+                           "torch.nn.Dropout(args.attention_dropout) if args.attention_dropout else None")
+                  .replace("    def forward(self, query_layer, key_layer, value_layer, attention_mask):",
+                           "    def forward(self, query_layer, key_layer, value_layer, attention_mask):\n"
+                           "        return self.inner(query_layer, key_layer, value_layer, attention_mask)\n\n"
+                           "    def inner(self, query_layer, key_layer, value_layer, attention_mask):"))
+    assert site(helper) == AttentionSite("CoreAttention", "inner", "scale_mask_softmax", "",
+                                         "(1.0/self.norm_factor)", None, fusable=False)
 
 
 def test_no_softmax_module_no_site():

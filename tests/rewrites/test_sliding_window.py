@@ -71,7 +71,51 @@ class ParallelAttention(MegatronModule):
 '''
     error = refuses(partial(W.SlidingWindowMask, cls="ParallelAttention", func="forward"), source)
     assert error.file == "snippet.py" and "fused_attention_applies" in error.construct
-    assert "neither porter's fused attention nor a core attention" in error.found
+    assert "neither porter's fused attention, a core attention" in error.found
+    assert "nor a call of self.scale_mask_softmax(scores, mask)" in error.found
+
+
+# A core porter keeps unfused (ALiBi added to the scores), in a method of its own, with the tree's
+# inference path slicing the mask between the scores and the softmax.
+HELPER = '''
+class CoreAttention(MegatronModule):
+    def scores_and_context(self, query_layer, key_layer, value_layer, attention_mask, get_key_value, alibi):
+        scores = torch.baddbmm(alibi, query_layer, key_layer, beta=1.0, alpha=(1.0 / self.norm_factor))
+        if get_key_value:
+            attention_mask = attention_mask[..., :scores.size(3), :scores.size(3)]
+
+        # probabilities
+        probs = self.scale_mask_softmax(scores, attention_mask)
+        return torch.bmm(probs, value_layer)
+'''
+
+
+def test_where_porter_keeps_the_core_unfused_the_window_goes_right_before_the_masked_softmax(check):
+    check(partial(W.SlidingWindowMask, cls="CoreAttention", func="scores_and_context"), HELPER,
+          HELPER.replace("\n        # probabilities\n", "\n" + MASK + "        # probabilities\n"))
+
+
+def test_a_softmax_not_given_the_mask_by_name_is_refused(refuses):
+    source = HELPER.replace("self.scale_mask_softmax(scores, attention_mask)",
+                            "self.scale_mask_softmax(scores, mask=attention_mask)")
+    error = refuses(partial(W.SlidingWindowMask, cls="CoreAttention", func="scores_and_context"), source)
+    assert "not given the mask by name as its second argument" in error.found
+
+
+SOFTMAX = '''
+class CoreAttention(MegatronModule):
+    def __init__(self, layer_number):
+        self.scale_mask_softmax = FusedScaleMaskSoftmax(fp16, bf16, mask_type, fusion, mask_func, fp32, coeff)
+        self.sliding_window = layer_window(args.sliding_window, args.sliding_window_pattern, layer_number)
+'''
+
+
+def test_a_windowed_layer_keeps_its_softmaxs_fused_kernels_off(check):
+    check(partial(W.SoftmaxFusionOff, cls="CoreAttention", softmax="scale_mask_softmax"), SOFTMAX,
+          SOFTMAX + "        # Sliding-window attention: the softmax's fused causal kernel never reads the mask; a "
+                    "windowed layer takes its torch path, which applies it.\n"
+                    "        if self.sliding_window:\n"
+                    "            self.scale_mask_softmax.scaled_masked_softmax_fusion = False\n")
 
 
 QKV = '''

@@ -49,7 +49,8 @@ class AttentionScale(Difference):
         site = p.profile.attention
         if site is None:
             raise unsupported("cannot find the core attention to scale", TRANSFORMER,
-                              "a core attention porter recognises (torch.baddbmm scores ... context_layer)",
+                              "a core attention porter recognises (a class building FusedScaleMaskSoftmax, "
+                              "one of its methods calling it on the scores and mask)",
                               "none: porter keeps this tree's attention as it is and cannot change its scale")
         spelling = p.switch(SWITCH, on=p.spec[FIELD], field=FIELD)
         p.describe_model(f"attention scores scaled by 1/sqrt({spelling.option}), not 1/sqrt(head size)")

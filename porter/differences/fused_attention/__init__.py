@@ -26,7 +26,7 @@ class FusedAttention(Difference):
 
     def plan(self, p):
         site = p.profile.attention
-        if site is None:
+        if site is None or not site.fusable:
             p.reused.append("attention: keeps the tree's unfused attention (no core attention porter can fuse)")
             return
         p.import_into(TRANSFORMER, "attention",

@@ -82,8 +82,10 @@ class LocalRotary(Difference):
         if p.implemented("rotary"):
             self._handed(p, spelling, facts)
             return
+        window, pattern = p.switches["sliding_window"], p.switches["sliding_window_pattern"]
         p.edit(TRANSFORMER, SWITCH, "a layer under the sliding window rotates with the local base, unscaled",
-               rw(R.LocalRotaryEmbedding, cls="ParallelAttention", value=f"args.{spelling.dest}"))
+               rw(R.LocalRotaryEmbedding, cls="ParallelAttention", value=f"args.{spelling.dest}",
+                  window=f"layer_window(args.{window.dest}, args.{pattern.dest}, layer_number)"))
 
     def _handed(self, p, spelling, facts):
         """The tree's rotary embedding, built once and handed to every layer: a second one, of the

@@ -11,8 +11,12 @@ porter's switches: `--sliding-window` (int, default None; 0 or unset: no window)
 attention keeps its layer's window (`__init__`: `layer_window(window, pattern, layer_number)`,
 the layer numbered from 1 as ParallelTransformer numbers it), and its mask gains the window
 where the core attention starts, in front of both the fused kernel and the tree's unfused
-softmax (rewrites.py here; the functions are megatron/model/sliding_window.py). Plain and pipe
-model share the attention, so both get it.
+softmax, or right before the tree's masked softmax where porter keeps the core unfused (ALiBi's,
+a core in a helper method: Habana's, BigScience's) (rewrites.py here; the functions are
+megatron/model/sliding_window.py). Kernels that cannot take the window stay off while it is
+set: the tree's flash kernels its attention builds instead of the core (porter.profile.kernels:
+microsoft HEAD's, Habana's Gaudi FusedSDPA), and on a windowed layer its softmax's fused causal
+kernel, which never reads the mask. Plain and pipe model share the attention, so both get it.
 HF: `sliding_window` (Mistral, Mixtral; null: none), and which layers it windows: Qwen2's
 `use_sliding_window` with `max_window_layers`, Gemma-2/3's `layer_types` (Gemma-3's older files:
 `sliding_window_pattern`), read as transformers reads them. porter windows every layer, none,
@@ -26,10 +30,11 @@ from __future__ import annotations
 from porter.differences.base import Difference
 from porter.differences.sliding_window import pipe_numbers
 from porter.differences.sliding_window import rewrites as W
+from porter.edits.kernels import KernelsOff
 from porter.errors import PorterError
 from porter.hf_reading import class_defines
 from porter.planner import rw, unsupported
-from porter.profile import GPT_MODEL, TRANSFORMER
+from porter.profile import GPT_MODEL, TRANSFORMER, kernels
 from porter.profile.features import NETWORK, Spelling
 from porter.schema import number
 
@@ -73,6 +78,9 @@ class SlidingWindow(Difference):
     def wanted(self, spec):
         return spec[FIELD] is not None
 
+    def detect(self, parsed):
+        return kernels.detect(parsed)
+
     def validate(self, values, given, fail):
         if values[PATTERN] is not None and not values[FIELD]:
             raise fail(PATTERN, f"{PATTERN} = {values[PATTERN]} with {FIELD} = {values[FIELD]!r}",
@@ -83,7 +91,8 @@ class SlidingWindow(Difference):
         site = p.profile.attention
         if site is None:
             raise unsupported("cannot find the core attention to window", TRANSFORMER,
-                              "a core attention porter recognises (torch.baddbmm scores ... context_layer)",
+                              "a core attention porter recognises (a class building FusedScaleMaskSoftmax, "
+                              "one of its methods calling it on the scores and mask)",
                               "none: porter keeps this tree's attention as it is and cannot window its mask")
         spelling = p.switch(SWITCH, on=p.spec[FIELD], field=FIELD)
         pattern = p.switch(PATTERN_SWITCH, on=p.spec[PATTERN], field=PATTERN)
@@ -106,8 +115,19 @@ class SlidingWindow(Difference):
                "every N-th layer has none)",
                rw(W.SlidingWindowAttribute, cls=site.cls,
                   value=f"layer_window(args.{spelling.dest}, args.{pattern.dest}, layer_number)"))
+        p.edit(TRANSFORMER, SWITCH, f"{site.cls} keeps its softmax's fused kernels off on a windowed layer (the causal "
+               "one never reads the mask)", rw(W.SoftmaxFusionOff, cls=site.cls, softmax=site.softmax))
         p.edit(TRANSFORMER, SWITCH, f"{site.cls}.{site.func} masks out keys older than the window, for the fused "
-               "and the unfused attention alike", rw(W.SlidingWindowMask, cls=site.cls, func=site.func))
+               "and the unfused attention alike",
+               rw(W.SlidingWindowMask, cls=site.cls, func=site.func, softmax=site.softmax))
+        for kernel in getattr(p.facts(self.name), "kernels", ()):
+            if kernel.core_cls == site.cls:
+                flags = ", ".join(f"self.{f}" for f in kernel.flags)
+                p.edit(TRANSFORMER, SWITCH, f"{kernel.cls} turns {flags} off while {spelling.option} is set: those "
+                       f"kernels take a plain causal mask; {site.cls} (which windows it) runs instead",
+                       rw(KernelsOff, cls=kernel.cls, flags=kernel.flags, test=f"args.{spelling.dest}",
+                          why="Sliding-window attention: those kernels take a plain causal mask, no window; the "
+                              "core attention runs while a window is set."))
         p.create("megatron/model/sliding_window.py", SWITCH, "the sliding-window mask", "sliding_window.py.j2")
 
     def tree_model(self, p):

@@ -9,7 +9,7 @@ scaled_dot_product_attention (and Gaudi's FusedSDPA) take no function of the sco
 porter's fused path stands aside while a cap is set (its test gains `self.attention_softcap
 is None and ...`) and the tree's attention runs; with no cap (Gemma-3, or the switch off)
 the fused kernel runs as before. A kernel of the tree's own that its attention runs instead of
-the core attention (microsoft's flash kernels, kernels.py here) is turned off in the
+the core attention (microsoft's flash kernels, Habana's FusedSDPA: porter.profile.kernels) is turned off in the
 same way while a cap is set. The softmax of Megatron's trees multiplies the scores by its
 own scale first (apply_query_key_layer_scaling); the cap is taken of the scores as that
 scale leaves them (softcap.py.j2 here).
@@ -19,12 +19,12 @@ HF: `attn_logit_softcapping` (Gemma2Config: 50 when left out; null: none).
 from __future__ import annotations
 
 from porter.differences.base import Difference
-from porter.differences.softcap import kernels
 from porter.differences.softcap import rewrites as R
+from porter.edits.kernels import KernelsOff
 from porter.errors import PorterError
 from porter.hf_reading import class_defines
 from porter.planner import rw, unsupported
-from porter.profile import TRANSFORMER
+from porter.profile import TRANSFORMER, kernels
 from porter.profile.features import NETWORK, Spelling
 from porter.schema import number
 
@@ -90,7 +90,8 @@ class AttentionSoftcap(Difference):
         site = p.profile.attention
         if site is None:
             raise unsupported("cannot find the core attention whose scores to cap", TRANSFORMER,
-                              "a core attention porter recognises (torch.baddbmm scores ... context_layer)",
+                              "a core attention porter recognises (a class building FusedScaleMaskSoftmax, "
+                              "one of its methods calling it on the scores and mask)",
                               "none: porter keeps this tree's attention as it is and cannot cap its scores")
         spelling = p.switch(SWITCH, on=p.spec[FIELD], field=FIELD)
         p.describe_model(f"attention scores soft-capped, cap * tanh(scores / cap) ({spelling.option}), in the\n"
@@ -107,7 +108,9 @@ class AttentionSoftcap(Difference):
                 flags = ", ".join(f"self.{f}" for f in kernel.flags)
                 p.edit(TRANSFORMER, SWITCH, f"{kernel.cls} turns {flags} off while {spelling.option} is set: those "
                        f"kernels take no function of the scores; {site.cls} (which caps them) runs instead",
-                       rw(R.OtherKernelStandsAside, cls=kernel.cls, flags=kernel.flags, value=f"args.{spelling.dest}"))
+                       rw(KernelsOff, cls=kernel.cls, flags=kernel.flags, test=f"args.{spelling.dest} is not None",
+                          why="Soft-capped attention scores (Gemma-2): those kernels take no function of the scores; "
+                              "the core attention runs while a cap is set."))
         p.create("megatron/model/softcap.py", SWITCH, "the soft-cap of the attention scores", "softcap.py.j2")
 
     def from_hf(self, config):

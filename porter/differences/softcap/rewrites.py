@@ -13,7 +13,7 @@ import libcst as cst
 
 from porter.cst import match as m
 from porter.cst.find import findall
-from porter.cst.nodes import assigned_names, expression, insert_before, mentions, statements, with_comment
+from porter.cst.nodes import expression, insert_before, mentions, statements, with_comment
 from porter.edits.base import Rewrite
 from porter.profile.attention import FUSED_MARK
 
@@ -100,37 +100,3 @@ class SoftcapScores(Rewrite):
         new = with_comment(new, "Soft-capped scores (Gemma-2): cap * tanh(scores / cap), before the mask and softmax.")
         return insert_before(body, at, [new])
 
-
-class OtherKernelStandsAside(Rewrite):
-    """While a cap is set, the attention's other kernels (flash kernels) stay off: `self.<flag> = False`.
-
-    Why: the cap goes into the tree's core attention; a flash kernel the attention builds and
-    runs instead (`if self.<flag>: x = <Flash>(...) else: x = <Core>(...)`, and `if self.<flag>:`
-    in forward) computes softmax(q k^T) inside the kernel, with no hook for a function of the
-    scores, and would leave the cap out. Right after `__init__` decides the flags (before it
-    builds anything from them), a set cap turns them off, so the tree's unfused core attention
-    is built and runs (slower, and right); unset, the flags are the tree's own.
-    """
-
-    construct = "`self.<flag> = ...` in __init__, before `if self.<flag>: x = <Kernel>(...) ... else: x = <Core>(...)`"
-
-    func = "__init__"
-    cls: str
-    flags: tuple
-    value: str  # the switch's value, e.g. args.attention_softcap
-
-    def rewrite_body(self, body):
-        if self.recognised(body, lambda s: isinstance(s, cst.If) and mentions(s.test, self.value)
-                           and all(mentions(s, f"self.{f}") for f in self.flags)):
-            return body
-        at = [i for i, s in enumerate(body) if isinstance(s, cst.SimpleStatementLine)
-              and {f"self.{f}" for f in self.flags} & assigned_names(s)]
-        if not at:
-            self.missing("no `self.<flag> = ...` at the top of __init__ for " + ", ".join(self.flags))
-            return body
-        self.anchored()
-        off = "".join(f"    self.{f} = False\n" for f in self.flags)
-        new = statements(f"if {self.value} is not None:\n{off}")[0]
-        new = with_comment(new, "Soft-capped attention scores (Gemma-2): those kernels take no function of the scores; "
-                                "the core attention runs while a cap is set.")
-        return [*body[:at[-1] + 1], new, *body[at[-1] + 1:]]

@@ -179,6 +179,9 @@ class ParallelAttention(MegatronModule):
             self.rotary_emb = RotaryEmbedding(self.hidden_size_per_attention_head, theta=args.rope_theta)
         # Sliding-window attention: keys a query sees, itself included (None or 0: all); every N-th layer has none (--sliding-window-pattern).
         self.sliding_window = layer_window(args.sliding_window, args.sliding_window_pattern, layer_number)
+        # Sliding-window attention: the softmax's fused causal kernel never reads the mask; a windowed layer takes its torch path, which applies it.
+        if self.sliding_window:
+            self.scale_mask_softmax.scaled_masked_softmax_fusion = False
         # Soft-capped attention scores (Gemma-2): cap * tanh(scores / cap); None: none.
         self.attention_softcap = args.attention_softcap
 

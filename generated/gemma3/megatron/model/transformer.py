@@ -182,6 +182,9 @@ class ParallelAttention(MegatronModule):
         # Local layers' rotary base (Gemma-3): a layer under the sliding window rotates with its own base, unscaled.
         if self.rotary_emb is not None and self.sliding_window and args.local_rope_theta is not None:
             self.rotary_emb = RotaryEmbedding(self.hidden_size_per_attention_head, theta=args.local_rope_theta)
+        # Sliding-window attention: the softmax's fused causal kernel never reads the mask; a windowed layer takes its torch path, which applies it.
+        if self.sliding_window:
+            self.scale_mask_softmax.scaled_masked_softmax_fusion = False
         # Query/key norm: RMSNorm on q and k before rotary, per head (one weight of hn for every head, heads None)
         # or over the whole projection (its heads: the mean of squares spans every rank's).
         self.q_layernorm = self.k_layernorm = None

@@ -177,6 +177,9 @@ class ParallelAttention(MegatronModule):
             self.rotary_emb = RotaryEmbedding(self.hidden_size_per_attention_head, theta=args.rope_theta)
         # Sliding-window attention: keys a query sees, itself included (None or 0: all); every N-th layer has none (--sliding-window-pattern).
         self.sliding_window = layer_window(args.sliding_window, args.sliding_window_pattern, layer_number)
+        # Sliding-window attention: the softmax's fused causal kernel never reads the mask; a windowed layer takes its torch path, which applies it.
+        if self.sliding_window:
+            self.scale_mask_softmax.scaled_masked_softmax_fusion = False
 
     def forward(self, hidden_states, attention_mask, layer_past=None,
                 get_key_value=False, encoder_output=None):
