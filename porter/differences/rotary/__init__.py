@@ -18,6 +18,7 @@ from porter.differences.base import Difference
 from porter.differences.rotary import detect
 from porter.differences.rotary import pair_rewrites as RP
 from porter.differences.rotary import rewrites as R
+from porter.differences.rotary import tree_base
 from porter.differences.rotary.probes import add_rotary_probe
 from porter.differences.rotary.weights import saved_frequencies
 from porter.edits import arguments as A
@@ -86,17 +87,15 @@ class Rotary(Difference):
         theta_value = p.spec["position_embedding.rope_theta"]
         p.switch("rotary")
         if p.implemented("rotary"):
-            if p.profile.spellings.get("rope_theta") is not None:
+            found = p.profile.spellings.get("rope_theta")
+            base = p.facts(self.name).base if p.facts(self.name) is not None else None
+            fixed = float(base.default) if base is not None and base.problem is None else ROTARY_BASE
+            if found is not None and found.origin == "tree":
                 p.switch("rope_theta", on=theta_value, field="position_embedding.rope_theta")
-            elif theta_value != ROTARY_BASE:
-                raise PorterError(
-                    f"the tree's rotary embedding has no theta switch, and the spec asks for {theta_value:g}",
-                    file=TRANSFORMER, construct="a --rope-theta style option of the tree's rotary embedding",
-                    found=f"rotary with its fixed base {ROTARY_BASE:g}",
-                    fix=f"use position_embedding.rope_theta = {ROTARY_BASE:g} in the spec, or add a theta switch by hand",
-                )
+            elif found is not None or theta_value != fixed:
+                tree_base.plan(p, base, theta_value)
             else:
-                p.reuse("rope_theta", f"the tree's rotary embedding uses base {ROTARY_BASE:g}, the spec's")
+                p.reuse("rope_theta", f"the tree's rotary embedding uses base {fixed:g}, the spec's")
             self._reused_positions(p)
             self._repair_pair(p)
             return
