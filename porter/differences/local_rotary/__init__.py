@@ -24,11 +24,13 @@ from porter.differences.local_rotary import handed as H
 from porter.differences.local_rotary import rewrites as R
 from porter.differences.local_rotary import rope_fields
 from porter.differences.local_rotary.detect import detect
+from porter.differences.rotary.weights import rotary_inv_freq
 from porter.errors import PorterError
 from porter.planner import rw, unsupported
 from porter.profile import TRANSFORMER
 from porter.profile.features import NETWORK, Spelling
 from porter.schema import number
+from porter.weights import Weight
 
 SWITCH = "local_rope_theta"
 FIELD = "position_embedding.local_rope_theta"
@@ -100,6 +102,19 @@ class LocalRotary(Difference):
             p.edit(facts.file, SWITCH, f"{facts.apply} renews its cos/sin cache when the angles change, not only "
                    "their length: local and global layers hand it different angles of one length",
                    rw(H.RotaryCacheKeyedOnAngles, func=facts.apply))
+
+    def weights(self, layer):
+        """A local rotary embedding of the tree's class that saves its frequencies (a persistent
+        `inv_freq`): made with the local base, on the local layers only (the others build none)."""
+        name = H.LOCAL.removeprefix("self.")
+        keys = [k for k in layer.layout.rotary_buffers if f"{name}." in k]
+        if not keys:
+            return
+        kept = [w for w in layer.slots.get("rotary_buffers", []) if w.key not in keys]
+        if rope_fields.local_layer(layer.config, layer.index):
+            head_dim, theta = layer.shape.head_dim, float(rope_fields.local_theta(layer.config))
+            kept += [Weight(key, made=lambda: rotary_inv_freq(head_dim, theta)) for key in keys]
+        layer.replace("rotary_buffers", kept)
 
     def from_hf(self, config):
         local = rope_fields.local_theta(config)

@@ -10,12 +10,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+from porter.hf_reading import GLOBAL_LAYERS
 from porter.weights import LayerWeights, Weight
 
 
 def rope_theta(config: dict) -> float:
-    """The rotary base of an HF config (transformers 5 `rope_parameters`, or `rope_theta`)."""
-    theta = (config.get("rope_parameters") or {}).get("rope_theta", config.get("rope_theta"))
+    """The rotary base of an HF config (transformers 5 `rope_parameters`, the global layers' where
+    it has one per layer type, or `rope_theta`)."""
+    params = config.get("rope_parameters") or {}
+    params = params.get(GLOBAL_LAYERS, params) if isinstance(params.get(GLOBAL_LAYERS), dict) else params
+    theta = params.get("rope_theta", config.get("rope_theta"))
     return float(theta if theta is not None else 10000.0)
 
 
