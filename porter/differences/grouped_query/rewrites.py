@@ -169,7 +169,15 @@ class GroupedQKVSplit(Rewrite):
                 new_if = stmt.with_changes(orelse=stmt.orelse.with_changes(body=stmt.orelse.body.with_changes(body=inner)))
                 return [*body[:index], new_if, *body[index + 1:]]
         span = core_span(body)
-        if span is None:
-            self.missing("no core attention (torch.baddbmm scores ... context_layer) after the q, k, v split")
+        if span is not None:
+            return before(list(body), span.start)
+        # the math in a module of its own (`self.core_attention(query_layer, key_layer, ...)`,
+        # microsoft mid-2023's CoreAttention), or inline in a shape porter does not delimit
+        # (BigScience's, with ALiBi): right after the split, so that the key/value cache and every
+        # path to the math (checkpointed, flash) get one key/value head per query head
+        split = next((i for i, s in enumerate(body) if findall(s, m.Call(func=m.Name("split_query_key_value")))), None)
+        if split is None or not any(mentions(s, "key_layer") and mentions(s, "value_layer") for s in body[split + 1:]):
+            self.missing("no attention math (torch.baddbmm scores ... context_layer, or a call taking "
+                         "key_layer and value_layer) after the q, k, v split")
             return body
-        return before(list(body), span.start)
+        return [*body[:split + 1], repeat, *body[split + 1:]]
