@@ -7,6 +7,7 @@ import torch
 
 from porter.differences.grouped_query import rewrites as G
 from porter.render import environment
+from tests.rewrites.conftest import run
 
 ATTENTION = '''
 class ParallelAttention(MegatronModule):
@@ -116,3 +117,27 @@ def test_groups_hold_their_queries_then_key_then_value():
     assert k[0, 0, 1, 0] == (per_group + 2) * hn + per_group * hn  # group 1's key follows its 3 queries
     keys, _ = repeat(k, v, 6)
     assert torch.equal(keys[0, 0, :3], k[0, 0, :1].expand(3, 4)) and torch.equal(keys[0, 0, 3:], k[0, 0, 1:].expand(3, 4))
+
+
+def test_math_in_a_module_of_its_own_gets_repeated_keys_right_after_the_split():
+    math = '''
+        # scores
+        matmul_result = torch.baddbmm(
+            matmul_result, query_layer, key_layer, beta=0.0, alpha=(1.0 / self.norm_factor))
+        context_layer = torch.bmm(matmul_result, value_layer)
+        return context_layer
+'''
+    source = ATTENTION.replace(math, '''
+        if rotary_pos_emb is not None:
+            query_layer = apply_rotary_pos_emb(query_layer, rotary_pos_emb)
+        context_layer = self.core_attention(query_layer, key_layer, value_layer, attention_mask)
+        return context_layer
+''')
+    split = "         value_layer) = mpu.split_tensor_along_last_dim(mixed_x_layer, 3)\n"
+    got = run(G.GroupedQKVSplit(cls="ParallelAttention", func="forward"), source)
+    assert split not in got
+    assert ("            mixed_x_layer, self.num_query_groups_per_partition, self.hidden_size_per_attention_head)\n"
+            "        # the attention math below takes one key/value head per query head\n"
+            "        key_layer, value_layer = repeat_key_value(key_layer, value_layer, "
+            "self.num_attention_heads_per_partition)\n\n        if rotary_pos_emb") in got
+    assert run(G.GroupedQKVSplit(cls="ParallelAttention", func="forward"), got) == got
