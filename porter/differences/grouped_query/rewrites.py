@@ -12,7 +12,7 @@ import libcst as cst
 
 from porter.cst import match as m
 from porter.cst.find import findall
-from porter.cst.nodes import assigned_names, code, expression, insert_before, mentions, statements, with_comment
+from porter.cst.nodes import assigned_names, code, dotted, expression, insert_before, mentions, statements, with_comment
 from porter.edits.base import Rewrite
 from porter.profile.attention import core_span
 
@@ -62,10 +62,16 @@ class GroupedQKVProjection(Rewrite):
             f"{projection} + 2 * {GROUPS} * self.hidden_size_per_attention_head"))
         args = [new_arg if a is arg else a for a in call.args]
         new_stmt = stmt.deep_replace(call, call.with_changes(args=args))
+        # the groups per rank are divided as the tree divides the heads (mpu.divide(..., world_size),
+        # core.utils.divide(..., world_size), ...)
+        divide = next((c for c in findall(body[heads], m.Call())
+                       if (dotted(c.func) or "").rsplit(".", 1)[-1] == "divide" and len(c.args) == 2), None)
+        divider, ranks = (dotted(divide.func), code(divide.args[1].value)) if divide is not None \
+            else ("mpu.divide", "world_size")
         groups = statements(
             f"""
             {GROUPS} = {self.groups} or self.num_attention_heads
-            {GROUPS_PER_PARTITION} = mpu.divide({GROUPS}, world_size)
+            {GROUPS_PER_PARTITION} = {divider}({GROUPS}, {ranks})
             """
         )
         groups[0] = with_comment(groups[0], "Grouped-query attention: ng key/value heads, each shared by np/ng query heads.")
