@@ -141,3 +141,10 @@ def test_math_in_a_module_of_its_own_gets_repeated_keys_right_after_the_split():
             "        key_layer, value_layer = repeat_key_value(key_layer, value_layer, "
             "self.num_attention_heads_per_partition)\n\n        if rotary_pos_emb") in got
     assert run(G.GroupedQKVSplit(cls="ParallelAttention", func="forward"), got) == got
+
+
+def test_the_groups_are_divided_as_the_tree_divides_its_heads():
+    source = ATTENTION.replace("mpu.divide(args.num_attention_heads, world_size)",
+                               "core.utils.divide(args.num_attention_heads, tp_size)")
+    got = run(G.GroupedQKVProjection(cls="ParallelAttention", groups="args.num_key_value_heads"), source)
+    assert "self.num_query_groups_per_partition = core.utils.divide(self.num_query_groups, tp_size)\n" in got
