@@ -5,7 +5,11 @@ Spec: `position_embedding.type` (GPT: learned), `position_embedding.rope_theta`,
 `--position-embedding-type rotary`, Habana's and BigScience's enum-typed option of the same
 name (BigScience implements it in attention), or microsoft's
 `--use-rotary-position-embeddings` (built in the language model, handed to attention); the
-base as porter's `--rope-theta` or microsoft's `--rotary-position-embeddings-theta`.
+base as porter's `--rope-theta` or microsoft's `--rotary-position-embeddings-theta`. A tree
+whose own rotary embedding has no base option, where the spec asks for another base than its
+own, gets porter's `--rope-theta` threaded to every place that builds its RotaryEmbedding, in
+the class's own terms (tree_base.py: a `base=` parameter passed, or a hard-coded 10000 made a
+`theta` parameter).
 When porter adds the implementation: attention builds a RotaryEmbedding and rotates query and
 key, and the Embedding drops its learned table, in the Embedding's own terms.
 HF: `rope_theta` (transformers 4) or `rope_parameters.rope_theta` (transformers 5).
