@@ -12,7 +12,7 @@ import libcst as cst
 
 from porter.cst import match as m
 from porter.cst.find import findall
-from porter.cst.nodes import assigned_names, code, dotted, expression, insert_before, mentions, statements, with_comment
+from porter.cst.nodes import assigned_names, code, expression, insert_before, mentions, statements, with_comment
 from porter.edits.base import Rewrite
 from porter.profile.attention import core_span
 
@@ -27,7 +27,8 @@ class GroupedQKVProjection(Rewrite):
     Why: GQA gives keys and values fewer heads than queries; the projection shrinks to the
     query width plus two group widths. The group count follows the switch (`groups`, the
     query head count when the switch is unset), and each tensor-parallel rank holds ng/p of
-    them: the argument checks refuse a tensor-parallel size that does not divide ng.
+    them: the argument checks refuse a tensor-parallel size that does not divide ng. The
+    groups are divided over the ranks as the tree divides the heads (its own `divide`).
     """
 
     construct = "`self.num_attention_heads_per_partition = ...` and `self.query_key_value = ColumnParallelLinear(h, 3 * projection_size, ...)`"
@@ -55,6 +56,15 @@ class GroupedQKVProjection(Rewrite):
         if width is None:
             self.missing(f"no `self.{self.attr} = Linear(h, 3 * <projection>, ...)`")
             return body
+        # the heads and their division over the ranks as the tree writes them:
+        # `self.num_attention_heads_per_partition = <divide>(<heads>, <world size>)`
+        divided = findall(body[heads], m.Assign(value=m.Call()))
+        divide = divided[0].value if divided else None
+        if divide is None or len(divide.args) != 2 or any(a.keyword or a.star for a in divide.args):
+            self.missing("`self.num_attention_heads_per_partition = ...` is not a division of the heads by the "
+                         "tensor-parallel size, `divide(heads, world_size)`")
+            return body
+        divide_func, heads_expr, world = (code(x) for x in (divide.func, divide.args[0].value, divide.args[1].value))
         self.anchored()
         stmt, call, arg = width
         projection = code(arg.value).replace(" ", "")[2:]
@@ -62,16 +72,10 @@ class GroupedQKVProjection(Rewrite):
             f"{projection} + 2 * {GROUPS} * self.hidden_size_per_attention_head"))
         args = [new_arg if a is arg else a for a in call.args]
         new_stmt = stmt.deep_replace(call, call.with_changes(args=args))
-        # the groups per rank are divided as the tree divides the heads (mpu.divide(..., world_size),
-        # core.utils.divide(..., world_size), ...)
-        divide = next((c for c in findall(body[heads], m.Call())
-                       if (dotted(c.func) or "").rsplit(".", 1)[-1] == "divide" and len(c.args) == 2), None)
-        divider, ranks = (dotted(divide.func), code(divide.args[1].value)) if divide is not None \
-            else ("mpu.divide", "world_size")
         groups = statements(
             f"""
-            {GROUPS} = {self.groups} or self.num_attention_heads
-            {GROUPS_PER_PARTITION} = {divider}({GROUPS}, {ranks})
+            {GROUPS} = {self.groups} or {heads_expr}
+            {GROUPS_PER_PARTITION} = {divide_func}({GROUPS}, {world})
             """
         )
         groups[0] = with_comment(groups[0], "Grouped-query attention: ng key/value heads, each shared by np/ng query heads.")
@@ -91,8 +95,10 @@ class GroupedQKVSplit(Rewrite):
     [ng, np/ng + 2, hn] instead (the same thing when ng = np). Where the tree's own attention
     math follows (it takes one key/value head per query head), keys and values are repeated
     np/ng times just before it: at the top of the unfused branch when porter's fused
-    attention is there (the fused kernel takes the groups as they are), else right after the
-    split.
+    attention is there (the fused kernel takes the groups as they are), else at the start of
+    the core attention; where the math is in another module (CoreAttention) or kernel, right
+    before this function hands q, k, v on to it, or stores keys into a cache sized for one
+    key/value head per query head.
     """
 
     construct = "`x = x.view(...np, 3 * hn)` and `(query_layer, key_layer, value_layer) = split(x, 3)`"
@@ -177,13 +183,35 @@ class GroupedQKVSplit(Rewrite):
         span = core_span(body)
         if span is not None:
             return before(list(body), span.start)
-        # the math in a module of its own (`self.core_attention(query_layer, key_layer, ...)`,
-        # microsoft mid-2023's CoreAttention), or inline in a shape porter does not delimit
-        # (BigScience's, with ALiBi): right after the split, so that the key/value cache and every
-        # path to the math (checkpointed, flash) get one key/value head per query head
-        split = next((i for i, s in enumerate(body) if findall(s, m.Call(func=m.Name("split_query_key_value")))), None)
-        if split is None or not any(mentions(s, "key_layer") and mentions(s, "value_layer") for s in body[split + 1:]):
-            self.missing("no attention math (torch.baddbmm scores ... context_layer, or a call taking "
-                         "key_layer and value_layer) after the q, k, v split")
+        at = self._hand_over(body)
+        if at is None:
+            self.missing("no core attention (torch.baddbmm scores ... context_layer) after the q, k, v split, "
+                         "nor a statement handing query_layer, key_layer and value_layer on to one")
             return body
-        return [*body[:split + 1], repeat, *body[split + 1:]]
+        if not all(mentions(body[at], name) for name in ("query_layer", "key_layer", "value_layer")):
+            repeat = with_comment(repeat.with_changes(leading_lines=()),
+                                  "the key/value cache below and the attention math take one key/value head per query head")
+        return before(list(body), at)
+
+    @staticmethod
+    def _hand_over(body):
+        """Where keys and values leave this function, when the attention math is elsewhere (a
+        CoreAttention module, a flash kernel): the first statement after the split that stores
+        keys or values into a tensor (`memory[...] = key_layer`: a cache the tree sized for one
+        key/value head per query head), else the first that reads query, key and value together
+        (the call of the core attention, with its branches). Statements before it that rebind
+        keys (rotary, the key/value cache's concatenation) act on each head alike, or on the
+        groups as they are."""
+        split = next((i for i, s in enumerate(body)
+                      if findall(s, m.Call(func=m.Name("split_query_key_value")))), None)
+        if split is None:
+            return None
+        qkv = ("query_layer", "key_layer", "value_layer")
+        for i in range(split + 1, len(body)):
+            stmt = body[i]
+            stores = any(isinstance(target.target, cst.Subscript)
+                         and (mentions(assign.value, "key_layer") or mentions(assign.value, "value_layer"))
+                         for assign in findall(stmt, m.Assign()) for target in assign.targets)
+            if stores or all(mentions(stmt, name) for name in qkv):
+                return i
+        return None

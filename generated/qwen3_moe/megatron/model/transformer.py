@@ -123,7 +123,7 @@ class ParallelAttention(MegatronModule):
         self.num_attention_heads_per_partition = mpu.divide(
             args.num_attention_heads, world_size)
         # Grouped-query attention: ng key/value heads, each shared by np/ng query heads.
-        self.num_query_groups = args.num_key_value_heads or self.num_attention_heads
+        self.num_query_groups = args.num_key_value_heads or args.num_attention_heads
         self.num_query_groups_per_partition = mpu.divide(self.num_query_groups, world_size)
 
         if attention_type == AttnType.self_attn:
