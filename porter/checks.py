@@ -7,7 +7,7 @@ body of one function (a method of a top-level class, or a top-level function), o
 module's top-level imports. Outside that, the two trees must be equal node for node —
 libcst's trees are concrete, so comments and formatting count too. For a function scope
 that is: every other top-level statement; the anchored class's name, bases, decorators and
-every other member; the function's name, parameters, decorators and return annotation. For
+every other member; the function's name, parameters (unless the scope holds them), decorators and return annotation. For
 the imports scope: every existing top-level statement, in order, where an edit may only
 insert import statements, add names at the end of a `from X import ...` and, in the handlers
 of a top-level `try:`, turn a `NAME = None` (a failed import's fallback) into an import. So an edit
@@ -27,7 +27,8 @@ import libcst as cst
 
 from porter.errors import PorterError
 
-# A scope: ("function", class name or None, function name) or ("imports",).
+# A scope: ("function", class name or None, function name), ("parameters", class name or None,
+# function name) (the function's body and its parameter list), or ("imports",).
 Scope = tuple
 
 
@@ -56,11 +57,16 @@ def _name(node: cst.CSTNode) -> str:
 _NO_BODY = cst.IndentedBlock(body=[])
 
 
-def _function_outside_body_same(a: cst.FunctionDef, b: cst.FunctionDef) -> bool:
+_NO_PARAMS = cst.Parameters()
+
+
+def _function_outside_body_same(a: cst.FunctionDef, b: cst.FunctionDef, params: bool = False) -> bool:
+    if params:  # the scope holds the parameter list too
+        a, b = a.with_changes(params=_NO_PARAMS), b.with_changes(params=_NO_PARAMS)
     return a.with_changes(body=_NO_BODY).deep_equals(b.with_changes(body=_NO_BODY))
 
 
-def _function_scope(old: list, new: list, cls: str | None, func: str) -> list[str]:
+def _function_scope(old: list, new: list, cls: str | None, func: str, params: bool = False) -> list[str]:
     if len(old) != len(new):
         return [f"{len(new) - len(old):+d} top-level statements"]
     problems = []
@@ -68,7 +74,7 @@ def _function_scope(old: list, new: list, cls: str | None, func: str) -> list[st
         if _same(a, b):
             continue
         if cls is None and isinstance(a, cst.FunctionDef) and a.name.value == func and isinstance(b, cst.FunctionDef):
-            if not _function_outside_body_same(a, b):
+            if not _function_outside_body_same(a, b, params):
                 problems.append(f"the signature or decorators of {func}")
             continue
         if cls is not None and isinstance(a, cst.ClassDef) and a.name.value == cls and isinstance(b, cst.ClassDef):
@@ -82,7 +88,7 @@ def _function_scope(old: list, new: list, cls: str | None, func: str) -> list[st
                 if _same(x, y):
                     continue
                 if isinstance(x, cst.FunctionDef) and x.name.value == func and isinstance(y, cst.FunctionDef):
-                    if not _function_outside_body_same(x, y):
+                    if not _function_outside_body_same(x, y, params):
                         problems.append(f"the signature or decorators of {cls}.{func}")
                     continue
                 problems.append(f"{cls}'s member {_name(x)}")
@@ -173,13 +179,14 @@ def scope_violations(before: cst.Module, after: cst.Module, scope: Scope) -> lis
         problems.append("the module's header or footer comments")
     if scope[0] == "imports":
         return problems + _imports_scope(list(before.body), list(after.body))
-    return problems + _function_scope(list(before.body), list(after.body), scope[1], scope[2])
+    return problems + _function_scope(list(before.body), list(after.body), scope[1], scope[2], scope[0] == "parameters")
 
 
 def describe(scope: Scope) -> str:
     if scope[0] == "imports":
         return "top-level imports"
-    return f"{scope[1]}.{scope[2]}" if scope[1] else f"function {scope[2]}"
+    where = f"{scope[1]}.{scope[2]}" if scope[1] else f"function {scope[2]}"
+    return where + " (and its parameters)" if scope[0] == "parameters" else where
 
 
 def check_scope(path: str, before: cst.Module, after: cst.Module, scope: Scope, edit: str) -> None:

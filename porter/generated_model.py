@@ -118,6 +118,11 @@ def _entry_context(p: Planner) -> dict:
                           "megatron/training.py", "def pretrain(..., extra_args_provider=None, ...)",
                           "pretrain(" + ", ".join(entry.pretrain_params) + ")")
     rotary_cache = entry.rotary_cache if p.implemented("rotary") else None
+    if rotary_cache is not None:
+        test, statements = rotary_cache
+        for rewrite in p.entry_code:
+            statements = rewrite(statements)
+        rotary_cache = (test, statements)
     imports: list[str] = []
     for expression in (entry.device, entry.config, rotary_cache[1] if rotary_cache else None, *entry.pretrain_positional,
                        *entry.model_contexts, *entry.context_setup):

@@ -96,6 +96,9 @@ class Planner:
         self.values: dict[str, Any] = {}  # template values, by difference
         self.default_fields: dict[str, str] = {}  # dest -> the spec field whose number it holds
         self.model_doc: list[str] = []  # what differs from GPT, a line per difference (the model's docstring)
+        # rewrites of the tree's statements that the generated entry point copies (its pipe's rotary
+        # table), each text -> text, so that the copy says what the tree's own says after the edits
+        self.entry_code: list[Callable[[str], str]] = []
         # the generated model's final norm when a difference replaces LayerNorm: (class expression, a
         # function from the tree's LayerNorm imports to the imports the expression needs)
         self.final_norm: tuple[str, Callable[[list[str]], list[str]]] | None = None

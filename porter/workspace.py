@@ -192,7 +192,7 @@ class Workspace:
 def _scope(rewrite) -> tuple:
     """Where a rewrite may change code (see porter.checks)."""
     if isinstance(rewrite, Rewrite):
-        return ("function", rewrite.cls, rewrite.func)
+        return ("parameters" if rewrite.changes_parameters else "function", rewrite.cls, rewrite.func)
     if isinstance(rewrite, ModuleRewrite):
         return ("imports",)
     raise TypeError(f"{type(rewrite).__name__} is neither a Rewrite nor a ModuleRewrite")

@@ -184,6 +184,26 @@ def test_bigscience_keeps_its_glu_and_rotary(sample):
         make_plan(SPEC.with_values(**{"position_embedding.rope_theta": 500000.0}), dataclasses.replace(profile, spellings=spellings))
 
 
+@pytest.mark.parametrize("theta, edits", [(10000.0, 0), (1e6, 3)])
+def test_a_trees_own_rotary_gets_a_base_switch_where_the_spec_needs_another_base(sample, theta, edits):
+    from porter.differences.rotary.tree_base import tree_base
+    from tests.rewrites.test_rotary_base import HARD_CODED, LANGUAGE_MODEL, UTILS, parsed_from
+
+    base = tree_base(parsed_from({"megatron/model/language_model.py": LANGUAGE_MODEL, "megatron/utils.py": UTILS,
+                                  "megatron/model/rotary_pos_embedding.py": HARD_CODED}))
+    spellings = {**sample.spellings, "rotary": tree_spelling("rotary", "--use-rotary-position-embeddings", True)}
+    facts = {**sample.facts, "rotary": dataclasses.replace(sample.facts["rotary"], base=base)}
+    plan = make_plan(SPEC.with_values(**{"position_embedding.rope_theta": theta}),
+                     dataclasses.replace(sample, spellings=spellings, facts=facts))
+    planned = [e for e in plan.edits if e.feature == "rope_theta"]
+    assert [e.name for e in planned if e.file != "megatron/arguments.py"] == \
+        ["RotaryBaseParameter", "AddKeyword", "AddKeyword"][:edits]
+    if edits:
+        assert plan.defaults["rope_theta"] == 1e6 and any("adds --rope-theta" in e.reason for e in planned)
+    else:
+        assert not planned and any("base 10000, the spec's" in r for r in plan.reused)
+
+
 def test_a_dest_taken_by_an_unknown_option_is_refused(sample):
     profile = with_options(sample, ("--rope-base", "rope_theta", "_add_network_size_args", "float"))
     with pytest.raises(PorterError, match="already used") as info:

@@ -68,6 +68,9 @@ class Rewrite(cst.CSTTransformer):
     cls: ClassVar[str | None] = None
     func: ClassVar[str] = ""
     construct: ClassVar[str] = ""
+    # may the rewrite change the function's parameter list too (porter.checks' scope)? Few do:
+    # a class that gains a keyword its callers pass (the rotary embedding's base)
+    changes_parameters: ClassVar[bool] = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()

@@ -91,3 +91,22 @@ def test_the_checkpoint_holds_the_frequencies_and_hf_never_sees_them():
     assert torch.equal(shard(weights, 2, 1).layers[0][key], expected)  # whole on every rank
     back = megatron_to_hf(weights)
     assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)
+
+
+def test_a_saved_local_rotary_holds_the_local_base_on_the_local_layers_only():
+    from porter.differences.local_rotary import LocalRotary
+    from porter.differences.rotary import Rotary
+    from porter.weights import LayerWeights, ModelShape
+
+    main, local = "self_attention.rotary_emb.inv_freq", "self_attention.local_rotary_pos_emb.inv_freq"
+    config = {"layer_types": ["sliding_attention", "full_attention"],
+              "rope_parameters": {"full_attention": {"rope_theta": 1e6}, "sliding_attention": {"rope_theta": 1e4}}}
+    made = []
+    for index in range(2):
+        layer = LayerWeights(WeightLayout(rotary_buffers=(main, local)), ModelShape(2, 16, 2, 32, 40), config, index)
+        Rotary().weights(layer)
+        LocalRotary().weights(layer)
+        made.append({w.key: w.made() for w in layer.slots["rotary_buffers"]})
+    assert set(made[0]) == {main, local} and set(made[1]) == {main}  # layer 1 is a global one: no local rotary
+    assert torch.equal(made[0][local], rotary_inv_freq(8, 1e4))
+    assert torch.equal(made[0][main], rotary_inv_freq(8, 1e6)) and torch.equal(made[1][main], made[0][main])

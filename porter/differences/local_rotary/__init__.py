@@ -91,12 +91,15 @@ class LocalRotary(Difference):
         """The tree's rotary embedding, built once and handed to every layer: a second one, of the
         local base, in each local layer's attention (handed.py)."""
         window, pattern = p.switches["sliding_window"], p.switches["sliding_window_pattern"]
+        rotary = p.facts("rotary")
+        base = getattr(rotary, "base", None)
+        keyword = base.keyword if base is not None and base.problem is None else "theta"
         p.import_into(TRANSFORMER, SWITCH, f"from {facts.module} import RotaryEmbedding",
                       "imports the tree's rotary embedding for the local layers' own")
         p.edit(TRANSFORMER, SWITCH, f"a layer under the sliding window builds the tree's RotaryEmbedding with the "
                f"local base ({spelling.option}), unscaled",
                rw(H.LocalRotaryBuilt, cls="ParallelAttention", value=f"args.{spelling.dest}",
-                  window=f"layer_window(args.{window.dest}, args.{pattern.dest}, layer_number)"))
+                  window=f"layer_window(args.{window.dest}, args.{pattern.dest}, layer_number)", keyword=keyword))
         p.edit(TRANSFORMER, SWITCH, "a layer under the sliding window swaps the global rotary angles it is handed "
                "for its own, of the same length", rw(H.LocalRotaryHanded, cls="ParallelAttention"))
         if facts.cached:

@@ -28,6 +28,16 @@ def local_theta(config) -> float | None:
     return _class_default(config.get("model_type"))
 
 
+def local_layer(config: dict, index: int) -> bool:
+    """Is layer `index` (from 0) one under the sliding window: `layer_types`, or, in files without
+    it, every layer but each `sliding_window_pattern`-th."""
+    types = config.get("layer_types")
+    if types:
+        return types[index] == LOCAL
+    pattern = config.get("sliding_window_pattern")
+    return bool(pattern) and (index + 1) % pattern != 0
+
+
 @functools.cache
 def per_layer_type(model_type: str | None) -> bool:
     """Does the model type's config class give its local layers a rotary base of their own?"""

@@ -5,7 +5,11 @@ Spec: `position_embedding.type` (GPT: learned), `position_embedding.rope_theta`,
 `--position-embedding-type rotary`, Habana's and BigScience's enum-typed option of the same
 name (BigScience implements it in attention), or microsoft's
 `--use-rotary-position-embeddings` (built in the language model, handed to attention); the
-base as porter's `--rope-theta` or microsoft's `--rotary-position-embeddings-theta`.
+base as porter's `--rope-theta` or microsoft's `--rotary-position-embeddings-theta`. A tree
+whose own rotary embedding has no base option, where the spec asks for another base than its
+own, gets porter's `--rope-theta` threaded to every place that builds its RotaryEmbedding, in
+the class's own terms (tree_base.py: a `base=` parameter passed, or a hard-coded 10000 made a
+`theta` parameter).
 When porter adds the implementation: attention builds a RotaryEmbedding and rotates query and
 key, and the Embedding drops its learned table, in the Embedding's own terms.
 HF: `rope_theta` (transformers 4) or `rope_parameters.rope_theta` (transformers 5).
@@ -18,6 +22,7 @@ from porter.differences.base import Difference
 from porter.differences.rotary import detect
 from porter.differences.rotary import pair_rewrites as RP
 from porter.differences.rotary import rewrites as R
+from porter.differences.rotary import tree_base
 from porter.differences.rotary.probes import add_rotary_probe
 from porter.differences.rotary.weights import saved_frequencies
 from porter.edits import arguments as A
@@ -86,17 +91,15 @@ class Rotary(Difference):
         theta_value = p.spec["position_embedding.rope_theta"]
         p.switch("rotary")
         if p.implemented("rotary"):
-            if p.profile.spellings.get("rope_theta") is not None:
+            found = p.profile.spellings.get("rope_theta")
+            base = p.facts(self.name).base if p.facts(self.name) is not None else None
+            fixed = float(base.default) if base is not None and base.problem is None else ROTARY_BASE
+            if found is not None and found.origin == "tree":
                 p.switch("rope_theta", on=theta_value, field="position_embedding.rope_theta")
-            elif theta_value != ROTARY_BASE:
-                raise PorterError(
-                    f"the tree's rotary embedding has no theta switch, and the spec asks for {theta_value:g}",
-                    file=TRANSFORMER, construct="a --rope-theta style option of the tree's rotary embedding",
-                    found=f"rotary with its fixed base {ROTARY_BASE:g}",
-                    fix=f"use position_embedding.rope_theta = {ROTARY_BASE:g} in the spec, or add a theta switch by hand",
-                )
+            elif found is not None or theta_value != fixed:
+                tree_base.plan(p, base, theta_value)
             else:
-                p.reuse("rope_theta", f"the tree's rotary embedding uses base {ROTARY_BASE:g}, the spec's")
+                p.reuse("rope_theta", f"the tree's rotary embedding uses base {fixed:g}, the spec's")
             self._reused_positions(p)
             self._repair_pair(p)
             return

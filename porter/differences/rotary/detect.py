@@ -121,15 +121,18 @@ def rotary_pair(language_model: cst.Module | None, rotary: cst.Module | None, pa
 class RotaryFacts:
     position_gate: str | None  # what guards the learned position table in Embedding.__init__
     pair: RotaryPair | None = None  # the tree's rotary hands attention (cos, sin) where it takes angles
+    base: object | None = None  # the tree's own RotaryEmbedding's base (tree_base.TreeBase), where it has one
 
 
 def detect(parsed) -> RotaryFacts | None:
+    from porter.differences.rotary.tree_base import tree_base
+
     language_model = parsed("megatron/model/language_model.py")
     if language_model is None:
         return None
     path = module_path(language_model)
     pair = rotary_pair(language_model, parsed(path) if path else None, path)
-    return RotaryFacts(position_gate(language_model), pair)
+    return RotaryFacts(position_gate(language_model), pair, tree_base(parsed))
 
 
 def position_gate(language_model: cst.Module) -> str | None:
