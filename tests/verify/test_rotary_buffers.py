@@ -103,7 +103,7 @@ def test_a_saved_local_rotary_holds_the_local_base_on_the_local_layers_only():
               "rope_parameters": {"full_attention": {"rope_theta": 1e6}, "sliding_attention": {"rope_theta": 1e4}}}
     made = []
     for index in range(2):
-        layer = LayerWeights(WeightLayout(rotary_buffers=(main, local)), ModelShape(2, 16, 2, 32, 40), config, index)
+        layer = LayerWeights(WeightLayout(attention="self_attention", rotary_buffers=(main, local)), ModelShape(2, 16, 2, 32, 40), config, index)
         Rotary().weights(layer)
         LocalRotary().weights(layer)
         made.append({w.key: w.made() for w in layer.slots["rotary_buffers"]})
