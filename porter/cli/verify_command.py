@@ -32,7 +32,7 @@ def verify(
     batch: Annotated[int, typer.Option(help="Sequences in the batch. Example: --batch 4")] = 2,
     std: Annotated[float, typer.Option(help="Std of the random weights (0.1: a wrong port cannot hide). Example: --std 0.02")] = 0.1,
     seed: Annotated[int, typer.Option(help="Seed of weights and batch. Example: --seed 7")] = 1234,
-    tolerance: Annotated[float, typer.Option(help="Largest |logit difference| that passes. Example: --tolerance 1e-4")] = 1e-5,
+    tolerance: Annotated[float, typer.Option(help="Largest |logit difference| that passes, relative to the largest |logit| (at least 1). Example: --tolerance 1e-4")] = 1e-5,
     load: Annotated[Path | None, typer.Option("--load", help="Verify this checkpoint of the tree (its --save "
                                                              "folder) against its own HF conversion, instead of "
                                                              "a random model. Example: --load ./checkpoints")] = None,
@@ -55,8 +55,8 @@ def verify(
     A tiny random LLaMA (weights std 0.1, random norm weights) is saved as an HF directory,
     converted to the tree's checkpoints with `porter convert`'s code, loaded by the tree's own
     load_checkpoint into the generated LLaMAModel and LLaMAModelPipe (DeepSpeed, CPU, fp32) and
-    run on the same batch. Passes when max |logit difference| <= --tolerance and every argmax
-    agrees; otherwise names the first module whose output diverges.
+    run on the same batch. Passes when max |logit difference| <= --tolerance x max(1, max |logit|)
+    and every argmax agrees; otherwise names the first module whose output diverges.
 
     With an HF config.json (or its folder) as MODEL, the reference is transformers' class built
     from that file as transformers reads it, only its sizes shrunk (layers, width, vocabulary;

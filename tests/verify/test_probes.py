@@ -31,3 +31,17 @@ def test_gate_and_up_halves_of_two_ranks_join_gate_first():
     gate, up = torch.arange(8.0).view(1, 1, 8), 100 + torch.arange(8.0).view(1, 1, 8)
     ranks = [torch.cat((gate[..., :4], up[..., :4]), dim=-1), torch.cat((gate[..., 4:], up[..., 4:]), dim=-1)]
     assert torch.equal(combine(fc1, ranks), torch.cat((gate, up), dim=-1))
+
+
+def test_the_logit_tolerance_is_relative_to_the_largest_logit():
+    """A tree's own unfused attention sums in another order than HF's: a logit of 6.5 moves by a
+    few of its ulps (1.35e-5 on a Habana tree's Gemma-3), which an absolute 1e-5 failed; a wrong
+    port (0.05 and more) still fails."""
+    from porter.verify.parity import VerifyOptions, logit_tolerance
+
+    fp32 = VerifyOptions()
+    assert logit_tolerance(fp32, torch.tensor([[0.3, -0.5]])) == fp32.tolerance
+    large = logit_tolerance(fp32, torch.tensor([[6.5, -2.0]]))
+    assert large == 6.5 * fp32.tolerance and 1.35e-5 <= large < 0.05
+    bf16 = VerifyOptions(dtype="bf16")
+    assert logit_tolerance(bf16, torch.tensor([[6.5]])) == 16 * 2.0 ** -8 * 6.5
