@@ -4,7 +4,7 @@ only what it is anchored on.
 The scope check runs after every single edit and compares syntax trees: the file's libcst
 tree before the edit and after it. Every rewrite declares where it may change code: the
 body of one function (a method of a top-level class, or a top-level function), or the
-module's top-level imports. Outside that, the two trees must be equal node for node —
+module's top-level imports, or the value of one top-level assignment. Outside that, the two trees must be equal node for node —
 libcst's trees are concrete, so comments and formatting count too. For a function scope
 that is: every other top-level statement; the anchored class's name, bases, decorators and
 every other member; the function's name, parameters, decorators and return annotation. For
@@ -27,7 +27,8 @@ import libcst as cst
 
 from porter.errors import PorterError
 
-# A scope: ("function", class name or None, function name) or ("imports",).
+# A scope: ("function", class name or None, function name), ("imports",) or ("assignment", name):
+# the value of one top-level `name = ...`.
 Scope = tuple
 
 
@@ -173,12 +174,42 @@ def scope_violations(before: cst.Module, after: cst.Module, scope: Scope) -> lis
         problems.append("the module's header or footer comments")
     if scope[0] == "imports":
         return problems + _imports_scope(list(before.body), list(after.body))
+    if scope[0] == "assignment":
+        return problems + _assignment_scope(list(before.body), list(after.body), scope[1])
     return problems + _function_scope(list(before.body), list(after.body), scope[1], scope[2])
+
+
+def _assigns(node: cst.CSTNode, name: str) -> bool:
+    return (isinstance(node, cst.SimpleStatementLine) and len(node.body) == 1 and isinstance(node.body[0], cst.Assign)
+            and [_target_name(t) for t in node.body[0].targets] == [name])
+
+
+def _target_name(target: cst.AssignTarget) -> str | None:
+    return target.target.value if isinstance(target.target, cst.Name) else None
+
+
+def _assignment_scope(old: list, new: list, name: str) -> list[str]:
+    """Only the value of the top-level `name = ...` changed."""
+    if len(old) != len(new):
+        return [f"{len(new) - len(old):+d} top-level statements"]
+    problems = []
+    for a, b in zip(old, new, strict=True):
+        if _same(a, b):
+            continue
+        if _assigns(a, name) and _assigns(b, name):
+            x, y = a.body[0], b.body[0]
+            if a.with_changes(body=[]).deep_equals(b.with_changes(body=[])) and \
+                    x.with_changes(value=cst.Name("_")).deep_equals(y.with_changes(value=cst.Name("_"))):
+                continue
+        problems.append(_name(a))
+    return problems
 
 
 def describe(scope: Scope) -> str:
     if scope[0] == "imports":
         return "top-level imports"
+    if scope[0] == "assignment":
+        return f"the value of the top-level `{scope[1]} = ...`"
     return f"{scope[1]}.{scope[2]}" if scope[1] else f"function {scope[2]}"
 
 
