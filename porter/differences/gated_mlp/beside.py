@@ -63,7 +63,7 @@ def plan_beside(p, own: Spelling, activation: str, what: str) -> Spelling:
     registered = p.profile.arguments.by_option(own.option)
     registry = (p.facts("swiglu") or {}).get(own.option)
     p.switch("swiglu")  # the tree's gated MLP, on: its projection(s), its weight layout
-    if own.on is True and layout == GATE_FIRST and activation in BESIDE:
+    if own.on is True and activation in BESIDE:
         spelling = p.switch(activation, spelling=beside_spelling(activation, registered.function))
         turn_on = [f"    # {activation} is the gated MLP of {own.option} with another function on the gate",
                    f"    args.{own.dest} = True"]
@@ -93,9 +93,12 @@ def plan_beside(p, own: Spelling, activation: str, what: str) -> Spelling:
                    rw(R.SetActivation, cls="ParallelMLP", test=spelling.test, func_name=func))
             p.import_into(TRANSFORMER, activation, f"from megatron.model.swiglu import {func}",
                           "imports the gated activation")
+    elif own.on is True:
+        raise _refuse(own, activation, f"the tree's boolean {own.switch}: porter has no switch of its own for "
+                                       f"{activation} to put beside it")
     else:
-        raise _refuse(own, activation, f"the tree's {own.switch} ({'a boolean switch' if own.on is True else 'an option'}"
-                                       f" of {layout.split(':')[0]})")
+        raise _refuse(own, activation, f"the tree's {own.switch}: an option whose choices are neither a literal list "
+                                       "in arguments.py nor the keys of a module-level dict of gated functions")
     lines = [f"if {spelling.test}:"]
     for dest in ("openai_gelu", "onnx_safe"):
         if p.has_dest(dest):
