@@ -147,3 +147,20 @@ def test_a_tree_with_its_own_rmsnorm_that_porter_cannot_find_is_refused_for_the_
         make_plan(load_spec("gemma"), dataclasses.replace(profile, spellings=spellings))
     assert "own RMSNorm" in caught.value.message and "offset" in caught.value.message
     assert "finds no method of the model files that builds it" in caught.value.message
+
+
+def test_a_width_given_as_a_number_stands_against_the_trees_own_override(sample):
+    """A tree that sets the MLP width again under its SwiGLU switch, whatever was given (microsoft July
+    2023: `if args.swiglu: args.ffn_hidden_size = ...`), would replace Gemma's 16384: the rule's switch
+    comes on (multiple 1) and the override is skipped while it is, as for LLaMA's rule; without such an
+    override a number stays a default of the entry point alone."""
+    import dataclasses
+
+    plain = make_plan(load_spec("gemma"), sample)
+    assert not [e for e in plain.edits if e.feature == "ffn_rule"] and plain.defaults["ffn_hidden_size"] == 16384
+    overridden = dataclasses.replace(sample, arguments=dataclasses.replace(sample.arguments,
+                                                                           width_overrides=("args.swiglu",)))
+    plan = make_plan(load_spec("gemma"), overridden)
+    (keep,) = [e for e in plan.edits if e.name == "KeepRuleWidth"]
+    assert keep.rewrite.keywords["test"] == "args.swiglu" and keep.rewrite.keywords["dest"] == "ffn_multiple_of"
+    assert (plan.defaults["ffn_hidden_size"], plan.defaults["ffn_multiple_of"]) == (16384, 1)
