@@ -88,11 +88,6 @@ def plan_beside(p, own: Spelling, activation: str, what: str) -> Spelling:
                    rw(A.ExtendChoices, func=registered.function, option=own.option, value=value))
             p.edit(TRANSFORMER, activation, f"the tree's gated MLP comes on for {own.option} {value} too",
                    rw(R.WidenGatedTest, cls="ParallelMLP", test=own.test, widened=widened))
-            p.edit(TRANSFORMER, activation, f"the MLP uses {func} ({what}) on the tree's gated MLP when "
-                   f"{own.option} is {value}",
-                   rw(R.SetActivation, cls="ParallelMLP", test=spelling.test, func_name=func))
-            p.import_into(TRANSFORMER, activation, f"from megatron.model.swiglu import {func}",
-                          "imports the gated activation")
     elif own.on is True:
         raise _refuse(own, activation, f"the tree's boolean {own.switch}: porter has no switch of its own for "
                                        f"{activation} to put beside it")
@@ -107,8 +102,8 @@ def plan_beside(p, own: Spelling, activation: str, what: str) -> Spelling:
     lines += turn_on
     if len(lines) > 1:
         p.checks.append("\n".join(lines))
-    if turn_on:
-        p.edit(TRANSFORMER, activation, f"the MLP uses {func} ({what}) on the tree's fused gate+up projection when "
-               f"{spelling.option} is on", rw(R.SetActivation, cls="ParallelMLP", test=spelling.test, func_name=func))
+    if registry is None or own.on is True:  # else the dict's entry is the function
+        p.edit(TRANSFORMER, activation, f"the MLP uses {func} ({what}) on the tree's gated MLP when {spelling.switch}",
+               rw(R.SetActivation, cls="ParallelMLP", test=spelling.test, func_name=func))
         p.import_into(TRANSFORMER, activation, f"from megatron.model.swiglu import {func}", "imports the gated activation")
     return spelling
