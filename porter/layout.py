@@ -32,6 +32,12 @@ class WeightLayout:
     mlp: str = "mlp"
     # ParallelAttention / ParallelMLP
     qkv: str = "query_key_value"
+    # the tree's own grouped-query attention that projects q and (k, v) apart when there are fewer
+    # key/value heads than query heads (porter/differences/grouped_query/apart.py): those two
+    # ColumnParallelLinear; the key/value one laid out per key/value head [ng, 2, hn]. "": fused
+    gqa_query: str = ""
+    gqa_key_value: str = ""
+    gqa_keys_repeated: bool = False  # and it repeats the keys per query head right there: later code sees np key heads
     dense: str = "dense"
     fc1: str = "dense_h_to_4h"
     up: str = ""  # a separate up projection (Habana's hand port); "": fc1 is the fused [gate; up]

@@ -357,10 +357,12 @@ def load_loosely(model, kind: str, folder, tp_rank: int, std: float, seed: int, 
         for param in model.parameters():
             param.copy_(torch.randn(param.shape, generator=generator) * std)
     if kind == "pipe":
-        for name, layer in model.named_children():
-            path = os.path.join(folder, f"layer_{int(name):02d}-model_{tp_rank:02d}-model_states.pt") \
-                if name.isdigit() else ""
-            if path and os.path.exists(path):
+        # the layers as DeepSpeed saves and loads them (its forward_funcs, numbered from the stage's
+        # first): a tied layer (the embedding the head shares) is there too, not a numbered child
+        start = getattr(model, "_local_start", 0)
+        for index, layer in enumerate(model.forward_funcs):
+            path = os.path.join(folder, f"layer_{start + index:02d}-model_{tp_rank:02d}-model_states.pt")
+            if hasattr(layer, "state_dict") and os.path.exists(path):
                 _copy_matching(layer, torch.load(path, map_location="cpu", weights_only=False))
     else:
         path = os.path.join(folder, f"mp_rank_{tp_rank:02d}_model_states.pt")

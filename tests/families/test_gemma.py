@@ -191,3 +191,23 @@ def test_gemma_trains_and_its_checkpoint_converts_to_the_same_model(gemma_tree, 
     result = verify(GEMMA, gemma_tree, tmp_path / "verify", VerifyOptions(checkpoint=saved))
     assert result.passed, result.as_dict()
     assert result.results[0].model_class == "GemmaModelPipe"
+
+
+@pytest.mark.slow
+def test_a_structure_mismatch_in_the_tied_pipe_names_the_module_not_the_embedding(gemma_tree, tmp_path):
+    """A bias the port does not expect: verify loads the checkpoint loosely (what fits), and in the
+    pipe model that includes the tied embedding (a DeepSpeed tied layer, not a numbered child),
+    so the first divergence is the biased module, as in the plain model."""
+    broken = tmp_path / "broken"
+    shutil.copytree(gemma_tree, broken, ignore=shutil.ignore_patterns("__pycache__"))
+    path = broken / "megatron/model/transformer.py"
+    old = "            skip_bias_add=True,\n            bias=not args.no_bias)"
+    text = path.read_text()
+    at = text.index("self.dense_4h_to_h = ")
+    assert text.count(old, at) >= 1
+    path.write_text(text[:at] + text[at:].replace(old, "            skip_bias_add=True,\n            bias=True)", 1))
+    result = verify(GEMMA, broken, tmp_path / "verify", VerifyOptions(kinds=("pipe",)))
+    (r,) = result.results
+    assert not result.passed and r.loaded_by.startswith("porter (loosely")
+    first = r.first_divergence
+    assert first is not None and first.name == f"{LAYER0}.mlp.dense_4h_to_h", [(p.name, p.max_diff) for p in r.probes]

@@ -7,19 +7,36 @@ it: the fused QKV projection shrinks to (np + 2 * ng) * hn, laid out per group
 [ng, np/ng + 2, hn] (the tree's per-head layout when ng = np), is split by groups, and keys
 and values are repeated for the tree's unfused attention math only: the fused kernel takes
 the groups as they are. The tensor-parallel size must divide ng (checked with the arguments).
-HF: `num_key_value_heads`.
+HF: `num_key_value_heads`. A tree whose own GQA projects q and (k, v) apart (apart.py): its
+two projections are named in the layout, and the weights and probes follow them (weights.py);
+one porter cannot read is refused. A tree whose own repeat of the key/value heads is a
+zero-stride view its unfused attention cannot `.view` (expanded.py) gets those views repaired.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from porter.differences.base import Difference
 from porter.differences.grouped_query import rewrites as G
+from porter.differences.grouped_query.apart import ApartProjections, split_projections
+from porter.differences.grouped_query.expanded import ExpandedRepeat, expanded_repeat
+from porter.differences.grouped_query.weights import apart_probes, apart_weights
+from porter.errors import PorterError
 from porter.planner import rw, unsupported
 from porter.profile import TRANSFORMER
 from porter.profile.features import NETWORK, Spelling, tree_spelling
 from porter.schema import number
 
 SWITCH = "num_query_groups"
+
+
+@dataclass(frozen=True)
+class TreeGQA:
+    """What the tree's own grouped-query attention does that porter follows or repairs."""
+
+    apart: ApartProjections | None  # q and (k, v) projected apart (apart.py)
+    expanded: ExpandedRepeat | None  # a zero-stride key/value repeat (expanded.py)
 
 
 class GroupedQueryAttention(Difference):
@@ -44,6 +61,29 @@ class GroupedQueryAttention(Difference):
     def wanted(self, spec):
         return spec["attention.num_query_groups"] is not None
 
+    def detect(self, parsed):
+        transformer = parsed(TRANSFORMER)
+        if transformer is None:
+            return None
+        return TreeGQA(split_projections(transformer), expanded_repeat(transformer))
+
+    def layout(self, profile, spec):
+        facts = profile.facts.get(self.name)
+        apart = facts.apart if facts is not None else None
+        if apart is None:
+            return {}
+        if apart.found:
+            if self.wanted(spec):
+                raise _unreadable(apart)
+            return {}
+        return {"gqa_query": apart.query, "gqa_key_value": apart.key_value, "gqa_keys_repeated": apart.repeats}
+
+    def weights(self, layer):
+        apart_weights(layer)
+
+    def probes(self, layer):
+        apart_probes(layer)
+
     def validate(self, values, given, fail):
         groups, heads = values["attention.num_query_groups"], values["sizes.num_attention_heads"]
         if groups is not None and heads is not None and heads % groups:
@@ -54,7 +94,18 @@ class GroupedQueryAttention(Difference):
     def plan(self, p):
         groups = p.spec["attention.num_query_groups"]
         spelling = p.switch(SWITCH, on=groups, field="attention.num_query_groups")
+        facts = p.facts(self.name) or TreeGQA(None, None)
+        if facts.apart is not None and facts.apart.found:
+            raise _unreadable(facts.apart)
         if p.implemented(SWITCH):
+            expanded = facts.expanded
+            if expanded is not None:
+                p.edit(TRANSFORMER, SWITCH,
+                       f"repair: ParallelAttention.{expanded.method} repeats key/value heads by expand (a zero stride, "
+                       f"no copy), which CoreAttention.forward's {' and '.join(expanded.viewed)} .view cannot take "
+                       "with one key/value head on a rank and more than one sequence; reshape (the same view where one "
+                       "is possible)",
+                       rw(G.ReshapeRepeatedKeyValue, cls="CoreAttention", func="forward", names=expanded.viewed))
             return
         p.checks.append(
             f"""
@@ -99,3 +150,18 @@ class GroupedQueryAttention(Difference):
         if groups is None:
             return {}
         return {"attention.num_query_groups": 1 if groups == 1 else max(1, tiny.num_attention_heads // 2)}
+
+
+def _unreadable(apart: ApartProjections) -> PorterError:
+    """The refusal of a tree whose GQA builds a query and a key/value projection porter cannot read:
+    its weights would go to the wrong tensors."""
+    return PorterError(
+        "ParallelAttention projects query and key/value apart under grouped-query attention, in a layout porter "
+        "cannot read", file=TRANSFORMER,
+        construct="ParallelAttention: with fewer key/value heads than query heads, self.<q> = ColumnParallelLinear("
+                  "h, np * hn) and self.<kv> = ColumnParallelLinear(h, 2 * ng * hn), whose output is viewed as "
+                  "[ng, 2 * hn] and cut in key | value halves",
+        found=apart.found,
+        fix="port this tree's grouped-query attention by hand (or port a model with one key/value head per query "
+            "head), or report the variant",
+    )

@@ -215,3 +215,50 @@ class GroupedQKVSplit(Rewrite):
             if stores or all(mentions(stmt, name) for name in qkv):
                 return i
         return None
+
+
+class ReshapeRepeatedKeyValue(Rewrite):
+    """Reshape the key and value heads where the unfused attention views them.
+
+    Why: the tree's own GQA repeats each key/value head by `expand` (expanded.py), a tensor
+    with a zero stride that `key_layer.view(sk, b * np, -1)` / `value_layer.view(...)` cannot
+    take once a batch holds more than one sequence (one key/value head on a rank: MQA, or a
+    tensor-parallel size equal to the key/value heads). `reshape` is that very view wherever
+    a view is possible and a copy only where it is not: the numbers are the same.
+    """
+
+    construct = "`key_layer = key_layer.view(...)` / `value_layer = value_layer.view(...)` in the unfused attention"
+
+    cls: str
+    func: str
+    names: tuple = ("key_layer", "value_layer")
+
+    def rewrite_body(self, body):
+        names = self.names
+
+        class Views(cst.CSTTransformer):
+            found = 0
+            done = 0
+
+            def leave_Assign(self, original, updated):
+                target, value = updated.targets[0].target, updated.value
+                if not (isinstance(target, cst.Name) and target.value in names and isinstance(value, cst.Call)
+                        and isinstance(value.func, cst.Attribute) and code(value.func.value) == target.value):
+                    return updated
+                if value.func.attr.value == "reshape":
+                    Views.done += 1
+                if value.func.attr.value != "view":
+                    return updated
+                Views.found += 1
+                return updated.with_changes(value=value.with_changes(func=value.func.with_changes(
+                    attr=cst.Name("reshape"))))
+
+        new = [stmt.visit(Views()) for stmt in body]
+        if Views.found:
+            self.anchored()
+            return new
+        if Views.done:
+            self.already_done()
+            return body
+        self.missing("no `key_layer = key_layer.view(...)` nor `value_layer = value_layer.view(...)`")
+        return body

@@ -24,6 +24,7 @@ from porter.differences.local_rotary import handed as H
 from porter.differences.local_rotary import rewrites as R
 from porter.differences.local_rotary import rope_fields
 from porter.differences.local_rotary.detect import detect
+from porter.differences.local_rotary.weights import local_frequencies
 from porter.errors import PorterError
 from porter.planner import rw, unsupported
 from porter.profile import TRANSFORMER
@@ -100,6 +101,9 @@ class LocalRotary(Difference):
             p.edit(facts.file, SWITCH, f"{facts.apply} renews its cos/sin cache when the angles change, not only "
                    "their length: local and global layers hand it different angles of one length",
                    rw(H.RotaryCacheKeyedOnAngles, func=facts.apply))
+
+    def weights(self, layer):
+        local_frequencies(layer)
 
     def from_hf(self, config):
         local = rope_fields.local_theta(config)

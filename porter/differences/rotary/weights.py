@@ -14,8 +14,11 @@ from porter.weights import LayerWeights, Weight
 
 
 def rope_theta(config: dict) -> float:
-    """The rotary base of an HF config (transformers 5 `rope_parameters`, or `rope_theta`)."""
-    theta = (config.get("rope_parameters") or {}).get("rope_theta", config.get("rope_theta"))
+    """The rotary base of an HF config (transformers 5 `rope_parameters`, or `rope_theta`; a model
+    with a rotary per layer type, Gemma-3: its global layers')."""
+    from porter.hf_reading import rope_parameters_of
+
+    theta = rope_parameters_of(config).get("rope_theta")
     return float(theta if theta is not None else 10000.0)
 
 
