@@ -3,11 +3,12 @@ only what it is anchored on.
 
 The scope check runs after every single edit and compares syntax trees: the file's libcst
 tree before the edit and after it. Every rewrite declares where it may change code: the
-body of one function (a method of a top-level class, or a top-level function), or the
-module's top-level imports. Outside that, the two trees must be equal node for node —
-libcst's trees are concrete, so comments and formatting count too. For a function scope
-that is: every other top-level statement; the anchored class's name, bases, decorators and
-every other member; the function's name, parameters (unless the scope holds them), decorators and return annotation. For
+body of one function (a method of a top-level class, or a top-level function), the module's
+top-level imports, or the value of one top-level assignment. Outside that, the two trees must
+be equal node for node — libcst's trees are concrete, so comments and formatting count too.
+For a function scope that is: every other top-level statement; the anchored class's name,
+bases, decorators and every other member; the function's name, parameters (unless the scope
+holds them), decorators and return annotation. For
 the imports scope: every existing top-level statement, in order, where an edit may only
 insert import statements, add names at the end of a `from X import ...` and, in the handlers
 of a top-level `try:`, turn a `NAME = None` (a failed import's fallback) into an import. So an edit
@@ -28,7 +29,8 @@ import libcst as cst
 from porter.errors import PorterError
 
 # A scope: ("function", class name or None, function name), ("parameters", class name or None,
-# function name) (the function's body and its parameter list), or ("imports",).
+# function name) (the function's body and its parameter list), ("imports",) or ("assignment",
+# name): the value of one top-level `name = ...`.
 Scope = tuple
 
 
@@ -179,12 +181,42 @@ def scope_violations(before: cst.Module, after: cst.Module, scope: Scope) -> lis
         problems.append("the module's header or footer comments")
     if scope[0] == "imports":
         return problems + _imports_scope(list(before.body), list(after.body))
+    if scope[0] == "assignment":
+        return problems + _assignment_scope(list(before.body), list(after.body), scope[1])
     return problems + _function_scope(list(before.body), list(after.body), scope[1], scope[2], scope[0] == "parameters")
+
+
+def _assigns(node: cst.CSTNode, name: str) -> bool:
+    return (isinstance(node, cst.SimpleStatementLine) and len(node.body) == 1 and isinstance(node.body[0], cst.Assign)
+            and [_target_name(t) for t in node.body[0].targets] == [name])
+
+
+def _target_name(target: cst.AssignTarget) -> str | None:
+    return target.target.value if isinstance(target.target, cst.Name) else None
+
+
+def _assignment_scope(old: list, new: list, name: str) -> list[str]:
+    """Only the value of the top-level `name = ...` changed."""
+    if len(old) != len(new):
+        return [f"{len(new) - len(old):+d} top-level statements"]
+    problems = []
+    for a, b in zip(old, new, strict=True):
+        if _same(a, b):
+            continue
+        if _assigns(a, name) and _assigns(b, name):
+            x, y = a.body[0], b.body[0]
+            if a.with_changes(body=[]).deep_equals(b.with_changes(body=[])) and \
+                    x.with_changes(value=cst.Name("_")).deep_equals(y.with_changes(value=cst.Name("_"))):
+                continue
+        problems.append(_name(a))
+    return problems
 
 
 def describe(scope: Scope) -> str:
     if scope[0] == "imports":
         return "top-level imports"
+    if scope[0] == "assignment":
+        return f"the value of the top-level `{scope[1]} = ...`"
     where = f"{scope[1]}.{scope[2]}" if scope[1] else f"function {scope[2]}"
     return where + " (and its parameters)" if scope[0] == "parameters" else where
 

@@ -150,11 +150,13 @@ class Planner:
 
     # -- switches ----------------------------------------------------------------------------
     def switch(self, name: str, on: object | None = None, field: str | None = None,
-               spelling: Spelling | None = None) -> Spelling:
+               spelling: Spelling | None = None, existing: bool = False) -> Spelling:
         """Reuse the tree's option for a switch, or add porter's. Returns the spelling.
         `on`: the value that turns it on (default: the spelling's); `field`: the spec field that
         value is the number of; `spelling`: the one of porter's spellings to add when the tree has
-        none (default: porter's first), for a difference that fits its option to the tree's idiom."""
+        none (default: porter's first), for a difference that fits its option to the tree's idiom;
+        `existing`: that spelling is an option of the tree's, which the difference extends with
+        a value of porter's (a choice), so nothing is added here."""
         found = self.profile.spellings.get(name)
         if found is not None:
             if found.origin == "tree":
@@ -167,6 +169,8 @@ class Planner:
             else:
                 self.reuse(name, f"reuses {found.option}, added by porter earlier")
             spelling = found
+        elif existing:
+            self.reuse(name, f"reuses the tree's {spelling.option}, with porter's choice {spelling.on!r}")
         else:
             spelling = spelling or self.profile.porter_spelling(name)
             self._check_free(spelling)

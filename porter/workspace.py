@@ -194,6 +194,6 @@ def _scope(rewrite) -> tuple:
     if isinstance(rewrite, Rewrite):
         return ("parameters" if rewrite.changes_parameters else "function", rewrite.cls, rewrite.func)
     if isinstance(rewrite, ModuleRewrite):
-        return ("imports",)
+        return rewrite.scope()
     raise TypeError(f"{type(rewrite).__name__} is neither a Rewrite nor a ModuleRewrite")
 

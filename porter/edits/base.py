@@ -304,6 +304,10 @@ class ModuleRewrite(cst.CSTTransformer):
     def rewrite_module_body(self, body: list[cst.BaseStatement], path: str) -> list[cst.BaseStatement]:
         raise NotImplementedError
 
+    def scope(self) -> tuple:
+        """Where it may change code (porter.checks): the top-level imports, unless it says otherwise."""
+        return ("imports",)
+
     def apply(self, module: cst.Module, path: str) -> cst.Module:
         return module.with_changes(body=self.rewrite_module_body(list(module.body), path))
 

@@ -105,7 +105,8 @@ BREAKS = {
                        f"{LAYER0}.input_layernorm"),
     "no embedding scale": ("pretrain_gemma.py", ("scale_embeddings=True,", "scale_embeddings=False,"),
                            "language_model.embedding"),
-    "erf GELU instead of tanh": ("megatron/model/swiglu.py", ('F.gelu(gate, approximate="tanh")', "F.gelu(gate)"),
+    "erf GELU instead of tanh": ("megatron/model/swiglu.py", ('return F.gelu(gate, approximate="tanh") * up',
+                                                              "return F.gelu(gate) * up"),
                                  f"{LAYER0}.mlp"),
 }
 

@@ -64,3 +64,27 @@ def test_phi3_sliding_window_port_of_a_habana_tree(tmp_path):
     assert result.verifies, notes
     assert len(result.max_logit_diff) == 2 and all(d <= 1e-5 for d in result.max_logit_diff.values()), \
         result.max_logit_diff
+
+
+# Newer families on trees whose own code porter extends (issue 20): grouped-query attention where the
+# tree's attention math is a module of its own (CoreAttention) or behind a key/value cache it sizes per
+# query head, Gemma's GeGLU on the tree's own gated MLP chosen by an option's value (Habana's
+# --activation-func-type list, BigScience's --glu-activation dict), a width given as a number against
+# the tree's own width override.
+FAMILY_PORTS = [("qwen3", "hab-pre"), ("gemma", "ms-llama"), ("gemma2", "ms-llama"), ("gemma", "hab-llama"),
+                ("gemma", "bs-head")]
+
+
+@pytest.mark.parametrize(("family", "label"), FAMILY_PORTS)
+def test_family_port_of_a_real_tree(family, label, tmp_path):
+    source = Path(ROOT or ".") / label
+    if not source.is_dir():
+        pytest.skip(f"{source} is missing")
+    result = run_acceptance(label, source, tmp_path, family=family)
+    notes = "\n".join(result.notes)
+    assert result.apply and result.idempotent and result.compiles and result.reverts, notes
+    if label == "bs-head":  # its training stack needs CUDA at start-up
+        assert result.needs_cuda, notes
+        return
+    assert result.trains and result.last < result.first, notes
+    assert len(result.max_logit_diff) == 2 and result.verifies, notes

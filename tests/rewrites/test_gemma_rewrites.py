@@ -116,7 +116,9 @@ def test_an_embedding_without_a_word_lookup_is_refused_by_construct(refuses):
 
 
 def test_a_tree_with_its_own_gated_mlp_is_refused_for_geglu(sample):
-    """BigScience's --glu-activation has a geglu choice, but with the exact (erf) GELU: not Gemma's."""
+    """A gated MLP chosen by an option whose choices porter cannot extend (neither a literal list nor
+    a dict of GLU functions it finds; BigScience's, whose dict it does find: tests/variants/
+    test_geglu_beside_choices.py) is refused by name."""
     import dataclasses
 
     from porter.errors import PorterError
@@ -126,7 +128,7 @@ def test_a_tree_with_its_own_gated_mlp_is_refused_for_geglu(sample):
     spellings = {**profile.spellings, "swiglu": tree_spelling("swiglu", "--glu-activation", True)}
     with pytest.raises(PorterError) as caught:
         make_plan(load_spec("gemma"), dataclasses.replace(profile, spellings=spellings))
-    assert "--glu-activation" in caught.value.message and "erf" in caught.value.found
+    assert "--glu-activation" in caught.value.message and "neither a literal list" in caught.value.found
     assert caught.value.file == "megatron/model/transformer.py"
 
 
@@ -145,3 +147,20 @@ def test_a_tree_with_its_own_rmsnorm_that_porter_cannot_find_is_refused_for_the_
         make_plan(load_spec("gemma"), dataclasses.replace(profile, spellings=spellings))
     assert "own RMSNorm" in caught.value.message and "offset" in caught.value.message
     assert "finds no method of the model files that builds it" in caught.value.message
+
+
+def test_a_width_given_as_a_number_stands_against_the_trees_own_override(sample):
+    """A tree that sets the MLP width again under its SwiGLU switch, whatever was given (microsoft July
+    2023: `if args.swiglu: args.ffn_hidden_size = ...`), would replace Gemma's 16384: the rule's switch
+    comes on (multiple 1) and the override is skipped while it is, as for LLaMA's rule; without such an
+    override a number stays a default of the entry point alone."""
+    import dataclasses
+
+    plain = make_plan(load_spec("gemma"), sample)
+    assert not [e for e in plain.edits if e.feature == "ffn_rule"] and plain.defaults["ffn_hidden_size"] == 16384
+    overridden = dataclasses.replace(sample, arguments=dataclasses.replace(sample.arguments,
+                                                                           width_overrides=("args.swiglu",)))
+    plan = make_plan(load_spec("gemma"), overridden)
+    (keep,) = [e for e in plan.edits if e.name == "KeepRuleWidth"]
+    assert keep.rewrite.keywords["test"] == "args.swiglu" and keep.rewrite.keywords["dest"] == "ffn_multiple_of"
+    assert (plan.defaults["ffn_hidden_size"], plan.defaults["ffn_multiple_of"]) == (16384, 1)

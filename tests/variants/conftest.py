@@ -175,6 +175,16 @@ def own_swiglu_gemma_tree(tmp_path_factory) -> Ported:
 
 
 @pytest.fixture(scope="session")
+def separate_gate_gemma_tree(tmp_path_factory) -> Ported:
+    return _ported(tmp_path_factory, "hand_port_separate_gate", load_spec("gemma"))
+
+
+@pytest.fixture(scope="session")
+def gate_second_gemma_tree(tmp_path_factory) -> Ported:
+    return _ported(tmp_path_factory, "glu_gate_second", load_spec("gemma"))
+
+
+@pytest.fixture(scope="session")
 def rmsnorm_apex_only_tree(tmp_path_factory) -> Ported:
     return _ported(tmp_path_factory, "rmsnorm_apex_only")
 

@@ -13,11 +13,9 @@ import pytest
 
 from porter import convert
 from porter.catalog import load_spec
-from porter.errors import PorterError
 from porter.port import prepare
 from porter.verify.parity import verify
 from tests.variants.conftest import passed, python_in_tree, reapply_then_revert
-from tests.variants.variants import make_variant
 
 GEMMA = load_spec("gemma")
 TRANSFORMER = "megatron/model/transformer.py"
@@ -105,14 +103,6 @@ def test_a_second_apply_plans_nothing(own_swiglu_gemma_tree):
 
 def test_reapply_then_revert_is_byte_identical(own_swiglu_gemma_tree, tmp_path):
     reapply_then_revert(own_swiglu_gemma_tree, tmp_path, "gemma")
-
-
-def test_a_gate_second_glu_is_still_refused(tmp_path):
-    """BigScience's --glu-activation gates the second half, and its geglu is the erf GELU: refused by name."""
-    with pytest.raises(PorterError) as refused:
-        prepare(GEMMA, make_variant("glu_gate_second", tmp_path / "Megatron-DeepSpeed"))
-    assert refused.value.file == TRANSFORMER and "--glu-activation" in str(refused.value)
-    assert "exact erf GELU" in str(refused.value)
 
 
 @pytest.mark.slow  # 20-170 s on 2 cores

@@ -4,7 +4,9 @@ Spec: `mlp.ffn_hidden_size` ("4h", "2/3*4h", or the width itself) and `mlp.multi
 (LLaMA: 256, which gives 11008 for h = 4096). An explicit --ffn-hidden-size always wins. The
 rule is porter's `--ffn-multiple-of` switch, applied where the tree checks its arguments; a
 width given as a number is a default of the entry point (Megatron-DeepSpeed's own SwiGLU rule
-rounds down to 64 and gives 10880, never LLaMA's width).
+rounds down to 64 and gives 10880, never LLaMA's width). Where the tree sets its width again
+under a switch of its own (microsoft July 2023: `if args.swiglu:`, whatever was given), that
+override is skipped while the rule's switch is on, so a number as width turns it on too.
 HF: `intermediate_size` (always a number).
 """
 
@@ -85,7 +87,10 @@ class FfnRule(Difference):
         if isinstance(rule, int):
             p.default("ffn_hidden_size", rule, "mlp.ffn_hidden_size")
             p.reuse("ffn_rule", f"the MLP width {rule} is a default of the entry point (--ffn-hidden-size)")
-            return
+            if not p.profile.arguments.width_overrides:
+                return
+            # the tree sets its width again under a switch this port may turn on (its own SwiGLU):
+            # the rule's switch on, the width given stands against it (multiple_of is 1 here)
         spelling = p.switch("ffn_rule", on=multiple, field="mlp.multiple_of")
         multiplier = p.spec["mlp.ffn_multiplier"]
         scale = p.switch("ffn_multiplier", on=multiplier, field="mlp.ffn_multiplier")

@@ -6,10 +6,11 @@ three ways: porter's `--activation-func-type swiglu`, microsoft's `--swiglu` (fr
 July 2023 rebase) and BigScience's `--glu-activation swiglu`; microsoft's and BigScience's
 come with their own implementation, whose fused weight puts the gate in the first half
 (microsoft) or the second (BigScience): the weight layout says which, for conversion. GeGLU
-is porter's `--activation-func-type geglu`; beside a tree's own boolean `--swiglu` of one
-gate-first fused projection (microsoft's), porter's `--geglu` puts GELU on that gated MLP's
-gate (beside.py). BigScience's `--glu-activation geglu` uses the exact (erf) GELU, which is
-not Gemma's: that tree, and a hand port's separate projections, are refused.
+is porter's `--activation-func-type geglu`; beside a tree's own gated MLP, porter puts GELU
+(tanh) on that MLP's gate in the tree's idiom (beside.py): `--geglu` beside a boolean
+`--swiglu` (microsoft's), a choice `geglu_tanh` of the tree's option of choices (Habana's
+hand port, separate projections) or of its dict of GLU functions (BigScience's gate-second
+`--glu-activation`, whose own `geglu` is the exact erf GELU, not Gemma's).
 
 porter's one option carries every gated activation (choices gelu, swiglu, geglu), and the
 code it writes is the same whichever family asks: the fused projection is doubled for any
@@ -21,18 +22,18 @@ HF: `hidden_act` (LLaMA: silu) or, in Gemma's configs, `hidden_activation`, whic
 from __future__ import annotations
 
 from porter.differences.base import Difference
+from porter.differences.gated_mlp import registry
 from porter.differences.gated_mlp import rewrites as R
-from porter.differences.gated_mlp.beside import beside_spelling, extendable, plan_beside
+from porter.differences.gated_mlp.beside import beside_spelling, plan_beside
+from porter.differences.gated_mlp.layouts import GATE_FIRST, GATE_SECOND, SEPARATE
 from porter.differences.gated_mlp.probes import gated_probes
 from porter.differences.gated_mlp.weights import gated_weights
-from porter.planner import rw, unsupported
+from porter.planner import rw
 from porter.profile import TRANSFORMER
 from porter.profile.features import NETWORK, Spelling, tree_spelling
 from porter.schema import choice
 
-GATE_FIRST = "gate first: one fused [gate; up] projection, silu on the first half"
-GATE_SECOND = "gate second: one fused [up; gate] projection, silu on the second half"
-SEPARATE = "separate projections: silu on the first one's output, times the second's"
+__all__ = ["GATE_FIRST", "GATE_SECOND", "SEPARATE", "GatedMLP"]
 
 # activation.type -> (the function in megatron/model/swiglu.py, what it computes)
 GATED = {"swiglu": ("swiglu", "silu(gate) * up"), "geglu": ("geglu", "gelu_tanh(gate) * up")}
@@ -80,16 +81,14 @@ class GatedMLP(Difference):
     def wanted(self, spec):
         return spec["activation.type"] in GATED
 
+    def detect(self, parsed):
+        return registry.detect(parsed)
+
     def plan(self, p):
         activation = p.spec["activation.type"]
         own = p.implemented("swiglu")
         beside = activation != "swiglu" and own is not None
-        if beside and not extendable(own, activation):
-            raise unsupported(f"the tree has its own gated MLP ({own.option}), which porter does not extend to "
-                              f"{activation}", TRANSFORMER, f"a ParallelMLP porter can give {activation}",
-                              f"the tree's {own.switch} implementation" +
-                              (" (its geglu is the exact erf GELU, not the tanh one)" if own.dest == "glu_activation" else ""))
-        spelling = plan_beside(p, own, activation, *GATED[activation]) if beside else p.switch(activation)
+        spelling = plan_beside(p, own, activation, GATED[activation][1]) if beside else p.switch(activation)
         p.values["gated_mlp"] = {"activation": activation}
         option = spelling.option if beside else "--activation-func-type"
         p.describe_model(f"activation {activation}: the transformer's MLP ({option}, see transformer.py)")

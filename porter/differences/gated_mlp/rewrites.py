@@ -14,7 +14,7 @@ from porter.cst.nodes import (
     statements,
     with_comment,
 )
-from porter.edits.base import Rewrite
+from porter.edits.base import ModuleRewrite, Rewrite
 
 
 class FusedGateUp(Rewrite):
@@ -93,3 +93,76 @@ class SetActivation(Rewrite):
             return body
         self.anchored()
         return body[: last + 1] + [new] + body[last + 1 :]
+
+
+class WidenGatedTest(Rewrite):
+    """Turn the tree's own gated MLP on for a new choice of its option too.
+
+    Why: a tree whose option takes a choice (`--activation-func-type swiglu`) builds its gated
+    MLP (the second projection, or the doubled one) under `args.<dest> == 'swiglu'`; a gated
+    activation porter adds to the same option needs that MLP as it is, with another function on
+    the gate. Each such comparison in the method becomes `args.<dest> in ('swiglu', '<new>')`.
+    """
+
+    construct = "`args.<option> == '<the tree's gated choice>'` in ParallelMLP.__init__"
+
+    func = "__init__"
+    cls: str
+    test: str  # the tree's test, e.g. "args.activation_func_type == 'swiglu'"
+    widened: str  # e.g. "args.activation_func_type in ('swiglu', 'geglu_tanh')"
+
+    def rewrite_body(self, body):
+        if self.recognised(body, lambda s: any(code(c) == self.widened for c in findall(s, m.Comparison()))):
+            return body
+        out = []
+        for stmt in body:
+            for node in findall(stmt, m.Comparison()):
+                if code(node) == self.test:
+                    self.anchored()
+                    stmt = stmt.deep_replace(node, cst.parse_expression(self.widened))
+            out.append(stmt)
+        if not self._hits:
+            self.missing(f"no `{self.test}` in the method")
+        return out
+
+
+class AddRegistryEntry(ModuleRewrite):
+    """Add a choice to a tree's dict of gated functions (`GLU_ACTIVATIONS = {"swiglu": ..., ...}`).
+
+    Why: where an option's choices are a dict's keys and the MLP looks its function up in the
+    same dict (BigScience's `--glu-activation`), one entry is the new choice and its function:
+    the tree's parser, its gated MLP and its width follow as for its own choices.
+    """
+
+    name: str  # the dict's module-level name
+    key: str
+    value: str  # the function's name, imported into the module
+
+    def __post_init__(self) -> None:
+        self.construct = f"a module-level `{self.name} = {{'<choice>': <function>, ...}}`"
+
+    def scope(self) -> tuple:
+        return ("assignment", self.name)
+
+    def rewrite_module_body(self, body, path):
+        for i, stmt in enumerate(body):
+            if not isinstance(stmt, cst.SimpleStatementLine):
+                continue
+            for assign in findall(stmt, m.Assign(targets=[m.AssignTarget(target=m.Name(self.name))], value=m.Dict())):
+                elements = list(assign.value.elements)
+                keys = [e.key.evaluated_value for e in elements if isinstance(e.key, cst.SimpleString)]
+                if self.key in keys:
+                    return body
+                quote = next((e.key.value[0] for e in elements if isinstance(e.key, cst.SimpleString)), "'")
+                entry = cst.DictElement(cst.SimpleString(f"{quote}{self.key}{quote}"), cst.Name(self.value))
+                if elements:  # the new entry goes last, laid out as the others (one a line, or not)
+                    last = elements[-1]
+                    separator = cst.SimpleWhitespace(" ")
+                    if len(elements) > 1 and isinstance(elements[-2].comma, cst.Comma):
+                        separator = elements[-2].comma.whitespace_after
+                    entry = entry.with_changes(comma=last.comma)
+                    elements[-1] = last.with_changes(comma=cst.Comma(whitespace_after=separator))
+                elements.append(entry)
+                body[i] = stmt.deep_replace(assign.value, assign.value.with_changes(elements=elements))
+                return body
+        raise self.fail(path, f"no module-level `{self.name} = {{...}}`")

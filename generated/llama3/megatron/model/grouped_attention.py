@@ -15,13 +15,19 @@ def split_query_key_value(mixed, groups, head_dim):
     """mixed: [s, b, ng * (np/ng + 2) * hn] -> query [s, b, np, hn], key and value [s, b, ng, hn].
 
     One split, not three slices: its backward writes the three gradients into one tensor
-    (a slice's backward fills a zero tensor as large as `mixed` for each).
+    (a slice's backward fills a zero tensor as large as `mixed` for each). The query's batch
+    and head dimensions merge as after the tree's own per-head split (its math views it as
+    [s, b * np, hn]): where the reshape leaves a view in which they do not (one group), it is
+    made contiguous.
     """
     s, b = mixed.shape[0], mixed.shape[1]
     per_group = mixed.shape[-1] // (groups * head_dim)  # np/ng + 2
     grouped = mixed.view(s, b, groups, per_group, head_dim)
     query, key, value = torch.split(grouped, [per_group - 2, 1, 1], dim=3)
-    return query.reshape(s, b, groups * (per_group - 2), head_dim), key.squeeze(3), value.squeeze(3)
+    query = query.reshape(s, b, groups * (per_group - 2), head_dim)
+    if query.stride(1) != query.size(2) * query.stride(2):
+        query = query.contiguous()
+    return query, key.squeeze(3), value.squeeze(3)
 
 
 def repeat_key_value(key, value, heads):

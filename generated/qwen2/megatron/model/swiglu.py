@@ -8,6 +8,9 @@ gate, the second half the up projection. Each function returns act(gate) * up, f
   - swiglu: silu(gate) * up (LLaMA);
   - geglu: gelu(gate) * up with GELU's tanh approximation (Gemma; HF's gelu_pytorch_tanh),
     not the exact erf GELU some trees call geglu.
+Beside a tree's own gated MLP of another layout: geglu_gate_second for a fused projection
+whose SECOND half is the gate (up * gelu(gate)), and gelu_tanh, the gate's activation alone,
+where the tree multiplies a separate up projection in itself.
 """
 
 import torch
@@ -24,3 +27,14 @@ def geglu(x):
     """x: [..., 2 * ffn/p] -> [..., ffn/p]"""
     gate, up = x.chunk(2, dim=-1)
     return F.gelu(gate, approximate="tanh") * up
+
+
+def geglu_gate_second(x):
+    """x: [..., 2 * ffn/p], [up | gate] -> [..., ffn/p]"""
+    up, gate = x.chunk(2, dim=-1)
+    return up * F.gelu(gate, approximate="tanh")
+
+
+def gelu_tanh(x):
+    """GELU's tanh approximation alone: the gate's activation where the up projection is separate."""
+    return F.gelu(x, approximate="tanh")
