@@ -205,3 +205,21 @@ def test_the_local_rotary_frequencies_are_saved_in_local_layers_only_with_the_lo
     ((name, local),), global_ = made
     assert name == key and global_ == []
     assert torch.allclose(local, 1.0 / (1e4 ** (torch.arange(0, 4, 2).float() / 4)))
+
+
+def test_the_layout_probes_the_rotary_that_rotates_q_and_k_not_one_that_makes_angles():
+    from porter.profile.layout import _rotary
+    text = '''
+class ParallelAttention(MegatronModule):
+    def __init__(self, config):
+        self.angles_here = RotaryEmbedding(config.kv_channels, theta=10000)
+        self.turn = RotaryEmbedding(config.kv_channels)
+
+    def forward(self, hidden_states, rotary_pos_emb=None):
+        rotary_pos_emb = self.angles_here(rotary_pos_emb.shape[0])
+        query_layer, key_layer = self.turn(query_layer, key_layer, offset=0)
+'''
+    attention = cst.parse_module(text).body[0]
+    assert _rotary(attention) == "turn"
+    handed_only = cst.parse_module(text.replace("self.turn(query_layer, key_layer, offset=0)", "rotate(query_layer)"))
+    assert _rotary(handed_only.body[0]) == "rotary_emb"  # none here: the probe finds no such module
