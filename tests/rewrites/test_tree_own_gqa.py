@@ -57,9 +57,10 @@ def _attention(**changes) -> cst.Module:
 
 def test_the_detector_reads_the_two_projections_of_the_grouped_branch():
     apart = split_projections(_attention())
-    assert (apart.query, apart.key_value, apart.found, apart.repeats) == ("q_part", "kv_part", "", True)
-    unrepeated = _attention(**{"            key_layer = self.widen(": "            other = self.widen("})
-    assert split_projections(unrepeated).repeats is False
+    assert (apart.query, apart.key_value, apart.found) == ("q_part", "kv_part", "")
+    from porter.differences.grouped_query.expanded import keys_repeated
+    assert keys_repeated(_attention())
+    assert not keys_repeated(_attention(**{"            key_layer = self.widen(": "            other = self.widen("}))
 
 
 def test_a_tree_without_the_flag_or_with_the_pair_only_for_cross_attention_has_none():
