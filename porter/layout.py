@@ -37,7 +37,9 @@ class WeightLayout:
     # ColumnParallelLinear; the key/value one laid out per key/value head [ng, 2, hn]. "": fused
     gqa_query: str = ""
     gqa_key_value: str = ""
-    gqa_keys_repeated: bool = False  # and it repeats the keys per query head right there: later code sees np key heads
+    # the tree's own GQA repeats the keys per query head where q and k are first bound
+    # (grouped_query/expanded.py): what runs on the keys right after (a key norm) sees np heads
+    gqa_keys_repeated: bool = False
     dense: str = "dense"
     fc1: str = "dense_h_to_4h"
     up: str = ""  # a separate up projection (Habana's hand port); "": fc1 is the fused [gate; up]

@@ -73,6 +73,19 @@ def _first(found: list[str], path: str, construct: str, what: str) -> str:
     return found[0]
 
 
+def _rotary(attention_cls: cst.ClassDef) -> str:
+    """The attention's rotary module that rotates q and k (verify probes its output): a
+    `self.<x> = RotaryEmbedding(...)` the attention calls with two tensors or more,
+    `self.<x>(query_layer, key_layer, ...)`. One called with a length only makes angles that the
+    attention hands on (a local layers' base, Gemma-3 on a tree that hands the angles): not it."""
+    built = _attrs_calling(attention_cls, lambda c: c == "RotaryEmbedding")
+    for attr in built:
+        calls = findall(attention_cls, m.Call(func=m.Attribute(value=m.Name("self"), attr=m.Name(attr))))
+        if any(len([a for a in call.args if a.keyword is None]) >= 2 for call in calls):
+            return attr
+    return "rotary_emb"
+
+
 def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
     """The weight layout of the ported tree `profile` describes, for `spec`'s model."""
     tree = profile.tree
@@ -107,7 +120,7 @@ def read_layout(profile: TreeProfile, spec: Spec) -> WeightLayout:
     up = columns[1] if len(columns) > 1 else ""
     fc2 = _first(_attrs_calling(mlp_cls, lambda c: c == "RowParallelLinear"), TRANSFORMER,
                  "ParallelMLP.__init__: self.<name> = RowParallelLinear(...)", "the MLP output projection")
-    rotary = next(iter(_attrs_calling(attention_cls, lambda c: c == "RotaryEmbedding")), "rotary_emb")
+    rotary = _rotary(attention_cls)
     layers = _first(_attrs_calling(stack, lambda c: c == "ModuleList"), TRANSFORMER,
                     "ParallelTransformer.__init__: self.<name> = torch.nn.ModuleList(...)", "the layer list")
     final = [a for a in _attrs_calling(stack, lambda c: c.endswith("Norm") or c == "norm_class")]

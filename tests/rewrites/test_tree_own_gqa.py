@@ -57,9 +57,10 @@ def _attention(**changes) -> cst.Module:
 
 def test_the_detector_reads_the_two_projections_of_the_grouped_branch():
     apart = split_projections(_attention())
-    assert (apart.query, apart.key_value, apart.found, apart.repeats) == ("q_part", "kv_part", "", True)
-    unrepeated = _attention(**{"            key_layer = self.widen(": "            other = self.widen("})
-    assert split_projections(unrepeated).repeats is False
+    assert (apart.query, apart.key_value, apart.found) == ("q_part", "kv_part", "")
+    from porter.differences.grouped_query.expanded import keys_repeated
+    assert keys_repeated(_attention())
+    assert not keys_repeated(_attention(**{"            key_layer = self.widen(": "            other = self.widen("}))
 
 
 def test_a_tree_without_the_flag_or_with_the_pair_only_for_cross_attention_has_none():
@@ -205,3 +206,21 @@ def test_the_local_rotary_frequencies_are_saved_in_local_layers_only_with_the_lo
     ((name, local),), global_ = made
     assert name == key and global_ == []
     assert torch.allclose(local, 1.0 / (1e4 ** (torch.arange(0, 4, 2).float() / 4)))
+
+
+def test_the_layout_probes_the_rotary_that_rotates_q_and_k_not_one_that_makes_angles():
+    from porter.profile.layout import _rotary
+    text = '''
+class ParallelAttention(MegatronModule):
+    def __init__(self, config):
+        self.angles_here = RotaryEmbedding(config.kv_channels, theta=10000)
+        self.turn = RotaryEmbedding(config.kv_channels)
+
+    def forward(self, hidden_states, rotary_pos_emb=None):
+        rotary_pos_emb = self.angles_here(rotary_pos_emb.shape[0])
+        query_layer, key_layer = self.turn(query_layer, key_layer, offset=0)
+'''
+    attention = cst.parse_module(text).body[0]
+    assert _rotary(attention) == "turn"
+    handed_only = cst.parse_module(text.replace("self.turn(query_layer, key_layer, offset=0)", "rotate(query_layer)"))
+    assert _rotary(handed_only.body[0]) == "rotary_emb"  # none here: the probe finds no such module

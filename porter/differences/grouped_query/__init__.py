@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from porter.differences.base import Difference
 from porter.differences.grouped_query import rewrites as G
 from porter.differences.grouped_query.apart import ApartProjections, split_projections
-from porter.differences.grouped_query.expanded import ExpandedRepeat, expanded_repeat
+from porter.differences.grouped_query.expanded import ExpandedRepeat, expanded_repeat, keys_repeated
 from porter.differences.grouped_query.weights import apart_probes, apart_weights
 from porter.errors import PorterError
 from porter.planner import rw, unsupported
@@ -37,6 +37,7 @@ class TreeGQA:
 
     apart: ApartProjections | None  # q and (k, v) projected apart (apart.py)
     expanded: ExpandedRepeat | None  # a zero-stride key/value repeat (expanded.py)
+    keys_repeated: bool = False  # keys repeated per query head where q and k are first bound (expanded.py)
 
 
 class GroupedQueryAttention(Difference):
@@ -65,18 +66,21 @@ class GroupedQueryAttention(Difference):
         transformer = parsed(TRANSFORMER)
         if transformer is None:
             return None
-        return TreeGQA(split_projections(transformer), expanded_repeat(transformer))
+        return TreeGQA(split_projections(transformer), expanded_repeat(transformer), keys_repeated(transformer))
 
     def layout(self, profile, spec):
         facts = profile.facts.get(self.name)
-        apart = facts.apart if facts is not None else None
-        if apart is None:
+        if facts is None:
             return {}
+        out = {"gqa_keys_repeated": facts.keys_repeated}
+        apart = facts.apart
+        if apart is None:
+            return out
         if apart.found:
             if self.wanted(spec):
                 raise _unreadable(apart)
-            return {}
-        return {"gqa_query": apart.query, "gqa_key_value": apart.key_value, "gqa_keys_repeated": apart.repeats}
+            return out
+        return {**out, "gqa_query": apart.query, "gqa_key_value": apart.key_value}
 
     def weights(self, layer):
         apart_weights(layer)

@@ -32,7 +32,6 @@ class ApartProjections:
     query: str = ""
     key_value: str = ""
     found: str = ""
-    repeats: bool = False  # the branch repeats the keys per query head right after the split (`k = self.m(k, n)`)
 
 
 def _column_linears(body: cst.CSTNode) -> list[tuple[str, cst.Call]]:
@@ -116,27 +115,6 @@ def _splits_key_value(forward: cst.FunctionDef, kv: str) -> bool:
     return False
 
 
-def _repeats_keys(forward: cst.FunctionDef, kv: str, flags: set[str]) -> bool:
-    """The forward's branch taken under GQA (a test with the flag) that projects with self.<kv>
-    rebinds the key it splits off by a method of the class, `key = self.<m>(key, ...)`: what runs
-    on the keys after that branch sees one key head per query head."""
-    for stmt in findall(forward, m.If()):
-        for test, body in _branches(stmt):
-            if test is None or not any(_positive(test, flag) for flag in flags):
-                continue
-            if not findall(body, m.Call(func=m.Attribute(value=m.Name("self"), attr=m.Name(kv)))):
-                continue
-            split = [a for a in findall(body, m.Assign(targets=[m.AssignTarget(target=m.Tuple())], value=m.Call()))
-                     if (dotted(a.value.func) or "").endswith("split_tensor_along_last_dim")]
-            keys = {code(a.targets[0].target.elements[0].value) for a in split}
-            for assign in findall(body, m.Assign(targets=[m.AssignTarget(target=m.Name())],
-                                                 value=m.Call(func=m.Attribute(value=m.Name("self"))))):
-                name, args = assign.targets[0].target.value, assign.value.args
-                if name in keys and args and code(args[0].value) == name:
-                    return True
-    return False
-
-
 def split_projections(transformer: cst.Module) -> ApartProjections | None:
     """The query and key/value projections ParallelAttention uses under GQA instead of the fused
     one, when it builds such a pair in a branch taken with fewer key/value heads than query heads;
@@ -165,5 +143,5 @@ def split_projections(transformer: cst.Module) -> ApartProjections | None:
             if forward is None or not _splits_key_value(forward, kv):
                 return ApartProjections(found=f"ParallelAttention.forward: self.{kv}'s output is not viewed as "
                                               "[groups, 2 * hn] and cut in key | value halves")
-            return ApartProjections(query, kv, repeats=_repeats_keys(forward, kv, flags))
+            return ApartProjections(query, kv)
     return None

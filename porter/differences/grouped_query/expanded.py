@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from porter.cst import match as m
 from porter.cst.find import class_named, findall, function_named
-from porter.cst.nodes import code
+from porter.cst.nodes import assigned_names, code
 
 COPIES = (".contiguous(", ".clone(", "repeat_interleave(", ".repeat(")
 
@@ -63,3 +63,24 @@ def expanded_repeat(transformer: cst.Module) -> ExpandedRepeat | None:
     method = _repeat_method(attention) if attention is not None else None
     viewed = _viewed(forward) if forward is not None else ()
     return ExpandedRepeat(method, viewed) if method and viewed else None
+
+
+def keys_repeated(transformer: cst.Module) -> bool:
+    """ParallelAttention.forward repeats the keys per query head (`key_layer = self.<m>(key_layer,
+    ...)`) in the statement that first binds both the query and the key: whatever porter puts on
+    the keys right after that statement (a key norm) sees np key heads, each group's np/ng alike."""
+    attention = class_named(transformer, "ParallelAttention")
+    forward = function_named(attention, "forward") if attention is not None else None
+    if forward is None:
+        return False
+    for stmt in forward.body.body:
+        names = assigned_names(stmt)
+        if "query_layer" not in names or "key_layer" not in names:
+            continue
+        for assign in findall(stmt, m.Assign(targets=[m.AssignTarget(target=m.Name("key_layer"))],
+                                             value=m.Call(func=m.Attribute(value=m.Name("self"))))):
+            args = assign.value.args
+            if args and code(args[0].value) == "key_layer":
+                return True
+        return False
+    return False
