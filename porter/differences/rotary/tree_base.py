@@ -72,7 +72,7 @@ def _base(init: cst.FunctionDef) -> tuple[str, str | None, str, str | None]:
                              "with a number default to a power (porter knows one base: a parameter or a literal)")
 
 
-class _Sites(cst.CSTVisitor):
+class SiteFinder(cst.CSTVisitor):
     """The functions holding calls of the class (a top-level class's method, or a top-level
     function: what a rewrite anchors on), and the calls porter cannot extend."""
 
@@ -134,7 +134,7 @@ def tree_base(parsed) -> TreeBase | None:
         source = parsed(file)
         if source is None:
             continue
-        finder = _Sites(file, keyword)
+        finder = SiteFinder(file, keyword)
         source.visit(finder)
         sites += finder.sites
         problems += finder.problems
