@@ -84,7 +84,7 @@ def tree_scaling(parsed) -> TreeScaling | None:
         source.visit(finder)
         sites += finder.sites
         problems += finder.problems
-    problem = "; ".join(f"{path}: {p}" if not p.startswith(path) else p for p in problems) or None
+    problem = "; ".join(problems) or None  # the class's own problems are in `file`; a builder's name its file
     return TreeScaling(path, applies, tuple(sites), problem)
 
 
