@@ -1,11 +1,13 @@
 """Rope scaling on a tree's own rotary embedding (rope_scaling/tree_scaling.py): the detector on
-the known shape and on EleutherAI's (refused), the three rewrites, and the entry point's copy.
+microsoft's shape (angles handed on) and EleutherAI's (a cached table), an unknown one refused, the
+rewrites, and the entry point's copy.
 The snippets are ours, written in each shape."""
 
 import libcst as cst
 
 from porter.checks import scope_violations
-from porter.differences.rope_scaling.tree_rewrites import FrequenciesByLength, ScaledCosSin, ScaledRotaryInit
+from porter.differences.rope_scaling.tree_rewrites import (CachedFrequenciesByLength, FrequenciesByLength, ScaledCosSin,
+                                                           ScaledRotaryInit)
 from porter.differences.rope_scaling.tree_scaling import pass_scaling, tree_scaling
 from porter.differences.rotary.tree_base import Site
 
@@ -39,20 +41,34 @@ class TransformerLanguageModel:
         self.rotary_pos_emb = RotaryEmbedding(config.kv_channels, theta=get_args().rope_theta)
 '''
 
-# EleutherAI's shape: cos and sin computed and cached in the class's own forward
+# EleutherAI's shape: cos and sin of a table the class's own forward caches for the longest sequence
 CACHED = '''
 import torch
 
 
 class RotaryEmbedding(torch.nn.Module):
-    def __init__(self, dim, base=10000):
+    def __init__(self, dim, base=10000, precision=torch.half):
         super().__init__()
         self.register_buffer('inv_freq', 1. / (base ** (torch.arange(0, dim, 2).float() / dim)))
+        self.max_seq_len_cached = None
 
     def forward(self, x, seq_len):
-        t = torch.arange(seq_len, device=x.device).type_as(self.inv_freq)
-        angles = torch.cat((torch.outer(t, self.inv_freq),) * 2, dim=-1)
-        return angles.cos(), angles.sin()
+        if self.max_seq_len_cached is None or (seq_len > self.max_seq_len_cached):
+            self.max_seq_len_cached = seq_len
+            t = torch.arange(self.max_seq_len_cached, device=x.device).type_as(self.inv_freq)
+            angles = torch.cat((torch.outer(t, self.inv_freq),) * 2, dim=-1)
+            self.cos_cached = angles.cos()[:, None, :]
+            self.sin_cached = angles.sin()[:, None, :]
+        return self.cos_cached[:seq_len], self.sin_cached[:seq_len]
+'''
+
+TRANSFORMER = '''
+from .positional_embeddings import RotaryEmbedding
+
+
+class ParallelAttention:
+    def __init__(self, layer_number):
+        self.rotary_emb = RotaryEmbedding(self.head_size, precision=get_args().params_dtype)
 '''
 
 
@@ -68,11 +84,12 @@ def test_the_class_its_apply_function_and_builders_are_found():
     assert found.sites == (Site("megatron/model/language_model.py", "TransformerLanguageModel", "__init__"),)
 
 
-def test_a_class_computing_cos_and_sin_itself_is_refused_by_what_it_does():
-    found = tree_scaling(parsed_from({"megatron/model/language_model.py": LANGUAGE_MODEL.replace(
-        "rotary_pos_embedding", "positional_embeddings"), "megatron/model/positional_embeddings.py": CACHED}))
-    assert "forward computes cos and sin itself" in found.problem
-    assert found.file == "megatron/model/positional_embeddings.py"
+def test_a_class_handing_neither_angles_nor_a_cached_table_is_refused_by_what_it_does():
+    table = ROTARY.replace("torch.arange(n, device=self.inv_freq.device) + offset", "self.positions(n)")
+    found = tree_scaling(parsed_from({"megatron/model/language_model.py": LANGUAGE_MODEL,
+                                      "megatron/model/rotary_pos_embedding.py": table}))
+    assert "forward builds no positions as `x = torch.arange(length, ...)`" in found.problem
+    assert found.file == "megatron/model/rotary_pos_embedding.py"
 
 
 def test_the_class_keeps_scaled_frequencies_beside_its_own(check):
@@ -114,9 +131,33 @@ def test_unknown_shapes_are_refused_naming_what_is_there(refuses):
 
 
 def test_the_entry_points_copy_of_the_pipe_table_passes_the_scaling():
-    copied = "args.rotary_pos_emb = RotaryEmbedding(n, theta=args.rope_theta)(args.seq_length)\n"
+    copied = "args.rotary_pos_emb = RotaryEmbedding(n, args.rope_theta)(args.seq_length)\n"
     done = pass_scaling(copied)
-    assert done == ("from megatron.model.rope_scaling import rope_scaling_of\nargs.rotary_pos_emb = RotaryEmbedding("
-                    "n, theta=args.rope_theta, scaling=rope_scaling_of(args))(args.seq_length)\n")
+    assert done == "args.rotary_pos_emb = RotaryEmbedding(n, args.rope_theta, scaling=rope_scaling_of(args))(args.seq_length)\n"
     assert pass_scaling(done) == done
-    assert pass_scaling("x = 1\n") == "x = 1\n"
+
+
+def test_eleutherais_cached_table_is_found_with_its_builders():
+    found = tree_scaling(parsed_from({"megatron/model/language_model.py": "", "megatron/model/transformer.py": TRANSFORMER,
+                                      "megatron/model/positional_embeddings.py": CACHED}))
+    assert (found.cached, found.applies, found.problem) == (True, (), None)
+    assert found.sites == (Site("megatron/model/transformer.py", "ParallelAttention", "__init__"),)
+
+
+def test_the_cached_table_follows_the_frequencies_of_the_length(check):
+    after = CACHED.replace(
+        "        if self.max_seq_len_cached is None or (seq_len > self.max_seq_len_cached):\n"
+        "            self.max_seq_len_cached = seq_len\n"
+        "            t = torch.arange(self.max_seq_len_cached, device=x.device).type_as(self.inv_freq)\n"
+        "            angles = torch.cat((torch.outer(t, self.inv_freq),) * 2, dim=-1)\n",
+        "        rope_inv_freq = frequencies_for(self.inv_freq, self.rope_scaled, seq_len)\n"
+        "        if self.max_seq_len_cached is None or (seq_len > self.max_seq_len_cached) or "
+        "rope_inv_freq is not getattr(self, 'rope_table_freq', None):\n"
+        "            self.rope_table_freq = rope_inv_freq\n"
+        "            self.max_seq_len_cached = seq_len\n"
+        "            t = torch.arange(self.max_seq_len_cached, device=x.device).type_as(rope_inv_freq)\n"
+        "            angles = torch.cat((torch.outer(t, rope_inv_freq),) * 2, dim=-1)\n")
+    check(lambda: CachedFrequenciesByLength(cls="RotaryEmbedding"), CACHED, after)
+    scaled = after.replace("angles.cos()[:, None, :]", "(angles.cos() * attention_scaling())[:, None, :]") \
+                  .replace("angles.sin()[:, None, :]", "(angles.sin() * attention_scaling())[:, None, :]")
+    check(lambda: ScaledCosSin(cls="RotaryEmbedding", func="forward"), after, scaled)

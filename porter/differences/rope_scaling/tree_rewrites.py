@@ -170,3 +170,61 @@ class ScaledCosSin(Rewrite):
             return body
         self.anchored()
         return out
+
+
+def cache_if(stmt: cst.BaseStatement) -> tuple[str, str] | None:
+    """(L, C) for `if ... (L > self.C) ...:` whose body builds positions with `torch.arange`: the
+    table a forward caches for the longest sequence seen (EleutherAI's RotaryEmbedding)."""
+    if not isinstance(stmt, cst.If) or not findall(stmt.body, m.Call(func=m.Attribute(value=m.Name("torch"),
+                                                                                      attr=m.Name("arange")))):
+        return None
+    for comparison in findall(stmt.test, m.Comparison()):
+        if len(comparison.comparisons) != 1 or not isinstance(comparison.comparisons[0].operator, cst.GreaterThan):
+            continue
+        right = comparison.comparisons[0].comparator
+        if isinstance(right, cst.Attribute) and isinstance(right.value, cst.Name) and right.value.value == "self":
+            return code(comparison.left), right.attr.value
+    return None
+
+
+class CachedFrequenciesByLength(Rewrite):
+    """A RotaryEmbedding.forward that caches its table for the longest sequence seen builds it from
+    the frequencies of the sequence's length, and again when those change.
+
+    Why: longrope picks its frequencies by the sequence (transformers: the long list past the
+    original context), but the class rebuilds its table only for a longer sequence than the one
+    cached (`if ... L > self.C:`): after a long sequence a short one would be served the long
+    table. The forward now reads `rope_inv_freq = frequencies_for(self.inv_freq, self.rope_scaled,
+    L)` before that test, the test also holds when the table was built from other frequencies
+    (`self.rope_table_freq`), and the table is built from `rope_inv_freq`. Without scaling
+    `rope_inv_freq` is the class's own `inv_freq`: the table is the one it built.
+    """
+
+    construct = "`if ... (length > self.cached) ...:` building the table from `torch.arange` and `self.inv_freq`"
+
+    cls: str
+    func: str = "forward"
+    attr: str = "inv_freq"
+
+    def rewrite_body(self, body):
+        if self.recognised(body, "frequencies_for"):
+            return body
+        at = next((i for i, s in enumerate(body) if cache_if(s) is not None), None)
+        if at is None:
+            self.missing("no `if ... (length > self.<cached length>):` building the table at the forward's top level")
+            return body
+        stmt = body[at]
+        swap = _SelfFrequencies(self.attr, LOCAL)
+        inner = stmt.body.visit(swap)
+        if not swap.count:
+            self.missing(f"the cached table is not built from self.{self.attr}")
+            return body
+        self.anchored()
+        length, _cached = cache_if(stmt)
+        test = stmt.test if isinstance(stmt.test, cst.BooleanOperation) and isinstance(stmt.test.operator, cst.Or) \
+            else stmt.test.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+        stale = expression(f"{LOCAL} is not getattr(self, 'rope_table_freq', None)")
+        test = cst.BooleanOperation(left=test, operator=cst.Or(), right=stale)
+        inner = inner.with_changes(body=[*statements(f"self.rope_table_freq = {LOCAL}\n"), *inner.body])
+        choose = statements(f"{LOCAL} = frequencies_for(self.{self.attr}, self.{SCALED}, {length})\n")
+        return [*body[:at], *choose, stmt.with_changes(test=test, body=inner), *body[at + 1:]]

@@ -1,6 +1,6 @@
-"""Frequency scaling on the tree's own rotary embedding (microsoft's rotary_pos_embedding.py shape).
+"""Frequency scaling on the tree's own rotary embedding (two shapes: microsoft's and EleutherAI's).
 
-The shape porter knows: a RotaryEmbedding whose `__init__(self, dim, ...)` raises one base to a
+The first shape porter knows: a RotaryEmbedding whose `__init__(self, dim, ...)` raises one base to a
 power, whose `forward` builds its positions as `torch.arange(length, ...) (+ offset)` and returns
 angles, and module-level functions of the same file that compute the angles' cos and sin (its
 apply_rotary_pos_emb). porter then adds megatron/model/rope_scaling.py (the switches' reader and
@@ -10,8 +10,10 @@ the apply function scales cos and sin by the attention factor; every call that b
 (found as tree_base.py finds them) passes `scaling=rope_scaling_of(args)`. With the switches off
 the class computes what it did (its own frequencies, cos and sin times 1).
 
-Another shape (EleutherAI's class computing cos and sin in its own cached forward, Habana
-7086aadb and BigScience) is refused: `problem` says what was found.
+EleutherAI's class (Habana 7086aadb, BigScience) computes cos and sin itself, of a table its
+forward caches for the longest sequence seen (`if ... (length > self.<cached>):`): the table is
+built from the frequencies of the sequence's length and rebuilt when they change, and its cos and
+sin are scaled there. Any other shape is refused: `problem` says what was found.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class TreeScaling:
     applies: tuple[str, ...]  # its module-level functions computing cos and sin of the angles
     sites: tuple[Site, ...]  # the functions that build the class
     problem: str | None = None  # a shape porter does not know (the plan refuses, saying this)
+    cached: bool = False  # the class's forward computes cos and sin of a table it caches (EleutherAI's)
 
 
 def _method(cls: cst.ClassDef, name: str) -> cst.FunctionDef | None:
@@ -63,16 +66,18 @@ def tree_scaling(parsed) -> TreeScaling | None:
     if cls is None:
         return None
     init, forward = _method(cls, "__init__"), _method(cls, "forward")
-    problems = []
+    problems, cached = [], False
+    applies = tuple(s.name.value for s in module.body if isinstance(s, cst.FunctionDef) and _trig(s) >= 2)
     if init is None or forward is None:
         problems.append(f"{ROTARY_CLASS} has no " + " and no ".join(n for n, f in (("__init__", init),
                                                                                    ("forward", forward)) if f is None))
+    elif any(TR.cache_if(s) is not None for s in forward.body.body):  # a table the forward caches (EleutherAI's)
+        cached = True
+        if _trig(forward) < 2:
+            problems.append(f"{ROTARY_CLASS}.forward caches a table but computes no cos and sin of it")
     elif not any(TR._length(s) is not None for s in forward.body.body):
-        problems.append(f"{ROTARY_CLASS}.forward builds no positions as `x = torch.arange(length, ...)`")
-    applies = tuple(s.name.value for s in module.body if isinstance(s, cst.FunctionDef) and _trig(s) >= 2)
-    if forward is not None and _trig(forward) and not applies:
-        problems.append(f"{ROTARY_CLASS}.forward computes cos and sin itself (a cached table), and no function "
-                        "of the module takes the angles")
+        problems.append(f"{ROTARY_CLASS}.forward builds no positions as `x = torch.arange(length, ...)` (nor "
+                        "caches a table under `if ... (length > self.<cached length>):`)")
     elif not applies:
         problems.append("no function of the module computes cos and sin of the angles")
     sites = []
@@ -80,32 +85,25 @@ def tree_scaling(parsed) -> TreeScaling | None:
         source = parsed(file)
         if source is None:
             continue
-        finder = SiteFinder(file, KEYWORD)
+        finder = SiteFinder(file, KEYWORD, positional=None)  # `scaling` goes last, by keyword
         source.visit(finder)
         sites += finder.sites
         problems += finder.problems
     problem = "; ".join(problems) or None  # the class's own problems are in `file`; a builder's name its file
-    return TreeScaling(path, applies, tuple(sites), problem)
+    return TreeScaling(path, () if cached else applies, tuple(sites), problem, cached)
 
 
 class _PassScaling(cst.CSTTransformer):
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
     def leave_Call(self, original, updated):
         if (dotted(updated.func) or "").rsplit(".", 1)[-1] != ROTARY_CLASS or kwarg(updated, KEYWORD) is not None:
             return updated
-        self.count += 1
         return add_kwarg(updated, KEYWORD, expression(VALUE))
 
 
 def pass_scaling(text: str) -> str:
     """Statements of the tree copied into the generated entry point (the pipe's rotary table) with
-    the scaling passed to every call of the class, and its reader imported where they use it."""
-    passing = _PassScaling()
-    out = cst.parse_module(text).visit(passing).code
-    return f"{IMPORT_READER}\n{out}" if passing.count else out
+    the scaling passed to every call of the class (the copy imports the reader: entry_imports)."""
+    return cst.parse_module(text).visit(_PassScaling()).code
 
 
 def plan(p, found: TreeScaling | None, kind: str) -> None:
@@ -117,8 +115,8 @@ def plan(p, found: TreeScaling | None, kind: str) -> None:
             file=found.file if found is not None else "megatron/model/transformer.py",
             construct=f"a {ROTARY_CLASS} whose __init__(self, dim, ...) raises one base to a power, whose forward "
                       "builds `torch.arange(length, ...) (+ offset)` positions and returns angles, and a function of "
-                      "its module computing their cos and sin (apply_rotary_pos_emb); built inside functions with "
-                      "the head size alone",
+                      "its module computing their cos and sin (apply_rotary_pos_emb), or EleutherAI's caching its "
+                      "cos and sin table; built inside functions",
             found=found.problem if found is not None else f"no {ROTARY_CLASS} class imported by the language model",
             fix="port the rotary embedding's scaling by hand, or use position_embedding.rope_scaling.type = 'none'",
         )
@@ -127,8 +125,15 @@ def plan(p, found: TreeScaling | None, kind: str) -> None:
     p.import_into(found.file, "rope_scaling", IMPORT_HELPERS, "imports the scaled frequencies and their factor")
     p.edit(found.file, "rope_scaling", f"{ROTARY_CLASS}.__init__ takes `{KEYWORD}` and keeps the scaled frequencies "
            "beside its own", rw(TR.ScaledRotaryInit, cls=ROTARY_CLASS, keyword=KEYWORD))
-    p.edit(found.file, "rope_scaling", f"{ROTARY_CLASS}.forward turns by the frequencies of the sequence's length "
-           "(longrope: the long ones past the original context)", rw(TR.FrequenciesByLength, cls=ROTARY_CLASS))
+    if found.cached:
+        p.edit(found.file, "rope_scaling", f"{ROTARY_CLASS}.forward builds its cached table from the frequencies of "
+               "the sequence's length, and again when they change (longrope: the long ones past the original context)",
+               rw(TR.CachedFrequenciesByLength, cls=ROTARY_CLASS))
+        p.edit(found.file, "rope_scaling", f"{ROTARY_CLASS}.forward scales its cos and sin by the attention factor "
+               "(1 without scaling)", rw(TR.ScaledCosSin, cls=ROTARY_CLASS, func="forward"))
+    else:
+        p.edit(found.file, "rope_scaling", f"{ROTARY_CLASS}.forward turns by the frequencies of the sequence's "
+               "length (longrope: the long ones past the original context)", rw(TR.FrequenciesByLength, cls=ROTARY_CLASS))
     for func in found.applies:
         p.edit(found.file, "rope_scaling", f"{func} scales cos and sin by the attention factor (1 without scaling)",
                rw(TR.ScaledCosSin, func=func))
@@ -138,3 +143,4 @@ def plan(p, found: TreeScaling | None, kind: str) -> None:
         p.edit(site.file, "rope_scaling", f"{where} builds the rotary embedding with the scaling switches",
                rw(AddKeyword, cls=site.cls, func=site.func, callee=ROTARY_CLASS, keyword=KEYWORD, value=VALUE))
     p.entry_code.append(pass_scaling)
+    p.entry_imports.append(IMPORT_READER)
