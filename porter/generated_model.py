@@ -17,7 +17,7 @@ import libcst as cst
 
 from porter.cst import match as m
 from porter.cst.find import findall
-from porter.cst.nodes import statements
+from porter.cst.nodes import statements as parse_statements
 from porter.edits.imports import InsertImport, defined_names
 from porter.errors import PorterError
 from porter.planner import Planner, rw, unsupported
@@ -134,7 +134,7 @@ def _entry_context(p: Planner) -> dict:
         imports += [i for i in entry.import_for(expression) if i not in imports and i not in p.entry_imports]
     if rotary_cache is not None:
         used = {n.value for n in findall(cst.parse_module(rotary_cache[1] + "\n"), m.Name())}
-        imports += [i for i in p.entry_imports if defined_names(statements(i)) & used and i not in imports]
+        imports += [i for i in p.entry_imports if defined_names(parse_statements(i)) & used and i not in imports]
     return dict(
         gpt_names=[n for n in REUSED_FROM_GPT if n in entry.gpt_names],
         imports=imports,
