@@ -1,6 +1,6 @@
 """Opt-in: Phi-3.5's longrope on a real tree's own rotary embedding (rope_scaling/tree_scaling.py).
 
-microsoft mid-2023's RotaryEmbedding (a hard-coded base, angles handed to apply_rotary_pos_emb,
+microsoft's RotaryEmbedding (a hard-coded base, angles handed to apply_rotary_pos_emb,
 which computes cos and sin) gets the scaled frequencies and the attention factor; the port is
 verified against HF at both sides of Phi-3.5's original context of 4096 (32 positions: the short
 factors; 4100: the long ones) and reverted byte for byte. Set PORTER_REAL_TREES
@@ -17,7 +17,7 @@ import pytest
 from tests.realtrees.acceptance import porter, snapshot, user_environment
 
 ROOT = os.environ.get("PORTER_REAL_TREES")
-LABEL = "ms-llama"  # `10000 ** (...)` in RotaryEmbedding.__init__, a register_buffer'd inv_freq
+LABEL = "dspin-head"  # `10000 ** (...)` in RotaryEmbedding.__init__, a saved inv_freq, the pipe's table in pretrain_gpt.py
 ORIGINAL = 4096  # Phi-3.5's original_max_position_embeddings
 
 pytestmark = [

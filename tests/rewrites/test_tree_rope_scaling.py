@@ -161,3 +161,55 @@ def test_the_cached_table_follows_the_frequencies_of_the_length(check):
     scaled = after.replace("angles.cos()[:, None, :]", "(angles.cos() * attention_scaling())[:, None, :]") \
                   .replace("angles.sin()[:, None, :]", "(angles.sin() * attention_scaling())[:, None, :]")
     check(lambda: ScaledCosSin(cls="RotaryEmbedding", func="forward"), after, scaled)
+
+
+def _rewritten(source, *rewrites):
+    module = cst.parse_module(source)
+    for rewrite in rewrites:
+        module = rewrite.apply(module, "r.py")
+    return module.code
+
+
+def _helpers():
+    from porter.render import environment
+    namespace = {}
+    exec(compile(environment().get_template("rope_scaling.py.j2").render(), "rope_scaling.py", "exec"), namespace)
+    return namespace
+
+
+def test_both_shapes_compute_what_they_did_with_the_switches_off_and_longrope_by_length_with_them_on():
+    """Runs the rewritten snippets (torch, no model): bit for bit the tree's own tables without
+    scaling; with longrope, the short or long frequencies by the length (a long sequence, then a
+    short one: the cached table is rebuilt) and cos, sin scaled by the attention factor."""
+    import torch
+
+    helpers = _helpers()
+    longrope = {"type": "longrope", "short_factor": [1.0, 2.0, 3.0, 4.0], "long_factor": [5.0, 6.0, 7.0, 8.0],
+                "factor": 4.0, "original_max_position_embeddings": 16, "attention_factor": None}
+    expected_factor = (1 + torch.log(torch.tensor(4.0)) / torch.log(torch.tensor(16.0))).sqrt().item()
+
+    def loaded(source, *rewrites):
+        namespace = dict(helpers)
+        exec(_rewritten(source, *rewrites), namespace)
+        return namespace
+
+    plain, ours = loaded(CACHED), loaded(CACHED, ScaledRotaryInit(cls="RotaryEmbedding"),
+                                         CachedFrequenciesByLength(cls="RotaryEmbedding"),
+                                         ScaledCosSin(cls="RotaryEmbedding", func="forward"))
+    x = torch.zeros(1)
+    for a, b in zip(plain["RotaryEmbedding"](8)(x, 20), ours["RotaryEmbedding"](8)(x, 20), strict=True):
+        assert torch.equal(a, b)
+    scaled = ours["RotaryEmbedding"](8, scaling=longrope)
+    base = 1.0 / (10000 ** (torch.arange(0, 8, 2).float() / 8))
+    for length, factors in ((32, longrope["long_factor"]), (8, longrope["short_factor"])):
+        angles = torch.outer(torch.arange(length).float(), base / torch.tensor(factors))
+        cos, _sin = scaled(x, length)
+        assert torch.allclose(cos[:, 0, :4], angles.cos() * expected_factor, atol=1e-6), length
+
+    plain, ours = loaded(ROTARY), loaded(ROTARY, ScaledRotaryInit(cls="RotaryEmbedding"),
+                                         FrequenciesByLength(cls="RotaryEmbedding"), ScaledCosSin(func="rotate"))
+    t = torch.randn(20, 1, 1, 8)
+    assert torch.equal(plain["rotate"](t, plain["RotaryEmbedding"](8)(20)),
+                       ours["rotate"](t, ours["RotaryEmbedding"](8)(20)))
+    long = ours["RotaryEmbedding"](8, scaling=longrope)(20)[:, 0, 0, :4]
+    assert torch.allclose(long, torch.outer(torch.arange(20).float(), base / torch.tensor(longrope["long_factor"])))
