@@ -79,7 +79,7 @@ class _SelfFrequencies(cst.CSTTransformer):
         return updated
 
 
-def _length(stmt: cst.BaseStatement) -> str | None:
+def positions_length(stmt: cst.BaseStatement) -> str | None:
     """`L` for `x = torch.arange(L, ...)`, `L + O` for `x = torch.arange(L, ...) + O`."""
     if not (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 and isinstance(stmt.body[0], cst.Assign)):
         return None
@@ -113,7 +113,7 @@ class FrequenciesByLength(Rewrite):
     def rewrite_body(self, body):
         if self.recognised(body, "frequencies_for"):
             return body
-        at = next((i for i, s in enumerate(body) if _length(s) is not None), None)
+        at = next((i for i, s in enumerate(body) if positions_length(s) is not None), None)
         if at is None:
             self.missing("no `x = torch.arange(length, ...)` statement at the forward's top level")
             return body
@@ -130,7 +130,7 @@ class FrequenciesByLength(Rewrite):
             self.missing(f"no read of self.{self.attr} after the positions")
             return body
         self.anchored()
-        choose = statements(f"{LOCAL} = frequencies_for(self.{self.attr}, self.{SCALED}, {_length(body[at])})\n")
+        choose = statements(f"{LOCAL} = frequencies_for(self.{self.attr}, self.{SCALED}, {positions_length(body[at])})\n")
         return [*body[:at], *choose, *rest]
 
 

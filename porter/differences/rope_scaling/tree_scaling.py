@@ -75,7 +75,7 @@ def tree_scaling(parsed) -> TreeScaling | None:
         cached = True
         if _trig(forward) < 2:
             problems.append(f"{ROTARY_CLASS}.forward caches a table but computes no cos and sin of it")
-    elif not any(TR._length(s) is not None for s in forward.body.body):
+    elif not any(TR.positions_length(s) is not None for s in forward.body.body):
         problems.append(f"{ROTARY_CLASS}.forward builds no positions as `x = torch.arange(length, ...)` (nor "
                         "caches a table under `if ... (length > self.<cached length>):`)")
     elif not applies:
