@@ -13,7 +13,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from porter.edits.imports import InsertImport
+import libcst as cst
+
+from porter.cst import match as m
+from porter.cst.find import findall
+from porter.cst.nodes import statements as parse_statements
+from porter.edits.imports import InsertImport, defined_names
 from porter.errors import PorterError
 from porter.planner import Planner, rw, unsupported
 from porter.profile import GPT_MODEL, LANGUAGE_MODEL, MODEL_INIT, PRETRAIN_GPT
@@ -126,7 +131,10 @@ def _entry_context(p: Planner) -> dict:
     imports: list[str] = []
     for expression in (entry.device, entry.config, rotary_cache[1] if rotary_cache else None, *entry.pretrain_positional,
                        *entry.model_contexts, *entry.context_setup):
-        imports += [i for i in entry.import_for(expression) if i not in imports]
+        imports += [i for i in entry.import_for(expression) if i not in imports and i not in p.entry_imports]
+    if rotary_cache is not None:
+        used = {n.value for n in findall(cst.parse_module(rotary_cache[1] + "\n"), m.Name())}
+        imports += [i for i in p.entry_imports if defined_names(parse_statements(i)) & used and i not in imports]
     return dict(
         gpt_names=[n for n in REUSED_FROM_GPT if n in entry.gpt_names],
         imports=imports,

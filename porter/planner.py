@@ -99,6 +99,9 @@ class Planner:
         # rewrites of the tree's statements that the generated entry point copies (its pipe's rotary
         # table), each text -> text, so that the copy says what the tree's own says after the edits
         self.entry_code: list[Callable[[str], str]] = []
+        # import lines those rewritten statements may need (the copy imports each whose names it
+        # uses, after the tree's own imports, whether or not the tree's pretrain_gpt.py has it yet)
+        self.entry_imports: list[str] = []
         # the generated model's final norm when a difference replaces LayerNorm: (class expression, a
         # function from the tree's LayerNorm imports to the imports the expression needs)
         self.final_norm: tuple[str, Callable[[list[str]], list[str]]] | None = None

@@ -10,8 +10,8 @@ list per frequency for short and long sequences and an attention factor, longrop
 numbers (LLaMA-3.1: factor 8, low 1, high 4, original 8192). It changes the logits at every length.
 porter's switches: `--rope-scaling-type` and one option per number (yarn's and longrope's own
 only where a spec asks for them); the tree's RotaryEmbedding (porter's, rotary_embedding.py)
-takes `scaling=rope_scaling_of(args)`. A tree whose own rotary embedding porter reuses has no
-scaling: refused, by field.
+takes `scaling=rope_scaling_of(args)`. A tree whose own rotary embedding porter reuses gets the
+same switches and scalings on that class (tree_scaling.py), or is refused where its shape is unknown.
 HF: `rope_scaling` (transformers 4) or `rope_parameters` (5) with its `rope_type` ("su" read as
 longrope); a type porter lacks (dynamic...) is refused by name.
 """
@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from porter.differences.base import Difference
 from porter.differences.head_dim import HeadDim
-from porter.differences.rope_scaling import longrope
+from porter.differences.rope_scaling import longrope, tree_scaling
 from porter.edits import arguments as A
 from porter.edits.calls import AddKeyword
 from porter.errors import PorterError
-from porter.planner import rw, unsupported
+from porter.planner import rw
 from porter.profile import ARGUMENTS, TRANSFORMER
 from porter.profile.features import NETWORK, Spelling
 from porter.schema import choice, flag, number
@@ -133,13 +133,14 @@ class RopeScaling(Difference):
         if values[PREFIX + "type"] == longrope.TYPE:
             longrope.validate(values, fail)
 
+    def detect(self, parsed):
+        return tree_scaling.tree_scaling(parsed)
+
     def plan(self, p):
-        if p.implemented("rotary"):
-            raise unsupported("the tree's own rotary embedding has no frequency scaling", TRANSFORMER,
-                              "porter's RotaryEmbedding (rope_scaling_of), or the tree's with a scaling option",
-                              f"the tree's rotary embedding ({p.switches['rotary'].option}); spec "
-                              f"{PREFIX}type = {p.spec[PREFIX + 'type']!r}")
         kind = p.spec[PREFIX + "type"]
+        own = p.implemented("rotary")
+        if own:
+            tree_scaling.plan(p, p.facts(self.name), kind)
         spelling = p.switch("rope_scaling", on=kind, field=PREFIX + "type")
         argument = p.profile.arguments.by_option(spelling.option)
         if argument is not None and argument.choices is not None and kind not in argument.choices:
@@ -151,6 +152,8 @@ class RopeScaling(Difference):
             for key, (switch, *_rest) in OWN_OPTIONS[kind].items():
                 value = p.spec[PREFIX + key]
                 p.switch(switch, on=int(value) if isinstance(value, bool) else value, field=PREFIX + key)
+        if own:
+            return
         p.import_into(TRANSFORMER, "rope_scaling", "from megatron.model.rotary_embedding import rope_scaling_of",
                       "imports the rotary scaling switches' reader")
         p.edit(TRANSFORMER, "rope_scaling", "the rotary embedding scales its frequencies as the switches say",

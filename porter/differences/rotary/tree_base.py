@@ -72,12 +72,14 @@ def _base(init: cst.FunctionDef) -> tuple[str, str | None, str, str | None]:
                              "with a number default to a power (porter knows one base: a parameter or a literal)")
 
 
-class _Sites(cst.CSTVisitor):
+class SiteFinder(cst.CSTVisitor):
     """The functions holding calls of the class (a top-level class's method, or a top-level
     function: what a rewrite anchors on), and the calls porter cannot extend."""
 
-    def __init__(self, path: str, keyword: str) -> None:
-        self.path, self.keyword = path, keyword
+    def __init__(self, path: str, keyword: str, positional: int | None = 1) -> None:
+        # positional: how many arguments a call may pass by position (None: any), the keyword
+        # following them (the base: the head size alone, else porter cannot tell it was passed)
+        self.path, self.keyword, self.positional = path, keyword, positional
         self.scopes: list[tuple[str, str]] = []  # ("class" | "def", name), outermost first
         self.sites: list[Site] = []
         self.problems: list[str] = []
@@ -100,8 +102,10 @@ class _Sites(cst.CSTVisitor):
         where = f"{self.path}: {code(node)}"
         if any(a.keyword is not None and a.keyword.value == self.keyword for a in node.args):
             return  # already passes the base by its keyword
-        if sum(a.keyword is None for a in node.args) > 1 or any(a.star for a in node.args):
-            self.problems.append(f"{where} passes more than the head size by position")
+        if any(a.star for a in node.args) or (self.positional is not None
+                                              and sum(a.keyword is None for a in node.args) > self.positional):
+            self.problems.append(f"{where} passes more than the head size by position" if self.positional == 1 else
+                                 f"{where} passes arguments with * or **")
             return
         kinds = [kind for kind, _name in self.scopes]
         if kinds[:2] == ["class", "def"]:
@@ -134,7 +138,7 @@ def tree_base(parsed) -> TreeBase | None:
         source = parsed(file)
         if source is None:
             continue
-        finder = _Sites(file, keyword)
+        finder = SiteFinder(file, keyword)
         source.visit(finder)
         sites += finder.sites
         problems += finder.problems
