@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 
+
+# the test command runs docs/ci.md's `porter smoke llama --json > smoke.json` and reads it back
+@pytest.mark.slow
 def test_smoke_json_reports_the_run_and_progress_goes_to_stderr(porter, ported, smoke_workdir):
     result = porter("smoke", "llama", "--target", ported, "--steps", "10", "--workdir", smoke_workdir, "--json", "-v")
     assert result.exit_code == 0, result.output[-3000:]
@@ -43,6 +47,8 @@ def test_smoke_on_a_terminal_draws_a_progress_bar(porter, ported, smoke_workdir,
     assert result.stdout.startswith("smoke passed: mean loss of the first 5 steps")
 
 
+# the test command runs README's `porter demo` and its `porter explain` hint against their transcripts
+@pytest.mark.slow
 def test_demo_ports_and_trains_the_sample_tree(porter, tmp_path):
     result = porter("demo", "--folder", tmp_path / "demo", "--steps", "10")
     assert result.exit_code == 0, result.output[-3000:]

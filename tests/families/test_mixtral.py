@@ -228,6 +228,9 @@ def test_mixtral_matches_hf(moe_tree, tmp_path, ep):
         assert "data parallel 2" in log and "ep_size_2" in log  # two processes, the experts split over them
 
 
+# the test command keeps test_mixtral_matches_hf[ep2] (converted, loaded by the tree's own loader on
+# 2 ranks) and the bit-exact round trips of both HF spellings
+@pytest.mark.slow
 def test_a_converted_checkpoint_loads_with_the_trees_own_loader_at_expert_parallel_2(moe_tree, tmp_path):
     """HF (4 experts, its own numbers) -> `porter convert` -> the tree's load_checkpoint on 2 ranks,
     each reading its own experts' files -> HF's logits; and back to HF bit-exact."""

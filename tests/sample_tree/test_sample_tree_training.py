@@ -22,7 +22,8 @@ def assert_learns(losses, iters=20):
     ('pipe_engine', [], 1),
     ('no_pipeline_parallel', ['--no-pipeline-parallel'], 1),
     ('pp2', ['--pipeline-model-parallel-size', '2'], 2),
-    ('tp2', ['--tensor-model-parallel-size', '2'], 2),
+    # test_tp2_matches_tp1 holds TP=2 to the pipe engine's losses, step for step
+    pytest.param('tp2', ['--tensor-model-parallel-size', '2'], 2, marks=pytest.mark.slow),
 ])
 def test_trains(gpt_run, name, extra, nproc):
     assert_learns(gpt_run(name, extra, nproc=nproc))
