@@ -26,8 +26,8 @@ from porter.cst import match as m
 from porter.cst.find import findall
 from porter.cst.nodes import add_kwarg, dotted, expression, kwarg
 from porter.differences.rope_scaling import tree_rewrites as TR
-from porter.differences.rotary.detect import ROTARY_CLASS, module_path
-from porter.differences.rotary.tree_base import SITE_FILES, Site, SiteFinder
+from porter.differences.rotary.detect import ROTARY_CLASS
+from porter.differences.rotary.tree_base import SITE_FILES, Site, SiteFinder, tree_rotary
 from porter.edits.calls import AddKeyword
 from porter.errors import PorterError
 from porter.planner import rw
@@ -59,12 +59,10 @@ def _trig(func: cst.FunctionDef) -> int:
 
 def tree_scaling(parsed) -> TreeScaling | None:
     """The tree's own RotaryEmbedding as scaling needs it, or None where there is no such class."""
-    path = module_path(parsed("megatron/model/language_model.py")) or module_path(parsed("megatron/model/transformer.py"))
-    module = parsed(path) if path else None
-    cls = next((s for s in module.body if isinstance(s, cst.ClassDef) and s.name.value == ROTARY_CLASS),
-               None) if module is not None else None
-    if cls is None:
+    found = tree_rotary(parsed)
+    if found is None:
         return None
+    path, module, cls = found
     init, forward = _method(cls, "__init__"), _method(cls, "forward")
     problems, cached = [], False
     applies = tuple(s.name.value for s in module.body if isinstance(s, cst.FunctionDef) and _trig(s) >= 2)

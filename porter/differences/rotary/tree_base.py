@@ -119,14 +119,22 @@ class SiteFinder(cst.CSTVisitor):
             self.sites.append(site)
 
 
-def tree_base(parsed) -> TreeBase | None:
-    """The tree's own RotaryEmbedding and its base, or None where there is no such class."""
+def tree_rotary(parsed) -> tuple[str, cst.Module, cst.ClassDef] | None:
+    """The module and class of the tree's own RotaryEmbedding, as the language model (else the
+    attention) imports it, or None where the tree has no such class."""
     path = module_path(parsed("megatron/model/language_model.py")) or module_path(parsed("megatron/model/transformer.py"))
     module = parsed(path) if path else None
     cls = next((s for s in module.body if isinstance(s, cst.ClassDef) and s.name.value == ROTARY_CLASS),
                None) if module is not None else None
-    if cls is None:
+    return (path, module, cls) if cls is not None else None
+
+
+def tree_base(parsed) -> TreeBase | None:
+    """The tree's own RotaryEmbedding and its base, or None where there is no such class."""
+    found = tree_rotary(parsed)
+    if found is None:
         return None
+    path, _, cls = found
     init = next((s for s in cls.body.body if isinstance(s, cst.FunctionDef) and s.name.value == "__init__"), None)
     if init is None:
         return TreeBase(path, THETA, None, "", (), f"{path}: {ROTARY_CLASS} has no __init__")
