@@ -73,7 +73,7 @@ class Rotary(Difference):
     }
 
     def detect(self, parsed):
-        return detect.detect(parsed)
+        return detect.detect(parsed, tree_base.tree_base(parsed))
 
     def wanted(self, spec):
         return spec["position_embedding.type"] == "rotary"

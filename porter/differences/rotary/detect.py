@@ -124,15 +124,14 @@ class RotaryFacts:
     base: object | None = None  # the tree's own RotaryEmbedding's base (tree_base.TreeBase), where it has one
 
 
-def detect(parsed) -> RotaryFacts | None:
-    from porter.differences.rotary.tree_base import tree_base
-
+def detect(parsed, base=None) -> RotaryFacts | None:
+    """The facts of the tree's rotary; `base`: what tree_base read of its own RotaryEmbedding."""
     language_model = parsed("megatron/model/language_model.py")
     if language_model is None:
         return None
     path = module_path(language_model)
     pair = rotary_pair(language_model, parsed(path) if path else None, path)
-    return RotaryFacts(position_gate(language_model), pair, tree_base(parsed))
+    return RotaryFacts(position_gate(language_model), pair, base)
 
 
 def position_gate(language_model: cst.Module) -> str | None:
