@@ -21,7 +21,7 @@ from porter.differences.bias import detect
 from porter.differences.bias import rewrites as R
 from porter.differences.bias.weights import bias_weights
 from porter.hf_reading import class_defines
-from porter.planner import rw, unsupported
+from porter.planner import rw
 from porter.profile import TRANSFORMER
 from porter.profile.features import NETWORK, Spelling, tree_spelling
 from porter.schema import flag
@@ -87,17 +87,14 @@ class Bias(Difference):
         if p.has_dest("bias_gelu_fusion"):
             p.defaults["bias_gelu_fusion"] = False
         kept = [site for site in SITES if site_bias(p.spec, site)]
-        if p.implemented("no_bias") and not kept:
+        if p.implemented("no_bias"):
             self._repair(p)
+            for site in kept:
+                self._keep(p, site)
             return
         for site in kept:
             p.switch(f"{site}_bias")
         test = p.tests["no_bias"]
-        if p.implemented("no_bias"):
-            raise unsupported("the tree implements --no-bias itself; porter cannot keep one site's bias on it",
-                              TRANSFORMER, "porter's per-site bias switches on the tree's linears",
-                              f"{p.switches['no_bias'].option}, implemented by the tree, and the spec's bias on "
-                              + ", ".join(kept))
         if p.has_dest("bias_gelu_fusion"):
             p.checks.append(
                 f"""
@@ -134,6 +131,19 @@ class Bias(Difference):
                    rw(R.NoneSafeExpandAs, cls="ParallelTransformerLayer", func="forward"))
         else:
             p.reuse("no_bias", "the layer's bias path is None-safe already")
+
+    def _keep(self, p, site: str):
+        """A site that keeps its bias on a tree whose own switch turns every linear's off: the
+        tree's switch stays on the other sites, and this site's linears take `<the tree's bias>
+        or <the site's switch>`. A linear that hands its bias back (skip_bias_add) is kept only
+        where the tree adds whatever bias comes back (its bias path is None-safe)."""
+        spelling = p.switch(f"{site}_bias")
+        cls, attrs = SITES[site]
+        facts = p.facts(self.name)
+        p.edit(TRANSFORMER, "no_bias", f"the {site.replace('_', ' ')} linears keep a bias under the tree's "
+               f"{p.switches['no_bias'].option} with {spelling.option}",
+               rw(R.KeepSiteBias, cls=cls, attrs=list(attrs), switch=p.tests[f"{site}_bias"],
+                  returned_ok=facts is not None and facts.none_safe))
 
     def _repair(self, p):
         """A tree's own no-bias switch can miss a linear (Habana's hand port left its second SwiGLU
