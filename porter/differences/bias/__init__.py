@@ -7,7 +7,9 @@ QKV projection only). Trees spell "no bias anywhere" as porter's `--no-bias` or 
 keeps its bias while the rest have none gets its own switch (`--add-qkv-bias`, Megatron-LM's
 spelling; `--add-attention-output-bias`, `--add-mlp-bias`).
 When porter adds it: every tensor-parallel linear of attention and MLP takes `bias=` from the
-switches, and the tree's bias path becomes None-safe where it adds a bias by hand.
+switches, and the tree's bias path becomes None-safe where it adds a bias by hand. When the tree
+implements the switch itself: its switch stays in charge of every linear, and a kept site's
+linears take `<the tree's bias> or <the site's switch>` (KeepSiteBias).
 HF: `attention_bias` (q, k, v and the output) and `mlp_bias`, each read where the config class
 has it (LLaMA both, Gemma attention_bias only); a site whose class has no field keeps the family
 spec's bias (Qwen2's QKV bias, hard-coded in its modeling code; Gemma's bias-free MLP).
@@ -34,9 +36,16 @@ SITES = {
 }
 
 
-def _site_spelling(site: str, option: str, help_text: str) -> Spelling:
-    return Spelling(f"{site}_bias", option, option[2:].replace("-", "_"), True, f"args.{option[2:].replace('-', '_')}",
-                    NETWORK, (("action", "'store_true'"), ("help", repr(help_text))))
+# the options that turn every linear's bias off (porter's first): a site's switch says which it goes with
+NO_BIAS_OPTIONS = ("--no-bias", "--disable-bias-linear")
+
+
+def _site_spellings(site: str, option: str, what: str) -> tuple[Spelling, ...]:
+    """porter's switch for a site, its help naming each no-bias option (porter's first)."""
+    dest = option[2:].replace("-", "_")
+    return tuple(Spelling(f"{site}_bias", option, dest, True, f"args.{dest}", NETWORK,
+                          (("action", "'store_true'"), ("help", repr(f"With {no_bias}: a bias on {what} still."))))
+                 for no_bias in NO_BIAS_OPTIONS)
 
 
 def site_bias(spec, site: str) -> bool:
@@ -68,10 +77,10 @@ class Bias(Difference):
             # Habana's hand port (7086aadb): porter's own option name, registered its own way.
             tree_spelling("no_bias", "--no-bias", "no_bias", True, "args.no_bias", ((TRANSFORMER, "no_bias"),)),
         ),
-        "qkv_bias": (_site_spelling("qkv", "--add-qkv-bias", "With --no-bias: a bias on the QKV projection still."),),
-        "attention_output_bias": (_site_spelling("attention_output", "--add-attention-output-bias",
-                                                 "With --no-bias: a bias on the attention output still."),),
-        "mlp_bias": (_site_spelling("mlp", "--add-mlp-bias", "With --no-bias: a bias on the MLP linears still."),),
+        "qkv_bias": _site_spellings("qkv", "--add-qkv-bias", "the QKV projection"),
+        "attention_output_bias": _site_spellings("attention_output", "--add-attention-output-bias",
+                                                 "the attention output"),
+        "mlp_bias": _site_spellings("mlp", "--add-mlp-bias", "the MLP linears"),
     }
 
     def detect(self, parsed):
@@ -137,11 +146,13 @@ class Bias(Difference):
         tree's switch stays on the other sites, and this site's linears take `<the tree's bias>
         or <the site's switch>`. A linear that hands its bias back (skip_bias_add) is kept only
         where the tree adds whatever bias comes back (its bias path is None-safe)."""
-        spelling = p.switch(f"{site}_bias")
+        tree_option = p.switches["no_bias"].option
+        ours = self.spellings[f"{site}_bias"]  # the one whose help names the tree's option
+        spelling = p.switch(f"{site}_bias", spelling=next((s for s in ours if tree_option in dict(s.add)["help"]), ours[0]))
         cls, attrs = SITES[site]
         facts = p.facts(self.name)
         p.edit(TRANSFORMER, "no_bias", f"the {site.replace('_', ' ')} linears keep a bias under the tree's "
-               f"{p.switches['no_bias'].option} with {spelling.option}",
+               f"{tree_option} with {spelling.option}",
                rw(R.KeepSiteBias, cls=cls, attrs=list(attrs), switch=p.tests[f"{site}_bias"],
                   returned_ok=facts is not None and facts.none_safe))
 
