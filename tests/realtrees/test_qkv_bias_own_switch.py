@@ -51,6 +51,8 @@ def test_qwen2_keeps_the_trees_bias_switch_and_widens_the_qkv_projection(label, 
     assert text.count(WIDE) == 1  # the fused projection (self-attention)
     assert text.count("bias=config.add_bias_linear or args.add_qkv_bias,") == 2  # cross-attention's query, key_value
     assert "bias=self.add_bias," in text  # the MLP follows the tree's switch
+    # microsoft's FPDT attention builds its QKV bias by the tree's flag alone: it refuses the switch
+    assert text.count("    assert not args.add_qkv_bias, ") == (label == "ms-head")
     assert "not args.no_bias" not in text and "--add-qkv-bias" in (tree / "megatron/arguments.py").read_text()
     script = (tree / "pretrain_qwen2.py").read_text()
     assert "add_bias_linear=False" in script and "add_qkv_bias=True" in script

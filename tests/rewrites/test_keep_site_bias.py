@@ -4,9 +4,13 @@ bias (Qwen2's QKV projection) on a tree that implements the no-bias switch itsel
 tree's shape: the self-attention's fused projection reads `args.`, the cross-attention's `config.`.
 """
 
+import textwrap
 from functools import partial
 
-from porter.differences.bias.rewrites import KeepSiteBias
+import libcst as cst
+
+from porter.differences.bias.detect import function_if_tests
+from porter.differences.bias.rewrites import KeepSiteBias, RefuseSiteBias
 
 ATTENTION = '''
 class ParallelAttention(MegatronModule):
@@ -90,3 +94,28 @@ def test_a_hand_ports_own_test_is_widened_the_same_way(check):
                                                                                  hand_port)
     after = before.replace(hand_port, hand_port[:-1] + " or args.add_qkv_bias,", 3)
     check(QKV, before, after)
+
+
+CHUNKED = '''
+def launch_chunked_attention(args, config):
+    """Its own QKV weight and bias, as bare parameters."""
+    qkv_bias = None
+    if args.add_bias_linear:
+        qkv_bias = Parameter(torch.empty(3 * config.hidden_size))
+    return ChunkedAttention(config, qkv_bias)
+'''
+
+
+def test_a_function_that_builds_a_bias_by_the_trees_flag_alone_refuses_the_sites_switch(check):
+    """That path would build the model without the kept bias: it says so when the switch is on."""
+    message = "--add-qkv-bias: launch_chunked_attention builds its biases by --disable-bias-linear alone"
+    after = CHUNKED.replace('    qkv_bias = None\n', f"    assert not args.add_qkv_bias, {message!r}\n    qkv_bias = None\n")
+    check(partial(RefuseSiteBias, func="launch_chunked_attention", switch="args.add_qkv_bias", message=message),
+          CHUNKED, after)
+
+
+def test_the_detector_finds_the_functions_that_test_a_flag():
+    module = cst.parse_module(textwrap.dedent(CHUNKED) + "\n\ndef helper(x, bias):\n    if bias is not None:\n"
+                              "        x = x + bias\n    return x\n\n\ndef plain(x):\n    return x\n")
+    assert function_if_tests(module) == (("launch_chunked_attention", ("args.add_bias_linear",)),
+                                         ("helper", ("bias is not None",)))

@@ -155,6 +155,13 @@ class Bias(Difference):
                f"{tree_option} with {spelling.option}",
                rw(R.KeepSiteBias, cls=cls, attrs=list(attrs), switch=p.tests[f"{site}_bias"],
                   returned_ok=facts is not None and facts.none_safe))
+        flag = (p.tests["no_bias"], negate(p.tests["no_bias"]))
+        for func, tests in facts.if_tests if facts is not None else ():
+            if set(flag) & set(tests):
+                p.edit(TRANSFORMER, "no_bias", f"{func} decides its biases by {tree_option} alone: it refuses "
+                       f"{spelling.option}",
+                       rw(R.RefuseSiteBias, func=func, switch=p.tests[f"{site}_bias"],
+                          message=f"{spelling.option}: {func} builds its biases by {tree_option} alone"))
 
     def _repair(self, p):
         """A tree's own no-bias switch can miss a linear (Habana's hand port left its second SwiGLU

@@ -22,6 +22,10 @@ class BiasFacts:
     expand_as_unguarded: bool  # the layer forward calls bias.expand_as(...) without a None check
     plain_bias_helpers: tuple[str, ...]  # bias-dropout-add helpers whose bias is typed a plain Tensor
     gaps: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (class, linears without `bias=`) where others pass it
+    # (top-level function, the `if` tests it reads): a function outside the model's classes that
+    # decides a bias by a flag of its own (microsoft's FPDT attention builds its QKV bias by
+    # `if args.add_bias_linear:`), which a site's own switch cannot reach
+    if_tests: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def none_safe(self) -> bool:
@@ -33,7 +37,18 @@ def detect(parsed) -> BiasFacts | None:
     if transformer is None:
         return None
     return BiasFacts(mlp_bias_unguarded(transformer), expand_as_unguarded(transformer),
-                     plain_bias_helpers(transformer), bias_gaps(transformer))
+                     plain_bias_helpers(transformer), bias_gaps(transformer), function_if_tests(transformer))
+
+
+def function_if_tests(transformer: cst.Module) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Each top-level function's `if` tests, as code (those that have any)."""
+    out = []
+    for stmt in transformer.body:
+        if isinstance(stmt, cst.FunctionDef):
+            tests = tuple(dict.fromkeys(code(node.test) for node in findall(stmt, m.If())))
+            if tests:
+                out.append((stmt.name.value, tests))
+    return tuple(out)
 
 
 class _GuardedUses(cst.CSTVisitor):

@@ -12,8 +12,9 @@ from porter.cst.nodes import (
     expression,
     kwarg,
     self_assign_calls,
+    statements,
 )
-from porter.edits.base import Rewrite, none_safe_add, replace_each, unguarded_add
+from porter.edits.base import Rewrite, is_docstring, none_safe_add, replace_each, unguarded_add
 
 PARALLEL_LINEARS = ("ColumnParallelLinear", "RowParallelLinear")
 
@@ -328,3 +329,27 @@ class KeepSiteBias(Rewrite):
         elif not self._hits and not self._done:
             self.already_done()  # the kept linears pass no `bias=`: they keep the linear's default, a bias
         return out
+
+
+class RefuseSiteBias(Rewrite):
+    """Stop a function that decides a bias by the tree's one flag when a site's own switch is on.
+
+    Why: a function outside the model's classes that builds its own linears (microsoft's FPDT
+    attention makes its QKV weight and bias as bare parameters, the bias under
+    `if args.add_bias_linear:`) never sees the site's switch: with it on, that path would build
+    the model without the site's bias and train it silently. The function's first statement
+    becomes `assert not <switch>, "<message>"`, so that path says so instead.
+    """
+
+    construct = "a top-level function that tests the tree's bias flag"
+
+    func: str
+    switch: str  # the site's test, e.g. `args.add_qkv_bias`
+    message: str
+
+    def rewrite_body(self, body):
+        if self.recognised(body, lambda stmt: code(stmt).startswith(f"assert not {self.switch},")):
+            return body
+        at = 1 if body and is_docstring(body[0]) else 0
+        self.anchored()
+        return [*body[:at], *statements(f"assert not {self.switch}, {self.message!r}"), *body[at:]]
