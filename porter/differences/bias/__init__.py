@@ -148,7 +148,8 @@ class Bias(Difference):
         where the tree adds whatever bias comes back (its bias path is None-safe)."""
         tree_option = p.switches["no_bias"].option
         ours = self.spellings[f"{site}_bias"]  # the one whose help names the tree's option
-        spelling = p.switch(f"{site}_bias", spelling=next((s for s in ours if tree_option in dict(s.add)["help"]), ours[0]))
+        named = next((s for s in ours if tree_option in dict(s.add)["help"]), ours[0])
+        spelling = p.switch(f"{site}_bias", spelling=named)
         cls, attrs = SITES[site]
         facts = p.facts(self.name)
         p.edit(TRANSFORMER, "no_bias", f"the {site.replace('_', ' ')} linears keep a bias under the tree's "

@@ -287,7 +287,7 @@ class KeepSiteBias(Rewrite):
 
     def rewrite_body(self, body):
         def linears(stmt):
-            return [(a, c) for a, c in self_assign_calls(stmt, self.attrs) if a in self.attrs]
+            return self_assign_calls(stmt, self.attrs)
 
         refused: list[str] = []
 
@@ -306,7 +306,7 @@ class KeepSiteBias(Rewrite):
         def widen(call):
             arg = kwarg(call, "bias")
             value = arg.value
-            if isinstance(value, (cst.IfExp, cst.Lambda)) and not value.lpar:  # `or` binds tighter
+            if isinstance(value, (cst.IfExp, cst.Lambda)) and not value.lpar:  # they bind looser than `or`
                 value = value.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
             new = cst.BooleanOperation(left=value, operator=cst.Or(), right=self.wanted)
             return call.with_changes(args=[a.with_changes(value=new) if a is arg else a for a in call.args])
@@ -322,8 +322,9 @@ class KeepSiteBias(Rewrite):
             out.append(stmt)
         if refused:
             self._hits = self._done = 0
-            self.missing(f"self.{', self.'.join(dict.fromkeys(refused))} returns its bias to the caller (skip_bias_add), which "
-                         "the tree adds under its own one bias flag")
+            names = ", self.".join(dict.fromkeys(refused))
+            self.missing(f"self.{names} returns its bias to the caller (skip_bias_add), which the tree adds "
+                         "under its own one bias flag")
         elif not self._hits and not self._done and not any(linears(s) for s in body):
             self.missing(f"none of self.{', self.'.join(sorted(self.attrs))} is assigned a call")
         elif not self._hits and not self._done:
