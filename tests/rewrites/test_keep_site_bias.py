@@ -9,7 +9,7 @@ from functools import partial
 
 import libcst as cst
 
-from porter.differences.bias.detect import function_if_tests
+from porter.differences.bias.detect import flag_functions
 from porter.differences.bias.rewrites import KeepSiteBias, RefuseSiteBias
 
 ATTENTION = '''
@@ -114,8 +114,9 @@ def test_a_function_that_builds_a_bias_by_the_trees_flag_alone_refuses_the_sites
           CHUNKED, after)
 
 
-def test_the_detector_finds_the_functions_that_test_a_flag():
+def test_the_detector_finds_the_functions_that_test_the_flag():
     module = cst.parse_module(textwrap.dedent(CHUNKED) + "\n\ndef helper(x, bias):\n    if bias is not None:\n"
-                              "        x = x + bias\n    return x\n\n\ndef plain(x):\n    return x\n")
-    assert function_if_tests(module) == (("launch_chunked_attention", ("args.add_bias_linear",)),
-                                         ("helper", ("bias is not None",)))
+                              "        x = x + bias\n    if not config.no_bias:\n        x = x + 1\n    return x\n")
+    assert flag_functions(module, ("no_bias", "add_bias_linear")) == (("launch_chunked_attention", "add_bias_linear"),
+                                                                       ("helper", "no_bias"))
+    assert flag_functions(module, ("other",)) == ()

@@ -84,7 +84,7 @@ class Bias(Difference):
     }
 
     def detect(self, parsed):
-        return detect.detect(parsed)
+        return detect.detect(parsed, tuple(dict.fromkeys(s.dest for s in self.spellings["no_bias"])))
 
     def wanted(self, spec):
         return not all(site_bias(spec, site) for site in SITES)
@@ -156,9 +156,8 @@ class Bias(Difference):
                f"{tree_option} with {spelling.option}",
                rw(R.KeepSiteBias, cls=cls, attrs=list(attrs), switch=p.tests[f"{site}_bias"],
                   returned_ok=facts is not None and facts.none_safe))
-        flag = (p.tests["no_bias"], negate(p.tests["no_bias"]))
-        for func, tests in facts.if_tests if facts is not None else ():
-            if set(flag) & set(tests):
+        for func, dest in facts.flag_functions if facts is not None else ():
+            if dest == p.switches["no_bias"].dest:
                 p.edit(TRANSFORMER, "no_bias", f"{func} decides its biases by {tree_option} alone: it refuses "
                        f"{spelling.option}",
                        rw(R.RefuseSiteBias, func=func, switch=p.tests[f"{site}_bias"],
