@@ -49,7 +49,8 @@ class Rows:
         """These rows of the whole HF tensor (a view)."""
         if tensor.shape[0] != self.total:
             raise PorterError(f"an HF tensor has {tensor.shape[0]} rows where {self.total} were expected",
-                              construct=what, found=f"{tuple(tensor.shape)}, rows {self.start}..{self.stop} of it wanted",
+                              construct=what,
+                              found=f"{tuple(tensor.shape)}, rows {self.start}..{self.stop} of it wanted",
                               fix="pass the config.json the weights were saved with")
         return tensor[self.start:self.stop]
 

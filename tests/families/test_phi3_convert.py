@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 from porter import convert
 from porter.catalog import load_spec
 from porter.convert.pieces import as_meta, joined
+from porter.convert.sharding import shard_layer, unshard_tensor
+from porter.convert.tensors import Take, hf_layer_to_megatron, megatron_layer_to_hf
 from porter.cli import app
 from porter.layout import WeightLayout
 from porter.verify.parity import VerifyOptions, verify
-from porter.convert.sharding import shard_layer, unshard_tensor
-from porter.convert.tensors import Take, hf_layer_to_megatron, megatron_layer_to_hf
 from porter.weights import LayerWeights, ModelShape, ModelWeights, fuse_qkv
 
 SHORT = [1.0, 1.05, 1.1, 1.34, 1.91, 2.02, 2.03, 2.09]
@@ -121,7 +121,8 @@ def test_a_checkpoint_spelled_apart_is_read_as_it_is():
     assert layer.slots["mlp_in"][0].hf == ("mlp.gate_up_proj.weight",)
 
 
-APART = WeightLayout(up="dense_h_to_4h_swiglu", gqa_query="query", gqa_key_value="key_value", hf_fused=("qkv", "gate_up"))
+APART = WeightLayout(up="dense_h_to_4h_swiglu", gqa_query="query", gqa_key_value="key_value",
+                     hf_fused=("qkv", "gate_up"))
 
 
 class UpAtTheGatesOffset:

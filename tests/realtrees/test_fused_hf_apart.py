@@ -52,8 +52,8 @@ def tiny_phi3(folder: Path, kv_heads: int) -> Path:
 
 def expected_parts(state: dict, kv_heads: int, gate: str, up: str, query: str, key_value: str) -> dict:
     """The full tensor of each of the tree's parts, from HF's fused ones as transformers reads them."""
-    from porter.differences.grouped_query.weights import fuse_kv
     from porter.convert.pieces import joined
+    from porter.differences.grouped_query.weights import fuse_kv
 
     out = {}
     gate_t, up_t = state["model.layers.0.mlp.gate_up_proj.weight"].chunk(2, dim=0)  # Phi3MLP

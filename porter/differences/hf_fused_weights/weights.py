@@ -10,17 +10,17 @@ q apart from (k, v): a tree's own grouped-query attention), each of those weight
 run of parts only: its rows of the fused tensor (Weight.hf_rows, at their offsets), cut from it
 on the way in; on the way out convert's engine puts the fused tensor together from every weight
 holding rows of it. Tensor parallelism shards each tree tensor by its own role, so each rank
-holds its shard of the gate and of the up projection. Views and one concatenation: pure copies, so HF -> Megatron -> HF gives back the same bits, and meta
-tensors plan a conversion as real ones do. A bias (a spec's `linear` bias on these sites) follows
+holds its shard of the gate and of the up projection. Views and one concatenation: pure
+copies, so HF -> Megatron -> HF gives back the same bits, and meta tensors plan a conversion as
+real ones do. A bias (a spec's `linear` bias on these sites) follows
 the same way, by the bias difference's own rule (its weight's names with .bias).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
-
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
