@@ -59,7 +59,6 @@ def fused_weight(weight: Weight, fused: Fused, shape: ModelShape, first: int = 0
     """The slot's weight read from (and written as) HF's one fused tensor: the whole of it, or,
     where the weight is made of parts first..last of it only, those parts' rows (Weight.hf_rows;
     the other parts are other tree tensors')."""
-    import torch
     suffix = weight.hf[0].rsplit(".", 1)[1]  # weight (or bias)
     sizes = fused.rows(shape)
     last = len(sizes) if last is None else last
@@ -67,7 +66,13 @@ def fused_weight(weight: Weight, fused: Fused, shape: ModelShape, first: int = 0
     rows = () if whole else (Rows(sum(sizes[:first]), sum(sizes[:last]), sum(sizes)),)
     return replace(weight, hf=(f"{fused.module}.{suffix}",), hf_rows=rows,
                    join=lambda tensors: weight.to_tree(_cut(tensors[0], sizes[first:last])),
-                   split=lambda tensor: (torch.cat(list(weight.to_hf(tensor)), dim=0),))
+                   split=lambda tensor: (_concatenated(weight.to_hf(tensor)),))
+
+
+def _concatenated(parts) -> torch.Tensor:
+    """The parts' rows one after the other (the one part itself: no copy)."""
+    import torch
+    return parts[0] if len(parts) == 1 else torch.cat(list(parts), dim=0)
 
 
 def fuse(layer: LayerWeights, fused: Fused) -> None:
