@@ -36,7 +36,7 @@ __all__ = ["FIELD", "PartialRotary", "rotary_dim"]
 class PartialRotary(Difference):
     name = "partial_rotary"
     model_switches = (SWITCH,)
-    fields = {FIELD: number(1.0, high=1.0, help="the fraction of each head's channels rotary rotates (the first ones)")}
+    fields = {FIELD: number(1.0, help="the fraction of each head's channels rotary rotates (the first ones)")}
     hf_fields = ("partial_rotary_factor",)
     switch_fields = {SWITCH: FIELD}
     spellings = {
@@ -56,7 +56,10 @@ class PartialRotary(Difference):
 
     def validate(self, values, given, fail):
         percent = values[FIELD]
-        if percent >= 1.0:
+        if percent > 1.0:
+            raise fail(FIELD, f"{FIELD} = {percent:g}", "a fraction of the head: more than 0, at most 1",
+                       message="inconsistent spec: a head has no channels beyond its own to rotate")
+        if percent == 1.0:
             return
         if values["position_embedding.type"] != "rotary":
             raise fail(FIELD, f"{FIELD} = {percent:g} with position_embedding.type = "
@@ -86,7 +89,7 @@ class PartialRotary(Difference):
             return
         spelling = p.switch(SWITCH, on=percent, field=FIELD)
         p.values[self.name] = {"percent": f"args.{spelling.dest}"}
-        p.edit(TRANSFORMER, self.name, f"the rotary embedding rotates the first {spelling.option} of each head's "
+        p.edit(TRANSFORMER, SWITCH, f"the rotary embedding rotates the first {spelling.option} of each head's "
                "channels and passes the rest on",
                rw(AddKeyword, cls="ParallelAttention", func="__init__", callee="RotaryEmbedding",
                   keyword="rotary_percent", value=f"args.{spelling.dest}"))
