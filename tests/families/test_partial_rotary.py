@@ -8,17 +8,23 @@ slow: `porter verify` of Phi-4-mini's config.json on the sample tree at TP=1, TP
 smoke, and the tree's rotary broken on purpose (the last channels rotated) failing at the rotary
 embedding."""
 
+import dataclasses
 import json
 import shutil
 
+import libcst as cst
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from porter.catalog import load_spec
+from porter.catalog import load_spec, profile_of, spellings
 from porter.cli import app
+from porter.differences.partial_rotary import PartialRotary
 from porter.errors import PorterError
-from porter.render import environment
+from porter.plan import make_plan
+from porter.render import GENERATED_MARK, environment, render
+from porter.resources import sample_tree_dir
+from porter.source import SourceTree
 from tests.conftest import copy_sample_tree
 from tests.families.battery import model_folder, published
 
@@ -99,6 +105,70 @@ def test_an_odd_rotary_dimension_or_no_rotary_is_refused(tmp_path):
                     "[position_embedding]\nrotary_percent = 0.5\n")
     with pytest.raises(PorterError, match="rotary positions only"):
         load_spec(str(path))
+
+
+# -- the plan on the sample tree's profile (read for real) and on variants of it --------------------
+
+@pytest.fixture(scope="module")
+def sample():
+    return profile_of(SourceTree.open(sample_tree_dir()))
+
+
+@pytest.fixture(scope="module")
+def phi4_spec(tmp_path_factory):
+    return load_spec(str(model_folder(tmp_path_factory.mktemp("spec"), PHI4)))
+
+
+def rotary_file(plan):
+    (edit,) = [e for e in plan.edits if e.template == "rotary_embedding.py.j2"]
+    return render(edit.template, plan, edit.context, edit.feature)
+
+
+def test_porter_rotary_takes_the_switch_where_it_adds_rotary(sample, phi4_spec):
+    plan = make_plan(phi4_spec, sample)
+    assert plan.defaults["rotary_percent"] == 0.75
+    (keyword,) = [e for e in plan.edits if e.feature == "rotary_percent" and e.name == "AddKeyword"]
+    assert keyword.file == "megatron/model/transformer.py"
+    assert any(e.feature == "rotary_percent" and e.name == "AddArguments" for e in plan.edits)
+    text = rotary_file(plan)
+    assert "def __init__(self, dim, theta=10000.0, scaling=None, rotary_percent=1.0):" in text
+    assert "if rotated < t.size(-1):" in text
+
+
+def test_a_later_port_keeps_an_earlier_ports_partial_rotary(sample):
+    """porter rewrites rotary_embedding.py whole: LLaMA-3 applied after Phi-4-mini keeps the keyword
+    Phi-4-mini's attention passes; on a tree without it, LLaMA-3's file is as ever."""
+    llama3 = load_spec("llama3")
+    assert "rotary_percent" not in rotary_file(make_plan(llama3, sample))
+    earlier = dataclasses.replace(sample, facts={**sample.facts, "partial_rotary": True})
+    plan = make_plan(llama3, earlier)
+    assert "scaling=None, rotary_percent=1.0):" in rotary_file(plan)
+    assert "rotary_percent" not in plan.defaults and any("keeps its partial rotary" in r for r in plan.reused)
+
+
+def test_the_detector_reads_porters_own_rotary_file():
+    text = environment().get_template("rotary_embedding.py.j2").render(partial_rotary={})
+    path = "megatron/model/rotary_embedding.py"
+    assert PartialRotary().detect({path: cst.parse_module(f"{GENERATED_MARK} 0.1\n" + text)}.get)
+    assert not PartialRotary().detect({path: cst.parse_module(text)}.get)  # not porter's file: the tree's own
+    whole = environment().get_template("rotary_embedding.py.j2").render()
+    assert not PartialRotary().detect({path: cst.parse_module(f"{GENERATED_MARK} 0.1\n" + whole)}.get)
+
+
+def test_the_trees_own_rotary_reuses_its_switch_or_is_refused(sample, phi4_spec):
+    """A tree whose own rotary (microsoft's) porter reuses: its --rotary-percent set, no code added;
+    without one, refused by name."""
+    spec = phi4_spec.with_values(**{"position_embedding.rope_scaling.type": "none"})  # no scaling to port here
+    rotary = next(s for s in spellings()["rotary"] if s.origin == "tree" and s.option == "--use-rotary-position-embeddings")
+    own = {**sample.spellings, "rotary": rotary.with_(implemented=True)}
+    with pytest.raises(PorterError, match="the tree's own rotary embedding rotates whole heads") as caught:
+        make_plan(spec, dataclasses.replace(sample, spellings=own))
+    assert "--rotary-percent" in caught.value.construct
+    percent = next(s for s in spellings()["rotary_percent"] if s.origin == "tree")
+    plan = make_plan(spec, dataclasses.replace(sample, spellings={**own, "rotary_percent": percent.with_(implemented=True)}))
+    assert plan.defaults["rotary_percent"] == 0.75
+    assert not [e for e in plan.edits if e.feature == "rotary_percent"]
+    assert not [e for e in plan.edits if e.template == "rotary_embedding.py.j2"]
 
 
 # -- porter's rotary embedding with the switch, against transformers' Phi-3 rotary -----------------

@@ -21,6 +21,7 @@ wins), for a class whose modeling code passes the unrotated channels on (hf_clas
 from __future__ import annotations
 
 from porter.differences.base import Difference
+from porter.differences.partial_rotary.detect import detect
 from porter.differences.partial_rotary.hf_classes import TYPES, rotates_part
 from porter.differences.partial_rotary.sizes import FIELD, SWITCH, head_dim_of, rotary_dim
 from porter.edits.calls import AddKeyword
@@ -88,11 +89,23 @@ class PartialRotary(Difference):
             p.switch(SWITCH, on=percent, field=FIELD)
             return
         spelling = p.switch(SWITCH, on=percent, field=FIELD)
-        p.values[self.name] = {"percent": f"args.{spelling.dest}"}
+        p.values[self.name] = {"percent": f"args.{spelling.dest}"}  # the template rotates part of each head
         p.edit(TRANSFORMER, SWITCH, f"the rotary embedding rotates the first {spelling.option} of each head's "
                "channels and passes the rest on",
                rw(AddKeyword, cls="ParallelAttention", func="__init__", callee="RotaryEmbedding",
                   keyword="rotary_percent", value=f"args.{spelling.dest}"))
+
+    def detect(self, parsed):
+        return detect(parsed)
+
+    def kept(self, p):
+        """A family ported earlier into this tree rotates part of each head through porter's
+        rotary embedding: the file, rewritten for this spec, keeps its `rotary_percent` keyword
+        and pass-through (at 1.0, the default, nothing changes for this family)."""
+        if p.facts(self.name) and p.spec["position_embedding.type"] == "rotary" and not p.implemented("rotary"):
+            p.values[self.name] = {"percent": None}
+            p.reuse(SWITCH, "porter's rotary embedding keeps its partial rotary (--rotary-percent, default 1.0): "
+                    "a family ported earlier into this tree rotates part of each head")
 
     def from_hf(self, config):
         params = config.rope_parameters()
