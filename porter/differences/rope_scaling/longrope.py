@@ -21,8 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from porter.differences.partial_rotary.sizes import FIELD as PERCENT
-from porter.differences.partial_rotary.sizes import head_dim_of, hf_rotary_dim, rotary_dim
+from porter.differences.partial_rotary import sizes as partial
 from porter.errors import PorterError
 from porter.hf_reading import class_default, class_defines
 from porter.schema import numbers
@@ -84,7 +83,7 @@ def from_hf(config, params: dict[str, Any]) -> dict[str, Any]:
                           found=f"rope_scaling = {params}", fix="fix the config (a Phi-3.5 config.json has both)")
     hidden, heads = config.get("hidden_size"), config.get("num_attention_heads")
     head_dim = config.get("head_dim") or (hidden // heads if hidden and heads else None)
-    dim = hf_rotary_dim(config, head_dim) if head_dim else None  # the channels that rotate (partial rotary)
+    dim = partial.hf_rotary_dim(config, head_dim) if head_dim else None  # the channels that rotate (partial rotary)
     wrong = [k for k in ("short_factor", "long_factor") if dim and len(params[k]) != dim // 2]
     if wrong:
         size = f"head_dim / 2 = {dim // 2}" if dim == head_dim else \
@@ -133,12 +132,12 @@ def validate(values: dict[str, Any], fail) -> None:
         raise fail(PREFIX + "long_factor", f"{len(short)} short factors, {len(long)} long ones",
                    "give both lists head_dim / 2 numbers",
                    message="inconsistent spec: longrope's factor lists differ in length")
-    head_dim = head_dim_of(values)
+    head_dim = partial.head_dim_of(values)
     if head_dim is None:
         return
-    dim = rotary_dim(head_dim, values[PERCENT])  # the channels that rotate: a frequency per pair
+    dim = partial.rotary_dim(head_dim, values[partial.FIELD])  # the channels that rotate: a frequency per pair
     if len(short) != dim // 2:
-        size = "head_dim" if dim == head_dim else f"rotary_dim = int({head_dim} x rotary_percent {values[PERCENT]:g})"
+        size = "head_dim" if dim == head_dim else f"rotary_dim = int({head_dim} x rotary_percent {values[partial.FIELD]:g})"
         raise fail(PREFIX + "short_factor", f"{len(short)} factors per list for a rotary dimension of {dim}",
                    f"give both lists {size} / 2 = {dim // 2} numbers, one per rotary frequency",
                    message="inconsistent spec: longrope's factor lists do not fit the rotary dimension")
@@ -154,6 +153,6 @@ def tiny(spec, head_dim: int) -> dict[str, Any]:
     """The factor lists at the tiny model's head size (its rotary dimension: partial rotary rotates
     fewer channels); the original context stays the spec's (the length a test sets decides which
     list a run proves)."""
-    count = rotary_dim(head_dim, spec[PERCENT]) // 2
+    count = partial.rotary_dim(head_dim, spec[partial.FIELD]) // 2
     return {PREFIX + key: resized(spec[PREFIX + key], count) for key in ("short_factor", "long_factor")}
 
