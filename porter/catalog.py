@@ -37,6 +37,7 @@ from porter.differences.moe import MixtureOfExperts
 from porter.differences.multi_token_prediction import MultiTokenPrediction
 from porter.differences.norm_eps import NormEps
 from porter.differences.norm_placement import NormPlacement, PostNorm
+from porter.differences.partial_rotary import PartialRotary
 from porter.differences.qk_norm import QueryKeyNorm
 from porter.differences.qkv_layout import FusedQKVLayout
 from porter.differences.rmsnorm import RMSNormDifference
@@ -61,6 +62,7 @@ _REGISTERED: list[Difference] = [
     GatedMLP(),
     Rotary(),
     RopeScaling(),
+    PartialRotary(),
     RMSNormDifference(),
     NormOffset(),
     NormPlacement(),

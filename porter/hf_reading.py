@@ -389,10 +389,13 @@ def _through_table(raw: dict, cls: ConfigClass) -> dict:
 
 def _standard_rope(fields: dict, cls: ConfigClass) -> dict:
     """transformers' standard form: rope_type, rope_theta (the class's default base when the file
-    has none) and the scaling numbers, the pre-training context filled in where a type has one."""
+    has none), partial_rotary_factor where the file has one, and the scaling numbers, the
+    pre-training context filled in where a type has one."""
     params = rope_parameters_of(fields)
     if params.get("rope_theta") is None:
         params["rope_theta"] = cls.default_theta
+    if fields.get("partial_rotary_factor") is not None:  # a top-level one joins them (rope_parameters' own wins)
+        params.setdefault("partial_rotary_factor", fields["partial_rotary_factor"])
     if params["rope_type"] in ROPE_WITH_ORIGINAL:
         params.setdefault("original_max_position_embeddings", fields.get("max_position_embeddings"))
     return params

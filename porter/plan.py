@@ -27,6 +27,9 @@ def make_plan(spec: Spec, profile: TreeProfile) -> Plan:
     checks_func = p.checks_function
     for difference in differences:
         difference.plan(p)
+    for difference in spec.differences:
+        if difference not in differences:
+            difference.kept(p)
     if p.checks:
         p.edit(ARGUMENTS, "checks", f"validates the new switches where the tree checks its arguments ({checks_func})",
                rw(A.InsertChecks, func=checks_func, checks=p.checks))

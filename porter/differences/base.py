@@ -6,7 +6,8 @@ A `Difference` owns:
 - `wanted(spec)`: whether the spec asks for it;
 - `detect(parsed)`: what the tree has that it plans from (`profile.facts[name]`);
 - `plan(planner)`: the edits it plans with their reasons, the switches it reuses or adds, the
-  values it hands templates (planner.values[name]);
+  values it hands templates (planner.values[name]); `kept(planner)`: when not wanted, what an
+  earlier port's use of it in a shared generated file needs kept;
 - `from_hf(config)` / `to_hf(spec, config)`: its HF config.json field(s), both ways;
   `same_model(spec, values)`: an HF config's values spelling the spec's model another way;
 - `layout(profile, spec, layout)`: its part of the weight layout verify and convert use;
@@ -69,6 +70,11 @@ class Difference:
 
     def plan(self, p: Planner) -> None:
         """Record this difference's edits in the planner (only called when wanted)."""
+
+    def kept(self, p: Planner) -> None:
+        """Asked of a difference the spec does not want: plan what keeps an earlier port's use of it
+        working where this port rewrites a shared generated file whole (a template value that
+        keeps code another family's port, already in the tree, calls); by default nothing."""
 
     def tree_model(self, p: Planner) -> None:
         """Where the tree's own GPT classes carry the port (the "flags" port), plan what they need for

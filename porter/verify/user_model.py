@@ -69,7 +69,9 @@ def shrink(raw: dict, differences: Differences, num_layers: int = 2, heads: int 
         K2 = min(K, 2)
         H2 = K2 * per_group
     # a rope parameter with a number per rotary frequency (LongRoPE's factors) fixes the head size
-    per_frequency = any(isinstance(v, list) and len(v) == D // 2 for v in (read.get("rope_parameters") or {}).values())
+    rope = read.get("rope_parameters") or {}
+    rotated = int(D * (rope.get("partial_rotary_factor") or 1.0))  # transformers' rotary dimension
+    per_frequency = any(isinstance(v, list) and len(v) == rotated // 2 for v in rope.values())
     D2 = D if D <= HEAD_SIZE or per_frequency else HEAD_SIZE
     width = W * H2 * D2 / (H * D)  # the attention width keeps its fraction of the hidden size
     W2 = max(2, 2 * round(width / 2))

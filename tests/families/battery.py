@@ -70,6 +70,8 @@ BATTERY: dict[str, tuple[str, str] | Refused] = {
     "microsoft--Phi-3-mini-4k-instruct": ("phi3", "Phi-3 mini 4k: a 2047 window, a top-level original context"),
     "microsoft--Phi-3.5-mini-instruct": ("phi3", "Phi-3.5 mini: longrope (48 short and long factors), auto_map, "
                                          "a window longer than the context"),
+    "microsoft--Phi-4-mini-instruct": ("phi3", "Phi-4-mini: partial rotary (0.75 of 128 channels), longrope with 48 "
+                                       "factors (0.75 x 128 / 2), tied, 24 heads / 8"),
     "Qwen--Qwen3-8B": ("qwen3", "Qwen3 8B: RMSNorm on each head's q and k, head_dim 128, no bias, untied"),
     "allenai--OLMo-2-1124-7B": ("olmo2", "OLMo-2 7B: post-norm layers, q/k RMSNorm over the projection"),
     "allenai--OLMo-2-0425-1B": ("olmo2", "OLMo-2 1B: a short file (no max_position_embeddings: the class's 2048)"),
@@ -81,7 +83,7 @@ BATTERY: dict[str, tuple[str, str] | Refused] = {
     "deepseek-ai--DeepSeek-V3": ("deepseek_v3", "DeepSeek-V3: a query latent, 256+1 experts in groups, block-fp8, "
                                  "a multi-token prediction layer, YaRN"),
     "tiiuae--falcon-7b": Refused(("parallel", "ALiBi", "multi-query"), "gemma"),
-    "EleutherAI--pythia-1b": Refused(("partial rotary", "parallel residual", "LayerNorm"), "llama"),
+    "EleutherAI--pythia-1b": Refused(("parallel residual", "LayerNorm"), "llama"),
     "internlm--internlm2-7b": Refused(("auto_map", "wqkv"), "llama"),
     "baichuan-inc--Baichuan2-7B-Base": Refused(("ALiBi", "NormHead", "W_pack"), "llama"),
     "meta-llama--Llama-4-Scout-17B-16E": Refused(("chunked local attention", "NoPE", "shared expert"), "mixtral"),

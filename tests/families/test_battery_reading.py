@@ -206,6 +206,6 @@ def test_the_battery_table_says_exact_or_refused_with_the_features(tmp_path):
         "config": "meta-llama--Meta-Llama-3-8B", "verdict": "exact", "family": "llama",
         "detail": BATTERY["meta-llama--Meta-Llama-3-8B"][1]}
     refused = reading_row(tmp_path, "EleutherAI--pythia-1b")
-    assert refused["verdict"] == "refused" and "partial rotary" in refused["detail"], refused
+    assert refused["verdict"] == "refused" and "parallel residual" in refused["detail"], refused
     assert refused["detail"].endswith("closest: llama"), refused
     assert refused["family"] is None

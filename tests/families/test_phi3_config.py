@@ -2,7 +2,7 @@
 bundled spec (phi3, phi3_5), read as transformers' Phi3Config reads it (the longrope lists, the
 original context that chooses between them, the factor it leaves implicit), and written back to
 a config that transformers reads to the same rotary frequencies; older spellings (`su`, Phi-3's
-`yarn`) and the refusals (partial rotary, factor lists of the wrong length) by name."""
+`yarn`) and the refusals (factor lists of the wrong length) by name."""
 
 import copy
 import json
@@ -102,11 +102,10 @@ def test_a_stated_factor_and_attention_factor_are_kept(tmp_path):
 
 
 @pytest.mark.parametrize(("change", "named"), [
-    ({"partial_rotary_factor": 0.5, "rope_scaling": None}, "partial_rotary_factor"),
     ({"rope_scaling": {**PHI3_5["rope_scaling"], "short_factor": [1.0] * 47}}, "short_factor"),
     ({"rope_scaling": {"long_factor": [1.0] * 48, "type": "longrope"}}, "short_factor"),
     ({"rope_scaling": {**PHI3_5["rope_scaling"], "type": "dynamic"}}, "dynamic"),
-], ids=["partial-rotary", "short-list-too-short", "no-short-list", "dynamic"])
+], ids=["short-list-too-short", "no-short-list", "dynamic"])
 def test_what_porter_cannot_port_is_refused_by_name(tmp_path, change, named):
     with pytest.raises(PorterError) as info:
         load_spec(str(folder(tmp_path, {**PHI3_5, **change}, "bad")))

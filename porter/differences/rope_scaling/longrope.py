@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from porter.differences.partial_rotary import sizes as partial
 from porter.errors import PorterError
 from porter.hf_reading import class_default, class_defines
 from porter.schema import numbers
@@ -82,10 +83,13 @@ def from_hf(config, params: dict[str, Any]) -> dict[str, Any]:
                           found=f"rope_scaling = {params}", fix="fix the config (a Phi-3.5 config.json has both)")
     hidden, heads = config.get("hidden_size"), config.get("num_attention_heads")
     head_dim = config.get("head_dim") or (hidden // heads if hidden and heads else None)
-    wrong = [k for k in ("short_factor", "long_factor") if head_dim and len(params[k]) != head_dim // 2]
+    dim = partial.hf_rotary_dim(config, head_dim) if head_dim else None  # the channels that rotate (partial rotary)
+    wrong = [k for k in ("short_factor", "long_factor") if dim and len(params[k]) != dim // 2]
     if wrong:
+        size = f"head_dim / 2 = {dim // 2}" if dim == head_dim else \
+            f"rotary_dim / 2 = int({head_dim} x partial_rotary_factor) / 2 = {dim // 2}"
         raise PorterError(f"longrope's {' and '.join(wrong)} do not fit the head size", file=config.path,
-                          construct=f"rope_scaling.{wrong[0]}: head_dim / 2 = {head_dim // 2} numbers, one per frequency",
+                          construct=f"rope_scaling.{wrong[0]}: {size} numbers, one per frequency",
                           found=", ".join(f"{k}: {len(params[k])} numbers" for k in wrong),
                           fix="fix the config (transformers' Phi3Config refuses it too)")
     original = original_context(config, params)
@@ -128,6 +132,15 @@ def validate(values: dict[str, Any], fail) -> None:
         raise fail(PREFIX + "long_factor", f"{len(short)} short factors, {len(long)} long ones",
                    "give both lists head_dim / 2 numbers",
                    message="inconsistent spec: longrope's factor lists differ in length")
+    head_dim = partial.head_dim_of(values)
+    if head_dim is None:
+        return
+    dim = partial.rotary_dim(head_dim, values[partial.FIELD])  # the channels that rotate: a frequency per pair
+    if len(short) != dim // 2:
+        size = "head_dim" if dim == head_dim else f"rotary_dim = int({head_dim} x rotary_percent {values[partial.FIELD]:g})"
+        raise fail(PREFIX + "short_factor", f"{len(short)} factors per list for a rotary dimension of {dim}",
+                   f"give both lists {size} / 2 = {dim // 2} numbers, one per rotary frequency",
+                   message="inconsistent spec: longrope's factor lists do not fit the rotary dimension")
 
 
 def resized(factors: list[float], count: int) -> list[float]:
@@ -137,7 +150,9 @@ def resized(factors: list[float], count: int) -> list[float]:
 
 
 def tiny(spec, head_dim: int) -> dict[str, Any]:
-    """The factor lists at the tiny model's head size; the original context stays the spec's
-    (the length a test sets decides which list a run proves)."""
-    return {PREFIX + key: resized(spec[PREFIX + key], head_dim // 2) for key in ("short_factor", "long_factor")}
+    """The factor lists at the tiny model's head size (its rotary dimension: partial rotary rotates
+    fewer channels); the original context stays the spec's (the length a test sets decides which
+    list a run proves)."""
+    count = partial.rotary_dim(head_dim, spec[partial.FIELD]) // 2
+    return {PREFIX + key: resized(spec[PREFIX + key], count) for key in ("short_factor", "long_factor")}
 

@@ -26,7 +26,6 @@ from porter.differences.rotary import tree_base
 from porter.differences.rotary.probes import add_rotary_probe
 from porter.differences.rotary.weights import saved_frequencies
 from porter.edits import arguments as A
-from porter.errors import PorterError
 from porter.planner import rw, unsupported
 from porter.profile import ARGUMENTS, LANGUAGE_MODEL, TRANSFORMER
 from porter.profile.features import NETWORK, Spelling, tree_spelling
@@ -38,7 +37,7 @@ ROTARY_BASE = 10000.0  # the base of a rotary embedding without a theta switch
 class Rotary(Difference):
     name = "rotary"
     model_switches = ('rotary',)
-    hf_fields = ("rope_theta", "rope_parameters", "partial_rotary_factor")
+    hf_fields = ("rope_theta", "rope_parameters")
     fields = {
         "position_embedding.type": choice("learned", "learned", "rotary", help="position encoding"),
         "position_embedding.rope_theta": number(ROTARY_BASE, help="rotary base"),
@@ -220,15 +219,6 @@ class Rotary(Difference):
     def from_hf(self, config):
         out = {"position_embedding.type": "rotary"}
         params = config.rope_parameters()
-        # transformers: rope_parameters' own wins over the top-level field (setdefault)
-        partial = params.get("partial_rotary_factor", config.get("partial_rotary_factor"))
-        if partial is not None and float(partial) != 1.0:
-            raise PorterError(
-                f"porter cannot port partial rotary embeddings (partial_rotary_factor {partial})", file=config.path,
-                construct="partial_rotary_factor = 1.0: every channel of a head rotated",
-                found=f"partial_rotary_factor = {partial!r}: only {partial} of each head rotated, the rest passed on",
-                fix="porter rotates whole heads; port this model by hand, or report it",
-            )
         theta = params.get("rope_theta")
         if theta is not None:
             out["position_embedding.rope_theta"] = float(theta)

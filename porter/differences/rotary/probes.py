@@ -34,7 +34,12 @@ def add_rotary_probe(layer: LayerProbes) -> None:
         # the angles this layer's attention was given (Gemma-3: its layer type's), else the model's one table
         given = f"{layer.hf}.self_attn:position_embeddings"
         cos, sin = c[given] if given in c else c["model.rotary_emb"]
+        # the first cos.shape[-1] channels rotate, the rest pass on (partial rotary: transformers'
+        # rotary table is int(head_dim x partial_rotary_factor) wide)
+        dim = cos.shape[-1]
+        (q, q_pass), (k, k_pass) = ((t[..., :dim], t[..., dim:]) for t in (q, k))
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        q, k = torch.cat((q, q_pass), dim=-1), torch.cat((k, k_pass), dim=-1)
         return torch.cat((q.transpose(1, 2), k.transpose(1, 2)), dim=2)
 
     path = f"{layer.layout.attention}.{layer.layout.rotary}"

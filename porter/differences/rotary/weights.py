@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+from porter.differences.partial_rotary.sizes import hf_rotary_dim
 from porter.weights import LayerWeights, Weight
 
 
@@ -31,6 +32,7 @@ def rotary_inv_freq(dim: int, theta: float) -> torch.Tensor:
 def saved_frequencies(layer: LayerWeights) -> None:
     if not layer.layout.rotary_buffers:
         return
-    head_dim, theta = layer.shape.head_dim, rope_theta(layer.config)
-    layer.add("rotary_buffers", [Weight(key, made=lambda: rotary_inv_freq(head_dim, theta))
+    # sized by the channels that rotate (partial rotary: int(head_dim x partial_rotary_factor))
+    dim, theta = hf_rotary_dim(layer.config, layer.shape.head_dim), rope_theta(layer.config)
+    layer.add("rotary_buffers", [Weight(key, made=lambda: rotary_inv_freq(dim, theta))
                                  for key in layer.layout.rotary_buffers])

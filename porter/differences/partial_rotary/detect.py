@@ -1,0 +1,21 @@
+"""An earlier port's partial rotary in porter's own rotary embedding: the generated
+megatron/model/rotary_embedding.py whose RotaryEmbedding takes `rotary_percent` (a family
+ported before into the same tree rotates part of each head, and its attention passes the
+keyword). porter rewrites that file whole on every apply, so a later spec without partial
+rotary must keep the keyword and the pass-through (PartialRotary.kept)."""
+
+from __future__ import annotations
+
+from porter.cst.find import class_named, function_named
+from porter.source import GENERATED_MARK
+
+ROTARY_FILE = "megatron/model/rotary_embedding.py"  # porter's own rotary embedding (the rotary difference's)
+KEYWORD = "rotary_percent"
+
+
+def detect(parsed) -> bool:
+    module = parsed(ROTARY_FILE)
+    if module is None or not any(GENERATED_MARK in line.comment.value for line in module.header if line.comment):
+        return False
+    init = function_named(class_named(module, "RotaryEmbedding"), "__init__")
+    return init is not None and any(param.name.value == KEYWORD for param in init.params.params)
