@@ -13,9 +13,13 @@ ROTARY_FILE = "megatron/model/rotary_embedding.py"  # porter's own rotary embedd
 KEYWORD = "rotary_percent"
 
 
-def detect(parsed) -> bool:
+def detect(parsed) -> dict[str, str] | None:
+    """The facts (`porter inspect` prints them) where porter's generated RotaryEmbedding takes
+    the keyword, else None."""
     module = parsed(ROTARY_FILE)
     if module is None or not any(GENERATED_MARK in line.comment.value for line in module.header if line.comment):
-        return False
+        return None
     init = function_named(class_named(module, "RotaryEmbedding"), "__init__")
-    return init is not None and any(param.name.value == KEYWORD for param in init.params.params)
+    if init is None or not any(param.name.value == KEYWORD for param in init.params.params):
+        return None
+    return {"file": ROTARY_FILE, "takes": KEYWORD}
