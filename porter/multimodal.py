@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from porter.errors import PorterError
 
 TEXT_CONFIG = "text_config"
+TIE = "tie_word_embeddings"
 GENERATION = "ForConditionalGeneration"
 # the language model's tensors, as each naming spells them -> the text class's own name
 _TEXT_NAMES = (
@@ -79,7 +80,10 @@ def _outer_class(model_type: str):
         import transformers
     except ImportError:
         return None
-    return transformers.CONFIG_MAPPING.get(model_type) if model_type in transformers.CONFIG_MAPPING else None
+    try:
+        return transformers.CONFIG_MAPPING[model_type]
+    except KeyError:
+        return None
 
 
 def _sub_configs(model_type: str) -> dict:
@@ -91,7 +95,9 @@ def text_config(raw: dict, found: Multimodal, path: str) -> dict:
     """The language model's config.json, as a text-only checkpoint of it would hold it: the
     outer file's text_config as transformers reads the outer file (the outer config class fills
     it in), the fields that differ from the text class's defaults; its causal-LM class as
-    `architectures`. Without the outer class installed, the file's text_config as it is (the
+    `architectures`. The head is tied as the whole model ties it: by the outer class's
+    tie_word_embeddings where it has one (transformers ties a model's weights by its own config's
+    field, and the language model sits inside the whole one). Without the outer class installed, the file's text_config as it is (the
     text class fills in the rest when porter reads it)."""
     cls = _outer_class(found.model_type)
     if cls is not None:
@@ -110,6 +116,9 @@ def text_config(raw: dict, found: Multimodal, path: str) -> dict:
         text = getattr(outer, TEXT_CONFIG, None)
         fields = text.to_diff_dict() if text is not None else {}
         fields.pop("transformers_version", None)
+        tied = getattr(outer, TIE, None)
+        if isinstance(tied, bool) and text is not None and tied != getattr(text, TIE, tied):
+            fields[TIE] = tied  # the whole model ties its head by the outer field (Mistral3: True over the text's False)
     else:
         fields = copy.deepcopy(raw.get(TEXT_CONFIG) or {})
     if found.text_model_type and not fields.get("model_type"):
