@@ -99,6 +99,17 @@ def test_gemma_3_4b_reads_its_global_layers_linear_scaling_and_the_local_base_un
     assert (spec["attention.sliding_window"], spec["attention.head_dim"], spec["sizes.vocab_size"]) == (1024, 256, 262208)
 
 
+def test_the_language_models_head_is_tied_as_the_whole_model_ties_it(tmp_path):
+    """transformers ties a model's head by its own config's field: Mistral3ForConditionalGeneration
+    by the outer tie_word_embeddings (its class's default: tied), whatever the text_config says."""
+    from transformers import Mistral3Config
+
+    raw = {k: v for k, v in MISTRAL3.items() if k != "tie_word_embeddings"}
+    read = read_config(folder_of(tmp_path, raw, "model"))
+    assert read["tie_word_embeddings"] is Mistral3Config().tie_word_embeddings is True
+    assert transformers_text_config(raw)["tie_word_embeddings"] is False
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny Gemma3ForConditionalGeneration built and saved by transformers (weights std 0.1, norms in
