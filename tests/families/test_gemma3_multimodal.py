@@ -265,3 +265,43 @@ def test_converting_a_checkpoint_without_the_language_model_exits_2(tiny, tree, 
     assert done.exit_code == 2, done.output
     assert "no tensor of Gemma3ForConditionalGeneration's language model" in done.output
     assert not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.slow
+def test_mistral3s_language_model_with_its_own_head_is_ported_the_same_way(tmp_path):
+    """Mistral3ForConditionalGeneration (Mistral-Small-3.1's shape, head untied): its language
+    model is the mistral family's, verified with its weights and converted both ways bit-exact."""
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    from porter.verify.reference import randomize
+    from tests.conftest import copy_sample_tree
+
+    config = Mistral3Config(
+        text_config={"model_type": "mistral", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                     "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 300,
+                     "max_position_embeddings": 128, "sliding_window": None, "rope_theta": 1e9},
+        vision_config={"model_type": "pixtral", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                       "num_attention_heads": 2, "image_size": 28, "patch_size": 14, "head_dim": 16},
+        image_token_index=10, tie_word_embeddings=False)
+    model = Mistral3ForConditionalGeneration(config)
+    randomize(model, 0.1, 3)
+    folder = tmp_path / "mistral3"
+    model.save_pretrained(str(folder))
+    tree = copy_sample_tree(tmp_path / "Megatron-DeepSpeed")
+    runner = CliRunner()
+    done = runner.invoke(app, ["apply", str(folder), "--target", str(tree)])
+    assert done.exit_code == 0, done.output
+    done = runner.invoke(app, ["verify", str(folder), "--target", str(tree), "--hf", str(folder)])
+    assert done.exit_code == 0, done.output
+    assert "run as MistralForCausalLM" in done.output and done.output.count("passed: max |logit - HF| =") == 2
+    ckpt, back = tmp_path / "ckpt", tmp_path / "back"
+    done = runner.invoke(app, ["convert", "hf-to-megatron", "--hf", str(folder), "--out", str(ckpt),
+                               "--target", str(tree), "--model", str(folder), "--tp", "2"])
+    assert done.exit_code == 0, done.output
+    done = runner.invoke(app, ["convert", "megatron-to-hf", "--load", str(ckpt), "--out", str(back),
+                               "--target", str(tree), "--model", str(folder)])
+    assert done.exit_code == 0, done.output
+    written, source = load_file(str(back / "model.safetensors")), HFDir(folder)
+    assert "lm_head.weight" in written and set(written) == set(source.names)
+    assert all(torch.equal(written[name], source.tensor(name)) for name in written)
+    assert json.loads((back / "config.json").read_text())["architectures"] == ["MistralForCausalLM"]
