@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from porter import multimodal
 from porter.convert import fp8
 from porter.convert import safetensors_files as safetensors
 from porter.convert.output import staged
@@ -31,7 +32,6 @@ from porter.convert.tensors import Take
 from porter.convert.torch_files import TorchFile
 from porter.errors import PorterError
 from porter.hf_config import hf_class_of, installed_rope_spelling
-from porter import multimodal
 
 DEFAULT_SHARD_SIZE = "5GB"
 INDEX = "model.safetensors.index.json"
