@@ -104,8 +104,8 @@ def porter_reads(differences: Differences) -> set[str]:
 def family_of(config: HFConfig, families: Families) -> Spec:
     """The bundled spec whose reference class has the config's model_type (of several, the one
     named so, else the first); a family porter does not port is refused. A spec's name alone
-    never decides: the gemma3 spec ports Gemma3ForCausalLM (model_type gemma3_text), not the
-    multimodal model_type gemma3."""
+    never decides: the gemma3 spec ports Gemma3ForCausalLM (model_type gemma3_text), and a
+    multimodal gemma3 file is read as its language model's (porter/multimodal.py)."""
     model_type = config.model_type
     known = families()
     matching = [name for name, spec in known.items() if model_type_of(spec.hf_class) == model_type]
@@ -121,22 +121,32 @@ def _unported_table() -> dict:
 
 def unported(config: HFConfig, families: Mapping[str, Spec]) -> PorterError:
     """The refusal of a family porter does not port: what it has that porter lacks, and the
-    bundled family closest to it."""
+    bundled family closest to it. Of a multimodal model, its language model's family (the table's
+    entry for the text model_type, else for the multimodal one)."""
     model_type = config.model_type
     arch = config.raw.get("architectures")
-    entry = _unported_table().get(model_type or "")
+    outer = getattr(config, "multimodal", None)
+    of = ""
+    if outer is not None:
+        of = f", the language model (text_config) of this {outer.architecture}"
+        arch = [outer.architecture]
+    table = _unported_table()
+    entry = table.get(model_type or "") or (table.get(outer.model_type) if outer is not None else None)
+    ported = "a model_type porter ports (" + ", ".join(_ported_types(families)) + ")"
+    if outer is not None:
+        ported = "a language model (text_config) of " + ported.removeprefix("a ")
     if entry is not None:
         return PorterError(
-            f"porter does not port {entry['name']} (model_type {model_type!r}): it has what no bundled family has",
-            file=config.path, construct="a model_type porter ports (" + ", ".join(_ported_types(families)) + ")",
+            f"porter does not port {entry['name']} (model_type {model_type!r}{of}): it has what no bundled family has",
+            file=config.path, construct=ported,
             found="; ".join(entry["lacks"]),
             fix=f"the closest family porter has is {entry['closest']} ({entry['why']}): port this model by hand "
                 f"from `porter spec {entry['closest']}`, or report the family",
         )
     closest, shared = _closest_by_fields(config, families)
     return PorterError(
-        f"porter has no family for HF model_type {model_type!r}",
-        file=config.path, construct="a model_type porter ports (" + ", ".join(_ported_types(families)) + ")",
+        f"porter has no family for HF model_type {model_type!r}{of}",
+        file=config.path, construct=ported,
         found=f"model_type = {model_type!r}, architectures = {arch!r}",
         fix=(f"the closest family porter has is {closest} (its config class shares {shared} of this file's fields); "
              f"port this model by hand from `porter spec {closest}`, or report the family") if closest else
@@ -272,7 +282,8 @@ def spec_from_config(config: HFConfig, differences: Differences, families: Famil
             training[dest] = config[hf]
     return Spec(
         name=name, class_prefix=prefix, script=f"pretrain_{name}.py",
-        description=f"{family.description.split(':')[0]} from {config.path} (family: {family.name})",
+        description=f"{family.description.split(':')[0]} from {config.path} (family: {family.name})" +
+                    (f": {config.multimodal.describe()}" if getattr(config, "multimodal", None) else ""),
         path=config.path, values=values, given=frozenset(set_here), hf_class=family.hf_class,
         training_defaults=training, differences=tuple(differences), hf_source=dict(config.raw),
     )

@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from porter import multimodal as multimodal_models
 from porter.errors import PorterError
+from porter.multimodal import Multimodal
 
 TABLE = Path(__file__).with_name("hf_classes.json")
 ROPE_FIELDS = ("rope_theta", "rope_scaling", "rope_parameters")
@@ -106,11 +108,13 @@ class HFConfig(dict):
     is `raw`. Without a config class (a family porter does not port) it holds the file as written."""
 
     def __init__(self, data: dict, path: str = "config.json", raw: dict | None = None,
-                 cls: ConfigClass | None = None) -> None:
+                 cls: ConfigClass | None = None, multimodal: Multimodal | None = None) -> None:
         super().__init__(data)
         self.path = path
         self.raw = copy.deepcopy(data if raw is None else raw)
         self.cls = cls
+        # the multimodal model whose language model this is (raw: its text_config, filled in)
+        self.multimodal = multimodal
 
     @property
     def model_type(self) -> str | None:
@@ -274,7 +278,8 @@ def table_entry(cls: ConfigClass) -> dict:
 
 
 def read_config(path: str | Path) -> HFConfig:
-    """config.json (or the folder holding it), read as transformers reads it; errors name the file."""
+    """config.json (or the folder holding it), read as transformers reads it; errors name the file.
+    A multimodal model's is its language model's (porter/multimodal.py)."""
     path = Path(path)
     if path.is_dir():
         path = path / "config.json"
@@ -290,7 +295,18 @@ def read_config(path: str | Path) -> HFConfig:
     if not isinstance(data, dict):
         raise PorterError("config.json is not a JSON object", file=str(path), construct="{...}",
                           found=type(data).__name__, fix="pass an HF model's config.json")
-    return reading(data, str(path))
+    return reading_file(data, str(path))
+
+
+def reading_file(data: dict, path: str) -> HFConfig:
+    """A config.json's fields as transformers reads them; of a multimodal model, its language
+    model's (porter/multimodal.py), the model it is part of said in `multimodal`."""
+    found = multimodal_models.of(data)
+    if found is None:
+        return reading(data, path)
+    read = reading(multimodal_models.text_config(data, found, path), path)
+    read.multimodal = found
+    return read
 
 
 def reading(raw: dict, path: str = "config.json") -> HFConfig:

@@ -119,7 +119,15 @@ def hf_to_megatron(
         fail(exc, debug, printer)
     _report(summary, printer, f"wrote {out}: {summary['files']} files, TP={tp} PP={pp}, {summary['engine']} engine, "
             f"vocabulary {summary['vocab']}, args by {summary['args']}; {_figures(summary)}. "
-            f"Train from it with {summary['load_with']}")
+            f"Train from it with {summary['load_with']}" + _language_model(summary))
+
+
+def _language_model(summary: dict) -> str:
+    """A multimodal folder's conversion: which model was converted, what was left out, what comes back."""
+    if "language_model" not in summary:
+        return ""
+    return "".join(f"\n  {line}" for line in (f"converted {summary['language_model']}", *summary["left_out"],
+                                                summary["back_to_hf"]))
 
 
 @convert_app.command("megatron-to-hf")
@@ -156,5 +164,5 @@ def megatron_to_hf(
                                          max_shard_size=max_shard_size, progress=bar)
     except PorterError as exc:
         fail(exc, debug, printer)
-    _report(summary, printer, f"wrote {out}: {summary['files']} files, {summary['tensors']} tensors, "
+    _report(summary, printer, f"wrote {out} ({summary['model']}): {summary['files']} files, {summary['tensors']} tensors, "
             f"{summary['layers']} layers, vocabulary {summary['vocab']}, from {summary['from']}; {_figures(summary)}")

@@ -3,7 +3,9 @@
 Reading (`HFDir`): config.json, and the weights one tensor at a time, each read when the
 conversion asks for it: model.safetensors, or the shards model.safetensors.index.json names
 (its weight_map decides which file holds which tensor), else pytorch_model*.bin. Block-fp8
-weights are dequantized to bf16 as they are read (porter/convert/fp8.py).
+weights are dequantized to bf16 as they are read (porter/convert/fp8.py). A multimodal model's
+folder is its language model's: the text config and the language model's tensors under the
+text class's names, the vision tower's and the projector's left out unread (porter/multimodal.py).
 
 Writing (`stream_hf`): config.json through the transformers config class, and the tensors
 as they come, into safetensors shards of at most `max_shard_size` (save_pretrained's
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from porter import multimodal
 from porter.convert import fp8
 from porter.convert import safetensors_files as safetensors
 from porter.convert.output import staged
@@ -52,12 +55,18 @@ def _config(directory: Path) -> dict:
 
 
 class HFDir:
-    """An HF model directory: its config, and where each of its tensors is (nothing read yet)."""
+    """An HF model directory: its config, and where each of its tensors is (nothing read yet).
+    Of a multimodal model, its language model: `multimodal` says which model it is part of,
+    `left_out` the tensors not read (part -> count)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory = Path(directory)
-        self.config = _config(directory)
-        self.quantized = fp8.scheme(self.config, str(directory / "config.json"))
+        self.config = raw = _config(directory)
+        self.multimodal = multimodal.of(raw)
+        config_path = str(directory / "config.json")
+        if self.multimodal is not None:
+            self.config = multimodal.text_config(raw, self.multimodal, config_path)
+        self.quantized = fp8.scheme(raw, config_path)
         self.bytes_read = 0
         self._torch_files: dict[Path, TorchFile] = {}
         self._headers: dict[Path, safetensors.Header] = {}
@@ -67,7 +76,13 @@ class HFDir:
                               construct="model.safetensors (or pytorch_model.bin)", found="none",
                               fix="pass the directory written by save_pretrained")
         scales = {name for name in self.where if name.endswith(fp8.SCALE)}
-        self.names = {name: path for name, path in self.where.items() if name not in scales}
+        stored = [name for name in self.where if name not in scales]
+        self.stored = {name: name for name in stored}  # the name read -> the name in the file
+        self.left_out: dict[str, int] = {}
+        if self.multimodal is not None:
+            split = multimodal.split(stored, self.multimodal, config_path)
+            self.stored, self.left_out = split.text, split.left_out
+        self.names = {name: self.where[file_name] for name, file_name in self.stored.items()}
 
     def _safetensors(self) -> dict[str, Path]:
         index = self.directory / INDEX
@@ -106,6 +121,7 @@ class HFDir:
 
     def tensor(self, name: str, meta: bool = False) -> torch.Tensor:
         """One tensor, read as it is used (bf16 from block-fp8 ones); on the meta device when asked."""
+        name = self.stored[name]
         weight = self._read(name, meta)
         scale_name = name + fp8.SCALE
         if self.quantized is not None and scale_name in self.where:

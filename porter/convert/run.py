@@ -246,9 +246,21 @@ def checkpoint_from_hf(model, target, hf_dir, out, *, tp: int = 1, pp: int = 1, 
         "vocab": f"{shape.vocab_size} padded to {padded}",
         "load_with": f"--load {out} --finetune --tensor-model-parallel-size {tp} "
                      f"--pipeline-model-parallel-size {pp}" + ("" if pipe else " --no-pipeline-parallel"),
-        **(_dequantized(source)), **_dropped(port.spec, config, source.names), **stats.as_dict(),
-        "seconds": round(time.monotonic() - start, 3),
+        **(_dequantized(source)), **_language_model(source), **_dropped(port.spec, config, source.names),
+        **stats.as_dict(), "seconds": round(time.monotonic() - start, 3),
     }
+
+
+def _language_model(source: HFDir) -> dict:
+    """What a multimodal folder's conversion says: the language model converted, the rest left out."""
+    if source.multimodal is None:
+        return {}
+    architectures = ", ".join(source.config.get("architectures") or ()) or "the text model's class"
+    return {"language_model": source.multimodal.describe(),
+            "left_out": [f"{part}.* ({count} tensors): not the language model, not read"
+                         for part, count in source.left_out.items()],
+            "back_to_hf": f"megatron-to-hf writes the language model alone: {architectures} "
+                          f"(model_type {source.config.get('model_type')})"}
 
 
 def _dropped(spec, config: dict, names) -> dict:
@@ -355,7 +367,9 @@ def hf_from_checkpoint(model, target, checkpoint, out, *, vocab_size: int | None
         (Path(out) / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     stats.bytes_read = reader.bytes_read
     return {
-        "wrote": str(out), "files": len(files), "tensors": stats.tensors, "layers": reader.shape.num_layers,
+        "wrote": str(out), "model": f"{', '.join(config.get('architectures') or [port.spec.hf_class])} "
+                                    f"(model_type {config.get('model_type')})",
+        "files": len(files), "tensors": stats.tensors, "layers": reader.shape.num_layers,
         "vocab": reader.shape.vocab_size, "from": f"{reader.extra['tensor_parallel']} tensor-parallel shard(s), "
         f"{'pipeline' if reader.extra['pipe'] else 'plain'} engine", **stats.as_dict(),
         "seconds": round(time.monotonic() - start, 3),

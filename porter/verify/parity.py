@@ -313,7 +313,7 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
     elif options.hf_dir is not None:
         kinds = _kinds(spec, options.kinds)
         reference, tiny, report = _users_weights(spec, Path(options.hf_dir), tiny, options.dtype)
-        argv_extra += port.run_argv(port.spec_for(json.loads((Path(options.hf_dir) / "config.json").read_text())))
+        argv_extra += port.run_argv(port.spec_for(users_config(Path(options.hf_dir))[0]))
     elif spec.hf_source:
         # the user's own config.json, shrunk: transformers reads it for the reference, porter for the port
         kinds = _kinds(spec, options.kinds)
@@ -411,29 +411,75 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
 
 def _users_weights(spec: Spec, hf_dir: Path, tiny: TinyConfig, dtype: str):
     """The user's own HF model, loaded by transformers at its real size (refused, with the bytes
-    needed, where it would not fit in memory); the run's sizes are its own."""
+    needed, where it would not fit in memory); the run's sizes are its own. Of a multimodal
+    model, its language model and head, checked to give the whole model's logits on text tokens."""
+    config_path = hf_dir / "config.json"
+    if dtype not in BYTES:
+        raise PorterError(f"unknown --dtype {dtype!r}", construct="--dtype fp32 or bf16", found=dtype,
+                          fix="pass --dtype fp32 or --dtype bf16")
+    raw, found = users_config(hf_dir)
+    check_memory(raw, spec.hf_class, dtype, str(config_path))
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    cls = causal_lm_class(raw, spec.hf_class)
+    torch_dtype = torch.float32 if dtype == "fp32" else torch.bfloat16
+    read = reading(raw, str(config_path))
+    tiny = replace(tiny, num_layers=read["num_hidden_layers"], hidden_size=read["hidden_size"],
+                   num_attention_heads=read["num_attention_heads"], vocab_size=read["vocab_size"])
+    if found is None:
+        reference = cls.from_pretrained(str(hf_dir), dtype=torch_dtype, attn_implementation=reference_attention(cls)).eval()
+        how = f"transformers' {cls.__name__}.from_pretrained({hf_dir})"
+    else:
+        reference, how = _language_model(hf_dir, found, cls, torch_dtype, token_batch(tiny)[0])
+    report = [f"reference: {how} in {dtype}: your own weights, nothing shrunk ({parameter_count(raw, spec.hf_class):,} "
+              "parameters" + (" in the language model)" if found else ")")]
+    return reference, tiny, report
+
+
+def users_config(hf_dir: Path) -> tuple[dict, object]:
+    """The config.json of the user's HF folder as porter ports it (a multimodal model's language
+    model's), and the multimodal model it is part of (None for a text model)."""
+    from porter import multimodal
+
     config_path = hf_dir / "config.json"
     try:
         raw = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise PorterError(f"cannot read {config_path}", file=str(config_path), construct="an HF model folder",
                           found=str(exc), fix="pass --hf the folder save_pretrained wrote (config.json, *.safetensors)") from None
-    if dtype not in BYTES:
-        raise PorterError(f"unknown --dtype {dtype!r}", construct="--dtype fp32 or bf16", found=dtype,
-                          fix="pass --dtype fp32 or --dtype bf16")
-    check_memory(raw, spec.hf_class, dtype, str(config_path))
-    from transformers.utils import logging as hf_logging
+    found = multimodal.of(raw) if isinstance(raw, dict) else None
+    return (multimodal.text_config(raw, found, str(config_path)) if found else raw), found
 
-    hf_logging.disable_progress_bar()
-    cls = causal_lm_class(raw, spec.hf_class)
-    reference = cls.from_pretrained(str(hf_dir), dtype=torch.float32 if dtype == "fp32" else torch.bfloat16,
-                                    attn_implementation=reference_attention(cls)).eval()
-    read = reading(raw, str(config_path))
-    tiny = replace(tiny, num_layers=read["num_hidden_layers"], hidden_size=read["hidden_size"],
-                   num_attention_heads=read["num_attention_heads"], vocab_size=read["vocab_size"])
-    report = [f"reference: transformers' {cls.__name__}.from_pretrained({hf_dir}) in {dtype}: your own weights, "
-              f"nothing shrunk ({parameter_count(raw, spec.hf_class):,} parameters)"]
-    return reference, tiny, report
+
+def _language_model(hf_dir: Path, found, cls, torch_dtype, tokens: torch.Tensor):
+    """The multimodal model as transformers loads it (`from_pretrained` of its *ForConditionalGeneration),
+    its language model and head run as the text model's class (`cls`: the modules verify's probes
+    name); refused where that does not give the whole model's logits on text tokens."""
+    import transformers
+
+    whole_cls = getattr(transformers, found.architecture)
+    whole = whole_cls.from_pretrained(str(hf_dir), dtype=torch_dtype,
+                                      attn_implementation=reference_attention(cls)).eval()
+    text_config = whole.config.get_text_config()
+    text_config._attn_implementation = whole.get_decoder().config._attn_implementation
+    with torch.device("meta"):
+        reference = cls(text_config)
+    reference.model = whole.get_decoder()
+    reference.lm_head = whole.get_output_embeddings()
+    reference.eval()
+    with torch.no_grad():
+        mine = reference(input_ids=tokens, use_cache=False).logits
+        theirs = whole(input_ids=tokens, use_cache=False).logits
+    difference = (mine.float() - theirs.float()).abs().max().item()
+    if difference > TOLERANCE * max(1.0, theirs.abs().max().item()):
+        raise PorterError(f"{cls.__name__} on {found.architecture}'s language model does not give its logits",
+                          file=str(hf_dir / "config.json"), construct="the language model of the multimodal model, "
+                          "run on text tokens as the text model's class", found=f"max |logit difference| {difference:.3g}",
+                          fix="report this: porter ports the language model as the text class transformers has for it")
+    return reference, (f"transformers' {found.architecture}.from_pretrained({hf_dir}), its language model and head "
+                       f"run as {cls.__name__} (the whole model's logits on the batch's text tokens: max |difference| "
+                       f"{difference:.3g}; the vision tower and projector not run)")
 
 
 def reset_positions(tiny: TinyConfig) -> torch.Tensor:

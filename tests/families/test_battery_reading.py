@@ -156,15 +156,16 @@ def test_no_bundled_family_is_in_the_table_of_families_porter_does_not_port():
 
 def test_a_spec_name_alone_never_picks_the_family(tmp_path):
     """The gemma3 spec ports Gemma3ForCausalLM (model_type gemma3_text): a multimodal gemma3
-    config.json (Gemma3ForConditionalGeneration) is refused, naming the text model porter ports."""
+    config.json (Gemma3ForConditionalGeneration) is read as its language model, the text_config,
+    by that model_type's family, not by the outer file's model_type."""
     config = {"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"],
               "text_config": {"model_type": "gemma3_text", "hidden_size": 1152}}
     folder = tmp_path / "gemma-3-4b-it"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(PorterError) as caught:
-        load_spec(str(folder))
-    assert "Gemma-3 (multimodal)" in caught.value.message and "gemma3_text" in str(caught.value)
+    spec = load_spec(str(folder))
+    assert spec.hf_class == "Gemma3ForCausalLM" and spec["sizes.hidden_size"] == 1152
+    assert "family: gemma3" in spec.description and "vision_config's encoder" in spec.description
 
 
 def test_the_table_is_the_installed_transformers():

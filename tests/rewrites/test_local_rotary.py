@@ -51,3 +51,21 @@ def test_without_a_window_or_a_layer_number_it_is_refused(refuses):
     error = refuses(partial(LocalRotaryEmbedding, cls="ParallelAttention", value="args.local_rope_theta",
                             window=WINDOW), source)
     assert "nor a layer_number parameter" in error.found
+
+
+def test_where_the_port_scales_the_rotary_the_local_one_says_unscaled_and_the_scaling_leaves_it(check):
+    """Gemma-3 4B-27B scale their global layers' rotary (linear x8): the scaling's rewrite passes
+    `scaling=` to every RotaryEmbedding call that has none, so the local layers' call says
+    `scaling=None` outright, and a second apply changes nothing."""
+    from porter.edits.calls import AddKeyword
+
+    from tests.rewrites.conftest import run
+
+    local = partial(LocalRotaryEmbedding, cls="ParallelAttention", value="args.local_rope_theta", window=WINDOW,
+                    scaled=True)
+    scaling = partial(AddKeyword, cls="ParallelAttention", func="__init__", callee="RotaryEmbedding",
+                      keyword="scaling", value="rope_scaling_of(args)")
+    once = run(local(), run(scaling(), KEPT))
+    assert "theta=args.rope_theta, scaling=rope_scaling_of(args))" in once
+    assert "theta=args.local_rope_theta, scaling=None)" in once
+    assert run(local(), run(scaling(), once)) == once

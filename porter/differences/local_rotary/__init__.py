@@ -85,7 +85,8 @@ class LocalRotary(Difference):
         window, pattern = p.switches["sliding_window"], p.switches["sliding_window_pattern"]
         p.edit(TRANSFORMER, SWITCH, "a layer under the sliding window rotates with the local base, unscaled",
                rw(R.LocalRotaryEmbedding, cls="ParallelAttention", value=f"args.{spelling.dest}",
-                  window=f"layer_window(args.{window.dest}, args.{pattern.dest}, layer_number)"))
+                  window=f"layer_window(args.{window.dest}, args.{pattern.dest}, layer_number)",
+                  scaled="rope_scaling" in p.switches))
 
     def _handed(self, p, spelling, facts):
         """The tree's rotary embedding, built once and handed to every layer: a second one, of the

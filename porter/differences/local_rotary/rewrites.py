@@ -21,6 +21,9 @@ class LocalRotaryEmbedding(Rewrite):
     holds its layer's window (`self.sliding_window`, None on global layers) and its rotary
     embedding (built with the global base and the scaling switches); right after the window is
     kept, a windowed layer builds its own with the local base, the head size as the first one has it.
+    Where the port scales the rotary frequencies (rope scaling: Gemma-3 4B-27B's linear x8 on the
+    global layers), the call says `scaling=None` outright: the local layers stay unscaled, and
+    the scaling's own rewrite (every RotaryEmbedding call without a `scaling`) leaves it alone.
     Where the window is kept by another module (the tree's core attention class, Habana's), the
     layer's window is `window` (its expression of the switches and the layer number), read
     right after the rotary embedding is built.
@@ -33,6 +36,7 @@ class LocalRotaryEmbedding(Rewrite):
     cls: str
     value: str  # the switch's value, e.g. args.local_rope_theta
     window: str = ""  # the layer's window where the class keeps none, e.g. layer_window(..., layer_number)
+    scaled: bool = False  # the port's RotaryEmbedding takes a `scaling` (rope scaling is ported)
 
     def rewrite_body(self, body):
         if self.recognised(body, lambda s: isinstance(s, cst.If) and mentions(s.test, self.value)):
@@ -52,7 +56,8 @@ class LocalRotaryEmbedding(Rewrite):
         self.anchored()
         head = code(built[0].args[0].value)
         new = statements(f"if {ROTARY} is not None and {window} and {self.value} is not None:\n"
-                         f"    {ROTARY} = RotaryEmbedding({head}, theta={self.value})\n")[0]
+                         f"    {ROTARY} = RotaryEmbedding({head}, theta={self.value}"
+                         f"{', scaling=None' if self.scaled else ''})\n")[0]
         new = with_comment(new, "Local layers' rotary base (Gemma-3): a layer under the sliding window rotates with "
                                 "its own base, unscaled.")
         return [*body[:at + 1], new, *body[at + 1:]]
