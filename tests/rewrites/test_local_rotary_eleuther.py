@@ -148,3 +148,11 @@ def test_broken_on_purpose_local_layers_with_the_global_base_are_named(broken):
     text = run(local_rotary(value="args.rope_theta")(), ATTENTION) if broken == "global base on local layers" \
         else ATTENTION
     assert _first_divergence(text) == "layer 1 (sliding_attention): rotary"
+
+
+def test_an_attribute_set_to_none_before_the_trees_test_is_tested_as_such():
+    """Porter's own rotary on Habana 9da6581a: `self.rotary_emb = None`, then the tree's `if <rotary on>:`."""
+    own = ATTENTION.replace("        if self.position_embedding_type", "        self.rotary_emb = None\n"
+                            "        if self.position_embedding_type")
+    assert "if self.rotary_emb is not None and self.sliding_window and args.local_rope_theta is not None:" \
+        in run(local_rotary()(), own)

@@ -48,7 +48,7 @@ class LocalRotaryEmbedding(Rewrite):
         if not built or not built[0].args:
             self.missing("no RotaryEmbedding(...) built")
             return body
-        guard, target = _guard(body[at_built])
+        guard, target = _guard(body[at_built], body[:at_built])
         if target is None:
             self.missing("the RotaryEmbedding is not assigned to an attribute (`self.<rotary> = RotaryEmbedding(...)`)")
             return body
@@ -87,9 +87,11 @@ class LocalRotaryEmbedding(Rewrite):
         return f"{code(call.func)}({', '.join(args)})"
 
 
-def _guard(stmt: cst.BaseStatement) -> tuple[str, str | None]:
+def _guard(stmt: cst.BaseStatement, before: list[cst.BaseStatement]) -> tuple[str, str | None]:
     """(the test under which the second one is built, the attribute the first is assigned to):
-    the tree's `if <test>:` around `self.x = RotaryEmbedding(...)`, else `self.x is not None`."""
+    `self.x is not None` where the attribute is always set (`self.x = RotaryEmbedding(...) if ...
+    else None`, or `self.x = None` before the tree's `if <test>:`, porter's own), else the tree's
+    `if <test>:` around `self.x = RotaryEmbedding(...)` (EleutherAI's, under the tree's rotary test)."""
     inner = stmt.body.body if isinstance(stmt, cst.If) and stmt.orelse is None else None
     assign = inner[0] if inner and len(inner) == 1 else stmt
     target = None
@@ -98,8 +100,14 @@ def _guard(stmt: cst.BaseStatement) -> tuple[str, str | None]:
         target = code(assign.body[0].targets[0].target)
     if target is None:
         return "", None
-    if assign is stmt:
+    if assign is stmt or any(_sets_none(s, target) for s in before):
         return f"{target} is not None", target
     test = code(stmt.test)
     loose = isinstance(stmt.test, (cst.BooleanOperation, cst.IfExp, cst.Lambda, cst.NamedExpr)) and not stmt.test.lpar
     return (f"({test})" if loose else test), target
+
+
+def _sets_none(stmt: cst.BaseStatement, target: str) -> bool:
+    return isinstance(stmt, cst.SimpleStatementLine) and any(
+        isinstance(small, cst.Assign) and isinstance(small.value, cst.Name) and small.value.value == "None"
+        and any(code(t.target) == target for t in small.targets) for small in stmt.body)
