@@ -8,7 +8,11 @@ difference needs a window. porter's switch: `--local-rope-theta` (float, default
 porter adds it (rewrites.py here): a layer whose window is set (`self.sliding_window`, which the
 sliding window gives each layer) replaces its rotary embedding by one of the local base,
 unscaled, as HF builds its sliding_attention rotary. A tree whose own rotary embedding porter
-reuses, built once and its angles handed to every layer's attention (microsoft HEAD), gets the
+reuses and each attention builds (EleutherAI's class, with a `base=` parameter and a cached cos/sin
+table: Habana 7086aadb's CoreAttention, BigScience 8387ae17's ParallelAttention) gets the same from
+the tree's class: a local layer builds it again, the tree's call with the local base and no scaling,
+under the tree's own rotary test (rewrites.py); its saved frequencies are converted per layer
+(weights.py). One built once and its angles handed to every layer's attention (microsoft HEAD) gets the
 same by the tree's own class (handed.py here): a local layer's attention builds one with the
 local base and swaps the angles it is handed for its own of the same length; the tree's cache of
 cos and sin, where it keys on the length alone, is renewed when the angles change.
