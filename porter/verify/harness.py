@@ -346,8 +346,9 @@ def structure_problems(found: dict[str, tuple[tuple, tuple | None]]) -> list[dic
     return problems
 
 
-def computed_differently(model, kind: str, folder, tp_rank: int) -> list[dict]:
-    """The tensors the tree's code computes itself (buffers, not parameters: a rotary embedding's
+def computed_differently(model, kind: str, folder, tp_rank: int, made: Iterable[str]) -> list[dict]:
+    """The tensors the tree's code computes itself (buffers, not parameters, that the conversion
+    makes from the config rather than reads from HF: `made`, layer keys, e.g. a rotary embedding's
     saved `inv_freq`) whose values differ from what the converted checkpoint holds for them.
 
     Loading the checkpoint overwrites them, so the forward pass would never show code that
@@ -363,7 +364,8 @@ def computed_differently(model, kind: str, folder, tp_rank: int) -> list[dict]:
         parameters = {p.data_ptr() for p in module.parameters()}
         state = module.state_dict() if kind == "pipe" else module.state_dict_for_save_checkpoint()
         buffers = {k: v for k, v in flatten_state(state).items()
-                   if v.numel() and v.is_floating_point() and v.data_ptr() not in parameters}
+                   if v.numel() and v.is_floating_point() and v.data_ptr() not in parameters
+                   and any(k == m or k.endswith(f".{m}") for m in made)}
         if not buffers or not os.path.exists(path):
             continue
         saved = torch.load(path, map_location="cpu", weights_only=False)

@@ -48,7 +48,7 @@ def run_kind(session: harness.TreeSession, kind: str, job: dict, out: Path) -> N
         harness.load_loosely(engine.module, kind, folder, tp_rank, job["weight_std"], job["seed"] + 7, apart)
         record["loaded_by"] = "porter (loosely: the structure differs)"
     else:
-        record["structure"] = harness.computed_differently(engine.module, kind, folder, tp_rank)
+        record["structure"] = harness.computed_differently(engine.module, kind, folder, tp_rank, job.get("made", ()))
         session.args.load = str(checkpoint)
         session.load(engine, strict=True)
         record["loaded_by"] = "the tree's megatron.checkpointing.load_checkpoint"
