@@ -34,6 +34,52 @@ ROLES = ("rows", "columns", "replicated", "gate_up")
 
 
 @dataclass(frozen=True)
+class Rows:
+    """Rows start..stop of an HF tensor of `total` rows: the part of it one tree tensor holds."""
+
+    start: int
+    stop: int
+    total: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start < self.stop <= self.total:
+            raise ValueError(f"rows {self.start}..{self.stop} of {self.total}")
+
+    def of(self, tensor: Tensor, what: str) -> Tensor:
+        """These rows of the whole HF tensor (a view)."""
+        if tensor.shape[0] != self.total:
+            raise PorterError(f"an HF tensor has {tensor.shape[0]} rows where {self.total} were expected",
+                              construct=what,
+                              found=f"{tuple(tensor.shape)}, rows {self.start}..{self.stop} of it wanted",
+                              fix="pass the config.json the weights were saved with")
+        return tensor[self.start:self.stop]
+
+
+def gather_rows(name: str, parts: Sequence[tuple[Rows, Any]]) -> tuple:
+    """One HF tensor from the parts several tree tensors hold of it ((rows, tensor or pieces)
+    each, in any order): as pieces (porter/convert/pieces.py), its rows in order. Refused when
+    the parts do not cover its rows once each, end to end."""
+    at, total, out = 0, None, []
+    for rows, value in sorted(parts, key=lambda part: part[0].start):
+        pieces = value if isinstance(value, tuple) else (value,)
+        count = sum(p.shape[0] for p in pieces)
+        total = rows.total if total is None else total
+        if rows.start != at or rows.total != total or count != rows.stop - rows.start:
+            raise PorterError(
+                f"the tree's tensors do not make HF's {name} once end to end", construct=name,
+                found=", ".join(f"rows {r.start}..{r.stop} of {r.total}" for r, _ in parts) + f" (at row {at}: "
+                      f"rows {rows.start}..{rows.stop} of {rows.total}, {count} given)",
+                fix="report this as a bug in porter: the weights of a slot disagree on the fused tensor's rows")
+        out += pieces
+        at = rows.stop
+    if total is None or at != total:
+        raise PorterError(f"the tree's tensors do not make HF's {name} whole", construct=name,
+                          found=f"rows 0..{at} of {total} made", fix="report this as a bug in porter: a part of the "
+                                                                       "fused tensor has no tree tensor")
+    return tuple(out)
+
+
+@dataclass(frozen=True)
 class Weight:
     """One tensor of the tree's transformer layer and the HF tensors it is made of.
 
@@ -47,7 +93,12 @@ class Weight:
     saves (a rotary embedding's frequencies), with no HF tensor: made on the way in, dropped on
     the way out. `file`: the checkpoint file it is saved in when the engine saves it apart from
     the layer (DeepSpeed writes some tensors to files of their own): (layer index, index among the
-    layers holding such tensors, tensor-parallel rank) -> (file name, key in that file)."""
+    layers holding such tensors, tensor-parallel rank) -> (file name, key in that file).
+    `hf_rows`: where the tree's tensor is made of a part of an HF tensor only (a fused HF
+    projection the tree keeps in several tensors: Phi-3's gate_up_proj as a gate tensor and an
+    up tensor), the rows of each HF tensor it is made of (in `hf` order; None: all of it): `join`
+    gets those rows, `split` gives them back, and the engine makes the HF tensor from every
+    weight of the layer holding a part of it (`gather_rows`)."""
 
     key: str
     hf: tuple[str, ...] = ()
@@ -56,15 +107,26 @@ class Weight:
     split: Callable[[Tensor], Sequence[Tensor]] | None = None
     made: Callable[[], Tensor] | None = None
     file: Callable[[int, int, int], tuple[str, str]] | None = None
+    hf_rows: tuple[Rows | None, ...] = ()
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise ValueError(f"{self.key}: role {self.role!r} is not one of {', '.join(ROLES)}")
+        if self.hf_rows and len(self.hf_rows) != len(self.hf):
+            raise ValueError(f"{self.key}: {len(self.hf_rows)} row ranges for {len(self.hf)} HF tensors")
+
+    def rows(self, index: int) -> Rows | None:
+        """The rows of HF tensor `hf[index]` this weight is made of (None: all of it)."""
+        return self.hf_rows[index] if self.hf_rows else None
 
     def to_tree(self, tensors: Sequence[Tensor]) -> Tensor | tuple[Tensor, ...]:
-        """HF's tensors (in `hf` order) -> the tree's (a tensor, or its pieces)."""
+        """HF's tensors (in `hf` order; whole: their rows of `hf_rows` taken here) -> the tree's
+        (a tensor, or its pieces)."""
         if self.made is not None:
             return self.made()
+        if self.hf_rows:
+            tensors = [t if rows is None else rows.of(t, f"{self.key} <- {name}")
+                       for t, rows, name in zip(tensors, self.hf_rows, self.hf, strict=True)]
         return self.join(tensors) if self.join is not None else tensors[0]
 
     def to_hf(self, tensor: Tensor) -> Sequence[Tensor]:

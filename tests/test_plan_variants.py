@@ -62,7 +62,8 @@ def test_the_sample_tree_gets_every_feature_from_porter(sample):
     assert plan.defaults["no_bias"] is True and plan.defaults["position_embedding_type"] == "rotary"
 
 
-def test_microsoft_head_is_wired_to_its_switches(sample):
+def microsoft_head(sample):
+    """The sample tree's profile with microsoft HEAD's switches, each implemented by the tree."""
     profile = with_options(
         sample,
         ("--swiglu", "swiglu", "_add_network_size_args", None),
@@ -89,7 +90,11 @@ def test_microsoft_head_is_wired_to_its_switches(sample):
         imports={**profile.entry.imports, "ModelType": "from megatron.core.enums import ModelType",
                  "update_rotary_pos_emb": "from megatron.utils import update_rotary_pos_emb",
                  "core_transformer_config_from_args": "from megatron.arguments import core_transformer_config_from_args"})
-    plan = make_plan(SPEC, dataclasses.replace(profile, spellings=spellings, entry=entry))
+    return dataclasses.replace(profile, spellings=spellings, entry=entry)
+
+
+def test_microsoft_head_is_wired_to_its_switches(sample):
+    plan = make_plan(SPEC, microsoft_head(sample))
     assert plan.style == "flags"
     model_code = {"megatron/model/transformer.py", "megatron/model/language_model.py", "megatron/model/gpt_model.py",
                   "megatron/optimizer/__init__.py"}
@@ -112,6 +117,21 @@ def test_microsoft_head_is_wired_to_its_switches(sample):
     assert "model = LLaMAModelPipe(config=config, num_tokentypes=0, parallel_output=True)" in script
     assert "            update_rotary_pos_emb(args.seq_length)" in script
     assert "pretrain(train_valid_test_datasets_provider, model_provider, ModelType.encoder_or_decoder, forward_step," in script
+
+
+def test_a_qkv_bias_on_a_tree_with_its_own_bias_switch_keeps_the_switch_and_widens_one_site(sample):
+    """Qwen2 on microsoft HEAD: the tree's --disable-bias-linear stays in charge of every linear
+    but the QKV projection's, which takes `--add-qkv-bias` besides (KeepSiteBias); no linear gets
+    porter's `--no-bias` test."""
+    plan = make_plan(load_spec("qwen2"), microsoft_head(sample))
+    assert plan.defaults["add_bias_linear"] is False and plan.defaults["add_qkv_bias"] is True
+    assert "adds --add-qkv-bias: no qkv_bias switch found" in [e.reason for e in edits(plan, "AddArguments")]
+    assert "no_bias" not in plan.defaults and not edits(plan, "LinearBias")
+    (keep,) = edits(plan, "KeepSiteBias")
+    assert keep.file == "megatron/model/transformer.py"
+    assert keep.rewrite.keywords["cls"] == "ParallelAttention" and keep.rewrite.keywords["switch"] == "args.add_qkv_bias"
+    assert set(keep.rewrite.keywords["attrs"]) == {"query_key_value", "query", "key_value"}
+    assert "--disable-bias-linear with --add-qkv-bias" in keep.reason
 
 
 def test_habana_option_only_rotary_gets_porters_implementation_on_the_trees_option(sample):

@@ -26,7 +26,7 @@ import torch
 from porter.convert.pieces import first_rows, joined
 from porter.errors import PorterError
 from porter.layout import WeightLayout
-from porter.weights import ModelShape, ModelWeights
+from porter.weights import ModelShape, ModelWeights, gather_rows
 
 Part = tuple  # (kind, layer index or None, tensor / {key: tensor} / None)
 
@@ -148,12 +148,23 @@ def hf_to_megatron(state: dict[str, torch.Tensor], config: dict, layout: WeightL
 
 
 def megatron_layer_to_hf(layer: dict[str, torch.Tensor], i: int, weights: ModelWeights) -> dict[str, torch.Tensor]:
-    """The tree's layer i (keys relative to the layer) -> HF's tensors of layer i."""
+    """The tree's layer i (keys relative to the layer) -> HF's tensors of layer i; one that several
+    of the tree's tensors each hold rows of (Weight.hf_rows) comes as their pieces, in row order."""
     pre = f"model.layers.{i}."
-    state: dict[str, torch.Tensor] = {}
+    state: dict = {}
+    parts: dict[str, list] = {}  # an HF tensor several of the tree's tensors each hold rows of
     for weight in weights.layer(i):
-        if weight.key in layer:
-            state.update(zip((pre + name for name in weight.hf), weight.to_hf(layer[weight.key]), strict=True))
+        if weight.key not in layer:
+            continue
+        for n, (name, tensor) in enumerate(zip(weight.hf, weight.to_hf(layer[weight.key]), strict=True)):
+            rows = weight.rows(n)
+            if rows is None:
+                state[pre + name] = tensor
+            else:
+                state.setdefault(pre + name, None)  # HF's order: where its first part is
+                parts.setdefault(pre + name, []).append((rows, tensor))
+    for name, held in parts.items():
+        state[name] = gather_rows(name, held)
     return state
 
 
@@ -174,4 +185,4 @@ def hf_tensors(parts: Iterator[Part], weights: ModelWeights) -> Iterator[tuple[s
 
 def megatron_to_hf(model: MegatronWeights) -> dict[str, torch.Tensor]:
     """One full copy in the tree's layout -> an HF state dict (views of it where no copy is needed)."""
-    return dict(hf_tensors(model.parts(), model.weights))
+    return {name: joined(t) for name, t in hf_tensors(model.parts(), model.weights)}

@@ -335,10 +335,10 @@ def structure_problems(found: dict[str, tuple[tuple, tuple | None]]) -> list[dic
     problems = []
     for name, (mine, theirs) in sorted(found.items()):
         if theirs is None:
-            problems.append({"tensor": name, "problem": "in the tree's model, not in the LLaMA weights",
+            problems.append({"tensor": name, "problem": "in the tree's model, not in the converted HF weights",
                              "shape": list(mine)})
         elif mine == ():
-            problems.append({"tensor": name, "problem": "in the LLaMA weights, not in the tree's model",
+            problems.append({"tensor": name, "problem": "in the converted HF weights, not in the tree's model",
                              "shape": list(theirs)})
         elif mine != theirs:
             problems.append({"tensor": name, "problem": "shape differs", "model": list(mine),
@@ -386,7 +386,7 @@ def computed_differently(model, kind: str, folder, tp_rank: int, made: Iterable[
 def load_loosely(model, kind: str, folder, tp_rank: int, std: float, seed: int, apart: Iterable[str] = ()) -> None:
     """After a structure mismatch: draw every parameter at random, then copy what fits.
 
-    What the LLaMA weights do not fill (a bias left on, say) keeps random values, so the
+    What the converted HF weights do not fill (a bias left on, say) keeps random values, so the
     forward pass shows where it matters instead of hiding behind a zero initialisation.
     """
     generator = torch.Generator().manual_seed(seed)

@@ -67,9 +67,9 @@ def test_a_wrong_qkv_split_in_convert_fails_at_the_qkv_projection(phi3_tree, tmp
     """convert cutting HF's qkv_proj as [q; v; k]: the tree's keys are HF's values."""
     cut = fused_weights._cut
 
-    def wrong(tensor, count, sizes):
-        parts = cut(tensor, count, sizes)
-        return (parts[0], parts[2], parts[1]) if count == 3 else parts
+    def wrong(tensor, sizes):
+        parts = cut(tensor, sizes)
+        return (parts[0], parts[2], parts[1]) if len(sizes) == 3 else parts
 
     monkeypatch.setattr(fused_weights, "_cut", wrong)
     first = first_divergence(verify(PHI3, phi3_tree, tmp_path, VerifyOptions(kinds=("model",))))

@@ -212,3 +212,8 @@ def norm_type_branches_olmo2_tree(tmp_path_factory) -> Ported:
 @pytest.fixture(scope="session")
 def norm_type_branches_gemma_tree(tmp_path_factory) -> Ported:
     return _ported(tmp_path_factory, "norm_type_branches", load_spec("gemma"))
+
+
+@pytest.fixture(scope="session")
+def own_bias_switch_qwen2_tree(tmp_path_factory) -> Ported:
+    return _ported(tmp_path_factory, "own_bias_switch", load_spec("qwen2"))

@@ -883,6 +883,59 @@ def handed_rotary(root: Path) -> None:
          "                    rotary_pos_emb=rotary_pos_emb)\n")
 
 
+# -- the tree's own switch for the linears' bias ----------------------------------------------------
+
+
+def own_bias_switch(root: Path) -> None:
+    """A tree that implements "no bias in the linears" itself, Megatron-LM's way, like
+    microsoft/Megatron-DeepSpeed f4157bea (HabanaAI/Megatron-DeepSpeed 891d6db9 and argonne-lcf
+    ffa3456d alike): `--disable-bias-linear` (store_false, dest `add_bias_linear`) in the training
+    group; every tensor-parallel linear of the MLP and the attention takes `bias=args.add_bias_linear`;
+    the bias path lets a None bias through (the MLP adds its first projection's bias only when there
+    is one, the layer broadcasts a bias only when there is one, the bias-dropout-add helpers take an
+    Optional bias and add it only when there is one).
+    """
+    edit(root, "megatron/arguments.py",
+         "    group = parser.add_argument_group(title='training')\n",
+         "    group = parser.add_argument_group(title='training')\n"
+         "    group.add_argument('--disable-bias-linear', action='store_false', dest='add_bias_linear',\n"
+         "                       help='No bias in the linear layers of the attention and the MLP.')\n")
+    transformer = "megatron/model/transformer.py"
+    mlp_in = "            init_method=init_method,\n            skip_bias_add=True)"
+    mlp_out = "            init_method=output_layer_init_method,\n            skip_bias_add=True)\n\n    def forward(self, hidden_states):"
+    fused = "                3 * projection_size,\n                gather_output=False,\n                init_method=init_method)"
+    query = "                projection_size,\n                gather_output=False,\n                init_method=init_method)"
+    key_value = "                2 * projection_size,\n                gather_output=False,\n                init_method=init_method)"
+    dense = "            init_method=output_layer_init_method,\n            skip_bias_add=True)\n\n    def forward(self, hidden_states, attention_mask"
+    for linear in (mlp_in, mlp_out, fused, query, key_value, dense):
+        head, _, tail = linear.partition(")")
+        last = head.rsplit("\n", 1)[-1]
+        pad = last[: len(last) - len(last.lstrip())]
+        edit(root, transformer, linear, f"{head},\n{pad}bias=args.add_bias_linear){tail}")
+    edit(root, transformer,
+         "            intermediate_parallel = \\\n                self.activation_func(intermediate_parallel + bias_parallel)\n",
+         "            if bias_parallel is not None:\n"
+         "                intermediate_parallel = intermediate_parallel + bias_parallel\n"
+         "            intermediate_parallel = self.activation_func(intermediate_parallel)\n")
+    edit(root, transformer,
+         "    # type: (Tensor, Tensor, Tensor, float, bool) -> Tensor\n"
+         "    out = torch.nn.functional.dropout(x + bias, p=prob, training=training)\n",
+         "    # type: (Tensor, Optional[Tensor], Tensor, float, bool) -> Tensor\n"
+         "    if bias is not None:\n"
+         "        x = x + bias\n"
+         "    out = torch.nn.functional.dropout(x, p=prob, training=training)\n")
+    edit(root, transformer, "import math\n", "import math\nfrom typing import Optional\n")
+    path = root / transformer
+    text = path.read_text()
+    scripted = "    # type: (Tensor, Tensor, Tensor, float) -> Tensor\n"
+    assert text.count(scripted) == 2
+    text = text.replace(scripted, "    # type: (Tensor, Optional[Tensor], Tensor, float) -> Tensor\n")
+    for name, count in (("attention_bias", 2), ("mlp_bias", 1)):
+        assert text.count(f"{name}.expand_as(residual),") == count
+        text = text.replace(f"{name}.expand_as(residual),", f"{name}.expand_as(residual) if {name} is not None else None,")
+    path.write_text(text)
+
+
 VARIANTS: dict[str, Callable[[Path], None]] = {
     "defaults_in_initialize": defaults_in_initialize,
     "own_llama_files": own_llama_files,
@@ -898,6 +951,7 @@ VARIANTS: dict[str, Callable[[Path], None]] = {
     "norm_type_branches": norm_type_branches,
     "chunked_logits_loss": chunked_logits_loss,
     "handed_rotary": handed_rotary,
+    "own_bias_switch": own_bias_switch,
 }
 
 

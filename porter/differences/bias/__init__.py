@@ -7,7 +7,9 @@ QKV projection only). Trees spell "no bias anywhere" as porter's `--no-bias` or 
 keeps its bias while the rest have none gets its own switch (`--add-qkv-bias`, Megatron-LM's
 spelling; `--add-attention-output-bias`, `--add-mlp-bias`).
 When porter adds it: every tensor-parallel linear of attention and MLP takes `bias=` from the
-switches, and the tree's bias path becomes None-safe where it adds a bias by hand.
+switches, and the tree's bias path becomes None-safe where it adds a bias by hand. When the tree
+implements the switch itself: its switch stays in charge of every linear, and a kept site's
+linears take `<the tree's bias> or <the site's switch>` (KeepSiteBias).
 HF: `attention_bias` (q, k, v and the output) and `mlp_bias`, each read where the config class
 has it (LLaMA both, Gemma attention_bias only); a site whose class has no field keeps the family
 spec's bias (Qwen2's QKV bias, hard-coded in its modeling code; Gemma's bias-free MLP).
@@ -21,7 +23,7 @@ from porter.differences.bias import detect
 from porter.differences.bias import rewrites as R
 from porter.differences.bias.weights import bias_weights
 from porter.hf_reading import class_defines
-from porter.planner import rw, unsupported
+from porter.planner import rw
 from porter.profile import TRANSFORMER
 from porter.profile.features import NETWORK, Spelling, tree_spelling
 from porter.schema import flag
@@ -34,9 +36,16 @@ SITES = {
 }
 
 
-def _site_spelling(site: str, option: str, help_text: str) -> Spelling:
-    return Spelling(f"{site}_bias", option, option[2:].replace("-", "_"), True, f"args.{option[2:].replace('-', '_')}",
-                    NETWORK, (("action", "'store_true'"), ("help", repr(help_text))))
+# the options that turn every linear's bias off (porter's first): a site's switch says which it goes with
+NO_BIAS_OPTIONS = ("--no-bias", "--disable-bias-linear")
+
+
+def _site_spellings(site: str, option: str, what: str) -> tuple[Spelling, ...]:
+    """porter's switch for a site, its help naming each no-bias option (porter's first)."""
+    dest = option[2:].replace("-", "_")
+    return tuple(Spelling(f"{site}_bias", option, dest, True, f"args.{dest}", NETWORK,
+                          (("action", "'store_true'"), ("help", repr(f"With {no_bias}: a bias on {what} still."))))
+                 for no_bias in NO_BIAS_OPTIONS)
 
 
 def site_bias(spec, site: str) -> bool:
@@ -68,14 +77,14 @@ class Bias(Difference):
             # Habana's hand port (7086aadb): porter's own option name, registered its own way.
             tree_spelling("no_bias", "--no-bias", "no_bias", True, "args.no_bias", ((TRANSFORMER, "no_bias"),)),
         ),
-        "qkv_bias": (_site_spelling("qkv", "--add-qkv-bias", "With --no-bias: a bias on the QKV projection still."),),
-        "attention_output_bias": (_site_spelling("attention_output", "--add-attention-output-bias",
-                                                 "With --no-bias: a bias on the attention output still."),),
-        "mlp_bias": (_site_spelling("mlp", "--add-mlp-bias", "With --no-bias: a bias on the MLP linears still."),),
+        "qkv_bias": _site_spellings("qkv", "--add-qkv-bias", "the QKV projection"),
+        "attention_output_bias": _site_spellings("attention_output", "--add-attention-output-bias",
+                                                 "the attention output"),
+        "mlp_bias": _site_spellings("mlp", "--add-mlp-bias", "the MLP linears"),
     }
 
     def detect(self, parsed):
-        return detect.detect(parsed)
+        return detect.detect(parsed, tuple(dict.fromkeys(s.dest for s in self.spellings["no_bias"])))
 
     def wanted(self, spec):
         return not all(site_bias(spec, site) for site in SITES)
@@ -87,17 +96,14 @@ class Bias(Difference):
         if p.has_dest("bias_gelu_fusion"):
             p.defaults["bias_gelu_fusion"] = False
         kept = [site for site in SITES if site_bias(p.spec, site)]
-        if p.implemented("no_bias") and not kept:
+        if p.implemented("no_bias"):
             self._repair(p)
+            for site in kept:
+                self._keep(p, site)
             return
         for site in kept:
             p.switch(f"{site}_bias")
         test = p.tests["no_bias"]
-        if p.implemented("no_bias"):
-            raise unsupported("the tree implements --no-bias itself; porter cannot keep one site's bias on it",
-                              TRANSFORMER, "porter's per-site bias switches on the tree's linears",
-                              f"{p.switches['no_bias'].option}, implemented by the tree, and the spec's bias on "
-                              + ", ".join(kept))
         if p.has_dest("bias_gelu_fusion"):
             p.checks.append(
                 f"""
@@ -134,6 +140,28 @@ class Bias(Difference):
                    rw(R.NoneSafeExpandAs, cls="ParallelTransformerLayer", func="forward"))
         else:
             p.reuse("no_bias", "the layer's bias path is None-safe already")
+
+    def _keep(self, p, site: str):
+        """A site that keeps its bias on a tree whose own switch turns every linear's off: the
+        tree's switch stays on the other sites, and this site's linears take `<the tree's bias>
+        or <the site's switch>`. A linear that hands its bias back (skip_bias_add) is kept only
+        where the tree adds whatever bias comes back (its bias path is None-safe)."""
+        tree_option = p.switches["no_bias"].option
+        ours = self.spellings[f"{site}_bias"]  # the one whose help names the tree's option
+        named = next((s for s in ours if tree_option in dict(s.add)["help"]), ours[0])
+        spelling = p.switch(f"{site}_bias", spelling=named)
+        cls, attrs = SITES[site]
+        facts = p.facts(self.name)
+        p.edit(TRANSFORMER, "no_bias", f"the {site.replace('_', ' ')} linears keep a bias under the tree's "
+               f"{tree_option} with {spelling.option}",
+               rw(R.KeepSiteBias, cls=cls, attrs=list(attrs), switch=p.tests[f"{site}_bias"],
+                  returned_ok=facts is not None and facts.none_safe))
+        for func, dest in facts.flag_functions if facts is not None else ():
+            if dest == p.switches["no_bias"].dest:
+                p.edit(TRANSFORMER, "no_bias", f"{func} decides its biases by {tree_option} alone: it refuses "
+                       f"{spelling.option}",
+                       rw(R.RefuseSiteBias, func=func, switch=p.tests[f"{site}_bias"],
+                          message=f"{spelling.option}: {func} builds its biases by {tree_option} alone"))
 
     def _repair(self, p):
         """A tree's own no-bias switch can miss a linear (Habana's hand port left its second SwiGLU

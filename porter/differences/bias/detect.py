@@ -22,18 +22,38 @@ class BiasFacts:
     expand_as_unguarded: bool  # the layer forward calls bias.expand_as(...) without a None check
     plain_bias_helpers: tuple[str, ...]  # bias-dropout-add helpers whose bias is typed a plain Tensor
     gaps: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (class, linears without `bias=`) where others pass it
+    # (top-level function, the no-bias dest its `if` tests): a function outside the model's classes
+    # that decides a bias by the no-bias flag (microsoft's FPDT attention builds its QKV bias under
+    # `if args.add_bias_linear:`), which a site's own switch cannot reach
+    flag_functions: tuple[tuple[str, str], ...] = ()
 
     @property
     def none_safe(self) -> bool:
         return not self.expand_as_unguarded and not self.plain_bias_helpers and not self.mlp_bias_unguarded
 
 
-def detect(parsed) -> BiasFacts | None:
+def detect(parsed, dests: tuple[str, ...] = ()) -> BiasFacts | None:
+    """`dests`: the dests of the no-bias switch's spellings (`no_bias`, `add_bias_linear`)."""
     transformer = parsed("megatron/model/transformer.py")
     if transformer is None:
         return None
     return BiasFacts(mlp_bias_unguarded(transformer), expand_as_unguarded(transformer),
-                     plain_bias_helpers(transformer), bias_gaps(transformer))
+                     plain_bias_helpers(transformer), bias_gaps(transformer), flag_functions(transformer, dests))
+
+
+def flag_functions(transformer: cst.Module, dests: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """(function, dest) for each top-level function with an `if` that tests one of the dests
+    (`if args.add_bias_linear:`, `if not config.no_bias:`)."""
+    out = []
+    for stmt in transformer.body:
+        if not isinstance(stmt, cst.FunctionDef):
+            continue
+        for node in findall(stmt, m.If()):
+            test = node.test.expression if m.matches(node.test, m.UnaryOperation(operator=m.Not())) else node.test
+            dest = test.attr.value if isinstance(test, cst.Attribute) else None
+            if dest in dests and (stmt.name.value, dest) not in out:
+                out.append((stmt.name.value, dest))
+    return tuple(out)
 
 
 class _GuardedUses(cst.CSTVisitor):

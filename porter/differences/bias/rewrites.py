@@ -12,8 +12,9 @@ from porter.cst.nodes import (
     expression,
     kwarg,
     self_assign_calls,
+    statements,
 )
-from porter.edits.base import Rewrite, none_safe_add, replace_each, unguarded_add
+from porter.edits.base import Rewrite, is_docstring, none_safe_add, replace_each, unguarded_add
 
 PARALLEL_LINEARS = ("ColumnParallelLinear", "RowParallelLinear")
 
@@ -251,3 +252,105 @@ class NoneSafeExpandAs(Rewrite):
         if not self._hits and not self._done:
             self.missing("no `bias.expand_as(residual)` call in the function")
         return out
+
+
+class KeepSiteBias(Rewrite):
+    """OR one site's bias switch into the `bias=` its linears already pass the tree's way.
+
+    Why: a tree that implements the no-bias switch itself (Megatron-LM's
+    `--disable-bias-linear`, `bias=args.add_bias_linear` on every linear) has one flag for all
+    of them; Qwen2 keeps a bias on the QKV projection only. The tree's switch stays in charge
+    of every other linear; the kept site's become `bias=<the tree's expression> or <the
+    site's switch>` (`bias=args.add_bias_linear or args.add_qkv_bias`), whatever the tree
+    wrote there (`args.`, `config.`, `self.add_bias`).
+
+    A linear built with `skip_bias_add=` hands its bias back to the caller, which may add it
+    only under the tree's one flag: such a linear is refused unless `returned_ok` (the plan
+    found the tree's bias path adds whatever bias comes back, None or not). A kept linear that
+    passes no `bias=` keeps the linear's default (a bias) and is left alone.
+    """
+
+    construct = "`self.<linear> = ...ParallelLinear(..., bias=<expr>)` assignments"
+
+    func = "__init__"
+    cls: str
+    attrs: list[str]
+    switch: str  # the site's test, e.g. `args.add_qkv_bias`
+    returned_ok: bool = False
+
+    def __post_init__(self) -> None:
+        self.attrs = set(self.attrs)
+        self.wanted = expression(self.switch)
+
+    def _widened(self, value: cst.BaseExpression) -> bool:
+        return m.matches(value, m.BooleanOperation(operator=m.Or())) and value.right.deep_equals(self.wanted)
+
+    def rewrite_body(self, body):
+        def linears(stmt):
+            return self_assign_calls(stmt, self.attrs)
+
+        refused: list[str] = []
+
+        def narrow(stmt):
+            for attr, call in linears(stmt):
+                arg = kwarg(call, "bias")
+                if arg is None or self._widened(arg.value):
+                    continue
+                skip = kwarg(call, "skip_bias_add")
+                if skip is not None and code(skip.value) != "False" and not self.returned_ok:
+                    refused.append(attr)
+                    continue
+                return call
+            return None
+
+        def widen(call):
+            arg = kwarg(call, "bias")
+            value = arg.value
+            if isinstance(value, (cst.IfExp, cst.Lambda)) and not value.lpar:  # they bind looser than `or`
+                value = value.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+            new = cst.BooleanOperation(left=value, operator=cst.Or(), right=self.wanted)
+            return call.with_changes(args=[a.with_changes(value=new) if a is arg else a for a in call.args])
+
+        out = []
+        for stmt in body:
+            for _, call in linears(stmt):
+                arg = kwarg(call, "bias")
+                if arg is not None and self._widened(arg.value):
+                    self.already_done()
+            stmt, count = replace_each(stmt, narrow, widen)
+            self._hits += count
+            out.append(stmt)
+        if refused:
+            self._hits = self._done = 0
+            names = ", self.".join(dict.fromkeys(refused))
+            self.missing(f"self.{names} returns its bias to the caller (skip_bias_add), which the tree adds "
+                         "under its own one bias flag")
+        elif not self._hits and not self._done and not any(linears(s) for s in body):
+            self.missing(f"none of self.{', self.'.join(sorted(self.attrs))} is assigned a call")
+        elif not self._hits and not self._done:
+            self.already_done()  # the kept linears pass no `bias=`: they keep the linear's default, a bias
+        return out
+
+
+class RefuseSiteBias(Rewrite):
+    """Stop a function that decides a bias by the tree's one flag when a site's own switch is on.
+
+    Why: a function outside the model's classes that builds its own linears (microsoft's FPDT
+    attention makes its QKV weight and bias as bare parameters, the bias under
+    `if args.add_bias_linear:`) never sees the site's switch: with it on, that path would build
+    the model without the site's bias and train it silently. The function's first statement
+    becomes `assert not <switch>, "<message>"`, so that path says so instead.
+    """
+
+    construct = "a top-level function that tests the tree's bias flag"
+
+    func: str
+    switch: str  # the site's test, e.g. `args.add_qkv_bias`
+    message: str
+
+    def rewrite_body(self, body):
+        if self.recognised(body, lambda stmt: code(stmt).startswith(f"assert not {self.switch},")):
+            return body
+        at = 1 if body and is_docstring(body[0]) else 0
+        self.anchored()
+        return [*body[:at], *statements(f"assert not {self.switch}, {self.message!r}"), *body[at:]]

@@ -27,7 +27,7 @@ class UnfusedCaptures(Mapping):
             return self.captures[name]
         module, index, fused = self.parts[name]
         output = self.captures[module]
-        if fused.rows is None:  # equal parts
+        if fused.equal:
             return output.chunk(len(fused.parts), dim=-1)[index]
         queries = self.captures[f"{self.layer}.self_attn.o_proj:input"].shape[-1]  # heads x head size
         keys = (output.shape[-1] - queries) // 2
