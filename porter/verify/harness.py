@@ -346,6 +346,43 @@ def structure_problems(found: dict[str, tuple[tuple, tuple | None]]) -> list[dic
     return problems
 
 
+def computed_differently(model, kind: str, folder, tp_rank: int, made: Iterable[str]) -> list[dict]:
+    """The tensors the tree's code computes itself (buffers, not parameters, that the conversion
+    makes from the config rather than reads from HF: `made`, layer keys, e.g. a rotary embedding's
+    saved `inv_freq`) whose values differ from what the converted checkpoint holds for them.
+
+    Loading the checkpoint overwrites them, so the forward pass would never show code that
+    computes them wrongly (a layer built with another rotary base than its weights say); a run
+    from scratch keeps the tree's own. Read before the load; each one is named."""
+    problems = []
+    if kind == "pipe":
+        parts = [(f"{name}.", layer, os.path.join(folder, f"layer_{int(name):02d}-model_{tp_rank:02d}-model_states.pt"))
+                 for name, layer in model.named_children() if name.isdigit()]
+    else:
+        parts = [("", model, os.path.join(folder, f"mp_rank_{tp_rank:02d}_model_states.pt"))]
+    for prefix, module, path in parts:
+        parameters = {p.data_ptr() for p in module.parameters()}
+        state = module.state_dict() if kind == "pipe" else module.state_dict_for_save_checkpoint()
+        buffers = {k: v for k, v in flatten_state(state).items()
+                   if v.numel() and v.is_floating_point() and v.data_ptr() not in parameters
+                   and any(k == m or k.endswith(f".{m}") for m in made)}
+        if not buffers or not os.path.exists(path):
+            continue
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        saved = flatten_state(saved if kind == "pipe" else saved["module"])
+        for key, value in sorted(buffers.items()):
+            theirs = saved.get(key)
+            if theirs is None or theirs.shape != value.shape:
+                continue  # a structure problem, said by structure_problems
+            mine = value.detach().float().cpu()
+            theirs = theirs.to(value.dtype).float()  # as the load would copy them into the tree's tensor
+            if not torch.allclose(mine, theirs, rtol=1e-6, atol=0.0):
+                problems.append({"tensor": prefix + key, "problem": "the tree's code computes it otherwise than the "
+                                 f"converted weights hold it (max difference {(mine - theirs).abs().max():.3g}); "
+                                 "loading them would hide it"})
+    return problems
+
+
 def load_loosely(model, kind: str, folder, tp_rank: int, std: float, seed: int, apart: Iterable[str] = ()) -> None:
     """After a structure mismatch: draw every parameter at random, then copy what fits.
 

@@ -384,6 +384,9 @@ def verify(spec: Spec, target: Path, workdir: Path, options: VerifyOptions | Non
         "kinds": list(kinds), "checkpoints": checkpoints, "out": str(out), "layout": layout.as_dict(),
         "num_layers": tiny.num_layers, "probes": [p.tree_side() for p in probes],
         "apart": [d.apart_tensors for d in spec.wanted() if d.apart_tensors],
+        # the layer tensors the conversion makes from the config (the tree's code computes them too)
+        "made": sorted({w.key for i in range(tiny.num_layers)
+                        for w in port.weights(reference.config.to_dict()).layer(i) if w.made is not None}),
         "tokens": tokens.tolist(), "labels": labels.tolist(),
         "positions": None if positions is None else positions.tolist(), "weight_std": tiny.weight_std, "seed": tiny.seed,
     }

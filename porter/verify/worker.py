@@ -3,7 +3,8 @@
 Started by porter.verify.parity with the tree first on PYTHONPATH (one process, or one per
 rank under torch.distributed.run). For each model kind in the job it builds the generated
 model with the tree's model_provider, wraps it in DeepSpeed, checks that its tensors are
-exactly the converted checkpoint's, loads the checkpoint with the tree's own
+exactly the converted checkpoint's (and the tensors its code computes, its buffers, hold the same
+values), loads the checkpoint with the tree's own
 load_checkpoint, runs the batch with probes attached, and saves what it saw to
 <out>/<kind>-rank<R>.pt.
 """
@@ -47,6 +48,7 @@ def run_kind(session: harness.TreeSession, kind: str, job: dict, out: Path) -> N
         harness.load_loosely(engine.module, kind, folder, tp_rank, job["weight_std"], job["seed"] + 7, apart)
         record["loaded_by"] = "porter (loosely: the structure differs)"
     else:
+        record["structure"] = harness.computed_differently(engine.module, kind, folder, tp_rank, job.get("made", ()))
         session.args.load = str(checkpoint)
         session.load(engine, strict=True)
         record["loaded_by"] = "the tree's megatron.checkpointing.load_checkpoint"

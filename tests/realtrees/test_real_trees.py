@@ -70,9 +70,10 @@ def test_phi3_sliding_window_port_of_a_habana_tree(tmp_path):
 # tree's attention math is a module of its own (CoreAttention) or behind a key/value cache it sizes per
 # query head, Gemma's GeGLU on the tree's own gated MLP chosen by an option's value (Habana's
 # --activation-func-type list, BigScience's --glu-activation dict), a width given as a number against
-# the tree's own width override.
+# the tree's own width override; Gemma-3's local rotary base on the tree's own EleutherAI-shaped rotary
+# embedding, built by each attention (Habana's CoreAttention, BigScience's ParallelAttention).
 FAMILY_PORTS = [("qwen3", "hab-pre"), ("gemma", "ms-llama"), ("gemma2", "ms-llama"), ("gemma", "hab-llama"),
-                ("gemma", "bs-head")]
+                ("gemma", "bs-head"), ("gemma3", "hab-llama"), ("gemma3", "bs-head")]
 
 
 @pytest.mark.parametrize(("family", "label"), FAMILY_PORTS)

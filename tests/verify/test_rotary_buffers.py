@@ -110,3 +110,24 @@ def test_a_saved_local_rotary_holds_the_local_base_on_the_local_layers_only():
     assert set(made[0]) == {main, local} and set(made[1]) == {main}  # layer 1 is a global one: no local rotary
     assert torch.equal(made[0][local], rotary_inv_freq(8, 1e4))
     assert torch.equal(made[0][main], rotary_inv_freq(8, 1e6)) and torch.equal(made[1][main], made[0][main])
+
+
+def test_a_saved_rotary_built_again_on_local_layers_holds_their_base():
+    """EleutherAI's class built by each attention (Habana 7086aadb, BigScience): a local layer builds
+    it again with the local base under the same name, so its saved frequencies are the local ones."""
+    from porter.differences.local_rotary import LocalRotary
+    from porter.differences.rotary import Rotary
+    from porter.weights import LayerWeights, ModelShape
+
+    main = "self_attention.core_attention.rotary_emb.inv_freq"
+    config = {"layer_types": ["sliding_attention", "full_attention"],
+              "rope_parameters": {"full_attention": {"rope_theta": 1e6}, "sliding_attention": {"rope_theta": 1e4}}}
+    made = []
+    for index in range(2):
+        layer = LayerWeights(WeightLayout(attention="self_attention", rotary_buffers=(main,)), ModelShape(2, 16, 2, 32, 40),
+                             config, index)
+        Rotary().weights(layer)
+        LocalRotary().weights(layer)
+        made.append({w.key: w.made() for w in layer.slots["rotary_buffers"]})
+    assert set(made[0]) == set(made[1]) == {main}
+    assert torch.equal(made[0][main], rotary_inv_freq(8, 1e4)) and torch.equal(made[1][main], rotary_inv_freq(8, 1e6))

@@ -8,7 +8,11 @@ difference needs a window. porter's switch: `--local-rope-theta` (float, default
 porter adds it (rewrites.py here): a layer whose window is set (`self.sliding_window`, which the
 sliding window gives each layer) replaces its rotary embedding by one of the local base,
 unscaled, as HF builds its sliding_attention rotary. A tree whose own rotary embedding porter
-reuses, built once and its angles handed to every layer's attention (microsoft HEAD), gets the
+reuses and each attention builds (EleutherAI's class, with a `base=` parameter and a cached cos/sin
+table: Habana 7086aadb's CoreAttention, BigScience 8387ae17's ParallelAttention) gets the same from
+the tree's class: a local layer builds it again, the tree's call with the local base and no scaling,
+under the tree's own rotary test (rewrites.py); its saved frequencies are converted per layer
+(weights.py). One built once and its angles handed to every layer's attention (microsoft HEAD) gets the
 same by the tree's own class (handed.py here): a local layer's attention builds one with the
 local base and swaps the angles it is handed for its own of the same length; the tree's cache of
 cos and sin, where it keys on the length alone, is renewed when the angles change.
@@ -33,6 +37,14 @@ from porter.schema import number
 
 SWITCH = "local_rope_theta"
 FIELD = "position_embedding.local_rope_theta"
+SCALING = "position_embedding.rope_scaling.type"  # the global layers' scaling ('none': unscaled)
+SCALING_KEYWORD = "scaling"  # the rotary embedding's scaling parameter (porter's, and the one porter gives the tree's)
+
+
+def _base_keyword(p) -> str:
+    """The tree's RotaryEmbedding's base parameter (EleutherAI's `base`), else porter's `theta`."""
+    base = getattr(p.facts("rotary"), "base", None)
+    return base.keyword if base is not None and base.problem is None else "theta"
 
 
 class LocalRotary(Difference):
@@ -70,31 +82,37 @@ class LocalRotary(Difference):
 
     def plan(self, p):
         facts = p.facts(self.name)
-        if p.implemented("rotary") and (facts is None or p.implemented("sliding_window")):
+        own = p.implemented("rotary")
+        handed = facts.handed if facts is not None else None
+        built_in = facts.built_in if facts is not None else None
+        if own and (p.implemented("sliding_window") or (handed is None and built_in is None)):
             raise unsupported("the tree's own rotary embedding has one base for every layer", TRANSFORMER,
                               "porter's RotaryEmbedding, built by each attention, or the tree's RotaryEmbedding "
-                              "(imported by its language model) handed to porter's windowed attention",
-                              f"the tree's rotary embedding ({p.switches['rotary'].option}); spec {FIELD} = "
-                              f"{p.spec[FIELD]:g}")
+                              "(built by each attention, or imported by its language model and handed to every "
+                              "layer) with porter's windowed attention",
+                              f"the tree's rotary embedding ({p.switches['rotary'].option}), built nowhere porter "
+                              f"knows" + (", with the tree's own sliding window" if p.implemented("sliding_window")
+                                          else "") + f"; spec {FIELD} = {p.spec[FIELD]:g}")
         spelling = p.switch(SWITCH, on=p.spec[FIELD], field=FIELD)
         p.describe_model(f"the layers under the sliding window rotate with a base of their own, unscaled "
                          f"({spelling.option})")
-        if p.implemented("rotary"):
-            self._handed(p, spelling, facts)
+        if own and built_in is None:
+            self._handed(p, spelling, handed)
             return
         window, pattern = p.switches["sliding_window"], p.switches["sliding_window_pattern"]
-        p.edit(TRANSFORMER, SWITCH, "a layer under the sliding window rotates with the local base, unscaled",
-               rw(R.LocalRotaryEmbedding, cls="ParallelAttention", value=f"args.{spelling.dest}",
-                  window=f"layer_window(args.{window.dest}, args.{pattern.dest}, layer_number)",
-                  scaled="rope_scaling" in p.switches))
+        keyword = _base_keyword(p) if own else "theta"
+        scaled = p.spec[SCALING] != "none"
+        p.edit(TRANSFORMER, SWITCH, "a layer under the sliding window rotates with the local base, unscaled" +
+               (f" (the tree's RotaryEmbedding, built again by {built_in} with `{keyword}=`)" if own else ""),
+               rw(R.LocalRotaryEmbedding, cls=built_in if own else "ParallelAttention", value=f"args.{spelling.dest}",
+                  window=f"layer_window(args.{window.dest}, args.{pattern.dest}, layer_number)", keyword=keyword,
+                  unscaled=SCALING_KEYWORD if scaled else ""))
 
     def _handed(self, p, spelling, facts):
         """The tree's rotary embedding, built once and handed to every layer: a second one, of the
         local base, in each local layer's attention (handed.py)."""
         window, pattern = p.switches["sliding_window"], p.switches["sliding_window_pattern"]
-        rotary = p.facts("rotary")
-        base = getattr(rotary, "base", None)
-        keyword = base.keyword if base is not None and base.problem is None else "theta"
+        keyword = _base_keyword(p)
         p.import_into(TRANSFORMER, SWITCH, f"from {facts.module} import RotaryEmbedding",
                       "imports the tree's rotary embedding for the local layers' own")
         p.edit(TRANSFORMER, SWITCH, f"a layer under the sliding window builds the tree's RotaryEmbedding with the "

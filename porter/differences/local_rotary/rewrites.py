@@ -9,7 +9,6 @@ from porter.cst.find import findall
 from porter.cst.nodes import assigned_names, code, mentions, statements, with_comment
 from porter.edits.base import Rewrite
 
-ROTARY = "self.rotary_emb"
 WINDOW = "self.sliding_window"
 
 
@@ -20,30 +19,38 @@ class LocalRotaryEmbedding(Rewrite):
     no scaling, its global layers with rope_theta (1e6) and rope_scaling. The attention already
     holds its layer's window (`self.sliding_window`, None on global layers) and its rotary
     embedding (built with the global base and the scaling switches); right after the window is
-    kept, a windowed layer builds its own with the local base, the head size as the first one has it.
-    Where the port scales the rotary frequencies (rope scaling: Gemma-3 4B-27B's linear x8 on the
-    global layers), the call says `scaling=None` outright: the local layers stay unscaled, and
-    the scaling's own rewrite (every RotaryEmbedding call without a `scaling`) leaves it alone.
+    kept, a windowed layer builds its own with the local base: the call that built the first one,
+    its base keyword (`keyword`: porter's `theta`, EleutherAI's `base`) given the local value, its
+    scaling off (`unscaled`: the scaling keyword, passed None, where the spec scales the global
+    layers), its other arguments (the head size, the tree's precision) as they are. The tree's
+    own test for building it (`if <rotary on>:`, the tree's own class) guards the second one
+    too; porter's own attribute, None when rotary is off, is tested as such.
     Where the window is kept by another module (the tree's core attention class, Habana's), the
     layer's window is `window` (its expression of the switches and the layer number), read
     right after the rotary embedding is built.
     """
 
-    construct = ("`self.rotary_emb = RotaryEmbedding(<head size>, ...)` then `self.sliding_window = ...` in __init__ "
-                 "(or its layer_number parameter)")
+    construct = ("`self.<rotary> = RotaryEmbedding(<head size>, ...)` (or under `if <rotary on>:`) then "
+                 "`self.sliding_window = ...` in __init__ (or its layer_number parameter)")
 
     func = "__init__"
     cls: str
     value: str  # the switch's value, e.g. args.local_rope_theta
     window: str = ""  # the layer's window where the class keeps none, e.g. layer_window(..., layer_number)
-    scaled: bool = False  # the port's RotaryEmbedding takes a `scaling` (rope scaling is ported)
+    keyword: str = "theta"  # the class's base parameter (EleutherAI's is `base`)
+    unscaled: str = ""  # the scaling keyword the local one passes None to (the global layers are scaled)
 
     def rewrite_body(self, body):
         if self.recognised(body, lambda s: isinstance(s, cst.If) and mentions(s.test, self.value)):
             return body
-        built = [c for s in body for c in findall(s, m.Call(func=m.Name("RotaryEmbedding")))]
+        at_built = next((i for i, s in enumerate(body) if findall(s, m.Call(func=m.Name("RotaryEmbedding")))), None)
+        built = findall(body[at_built], m.Call(func=m.Name("RotaryEmbedding"))) if at_built is not None else []
         if not built or not built[0].args:
             self.missing("no RotaryEmbedding(...) built")
+            return body
+        guard, target = _guard(body[at_built], body[:at_built])
+        if target is None:
+            self.missing("the RotaryEmbedding is not assigned to an attribute (`self.<rotary> = RotaryEmbedding(...)`)")
             return body
         at = next((i for i, s in enumerate(body) if WINDOW in assigned_names(s)), None)
         window = WINDOW
@@ -54,10 +61,53 @@ class LocalRotaryEmbedding(Rewrite):
             self.missing(f"no `{WINDOW} = ...` (the layer's window), nor a layer_number parameter to compute it")
             return body
         self.anchored()
-        head = code(built[0].args[0].value)
-        new = statements(f"if {ROTARY} is not None and {window} and {self.value} is not None:\n"
-                         f"    {ROTARY} = RotaryEmbedding({head}, theta={self.value}"
-                         f"{', scaling=None' if self.scaled else ''})\n")[0]
+        new = statements(f"if {guard} and {window} and {self.value} is not None:\n"
+                         f"    {target} = {self._local_call(built[0])}\n")[0]
         new = with_comment(new, "Local layers' rotary base (Gemma-3): a layer under the sliding window rotates with "
                                 "its own base, unscaled.")
+        at = max(at, at_built)
         return [*body[:at + 1], new, *body[at + 1:]]
+
+    def _local_call(self, call: cst.Call) -> str:
+        """The call that built the global one, with the local base and no scaling."""
+        args, given = [], False
+        for arg in call.args:
+            name = arg.keyword.value if arg.keyword is not None else None
+            if name == self.unscaled:
+                continue
+            if name == self.keyword:
+                args.append(f"{name}={self.value}")
+                given = True
+            else:
+                args.append(f"{name}={code(arg.value)}" if name else code(arg.value))
+        if not given:
+            args.append(f"{self.keyword}={self.value}")
+        if self.unscaled:
+            args.append(f"{self.unscaled}=None")
+        return f"{code(call.func)}({', '.join(args)})"
+
+
+def _guard(stmt: cst.BaseStatement, before: list[cst.BaseStatement]) -> tuple[str, str | None]:
+    """(the test under which the second one is built, the attribute the first is assigned to):
+    `self.x is not None` where the attribute is always set (`self.x = RotaryEmbedding(...) if ...
+    else None`, or `self.x = None` before the tree's `if <test>:`, porter's own), else the tree's
+    `if <test>:` around `self.x = RotaryEmbedding(...)` (EleutherAI's, under the tree's rotary test)."""
+    inner = stmt.body.body if isinstance(stmt, cst.If) and stmt.orelse is None else None
+    assign = inner[0] if inner and len(inner) == 1 else stmt
+    target = None
+    if isinstance(assign, cst.SimpleStatementLine) and isinstance(assign.body[0], cst.Assign) \
+            and len(assign.body[0].targets) == 1 and isinstance(assign.body[0].targets[0].target, cst.Attribute):
+        target = code(assign.body[0].targets[0].target)
+    if target is None:
+        return "", None
+    if assign is stmt or any(_sets_none(s, target) for s in before):
+        return f"{target} is not None", target
+    test = code(stmt.test)
+    loose = isinstance(stmt.test, (cst.BooleanOperation, cst.IfExp, cst.Lambda, cst.NamedExpr)) and not stmt.test.lpar
+    return (f"({test})" if loose else test), target
+
+
+def _sets_none(stmt: cst.BaseStatement, target: str) -> bool:
+    return isinstance(stmt, cst.SimpleStatementLine) and any(
+        isinstance(small, cst.Assign) and isinstance(small.value, cst.Name) and small.value.value == "None"
+        and any(code(t.target) == target for t in small.targets) for small in stmt.body)
