@@ -62,7 +62,7 @@ def test_where_the_port_scales_the_rotary_the_local_one_says_unscaled_and_the_sc
     from tests.rewrites.conftest import run
 
     local = partial(LocalRotaryEmbedding, cls="ParallelAttention", value="args.local_rope_theta", window=WINDOW,
-                    scaled=True)
+                    unscaled="scaling")
     scaling = partial(AddKeyword, cls="ParallelAttention", func="__init__", callee="RotaryEmbedding",
                       keyword="scaling", value="rope_scaling_of(args)")
     once = run(local(), run(scaling(), KEPT))

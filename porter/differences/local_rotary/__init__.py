@@ -118,7 +118,8 @@ class LocalRotary(Difference):
         p.edit(TRANSFORMER, SWITCH, f"a layer under the sliding window builds the tree's RotaryEmbedding with the "
                f"local base ({spelling.option}), unscaled",
                rw(H.LocalRotaryBuilt, cls="ParallelAttention", value=f"args.{spelling.dest}",
-                  window=f"layer_window(args.{window.dest}, args.{pattern.dest}, layer_number)", keyword=keyword))
+                  window=f"layer_window(args.{window.dest}, args.{pattern.dest}, layer_number)", keyword=keyword,
+                  unscaled=SCALING_KEYWORD if p.spec[SCALING] != "none" else ""))
         p.edit(TRANSFORMER, SWITCH, "a layer under the sliding window swaps the global rotary angles it is handed "
                "for its own, of the same length", rw(H.LocalRotaryHanded, cls="ParallelAttention"))
         if facts.cached:

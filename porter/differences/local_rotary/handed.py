@@ -40,6 +40,7 @@ class LocalRotaryBuilt(Rewrite):
     value: str  # the switch's value, e.g. args.local_rope_theta
     head: str = "self.hidden_size_per_attention_head"
     keyword: str = "theta"  # the class's base parameter (EleutherAI's is `base`)
+    unscaled: str = ""  # the scaling keyword the local one passes None to (the global layers are scaled)
 
     def rewrite_body(self, body):
         if self.recognised(body, lambda s: LOCAL in assigned_names(s)):
@@ -50,7 +51,8 @@ class LocalRotaryBuilt(Rewrite):
         self.anchored()
         new = statements(f"{LOCAL} = None\n"
                          f"if {self.value} is not None and {self.window}:\n"
-                         f"    {LOCAL} = RotaryEmbedding({self.head}, {self.keyword}={self.value})\n")
+                         f"    {LOCAL} = RotaryEmbedding({self.head}, {self.keyword}={self.value}"
+                         f"{', ' + self.unscaled + '=None' if self.unscaled else ''})\n")
         new[0] = with_comment(new[0], "Local layers' rotary base (Gemma-3): a layer under the sliding window rotates "
                                       "with its own base, unscaled (the tree hands every layer the global angles).")
         return [*body, *new]
