@@ -49,6 +49,9 @@ OUTSIDE_FORWARD = {
     "attention_dropout": "dropout in training",
     "initializer_range": "the initialisation of new weights",
     "output_router_logits": "returning the router's logits for the training loss",
+    # Phi-3 drops its generation cache once a prompt passes it; a longrope reads its own copy
+    # (in rope_parameters), which porter ports
+    "original_max_position_embeddings": "the generation cache's reset past the original context",
 }
 # Fields read outside the modeling code that change what the weights mean.
 REFUSED_ANYWHERE = {

@@ -297,17 +297,19 @@ def hf_config_for(port: Port, weights, dtype) -> dict:
         trained["max_position_embeddings"] = positions
     recorded = weights.extra.get("hf_config") or {}
     if recorded.get("model_type"):
+        # the user's file keeps its own token ids, an absent one too (its class's default:
+        # OLMo-2's file names no bos_token_id, and transformers reads None)
         config = _users_file(port, recorded, trained)
     else:
         config = trained
         for key in PASSED_THROUGH:
             if key in recorded:
                 config[key] = recorded[key]
-    # the token ids of the tokenizer the run trained with, where it is at hand and the source
-    # file says none (the user's file keeps its own)
-    for key, value in token_ids(getattr(args, "tokenizer_model", None)).items():
-        if recorded.get(key) is None:
-            config[key] = value
+        # the token ids of the tokenizer the run trained with, where it is at hand and the
+        # source says none
+        for key, value in token_ids(getattr(args, "tokenizer_model", None)).items():
+            if recorded.get(key) is None:
+                config[key] = value
     name = "torch_dtype" if "torch_dtype" in recorded else "dtype"
     config[name] = str(dtype).removeprefix("torch.")
     return config

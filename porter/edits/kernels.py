@@ -3,10 +3,13 @@ attention stay off while its switch is on (porter.profile.kernels finds them).""
 
 from __future__ import annotations
 
+from functools import partial
+
 import libcst as cst
 
 from porter.cst.nodes import assigned_names, code, expression, mentions, statements, with_comment
 from porter.edits.base import Rewrite
+from porter.profile import TRANSFORMER
 
 
 class KernelsOff(Rewrite):
@@ -44,3 +47,16 @@ class KernelsOff(Rewrite):
         off = "".join(f"    self.{f} = False\n" for f in self.flags)
         new = with_comment(statements(f"if {self.test}:\n{off}")[0], self.why)
         return [*body[:at[-1] + 1], new, *body[at[-1] + 1:]]
+
+
+def plan_off(p, switch: str, facts, core_cls: str, option: str, test: str, lacks: str, does: str, why: str) -> None:
+    """Plan KernelsOff in each class that builds another kernel instead of `core_cls` (the class a
+    port changes), found by porter.profile.kernels: `lacks` says what those kernels cannot take,
+    `does` what the core attention does instead, for the plan's reader; `why` is the tree's comment."""
+    for kernel in getattr(facts, "kernels", ()):
+        if kernel.core_cls == core_cls:
+            flags = ", ".join(f"self.{f}" for f in kernel.flags)
+            p.edit(TRANSFORMER, switch,
+                   f"{kernel.cls} turns {flags} off while {option} is set: those kernels {lacks}; "
+                   f"{core_cls} (which {does}) runs instead",
+                   partial(KernelsOff, cls=kernel.cls, flags=kernel.flags, test=test, why=why))

@@ -72,6 +72,9 @@ BATTERY: dict[str, tuple[str, str] | Refused] = {
                                          "a window longer than the context"),
     "Qwen--Qwen3-8B": ("qwen3", "Qwen3 8B: RMSNorm on each head's q and k, head_dim 128, no bias, untied"),
     "allenai--OLMo-2-1124-7B": ("olmo2", "OLMo-2 7B: post-norm layers, q/k RMSNorm over the projection"),
+    "allenai--OLMo-2-0425-1B": ("olmo2", "OLMo-2 1B: a short file (no max_position_embeddings: the class's 2048)"),
+    "Qwen--Qwen3-4B-Instruct-2507": ("qwen3", "Qwen3 4B 2507: tied, theta 5e6, 262144 positions, 32 x 128 > hidden"),
+    "microsoft--phi-4": ("phi3", "Phi-4 14B: model_type phi3, 10 key/value heads, window null, no scaling"),
     "Qwen--Qwen3-30B-A3B": ("qwen3_moe", "Qwen3-30B-A3B: 128 experts top-8 renormalised, num_experts spelled so"),
     "deepseek-ai--DeepSeek-V2-Lite": ("deepseek_v2_lite", "DeepSeek-V2-Lite: latent attention, 64+2 experts, "
                                       "YaRN with mscale 0.707, DeepSeek's own fields (seq_aux, scoring_func)"),

@@ -30,7 +30,7 @@ from __future__ import annotations
 from porter.differences.base import Difference
 from porter.differences.sliding_window import pipe_numbers
 from porter.differences.sliding_window import rewrites as W
-from porter.edits.kernels import KernelsOff
+from porter.edits.kernels import plan_off as kernels_off
 from porter.errors import PorterError
 from porter.hf_reading import class_defines
 from porter.planner import rw, unsupported
@@ -120,14 +120,10 @@ class SlidingWindow(Difference):
         p.edit(TRANSFORMER, SWITCH, f"{site.cls}.{site.func} masks out keys older than the window, for the fused "
                "and the unfused attention alike",
                rw(W.SlidingWindowMask, cls=site.cls, func=site.func, softmax=site.softmax))
-        for kernel in getattr(p.facts(self.name), "kernels", ()):
-            if kernel.core_cls == site.cls:
-                flags = ", ".join(f"self.{f}" for f in kernel.flags)
-                p.edit(TRANSFORMER, SWITCH, f"{kernel.cls} turns {flags} off while {spelling.option} is set: those "
-                       f"kernels take a plain causal mask; {site.cls} (which windows it) runs instead",
-                       rw(KernelsOff, cls=kernel.cls, flags=kernel.flags, test=f"args.{spelling.dest}",
-                          why="Sliding-window attention: those kernels take a plain causal mask, no window; the "
-                              "core attention runs while a window is set."))
+        kernels_off(p, SWITCH, p.facts(self.name), site.cls, spelling.option, f"args.{spelling.dest}",
+                    "take a plain causal mask", "windows it",
+                    "Sliding-window attention: those kernels take a plain causal mask, no window; the core attention "
+                    "runs while a window is set.")
         p.create("megatron/model/sliding_window.py", SWITCH, "the sliding-window mask", "sliding_window.py.j2")
 
     def tree_model(self, p):

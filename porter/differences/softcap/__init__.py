@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from porter.differences.base import Difference
 from porter.differences.softcap import rewrites as R
-from porter.edits.kernels import KernelsOff
+from porter.edits.kernels import plan_off as kernels_off
 from porter.errors import PorterError
 from porter.hf_reading import class_defines
 from porter.planner import rw, unsupported
@@ -103,14 +103,10 @@ class AttentionSoftcap(Difference):
         p.edit(TRANSFORMER, SWITCH, f"{site.cls}.{site.func} caps its scores before the masked softmax; porter's "
                "fused kernel stands aside while a cap is set (it takes no function of the scores)",
                rw(R.SoftcapScores, cls=site.cls, func=site.func, softmax=site.softmax))
-        for kernel in getattr(p.facts(self.name), "kernels", ()):
-            if kernel.core_cls == site.cls:
-                flags = ", ".join(f"self.{f}" for f in kernel.flags)
-                p.edit(TRANSFORMER, SWITCH, f"{kernel.cls} turns {flags} off while {spelling.option} is set: those "
-                       f"kernels take no function of the scores; {site.cls} (which caps them) runs instead",
-                       rw(KernelsOff, cls=kernel.cls, flags=kernel.flags, test=f"args.{spelling.dest} is not None",
-                          why="Soft-capped attention scores (Gemma-2): those kernels take no function of the scores; "
-                              "the core attention runs while a cap is set."))
+        kernels_off(p, SWITCH, p.facts(self.name), site.cls, spelling.option, f"args.{spelling.dest} is not None",
+                    "take no function of the scores", "caps them",
+                    "Soft-capped attention scores (Gemma-2): those kernels take no function of the scores; the core "
+                    "attention runs while a cap is set.")
         p.create("megatron/model/softcap.py", SWITCH, "the soft-cap of the attention scores", "softcap.py.j2")
 
     def from_hf(self, config):
