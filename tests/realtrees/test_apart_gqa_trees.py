@@ -9,10 +9,6 @@ tree's repeat of the keys) verifies too."""
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import pytest
 from typer.testing import CliRunner
 
@@ -21,23 +17,15 @@ from porter.cli import app
 from porter.source import SourceTree
 from porter.verify.parity import verify
 from tests.helpers.trees import diff_snapshots, snapshot
+from tests.realtrees.trees import NEEDS_TREES, copy_of
 from tests.variants.conftest import passed
 
-ROOT = os.environ.get("PORTER_REAL_TREES")
-
-pytestmark = [
-    pytest.mark.realtrees,
-    pytest.mark.skipif(not ROOT, reason="PORTER_REAL_TREES is not set"),
-]
+pytestmark = NEEDS_TREES
 
 
 @pytest.mark.parametrize("label, family", [("dspin-head", "gemma2"), ("ollf-head", "gemma2"), ("ollf-head", "gemma3")])
 def test_a_gqa_family_ports_and_verifies_on_a_tree_with_apart_gqa_projections(label, family, tmp_path):
-    source = Path(ROOT or ".") / label
-    if not source.is_dir():
-        pytest.skip(f"{source} is missing")
-    tree = tmp_path / label
-    shutil.copytree(source, tree)
+    tree = copy_of(label, tmp_path / label)
     before = snapshot(tree)
     apart = profile_of(SourceTree.open(tree)).facts["num_query_groups"].apart
     assert (apart.query, apart.key_value, apart.found) == ("query", "key_value", "")

@@ -15,21 +15,15 @@ Phi3MLP / Phi3Attention read the fused tensors). A case takes 2-4 minutes on 2 c
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.realtrees.acceptance import Acceptance, check_verify, porter, user_environment
+from tests.realtrees.trees import NEEDS_TREES, copy_of
 
-ROOT = os.environ.get("PORTER_REAL_TREES")
-
-pytestmark = [
-    pytest.mark.realtrees,
-    pytest.mark.skipif(not ROOT, reason="PORTER_REAL_TREES is not set"),
-]
+pytestmark = NEEDS_TREES
 
 HEADS, HEAD_SIZE, FFN = 4, 16, 160
 
@@ -86,11 +80,7 @@ def test_phi3_with_the_trees_parts_apart_verifies_and_round_trips_at_tp2(label, 
                                                                           key_value, tmp_path):
     from porter import convert
 
-    source = Path(ROOT or ".") / label
-    if not source.is_dir():
-        pytest.skip(f"{source} is missing")
-    tree = tmp_path / label
-    shutil.copytree(source, tree, symlinks=True)
+    tree = copy_of(label, tmp_path / label)
     hf = tiny_phi3(tmp_path / "hf", kv_heads)
     model = "phi3" if kv_heads == HEADS else str(hf)  # GQA: the model's own config.json (num_key_value_heads)
     env = user_environment()

@@ -18,7 +18,6 @@ about 40.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -30,14 +29,13 @@ from porter.cli import app
 from porter.verify.parity import VerifyOptions, verify
 from porter.verify.reference import TinyConfig
 from tests.families.test_gemma_config import GEMMA_7B
+from tests.realtrees.trees import NEEDS_TREES, copy_of
 
-ROOT = os.environ.get("PORTER_REAL_TREES")
 HF_CONFIGS = Path(__file__).resolve().parents[1] / "families" / "data" / "hf_configs"
 
 pytestmark = [
-    pytest.mark.realtrees,
+    *NEEDS_TREES,
     pytest.mark.slow,
-    pytest.mark.skipif(not ROOT, reason="PORTER_REAL_TREES is not set"),
 ]
 
 PAIRS = [("dspin-head", "qwen3"), ("dspin-head", "gemma2"), ("dspin-head", "gemma3"), ("dspin-head", "olmo2"),
@@ -62,11 +60,7 @@ def ported(tmp_path_factory):
 
     def port(label: str, model: str) -> Path:
         if (label, model) not in done:
-            source = Path(ROOT or ".") / label
-            if not source.is_dir():
-                pytest.skip(f"{source} is missing")
-            tree = tmp_path_factory.mktemp(f"{label}-{Path(model).name}") / label
-            shutil.copytree(source, tree, symlinks=True)
+            tree = copy_of(label, tmp_path_factory.mktemp(f"{label}-{Path(model).name}") / label)
             applied = CliRunner().invoke(app, ["apply", model, "--target", str(tree)])
             assert applied.exit_code == 0, applied.output
             done[label, model] = tree

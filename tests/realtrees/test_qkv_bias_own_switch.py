@@ -8,8 +8,6 @@ trees ("the tree implements --no-bias itself")."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,25 +17,18 @@ from porter.catalog import load_spec
 from porter.cli import app
 from porter.verify.parity import VerifyOptions, verify
 from tests.helpers.trees import diff_snapshots, snapshot
+from tests.realtrees.trees import NEEDS_TREES, copy_of
 from tests.variants.conftest import passed
 
-ROOT = os.environ.get("PORTER_REAL_TREES")
 QWEN2 = load_spec("qwen2")
 TRANSFORMER = "megatron/model/transformer.py"
 WIDE = "bias=args.add_bias_linear or args.add_qkv_bias,"
 
-pytestmark = [
-    pytest.mark.realtrees,
-    pytest.mark.skipif(not ROOT, reason="PORTER_REAL_TREES is not set"),
-]
+pytestmark = NEEDS_TREES
 
 
 def ported(label: str, tmp_path: Path) -> tuple[Path, dict]:
-    source = Path(ROOT or ".") / label
-    if not source.is_dir():
-        pytest.skip(f"{source} is missing")
-    tree = tmp_path / label
-    shutil.copytree(source, tree)
+    tree = copy_of(label, tmp_path / label)
     before = snapshot(tree)
     applied = CliRunner().invoke(app, ["apply", "qwen2", "--target", str(tree)])
     assert applied.exit_code == 0, applied.output

@@ -7,30 +7,21 @@ has none). A tree that applies takes 3 to 5 minutes on 2 cores (20 training step
 verify classes).
 """
 
-import os
-from pathlib import Path
-
 import pytest
 
 from tests.realtrees.acceptance import TREES, run_acceptance
+from tests.realtrees.trees import NEEDS_TREES, source_of
 
-ROOT = os.environ.get("PORTER_REAL_TREES")
 # Trees that import CUDA-only packages at start-up (apex): on a CPU machine smoke and verify
 # must say so (exit status 2), and everything before them must pass.
 NEEDS_CUDA = {"bs-head", "ms-llama"}
 
-pytestmark = [
-    pytest.mark.realtrees,
-    pytest.mark.skipif(not ROOT, reason="PORTER_REAL_TREES is not set"),
-]
+pytestmark = NEEDS_TREES
 
 
 @pytest.mark.parametrize("label", TREES)
 def test_llama_port_of_a_real_tree(label, tmp_path):
-    source = Path(ROOT or ".") / label
-    if not source.is_dir():
-        pytest.skip(f"{source} is missing")
-    result = run_acceptance(label, source, tmp_path)
+    result = run_acceptance(label, source_of(label), tmp_path)
     notes = "\n".join(result.notes)
     assert result.apply, notes
     assert result.idempotent, notes
@@ -54,10 +45,7 @@ WINDOWED = "hab-pre"
 
 
 def test_phi3_sliding_window_port_of_a_habana_tree(tmp_path):
-    source = Path(ROOT or ".") / WINDOWED
-    if not source.is_dir():
-        pytest.skip(f"{source} is missing")
-    result = run_acceptance(WINDOWED, source, tmp_path, family="phi3")
+    result = run_acceptance(WINDOWED, source_of(WINDOWED), tmp_path, family="phi3")
     notes = "\n".join(result.notes)
     assert all((result.apply, result.idempotent, result.compiles, result.args, result.imports, result.reverts)), notes
     assert result.trains and result.last < result.first, notes
@@ -78,10 +66,7 @@ FAMILY_PORTS = [("qwen3", "hab-pre"), ("gemma", "ms-llama"), ("gemma2", "ms-llam
 
 @pytest.mark.parametrize(("family", "label"), FAMILY_PORTS)
 def test_family_port_of_a_real_tree(family, label, tmp_path):
-    source = Path(ROOT or ".") / label
-    if not source.is_dir():
-        pytest.skip(f"{source} is missing")
-    result = run_acceptance(label, source, tmp_path, family=family)
+    result = run_acceptance(label, source_of(label), tmp_path, family=family)
     notes = "\n".join(result.notes)
     assert result.apply and result.idempotent and result.compiles and result.reverts, notes
     if label == "bs-head":  # its training stack needs CUDA at start-up

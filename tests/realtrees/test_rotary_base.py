@@ -7,31 +7,22 @@ byte. Set PORTER_REAL_TREES (tests/realtrees/test_real_trees.py); without it the
 A case takes about 2 minutes on 2 cores.
 """
 
-import os
 import shutil
-from pathlib import Path
 
 import pytest
 
 from tests.realtrees.acceptance import Acceptance, check_verify, porter, snapshot, user_environment
+from tests.realtrees.trees import NEEDS_TREES, copy_of
 
-ROOT = os.environ.get("PORTER_REAL_TREES")
 CASES = [("ms-llama", "olmo2"),  # `10000 ** (...)` in RotaryEmbedding.__init__: porter adds theta
          ("hab-llama", "qwen3")]  # `def __init__(self, dim, base=10000, ...)`: porter passes base
 
-pytestmark = [
-    pytest.mark.realtrees,
-    pytest.mark.skipif(not ROOT, reason="PORTER_REAL_TREES is not set"),
-]
+pytestmark = NEEDS_TREES
 
 
 @pytest.mark.parametrize("label, family", CASES)
 def test_a_trees_own_rotary_takes_the_familys_base(label, family, tmp_path):
-    source = Path(ROOT or ".") / label
-    if not source.is_dir():
-        pytest.skip(f"{source} is missing")
-    copy = tmp_path / label
-    shutil.copytree(source, copy, symlinks=True)
+    copy = copy_of(label, tmp_path / label)
     original = snapshot(copy)
     env = user_environment()
     applied = porter(["apply", family, "--target", str(copy)], env)

@@ -8,30 +8,21 @@ factors; 4100: the long ones) and reverted byte for byte. Set PORTER_REAL_TREES
 """
 
 import json
-import os
 import shutil
-from pathlib import Path
 
 import pytest
 
 from tests.realtrees.acceptance import porter, snapshot, user_environment
+from tests.realtrees.trees import NEEDS_TREES, copy_of
 
-ROOT = os.environ.get("PORTER_REAL_TREES")
 LABEL = "dspin-head"  # `10000 ** (...)` in RotaryEmbedding.__init__, a saved inv_freq, the pipe's table in pretrain_gpt.py
 ORIGINAL = 4096  # Phi-3.5's original_max_position_embeddings
 
-pytestmark = [
-    pytest.mark.realtrees,
-    pytest.mark.skipif(not ROOT, reason="PORTER_REAL_TREES is not set"),
-]
+pytestmark = NEEDS_TREES
 
 
 def test_phi3_5s_longrope_on_a_trees_own_rotary_matches_hf_at_both_lengths(tmp_path):
-    source = Path(ROOT or ".") / LABEL
-    if not source.is_dir():
-        pytest.skip(f"{source} is missing")
-    copy = tmp_path / LABEL
-    shutil.copytree(source, copy, symlinks=True)
+    copy = copy_of(LABEL, tmp_path / LABEL)
     original = snapshot(copy)
     env = user_environment()
     applied = porter(["apply", "phi3_5", "--target", str(copy)], env)
