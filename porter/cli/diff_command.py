@@ -173,7 +173,21 @@ def stat_text(port, stats) -> str:
         lines.append(f"  {f.feature + ':':<{key_width}} {text:<{figure_width}}  {field}".rstrip())
     for d in converts_only(port.spec):
         lines.append(f"  {d.name}: no line in the tree ({d.converts_only})  {', '.join(given_fields(port.spec, d))}")
+    for feature, what in reused_only(port, features).items():
+        lines.append(f"  {feature}: no line in the tree ({what})  {switch_fields().get(feature, '')}".rstrip())
     return "\n".join(lines) + "\n"
+
+
+def reused_only(port, features) -> dict[str, str]:
+    """The switches the port takes from the tree as they are (the tree's own --rotary-percent,
+    say), writing no line for them: feature -> what the plan says it reuses."""
+    written = {f.feature for f in features}
+    out: dict[str, str] = {}
+    for entry in port.plan.reused:
+        feature, _, what = entry.partition(": ")
+        if feature not in written:
+            out.setdefault(feature, what)
+    return out
 
 
 def converts_only(spec) -> list:
@@ -213,6 +227,10 @@ def stat_document(port, stats) -> dict:
         ],
         "converts_only": [{"feature": d.name, "spec_fields": given_fields(port.spec, d), "what": d.converts_only}
                           for d in converts_only(port.spec)],
+        "reused_only": [{"feature": feature, "spec_field": switch_fields().get(feature), "what": what}
+                        for feature, what in reused_only(
+                            port, feature_stats(stats, [e.feature for e in port.plan.edits])).items()]
+        if stats else [],  # nothing to do: the earlier port's own switches are all that is reused
         "total": {
             "files": len(stats),
             "created": sum(s.created for s in stats),

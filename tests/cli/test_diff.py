@@ -122,8 +122,9 @@ def test_json_is_the_stat_as_a_documented_document(porter, pristine):
     doc = json.loads(result.stdout)
     assert doc["schema"] == "porter.diff/1" and doc["model"] == "llama" and doc["changes"] is True
     assert set(doc) == {"schema", "porter", "model", "spec", "target", "changes", "files", "features",
-                        "converts_only", "total"}
+                        "converts_only", "reused_only", "total"}
     assert doc["converts_only"] == []  # LLaMA's HF weights are the tree's parts: every key writes lines
+    assert doc["reused_only"] == []  # the sample tree has none of LLaMA's switches
     counts = _patch_counts((GENERATED / "llama.patch").read_text())
     assert {f["path"]: (f["added"], f["removed"]) for f in doc["files"]} == counts
     created = (GENERATED / "llama.patch").read_text().count("\nnew file mode ")
@@ -134,6 +135,17 @@ def test_json_is_the_stat_as_a_documented_document(porter, pristine):
         assert sum(v["removed"] for v in f["features"].values()) == f["removed"]
     rms = next(f for f in doc["features"] if f["feature"] == "rmsnorm")
     assert rms["spec_field"] == "norm.type" and "megatron/model/rmsnorm.py" in rms["files"]
+
+
+def test_a_key_that_writes_no_line_is_named_with_what_it_reuses(porter, ported):
+    """A second family on a ported tree: the switches it takes from the first port write no line,
+    and the stat names them all the same, with what they reuse."""
+    result = porter("diff", "llama3", "--target", ported, "--json")
+    doc = json.loads(result.stdout)
+    reused = {r["feature"]: r for r in doc["reused_only"]}
+    assert reused["rmsnorm"]["what"] == "reuses --layernorm-type, added by porter earlier"
+    assert reused["rmsnorm"]["spec_field"] == "norm.type"
+    assert not set(reused) & {f["feature"] for f in doc["features"]}  # (the text: README's --stat transcript)
 
 
 def test_json_on_a_ported_tree_and_on_an_error(porter, ported, tmp_path):
