@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from porter import multimodal as multimodal_models
+from porter.class_table import class_table
 from porter.errors import PorterError
 from porter.multimodal import Multimodal
 
-TABLE = Path(__file__).with_name("hf_classes.json")
 ROPE_FIELDS = ("rope_theta", "rope_scaling", "rope_parameters")
 # the layer types of a model with a rotary per layer type (Gemma-3's nested rope_parameters)
 GLOBAL_LAYERS, LOCAL_LAYERS = "full_attention", "sliding_attention"
@@ -220,15 +220,8 @@ def _modeling_reads(model_type: str) -> set[str]:
         re.findall(r"getattr\(\s*(?:self\.)?config\s*,\s*[\"'](\w+)[\"']", source))
 
 
-@functools.cache
-def _table() -> dict:
-    if not TABLE.is_file():
-        return {"classes": {}, "base": [], "transformers": "none"}
-    return json.loads(TABLE.read_text(encoding="utf-8"))
-
-
 def _from_table(model_type: str) -> ConfigClass | None:
-    table = _table()
+    table = class_table()
     entry = table["classes"].get(model_type)
     if entry is None:
         return None
@@ -261,7 +254,7 @@ def model_type_of_class(hf_class: str) -> str | None:
     if transformers is not None:
         found = getattr(transformers, hf_class, None)
         return found.config_class.model_type if found is not None else None
-    return next((t for t, e in _table()["classes"].items() if e.get("causal_lm") == hf_class), None)
+    return next((t for t, e in class_table()["classes"].items() if e.get("causal_lm") == hf_class), None)
 
 
 def table_entry(cls: ConfigClass) -> dict:

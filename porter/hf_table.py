@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 from porter.catalog import available_specs, load_spec
-from porter.hf_reading import TABLE, _base_fields, _installed, _table, _transformers, causal_lm_of, table_entry
+from porter.class_table import TABLE, class_table
+from porter.hf_reading import _base_fields, _installed, _transformers, causal_lm_of, table_entry
 
 
 def write_table(path: Path = TABLE) -> dict:
@@ -21,7 +22,7 @@ def write_table(path: Path = TABLE) -> dict:
         spec = load_spec(str(spec_path))
         if spec.hf_class:
             types.add(getattr(transformers, spec.hf_class).config_class.model_type)
-    old = _table()
+    old = class_table()
     classes = {}
     for model_type in sorted(types):
         cls = _installed(model_type)

@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from porter.class_table import class_table
 from porter.errors import PorterError
 
 TEXT_CONFIG = "text_config"
@@ -138,9 +139,7 @@ def _causal_lm(model_type: str | None) -> str | None:
     try:
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     except ImportError:
-        from porter.hf_reading import _table
-
-        return (_table()["classes"].get(model_type) or {}).get("causal_lm")
+        return (class_table()["classes"].get(model_type) or {}).get("causal_lm")
     return MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
 
 

@@ -170,7 +170,7 @@ def test_a_spec_name_alone_never_picks_the_family(tmp_path):
 
 def test_the_table_is_the_installed_transformers():
     """Without transformers porter reads through hf_classes.json: the same classes."""
-    from porter.hf_reading import _table
+    from porter.class_table import class_table as _table
 
     table = _table()
     for model_type, entry in table["classes"].items():
