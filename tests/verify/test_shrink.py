@@ -27,6 +27,10 @@ def test_mistral_nemo_keeps_its_head_size_below_hidden_over_heads():
     assert "hidden 5120 -> 160 (heads x head size = 0.8 x hidden, as published)" in shrunk.shrunk
 
 
+# where 2 layers would leave out a kind of layer the file has: its first of each kind kept
+MORE_LAYERS = {"google--gemma-3-1b-pt": 6, "deepseek-ai--DeepSeek-V3": 4}
+
+
 def test_every_ratio_and_number_is_kept_for_every_published_config():
     from tests.families.battery import BATTERY, Refused
 
@@ -39,12 +43,7 @@ def test_every_ratio_and_number_is_kept_for_every_published_config():
         if "kv_lora_rank" not in published(stem):  # latent attention: its width is its ranks', not heads x head_dim
             assert abs(after["attention_width"] - before["attention_width"]) < 0.05, stem
         assert abs(after["mlp"] - before["mlp"]) < 0.05, stem
-        types = reading(published(stem)).get("layer_types")
-        if published(stem).get("sliding_window") and types:  # as many layers as its first of each kind needs
-            assert after["layers"] == max(2, 1 + max(types.index(kind) for kind in set(types))), stem
-        else:
-            assert after["layers"] == 2, stem
-        assert after["vocab"] == 256, stem
+        assert (after["layers"], after["vocab"]) == (MORE_LAYERS.get(stem, 2), 256), stem
 
 
 def test_gemma_3_keeps_its_first_global_layer():
@@ -101,3 +100,17 @@ def test_the_engine_shrinks_the_sizes_and_each_difference_its_own_fields():
     both = shrink(mistral, [Eps(), SlidingWindow()])
     assert both.config["sliding_window"] == 8 and both.shrunk[-1].startswith("sliding window 4096 -> 8")
     assert "sliding_window" not in " ".join(both.kept)
+
+
+def test_deepseek_v3_keeps_a_layer_with_experts_and_its_rope_head_size():
+    """first_k_dense_replace 3: 2 layers were a dense model; 4 hold its first expert layer. The
+    latent's head size stays qk_rope_head_dim, as transformers derives it."""
+    shrunk = shrink(published("deepseek-ai--DeepSeek-V3"), differences())
+    assert shrunk.num_layers == 4 and shrunk.config["first_k_dense_replace"] == 3
+    assert "4 layers, not 2: its first dense layer (0) and first expert layer (3) among them" in shrunk.shrunk
+    assert shrunk.config["head_dim"] == shrunk.config["qk_rope_head_dim"] == 64
+    qwen = published("Qwen--Qwen3-30B-A3B")
+    spread = shrink({**qwen, "decoder_sparse_step": 2, "mlp_only_layers": [2, 5, 40]}, differences())
+    assert spread.num_layers == 2 and spread.config["mlp_only_layers"] == [] and spread.shrunk[0] == "layers 48 -> 2"
+    late = shrink({**qwen, "mlp_only_layers": [0, 1, 2]}, differences())
+    assert late.num_layers == 4 and late.config["mlp_only_layers"] == [0, 1, 2]
