@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from porter import transformers_config
 from porter.class_table import class_table
 from porter.errors import PorterError
 
@@ -102,18 +103,7 @@ def text_config(raw: dict, found: Multimodal, path: str) -> dict:
     text class fills in the rest when porter reads it)."""
     cls = _outer_class(found.model_type)
     if cls is not None:
-        import transformers
-
-        level = transformers.utils.logging.get_verbosity()
-        transformers.utils.logging.set_verbosity_error()
-        try:
-            outer = cls.from_dict(copy.deepcopy(raw))
-        except (TypeError, ValueError, KeyError) as exc:
-            raise PorterError(f"transformers' {cls.__name__} refuses this config.json", file=path,
-                              construct=f"a config {cls.__name__} reads", found=str(exc).splitlines()[0],
-                              fix="fix the field it names (transformers could not load this model either)") from None
-        finally:
-            transformers.utils.logging.set_verbosity(level)
+        outer = transformers_config.from_dict(cls, raw, path)
         text = getattr(outer, TEXT_CONFIG, None)
         fields = text.to_diff_dict() if text is not None else {}
         fields.pop("transformers_version", None)

@@ -192,6 +192,19 @@ def test_a_text_config_of_a_model_type_porter_does_not_port_is_refused(tmp_path,
         assert entry in result.output
 
 
+@pytest.mark.parametrize("text_config, named", [("x", "text_config"), ({"hidden_size": "big"}, "hidden_size"),
+                                                 ({"num_attention_heads": 0}, "modulo by zero")],
+                         ids=["not-a-dict", "field-of-the-wrong-type", "no-heads"])
+def test_a_text_config_transformers_refuses_exits_2_naming_the_field(tmp_path, text_config, named):
+    """transformers' own checks of the outer file (huggingface_hub's validation errors among them)
+    said as porter's refusal, as for a text model's file."""
+    folder = folder_of(tmp_path, {**GEMMA3_4B, "text_config": text_config}, "model")
+    result = CliRunner().invoke(app, ["spec", str(folder)])
+    assert result.exit_code == 2, result.output
+    assert "transformers' Gemma3Config refuses this config.json" in result.output and named in result.output
+    assert str(folder / "config.json") in result.output
+
+
 # -- through the tree (slow) ----------------------------------------------------------------------
 
 
