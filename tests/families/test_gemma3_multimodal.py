@@ -205,6 +205,20 @@ def test_a_text_config_transformers_refuses_exits_2_naming_the_field(tmp_path, t
     assert str(folder / "config.json") in result.output
 
 
+def test_verify_hf_reads_the_users_config_as_porter_reads_it(tmp_path):
+    """verify --hf's config.json: a file that is not a JSON object refused by name (not a crash),
+    a multimodal one read as its language model's."""
+    from porter.verify.parity import users_config
+
+    folder = folder_of(tmp_path, [], "list")
+    with pytest.raises(PorterError, match="not a JSON object") as caught:
+        users_config(folder)
+    assert caught.value.file == str(folder / "config.json")
+    raw, found = users_config(folder_of(tmp_path, GEMMA3_4B, "model"))
+    assert raw["model_type"] == "gemma3_text" and raw["architectures"] == ["Gemma3ForCausalLM"]
+    assert found.architecture == "Gemma3ForConditionalGeneration"
+
+
 # -- through the tree (slow) ----------------------------------------------------------------------
 
 
