@@ -150,9 +150,6 @@ class Split:
     text: dict[str, str]
     left_out: dict[str, int]
 
-    def describe(self) -> list[str]:
-        return [f"{part}.* ({count} tensors): not the language model, left out" for part, count in self.left_out.items()]
-
 
 def split(names: Iterable[str], found: Multimodal, path: str) -> Split:
     """The language model's tensors among a multimodal checkpoint's; refused when there are none
