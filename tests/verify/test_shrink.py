@@ -80,3 +80,11 @@ def test_the_engine_shrinks_the_sizes_and_each_difference_its_own_fields():
     both = shrink(mistral, [Eps(), SlidingWindow()])
     assert both.config["sliding_window"] == 8 and both.shrunk[-1].startswith("sliding window 4096 -> 8")
     assert "sliding_window" not in " ".join(both.kept)
+
+
+def test_longrope_lists_per_rotary_frequency_keep_a_partial_rotary_head_whole():
+    """Phi-4-mini: 48 factors for 0.75 of a head of 128 (96 channels rotate): the head keeps its size."""
+    published_ = published("microsoft--Phi-4-mini-instruct")
+    shrunk = shrink(published_, differences())
+    assert shrunk.config["hidden_size"] // shrunk.config["num_attention_heads"] == 128
+    assert len(sizes(shrunk.config)["rope"]["long_factor"]) == 48
