@@ -71,7 +71,9 @@ def of(raw: dict) -> Multimodal | None:
     if TEXT_CONFIG not in sub_configs and not isinstance(raw.get(TEXT_CONFIG), dict):
         return None
     text = raw.get(TEXT_CONFIG) if isinstance(raw.get(TEXT_CONFIG), dict) else {}
-    text_type = text.get("model_type") or getattr(sub_configs.get(TEXT_CONFIG), "model_type", None) or None
+    # the outer class's own text class reads it whatever the file says (Gemma3TextConfig); a class
+    # that reads any (AutoConfig: Mistral3) goes by the file's model_type
+    text_type = getattr(sub_configs.get(TEXT_CONFIG), "model_type", None) or text.get("model_type") or None
     others = sorted({k for k in sub_configs if k != TEXT_CONFIG} |
                     {k for k, v in raw.items() if k.endswith("_config") and k != TEXT_CONFIG and isinstance(v, dict)})
     return Multimodal(model_type, architecture, text_type, tuple(others))

@@ -205,6 +205,14 @@ def test_a_text_config_transformers_refuses_exits_2_naming_the_field(tmp_path, t
     assert str(folder / "config.json") in result.output
 
 
+def test_the_text_model_type_is_the_one_transformers_reads(tmp_path):
+    """Gemma3Config reads its text_config as Gemma3TextConfig whatever model_type the file writes
+    under it: porter names the model it reads (gemma3_text), not the file's word."""
+    text_config = {**GEMMA3_4B["text_config"], "model_type": "llama"}
+    read = read_config(folder_of(tmp_path, {**GEMMA3_4B, "text_config": text_config}, "model"))
+    assert read.model_type == read.multimodal.text_model_type == "gemma3_text"
+
+
 def test_verify_hf_reads_the_users_config_as_porter_reads_it(tmp_path):
     """verify --hf's config.json: a file that is not a JSON object refused by name (not a crash),
     a multimodal one read as its language model's."""
