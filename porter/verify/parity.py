@@ -454,7 +454,14 @@ def _language_model(hf_dir: Path, found, cls, torch_dtype, tokens: torch.Tensor)
     name); refused where that does not give the whole model's logits on text tokens."""
     import transformers
 
-    whole_cls = getattr(transformers, found.architecture)
+    whole_cls = getattr(transformers, found.architecture, None)
+    if whole_cls is None:
+        raise PorterError(f"transformers {transformers.__version__} has no {found.architecture}",
+                          file=str(hf_dir / "config.json"), construct=f"architectures = [{found.architecture!r}], "
+                          "a class of the installed transformers (verify --hf runs the whole model as it loads it)",
+                          found=f"no transformers.{found.architecture} (a model of remote code, or a later release's)",
+                          fix=f"install a transformers that has {found.architecture}, or verify without --hf "
+                              "(a model built from the text config)")
     whole = whole_cls.from_pretrained(str(hf_dir), dtype=torch_dtype,
                                       attn_implementation=reference_attention(cls)).eval()
     text_config = whole.config.get_text_config()

@@ -227,6 +227,21 @@ def test_verify_hf_reads_the_users_config_as_porter_reads_it(tmp_path):
     assert found.architecture == "Gemma3ForConditionalGeneration"
 
 
+def test_verify_hf_of_a_multimodal_class_transformers_lacks_is_refused_by_name(tmp_path):
+    """verify --hf loads the whole model as transformers does: a *ForConditionalGeneration it does
+    not have (remote code) is refused naming the class, before anything is read."""
+    import dataclasses
+
+    from porter.multimodal import of
+    from porter.verify.parity import _language_model
+
+    folder = folder_of(tmp_path, GEMMA3_4B, "model")
+    found = dataclasses.replace(of(GEMMA3_4B), architecture="RemoteCodeForConditionalGeneration")
+    with pytest.raises(PorterError, match="RemoteCodeForConditionalGeneration") as caught:
+        _language_model(folder, found, None, torch.float32, torch.zeros(1, 4, dtype=torch.long))  # no class used
+    assert caught.value.file == str(folder / "config.json") and caught.value.fix
+
+
 # -- through the tree (slow) ----------------------------------------------------------------------
 
 
