@@ -99,8 +99,9 @@ def shrink(raw: dict, differences: Differences, num_layers: int = 2, heads: int 
             if key == "pad_token_id":
                 notes.append(f"pad_token_id {value} -> {V2 - 1} (inside the vocabulary)")
     for difference in differences:
-        notes += difference.shrink_hf(read, out, L2, seq_length)
-    return Shrunk(out, L2, W2, H2, V2, notes, _kept(read, reading(out), differences))
+        notes += difference.shrink_hf(read, out, out["num_hidden_layers"], seq_length)
+    notes[0] = f"layers {L} -> {out['num_hidden_layers']}"
+    return Shrunk(out, out["num_hidden_layers"], W2, H2, V2, notes, _kept(read, reading(out), differences))
 
 
 def _kept(published, shrunk, differences: Differences) -> list[str]:

@@ -51,6 +51,45 @@ MISTRAL3 = {
                       "num_hidden_layers": 24, "patch_size": 14, "rope_theta": 10000.0},
     "vision_feature_layer": -1,
 }
+# Two files as published with every field written out (found verbatim in public repositories' text):
+# gemma-3-12b's as unsloth's re-save writes it (transformers 4.51.3; no `architectures` in the copy
+# found, so it is added), and a Mistral-Small-3 24B one as transformers 4.57.1 writes it ("dtype", no
+# outer tie_word_embeddings: the class's default, tied).
+GEMMA3_12B_RESAVED = {
+    "architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": 255999, "bos_token_id": 2,
+    "eoi_token_index": 256000, "eos_token_id": 106, "image_token_index": 262144, "initializer_range": 0.02,
+    "mm_tokens_per_image": 256, "model_type": "gemma3", "pad_token_id": 0,
+    "text_config": {"attention_bias": False, "attention_dropout": 0.0, "attn_logit_softcapping": None,
+                    "cache_implementation": "hybrid", "final_logit_softcapping": None, "head_dim": 256,
+                    "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 3840, "initializer_range": 0.02,
+                    "intermediate_size": 15360, "max_position_embeddings": 131072, "model_type": "gemma3_text",
+                    "num_attention_heads": 16, "num_hidden_layers": 48, "num_key_value_heads": 8,
+                    "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_local_base_freq": 10000,
+                    "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "rope_theta": 1000000,
+                    "sliding_window": 1024, "sliding_window_pattern": 6, "torch_dtype": "bfloat16", "use_cache": True,
+                    "vocab_size": 262208},
+    "torch_dtype": "bfloat16", "transformers_version": "4.51.3", "unsloth_fixed": True,
+    "vision_config": {"attention_dropout": 0.0, "hidden_act": "gelu_pytorch_tanh", "hidden_size": 1152,
+                      "image_size": 896, "intermediate_size": 4304, "layer_norm_eps": 1e-06,
+                      "model_type": "siglip_vision_model", "num_attention_heads": 16, "num_channels": 3,
+                      "num_hidden_layers": 27, "patch_size": 14, "torch_dtype": "bfloat16", "vision_use_head": False},
+}
+MISTRAL3_4_57 = {
+    "architectures": ["Mistral3ForConditionalGeneration"], "dtype": "bfloat16", "image_token_index": 10,
+    "model_type": "mistral3", "multimodal_projector_bias": False, "projector_hidden_act": "gelu",
+    "spatial_merge_size": 2,
+    "text_config": {"attention_dropout": 0.0, "dtype": "bfloat16", "head_dim": 128, "hidden_act": "silu",
+                    "hidden_size": 5120, "initializer_range": 0.02, "intermediate_size": 32768,
+                    "max_position_embeddings": 131072, "model_type": "mistral", "num_attention_heads": 32,
+                    "num_hidden_layers": 40, "num_key_value_heads": 8, "rms_norm_eps": 1e-05,
+                    "rope_theta": 1000000000.0, "sliding_window": None, "use_cache": True, "vocab_size": 131072},
+    "transformers_version": "4.57.1",
+    "vision_config": {"attention_dropout": 0.0, "dtype": "bfloat16", "head_dim": 64, "hidden_act": "silu",
+                      "hidden_size": 1024, "image_size": 1540, "initializer_range": 0.02, "intermediate_size": 4096,
+                      "model_type": "pixtral", "num_attention_heads": 16, "num_channels": 3, "num_hidden_layers": 24,
+                      "patch_size": 14, "rope_theta": 10000.0},
+    "vision_feature_layer": -1,
+}
 # transformers 5's module names of the published ones
 MODULE_NAMES = (("language_model.lm_head.", "lm_head."), ("language_model.model.", "model.language_model."),
                 ("vision_tower.", "model.vision_tower."), ("multi_modal_projector.", "model.multi_modal_projector."))
@@ -71,17 +110,23 @@ def transformers_text_config(raw):
 
 
 @pytest.mark.parametrize("raw, family, hf_class", [(GEMMA3_4B, "gemma3", "Gemma3ForCausalLM"),
-                                                   (MISTRAL3, "mistral", "MistralForCausalLM")])
+                                                   (GEMMA3_12B_RESAVED, "gemma3", "Gemma3ForCausalLM"),
+                                                   (MISTRAL3, "mistral", "MistralForCausalLM"),
+                                                   (MISTRAL3_4_57, "mistral", "MistralForCausalLM")])
 def test_a_published_multimodal_config_is_read_as_its_language_model_field_for_field(tmp_path, raw, family, hf_class):
     folder = folder_of(tmp_path, raw, "model")
     read = read_config(folder)
     theirs = transformers_text_config(raw)
     assert read.model_type == theirs["model_type"] and read.multimodal.architecture == raw["architectures"][0]
     # the model's fields (the base class's bookkeeping apart: architectures, dtype, token ids...)
-    compared = [k for k in theirs if k in read and k != "rope_parameters" and not k.startswith("_")
-                and k not in read.cls.base]
+    compared = [k for k in theirs if k in read and k not in ("rope_parameters", "tie_word_embeddings")
+                and not k.startswith("_") and k not in read.cls.base]
     assert len(compared) >= 15, compared
     assert {k: read[k] for k in compared} == {k: theirs[k] for k in compared}
+    # the head is tied as the whole model ties it: by the outer file's field (or its class's default)
+    from transformers import CONFIG_MAPPING
+
+    assert read["tie_word_embeddings"] == CONFIG_MAPPING[raw["model_type"]].from_dict(dict(raw)).tie_word_embeddings
     assert read["rope_parameters"] == theirs["rope_parameters"] or read.rope_parameters() == theirs["rope_parameters"]
     spec = load_spec(str(folder))
     assert spec.hf_class == hf_class and f"(family: {family})" in spec.description

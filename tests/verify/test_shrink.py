@@ -39,7 +39,28 @@ def test_every_ratio_and_number_is_kept_for_every_published_config():
         if "kv_lora_rank" not in published(stem):  # latent attention: its width is its ranks', not heads x head_dim
             assert abs(after["attention_width"] - before["attention_width"]) < 0.05, stem
         assert abs(after["mlp"] - before["mlp"]) < 0.05, stem
-        assert (after["layers"], after["vocab"]) == (2, 256), stem
+        types = reading(published(stem)).get("layer_types")
+        if published(stem).get("sliding_window") and types:  # as many layers as its first of each kind needs
+            assert after["layers"] == max(2, 1 + max(types.index(kind) for kind in set(types))), stem
+        else:
+            assert after["layers"] == 2, stem
+        assert after["vocab"] == 256, stem
+
+
+def test_gemma_3_keeps_its_first_global_layer():
+    """gemma-3-1b-pt windows 5 layers of 6: at 2 layers verify would prove the windowed layers
+    only, never the global one's rotary base; it runs 6, five windowed and one global, as
+    transformers reads the shrunk file, whether the file gives a pattern or writes layer_types."""
+    pattern = published("google--gemma-3-1b-pt")
+    written = {**{k: v for k, v in pattern.items() if k != "sliding_window_pattern"},
+               "layer_types": reading(pattern)["layer_types"]}
+    for raw in (pattern, written):
+        shrunk = shrink(raw, differences())
+        assert shrunk.num_layers == 6 and shrunk.shrunk[0] == "layers 26 -> 6"
+        assert "6 layers, not 2: its first full_attention and sliding_attention layers among them" in shrunk.shrunk
+        assert reading(shrunk.config)["layer_types"] == ["sliding_attention"] * 5 + ["full_attention"]
+    gemma2 = shrink(published("google--gemma-2-9b"), differences())  # its 2nd layer is global: 2 are enough
+    assert gemma2.num_layers == 2 and reading(gemma2.config)["layer_types"] == ["sliding_attention", "full_attention"]
 
 
 def test_a_window_shrinks_below_the_batch_and_the_report_says_so():
