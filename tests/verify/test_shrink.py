@@ -114,3 +114,11 @@ def test_deepseek_v3_keeps_a_layer_with_experts_and_its_rope_head_size():
     assert spread.num_layers == 2 and spread.config["mlp_only_layers"] == [] and spread.shrunk[0] == "layers 48 -> 2"
     late = shrink({**qwen, "mlp_only_layers": [0, 1, 2]}, differences())
     assert late.num_layers == 4 and late.config["mlp_only_layers"] == [0, 1, 2]
+
+
+def test_longrope_lists_per_rotary_frequency_keep_a_partial_rotary_head_whole():
+    """Phi-4-mini: 48 factors for 0.75 of a head of 128 (96 channels rotate): the head keeps its size."""
+    published_ = published("microsoft--Phi-4-mini-instruct")
+    shrunk = shrink(published_, differences())
+    assert shrunk.config["hidden_size"] // shrunk.config["num_attention_heads"] == 128
+    assert len(sizes(shrunk.config)["rope"]["long_factor"]) == 48

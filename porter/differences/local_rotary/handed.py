@@ -30,7 +30,10 @@ class LocalRotaryBuilt(Rewrite):
     the global base, and hands its angles to every layer. Each attention knows its layer number;
     `layer_window(...)`, the rule the sliding window itself uses, says whether the layer is a
     local one: such a layer builds the tree's RotaryEmbedding with the local base (its head size,
-    as the tree's language model uses for whole-head rotary). Other layers hold None.
+    as the tree's language model uses for whole-head rotary). Other layers hold None. Where the
+    port scales the global layers (`unscaled`: the class's scaling keyword), the local call passes
+    it None outright: the scaling's own rewrite gives every RotaryEmbedding call that lacks the
+    keyword `scaling=rope_scaling_of(args)`, so on a second apply it would scale the local one.
     """
 
     construct = "ParallelAttention.__init__ with `args`, `layer_number` and `self.hidden_size_per_attention_head`"
