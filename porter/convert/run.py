@@ -300,9 +300,10 @@ def hf_config_for(port: Port, weights, dtype) -> dict:
     args = weights.extra.get("args")
     spec = port.spec_from_args(args) if args is not None else port.spec
     trained = hf_config_of(spec, weights.shape.hf_sizes())
-    if trained.get("head_dim") not in (None, weights.shape.head_dim):
+    if spec["attention.head_dim"] is not None and trained.get("head_dim") not in (None, weights.shape.head_dim):
         # the checkpoint's heads (its kv_channels, hidden / heads where it has none), not the
-        # bundled spec's head size: a Qwen3-MoE trained at hidden / heads writes that back
+        # bundled spec's head size: a Qwen3-MoE trained at hidden / heads writes that back (a
+        # latent attention's head_dim is its rotary part, none of the heads' sizes: kept)
         trained["head_dim"] = weights.shape.head_dim
     positions = getattr(args, "max_position_embeddings", None) or getattr(args, "seq_length", None)
     if positions:

@@ -101,6 +101,8 @@ def shrink(raw: dict, differences: Differences, num_layers: int = 2, heads: int 
     for difference in differences:
         notes += difference.shrink_hf(read, out, out["num_hidden_layers"], seq_length)
     notes[0] = f"layers {L} -> {out['num_hidden_layers']}"
+    if out.pop("quantization_config", None) is not None:  # DeepSeek-V3's block-fp8: no weights of the file here
+        notes.append("quantization_config left out (the shrunk model's weights are random, unquantized)")
     return Shrunk(out, out["num_hidden_layers"], W2, H2, V2, notes, _kept(read, reading(out), differences))
 
 

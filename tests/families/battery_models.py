@@ -43,9 +43,12 @@ def loaded(folder: Path):
     """The HF model of a folder as a user loads it (fp32)."""
     import transformers
 
+    from porter.verify.reference import reference_attention
+
     config = json.loads((folder / "config.json").read_text())
     cls = getattr(transformers, config["architectures"][0])
-    return cls.from_pretrained(str(folder), dtype=torch.float32, attn_implementation="sdpa").eval()
+    # SDPA, or eager where the class has none (Gemma-2's soft-capped scores)
+    return cls.from_pretrained(str(folder), dtype=torch.float32, attn_implementation=reference_attention(cls)).eval()
 
 
 def check_config(tree: Path, folder: Path, workdir: Path) -> dict:

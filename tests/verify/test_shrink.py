@@ -109,6 +109,8 @@ def test_deepseek_v3_keeps_a_layer_with_experts_and_its_rope_head_size():
     assert shrunk.num_layers == 4 and shrunk.config["first_k_dense_replace"] == 3
     assert "4 layers, not 2: its first dense layer (0) and first expert layer (3) among them" in shrunk.shrunk
     assert shrunk.config["head_dim"] == shrunk.config["qk_rope_head_dim"] == 64
+    assert "quantization_config" not in shrunk.config  # random weights, unquantized: transformers loads them as they are
+    assert "quantization_config left out (the shrunk model's weights are random, unquantized)" in shrunk.shrunk
     qwen = published("Qwen--Qwen3-30B-A3B")
     spread = shrink({**qwen, "decoder_sparse_step": 2, "mlp_only_layers": [2, 5, 40]}, differences())
     assert spread.num_layers == 2 and spread.config["mlp_only_layers"] == [] and spread.shrunk[0] == "layers 48 -> 2"
