@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from porter import multimodal as multimodal_models
+from porter import transformers_config
 from porter.class_table import class_table
 from porter.errors import PorterError
 from porter.multimodal import Multimodal
@@ -343,28 +344,8 @@ def raw_of(config: dict) -> dict:
 
 
 def _through_transformers(raw: dict, path: str) -> dict:
-    transformers = _transformers()
-    cls = transformers.CONFIG_MAPPING[raw["model_type"]]
-    logger = transformers.utils.logging
-    level = logger.get_verbosity()
-    logger.set_verbosity_error()
-    try:
-        config = cls.from_dict(copy.deepcopy(raw))  # transformers fills nested dicts in place
-    except Exception as exc:  # its own checks: TypeError, ValueError, KeyError, huggingface_hub's validation errors
-        if not isinstance(exc, (TypeError, ValueError, KeyError)) and not type(exc).__module__.startswith("huggingface_hub"):
-            raise
-        raise PorterError(f"transformers' {cls.__name__} refuses this config.json", file=path,
-                          construct=f"a config {cls.__name__} reads", found=_first_reason(exc),
-                          fix="fix the field it names (transformers could not load this model either)") from None
-    finally:
-        logger.set_verbosity(level)
-    return config.to_dict()
-
-
-def _first_reason(exc: Exception) -> str:
-    """The line of transformers' refusal that names the field (a validation error's last line)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if type(exc).__module__.startswith("huggingface_hub") and lines else lines[0] if lines else repr(exc)
+    cls = _transformers().CONFIG_MAPPING[raw["model_type"]]
+    return transformers_config.from_dict(cls, raw, path).to_dict()
 
 
 def _both_names(fields: dict, raw: dict, cls: ConfigClass) -> dict:

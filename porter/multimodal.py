@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from porter import transformers_config
 from porter.class_table import class_table
 from porter.errors import PorterError
 
@@ -70,7 +71,9 @@ def of(raw: dict) -> Multimodal | None:
     if TEXT_CONFIG not in sub_configs and not isinstance(raw.get(TEXT_CONFIG), dict):
         return None
     text = raw.get(TEXT_CONFIG) if isinstance(raw.get(TEXT_CONFIG), dict) else {}
-    text_type = text.get("model_type") or getattr(sub_configs.get(TEXT_CONFIG), "model_type", None) or None
+    # the outer class's own text class reads it whatever the file says (Gemma3TextConfig); a class
+    # that reads any (AutoConfig: Mistral3) goes by the file's model_type
+    text_type = getattr(sub_configs.get(TEXT_CONFIG), "model_type", None) or text.get("model_type") or None
     others = sorted({k for k in sub_configs if k != TEXT_CONFIG} |
                     {k for k, v in raw.items() if k.endswith("_config") and k != TEXT_CONFIG and isinstance(v, dict)})
     return Multimodal(model_type, architecture, text_type, tuple(others))
@@ -102,18 +105,7 @@ def text_config(raw: dict, found: Multimodal, path: str) -> dict:
     text class fills in the rest when porter reads it)."""
     cls = _outer_class(found.model_type)
     if cls is not None:
-        import transformers
-
-        level = transformers.utils.logging.get_verbosity()
-        transformers.utils.logging.set_verbosity_error()
-        try:
-            outer = cls.from_dict(copy.deepcopy(raw))
-        except (TypeError, ValueError, KeyError) as exc:
-            raise PorterError(f"transformers' {cls.__name__} refuses this config.json", file=path,
-                              construct=f"a config {cls.__name__} reads", found=str(exc).splitlines()[0],
-                              fix="fix the field it names (transformers could not load this model either)") from None
-        finally:
-            transformers.utils.logging.set_verbosity(level)
+        outer = transformers_config.from_dict(cls, raw, path)
         text = getattr(outer, TEXT_CONFIG, None)
         fields = text.to_diff_dict() if text is not None else {}
         fields.pop("transformers_version", None)
@@ -159,9 +151,6 @@ class Split:
 
     text: dict[str, str]
     left_out: dict[str, int]
-
-    def describe(self) -> list[str]:
-        return [f"{part}.* ({count} tensors): not the language model, left out" for part, count in self.left_out.items()]
 
 
 def split(names: Iterable[str], found: Multimodal, path: str) -> Split:

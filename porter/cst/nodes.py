@@ -97,6 +97,14 @@ def mentions(node: cst.CSTNode, name: str) -> bool:
     return False
 
 
+def uses_values(block: cst.CSTNode, name: str) -> bool:
+    """Does the block use `name`'s values (not only its .shape, .dtype or .device)?"""
+    uses = len(findall(block, m.Name(name)))
+    meta = len(findall(block, m.Attribute(value=m.Name(name), attr=m.OneOf(m.Name("shape"), m.Name("dtype"),
+                                                                            m.Name("device")))))
+    return uses > meta
+
+
 def contains_code(body: Sequence[cst.BaseStatement], stmt: cst.BaseStatement) -> bool:
     wanted = code(stmt)
     return any(code(s) == wanted for s in body)

@@ -151,8 +151,10 @@ class Difference:
         """verify's shrinking of a user's config.json (porter.verify.user_model), after the sizes:
         change its own fields in `out` (the file, shrunk to `layers` layers) where the published
         value would prove nothing in a `seq_length`-token batch, or counts more layers than
-        there are; `read` is the published file as transformers reads it (`read.raw`: as
-        written). Returns what it changed, for the report; by default nothing."""
+        there are; it may raise `out["num_hidden_layers"]` where fewer layers would leave out a
+        kind of layer the file has (verify then runs that many); `read` is the published file
+        as transformers reads it (`read.raw`: as written). Returns what it changed, for the
+        report; by default nothing."""
         return []
 
     def tiny(self, spec: Spec, tiny: Any) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from porter import convert
 from porter.convert.shape_check import parameter_count
 from porter.errors import PorterError
 from porter.hf_config import causal_lm_class, hf_class_of
-from porter.hf_reading import reading
+from porter.hf_reading import read_config, reading
 from porter.naming import spec_in_tree
 from porter.probe import probe_plan
 from porter.source import SourceTree
@@ -442,17 +442,10 @@ def _users_weights(spec: Spec, hf_dir: Path, tiny: TinyConfig, dtype: str):
 
 def users_config(hf_dir: Path) -> tuple[dict, object]:
     """The config.json of the user's HF folder as porter ports it (a multimodal model's language
-    model's), and the multimodal model it is part of (None for a text model)."""
-    from porter import multimodal
-
-    config_path = hf_dir / "config.json"
-    try:
-        raw = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PorterError(f"cannot read {config_path}", file=str(config_path), construct="an HF model folder",
-                          found=str(exc), fix="pass --hf the folder save_pretrained wrote (config.json, *.safetensors)") from None
-    found = multimodal.of(raw) if isinstance(raw, dict) else None
-    return (multimodal.text_config(raw, found, str(config_path)) if found else raw), found
+    model's; porter.hf_reading.read_config, its refusals naming the file), and the multimodal model
+    it is part of (None for a text model)."""
+    read = read_config(hf_dir)
+    return read.raw, read.multimodal
 
 
 def _language_model(hf_dir: Path, found, cls, torch_dtype, tokens: torch.Tensor):
@@ -461,7 +454,14 @@ def _language_model(hf_dir: Path, found, cls, torch_dtype, tokens: torch.Tensor)
     name); refused where that does not give the whole model's logits on text tokens."""
     import transformers
 
-    whole_cls = getattr(transformers, found.architecture)
+    whole_cls = getattr(transformers, found.architecture, None)
+    if whole_cls is None:
+        raise PorterError(f"transformers {transformers.__version__} has no {found.architecture}",
+                          file=str(hf_dir / "config.json"), construct=f"architectures = [{found.architecture!r}], "
+                          "a class of the installed transformers (verify --hf runs the whole model as it loads it)",
+                          found=f"no transformers.{found.architecture} (a model of remote code, or a later release's)",
+                          fix=f"install a transformers that has {found.architecture}, or verify without --hf "
+                              "(a model built from the text config)")
     whole = whole_cls.from_pretrained(str(hf_dir), dtype=torch_dtype,
                                       attn_implementation=reference_attention(cls)).eval()
     text_config = whole.config.get_text_config()

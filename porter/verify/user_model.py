@@ -30,7 +30,8 @@ import torch
 
 from porter.convert.shape_check import parameter_count
 from porter.errors import PorterError
-from porter.hf_reading import reading
+from porter.differences.partial_rotary.sizes import hf_rotary_dim
+from porter.hf_reading import reading, rope_parameters_of
 
 if TYPE_CHECKING:
     from porter.spec import Differences
@@ -69,9 +70,8 @@ def shrink(raw: dict, differences: Differences, num_layers: int = 2, heads: int 
         K2 = min(K, 2)
         H2 = K2 * per_group
     # a rope parameter with a number per rotary frequency (LongRoPE's factors) fixes the head size
-    rope = read.get("rope_parameters") or {}
-    rotated = int(D * (rope.get("partial_rotary_factor") or 1.0))  # transformers' rotary dimension
-    per_frequency = any(isinstance(v, list) and len(v) == rotated // 2 for v in rope.values())
+    rotated = hf_rotary_dim(read, D)  # transformers' rotary dimension (partial rotary: fewer channels)
+    per_frequency = any(isinstance(v, list) and len(v) == rotated // 2 for v in rope_parameters_of(read).values())
     D2 = D if D <= HEAD_SIZE or per_frequency else HEAD_SIZE
     width = W * H2 * D2 / (H * D)  # the attention width keeps its fraction of the hidden size
     W2 = max(2, 2 * round(width / 2))
@@ -99,8 +99,9 @@ def shrink(raw: dict, differences: Differences, num_layers: int = 2, heads: int 
             if key == "pad_token_id":
                 notes.append(f"pad_token_id {value} -> {V2 - 1} (inside the vocabulary)")
     for difference in differences:
-        notes += difference.shrink_hf(read, out, L2, seq_length)
-    return Shrunk(out, L2, W2, H2, V2, notes, _kept(read, reading(out), differences))
+        notes += difference.shrink_hf(read, out, out["num_hidden_layers"], seq_length)
+    notes[0] = f"layers {L} -> {out['num_hidden_layers']}"
+    return Shrunk(out, out["num_hidden_layers"], W2, H2, V2, notes, _kept(read, reading(out), differences))
 
 
 def _kept(published, shrunk, differences: Differences) -> list[str]:

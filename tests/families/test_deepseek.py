@@ -92,6 +92,19 @@ def test_specs_that_make_no_sense_are_refused_by_field(sections, field):
     assert caught.value.construct == field
 
 
+def test_deepseek_v3s_own_config_is_verified_with_an_expert_layer(deepseek_tree, tmp_path):
+    """`porter verify ./DeepSeek-V3`: shrunk to 4 layers, not 2, so that a layer with experts (its
+    4th: first_k_dense_replace 3) is among them (2 dense layers were another architecture than
+    the port's, refused), the latent's head size its rope part, as transformers derives it."""
+    folder = model_folder(tmp_path, published("deepseek_v3"), "deepseek_v3")
+    done = CliRunner().invoke(app, ["verify", str(folder), "--target", str(deepseek_tree), "--models", "model",
+                                    "--workdir", str(tmp_path / "verify"), "--json"])
+    assert done.exit_code == 0, done.output[-3000:]
+    doc = json.loads(done.stdout)
+    assert doc["passed"] and doc["results"][0]["max_abs_logit_diff"] <= 2e-5, doc
+    assert "4 layers, not 2: its first dense layer (0) and first expert layer (3) among them" in done.output
+
+
 def test_the_entry_points_default_to_the_models(deepseek_tree):
     v3 = (deepseek_tree / "pretrain_deepseek_v3.py").read_text()
     for default in ("multi_latent_attention=True", "q_lora_rank=1536", "kv_lora_rank=512", "qk_head_dim=128",

@@ -237,6 +237,56 @@ def test_a_text_config_of_a_model_type_porter_does_not_port_is_refused(tmp_path,
         assert entry in result.output
 
 
+@pytest.mark.parametrize("text_config, named", [("x", "text_config"), ({"hidden_size": "big"}, "hidden_size"),
+                                                 ({"num_attention_heads": 0}, "modulo by zero")],
+                         ids=["not-a-dict", "field-of-the-wrong-type", "no-heads"])
+def test_a_text_config_transformers_refuses_exits_2_naming_the_field(tmp_path, text_config, named):
+    """transformers' own checks of the outer file (huggingface_hub's validation errors among them)
+    said as porter's refusal, as for a text model's file."""
+    folder = folder_of(tmp_path, {**GEMMA3_4B, "text_config": text_config}, "model")
+    result = CliRunner().invoke(app, ["spec", str(folder)])
+    assert result.exit_code == 2, result.output
+    assert "transformers' Gemma3Config refuses this config.json" in result.output and named in result.output
+    assert str(folder / "config.json") in result.output
+
+
+def test_the_text_model_type_is_the_one_transformers_reads(tmp_path):
+    """Gemma3Config reads its text_config as Gemma3TextConfig whatever model_type the file writes
+    under it: porter names the model it reads (gemma3_text), not the file's word."""
+    text_config = {**GEMMA3_4B["text_config"], "model_type": "llama"}
+    read = read_config(folder_of(tmp_path, {**GEMMA3_4B, "text_config": text_config}, "model"))
+    assert read.model_type == read.multimodal.text_model_type == "gemma3_text"
+
+
+def test_verify_hf_reads_the_users_config_as_porter_reads_it(tmp_path):
+    """verify --hf's config.json: a file that is not a JSON object refused by name (not a crash),
+    a multimodal one read as its language model's."""
+    from porter.verify.parity import users_config
+
+    folder = folder_of(tmp_path, [], "list")
+    with pytest.raises(PorterError, match="not a JSON object") as caught:
+        users_config(folder)
+    assert caught.value.file == str(folder / "config.json")
+    raw, found = users_config(folder_of(tmp_path, GEMMA3_4B, "model"))
+    assert raw["model_type"] == "gemma3_text" and raw["architectures"] == ["Gemma3ForCausalLM"]
+    assert found.architecture == "Gemma3ForConditionalGeneration"
+
+
+def test_verify_hf_of_a_multimodal_class_transformers_lacks_is_refused_by_name(tmp_path):
+    """verify --hf loads the whole model as transformers does: a *ForConditionalGeneration it does
+    not have (remote code) is refused naming the class, before anything is read."""
+    import dataclasses
+
+    from porter.multimodal import of
+    from porter.verify.parity import _language_model
+
+    folder = folder_of(tmp_path, GEMMA3_4B, "model")
+    found = dataclasses.replace(of(GEMMA3_4B), architecture="RemoteCodeForConditionalGeneration")
+    with pytest.raises(PorterError, match="RemoteCodeForConditionalGeneration") as caught:
+        _language_model(folder, found, None, torch.float32, torch.zeros(1, 4, dtype=torch.long))  # no class used
+    assert caught.value.file == str(folder / "config.json") and caught.value.fix
+
+
 # -- through the tree (slow) ----------------------------------------------------------------------
 
 

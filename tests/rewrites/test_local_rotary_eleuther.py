@@ -156,3 +156,30 @@ def test_an_attribute_set_to_none_before_the_trees_test_is_tested_as_such():
                             "        if self.position_embedding_type")
     assert "if self.rotary_emb is not None and self.sliding_window and args.local_rope_theta is not None:" \
         in run(local_rotary()(), own)
+
+
+@pytest.mark.parametrize("shape", ["dotted", "else-none", "several-statements", "one-line"])
+def test_every_shape_the_detector_finds_the_rewrite_builds_again(shape):
+    """What detect.built_in finds (the class, by its name, however the call is spelled) the rewrite
+    rebuilds: a module's class (`rotary.RotaryEmbedding`), the tree's test with an `else: ... = None`,
+    or with other statements beside the call, or on one line; the local one under the tree's test."""
+    build = ("self.rotary_emb = RotaryEmbedding(self.hidden_size_per_attention_head,\n"
+             "                                              precision=args.params_dtype, base=args.rope_theta)\n")
+    test = "        if self.position_embedding_type == PositionEmbeddingType.rotary:"
+    source = {
+        "dotted": ATTENTION.replace("RotaryEmbedding(", "rotary.RotaryEmbedding("),
+        "else-none": ATTENTION.replace("        self.sliding_window =", "        else:\n            self.rotary_emb = "
+                                       "None\n        self.sliding_window ="),
+        "several-statements": ATTENTION.replace(test + "\n", test + "\n            self.rotary = True\n"),
+        "one-line": ATTENTION.replace(test + "\n            " + build,
+                                      test + " self.rotary_emb = RotaryEmbedding(self.hidden_size_per_attention_head, "
+                                      "precision=args.params_dtype, base=args.rope_theta)\n"),
+    }[shape]
+    assert source != ATTENTION and built_in(cst.parse_module(source)) == "CoreAttention"
+    out = run(local_rotary()(), source)
+    assert "        if self.position_embedding_type == PositionEmbeddingType.rotary and self.sliding_window and " \
+           "args.local_rope_theta is not None:\n" in out
+    local = "rotary.RotaryEmbedding(" if shape == "dotted" else "RotaryEmbedding("
+    assert f"            self.rotary_emb = {local}self.hidden_size_per_attention_head, precision=args.params_dtype, " \
+           "base=args.local_rope_theta)\n" in out
+    assert run(local_rotary()(), out) == out

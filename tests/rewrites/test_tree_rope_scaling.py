@@ -110,13 +110,15 @@ def test_forward_turns_by_the_frequencies_of_its_length(check):
         "        angles = torch.outer(positions.type_as(self.inv_freq), self.inv_freq)\n",
         "        rope_inv_freq = frequencies_for(self.inv_freq, self.rope_scaled, n + offset)\n"
         "        positions = torch.arange(n, device=rope_inv_freq.device) + offset\n"
-        "        angles = torch.outer(positions.type_as(rope_inv_freq), rope_inv_freq)\n")
+        "        angles = torch.outer(positions.type_as(rope_inv_freq), rope_inv_freq)\n").replace(
+        "        return torch.cat((angles, angles), dim=-1)[:, None, None, :]\n",
+        "        return tag_angles(torch.cat((angles, angles), dim=-1)[:, None, None, :], self.rope_scaled)\n")
     check(lambda: FrequenciesByLength(cls="RotaryEmbedding"), ROTARY, after)
 
 
 def test_cos_and_sin_are_scaled_by_the_attention_factor(check):
-    after = ROTARY.replace("angles.cos().to(t.dtype)", "(angles.cos() * attention_scaling()).to(t.dtype)") \
-                  .replace("angles.sin().to(t.dtype)", "(angles.sin() * attention_scaling()).to(t.dtype)")
+    after = ROTARY.replace("angles.cos().to(t.dtype)", "(angles.cos() * attention_scaling(angles)).to(t.dtype)") \
+                  .replace("angles.sin().to(t.dtype)", "(angles.sin() * attention_scaling(angles)).to(t.dtype)")
     check(lambda: ScaledCosSin(func="rotate"), ROTARY, after)
 
 
@@ -158,8 +160,8 @@ def test_the_cached_table_follows_the_frequencies_of_the_length(check):
         "            t = torch.arange(self.max_seq_len_cached, device=x.device).type_as(rope_inv_freq)\n"
         "            angles = torch.cat((torch.outer(t, rope_inv_freq),) * 2, dim=-1)\n")
     check(lambda: CachedFrequenciesByLength(cls="RotaryEmbedding"), CACHED, after)
-    scaled = after.replace("angles.cos()[:, None, :]", "(angles.cos() * attention_scaling())[:, None, :]") \
-                  .replace("angles.sin()[:, None, :]", "(angles.sin() * attention_scaling())[:, None, :]")
+    scaled = after.replace("angles.cos()[:, None, :]", "(angles.cos() * attention_scaling(self))[:, None, :]") \
+                  .replace("angles.sin()[:, None, :]", "(angles.sin() * attention_scaling(self))[:, None, :]")
     check(lambda: ScaledCosSin(cls="RotaryEmbedding", func="forward"), after, scaled)
 
 
@@ -213,3 +215,42 @@ def test_both_shapes_compute_what_they_did_with_the_switches_off_and_longrope_by
                        ours["rotate"](t, ours["RotaryEmbedding"](8)(20)))
     long = ours["RotaryEmbedding"](8, scaling=longrope)(20)[:, 0, 0, :4]
     assert torch.allclose(long, torch.outer(torch.arange(20).float(), base / torch.tensor(longrope["long_factor"])))
+
+
+def test_each_embedding_scales_by_its_own_factor_whichever_was_built_last():
+    """Gemma-3's local layers build an unscaled rotary embedding beside the global one under yarn:
+    cos and sin of each one's angles take that one's attention factor (they took the factor of the
+    embedding built last, for every layer), in both shapes."""
+    import torch
+
+    helpers = _helpers()
+    yarn = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, "attention_factor": None,
+            "beta_fast": 32.0, "beta_slow": 1.0, "mscale": None, "mscale_all_dim": None, "truncate": 1}
+
+    def loaded(source, *rewrites):
+        namespace = dict(helpers)
+        exec(_rewritten(source, *rewrites), namespace)
+        return namespace
+
+    ours = loaded(ROTARY, ScaledRotaryInit(cls="RotaryEmbedding"), FrequenciesByLength(cls="RotaryEmbedding"),
+                  ScaledCosSin(func="rotate"))
+    plain = loaded(ROTARY)
+    scaled, unscaled = ours["RotaryEmbedding"](8, scaling=yarn), ours["RotaryEmbedding"](8)  # unscaled built last
+    factor = scaled.rope_scaled[3]
+    assert factor > 1.01
+    t = torch.randn(20, 1, 1, 8)
+    assert torch.equal(ours["rotate"](t, unscaled(20)), plain["rotate"](t, plain["RotaryEmbedding"](8)(20)))
+    angles = scaled(20)
+    turned = torch.cat((-t[..., 4:], t[..., :4]), dim=-1)
+    assert torch.allclose(ours["rotate"](t, angles), t * angles.cos() * factor + turned * angles.sin() * factor)
+
+    cached = loaded(CACHED, ScaledRotaryInit(cls="RotaryEmbedding"), CachedFrequenciesByLength(cls="RotaryEmbedding"),
+                    ScaledCosSin(cls="RotaryEmbedding", func="forward"))
+    scaled, unscaled = cached["RotaryEmbedding"](8, scaling=yarn), cached["RotaryEmbedding"](8)
+    x = torch.zeros(1)
+    own = loaded(CACHED)["RotaryEmbedding"](8)(x, 20)
+    for a, b in zip(unscaled(x, 20), own, strict=True):
+        assert torch.equal(a, b)
+    cos, _ = scaled(x, 20)
+    angles = torch.outer(torch.arange(20).float(), scaled.rope_scaled[0])
+    assert torch.allclose(cos[:, 0, :4], angles.cos() * scaled.rope_scaled[3], atol=1e-6)

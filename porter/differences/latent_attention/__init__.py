@@ -193,6 +193,14 @@ class LatentAttention(Difference):
                               fix="set rope_interleave = true, or name an HF class with a rope_interleave field "
                                   "(DeepseekV3ForCausalLM)")
 
+    def shrink_hf(self, read, out, layers, seq_length):
+        """The latent's sizes stay as published, and so does its head size: transformers derives
+        head_dim from qk_rope_head_dim (the rotary part), which the shrink of the heads' sizes
+        would set apart (DeepSeek-V3's rotary then turned 16 channels of a 64-channel part)."""
+        if read.get("kv_lora_rank") is not None and "head_dim" in out:
+            out["head_dim"] = read["qk_rope_head_dim"]
+        return []
+
     def tiny(self, spec, tiny):
         """Every size its own (a query latent only where the spec has one), small enough for a CPU."""
         if not self.wanted(spec):

@@ -15,7 +15,8 @@ import libcst as cst
 
 from porter.cst import match as m
 from porter.cst.find import findall
-from porter.cst.nodes import assigned_names, code, expression, insert_before, mentions, statements, with_comment
+from porter.cst.nodes import (assigned_names, code, expression, insert_before, mentions, statements, uses_values,
+                              with_comment)
 from porter.edits.base import Rewrite
 
 LOCAL = "self.local_rotary_pos_emb"
@@ -29,7 +30,10 @@ class LocalRotaryBuilt(Rewrite):
     the global base, and hands its angles to every layer. Each attention knows its layer number;
     `layer_window(...)`, the rule the sliding window itself uses, says whether the layer is a
     local one: such a layer builds the tree's RotaryEmbedding with the local base (its head size,
-    as the tree's language model uses for whole-head rotary). Other layers hold None.
+    as the tree's language model uses for whole-head rotary). Other layers hold None. Where the
+    port scales the global layers (`unscaled`: the class's scaling keyword), the local call passes
+    it None outright: the scaling's own rewrite gives every RotaryEmbedding call that lacks the
+    keyword `scaling=rope_scaling_of(args)`, so on a second apply it would scale the local one.
     """
 
     construct = "ParallelAttention.__init__ with `args`, `layer_number` and `self.hidden_size_per_attention_head`"
@@ -125,7 +129,7 @@ class RotaryCacheKeyedOnAngles(Rewrite):
             return body
         branch = body[at_if]
         func = next(f for f in findall(self._module, m.FunctionDef(name=m.Name(self.func))))
-        angles = [p.name.value for p in func.params.params if _made_from(branch.body, p.name.value)]
+        angles = [p.name.value for p in func.params.params if uses_values(branch.body, p.name.value)]
         if len(angles) != 1:
             self.missing("the cache is not made from one parameter of the function")
             return body
@@ -139,11 +143,3 @@ class RotaryCacheKeyedOnAngles(Rewrite):
                             "the angles the cache is made from: local and global layers hand different ones")
         branch = branch.with_changes(test=new_test, body=branch.body.with_changes(body=[*branch.body.body, keep]))
         return [*body[:at_if], branch, *body[at_if + 1:]]
-
-
-def _made_from(block: cst.CSTNode, name: str) -> bool:
-    """Does the block use `name`'s values (not only its .shape, .dtype or .device)?"""
-    uses = len(findall(block, m.Name(name)))
-    meta = len(findall(block, m.Attribute(value=m.Name(name), attr=m.OneOf(m.Name("shape"), m.Name("dtype"),
-                                                                            m.Name("device")))))
-    return uses > meta

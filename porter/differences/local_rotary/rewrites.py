@@ -7,9 +7,12 @@ import libcst as cst
 from porter.cst import match as m
 from porter.cst.find import findall
 from porter.cst.nodes import assigned_names, code, mentions, statements, with_comment
+from porter.differences.rotary.detect import ROTARY_CLASS
 from porter.edits.base import Rewrite
 
 WINDOW = "self.sliding_window"
+# the tree's class built, however the call spells it (detect.built_in finds it by its name alone)
+ROTARY_CALL = m.Call(func=m.Name(ROTARY_CLASS) | m.Attribute(attr=m.Name(ROTARY_CLASS)))
 
 
 class LocalRotaryEmbedding(Rewrite):
@@ -43,19 +46,20 @@ class LocalRotaryEmbedding(Rewrite):
     def rewrite_body(self, body):
         if self.recognised(body, lambda s: isinstance(s, cst.If) and mentions(s.test, self.value)):
             return body
-        at_built = next((i for i, s in enumerate(body) if findall(s, m.Call(func=m.Name("RotaryEmbedding")))), None)
-        built = findall(body[at_built], m.Call(func=m.Name("RotaryEmbedding"))) if at_built is not None else []
+        at_built = next((i for i, s in enumerate(body) if findall(s, ROTARY_CALL)), None)
+        built = findall(body[at_built], ROTARY_CALL) if at_built is not None else []
         if not built or not built[0].args:
             self.missing("no RotaryEmbedding(...) built")
             return body
         guard, target = _guard(body[at_built], body[:at_built])
         if target is None:
-            self.missing("the RotaryEmbedding is not assigned to an attribute (`self.<rotary> = RotaryEmbedding(...)`)")
+            self.missing("the RotaryEmbedding is not assigned to an attribute (`self.<rotary> = RotaryEmbedding(...)`), "
+                         "as a statement of its own or in the body of one `if <test>:`")
             return body
         at = next((i for i, s in enumerate(body) if WINDOW in assigned_names(s)), None)
         window = WINDOW
         if at is None and self.window and any(mentions(s, "layer_number") for s in body):
-            at = max(i for i, s in enumerate(body) if findall(s, m.Call(func=m.Name("RotaryEmbedding"))))
+            at = max(i for i, s in enumerate(body) if findall(s, ROTARY_CALL))
             window = self.window
         if at is None:
             self.missing(f"no `{WINDOW} = ...` (the layer's window), nor a layer_number parameter to compute it")
@@ -91,20 +95,28 @@ def _guard(stmt: cst.BaseStatement, before: list[cst.BaseStatement]) -> tuple[st
     """(the test under which the second one is built, the attribute the first is assigned to):
     `self.x is not None` where the attribute is always set (`self.x = RotaryEmbedding(...) if ...
     else None`, or `self.x = None` before the tree's `if <test>:`, porter's own), else the tree's
-    `if <test>:` around `self.x = RotaryEmbedding(...)` (EleutherAI's, under the tree's rotary test)."""
-    inner = stmt.body.body if isinstance(stmt, cst.If) and stmt.orelse is None else None
-    assign = inner[0] if inner and len(inner) == 1 else stmt
-    target = None
-    if isinstance(assign, cst.SimpleStatementLine) and isinstance(assign.body[0], cst.Assign) \
-            and len(assign.body[0].targets) == 1 and isinstance(assign.body[0].targets[0].target, cst.Attribute):
-        target = code(assign.body[0].targets[0].target)
+    `if <test>:` whose body assigns `self.x = RotaryEmbedding(...)` (EleutherAI's, under the tree's
+    rotary test; other statements beside it, an `else:`, one line, alike)."""
+    under_if = isinstance(stmt, cst.If)
+    target = _assigned(stmt.body.body if under_if else [stmt])
     if target is None:
         return "", None
-    if assign is stmt or any(_sets_none(s, target) for s in before):
+    if not under_if or any(_sets_none(s, target) for s in before):
         return f"{target} is not None", target
     test = code(stmt.test)
     loose = isinstance(stmt.test, (cst.BooleanOperation, cst.IfExp, cst.Lambda, cst.NamedExpr)) and not stmt.test.lpar
     return (f"({test})" if loose else test), target
+
+
+def _assigned(body) -> str | None:
+    """The attribute the RotaryEmbedding is assigned to, by a statement of `body` (lines, or the
+    small statements of a one-line suite), else None."""
+    smalls = [small for s in body for small in (s.body if isinstance(s, cst.SimpleStatementLine) else [s])]
+    for small in smalls:
+        if isinstance(small, cst.Assign) and findall(small.value, ROTARY_CALL) and len(small.targets) == 1 \
+                and isinstance(small.targets[0].target, cst.Attribute):
+            return code(small.targets[0].target)
+    return None
 
 
 def _sets_none(stmt: cst.BaseStatement, target: str) -> bool:

@@ -343,6 +343,29 @@ class MixtureOfExperts(Difference):
                     fix=f"remove {field}, or name an HF class whose config has it (Qwen3MoeForCausalLM)")
         config.update(written)
 
+    def shrink_hf(self, read, out, layers, seq_length):
+        """As many layers as it takes for a layer with experts (and a dense one, where the file
+        keeps some) to be among them, as transformers places them: DeepSeek-V3 keeps a dense MLP
+        in its first 3 layers, so 2 layers were a dense model (verify then compared another
+        architecture, and no expert was proven); the listed dense layers cut to the layers kept."""
+        fields = fields_of(read.get("model_type"))
+        if not fields.experts(read):
+            return []
+        dense = set(fields.dense_of(read))
+        interval = int(fields.read(read, fields.interval) or 1) if fields.interval else 1
+        kinds = {}
+        for i in range(read["num_hidden_layers"]):
+            kinds.setdefault(i not in dense and (i + 1) % interval == 0, i)
+        notes = []
+        needed = 1 + max(kinds.values())
+        if needed > layers:
+            said = " and ".join(f"first {'expert' if sparse else 'dense'} layer ({i})" for sparse, i in sorted(kinds.items()))
+            notes.append(f"{needed} layers, not {layers}: its {said} among them")
+            layers = out["num_hidden_layers"] = needed
+        if fields.dense_layers and isinstance(read.raw.get(fields.dense_layers), list):
+            out[fields.dense_layers] = [i for i in read.raw[fields.dense_layers] if i < layers]
+        return notes
+
     def tiny(self, spec, tiny):
         """The spec's own routing at a small size: at most 16 experts, at most half of them per
         token (Mixtral: 8, top-2; Qwen3-MoE: 16, top-8), the experts narrower than the dense MLP

@@ -23,7 +23,7 @@ from __future__ import annotations
 from porter.differences.base import Difference
 from porter.differences.partial_rotary.detect import detect
 from porter.differences.partial_rotary.hf_classes import TYPES, rotates_part
-from porter.differences.partial_rotary.sizes import FIELD, SWITCH, head_dim_of, rotary_dim
+from porter.differences.partial_rotary.sizes import FIELD, SWITCH, head_dim_of, hf_partial, rotary_dim
 from porter.edits.calls import AddKeyword
 from porter.errors import PorterError
 from porter.planner import rw, unsupported
@@ -108,9 +108,7 @@ class PartialRotary(Difference):
                     "a family ported earlier into this tree rotates part of each head")
 
     def from_hf(self, config):
-        params = config.rope_parameters()
-        # transformers: rope_parameters' own wins over the top-level field (setdefault)
-        partial = params.get("partial_rotary_factor", config.get("partial_rotary_factor"))
+        partial = hf_partial(config)
         if partial is None or float(partial) == 1.0:
             return {FIELD: 1.0}
         if not rotates_part(config.model_type):

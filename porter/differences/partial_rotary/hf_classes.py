@@ -10,4 +10,3 @@ TYPES = frozenset({"phi3"})
 
 def rotates_part(model_type: str | None) -> bool:
     return model_type in TYPES
-

@@ -9,12 +9,13 @@ import libcst as cst
 
 from porter.cst import match as m
 from porter.cst.find import findall
-from porter.cst.nodes import code, expression, mentions, statements
+from porter.cst.nodes import code, expression, mentions, statements, uses_values
 from porter.edits.base import Rewrite
 
 SCALED = "rope_scaled"  # the attribute holding the scaled frequencies
 LOCAL = "rope_inv_freq"  # forward's name for the frequencies of the sequence's length
 SCALE = "attention_scaling"  # the helper giving the factor on cos and sin
+TAG = "tag_angles"  # the helper tagging the angles a forward returns with its factor
 
 
 def _params(func: cst.FunctionDef) -> list[cst.Param]:
@@ -101,7 +102,11 @@ class FrequenciesByLength(Rewrite):
     context, the long one past it (transformers: max(position) + 1 > original). The forward's
     positions are `torch.arange(L) (+ offset)`, so the sequence spans L (+ offset) positions; from
     there on the forward reads `rope_inv_freq = frequencies_for(self.inv_freq, self.rope_scaled,
-    L + offset)` where it read `self.inv_freq` (the tree's own frequencies when no scaling is on).
+    L + offset)` where it read `self.inv_freq` (the tree's own frequencies when no scaling is on),
+    and every angles it returns are tagged with its attention factor (`return tag_angles(x,
+    self.rope_scaled)`): the function computing their cos and sin scales them by the factor of
+    the embedding that made them, not of the one built last (Gemma-3's local layers, unscaled,
+    beside its global ones under yarn).
     """
 
     construct = "`positions = torch.arange(length, ...) (+ offset)`, then angles of `self.inv_freq`"
@@ -129,9 +134,31 @@ class FrequenciesByLength(Rewrite):
         if not count:
             self.missing(f"no read of self.{self.attr} after the positions")
             return body
+        tag = _TagReturns()
+        rest = [stmt.visit(tag) for stmt in rest]
+        if not tag.count:
+            self.missing("no `return` of the angles after the positions")
+            return body
         self.anchored()
         choose = statements(f"{LOCAL} = frequencies_for(self.{self.attr}, self.{SCALED}, {positions_length(body[at])})\n")
         return [*body[:at], *choose, *rest]
+
+
+class _TagReturns(cst.CSTTransformer):
+    """`return x` -> `return tag_angles(x, self.rope_scaled)` (not inside a nested function)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def visit_FunctionDef(self, node):
+        return False
+
+    def leave_Return(self, original, updated):
+        if updated.value is None:
+            return updated
+        self.count += 1
+        return updated.with_changes(value=expression(f"{TAG}({code(updated.value)}, self.{SCALED})"))
 
 
 class ScaledCosSin(Rewrite):
@@ -139,9 +166,11 @@ class ScaledCosSin(Rewrite):
 
     Why: yarn and longrope scale cos and sin (transformers: `emb.cos() * attention_scaling`),
     and the tree's rotary embedding hands attention the angles, whose cos and sin this function
-    computes. Each `angles.cos()` / `angles.sin()` becomes `(angles.cos() * attention_scaling())`,
+    computes. Each `angles.cos()` / `angles.sin()` becomes `(angles.cos() * attention_scaling(...))`,
     in transformers' order (scaled in the angles' dtype, then cast); the factor is 1 when no
-    scaling is on, which changes no bit.
+    scaling is on, which changes no bit. Its sources: `self` in the class's own method (that
+    embedding's factor), else the function's parameters (the angles its caller was handed, tagged
+    by the forward that made them).
     """
 
     construct = "a function computing `angles.cos()` and `angles.sin()`"
@@ -149,10 +178,16 @@ class ScaledCosSin(Rewrite):
     cls: str | None = None
     func: str = "apply_rotary_pos_emb"
 
+    def leave_FunctionDef(self, original, updated):
+        self._function = updated  # its parameters are the sources of the factor (rewrite_body)
+        return super().leave_FunctionDef(original, updated)
+
     def rewrite_body(self, body):
         if any(findall(s, m.Call(func=m.Name(SCALE))) for s in body):
             self.already_done()
             return body
+
+        sources = "self" if self.cls else ", ".join(_angle_params(self._function))
 
         class Scale(cst.CSTTransformer):
             count = 0
@@ -161,7 +196,7 @@ class ScaledCosSin(Rewrite):
                 if isinstance(updated.func, cst.Attribute) and updated.func.attr.value in ("cos", "sin") \
                         and not updated.args:
                     Scale.count += 1
-                    return expression(f"({code(updated)} * {SCALE}())")
+                    return expression(f"({code(updated)} * {SCALE}({sources}))")
                 return updated
 
         out = [s.visit(Scale()) for s in body]
@@ -170,6 +205,17 @@ class ScaledCosSin(Rewrite):
             return body
         self.anchored()
         return out
+
+
+def _angle_params(func: cst.FunctionDef) -> list[str]:
+    """The parameters whose values the receivers of `x.cos()` / `x.sin()` are made from, directly
+    or through one assignment (`freqs_ = freqs[:t.shape[0]]`: freqs, not t)."""
+    receivers = [c.func.value for c in findall(func.body, m.Call())
+                 if isinstance(c.func, cst.Attribute) and c.func.attr.value in ("cos", "sin") and not c.args]
+    names = {n.value for r in receivers for n in findall(r, m.Name())}
+    made = [*receivers, *(a.value for a in findall(func.body, m.Assign())
+                          if any(isinstance(t.target, cst.Name) and t.target.value in names for t in a.targets))]
+    return [p.name.value for p in _params(func) if any(uses_values(e, p.name.value) for e in made)]
 
 
 def cache_if(stmt: cst.BaseStatement) -> tuple[str, str] | None:

@@ -36,7 +36,7 @@ KEYWORD = "scaling"
 VALUE = "rope_scaling_of(args)"
 MODULE = "megatron/model/rope_scaling.py"
 IMPORT_READER = "from megatron.model.rope_scaling import rope_scaling_of"
-IMPORT_HELPERS = "from megatron.model.rope_scaling import attention_scaling, frequencies_for, scaled_frequencies"
+IMPORT_HELPERS = "from megatron.model.rope_scaling import attention_scaling, frequencies_for, scaled_frequencies, tag_angles"
 
 
 @dataclass(frozen=True)

@@ -203,12 +203,22 @@ class SlidingWindow(Difference):
 
     def shrink_hf(self, read, out, layers, seq_length):
         """A user's window shorter than verify's batch (a window the batch never reaches proves
-        nothing: a quarter of it), and Qwen2's per-layer fields cut to the shrunk layers."""
+        nothing: a quarter of it); as many layers as it takes for each kind of layer the file has
+        to be among them (Gemma-3's first global layer is its 6th: 2 layers would prove its
+        windowed layers only, never the global one's rotary base and scaling); the per-layer
+        fields cut to the shrunk layers."""
         notes = []
         window = read.get("sliding_window")
         if window and window >= seq_length:
             out["sliding_window"] = max(1, seq_length // 4)
             notes.append(f"sliding window {window} -> {out['sliding_window']} (shorter than the {seq_length}-token batch)")
+        types = read.get("layer_types") if window else None
+        if types:
+            needed = 1 + max(types.index(kind) for kind in set(types))
+            if needed > layers:
+                kinds = " and ".join(sorted(set(types)))
+                notes.append(f"{needed} layers, not {layers}: its first {kinds} layers among them")
+                layers = out["num_hidden_layers"] = needed
         if read.raw.get("layer_types") is not None:
             out["layer_types"] = list(read.raw["layer_types"])[:layers]
         windowed_from = read.raw.get("max_window_layers")
