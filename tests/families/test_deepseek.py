@@ -18,6 +18,7 @@ from porter.catalog import load_spec
 from porter.cli import app
 from porter.errors import PorterError
 from porter.verify.parity import VerifyOptions, verify
+from tests.helpers.trees import edited_copy
 
 DATA = Path(__file__).parent / "data"
 V2_LITE, V3 = load_spec("deepseek_v2_lite"), load_spec("deepseek_v3")
@@ -410,14 +411,8 @@ BREAKS = {
 @pytest.mark.slow  # each a verify of its own (the correction bias's alone took 77 s of the test command)
 @pytest.mark.parametrize("name", sorted(BREAKS))
 def test_verify_names_the_broken_module(deepseek_tree, tmp_path, name):
-    import shutil
-
     file, (old, new), module = BREAKS[name]
-    broken = tmp_path / "broken"
-    shutil.copytree(deepseek_tree, broken, ignore=shutil.ignore_patterns("__pycache__"))
-    text = (broken / file).read_text()
-    assert text.count(old) == 1, old
-    (broken / file).write_text(text.replace(old, new))
+    broken = edited_copy(deepseek_tree, tmp_path / "broken", (file, old, new))
     result = verify(V3, broken, tmp_path / "verify")
     assert not result.passed
     (r,) = result.results

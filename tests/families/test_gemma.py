@@ -21,6 +21,7 @@ from porter.smoke import SmokeConfig, run_smoke
 from porter.verify.parity import VerifyOptions, verify
 from tests.conftest import copy_sample_tree
 from tests.families.test_gemma_config import GEMMA_7B
+from tests.helpers.trees import edited_copy
 
 GEMMA = load_spec("gemma")
 LAYER0 = "language_model.encoder.layers.0"
@@ -114,11 +115,7 @@ BREAKS = {
 @pytest.mark.parametrize("name", sorted(BREAKS))
 def test_verify_names_the_module_of_a_missing_gemma_difference(gemma_tree, tmp_path, name):
     file, (old, new), module = BREAKS[name]
-    broken = tmp_path / "broken"
-    shutil.copytree(gemma_tree, broken, ignore=shutil.ignore_patterns("__pycache__"))
-    text = (broken / file).read_text()
-    assert text.count(old) == 1, f"{old!r} is not once in {file}"
-    (broken / file).write_text(text.replace(old, new))
+    broken = edited_copy(gemma_tree, tmp_path / "broken", (file, old, new))
     result = verify(GEMMA, broken, tmp_path / "verify", VerifyOptions(kinds=("model",)))
     (r,) = result.results
     assert not result.passed and r.max_logit_diff > 1e-5

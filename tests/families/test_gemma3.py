@@ -23,6 +23,7 @@ from porter.errors import PorterError
 from porter.hf_config import hf_config_of
 from porter.verify.parity import VerifyOptions, verify
 from tests.families.test_gemma2 import passed
+from tests.helpers.trees import edited_copy
 
 GEMMA3 = load_spec("gemma3")
 LAYER0, LAYER1 = "language_model.encoder.layers.0", "language_model.encoder.layers.1"
@@ -158,11 +159,7 @@ BREAKS = {
 @pytest.mark.parametrize("name", sorted(BREAKS))
 def test_verify_names_the_module_of_a_missing_gemma3_difference(gemmas_tree, tmp_path, name):
     file, (old, new), module = BREAKS[name]
-    broken = tmp_path / "broken"
-    shutil.copytree(gemmas_tree, broken, ignore=shutil.ignore_patterns("__pycache__"))
-    text = (broken / file).read_text()
-    assert text.count(old) == 1, f"{old!r} is not once in {file}"
-    (broken / file).write_text(text.replace(old, new))
+    broken = edited_copy(gemmas_tree, tmp_path / "broken", (file, old, new))
     result = verify(GEMMA3, broken, tmp_path / "verify", VerifyOptions(kinds=("model",)))
     (r,) = result.results
     assert not result.passed and r.max_logit_diff > 1e-5

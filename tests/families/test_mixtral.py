@@ -2,7 +2,6 @@
 MixtralForCausalLM at TP=1 and expert-parallel 2 -- on DeepSpeed's own MoE layer."""
 
 import json
-import shutil
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ from porter.catalog import load_spec, parse
 from porter.cli import app
 from porter.errors import PorterError
 from porter.verify.parity import VerifyOptions, verify
+from tests.helpers.trees import edited_copy
 
 MIXTRAL = load_spec("mixtral")
 LAYER0 = "language_model.encoder.layers.0"
@@ -264,12 +264,7 @@ def test_a_converted_checkpoint_loads_with_the_trees_own_loader_at_expert_parall
                  marks=pytest.mark.slow),
 ])
 def test_wrong_routing_fails_verify_at_the_moe_router(moe_tree, tmp_path, name, edit):
-    broken = tmp_path / "broken"
-    shutil.copytree(moe_tree, broken, ignore=shutil.ignore_patterns("__pycache__"))
-    transformer = broken / "megatron/model/transformer.py"
-    text = transformer.read_text()
-    assert text.count(edit[0]) == 1
-    transformer.write_text(text.replace(*edit))
+    broken = edited_copy(moe_tree, tmp_path / "broken", ("megatron/model/transformer.py", *edit))
     result = verify(MIXTRAL, broken, tmp_path / "verify")
     assert not result.passed
     (r,) = result.results

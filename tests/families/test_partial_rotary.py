@@ -10,7 +10,6 @@ embedding."""
 
 import dataclasses
 import json
-import shutil
 
 import libcst as cst
 import pytest
@@ -27,6 +26,7 @@ from porter.resources import sample_tree_dir
 from porter.source import SourceTree
 from tests.conftest import copy_sample_tree
 from tests.families.battery import model_folder, published
+from tests.helpers.trees import edited_copy
 
 FIELD = "position_embedding.rotary_percent"
 PHI4 = "microsoft--Phi-4-mini-instruct"
@@ -261,14 +261,11 @@ def test_phi4_mini_matches_hf(phi4, tmp_path, more):
 @pytest.mark.slow
 def test_rotating_the_last_channels_fails_at_the_rotary_embedding(phi4, tmp_path):
     folder, tree = phi4
-    broken = tmp_path / "tree"
-    shutil.copytree(tree, broken, ignore=shutil.ignore_patterns("__pycache__"))
-    path = broken / "megatron" / "model" / "rotary_embedding.py"
     line = "        return torch.cat((apply_rotary_pos_emb(t[..., :rotated], cos, sin), t[..., rotated:]), dim=-1)\n"
-    text = path.read_text()
-    assert text.count(line) == 1
-    path.write_text(text.replace(line, "        return torch.cat((t[..., :-rotated], apply_rotary_pos_emb(t[..., -rotated:], "
-                                       "cos, sin)), dim=-1)\n"))
+    broken = edited_copy(tree, tmp_path / "tree",
+                         ("megatron/model/rotary_embedding.py", line,
+                          "        return torch.cat((t[..., :-rotated], apply_rotary_pos_emb(t[..., -rotated:], "
+                          "cos, sin)), dim=-1)\n"))
     done = verify(folder, broken, tmp_path / "verify", "--models", "model")
     assert done.exit_code == 1, done.output[-3000:]
     (r,) = json.loads(done.stdout)["results"]

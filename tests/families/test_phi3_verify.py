@@ -6,7 +6,6 @@ TP=2 and PP=2. Broken on purpose: a wrong qkv split in convert, and longrope's l
 tree, each fail and name the module that differs."""
 
 import json
-import shutil
 
 import pytest
 from safetensors import safe_open
@@ -15,6 +14,7 @@ from porter.catalog import load_spec
 from porter.differences.hf_fused_weights import weights as fused_weights
 from porter.verify.parity import VerifyOptions, verify
 from porter.verify.reference import TinyConfig
+from tests.helpers.trees import edited_copy
 
 PHI3, PHI3_5 = load_spec("phi3"), load_spec("phi3_5")
 ORIGINAL = "position_embedding.rope_scaling.original_max_position_embeddings"
@@ -110,13 +110,10 @@ LONG_LINE = "    long = 1.0 / (torch.tensor(long_factor, dtype=torch.float32) * 
 
 @pytest.mark.parametrize("tiny", [LONG, pytest.param(SHORT, marks=pytest.mark.slow)], ids=["long", "short"])
 def test_longrope_with_its_lists_swapped_fails_at_the_rotary_embedding(phi3_tree, tmp_path, tiny):
-    tree = tmp_path / "tree"
-    shutil.copytree(phi3_tree, tree, ignore=shutil.ignore_patterns("__pycache__"))
-    path = tree / "megatron" / "model" / "rotary_embedding.py"
-    text = path.read_text()
-    assert text.count(SHORT_LINE) == 1 and text.count(LONG_LINE) == 1
-    path.write_text(text.replace(SHORT_LINE, SHORT_LINE.replace("(short_factor", "(long_factor"))
-                    .replace(LONG_LINE, LONG_LINE.replace("(long_factor", "(short_factor")))
+    rotary = "megatron/model/rotary_embedding.py"
+    tree = edited_copy(phi3_tree, tmp_path / "tree",
+                       (rotary, SHORT_LINE, SHORT_LINE.replace("(short_factor", "(long_factor")),
+                       (rotary, LONG_LINE, LONG_LINE.replace("(long_factor", "(short_factor")))
     first = first_divergence(verify(PHI3_5_16, tree, tmp_path / "verify", VerifyOptions(tiny=tiny, kinds=("model",))))
     assert first.name == f"{LAYER0}.attention.rotary_emb", first
     assert first.what.startswith("rotary position embedding")

@@ -4,7 +4,6 @@ their own width, tensor-parallel shards), and the port matches Qwen3MoeForCausal
 top-8 renormalised, a dense layer between MoE layers, RMSNorm on q and k."""
 
 import json
-import shutil
 
 import pytest
 import torch
@@ -15,6 +14,7 @@ from porter.hf_config import hf_config_of
 from porter.verify.parity import VerifyOptions, verify
 from porter.verify.reference import TinyConfig
 from tests.families.battery import published
+from tests.helpers.trees import edited_copy
 
 QWEN3_MOE = load_spec("qwen3_moe")
 LAYER = "language_model.encoder.layers"
@@ -215,12 +215,7 @@ def test_a_converted_checkpoint_loads_with_the_trees_own_loader_at_tensor_and_ex
                  f"{LAYER}.0.mlp", marks=pytest.mark.slow),
 ])
 def test_a_broken_qwen3_moe_port_fails_verify_at_the_module(moe_tree, tmp_path, name, file, edit, module):
-    broken = tmp_path / "broken"
-    shutil.copytree(moe_tree, broken, ignore=shutil.ignore_patterns("__pycache__"))
-    path = broken / file
-    text = path.read_text()
-    assert text.count(edit[0]) == 1
-    path.write_text(text.replace(*edit))
+    broken = edited_copy(moe_tree, tmp_path / "broken", (file, *edit))
     result = verify(QWEN3_MOE.with_values(**DENSE_BETWEEN), broken, tmp_path / "verify",
                     VerifyOptions(tiny=TinyConfig(num_layers=3)))
     assert not result.passed

@@ -1,12 +1,11 @@
 """`porter verify` for the LLaMA family on one tree holding LLaMA-2 and LLaMA-3 side by side:
 each against LlamaForCausalLM from the same config, at TP=1, TP=2 and PP=2."""
 
-import shutil
-
 import pytest
 
 from porter.catalog import load_spec
 from porter.verify.parity import VerifyOptions, verify
+from tests.helpers.trees import edited_copy
 
 LLAMA3 = load_spec("llama3")
 SCALING = "position_embedding.rope_scaling.original_max_position_embeddings"
@@ -49,12 +48,8 @@ def test_rope_scaling_whose_original_context_is_shorter_than_the_sequence(famili
     spec = LLAMA3.with_values(**{SCALING: 16})
     passed(verify(spec, families_tree, tmp_path / "ok", VerifyOptions(kinds=("model",))), ["Llama3Model"])
 
-    broken = tmp_path / "broken"
-    shutil.copytree(families_tree, broken, ignore=shutil.ignore_patterns("__pycache__"))
-    transformer = broken / "megatron/model/transformer.py"
-    text = transformer.read_text()
-    assert text.count(", scaling=rope_scaling_of(args)") == 1
-    transformer.write_text(text.replace(", scaling=rope_scaling_of(args)", ""))
+    broken = edited_copy(families_tree, tmp_path / "broken",
+                         ("megatron/model/transformer.py", ", scaling=rope_scaling_of(args)", ""))
     result = verify(spec, broken, tmp_path / "bad", VerifyOptions(kinds=("model",)))
     assert not result.passed
     first = result.results[0].first_divergence

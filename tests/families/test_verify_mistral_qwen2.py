@@ -12,6 +12,7 @@ from safetensors import safe_open
 
 from porter.catalog import load_spec
 from porter.verify.parity import VerifyOptions, verify
+from tests.helpers.trees import edited_copy
 
 MISTRAL, QWEN2 = load_spec("mistral"), load_spec("qwen2")
 LAYER0 = "language_model.encoder.layers.0"
@@ -30,17 +31,6 @@ def passed(result, prefix, options):
         assert not [p for p in r.probes if p.diverges]
         print(f"{r.model_class} TP={r.tensor_parallel} PP={r.pipeline_parallel}: max |dlogit| {r.max_logit_diff:.3g}")
     return result
-
-
-def edited_copy(tree, folder, edits):
-    """A copy of the shared tree with (file, old, new) edits, each old text found exactly once."""
-    shutil.copytree(tree, folder, ignore=shutil.ignore_patterns("__pycache__"))
-    for file, old, new in edits:
-        path = folder / file
-        text = path.read_text()
-        assert text.count(old) == 1, (file, old)
-        path.write_text(text.replace(old, new))
-    return folder
 
 
 def first_divergence(result):
@@ -73,7 +63,7 @@ def test_qwen2_with_its_qkv_bias_and_tied_head_matches_hf(mistral_qwen2_tree, tm
 
 
 def test_mistral_without_its_window_fails_at_the_attention(mistral_qwen2_tree, tmp_path):
-    tree = edited_copy(mistral_qwen2_tree, tmp_path / "tree", [("megatron/model/transformer.py", WINDOW_LINE, "")])
+    tree = edited_copy(mistral_qwen2_tree, tmp_path / "tree", ("megatron/model/transformer.py", WINDOW_LINE, ""))
     first = first_divergence(verify(MISTRAL, tree, tmp_path / "verify", VerifyOptions(kinds=("model",))))
     assert first.name == f"{LAYER0}.attention", first  # the attention context, before any projection after it
     assert first.what.startswith("attention context")
@@ -83,13 +73,13 @@ def test_the_unfused_attention_keeps_the_window_too(mistral_qwen2_tree, tmp_path
     """The tree's own softmax with the mask (the fused kernel turned off in a copy): verified; and
     the same copy without the window fails at the attention."""
     unfused = ("megatron/model/fused_attention.py", FUSED_TEST, "    return False\n")
-    tree = edited_copy(mistral_qwen2_tree, tmp_path / "unfused", [unfused])
+    tree = edited_copy(mistral_qwen2_tree, tmp_path / "unfused", unfused)
     result = verify(MISTRAL, tree, tmp_path / "ok", VerifyOptions(kinds=("model",)))
     assert result.passed, result.as_dict()
     print(f"unfused MistralModel: max |dlogit| {result.results[0].max_logit_diff:.3g}")
 
     tree = edited_copy(mistral_qwen2_tree, tmp_path / "unfused-no-window",
-                       [unfused, ("megatron/model/transformer.py", WINDOW_LINE, "")])
+                       unfused, ("megatron/model/transformer.py", WINDOW_LINE, ""))
     first = first_divergence(verify(MISTRAL, tree, tmp_path / "bad", VerifyOptions(kinds=("model",))))
     assert first.name == f"{LAYER0}.attention", first
 

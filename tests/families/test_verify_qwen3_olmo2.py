@@ -6,13 +6,13 @@ before it, the whole-projection norm without its all-reduce at TP=2 (each rank n
 heads), the attention's post-norm after the residual add instead of before it."""
 
 import json
-import shutil
 
 import pytest
 from safetensors import safe_open
 
 from porter.catalog import load_spec
 from porter.verify.parity import VerifyOptions, verify
+from tests.helpers.trees import edited_copy
 
 QWEN3, OLMO2 = load_spec("qwen3"), load_spec("olmo2")
 LAYER0 = "language_model.encoder.layers.0"
@@ -65,17 +65,6 @@ def test_olmo2_with_post_norm_and_its_whole_projection_qk_norm_matches_hf(qwen3_
     assert f"{LAYER0}.mlp_output_layernorm" in probes and f"{LAYER0}.input_layernorm" not in probes
 
 
-def broken_copy(tree, folder, edits):
-    """A copy of the shared tree with (file, old, new) edits, each old text found exactly once."""
-    shutil.copytree(tree, folder, ignore=shutil.ignore_patterns("__pycache__"))
-    for file, old, new in edits:
-        path = folder / file
-        text = path.read_text()
-        assert text.count(old) == 1, (file, old)
-        path.write_text(text.replace(old, new))
-    return folder
-
-
 QK_NORM = """        # Query/key norm: q [sq, b, np, hn] and k [sq, b, ng, hn], before rotary.
         if self.q_layernorm is not None:
             query_layer = self.q_layernorm(query_layer)
@@ -107,7 +96,7 @@ BREAKS = {
 @pytest.mark.parametrize("name", sorted(BREAKS))
 def test_verify_names_the_module_of_a_broken_qwen3_or_olmo2_difference(qwen3_olmo2_tree, tmp_path, name):
     spec, options, edits, module = BREAKS[name]
-    tree = broken_copy(qwen3_olmo2_tree, tmp_path / "tree", edits)
+    tree = edited_copy(qwen3_olmo2_tree, tmp_path / "tree", *edits)
     result = verify(spec, tree, tmp_path / "verify", VerifyOptions(tensor_parallel=options.tensor_parallel,
                                                                      kinds=("model",)))
     (r,) = result.results

@@ -1,4 +1,5 @@
-"""Copies of the sample tree and snapshots of every file in a folder, for before/after checks."""
+"""Copies of the sample tree, edited copies of a tree, and snapshots of every file in a folder, for
+before/after checks."""
 
 from __future__ import annotations
 
@@ -13,6 +14,19 @@ from porter.resources import sample_tree_dir
 
 def copy_sample(dest: Path) -> Path:
     shutil.copytree(sample_tree_dir(), dest, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    return dest
+
+
+def edited_copy(src: Path, dest: Path, *edits: tuple[str, str, str]) -> Path:
+    """A copy of the tree src at dest (without __pycache__) with each (file, old, new) edit made in
+    turn: old must stand in file exactly once when its edit is made, else the copy fails, naming both."""
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    for file, old, new in edits:
+        path = dest / file
+        text = path.read_text()
+        found = text.count(old)
+        assert found == 1, f"{file}: {old!r} should stand there exactly once, found {found} times"
+        path.write_text(text.replace(old, new))
     return dest
 
 

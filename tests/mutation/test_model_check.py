@@ -8,6 +8,7 @@ import shutil
 
 from porter.catalog import load_spec
 from tests.helpers.port_check import check_trees, job
+from tests.helpers.trees import edited_copy
 
 # name -> (file, old text, new text, a word the problem report must contain)
 BREAKAGES = {
@@ -55,12 +56,7 @@ def test_model_checks_catch_broken_ports(ported_tree, tmp_path):
     shutil.copytree(ported_tree, ported, ignore=shutil.ignore_patterns("__pycache__"))
     jobs = [job("true port", spec, ported)]
     for name, (rel, old, new, _) in BREAKAGES.items():
-        tree = tmp_path / name.replace(" ", "-")
-        shutil.copytree(ported, tree)
-        text = (tree / rel).read_text()
-        assert text.count(old) == 1, f"{name}: the text to break is not in {rel} exactly once"
-        (tree / rel).write_text(text.replace(old, new))
-        jobs.append(job(name, spec, tree))
+        jobs.append(job(name, spec, edited_copy(ported, tmp_path / name.replace(" ", "-"), (rel, old, new))))
     results = check_trees(jobs)
     assert results["true port"]["ok"], results["true port"]["problems"]
     for name, (_, _, _, word) in BREAKAGES.items():

@@ -5,15 +5,13 @@ Olmo2ForCausalLM; a branch shape porter cannot follow is refused, nothing writte
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from typer.testing import CliRunner
 
 from porter.cli import app
 from porter.port import prepare
 from porter.verify.parity import verify
-from tests.helpers.trees import diff_snapshots, snapshot
+from tests.helpers.trees import diff_snapshots, edited_copy, snapshot
 from tests.variants.conftest import OLMO2, passed, reapply_then_revert
 
 TRANSFORMER = "megatron/model/transformer.py"
@@ -84,12 +82,8 @@ def test_reapply_then_revert_is_byte_identical(norm_type_branches_olmo2_tree, tm
 def test_a_branch_shape_porter_cannot_follow_is_refused(norm_type_branches_olmo2_tree, tmp_path, new, found):
     """The variant before the port, the else that raises after its post-attention norm's branches
     removed (a path without the norm), or the rmsnorm branch assigning None."""
-    tree = shutil.copytree(norm_type_branches_olmo2_tree.pristine, tmp_path / "Megatron-DeepSpeed")
-    path = tree / TRANSFORMER
-    text = path.read_text()
-    assert text.count(POST_NORM_BRANCH + ELSE_RAISE) == 1
-    text = text.replace(POST_NORM_BRANCH + ELSE_RAISE, new)
-    path.write_text(text)
+    tree = edited_copy(norm_type_branches_olmo2_tree.pristine, tmp_path / "Megatron-DeepSpeed",
+                       (TRANSFORMER, POST_NORM_BRANCH + ELSE_RAISE, new))
     before = snapshot(tree)
     result = CliRunner().invoke(app, ["apply", "olmo2", "--target", str(tree)])
     assert result.exit_code == 2, result.output

@@ -14,6 +14,7 @@ from porter.errors import PorterError
 from porter.profile.layout import read_layout
 from porter.source import SourceTree
 from porter.verify.reference import TinyConfig, random_reference
+from tests.helpers.trees import edited_copy
 
 SPEC = load_spec("llama")
 # 250 tokens: the tree pads them to 256 (TP 1, 2) or 512 (TP 4), so padding is exercised.
@@ -128,15 +129,12 @@ def test_layout_follows_the_tree_names(ported_tree, tmp_path):
 
 def test_a_head_held_by_the_language_model(ported_tree, hf_dir, tmp_path):
     """microsoft HEAD's shape: TransformerLanguageModel owns the untied head (`output_layer`)."""
-    tree = tmp_path / "head"
-    shutil.copytree(ported_tree, tree, ignore=shutil.ignore_patterns("__pycache__"))
-    path = tree / "megatron" / "model" / "language_model.py"
     anchor = "        self._encoder_key = 'encoder'\n"
-    text = path.read_text()
-    assert text.count(anchor) == 1
-    path.write_text(text.replace(anchor, anchor + "        self.output_layer = mpu.ColumnParallelLinear(\n"
-                                 "            args.hidden_size, args.padded_vocab_size, bias=False)\n"
-                                 "        self._output_layer_key = 'output_layer'\n"))
+    tree = edited_copy(ported_tree, tmp_path / "head",
+                       ("megatron/model/language_model.py", anchor,
+                        anchor + "        self.output_layer = mpu.ColumnParallelLinear(\n"
+                        "            args.hidden_size, args.padded_vocab_size, bias=False)\n"
+                        "        self._output_layer_key = 'output_layer'\n"))
     layout = read_layout(profile_of(SourceTree.open(tree)), SPEC)
     port = convert.Port(SPEC, tree)
     assert layout.head_module == "language_model.output_layer"
