@@ -10,17 +10,11 @@ fails here, loudly, instead of silently building a tree that is no longer the va
 
 from __future__ import annotations
 
-import shutil
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-from porter.resources import sample_tree_dir
-
-
-def copy_sample(dest: Path) -> Path:
-    shutil.copytree(sample_tree_dir(), dest, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
-    return dest
+from tests.helpers.trees import copy_sample
 
 
 def edit(root: Path, rel: str, old: str, new: str) -> None:
