@@ -153,6 +153,19 @@ def rope_parameters_of(fields: dict) -> dict[str, Any]:
     return params
 
 
+def hf_partial(config: dict) -> Any:
+    """An HF config's partial_rotary_factor as written (None: absent): rope_parameters' own wins
+    over the top-level field, as transformers reads them (setdefault)."""
+    return rope_parameters_of(config).get("partial_rotary_factor", config.get("partial_rotary_factor"))
+
+
+def hf_rotary_dim(config: dict, head_dim: int) -> int:
+    """The channels of a head that rotate, as transformers sizes them (modeling_rope_utils:
+    `dim = int(head_dim * partial_rotary_factor)`; all of them without the factor)."""
+    partial = hf_partial(config)
+    return int(head_dim * (1.0 if partial is None else float(partial)))
+
+
 # -- the config classes ---------------------------------------------------------------------------
 
 

@@ -30,8 +30,7 @@ import torch
 
 from porter.convert.shape_check import parameter_count
 from porter.errors import PorterError
-from porter.differences.partial_rotary.sizes import hf_rotary_dim
-from porter.hf_reading import reading, rope_parameters_of
+from porter.hf_reading import hf_rotary_dim, reading, rope_parameters_of
 
 if TYPE_CHECKING:
     from porter.spec import Differences

@@ -23,7 +23,7 @@ from __future__ import annotations
 from porter.differences.base import Difference
 from porter.differences.partial_rotary.detect import detect
 from porter.differences.partial_rotary.hf_classes import TYPES, rotates_part
-from porter.differences.partial_rotary.sizes import FIELD, SWITCH, head_dim_of, hf_partial, rotary_dim
+from porter.differences.partial_rotary.sizes import FIELD, SWITCH, head_dim_of, rotary_dim
 from porter.edits.calls import AddKeyword
 from porter.errors import PorterError
 from porter.planner import rw, unsupported
@@ -108,6 +108,8 @@ class PartialRotary(Difference):
                     "a family ported earlier into this tree rotates part of each head")
 
     def from_hf(self, config):
+        from porter.hf_reading import hf_partial
+
         partial = hf_partial(config)
         if partial is None or float(partial) == 1.0:
             return {FIELD: 1.0}

@@ -21,17 +21,3 @@ def head_dim_of(values: Any) -> int | None:
         return int(head_dim)
     hidden, heads = values["sizes.hidden_size"], values["sizes.num_attention_heads"]
     return hidden // heads if hidden and heads else None
-
-
-def hf_partial(config: dict) -> Any:
-    """An HF config's partial_rotary_factor as written (None: absent): rope_parameters' own wins
-    over the top-level field, as transformers reads them (setdefault)."""
-    from porter.hf_reading import rope_parameters_of
-
-    return rope_parameters_of(config).get("partial_rotary_factor", config.get("partial_rotary_factor"))
-
-
-def hf_rotary_dim(config: dict, head_dim: int) -> int:
-    """The rotary dimension of an HF config (partial_rotary_factor in rope_parameters, or top-level)."""
-    partial = hf_partial(config)
-    return rotary_dim(head_dim, None if partial is None else float(partial))

@@ -23,7 +23,7 @@ from typing import Any
 
 from porter.differences.partial_rotary import sizes as partial
 from porter.errors import PorterError
-from porter.hf_reading import class_default, class_defines
+from porter.hf_reading import class_default, class_defines, hf_rotary_dim
 from porter.schema import numbers
 
 PREFIX = "position_embedding.rope_scaling."
@@ -83,7 +83,7 @@ def from_hf(config, params: dict[str, Any]) -> dict[str, Any]:
                           found=f"rope_scaling = {params}", fix="fix the config (a Phi-3.5 config.json has both)")
     hidden, heads = config.get("hidden_size"), config.get("num_attention_heads")
     head_dim = config.get("head_dim") or (hidden // heads if hidden and heads else None)
-    dim = partial.hf_rotary_dim(config, head_dim) if head_dim else None  # the channels that rotate (partial rotary)
+    dim = hf_rotary_dim(config, head_dim) if head_dim else None  # the channels that rotate (partial rotary)
     wrong = [k for k in ("short_factor", "long_factor") if dim and len(params[k]) != dim // 2]
     if wrong:
         size = f"head_dim / 2 = {dim // 2}" if dim == head_dim else \

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-from porter.differences.partial_rotary.sizes import hf_rotary_dim
 from porter.weights import LayerWeights, Weight
 
 
@@ -32,6 +31,8 @@ def rotary_inv_freq(dim: int, theta: float) -> torch.Tensor:
 def saved_frequencies(layer: LayerWeights) -> None:
     if not layer.layout.rotary_buffers:
         return
+    from porter.hf_reading import hf_rotary_dim
+
     # sized by the channels that rotate (partial rotary: int(head_dim x partial_rotary_factor))
     dim, theta = hf_rotary_dim(layer.config, layer.shape.head_dim), rope_theta(layer.config)
     layer.add("rotary_buffers", [Weight(key, made=lambda: rotary_inv_freq(dim, theta))
