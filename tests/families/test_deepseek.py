@@ -92,6 +92,7 @@ def test_specs_that_make_no_sense_are_refused_by_field(sections, field):
     assert caught.value.construct == field
 
 
+@pytest.mark.slow  # in the test command: tests/verify/test_shrink.py's V3 shrink; end to end: the -m slow battery's V3 too
 def test_deepseek_v3s_own_config_is_verified_with_an_expert_layer(deepseek_tree, tmp_path):
     """`porter verify ./DeepSeek-V3`: shrunk to 4 layers, not 2, so that a layer with experts (its
     4th: first_k_dense_replace 3) is among them (2 dense layers were another architecture than

@@ -181,6 +181,7 @@ def test_convert_round_trips_bit_exact_and_the_tree_loads_it(gemma_tree, tmp_pat
     assert result.results[0].pipeline_parallel == (2 if engine == "pipe-pp2" else 1)
 
 
+@pytest.mark.slow  # in the test command: a trained checkpoint converted (tests/verify/test_verify.py), Gemma's weights both ways (the battery's gemma-2b, gemma-7b)
 def test_gemma_trains_and_its_checkpoint_converts_to_the_same_model(gemma_tree, tmp_path, smoke_workdir):
     """porter smoke's run (SentencePiece, the entry point's defaults): the loss falls, and the trained
     checkpoint (w moved away from its zero start) converted to HF gives the tree's logits."""
