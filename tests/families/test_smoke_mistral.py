@@ -22,6 +22,7 @@ def smoke(tree, workdir, *more):
     return doc
 
 
+@pytest.mark.slow  # in the test command: Gemma-2's and Gemma-3's smokes train windowed layers on both engines
 def test_mistral_trains_with_its_window(mistral_qwen2_tree, smoke_workdir):
     smoke(mistral_qwen2_tree, smoke_workdir)
 
@@ -32,6 +33,7 @@ def test_mistral_trains_on_the_plain_engine_and_over_two_stages(mistral_qwen2_tr
     smoke(mistral_qwen2_tree, smoke_workdir, *more)
 
 
+@pytest.mark.slow  # in the test command: Qwen3's smokes train with a tokenizer.json (TokenizerJson) on both engines
 def test_qwen2_trains_with_its_tokenizer_json(mistral_qwen2_tree, smoke_workdir):
     done = CliRunner().invoke(app, ["smoke", "qwen2", "--target", str(mistral_qwen2_tree), "--steps", "10",
                                     "--workdir", str(smoke_workdir), "--json"])

@@ -238,11 +238,14 @@ def test_each_embedding_scales_by_its_own_factor_whichever_was_built_last():
     scaled, unscaled = ours["RotaryEmbedding"](8, scaling=yarn), ours["RotaryEmbedding"](8)  # unscaled built last
     factor = scaled.rope_scaled[3]
     assert factor > 1.01
-    t = torch.randn(20, 1, 1, 8)
+    t = torch.randn(20, 1, 1, 8, generator=torch.Generator().manual_seed(0))
     assert torch.equal(ours["rotate"](t, unscaled(20)), plain["rotate"](t, plain["RotaryEmbedding"](8)(20)))
     angles = scaled(20)
     turned = torch.cat((-t[..., 4:], t[..., :4]), dim=-1)
-    assert torch.allclose(ours["rotate"](t, angles), t * angles.cos() * factor + turned * angles.sin() * factor)
+    # in the rewrite's order (cos and sin scaled first): a sum near 0 in another order differs past rtol
+    expected = t * (angles.cos() * factor) + turned * (angles.sin() * factor)
+    assert torch.allclose(ours["rotate"](t, angles), expected, atol=1e-6)
+    assert not torch.allclose(ours["rotate"](t, angles), t * angles.cos() + turned * angles.sin(), atol=1e-3)
 
     cached = loaded(CACHED, ScaledRotaryInit(cls="RotaryEmbedding"), CachedFrequenciesByLength(cls="RotaryEmbedding"),
                     ScaledCosSin(cls="RotaryEmbedding", func="forward"))
